@@ -1,0 +1,204 @@
+"""The exception tiers every layer raises, and the one place they map to exit codes.
+
+Each error carries a stable ``code`` (a slug used later for RFC 9457 problem types and MCP tool
+errors) and the CLI ``exit_code`` documented in ``docs/cli.md``. Interfaces translate errors once, at
+their boundary; nothing below them prints or exits.
+
+Tiers:
+
+- :class:`SpecError`, :class:`UsageError`: the caller misused Roster (a bad spec, a bad argument).
+- :class:`ContractViolation`, :class:`InvalidFields`, :class:`StaleVersion`, :class:`PayloadTooLarge`:
+  a write was refused by a rule. The state is unchanged and the refusal is audited.
+- :class:`NotFound`: the named task, principal or company does not exist in the caller's company.
+- :class:`ApplyRefused`: a spec change would orphan live tasks.
+- :class:`StoreBusy`: another process held the database lock for longer than the lock timeout.
+- :class:`AuditChainBroken`: ``audit verify`` found an edited, deleted, inserted or reordered event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class RosterError(Exception):
+    """Base of every error Roster raises on purpose."""
+
+    code = "error"
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict:
+        """A JSON-ready description: ``{"error": code, "message": str, ...details}``."""
+        return {"error": self.code, "message": self.message}
+
+
+class UsageError(RosterError):
+    """A command was called wrongly (missing spec file, bad ``--set`` syntax, unknown principal)."""
+
+    code = "usage"
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class SpecIssue:
+    """One problem in a spec file: where it is (file, 1-based line, dotted key path) and what was expected."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.key or '<top level>'}: {self.message}"
+
+
+class SpecError(RosterError):
+    """The workforce spec is malformed or inconsistent. ``issues`` lists every problem found."""
+
+    code = "invalid-spec"
+    exit_code = 3
+
+    def __init__(self, issues: list[SpecIssue]) -> None:
+        self.issues = list(issues)
+        lines = "\n".join(f"  {issue}" for issue in self.issues)
+        super().__init__(f"the spec has {len(self.issues)} error(s):\n{lines}")
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "issues": [
+                {"file": i.file, "line": i.line, "key": i.key, "message": i.message} for i in self.issues
+            ],
+        }
+
+
+class NotFound(RosterError):
+    """The named object does not exist in the caller's company (or the caller may not see it)."""
+
+    code = "not-found"
+    exit_code = 4
+
+
+class ContractViolation(RosterError):
+    """A transition broke a clause of its contract. The task is unchanged; the attempt is audited.
+
+    ``clause`` is one of: ``transition``, ``from``, ``by``, ``writes``, ``fields``, ``requires.fields``,
+    ``requires.artifacts``, ``produces``, ``requires.checks``, ``approval``.
+    """
+
+    code = "contract-violation"
+    exit_code = 5
+
+    def __init__(self, *, workflow: str, transition: str, clause: str, detail: str, task_id: int | None = None):
+        self.workflow = workflow
+        self.transition = transition
+        self.clause = clause
+        self.detail = detail
+        self.task_id = task_id
+        subject = f"task {task_id}: " if task_id is not None else ""
+        super().__init__(f"{subject}transition '{workflow}.{transition}' violates clause '{clause}': {detail}")
+
+    def to_dict(self) -> dict:
+        return {
+            **super().to_dict(),
+            "workflow": self.workflow,
+            "transition": self.transition,
+            "clause": self.clause,
+            "detail": self.detail,
+            "task_id": self.task_id,
+        }
+
+
+class InvalidFields(RosterError):
+    """Task fields failed the workflow's JSON Schema on a write outside a transition (task creation)."""
+
+    code = "invalid-fields"
+    exit_code = 5
+
+    def __init__(self, workflow: str, problems: list[str]) -> None:
+        self.workflow = workflow
+        self.problems = list(problems)
+        super().__init__(f"fields do not match workflow '{workflow}': " + "; ".join(self.problems))
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "workflow": self.workflow, "problems": self.problems}
+
+
+class StaleVersion(RosterError):
+    """The write expected a task version that is no longer current (optimistic concurrency)."""
+
+    code = "stale-version"
+    exit_code = 6
+
+    def __init__(self, task_id: int, expected: int, actual: int) -> None:
+        self.task_id = task_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"task {task_id} is at version {actual}, not {expected}: someone changed it since you read it; "
+            "re-read it (roster task show) and try again"
+        )
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "task_id": self.task_id, "expected": self.expected, "actual": self.actual}
+
+
+class PayloadTooLarge(RosterError):
+    """A payload (task fields, artifact content, spec file) is larger than its documented limit, in bytes."""
+
+    code = "payload-too-large"
+    exit_code = 10
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        self.what = what
+        self.size = size
+        self.limit = limit
+        super().__init__(f"{what} is {size} bytes; the limit is {limit} bytes")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "what": self.what, "size": self.size, "limit": self.limit}
+
+
+class ApplyRefused(RosterError):
+    """Applying a spec would orphan live tasks (a removed workflow, state or owner they depend on)."""
+
+    code = "apply-refused"
+    exit_code = 7
+
+    def __init__(self, reasons: list[str]) -> None:
+        self.reasons = list(reasons)
+        lines = "\n".join(f"  {r}" for r in self.reasons)
+        super().__init__(
+            "refusing to apply: the change would orphan live tasks:\n"
+            f"{lines}\nMove or finish those tasks first, or keep the states they are in."
+        )
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "reasons": self.reasons}
+
+
+class StoreBusy(RosterError):
+    """The database stayed locked by another process for longer than the lock timeout (seconds)."""
+
+    code = "store-busy"
+    exit_code = 8
+
+
+class AuditChainBroken(RosterError):
+    """The audit chain does not verify. ``seq`` is the first bad sequence number."""
+
+    code = "audit-chain-broken"
+    exit_code = 9
+
+    def __init__(self, company: str, seq: int, reason: str) -> None:
+        self.company = company
+        self.seq = seq
+        self.reason = reason
+        super().__init__(f"audit chain of company '{company}' is broken at seq {seq}: {reason}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "company": self.company, "seq": self.seq, "reason": self.reason}

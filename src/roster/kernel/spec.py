@@ -1,0 +1,298 @@
+"""The workforce spec as typed models: one company, its structure, workflows, principals, tools and KPIs.
+
+The models check shapes; :func:`reference_problems` checks that every name used is defined. Both report
+problems as ``(key path, message)`` so the YAML loader (:mod:`roster.specfile`) can add file and line.
+
+A spec, in YAML (see ``src/roster/templates/roster.yaml`` for a commented one)::
+
+    company: acme
+    workflows:
+      fix-lint:
+        states: [found, planned, built, verified, merged, rejected]
+        initial: found
+        fields: {rule: {type: string}, spec: {type: string, minLength: 20}}
+        transitions:
+          plan: {from: found, to: planned, by: [planner], writes: [spec], requires: {fields: [rule]}}
+    agents:
+      planner: {role: planner, reports_to: alice}
+    humans:
+      alice: {display_name: Alice}
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
+"""A name: lowercase letter first, then lowercase letters, digits, ``-`` or ``_``; at most 63 characters."""
+
+DEFAULT = "default"
+ANY_HUMAN = "human"
+"""In ``by`` or ``approval.by``: any active human principal of the company."""
+ANY_AGENT = "agent"
+"""In ``by``: any active agent principal of the company."""
+KEYWORDS = frozenset({ANY_HUMAN, ANY_AGENT})
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+NameList = Annotated[list[Name], BeforeValidator(_one_or_many)]
+"""A list of names; a single name is accepted and read as a list of one."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Portfolio(_Model):
+    description: str = ""
+
+
+class Workspace(_Model):
+    description: str = ""
+    portfolios: dict[Name, Portfolio] = Field(default_factory=lambda: {DEFAULT: Portfolio()})
+
+
+class Requires(_Model):
+    """Preconditions of a transition, checked after its writes are applied."""
+
+    fields: NameList = []
+    """Fields that must be present (and valid against the schema)."""
+    artifacts: NameList = []
+    """Artifact kinds that must exist on the task."""
+    checks: NameList = []
+    """Named checks whose latest recorded result must be a pass."""
+
+
+class Approval(_Model):
+    by: NameList = Field(min_length=1)
+    """Who may approve: a principal handle, a role, or ``human``."""
+
+
+class Transition(_Model):
+    """One edge of a workflow and its contract."""
+
+    from_: NameList = Field(alias="from", min_length=1)
+    to: Name
+    by: NameList = Field(min_length=1)
+    """Who may perform it: principal handles, roles, ``human`` or ``agent``."""
+    writes: NameList = []
+    """The only fields this transition may change."""
+    requires: Requires = Requires()
+    produces: NameList = []
+    """Artifact kinds the transition must have produced (they must exist on the task when it commits)."""
+    approval: Approval | None = None
+    description: str = ""
+
+
+class Workflow(_Model):
+    """A state machine of tasks. ``fields`` maps a field name to its JSON Schema (draft 2020-12)."""
+
+    description: str = ""
+    portfolio: str = f"{DEFAULT}/{DEFAULT}"
+    """Where the workflow lives, as ``workspace/portfolio``."""
+    states: NameList = Field(min_length=1)
+    initial: Name
+    terminal: NameList | None = None
+    """States in which a task is no longer live. Default: the states with no outgoing transition."""
+    fields: dict[Name, dict[str, Any]] = {}
+    required: NameList = []
+    """Fields that must be present when a task is created."""
+    transitions: dict[Name, Transition] = {}
+
+    def terminal_states(self) -> frozenset[str]:
+        if self.terminal is not None:
+            return frozenset(self.terminal)
+        sources = {s for t in self.transitions.values() for s in t.from_}
+        return frozenset(s for s in self.states if s not in sources)
+
+    def fields_schema(self) -> dict[str, Any]:
+        """The JSON Schema of a task's whole ``fields`` object."""
+        return {
+            "type": "object",
+            "properties": dict(self.fields),
+            "required": list(self.required),
+            "additionalProperties": False,
+        }
+
+
+class Runner(BaseModel):
+    """How an agent thinks for one run. Only ``kind`` is checked here; each runner checks the rest."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    kind: Literal["program", "llm", "process"]
+
+
+class Agent(_Model):
+    display_name: str = ""
+    role: str = ""
+    mission: str = ""
+    roles: NameList = []
+    runner: Runner | None = None
+    tools: NameList = []
+    kpis: NameList = []
+    reports_to: Name | None = None
+
+
+class Human(_Model):
+    display_name: str = ""
+    email: str = ""
+    roles: NameList = []
+    reports_to: Name | None = None
+
+
+class Tool(_Model):
+    description: str = ""
+    command: str | None = None
+
+
+class Kpi(_Model):
+    description: str = ""
+    unit: str = ""
+    direction: Literal["up", "down"] = "up"
+    """Whether a higher (``up``) or lower (``down``) value is better."""
+    target: float | None = None
+
+
+class CompanySpec(_Model):
+    """One company: the root of a ``roster.yaml``."""
+
+    company: Name
+    display_name: str = ""
+    workspaces: dict[Name, Workspace] = Field(default_factory=lambda: {DEFAULT: Workspace()})
+    workflows: dict[Name, Workflow] = {}
+    agents: dict[Name, Agent] = {}
+    humans: dict[Name, Human] = {}
+    tools: dict[Name, Tool] = {}
+    kpis: dict[Name, Kpi] = {}
+
+    def roles(self) -> set[str]:
+        return {r for p in (*self.agents.values(), *self.humans.values()) for r in p.roles}
+
+
+Path = tuple[str | int, ...]
+
+
+def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
+    """Every name that is used but not defined, every duplicate, every bad schema and ``reports_to`` cycle.
+
+    Returns a list of ``(key path, message)``; empty when the spec is consistent.
+    """
+    problems: list[tuple[Path, str]] = []
+    handles = set(spec.agents) | set(spec.humans)
+    roles = spec.roles()
+
+    for handle in sorted(set(spec.agents) & set(spec.humans)):
+        problems.append((("humans", handle), f"duplicate name '{handle}': it is already defined under agents"))
+    for handle in sorted(handles & KEYWORDS):
+        problems.append(
+            (("agents" if handle in spec.agents else "humans", handle),
+             f"'{handle}' is a reserved word in 'by' lists; choose another handle")
+        )
+
+    def check_actors(names: list[str], path: Path, allow_agent_keyword: bool = True) -> None:
+        for i, name in enumerate(names):
+            keywords = KEYWORDS if allow_agent_keyword else {ANY_HUMAN}
+            if name not in handles and name not in roles and name not in keywords:
+                problems.append(
+                    ((*path, i), f"'{name}' names nobody; expected an agent or human handle "
+                     f"({_listing(handles)}), a role ({_listing(roles)}) or '{ANY_HUMAN}'")
+                )
+
+    structure = {f"{w}/{p}" for w, ws in spec.workspaces.items() for p in ws.portfolios}
+    for wf_name, wf in spec.workflows.items():
+        base: Path = ("workflows", wf_name)
+        states = set(wf.states)
+        if wf.portfolio not in structure:
+            problems.append(((*base, "portfolio"), f"unknown portfolio '{wf.portfolio}'; expected one of "
+                             f"{_listing(structure)} (as workspace/portfolio)"))
+        for dup in _duplicates(wf.states):
+            problems.append(((*base, "states"), f"duplicate state '{dup}'"))
+        if wf.initial not in states:
+            problems.append(((*base, "initial"), f"unknown state '{wf.initial}'; expected one of {_listing(states)}"))
+        for i, s in enumerate(wf.terminal or []):
+            if s not in states:
+                problems.append(((*base, "terminal", i), f"unknown state '{s}'; expected one of {_listing(states)}"))
+        for field_name, schema in wf.fields.items():
+            try:
+                Draft202012Validator.check_schema(schema)
+            except SchemaError as exc:
+                where = ".".join(str(p) for p in exc.path) or "the schema"
+                problems.append(((*base, "fields", field_name),
+                                 f"invalid JSON Schema at {where}: {exc.message}"))
+        for i, f in enumerate(wf.required):
+            if f not in wf.fields:
+                problems.append(((*base, "required", i), f"unknown field '{f}'; expected one of {_listing(wf.fields)}"))
+        for t_name, t in wf.transitions.items():
+            tp: Path = (*base, "transitions", t_name)
+            for i, s in enumerate(t.from_):
+                if s not in states:
+                    problems.append(((*tp, "from", i), f"unknown state '{s}'; expected one of {_listing(states)}"))
+            if t.to not in states:
+                problems.append(((*tp, "to"), f"unknown state '{t.to}'; expected one of {_listing(states)}"))
+            check_actors(t.by, (*tp, "by"))
+            if t.approval is not None:
+                check_actors(t.approval.by, (*tp, "approval", "by"), allow_agent_keyword=False)
+            for key, names in (("writes", t.writes), ("requires.fields", t.requires.fields)):
+                for i, f in enumerate(names):
+                    if f not in wf.fields:
+                        problems.append(((*tp, *key.split("."), i),
+                                         f"unknown field '{f}'; expected one of {_listing(wf.fields)}"))
+
+    for a_name, agent in spec.agents.items():
+        for i, tool in enumerate(agent.tools):
+            if tool not in spec.tools:
+                problems.append((("agents", a_name, "tools", i),
+                                 f"tool '{tool}' is referenced but not defined; expected one of {_listing(spec.tools)}"))
+        for i, kpi in enumerate(agent.kpis):
+            if kpi not in spec.kpis:
+                problems.append((("agents", a_name, "kpis", i),
+                                 f"KPI '{kpi}' is referenced but not defined; expected one of {_listing(spec.kpis)}"))
+
+    managers: dict[str, str] = {}
+    for section, people in (("agents", spec.agents), ("humans", spec.humans)):
+        for handle, person in people.items():
+            if person.reports_to is None:
+                continue
+            if person.reports_to not in handles:
+                problems.append(((section, handle, "reports_to"),
+                                 f"'{person.reports_to}' is referenced but not defined; expected an agent or human "
+                                 f"handle ({_listing(handles)})"))
+            else:
+                managers[handle] = person.reports_to
+    reported: set[str] = set()
+    for start in sorted(managers):
+        chain = [start]
+        while chain[-1] in managers and managers[chain[-1]] not in chain:
+            chain.append(managers[chain[-1]])
+        if chain[-1] in managers and managers[chain[-1]] in chain:
+            cycle = chain[chain.index(managers[chain[-1]]):]
+            key = frozenset(cycle)
+            if key not in reported:
+                reported.add(key)
+                first = min(cycle)
+                section = "agents" if first in spec.agents else "humans"
+                loop = " -> ".join(cycle[cycle.index(first):] + cycle[:cycle.index(first)] + [first])
+                problems.append(((section, first, "reports_to"), f"reports_to forms a cycle: {loop}"))
+    return problems
+
+
+def _duplicates(items: list[str]) -> list[str]:
+    seen: set[str] = set()
+    dups: list[str] = []
+    for item in items:
+        if item in seen and item not in dups:
+            dups.append(item)
+        seen.add(item)
+    return dups
+
+
+def _listing(names: Any) -> str:
+    names = sorted(names)
+    return ", ".join(names) if names else "none defined"

@@ -1,0 +1,119 @@
+"""Appending to and reading the audit chain. Appending is the only write; no code updates or deletes events.
+
+The chain head (last ``seq`` and ``hash``) is kept on the company row and updated in the same transaction
+as each append, which serialises appends per company (a row lock on PostgreSQL, the write lock on
+SQLite) and lets :func:`verify` notice events deleted from the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from roster.kernel.audit import AuditEvent, event_hash, first_break
+from roster.store.schema import audit_events, companies
+
+
+@dataclass
+class ChainHead:
+    """The company row as a write transaction sees it: chain head, task counter and spec revision."""
+
+    company: str
+    audit_seq: int
+    audit_head: str
+    task_seq: int
+    spec_revision: int
+    dirty: bool = False
+
+
+def read_head(conn: Connection, company: str) -> ChainHead | None:
+    """Lock (on PostgreSQL, ``FOR UPDATE``) and read the company row. ``None`` if the company is unknown."""
+    row = conn.execute(
+        select(companies.c.audit_seq, companies.c.audit_head, companies.c.task_seq, companies.c.spec_revision)
+        .where(companies.c.id == company)
+        .with_for_update()
+    ).first()
+    if row is None:
+        return None
+    return ChainHead(company, row.audit_seq, row.audit_head, row.task_seq, row.spec_revision)
+
+
+def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,
+           data: Any) -> AuditEvent:
+    """Append one event after ``head`` and advance ``head`` in memory (see :func:`save_head`)."""
+    seq = head.audit_seq + 1
+    digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
+                        subject=subject, data=data, prev_hash=head.audit_head)
+    conn.execute(insert(audit_events), {
+        "company_id": head.company, "seq": seq, "ts": ts, "principal": principal, "action": action,
+        "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
+        "prev_hash": head.audit_head, "hash": digest,
+    })
+    event = AuditEvent(seq, ts, head.company, principal, action, subject, data, head.audit_head, digest)
+    head.audit_seq, head.audit_head, head.dirty = seq, digest, True
+    return event
+
+
+def save_head(conn: Connection, head: ChainHead) -> None:
+    """Write the advanced head (and task counter) back to the company row, if anything changed."""
+    if head.dirty:
+        conn.execute(
+            update(companies).where(companies.c.id == head.company),
+            {"audit_seq": head.audit_seq, "audit_head": head.audit_head, "task_seq": head.task_seq},
+        )
+        head.dirty = False
+
+
+def iter_events(conn: Connection, company: str, *, principal: str | None = None, subject: str | None = None,
+                action: str | None = None, since: str | None = None, until: str | None = None,
+                after_seq: int = 0, limit: int | None = None) -> Iterator[AuditEvent]:
+    """Events of ``company`` in ``seq`` order, filtered. ``action`` ending in ``*`` matches a prefix;
+    ``since``/``until`` are ISO 8601 UTC strings (inclusive/exclusive)."""
+    query = select(audit_events).where(audit_events.c.company_id == company, audit_events.c.seq > after_seq)
+    if principal is not None:
+        query = query.where(audit_events.c.principal == principal)
+    if subject is not None:
+        query = query.where(audit_events.c.subject == subject)
+    if action is not None:
+        if action.endswith("*"):
+            query = query.where(audit_events.c.action.startswith(action[:-1], autoescape=True))
+        else:
+            query = query.where(audit_events.c.action == action)
+    if since is not None:
+        query = query.where(audit_events.c.ts >= since)
+    if until is not None:
+        query = query.where(audit_events.c.ts < until)
+    query = query.order_by(audit_events.c.seq)
+    if limit is not None:
+        query = query.limit(limit)
+    for row in conn.execution_options(yield_per=1000).execute(query):
+        yield _event(row)
+
+
+def verify(conn: Connection, company: str) -> tuple[int, tuple[int, str] | None]:
+    """Walk the whole chain of ``company``. Returns ``(events checked, first break or None)``."""
+    head = conn.execute(select(companies.c.audit_seq, companies.c.audit_head)
+                        .where(companies.c.id == company)).first()
+    counted = 0
+
+    def counting() -> Iterator[AuditEvent]:
+        nonlocal counted
+        for event in iter_events(conn, company):
+            counted += 1
+            yield event
+
+    broken = first_break(counting(), head=(head.audit_seq, head.audit_head) if head else None)
+    return counted, broken
+
+
+def _event(row: Any) -> AuditEvent:
+    try:
+        data = json.loads(row.data)
+    except ValueError:
+        data = {"unparseable": row.data}
+    return AuditEvent(row.seq, row.ts, row.company_id, row.principal, row.action, row.subject, data,
+                      row.prev_hash, row.hash)

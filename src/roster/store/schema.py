@@ -1,0 +1,157 @@
+"""The tables, in portable SQLAlchemy Core. Every row carries ``company_id`` and every query filters on it.
+
+Timestamps are ISO 8601 UTC strings with microseconds (``2026-11-21T05:25:45.123456Z``), stored as text
+so that the audit hash sees exactly what is stored, on SQLite and PostgreSQL alike. JSON documents are
+stored as text for the same reason. Migrations (``store/migrations``) must produce exactly this schema;
+``tests/test_store.py`` checks that they do.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+TS = String(32)
+HANDLE = String(63)
+
+companies = Table(
+    "companies",
+    metadata,
+    Column("id", HANDLE, primary_key=True),
+    Column("display_name", Text, nullable=False, default=""),
+    Column("spec_revision", Integer, nullable=False),
+    Column("task_seq", Integer, nullable=False, default=0),
+    Column("audit_seq", Integer, nullable=False, default=0),
+    Column("audit_head", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+)
+
+spec_revisions = Table(
+    "spec_revisions",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("revision", Integer, primary_key=True),
+    Column("spec_hash", String(64), nullable=False),
+    Column("spec_json", Text, nullable=False),
+    Column("applied_by", Text, nullable=False),
+    Column("applied_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("handle", HANDLE, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("display_name", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("roles", Text, nullable=False),
+    Column("reports_to", HANDLE, nullable=True),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("workflow", HANDLE, nullable=False),
+    Column("state", HANDLE, nullable=False),
+    Column("title", Text, nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("owner", HANDLE, nullable=True),
+    Column("priority", Integer, nullable=False),
+    Column("parent_id", Integer, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    UniqueConstraint("company_id", "idempotency_key"),
+    Index(None, "company_id", "workflow", "state"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("kind", HANDLE, nullable=False),
+    Column("name", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("size", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
+    Index(None, "company_id", "task_id"),
+)
+
+check_results = Table(
+    "check_results",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("name", HANDLE, nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("recorded_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
+    Index(None, "company_id", "task_id"),
+)
+
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("transition", HANDLE, nullable=False),
+    Column("task_version", Integer, nullable=False),
+    Column("approved_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
+    Index(None, "company_id", "task_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("ts", TS, nullable=False),
+    Column("principal", Text, nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "company_id", "subject"),
+    Index(None, "company_id", "principal"),
+    Index(None, "company_id", "action"),
+)

@@ -1,0 +1,249 @@
+"""The durable store: applying specs, and the company-scoped handle through which all task work goes.
+
+:class:`Store` owns the engine and the transaction discipline; :class:`~roster.store.tasks.CompanyStore`
+(from :meth:`Store.company`) owns the verbs on one company's rows. Every public write is one transaction
+around ``_..._txn(conn, ...)`` helpers, so helpers compose inside a single transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import OperationalError
+
+from roster.errors import ApplyRefused, NotFound, StoreBusy
+from roster.kernel.audit import GENESIS_HASH
+from roster.kernel.contracts import WorkflowMachine
+from roster.kernel.spec import CompanySpec
+from roster.store import audit
+from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
+from roster.store.schema import companies, principals, spec_revisions, tasks
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_ts(moment: datetime) -> str:
+    """ISO 8601 UTC with microseconds and ``Z``: the one timestamp format stored."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :meth:`Store.apply` did. ``changes`` lists human-readable differences from the last revision."""
+
+    company: str
+    revision: int
+    changed: bool
+    changes: list[str]
+
+
+class Store:
+    """A Roster database. Open with :meth:`open`; get a company's handle with :meth:`company`.
+
+    ``clock`` returns the current time (tests pass their own); ``artifact_root`` is the directory where
+    artifact content is kept by SHA-256 (default: no artifact content can be saved).
+    """
+
+    def __init__(self, engine: Engine, *, clock: Clock = utc_now, artifact_root: Path | None = None,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.artifact_root = artifact_root
+        self.lock_timeout = lock_timeout
+
+    @classmethod
+    def open(cls, url: str, *, clock: Clock = utc_now, artifact_root: Path | None = None,
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Store:
+        """Open (creating and migrating as needed) the database at ``url``.
+
+        Raises :class:`StoreBusy` if another process holds the lock for longer than ``lock_timeout`` s.
+        """
+        engine = make_engine(url, lock_timeout=lock_timeout)
+        store = cls(engine, clock=clock, artifact_root=artifact_root, lock_timeout=lock_timeout)
+        with store.translate_errors():
+            migrate(engine)
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def now(self) -> str:
+        return format_ts(self.clock())
+
+    # -- transactions -------------------------------------------------------------------------------
+
+    @contextmanager
+    def translate_errors(self) -> Iterator[None]:
+        """Turn the driver's "database is locked" into :class:`StoreBusy` with a way out."""
+        try:
+            yield
+        except OperationalError as exc:
+            if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+                raise StoreBusy(
+                    f"the database {self.engine.url.database} is locked by another process; waited "
+                    f"{self.lock_timeout:g} s. Let the other roster command finish, or raise the wait with "
+                    "--lock-timeout / ROSTER_LOCK_TIMEOUT. Nothing was changed."
+                ) from None
+            raise
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite). Commits on success, rolls back on error."""
+        with self.translate_errors(), self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """One read transaction: a consistent snapshot."""
+        with self.translate_errors(), self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    # -- companies and specs ------------------------------------------------------------------------
+
+    def companies(self) -> list[str]:
+        with self.read() as conn:
+            return list(conn.scalars(select(companies.c.id).order_by(companies.c.id)))
+
+    def company(self, company_id: str) -> CompanyStore:
+        """The handle for one company's rows. Raises :class:`NotFound` if no spec was applied for it."""
+        from roster.store.tasks import CompanyStore
+
+        with self.read() as conn:
+            exists = conn.scalar(select(companies.c.id).where(companies.c.id == company_id))
+        if exists is None:
+            raise NotFound(f"no company '{company_id}' in this store; run 'roster apply' with its spec first")
+        return CompanyStore(self, company_id)
+
+    def apply(self, spec: CompanySpec, *, applied_by: str) -> ApplyResult:
+        """Load ``spec`` into the store. Idempotent: the same spec twice changes nothing (no new revision,
+        no audit event). Principals removed from the spec are retired, never deleted.
+
+        Raises :class:`ApplyRefused` if live tasks would be orphaned: their workflow or state removed,
+        their fields invalid under the new schema, or their owner removed.
+        """
+        spec_json = spec.model_dump(mode="json", by_alias=True)
+        spec_hash = hashlib.sha256(rfc8785.dumps(spec_json)).hexdigest()
+        with self.write() as conn:
+            now = self.now()
+            head = audit.read_head(conn, spec.company)
+            if head is None:
+                conn.execute(insert(companies), {
+                    "id": spec.company, "display_name": spec.display_name, "spec_revision": 0, "task_seq": 0,
+                    "audit_seq": 0, "audit_head": GENESIS_HASH, "created_at": now,
+                })
+                head = audit.ChainHead(spec.company, 0, GENESIS_HASH, 0, 0)
+                old = None
+            else:
+                old = load_spec_txn(conn, spec.company, head.spec_revision)
+                old_hash = conn.scalar(select(spec_revisions.c.spec_hash).where(
+                    spec_revisions.c.company_id == spec.company, spec_revisions.c.revision == head.spec_revision))
+                if old_hash == spec_hash:
+                    return ApplyResult(spec.company, head.spec_revision, False, [])
+                refusals = _orphan_problems(conn, spec.company, old, spec)
+                if refusals:
+                    raise ApplyRefused(refusals)
+            revision = head.spec_revision + 1
+            changes = describe_changes(old, spec)
+            conn.execute(insert(spec_revisions), {
+                "company_id": spec.company, "revision": revision, "spec_hash": spec_hash,
+                "spec_json": json.dumps(spec_json, sort_keys=True), "applied_by": applied_by, "applied_at": now,
+            })
+            conn.execute(update(companies).where(companies.c.id == spec.company),
+                         {"spec_revision": revision, "display_name": spec.display_name})
+            head.spec_revision = revision
+            _sync_principals(conn, spec, now)
+            audit.append(conn, head, ts=now, principal=applied_by, action="spec.apply",
+                         subject=f"company:{spec.company}",
+                         data={"revision": revision, "spec_hash": spec_hash, "changes": changes})
+            audit.save_head(conn, head)
+        return ApplyResult(spec.company, revision, True, changes)
+
+
+def load_spec_txn(conn: Connection, company: str, revision: int) -> CompanySpec:
+    text = conn.scalar(select(spec_revisions.c.spec_json).where(
+        spec_revisions.c.company_id == company, spec_revisions.c.revision == revision))
+    return CompanySpec.model_validate(json.loads(text))
+
+
+def _sync_principals(conn: Connection, spec: CompanySpec, now: str) -> None:
+    existing = {row.handle: row for row in conn.execute(
+        select(principals).where(principals.c.company_id == spec.company))}
+    wanted: dict[str, dict[str, Any]] = {}
+    for kind, people in (("agent", spec.agents), ("human", spec.humans)):
+        for handle, person in people.items():
+            wanted[handle] = {"kind": kind, "display_name": person.display_name or handle,
+                              "roles": json.dumps(sorted(person.roles)), "reports_to": person.reports_to}
+    for handle, values in wanted.items():
+        row = existing.get(handle)
+        if row is None:
+            conn.execute(insert(principals), {"company_id": spec.company, "handle": handle, "status": "active",
+                                              "created_at": now, **values})
+        else:
+            status = "active" if row.status == "retired" else row.status
+            conn.execute(update(principals).where(principals.c.company_id == spec.company,
+                                                  principals.c.handle == handle), {**values, "status": status})
+    for handle in set(existing) - set(wanted):
+        conn.execute(update(principals).where(principals.c.company_id == spec.company,
+                                              principals.c.handle == handle), {"status": "retired"})
+
+
+def _orphan_problems(conn: Connection, company: str, old: CompanySpec, new: CompanySpec) -> list[str]:
+    problems: list[str] = []
+    new_handles = set(new.agents) | set(new.humans)
+    rows = conn.execute(select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.fields, tasks.c.owner)
+                        .where(tasks.c.company_id == company).order_by(tasks.c.id))
+    machines: dict[str, WorkflowMachine] = {}
+    for row in rows:
+        old_wf = old.workflows.get(row.workflow)
+        if old_wf is not None and row.state in old_wf.terminal_states():
+            continue  # finished tasks keep their history but are not live
+        new_wf = new.workflows.get(row.workflow)
+        if new_wf is None:
+            problems.append(f"task {row.id} is live in workflow '{row.workflow}', which the new spec removes")
+            continue
+        if row.state not in new_wf.states:
+            problems.append(f"task {row.id} is in state '{row.state}' of workflow '{row.workflow}', which the "
+                            "new spec removes")
+        machine = machines.setdefault(row.workflow, WorkflowMachine(row.workflow, new_wf))
+        invalid = machine.field_problems(json.loads(row.fields))
+        if invalid:
+            problems.append(f"task {row.id}'s fields would no longer match workflow '{row.workflow}': "
+                            + "; ".join(invalid))
+        if row.owner is not None and row.owner not in new_handles:
+            problems.append(f"task {row.id} is owned by '{row.owner}', whom the new spec removes")
+    return problems
+
+
+def describe_changes(old: CompanySpec | None, new: CompanySpec) -> list[str]:
+    """Human-readable differences between two specs, section by section (``agents: + scout``)."""
+    if old is None:
+        return [f"company '{new.company}' created"]
+    changes: list[str] = []
+    for section in ("workspaces", "workflows", "agents", "humans", "tools", "kpis"):
+        before, after = getattr(old, section), getattr(new, section)
+        for name in sorted(set(after) - set(before)):
+            changes.append(f"{section}: + {name}")
+        for name in sorted(set(before) - set(after)):
+            changes.append(f"{section}: - {name}")
+        for name in sorted(set(before) & set(after)):
+            if before[name] != after[name]:
+                changes.append(f"{section}: ~ {name}")
+    if old.display_name != new.display_name:
+        changes.append("display_name changed")
+    return changes

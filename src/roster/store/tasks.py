@@ -1,0 +1,485 @@
+"""One company's tasks: create, read, transition under contract, and the evidence contracts look at.
+
+Every method is scoped to the company the handle was made for; no query here runs without
+``company_id = :company``. Every write appends to the audit chain in the same transaction, and every
+refused write appends a ``*.rejected`` event in a transaction of its own, after the refused one has been
+rolled back, so the refusal is on record and the task is unchanged.
+
+Limits (bytes, of the UTF-8 JSON or raw content): :data:`MAX_FIELDS_BYTES` for a task's fields or a
+transition's writes, :data:`MAX_ARTIFACT_BYTES` for one artifact, :data:`MAX_TITLE_CHARS` for a title.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from roster.errors import (
+    ContractViolation,
+    InvalidFields,
+    NotFound,
+    PayloadTooLarge,
+    RosterError,
+    StaleVersion,
+    UsageError,
+)
+from roster.kernel.audit import AuditEvent
+from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, WorkflowMachine
+from roster.kernel.spec import CompanySpec
+from roster.store import audit
+from roster.store.schema import approvals, artifacts, check_results, principals, tasks
+from roster.store.store import Store, load_spec_txn
+
+MAX_FIELDS_BYTES = 65_536
+"""Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
+MAX_ARTIFACT_BYTES = 10_485_760
+"""Largest artifact content (10 MiB)."""
+MAX_TITLE_CHARS = 500
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as stored. ``fields`` is the typed payload; ``version`` increases by one on every write."""
+
+    company: str
+    id: int
+    workflow: str
+    state: str
+    title: str
+    fields: dict[str, Any]
+    owner: str | None
+    priority: int
+    parent_id: int | None
+    idempotency_key: str | None
+    version: int
+    created_by: str
+    created_at: str
+    updated_at: str
+
+    def snapshot(self) -> TaskSnapshot:
+        return TaskSnapshot(self.id, self.workflow, self.state, self.fields, self.version)
+
+
+@dataclass(frozen=True)
+class TransitionOption:
+    """A transition as ``task show`` presents it: where it goes, who may take it, and what blocks it now."""
+
+    name: str
+    to: str
+    by: list[str]
+    blocked: list[Violation] = field(default_factory=list)
+
+    @property
+    def possible(self) -> bool:
+        return not self.blocked
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    id: int
+    task_id: int
+    kind: str
+    name: str
+    sha256: str
+    size: int
+    reason: str
+    created_by: str
+    created_at: str
+
+
+@dataclass
+class _SpecCache:
+    revision: int = -1
+    spec: CompanySpec | None = None
+    machines: dict[str, WorkflowMachine] = field(default_factory=dict)
+    actors: dict[str, tuple[Actor, str]] = field(default_factory=dict)
+
+
+class CompanyStore:
+    """All task work of one company. Obtain with :meth:`Store.company`."""
+
+    def __init__(self, store: Store, company: str) -> None:
+        self.store = store
+        self.company = company
+        self._cache = _SpecCache()
+
+    # -- spec and principals ------------------------------------------------------------------------
+
+    def _refresh_txn(self, conn: Connection, revision: int) -> _SpecCache:
+        if revision != self._cache.revision:
+            spec = load_spec_txn(conn, self.company, revision)
+            cache = _SpecCache(revision, spec, {n: WorkflowMachine(n, w) for n, w in spec.workflows.items()})
+            for row in conn.execute(select(principals).where(principals.c.company_id == self.company)):
+                actor = Actor(row.handle, row.kind, frozenset(json.loads(row.roles)))
+                cache.actors[row.handle] = (actor, row.status)
+            self._cache = cache
+        return self._cache
+
+    def _head_txn(self, conn: Connection) -> tuple[audit.ChainHead, _SpecCache]:
+        head = audit.read_head(conn, self.company)
+        if head is None:
+            raise NotFound(f"company '{self.company}' no longer exists in this store")
+        return head, self._refresh_txn(conn, head.spec_revision)
+
+    def spec(self) -> CompanySpec:
+        """The company's current spec (the last one applied)."""
+        with self.store.read() as conn:
+            _, cache = self._head_txn(conn)
+        assert cache.spec is not None
+        return cache.spec
+
+    def _actor(self, cache: _SpecCache, handle: str) -> Actor:
+        entry = cache.actors.get(handle)
+        if entry is None:
+            known = ", ".join(sorted(cache.actors)) or "none"
+            raise UsageError(f"'{handle}' is not a principal of company '{self.company}'; known: {known}. "
+                             "Pass --as HANDLE or set ROSTER_AS.")
+        actor, status = entry
+        if status != "active":
+            raise UsageError(f"principal '{handle}' is {status} and cannot act")
+        return actor
+
+    def _machine(self, cache: _SpecCache, workflow: str) -> WorkflowMachine:
+        machine = cache.machines.get(workflow)
+        if machine is None:
+            known = ", ".join(sorted(cache.machines)) or "none"
+            raise NotFound(f"company '{self.company}' has no workflow '{workflow}'; workflows: {known}")
+        return machine
+
+    # -- audit helpers ------------------------------------------------------------------------------
+
+    def _audit_rejection(self, principal: str, action: str, subject: str, error: RosterError,
+                         data: Mapping[str, Any]) -> None:
+        """Record a refused attempt in its own transaction (the refused one was rolled back)."""
+        with self.store.write() as conn:
+            head = audit.read_head(conn, self.company)
+            if head is None:
+                return
+            audit.append(conn, head, ts=self.store.now(), principal=principal, action=f"{action}.rejected",
+                         subject=subject, data={**data, "error": error.to_dict()})
+            audit.save_head(conn, head)
+
+    # -- tasks --------------------------------------------------------------------------------------
+
+    def create_task(self, *, workflow: str, title: str, actor: str, fields: Mapping[str, Any] | None = None,
+                    owner: str | None = None, priority: int = 0, parent_id: int | None = None,
+                    idempotency_key: str | None = None) -> tuple[Task, bool]:
+        """Create a task in ``workflow``'s initial state. Returns ``(task, created)``.
+
+        If ``idempotency_key`` was used before in this company, returns ``(existing task, False)`` and
+        writes nothing. Raises :class:`InvalidFields` (schema), :class:`PayloadTooLarge`,
+        :class:`NotFound` (workflow, owner or parent), :class:`UsageError` (unknown actor).
+        """
+        fields = dict(fields or {})
+        request = {"workflow": workflow, "title": title, "owner": owner, "priority": priority,
+                   "parent_id": parent_id, "idempotency_key": idempotency_key}
+        try:
+            _check_size("task fields", fields, MAX_FIELDS_BYTES)
+            if len(title) > MAX_TITLE_CHARS:
+                raise PayloadTooLarge("task title", len(title.encode()), MAX_TITLE_CHARS)
+            if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
+                raise PayloadTooLarge("idempotency key", len(idempotency_key.encode()), MAX_IDEMPOTENCY_KEY_CHARS)
+            with self.store.write() as conn:
+                return self._create_txn(conn, actor=actor, fields=fields, **request)
+        except (InvalidFields, PayloadTooLarge, NotFound, UsageError) as exc:
+            self._audit_rejection(actor, "task.create", f"workflow:{workflow}", exc, request)
+            raise
+
+    def _create_txn(self, conn: Connection, *, workflow: str, title: str, actor: str, fields: dict[str, Any],
+                    owner: str | None, priority: int, parent_id: int | None,
+                    idempotency_key: str | None) -> tuple[Task, bool]:
+        head, cache = self._head_txn(conn)
+        who = self._actor(cache, actor)
+        if idempotency_key is not None:
+            row = conn.execute(select(tasks).where(tasks.c.company_id == self.company,
+                                                   tasks.c.idempotency_key == idempotency_key)).first()
+            if row is not None:
+                return _task(row), False
+        machine = self._machine(cache, workflow)
+        machine.check_new_fields(fields)
+        if owner is not None and owner not in cache.actors:
+            raise NotFound(f"owner '{owner}' is not a principal of company '{self.company}'")
+        if parent_id is not None:
+            self._row_txn(conn, parent_id)
+        now = self.store.now()
+        head.task_seq += 1
+        row = {"company_id": self.company, "id": head.task_seq, "workflow": workflow,
+               "state": machine.workflow.initial, "title": title, "fields": _dumps(fields), "owner": owner,
+               "priority": priority, "parent_id": parent_id, "idempotency_key": idempotency_key, "version": 1,
+               "created_by": who.handle, "created_at": now, "updated_at": now}
+        conn.execute(insert(tasks), row)
+        audit.append(conn, head, ts=now, principal=who.handle, action="task.create", subject=f"task:{head.task_seq}",
+                     data={"workflow": workflow, "state": row["state"], "title": title, "fields": fields,
+                           "owner": owner, "priority": priority, "parent_id": parent_id,
+                           "idempotency_key": idempotency_key, "version": 1})
+        audit.save_head(conn, head)
+        return _task_from(row, fields), True
+
+    def get_task(self, task_id: int) -> Task:
+        """The task with id ``task_id``. Raises :class:`NotFound`."""
+        with self.store.read() as conn:
+            return _task(self._row_txn(conn, task_id))
+
+    def _row_txn(self, conn: Connection, task_id: int) -> Any:
+        row = conn.execute(select(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id)).first()
+        if row is None:
+            raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")
+        return row
+
+    def list_tasks(self, *, workflow: str | None = None, state: str | None = None, owner: str | None = None,
+                   after_id: int = 0, limit: int = 100) -> list[Task]:
+        """Tasks in id order, filtered; ``after_id`` is the cursor (the last id of the previous page)."""
+        query = select(tasks).where(tasks.c.company_id == self.company, tasks.c.id > after_id)
+        if workflow is not None:
+            query = query.where(tasks.c.workflow == workflow)
+        if state is not None:
+            query = query.where(tasks.c.state == state)
+        if owner is not None:
+            query = query.where(tasks.c.owner == owner)
+        with self.store.read() as conn:
+            return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
+
+    def transition(self, task_id: int, name: str, *, actor: str, expected_version: int,
+                   writes: Mapping[str, Any] | None = None) -> Task:
+        """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
+
+        The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
+        transaction. Raises :class:`StaleVersion`, :class:`ContractViolation` (naming the clause),
+        :class:`PayloadTooLarge`, :class:`NotFound` or :class:`UsageError`; in each case the task is
+        unchanged and the attempt is audited as ``task.transition.rejected``.
+        """
+        writes = dict(writes or {})
+        try:
+            _check_size("transition writes", writes, MAX_FIELDS_BYTES)
+            with self.store.write() as conn:
+                return self._transition_txn(conn, task_id, name, actor, expected_version, writes)
+        except (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError) as exc:
+            self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
+                                  {"transition": name, "expected_version": expected_version,
+                                   "written_fields": sorted(writes)})
+            raise
+
+    def _transition_txn(self, conn: Connection, task_id: int, name: str, actor: str, expected_version: int,
+                        writes: dict[str, Any]) -> Task:
+        head, cache = self._head_txn(conn)
+        who = self._actor(cache, actor)
+        task = _task(self._row_txn(conn, task_id))
+        machine = self._machine(cache, task.workflow)
+        transition = machine.transition(name)
+        needs_evidence = bool(transition.requires.artifacts or transition.requires.checks or transition.produces
+                              or transition.approval)
+        evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
+        new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
+        now = self.store.now()
+        result = conn.execute(
+            update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id,
+                                tasks.c.version == expected_version),
+            {"state": transition.to, "fields": _dumps(new_fields), "version": expected_version + 1,
+             "updated_at": now},
+        )
+        if result.rowcount != 1:  # only reachable if a writer bypassed the company lock
+            raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
+        audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
+                     data={"workflow": task.workflow, "transition": name, "from": task.state,
+                           "to": transition.to, "writes": writes, "version": expected_version + 1})
+        audit.save_head(conn, head)
+        return Task(self.company, task.id, task.workflow, transition.to, task.title, new_fields, task.owner,
+                    task.priority, task.parent_id, task.idempotency_key, expected_version + 1, task.created_by,
+                    task.created_at, now)
+
+    def options(self, task_id: int, actor: str | None = None) -> list[TransitionOption]:
+        """Every transition of the task's workflow, with the clauses that block it now (for ``task show``).
+
+        With ``actor`` given the ``by`` clause is judged for that principal; otherwise it is skipped.
+        """
+        with self.store.read() as conn:
+            _, cache = self._head_txn(conn)
+            task = _task(self._row_txn(conn, task_id))
+            machine = cache.machines.get(task.workflow)
+            if machine is None:
+                return []
+            who = self._actor(cache, actor) if actor else None
+            evidence = self._evidence_txn(conn, task)
+        return [TransitionOption(name, t.to, list(t.by), machine.blocked_by(name, task.snapshot(), who, evidence))
+                for name, t in machine.workflow.transitions.items()]
+
+    def history(self, task_id: int) -> list[AuditEvent]:
+        """The task's audit events (creation, transitions, evidence, refusals) in order."""
+        with self.store.read() as conn:
+            self._row_txn(conn, task_id)
+            return list(audit.iter_events(conn, self.company, subject=f"task:{task_id}"))
+
+    # -- evidence: artifacts, checks, approvals -----------------------------------------------------
+
+    def _evidence_txn(self, conn: Connection, task: Task) -> Evidence:
+        kinds = frozenset(conn.scalars(select(artifacts.c.kind).where(
+            artifacts.c.company_id == self.company, artifacts.c.task_id == task.id)))
+        latest: dict[str, bool] = {}
+        for name, passed in conn.execute(select(check_results.c.name, check_results.c.passed).where(
+                check_results.c.company_id == self.company, check_results.c.task_id == task.id)
+                .order_by(check_results.c.id)):
+            latest[name] = bool(passed)
+        approved: dict[str, list[Actor]] = {}
+        for transition, handle in conn.execute(select(approvals.c.transition, approvals.c.approved_by).where(
+                approvals.c.company_id == self.company, approvals.c.task_id == task.id,
+                approvals.c.task_version == task.version)):
+            entry = self._cache.actors.get(handle)
+            if entry is not None:
+                approved.setdefault(transition, []).append(entry[0])
+        return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok),
+                        {t: tuple(a) for t, a in approved.items()})
+
+    def _bump_txn(self, conn: Connection, task: Task, now: str) -> None:
+        conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task.id),
+                     {"version": task.version + 1, "updated_at": now})
+
+    def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: str, name: str = "",
+                        reason: str = "") -> ArtifactRecord:
+        """Save ``content`` (bytes) as an artifact of ``kind`` on the task, by SHA-256 under the store's
+        artifact root. Bumps the task's version (evidence changed). Raises :class:`PayloadTooLarge`,
+        :class:`NotFound`, :class:`UsageError` (no artifact root, unknown actor)."""
+        try:
+            if len(content) > MAX_ARTIFACT_BYTES:
+                raise PayloadTooLarge(f"artifact '{name or kind}'", len(content), MAX_ARTIFACT_BYTES)
+            if self.store.artifact_root is None:
+                raise UsageError("this store has no artifact root; open it with artifact_root=")
+            digest = hashlib.sha256(content).hexdigest()
+            _write_blob(self.store.artifact_root, digest, content)
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                who = self._actor(cache, actor)
+                task = _task(self._row_txn(conn, task_id))
+                now = self.store.now()
+                row = {"company_id": self.company, "task_id": task_id, "kind": kind, "name": name or kind,
+                       "sha256": digest, "size": len(content), "reason": reason, "created_by": who.handle,
+                       "created_at": now}
+                artifact_id = conn.execute(insert(artifacts), row).inserted_primary_key[0]
+                self._bump_txn(conn, task, now)
+                audit.append(conn, head, ts=now, principal=who.handle, action="artifact.record",
+                             subject=f"task:{task_id}", data={**{k: row[k] for k in
+                             ("kind", "name", "sha256", "size", "reason")}, "version": task.version + 1})
+                audit.save_head(conn, head)
+        except (PayloadTooLarge, NotFound, UsageError) as exc:
+            self._audit_rejection(actor, "artifact.record", f"task:{task_id}", exc, {"kind": kind, "name": name})
+            raise
+        return ArtifactRecord(artifact_id, task_id, kind, row["name"], digest, len(content), reason, who.handle, now)
+
+    def list_artifacts(self, task_id: int) -> list[ArtifactRecord]:
+        with self.store.read() as conn:
+            self._row_txn(conn, task_id)
+            rows = conn.execute(select(artifacts).where(artifacts.c.company_id == self.company,
+                                                        artifacts.c.task_id == task_id).order_by(artifacts.c.id))
+            return [ArtifactRecord(r.id, r.task_id, r.kind, r.name, r.sha256, r.size, r.reason, r.created_by,
+                                   r.created_at) for r in rows]
+
+    def record_check(self, task_id: int, name: str, *, passed: bool, actor: str, detail: str = "") -> None:
+        """Record the result of a named check on the task. The latest result per name counts.
+        Bumps the task's version. Raises :class:`NotFound`, :class:`UsageError`."""
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                who = self._actor(cache, actor)
+                task = _task(self._row_txn(conn, task_id))
+                now = self.store.now()
+                conn.execute(insert(check_results), {"company_id": self.company, "task_id": task_id, "name": name,
+                                                     "passed": passed, "detail": detail, "recorded_by": who.handle,
+                                                     "created_at": now})
+                self._bump_txn(conn, task, now)
+                audit.append(conn, head, ts=now, principal=who.handle, action="check.record",
+                             subject=f"task:{task_id}", data={"name": name, "passed": passed, "detail": detail,
+                                                              "version": task.version + 1})
+                audit.save_head(conn, head)
+        except (NotFound, UsageError) as exc:
+            self._audit_rejection(actor, "check.record", f"task:{task_id}", exc, {"name": name, "passed": passed})
+            raise
+
+    def approve(self, task_id: int, transition: str, *, actor: str) -> None:
+        """Approve ``transition`` on the task as it is now (the approval lapses if the task changes).
+
+        Raises :class:`ContractViolation` with clause ``approval`` if the transition has no approval edge
+        or ``actor`` is not among ``approval.by``; :class:`NotFound`; :class:`UsageError`.
+        """
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                who = self._actor(cache, actor)
+                task = _task(self._row_txn(conn, task_id))
+                machine = self._machine(cache, task.workflow)
+                edge = machine.transition(transition).approval
+                if edge is None or not who.matches(edge.by):
+                    detail = (f"transition '{transition}' has no approval edge" if edge is None else
+                              f"'{who.handle}' may not approve it; approvers: {', '.join(edge.by)}")
+                    raise ContractViolation(workflow=task.workflow, transition=transition, clause="approval.by",
+                                            detail=detail, task_id=task_id)
+                now = self.store.now()
+                conn.execute(insert(approvals), {"company_id": self.company, "task_id": task_id,
+                                                 "transition": transition, "task_version": task.version,
+                                                 "approved_by": who.handle, "created_at": now})
+                audit.append(conn, head, ts=now, principal=who.handle, action="approval.grant",
+                             subject=f"task:{task_id}", data={"transition": transition, "version": task.version})
+                audit.save_head(conn, head)
+        except (ContractViolation, NotFound, UsageError) as exc:
+            self._audit_rejection(actor, "approval.grant", f"task:{task_id}", exc, {"transition": transition})
+            raise
+
+    # -- audit --------------------------------------------------------------------------------------
+
+    def audit_log(self, *, principal: str | None = None, task_id: int | None = None, action: str | None = None,
+                  since: str | None = None, until: str | None = None, after_seq: int = 0,
+                  limit: int | None = None) -> list[AuditEvent]:
+        """Audit events of this company, filtered (see :func:`roster.store.audit.iter_events`)."""
+        subject = f"task:{task_id}" if task_id is not None else None
+        with self.store.read() as conn:
+            return list(audit.iter_events(conn, self.company, principal=principal, subject=subject, action=action,
+                                          since=since, until=until, after_seq=after_seq, limit=limit))
+
+    def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
+        """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""
+        with self.store.read() as conn:
+            return audit.verify(conn, self.company)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+
+
+def _check_size(what: str, value: Any, limit: int) -> None:
+    size = len(_dumps(value).encode())
+    if size > limit:
+        raise PayloadTooLarge(what, size, limit)
+
+
+def _task(row: Any) -> Task:
+    return Task(row.company_id, row.id, row.workflow, row.state, row.title, json.loads(row.fields), row.owner,
+                row.priority, row.parent_id, row.idempotency_key, row.version, row.created_by, row.created_at,
+                row.updated_at)
+
+
+def _task_from(row: dict[str, Any], fields: dict[str, Any]) -> Task:
+    return Task(row["company_id"], row["id"], row["workflow"], row["state"], row["title"], fields, row["owner"],
+                row["priority"], row["parent_id"], row["idempotency_key"], row["version"], row["created_by"],
+                row["created_at"], row["updated_at"])
+
+
+def _write_blob(root: Path, digest: str, content: bytes) -> None:
+    """Write content-addressed bytes atomically (temp file, then rename); existing blobs are left alone."""
+    target = root / digest[:2] / digest
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, target)
+
