@@ -20,7 +20,6 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_LOCK_TIMEOUT = 5.0
@@ -34,8 +33,7 @@ def sqlite_url(path: str | Path) -> str:
 def make_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Engine:
     """An engine for ``url`` with Roster's connection settings. ``lock_timeout`` is in seconds."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": lock_timeout}, poolclass=NullPool
-                               if ":memory:" not in url else None)
+        engine = create_engine(url, connect_args={"timeout": lock_timeout})
         _configure_sqlite(engine, lock_timeout)
         return engine
     return create_engine(url, pool_pre_ping=True)

@@ -16,11 +16,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from roster.errors import (
     ContractViolation,
@@ -44,6 +45,17 @@ MAX_ARTIFACT_BYTES = 10_485_760
 """Largest artifact content (10 MiB)."""
 MAX_TITLE_CHARS = 500
 MAX_IDEMPOTENCY_KEY_CHARS = 255
+
+
+# Hot-path statements are built once: building a statement per call costs more than running it.
+_SELECT_TASK = select(tasks).where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"))
+_UPDATE_TASK = (
+    update(tasks)
+    .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"),
+           tasks.c.version == bindparam("expected_version"))
+    .values(state=bindparam("state"), fields=bindparam("fields"), version=bindparam("version"),
+            updated_at=bindparam("updated_at"))
+)
 
 
 @dataclass(frozen=True)
@@ -230,7 +242,7 @@ class CompanyStore:
             return _task(self._row_txn(conn, task_id))
 
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
-        row = conn.execute(select(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id)).first()
+        row = conn.execute(_SELECT_TASK, {"company": self.company, "task_id": task_id}).first()
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")
         return row
@@ -261,16 +273,30 @@ class CompanyStore:
         try:
             _check_size("transition writes", writes, MAX_FIELDS_BYTES)
             with self.store.write() as conn:
-                return self._transition_txn(conn, task_id, name, actor, expected_version, writes)
-        except (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError) as exc:
+                head, cache = self._head_txn(conn)
+                task = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes)
+                audit.save_head(conn, head)
+                return task
+        except _REFUSALS as exc:
             self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
-                                  {"transition": name, "expected_version": expected_version,
-                                   "written_fields": sorted(writes)})
+                                  _transition_request(name, expected_version, writes))
             raise
 
-    def _transition_txn(self, conn: Connection, task_id: int, name: str, actor: str, expected_version: int,
-                        writes: dict[str, Any]) -> Task:
-        head, cache = self._head_txn(conn)
+    @contextmanager
+    def batch(self) -> Iterator[TransitionBatch]:
+        """Many transitions in one database transaction (group commit), for bulk drivers.
+
+        Each transition is still judged against its full contract and audited one by one; a refused one
+        is audited inside the batch and raised to the caller, who may go on with the next. Everything in
+        the batch commits together when the block exits, or nothing does if the block raises.
+        """
+        with self.store.write() as conn:
+            head, cache = self._head_txn(conn)
+            yield TransitionBatch(self, conn, head, cache)
+            audit.save_head(conn, head)
+
+    def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: _SpecCache, task_id: int, name: str,
+                        actor: str, expected_version: int, writes: dict[str, Any]) -> Task:
         who = self._actor(cache, actor)
         task = _task(self._row_txn(conn, task_id))
         machine = self._machine(cache, task.workflow)
@@ -280,18 +306,15 @@ class CompanyStore:
         evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
         new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
         now = self.store.now()
-        result = conn.execute(
-            update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id,
-                                tasks.c.version == expected_version),
-            {"state": transition.to, "fields": _dumps(new_fields), "version": expected_version + 1,
-             "updated_at": now},
-        )
+        result = conn.execute(_UPDATE_TASK, {
+            "company": self.company, "task_id": task_id, "expected_version": expected_version,
+            "state": transition.to, "fields": _dumps(new_fields), "version": expected_version + 1, "updated_at": now,
+        })
         if result.rowcount != 1:  # only reachable if a writer bypassed the company lock
             raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data={"workflow": task.workflow, "transition": name, "from": task.state,
                            "to": transition.to, "writes": writes, "version": expected_version + 1})
-        audit.save_head(conn, head)
         return Task(self.company, task.id, task.workflow, transition.to, task.title, new_fields, task.owner,
                     task.priority, task.parent_id, task.idempotency_key, expected_version + 1, task.created_by,
                     task.created_at, now)
@@ -446,6 +469,34 @@ class CompanyStore:
         """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""
         with self.store.read() as conn:
             return audit.verify(conn, self.company)
+
+
+class TransitionBatch:
+    """The handle :meth:`CompanyStore.batch` yields; its :meth:`transition` has the same contract as
+    :meth:`CompanyStore.transition`."""
+
+    def __init__(self, company: CompanyStore, conn: Connection, head: audit.ChainHead, cache: _SpecCache) -> None:
+        self._company, self._conn, self._head, self._cache = company, conn, head, cache
+
+    def transition(self, task_id: int, name: str, *, actor: str, expected_version: int,
+                   writes: Mapping[str, Any] | None = None) -> Task:
+        writes = dict(writes or {})
+        try:
+            _check_size("transition writes", writes, MAX_FIELDS_BYTES)
+            return self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
+                                                 expected_version, writes)
+        except _REFUSALS as exc:
+            audit.append(self._conn, self._head, ts=self._company.store.now(), principal=actor,
+                         action="task.transition.rejected", subject=f"task:{task_id}",
+                         data={**_transition_request(name, expected_version, writes), "error": exc.to_dict()})
+            raise
+
+
+_REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError)
+
+
+def _transition_request(name: str, expected_version: int, writes: Mapping[str, Any]) -> dict[str, Any]:
+    return {"transition": name, "expected_version": expected_version, "written_fields": sorted(writes)}
 
 
 def _dumps(value: Any) -> str:
