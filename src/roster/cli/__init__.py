@@ -1,0 +1,48 @@
+"""The ``roster`` command line: a thin adapter over the store. Exit codes are listed in docs/cli.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from roster.cli import audit_cmd, demo_cmd, spec_cmd, task_cmd
+from roster.cli.context import Settings
+from roster.store.engine import DEFAULT_LOCK_TIMEOUT
+
+app = typer.Typer(
+    name="roster",
+    help="Roster: the workplace where AI agents and humans do real work together, under contract and on the record.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    spec: Annotated[Path | None, typer.Option("--spec", envvar="ROSTER_SPEC",
+                                              help="The spec file (default: nearest roster.yaml upwards).")] = None,
+    db: Annotated[str | None, typer.Option("--db", envvar="ROSTER_DB",
+                                           help="Database URL (default: SQLite .roster/roster.db beside the spec).")] = None,
+    principal: Annotated[str | None, typer.Option("--as", envvar="ROSTER_AS",
+                                                  help="Act as this principal (default: your OS user name).")] = None,
+    company: Annotated[str | None, typer.Option("--company", envvar="ROSTER_COMPANY",
+                                                help="Company id (default: the spec's 'company').")] = None,
+    lock_timeout: Annotated[float, typer.Option("--lock-timeout", envvar="ROSTER_LOCK_TIMEOUT",
+                                                help="Seconds to wait for a database locked by another process.")]
+    = DEFAULT_LOCK_TIMEOUT,
+) -> None:
+    ctx.obj = Settings(spec, db, principal, company, lock_timeout)
+
+
+spec_cmd.register(app)
+demo_cmd.register(app)
+app.add_typer(task_cmd.app, name="task")
+app.add_typer(audit_cmd.app, name="audit")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,132 @@
+"""Where the CLI finds its spec, store and acting principal, and how it reports errors.
+
+Resolution, in order of precedence:
+
+- spec: ``--spec FILE`` / ``ROSTER_SPEC``, else the nearest ``roster.yaml`` in this folder or above;
+- store: ``--db URL`` / ``ROSTER_DB``, else SQLite at ``.roster/roster.db`` beside the spec;
+- principal: ``--as HANDLE`` / ``ROSTER_AS``, else the operating-system user name;
+- company: ``--company ID`` / ``ROSTER_COMPANY``, else the spec's ``company`` key.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import re
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+from rich.text import Text
+
+from roster.errors import RosterError, UsageError
+from roster.store import CompanyStore, Store
+from roster.store.engine import DEFAULT_LOCK_TIMEOUT, sqlite_url
+
+SPEC_NAME = "roster.yaml"
+STATE_DIR = ".roster"
+
+console = Console()
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class Settings:
+    spec: Path | None
+    db: str | None
+    principal: str | None
+    company: str | None
+    lock_timeout: float
+
+
+def operator_handle() -> str:
+    """The OS user name as a valid principal handle (lowercase, ``[a-z0-9_-]``, starting with a letter)."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", getpass.getuser().lower()).strip("-") or "operator"
+    return name if name[0].isalpha() else f"u-{name}"
+
+
+class Workspace:
+    """The resolved spec path, store and principal for one CLI invocation."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+
+    @property
+    def spec_path(self) -> Path:
+        if self.settings.spec is not None:
+            return self.settings.spec
+        here = Path.cwd()
+        for folder in (here, *here.parents):
+            if (folder / SPEC_NAME).is_file():
+                return folder / SPEC_NAME
+        raise UsageError(f"no {SPEC_NAME} in {here} or any folder above it; run 'roster init' to create one, "
+                         "or pass --spec FILE")
+
+    @property
+    def principal(self) -> str:
+        return self.settings.principal or operator_handle()
+
+    def db_url(self, spec_path: Path | None = None) -> str:
+        if self.settings.db:
+            return self.settings.db
+        state = (spec_path or self.spec_path).resolve().parent / STATE_DIR
+        state.mkdir(exist_ok=True)
+        return sqlite_url(state / "roster.db")
+
+    def store(self, spec_path: Path | None = None) -> Store:
+        if self._store is None:
+            path = (spec_path or self.spec_path).resolve()
+            self._store = Store.open(self.db_url(path), artifact_root=path.parent / STATE_DIR / "artifacts",
+                                     lock_timeout=self.settings.lock_timeout)
+        return self._store
+
+    def company(self) -> CompanyStore:
+        company = self.settings.company
+        if company is None:
+            try:
+                data = yaml.safe_load(self.spec_path.read_text(encoding="utf-8"))
+                company = data["company"]
+            except (OSError, yaml.YAMLError, TypeError, KeyError):
+                raise UsageError(f"cannot read the 'company' key from {self.spec_path}; run 'roster validate' "
+                                 "or pass --company ID") from None
+        return self.store().company(str(company))
+
+
+def settings(ctx: typer.Context) -> Settings:
+    return ctx.find_root().obj
+
+
+def workspace(ctx: typer.Context) -> Workspace:
+    root = ctx.find_root()
+    if not isinstance(getattr(root, "meta", {}).get("workspace"), Workspace):
+        root.meta["workspace"] = Workspace(root.obj)
+    return root.meta["workspace"]
+
+
+def emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a :class:`RosterError` into a message on stderr (JSON with ``--json``) and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RosterError as exc:
+            if kwargs.get("as_json"):
+                sys.stderr.write(json.dumps(exc.to_dict(), indent=2, default=str) + "\n")
+            else:
+                err_console.print(Text.assemble(("error: ", "bold red"), exc.message))
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper
+

@@ -1,0 +1,98 @@
+"""``roster init``, ``roster validate`` and ``roster apply``: from a spec file to a store."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from roster.cli.context import SPEC_NAME, STATE_DIR, Workspace, console, emit_json, operator_handle, \
+    reports_errors, workspace
+from roster.errors import UsageError
+from roster.specfile import load_spec
+
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("init")(init)
+    app.command("validate")(validate)
+    app.command("apply")(apply)
+
+
+@reports_errors
+def init(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Where to create the workspace.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing roster.yaml.")] = False,
+    as_json: JSON = False,
+) -> None:
+    """Scaffold a workspace: a commented example roster.yaml and its store, with the spec applied."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_path = directory / SPEC_NAME
+    if spec_path.exists() and not force:
+        raise UsageError(f"{spec_path} already exists; edit it and run 'roster apply', or pass --force")
+    operator = operator_handle()
+    template = resources.files("roster").joinpath("templates/roster.yaml").read_text(encoding="utf-8")
+    spec_path.write_text(template.replace("__OPERATOR__", operator), encoding="utf-8")
+    (directory / STATE_DIR).mkdir(exist_ok=True)
+    (directory / STATE_DIR / ".gitignore").write_text("*\n", encoding="utf-8")
+    result = _apply_file(workspace(ctx), spec_path)
+    if as_json:
+        emit_json({"spec": str(spec_path), "company": result.company, "revision": result.revision,
+                   "operator": operator})
+        return
+    console.print(f"Created {spec_path} (company [bold]{result.company}[/], you are human '[bold]{operator}[/]').")
+    console.print(f"Store: {workspace(ctx).db_url(spec_path)}")
+    console.print("Next: edit roster.yaml, then 'roster apply'; try 'roster task create fix-lint --title ... "
+                  "--set rule=E501'.")
+
+
+@reports_errors
+def validate(
+    file: Annotated[Path | None, typer.Argument(help="The spec (default: ./roster.yaml).")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Check a spec. Exits 3 and lists every problem (file, line, key, what was expected) if it is invalid."""
+    path = _existing(file or Path(SPEC_NAME))
+    spec = load_spec(path)
+    if as_json:
+        emit_json({"valid": True, "company": spec.company, "workflows": sorted(spec.workflows),
+                   "agents": sorted(spec.agents), "humans": sorted(spec.humans)})
+        return
+    console.print(f"{path}: valid - company '{spec.company}', {len(spec.workflows)} workflow(s), "
+                  f"{len(spec.agents)} agent(s), {len(spec.humans)} human(s), {len(spec.tools)} tool(s), "
+                  f"{len(spec.kpis)} KPI(s)")
+
+
+@reports_errors
+def apply(
+    ctx: typer.Context,
+    file: Annotated[Path | None, typer.Argument(help="The spec (default: the workspace's roster.yaml).")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Load a spec into the store. Idempotent; refuses changes that would orphan live tasks (exit 7)."""
+    ws = workspace(ctx)
+    result = _apply_file(ws, _existing(file) if file else ws.spec_path)
+    if as_json:
+        emit_json({"company": result.company, "revision": result.revision, "changed": result.changed,
+                   "changes": result.changes})
+    elif not result.changed:
+        console.print(f"company '{result.company}': unchanged (revision {result.revision})")
+    else:
+        console.print(f"company '{result.company}': applied revision {result.revision}")
+        for change in result.changes:
+            console.print(f"  {change}", highlight=False)
+
+
+def _apply_file(ws: Workspace, path: Path):  # noqa: ANN202 - ApplyResult
+    spec = load_spec(path)
+    return ws.store(path).apply(spec, applied_by=ws.principal)
+
+
+def _existing(path: Path) -> Path:
+    if not path.is_file():
+        raise UsageError(f"no spec file at {path}; run 'roster init' to create one")
+    return path

@@ -1,0 +1,249 @@
+"""``roster task ...``: create, list, show and move tasks, and record the evidence contracts ask for."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from roster.cli.context import console, emit_json, reports_errors, workspace
+from roster.errors import UsageError
+from roster.kernel.spec import CompanySpec
+from roster.store import CompanyStore, Task
+
+app = typer.Typer(help="Create, list, show and move tasks.", no_args_is_help=True)
+
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+SET = Annotated[list[str] | None, typer.Option("--set", help="Set a field: NAME=VALUE (repeatable). Values of "
+                                               "non-string fields are read as JSON.")]
+
+
+def parse_assignments(spec: CompanySpec, workflow: str, assignments: list[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs to typed values, by the field's JSON Schema: strings stay text, others are JSON."""
+    schemas = spec.workflows[workflow].fields if workflow in spec.workflows else {}
+    values: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        kind = schemas.get(name, {}).get("type")
+        if kind == "string" or (isinstance(kind, list) and "string" in kind and not raw.startswith(("{", "["))):
+            values[name] = raw
+        else:
+            try:
+                values[name] = json.loads(raw)
+            except ValueError:
+                values[name] = raw
+    return values
+
+
+def _task_json(task: Task) -> dict[str, Any]:
+    return asdict(task)
+
+
+@app.command("create")
+@reports_errors
+def create(
+    ctx: typer.Context,
+    workflow: Annotated[str, typer.Argument(help="The workflow the task follows.")],
+    title: Annotated[str, typer.Option("--title", "-t", help="A one-line title.")],
+    assignments: SET = None,
+    owner: Annotated[str | None, typer.Option("--owner", help="The principal who owns the task.")] = None,
+    priority: Annotated[int, typer.Option("--priority", help="Higher is more urgent.")] = 0,
+    parent: Annotated[int | None, typer.Option("--parent", help="Id of the parent task.")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Idempotency key: reusing it returns the same task.")]
+    = None,
+    as_json: JSON = False,
+) -> None:
+    """Create a task in the workflow's initial state."""
+    ws = workspace(ctx)
+    company = ws.company()
+    fields = parse_assignments(company.spec(), workflow, assignments or [])
+    task, created = company.create_task(workflow=workflow, title=title, actor=ws.principal, fields=fields,
+                                        owner=owner, priority=priority, parent_id=parent, idempotency_key=key)
+    if as_json:
+        emit_json({**_task_json(task), "created": created})
+    elif created:
+        console.print(f"created task {task.id} in {task.workflow} (state {task.state}, version {task.version})")
+    else:
+        console.print(f"task {task.id} already exists for key {key!r}; nothing created")
+
+
+@app.command("list")
+@reports_errors
+def list_tasks(
+    ctx: typer.Context,
+    workflow: Annotated[str | None, typer.Option("--workflow", "-w")] = None,
+    state: Annotated[str | None, typer.Option("--state", "-s")] = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    after: Annotated[int, typer.Option("--after", help="Cursor: list tasks with ids above this one.")] = 0,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    as_json: JSON = False,
+) -> None:
+    """List tasks, oldest first."""
+    found = workspace(ctx).company().list_tasks(workflow=workflow, state=state, owner=owner, after_id=after,
+                                               limit=limit)
+    if as_json:
+        emit_json([_task_json(t) for t in found])
+        return
+    table = Table("id", "workflow", "state", "title", "owner", "priority", "version", box=None)
+    for t in found:
+        table.add_row(str(t.id), t.workflow, t.state, t.title, t.owner or "-", str(t.priority), str(t.version))
+    console.print(table if found else "no tasks")
+
+
+@app.command("show")
+@reports_errors
+def show(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    as_json: JSON = False,
+) -> None:
+    """Show a task: its fields, evidence, history, and which transitions are possible now and why not."""
+    ws = workspace(ctx)
+    company = ws.company()
+    task = company.get_task(task_id)
+    actor = ws.settings.principal
+    options = company.options(task_id, actor=actor)
+    history = company.history(task_id)
+    saved = company.list_artifacts(task_id)
+    if as_json:
+        emit_json({
+            "task": _task_json(task),
+            "artifacts": [asdict(a) for a in saved],
+            "history": [asdict(e) for e in history],
+            "transitions": [{"name": o.name, "to": o.to, "by": o.by, "possible": o.possible,
+                             "blocked": [asdict(v) for v in o.blocked]} for o in options],
+        })
+        return
+    _print_task(company, task, saved, history, options, actor)
+
+
+def _print_task(company: CompanyStore, task: Task, saved, history, options, actor) -> None:  # noqa: ANN001
+    console.print(f"[bold]task {task.id}[/]: {task.title}", highlight=False)
+    console.print(f"  workflow {task.workflow} · state [bold]{task.state}[/] · version {task.version} · "
+                  f"owner {task.owner or '-'} · priority {task.priority}"
+                  + (f" · parent {task.parent_id}" if task.parent_id else "")
+                  + (f" · key {task.idempotency_key}" if task.idempotency_key else ""), highlight=False)
+    fields = Table("field", "value", box=None, title="fields", title_justify="left")
+    for name, value in sorted(task.fields.items()):
+        fields.add_row(name, value if isinstance(value, str) else json.dumps(value))
+    console.print(fields if task.fields else "fields: (none)")
+    if saved:
+        arts = Table("kind", "name", "sha256", "bytes", "by", "reason", box=None, title="artifacts",
+                     title_justify="left")
+        for a in saved:
+            arts.add_row(a.kind, a.name, a.sha256[:12], str(a.size), a.created_by, a.reason)
+        console.print(arts)
+    moves = Table("transition", "to", "by", "now", box=None, title="transitions"
+                  + (f" (judged for {actor})" if actor else ""), title_justify="left")
+    for o in options:
+        status = "[green]possible[/]" if o.possible else "[red]blocked[/]: " + "; ".join(
+            f"{v.clause}: {v.detail}" for v in o.blocked)
+        moves.add_row(o.name, o.to, ", ".join(o.by), status)
+    console.print(moves)
+    events = Table("seq", "time (UTC)", "principal", "action", "detail", box=None, title="history",
+                   title_justify="left")
+    for e in history:
+        events.add_row(str(e.seq), e.ts[:19].replace("T", " "), e.principal, e.action, _detail(e.data))
+    console.print(events)
+
+
+def _detail(data: Any) -> str:
+    if not isinstance(data, dict):
+        return json.dumps(data)
+    if "error" in data:
+        return data["error"].get("message", "")
+    if "transition" in data and "to" in data:
+        return f"{data['transition']}: {data['from']} -> {data['to']}" + (
+            f" writes {', '.join(sorted(data['writes']))}" if data.get("writes") else "")
+    keys = ("state", "name", "kind", "passed", "transition", "title")
+    return ", ".join(f"{k}={data[k]}" for k in keys if k in data)
+
+
+@app.command("move")
+@reports_errors
+def move(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    transition: Annotated[str, typer.Argument(help="The transition to take.")],
+    assignments: SET = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove a field (repeatable).")] = None,
+    expect_version: Annotated[int | None, typer.Option("--expect-version",
+                                                       help="Fail unless the task is at this version "
+                                                       "(default: the version just read).")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Take a transition. The contract is checked; a violation exits 5 and names the clause."""
+    ws = workspace(ctx)
+    company = ws.company()
+    current = company.get_task(task_id)
+    writes = parse_assignments(company.spec(), current.workflow, assignments or [])
+    writes.update(dict.fromkeys(unset or []))
+    version = current.version if expect_version is None else expect_version
+    task = company.transition(task_id, transition, actor=ws.principal, expected_version=version, writes=writes)
+    if as_json:
+        emit_json(_task_json(task))
+    else:
+        console.print(f"task {task.id}: {transition} -> {task.state} (version {task.version})")
+
+
+@app.command("attach")
+@reports_errors
+def attach(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    kind: Annotated[str, typer.Argument(help="Artifact kind, as contracts name it (e.g. patch).")],
+    file: Annotated[Path, typer.Argument(help="The file to save.", exists=True, dir_okay=False)],
+    reason: Annotated[str, typer.Option("--reason", help="Why this version exists.")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Save a file as an artifact of the task (content kept by SHA-256 under .roster/artifacts)."""
+    ws = workspace(ctx)
+    record = ws.company().record_artifact(task_id, kind, file.read_bytes(), actor=ws.principal, name=file.name,
+                                          reason=reason)
+    if as_json:
+        emit_json(asdict(record))
+    else:
+        console.print(f"task {task_id}: saved {kind} artifact {record.name} ({record.size} bytes, "
+                      f"sha256 {record.sha256[:12]})")
+
+
+@app.command("check")
+@reports_errors
+def check(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    name: Annotated[str, typer.Argument(help="The check's name, as contracts name it (e.g. lint_clean).")],
+    passed: Annotated[bool, typer.Option("--pass/--fail", help="The check's result.")],
+    detail: Annotated[str, typer.Option("--detail", help="What was checked and seen.")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Record the result of a named check on the task. The latest result per name counts."""
+    ws = workspace(ctx)
+    ws.company().record_check(task_id, name, passed=passed, actor=ws.principal, detail=detail)
+    if as_json:
+        emit_json({"task_id": task_id, "name": name, "passed": passed})
+    else:
+        console.print(f"task {task_id}: check {name} {'passed' if passed else 'failed'}")
+
+
+@app.command("approve")
+@reports_errors
+def approve(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    transition: Annotated[str, typer.Argument(help="The transition to approve.")],
+    as_json: JSON = False,
+) -> None:
+    """Approve a transition that has an approval edge, for the task as it is now."""
+    ws = workspace(ctx)
+    ws.company().approve(task_id, transition, actor=ws.principal)
+    if as_json:
+        emit_json({"task_id": task_id, "transition": transition, "approved_by": ws.principal})
+    else:
+        console.print(f"task {task_id}: {ws.principal} approved {transition}")
