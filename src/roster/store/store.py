@@ -139,6 +139,19 @@ class Store:
         """
         spec_json = spec.model_dump(mode="json", by_alias=True)
         spec_hash = hashlib.sha256(rfc8785.dumps(spec_json)).hexdigest()
+        try:
+            return self._apply(spec, spec_json, spec_hash, applied_by)
+        except ApplyRefused as exc:
+            with self.write() as conn:
+                head = audit.read_head(conn, spec.company)
+                if head is not None:
+                    audit.append(conn, head, ts=self.now(), principal=applied_by, action="spec.apply.rejected",
+                                 subject=f"company:{spec.company}", data={"spec_hash": spec_hash,
+                                                                          "error": exc.to_dict()})
+                    audit.save_head(conn, head)
+            raise
+
+    def _apply(self, spec: CompanySpec, spec_json: dict[str, Any], spec_hash: str, applied_by: str) -> ApplyResult:
         with self.write() as conn:
             now = self.now()
             head = audit.read_head(conn, spec.company)

@@ -1,0 +1,111 @@
+"""Shared fixtures: a real SQLite file per test, the example spec, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from roster.kernel.spec import CompanySpec
+from roster.specfile import parse_spec
+from roster.store import CompanyStore, Store
+
+FIX_LINT = """\
+company: acme
+workflows:
+  fix-lint:
+    states: [found, planned, built, verified, merged, rejected]
+    initial: found
+    fields:
+      rule: {type: string}
+      spec: {type: string, minLength: 20}
+      branch: {type: string}
+      count: {type: integer, minimum: 0}
+    transitions:
+      plan:   {from: found,   to: planned,  by: [planner], writes: [spec],   requires: {fields: [rule]}}
+      build:  {from: planned, to: built,    by: [builder], writes: [branch], requires: {fields: [spec]}, produces: [patch]}
+      verify: {from: built,   to: verified, by: [qa],      requires: {artifacts: [patch], checks: [lint_clean]}}
+      merge:  {from: verified, to: merged,  by: [merger],  approval: {by: [human]}}
+      reject: {from: [found, planned, built], to: rejected, by: [human]}
+agents:
+  planner: {reports_to: alice}
+  builder: {reports_to: alice}
+  qa: {reports_to: alice}
+  merger: {reports_to: alice}
+humans:
+  alice: {display_name: Alice}
+  bob: {roles: [reviewer]}
+"""
+
+SPEC_TEXT = FIX_LINT
+GOOD_SPEC = "Split the imports on line one into one import per line."
+
+
+class StepClock:
+    """A clock that advances one second per call, so timestamps are distinct and predictable."""
+
+    def __init__(self, start: datetime = datetime(2026, 1, 1, tzinfo=UTC)) -> None:
+        self.now = start
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+@pytest.fixture
+def spec() -> CompanySpec:
+    return parse_spec(FIX_LINT)
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "roster.db"
+
+
+@pytest.fixture
+def store(db_path: Path, tmp_path: Path) -> Store:
+    opened = Store.open(f"sqlite:///{db_path}", clock=StepClock(), artifact_root=tmp_path / "artifacts")
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def company(store: Store, spec: CompanySpec) -> CompanyStore:
+    store.apply(spec, applied_by="alice")
+    return store.company("acme")
+
+
+@pytest.fixture
+def new_task(company: CompanyStore) -> Callable[..., object]:
+    """Make a fix-lint task with rule E501 (kwargs override create_task's)."""
+
+    def make(**kwargs):
+        args = {"workflow": "fix-lint", "title": "fix E501", "actor": "alice", "fields": {"rule": "E501"}}
+        args.update(kwargs)
+        return company.create_task(**args)[0]
+
+    return make
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the real CLI in-process inside ``tmp_path/ws``: ``cli("task", "list")`` -> click Result."""
+    from roster.cli import app
+
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    monkeypatch.chdir(workspace)
+    for key in list(os.environ):
+        if key.startswith("ROSTER_"):
+            monkeypatch.delenv(key)
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    run.workspace = workspace
+    return run
