@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from roster.kernel.audit import AuditEvent, event_hash, first_break
+from roster.store.prepared import Prepared
 from roster.store.schema import audit_events, companies
 
 
@@ -31,19 +32,19 @@ class ChainHead:
 
 
 # Hot-path statements are built once: building a statement per call costs more than running it.
-_READ_HEAD = (
+_READ_HEAD = Prepared(
     select(companies.c.audit_seq, companies.c.audit_head, companies.c.task_seq, companies.c.spec_revision)
     .where(companies.c.id == bindparam("company"))
     .with_for_update()
 )
-_INSERT_EVENT = insert(audit_events)
-_SAVE_HEAD = update(companies).where(companies.c.id == bindparam("company")).values(
-    audit_seq=bindparam("audit_seq"), audit_head=bindparam("audit_head"), task_seq=bindparam("task_seq"))
+_INSERT_EVENT = Prepared(insert(audit_events).values({c.name: bindparam(c.name) for c in audit_events.c}))
+_SAVE_HEAD = Prepared(update(companies).where(companies.c.id == bindparam("company")).values(
+    audit_seq=bindparam("audit_seq"), audit_head=bindparam("audit_head"), task_seq=bindparam("task_seq")))
 
 
 def read_head(conn: Connection, company: str) -> ChainHead | None:
     """Lock (on PostgreSQL, ``FOR UPDATE``) and read the company row. ``None`` if the company is unknown."""
-    row = conn.execute(_READ_HEAD, {"company": company}).first()
+    row = _READ_HEAD.first(conn, {"company": company})
     if row is None:
         return None
     return ChainHead(company, row.audit_seq, row.audit_head, row.task_seq, row.spec_revision)
@@ -55,7 +56,7 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
     seq = head.audit_seq + 1
     digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
                         subject=subject, data=data, prev_hash=head.audit_head)
-    conn.execute(_INSERT_EVENT, {
+    _INSERT_EVENT.rowcount(conn, {
         "company_id": head.company, "seq": seq, "ts": ts, "principal": principal, "action": action,
         "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
         "prev_hash": head.audit_head, "hash": digest,
@@ -68,7 +69,7 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
 def save_head(conn: Connection, head: ChainHead) -> None:
     """Write the advanced head (and task counter) back to the company row, if anything changed."""
     if head.dirty:
-        conn.execute(_SAVE_HEAD, {"company": head.company, "audit_seq": head.audit_seq,
+        _SAVE_HEAD.rowcount(conn, {"company": head.company, "audit_seq": head.audit_seq,
                                   "audit_head": head.audit_head, "task_seq": head.task_seq})
         head.dirty = False
 

@@ -54,7 +54,8 @@ def _configure_sqlite(engine: Engine, lock_timeout: float) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection):  # noqa: ANN001
         mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        # Straight to the driver: this runs once per transaction, on the hot path.
+        connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
 def _alembic_config(engine: Engine) -> Config:

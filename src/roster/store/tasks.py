@@ -36,6 +36,7 @@ from roster.kernel.audit import AuditEvent
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, WorkflowMachine
 from roster.kernel.spec import CompanySpec
 from roster.store import audit
+from roster.store.prepared import Prepared
 from roster.store.schema import approvals, artifacts, check_results, principals, tasks
 from roster.store.store import Store, load_spec_txn
 
@@ -48,8 +49,9 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 # Hot-path statements are built once: building a statement per call costs more than running it.
-_SELECT_TASK = select(tasks).where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"))
-_UPDATE_TASK = (
+_SELECT_TASK = Prepared(
+    select(tasks).where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id")))
+_UPDATE_TASK = Prepared(
     update(tasks)
     .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"),
            tasks.c.version == bindparam("expected_version"))
@@ -242,7 +244,7 @@ class CompanyStore:
             return _task(self._row_txn(conn, task_id))
 
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
-        row = conn.execute(_SELECT_TASK, {"company": self.company, "task_id": task_id}).first()
+        row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")
         return row
@@ -306,11 +308,11 @@ class CompanyStore:
         evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
         new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
         now = self.store.now()
-        result = conn.execute(_UPDATE_TASK, {
+        updated = _UPDATE_TASK.rowcount(conn, {
             "company": self.company, "task_id": task_id, "expected_version": expected_version,
             "state": transition.to, "fields": _dumps(new_fields), "version": expected_version + 1, "updated_at": now,
         })
-        if result.rowcount != 1:  # only reachable if a writer bypassed the company lock
+        if updated != 1:  # only reachable if a writer bypassed the company lock
             raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data={"workflow": task.workflow, "transition": name, "from": task.state,
