@@ -58,16 +58,15 @@ def _configure_sqlite(engine: Engine, lock_timeout: float) -> None:
         connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
     return config
 
 
 def migrate(engine: Engine) -> bool:
     """Bring the schema to the newest migration. Returns whether anything was run."""
-    config = _alembic_config(engine)
+    config = _alembic_config()
     head = ScriptDirectory.from_config(config).get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
