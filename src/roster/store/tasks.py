@@ -363,40 +363,53 @@ class CompanyStore:
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok),
                         {t: tuple(a) for t, a in approved.items()})
 
-    def _bump_txn(self, conn: Connection, task: Task, now: str) -> None:
-        conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task.id),
-                     {"version": task.version + 1, "updated_at": now})
+    @contextmanager
+    def _evidence_write(self, task_id: int, actor: str, action: str,
+                        request: Mapping[str, Any]) -> Iterator[_EvidenceWrite]:
+        """One write transaction that adds evidence to a task: yields the locked chain head, the actor and
+        the task; the body inserts its row and appends its event. A refusal is audited as
+        ``<action>.rejected`` after the rollback, then re-raised."""
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                write = _EvidenceWrite(conn, head, cache, self._actor(cache, actor),
+                                       _task(self._row_txn(conn, task_id)), self.store.now())
+                yield write
+                audit.save_head(conn, head)
+        except _REFUSALS as exc:
+            self._audit_rejection(actor, action, f"task:{task_id}", exc, request)
+            raise
+
+    def _bump_txn(self, write: _EvidenceWrite) -> int:
+        """Evidence changed: the task's version goes up, so approvals given before no longer count."""
+        write.conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == write.task.id),
+                           {"version": write.task.version + 1, "updated_at": write.now})
+        return write.task.version + 1
 
     def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: str, name: str = "",
                         reason: str = "") -> ArtifactRecord:
         """Save ``content`` (bytes) as an artifact of ``kind`` on the task, by SHA-256 under the store's
         artifact root. Bumps the task's version (evidence changed). Raises :class:`PayloadTooLarge`,
         :class:`NotFound`, :class:`UsageError` (no artifact root, unknown actor)."""
-        try:
+        name = name or kind
+        with self._evidence_write(task_id, actor, "artifact.record", {"kind": kind, "name": name}) as write:
             if len(content) > MAX_ARTIFACT_BYTES:
-                raise PayloadTooLarge(f"artifact '{name or kind}'", len(content), MAX_ARTIFACT_BYTES)
+                raise PayloadTooLarge(f"artifact '{name}'", len(content), MAX_ARTIFACT_BYTES)
             if self.store.artifact_root is None:
                 raise UsageError("this store has no artifact root; open it with artifact_root=")
             digest = hashlib.sha256(content).hexdigest()
             _write_blob(self.store.artifact_root, digest, content)
-            with self.store.write() as conn:
-                head, cache = self._head_txn(conn)
-                who = self._actor(cache, actor)
-                task = _task(self._row_txn(conn, task_id))
-                now = self.store.now()
-                row = {"company_id": self.company, "task_id": task_id, "kind": kind, "name": name or kind,
-                       "sha256": digest, "size": len(content), "reason": reason, "created_by": who.handle,
-                       "created_at": now}
-                artifact_id = conn.execute(insert(artifacts), row).inserted_primary_key[0]
-                self._bump_txn(conn, task, now)
-                audit.append(conn, head, ts=now, principal=who.handle, action="artifact.record",
-                             subject=f"task:{task_id}", data={**{k: row[k] for k in
-                             ("kind", "name", "sha256", "size", "reason")}, "version": task.version + 1})
-                audit.save_head(conn, head)
-        except (PayloadTooLarge, NotFound, UsageError) as exc:
-            self._audit_rejection(actor, "artifact.record", f"task:{task_id}", exc, {"kind": kind, "name": name})
-            raise
-        return ArtifactRecord(artifact_id, task_id, kind, row["name"], digest, len(content), reason, who.handle, now)
+            row = {"company_id": self.company, "task_id": task_id, "kind": kind, "name": name, "sha256": digest,
+                   "size": len(content), "reason": reason, "created_by": write.actor.handle,
+                   "created_at": write.now}
+            artifact_id = write.conn.execute(insert(artifacts), row).inserted_primary_key[0]
+            version = self._bump_txn(write)
+            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
+                         action="artifact.record", subject=f"task:{task_id}",
+                         data={"kind": kind, "name": name, "sha256": digest, "size": len(content),
+                               "reason": reason, "version": version})
+        return ArtifactRecord(artifact_id, task_id, kind, name, digest, len(content), reason, write.actor.handle,
+                              write.now)
 
     def list_artifacts(self, task_id: int) -> list[ArtifactRecord]:
         with self.store.read() as conn:
@@ -409,52 +422,34 @@ class CompanyStore:
     def record_check(self, task_id: int, name: str, *, passed: bool, actor: str, detail: str = "") -> None:
         """Record the result of a named check on the task. The latest result per name counts.
         Bumps the task's version. Raises :class:`NotFound`, :class:`UsageError`."""
-        try:
-            with self.store.write() as conn:
-                head, cache = self._head_txn(conn)
-                who = self._actor(cache, actor)
-                task = _task(self._row_txn(conn, task_id))
-                now = self.store.now()
-                conn.execute(insert(check_results), {"company_id": self.company, "task_id": task_id, "name": name,
-                                                     "passed": passed, "detail": detail, "recorded_by": who.handle,
-                                                     "created_at": now})
-                self._bump_txn(conn, task, now)
-                audit.append(conn, head, ts=now, principal=who.handle, action="check.record",
-                             subject=f"task:{task_id}", data={"name": name, "passed": passed, "detail": detail,
-                                                              "version": task.version + 1})
-                audit.save_head(conn, head)
-        except (NotFound, UsageError) as exc:
-            self._audit_rejection(actor, "check.record", f"task:{task_id}", exc, {"name": name, "passed": passed})
-            raise
+        with self._evidence_write(task_id, actor, "check.record", {"name": name, "passed": passed}) as write:
+            write.conn.execute(insert(check_results), {
+                "company_id": self.company, "task_id": task_id, "name": name, "passed": passed, "detail": detail,
+                "recorded_by": write.actor.handle, "created_at": write.now})
+            version = self._bump_txn(write)
+            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="check.record",
+                         subject=f"task:{task_id}",
+                         data={"name": name, "passed": passed, "detail": detail, "version": version})
 
     def approve(self, task_id: int, transition: str, *, actor: str) -> None:
         """Approve ``transition`` on the task as it is now (the approval lapses if the task changes).
 
-        Raises :class:`ContractViolation` with clause ``approval`` if the transition has no approval edge
-        or ``actor`` is not among ``approval.by``; :class:`NotFound`; :class:`UsageError`.
+        Raises :class:`ContractViolation` with clause ``approval.by`` if the transition has no approval
+        edge or ``actor`` is not among ``approval.by``; :class:`NotFound`; :class:`UsageError`.
         """
-        try:
-            with self.store.write() as conn:
-                head, cache = self._head_txn(conn)
-                who = self._actor(cache, actor)
-                task = _task(self._row_txn(conn, task_id))
-                machine = self._machine(cache, task.workflow)
-                edge = machine.transition(transition).approval
-                if edge is None or not who.matches(edge.by):
-                    detail = (f"transition '{transition}' has no approval edge" if edge is None else
-                              f"'{who.handle}' may not approve it; approvers: {', '.join(edge.by)}")
-                    raise ContractViolation(workflow=task.workflow, transition=transition, clause="approval.by",
-                                            detail=detail, task_id=task_id)
-                now = self.store.now()
-                conn.execute(insert(approvals), {"company_id": self.company, "task_id": task_id,
-                                                 "transition": transition, "task_version": task.version,
-                                                 "approved_by": who.handle, "created_at": now})
-                audit.append(conn, head, ts=now, principal=who.handle, action="approval.grant",
-                             subject=f"task:{task_id}", data={"transition": transition, "version": task.version})
-                audit.save_head(conn, head)
-        except (ContractViolation, NotFound, UsageError) as exc:
-            self._audit_rejection(actor, "approval.grant", f"task:{task_id}", exc, {"transition": transition})
-            raise
+        with self._evidence_write(task_id, actor, "approval.grant", {"transition": transition}) as write:
+            task, who = write.task, write.actor
+            edge = self._machine(write.cache, task.workflow).transition(transition).approval
+            if edge is None or not who.matches(edge.by):
+                detail = (f"transition '{transition}' has no approval edge" if edge is None else
+                          f"'{who.handle}' may not approve it; approvers: {', '.join(edge.by)}")
+                raise ContractViolation(workflow=task.workflow, transition=transition, clause="approval.by",
+                                        detail=detail, task_id=task_id)
+            write.conn.execute(insert(approvals), {
+                "company_id": self.company, "task_id": task_id, "transition": transition,
+                "task_version": task.version, "approved_by": who.handle, "created_at": write.now})
+            audit.append(write.conn, write.head, ts=write.now, principal=who.handle, action="approval.grant",
+                         subject=f"task:{task_id}", data={"transition": transition, "version": task.version})
 
     # -- audit --------------------------------------------------------------------------------------
 
@@ -471,6 +466,16 @@ class CompanyStore:
         """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""
         with self.store.read() as conn:
             return audit.verify(conn, self.company)
+
+
+@dataclass
+class _EvidenceWrite:
+    conn: Connection
+    head: audit.ChainHead
+    cache: _SpecCache
+    actor: Actor
+    task: Task
+    now: str
 
 
 class TransitionBatch:
