@@ -55,10 +55,7 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[KeyPath, int]]:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise SpecError([SpecIssue(filename, line, "", f"malformed YAML: {problem}")]) from None
+        raise SpecError([_yaml_issue(exc, text, filename)]) from None
     if node is None:
         raise SpecError([SpecIssue(filename, 1, "", "the file is empty; expected a mapping with a 'company' key")])
     lines: dict[KeyPath, int] = {}
@@ -68,6 +65,24 @@ def _compose(text: str, filename: str) -> tuple[Any, dict[KeyPath, int]]:
     if issues:
         raise SpecError(issues)
     return data, lines
+
+
+def _yaml_issue(exc: yaml.YAMLError, text: str, filename: str) -> SpecIssue:
+    """Where a YAML syntax error is. The parser's ``problem_mark`` is where it gave up, which for an
+    unclosed bracket or quote is the end of the file; the ``context_mark`` (the opening bracket) is
+    then the useful place."""
+    problem_mark = getattr(exc, "problem_mark", None)
+    context_mark = getattr(exc, "context_mark", None)
+    last_line = max(1, len(text.splitlines()))
+    mark = problem_mark or context_mark
+    if problem_mark is not None and context_mark is not None and problem_mark.line + 1 > last_line:
+        mark = context_mark
+    line = min(mark.line + 1, last_line) if mark is not None else None
+    problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if context and mark is context_mark and context_mark is not None:
+        problem = f"{problem} ({context} that starts here)"
+    return SpecIssue(filename, line, "", f"malformed YAML: {problem}")
 
 
 def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], issues: list[SpecIssue],

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
-from roster.errors import UsageError
+from roster.errors import NotFound, UsageError
 from roster.kernel.spec import CompanySpec
 from roster.store import CompanyStore, Task
 
@@ -181,7 +181,13 @@ def move(
     """Take a transition. The contract is checked; a violation exits 5 and names the clause."""
     ws = workspace(ctx)
     company = ws.company()
-    current = company.get_task(task_id)
+    try:
+        current = company.get_task(task_id)
+    except NotFound:
+        # Let the store refuse it, so the attempt is audited like every other refused move.
+        company.transition(task_id, transition, actor=ws.principal, expected_version=expect_version or 0,
+                           writes=dict.fromkeys(unset or []))
+        raise
     writes = parse_assignments(company.spec(), current.workflow, assignments or [])
     writes.update(dict.fromkeys(unset or []))
     version = current.version if expect_version is None else expect_version
