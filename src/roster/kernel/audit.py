@@ -62,9 +62,12 @@ def first_break(events: Iterable[AuditEvent], *, head: tuple[int, str] | None = 
         if event.prev_hash != prev:
             return event.seq, "prev_hash does not match the previous event's hash (an event was changed, " \
                               "removed or inserted before it)"
-        recomputed = event_hash(seq=event.seq, ts=event.ts, company=event.company, principal=event.principal,
-                                action=event.action, subject=event.subject, data=event.data,
-                                prev_hash=event.prev_hash)
+        try:
+            recomputed = event_hash(seq=event.seq, ts=event.ts, company=event.company, principal=event.principal,
+                                    action=event.action, subject=event.subject, data=event.data,
+                                    prev_hash=event.prev_hash)
+        except rfc8785.CanonicalizationError:
+            recomputed = None  # content no append could have written: it was edited
         if recomputed != event.hash:
             return event.seq, "content does not match its hash (the event was edited)"
         prev = event.hash

@@ -23,6 +23,7 @@ Clauses are checked in this order, and the first failure is raised as a
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,8 +91,11 @@ class WorkflowMachine:
     # -- field validation -------------------------------------------------------------------------
 
     def field_problems(self, fields: Mapping[str, Any]) -> list[str]:
-        """Schema problems of a whole fields object, each as ``'field: message'``; empty when valid."""
-        problems = []
+        """Schema problems of a whole fields object, each as ``'field: message'``; empty when valid.
+
+        Values must also be representable in RFC 8785 JSON, which the audit hash is computed over.
+        """
+        problems = [p for name, value in fields.items() for p in canonical_problems(value, str(name))]
         for err in sorted(self._validator.iter_errors(dict(fields)), key=lambda e: list(e.path)):
             where = ".".join(str(p) for p in err.path) or "fields"
             problems.append(f"{where}: {err.message}")
@@ -172,6 +176,40 @@ class WorkflowMachine:
             approvers = evidence.approvals.get(name, ())
             if not any(a.matches(t.approval.by) for a in approvers):
                 yield Violation("approval", f"needs an approval by {_names(t.approval.by)}; none on record")
+
+
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Largest integer RFC 8785 (I-JSON, RFC 7493) represents exactly."""
+
+
+def canonical_problems(value: Any, path: str) -> list[str]:
+    """Why ``value`` cannot be hashed as RFC 8785 canonical JSON: integers beyond +/-(2**53 - 1),
+    non-finite floats, strings that are not valid Unicode, non-string keys. Empty when it can."""
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return []
+        return [f"{path}: integer {value} is outside +/-(2**53 - 1); store it as a string"]
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{path}: {value} is not a finite number"]
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return [f"{path}: the text is not valid Unicode (a lone surrogate)"]
+        return []
+    if isinstance(value, Mapping):
+        problems = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                problems.append(f"{path}: key {key!r} is not a string")
+            else:
+                problems.extend(canonical_problems(key, path) + canonical_problems(item, f"{path}.{key}"))
+        return problems
+    if isinstance(value, (list, tuple)):
+        return [p for i, item in enumerate(value) for p in canonical_problems(item, f"{path}[{i}]")]
+    return [f"{path}: {type(value).__name__} is not a JSON value"]
 
 
 def apply_writes(fields: Mapping[str, Any], writes: Mapping[str, Any]) -> dict[str, Any]:

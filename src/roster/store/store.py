@@ -91,8 +91,10 @@ class Store:
         """Turn the driver's "database is locked" into :class:`StoreBusy` with a way out."""
         try:
             yield
-        except OperationalError as exc:
-            if isinstance(exc.orig, sqlite3.OperationalError) and "locked" in str(exc.orig):
+        except (OperationalError, sqlite3.OperationalError) as exc:
+            # Raw driver errors come from the statements store/prepared.py runs on the cursor.
+            driver_error = exc.orig if isinstance(exc, OperationalError) else exc
+            if isinstance(driver_error, sqlite3.OperationalError) and "locked" in str(driver_error):
                 raise StoreBusy(
                     f"the database {self.engine.url.database} is locked by another process; waited "
                     f"{self.lock_timeout:g} s. Let the other roster command finish, or raise the wait with "
