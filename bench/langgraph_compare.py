@@ -50,7 +50,7 @@ except ImportError:
     SqliteSaver = None
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import transitions  # noqa: E402  (bench/transitions.py)
+import transitions
 
 STEPS_PER_TASK = len(transitions.STEPS)  # 4
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import rfc8785
+from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from roster.errors import ContractViolation, InvalidFields, NotFound, RosterError, StaleVersion, UsageError
 from roster.specfile import parse_spec
 from roster.store import Store

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
-import transitions  # noqa: E402
+import transitions
 
 
 def test_transitions_benchmark_writes_and_verifies_one_event_per_transition(tmp_path):

@@ -9,8 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import FIX_LINT, GOOD_SPEC
+
 from roster.cli.context import operator_handle
 from roster.specfile import load_spec
 

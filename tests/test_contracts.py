@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import GOOD_SPEC
-from roster.errors import ContractViolation, InvalidFields, NotFound, PayloadTooLarge, StaleVersion, UsageError
+
+from roster.errors import (
+    ContractViolation,
+    InvalidFields,
+    NotFound,
+    PayloadTooLarge,
+    StaleVersion,
+    UsageError,
+)
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, WorkflowMachine
 from roster.store.tasks import MAX_FIELDS_BYTES
 

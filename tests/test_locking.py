@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import GOOD_SPEC
+
 from roster.errors import StoreBusy
 from roster.store import Store
 

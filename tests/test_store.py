@@ -7,8 +7,8 @@ import hashlib
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-
 from conftest import FIX_LINT, GOOD_SPEC, StepClock
+
 from roster.errors import ApplyRefused, InvalidFields, NotFound, PayloadTooLarge
 from roster.specfile import parse_spec
 from roster.store import Store

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from roster.errors import RosterError, UsageError
 from roster.store import CompanyStore, Store
-from roster.store.engine import DEFAULT_LOCK_TIMEOUT, sqlite_url
+from roster.store.engine import sqlite_url
 
 SPEC_NAME = "roster.yaml"
 STATE_DIR = ".roster"

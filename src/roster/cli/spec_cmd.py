@@ -8,8 +8,16 @@ from typing import Annotated
 
 import typer
 
-from roster.cli.context import SPEC_NAME, STATE_DIR, Workspace, console, emit_json, operator_handle, \
-    reports_errors, workspace
+from roster.cli.context import (
+    SPEC_NAME,
+    STATE_DIR,
+    Workspace,
+    console,
+    emit_json,
+    operator_handle,
+    reports_errors,
+    workspace,
+)
 from roster.errors import UsageError
 from roster.specfile import load_spec
 
@@ -87,7 +95,7 @@ def apply(
             console.print(f"  {change}", highlight=False)
 
 
-def _apply_file(ws: Workspace, path: Path):  # noqa: ANN202 - ApplyResult
+def _apply_file(ws: Workspace, path: Path):
     spec = load_spec(path)
     return ws.store(path).apply(spec, applied_by=ws.principal)
 

@@ -123,7 +123,7 @@ def show(
     _print_task(company, task, saved, history, options, actor)
 
 
-def _print_task(company: CompanyStore, task: Task, saved, history, options, actor) -> None:  # noqa: ANN001
+def _print_task(company: CompanyStore, task: Task, saved, history, options, actor) -> None:
     console.print(f"[bold]task {task.id}[/]: {task.title}", highlight=False)
     console.print(f"  workflow {task.workflow} · state [bold]{task.state}[/] · version {task.version} · "
                   f"owner {task.owner or '-'} · priority {task.priority}"

@@ -23,7 +23,7 @@ class Prepared:
         self.statement = statement
         self._by_dialect: dict[str, tuple[str, list[str] | None]] = {}
         columns = getattr(statement, "selected_columns", None)
-        self.row = namedtuple("Row", list(columns.keys())) if columns is not None else None  # noqa: PYI024
+        self.row = namedtuple("Row", list(columns.keys())) if columns is not None else None
 
     def _compiled(self, conn: Connection) -> tuple[str, list[str] | None]:
         entry = self._by_dialect.get(conn.dialect.name)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rfc8785
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -28,6 +28,9 @@ from roster.kernel.spec import CompanySpec
 from roster.store import audit
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
 from roster.store.schema import companies, principals, spec_revisions, tasks
+
+if TYPE_CHECKING:
+    from roster.store.tasks import CompanyStore
 
 Clock = Callable[[], datetime]
 
@@ -124,7 +127,7 @@ class Store:
 
     def company(self, company_id: str) -> CompanyStore:
         """The handle for one company's rows. Raises :class:`NotFound` if no spec was applied for it."""
-        from roster.store.tasks import CompanyStore
+        from roster.store.tasks import CompanyStore  # noqa: PLC0415 - tasks.py builds on this module
 
         with self.read() as conn:
             exists = conn.scalar(select(companies.c.id).where(companies.c.id == company_id))

@@ -15,10 +15,10 @@ import hashlib
 import json
 import os
 import tempfile
-from pathlib import Path
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
