@@ -41,8 +41,8 @@ workflows:
       submit: {from: doing,   to: review,  by: [worker],  writes: [summary],  requires: {fields: [assignee]}}
       accept: {from: review,  to: done,    by: [human],   requires: {fields: [summary]}}
 agents:
-  triager: {}
-  worker: {}
+  triager: {tier: bounded-mutator}
+  worker: {tier: bounded-mutator}
 humans:
   lead: {}
 """

@@ -32,10 +32,10 @@ workflows:
       merge:  {from: verified, to: merged,  by: [merger],  approval: {by: [human]}}
       reject: {from: [found, planned, built], to: rejected, by: [human]}
 agents:
-  planner: {reports_to: alice}
-  builder: {reports_to: alice}
-  qa: {reports_to: alice}
-  merger: {reports_to: alice}
+  planner: {reports_to: alice, tier: bounded-mutator}
+  builder: {reports_to: alice, tier: bounded-mutator}
+  qa: {reports_to: alice, tier: bounded-mutator}
+  merger: {reports_to: alice, tier: high-impact-executor}
 humans:
   alice: {display_name: Alice}
   bob: {roles: [reviewer]}

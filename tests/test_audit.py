@@ -21,7 +21,7 @@ from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from roster.errors import ContractViolation, InvalidFields, NotFound, RosterError, StaleVersion, UsageError
+from roster.errors import ContractViolation, Denied, InvalidFields, NotFound, RosterError, StaleVersion
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -234,9 +234,9 @@ def test_refused_check_and_artifact_are_audited_and_change_nothing(company, new_
     assert (event.principal, event.action, event.subject) == ("qa", "check.record.rejected", "task:99")
     assert event.data["error"]["error"] == "not-found"
 
-    _, event = refused(company, lambda: company.record_artifact(task.id, "patch", b"x", actor="mallory"), UsageError)
+    _, event = refused(company, lambda: company.record_artifact(task.id, "patch", b"x", actor="mallory"), Denied)
     assert (event.principal, event.action, event.subject) == ("mallory", "artifact.record.rejected", "task:1")
-    assert event.data["error"]["error"] == "usage"
+    assert event.data["error"]["error"] == "denied"
     assert company.get_task(task.id) == task
     assert company.list_artifacts(task.id) == []
 

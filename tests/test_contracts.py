@@ -7,11 +7,11 @@ from conftest import GOOD_SPEC
 
 from roster.errors import (
     ContractViolation,
+    Denied,
     InvalidFields,
     NotFound,
     PayloadTooLarge,
     StaleVersion,
-    UsageError,
 )
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, WorkflowMachine
 from roster.store.tasks import MAX_FIELDS_BYTES
@@ -144,7 +144,7 @@ def test_unknown_transition_task_and_principal(company, new_task):
     assert refused(company, task, "plna", actor="planner").clause == "transition"
     with pytest.raises(NotFound):
         company.transition(999, "plan", actor="planner", expected_version=1)
-    with pytest.raises(UsageError, match="not a principal"):
+    with pytest.raises(Denied, match="not a principal"):
         company.transition(task.id, "plan", actor="mallory", expected_version=1)
     assert company.get_task(task.id) == task
 

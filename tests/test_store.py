@@ -9,7 +9,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from conftest import FIX_LINT, GOOD_SPEC, StepClock
 
-from roster.errors import ApplyRefused, InvalidFields, NotFound, PayloadTooLarge
+from roster.errors import ApplyRefused, Denied, InvalidFields, NotFound, PayloadTooLarge
 from roster.specfile import parse_spec
 from roster.store import Store
 from roster.store.schema import metadata
@@ -47,13 +47,14 @@ def test_apply_is_idempotent(store, spec):
 
 
 def test_apply_records_changes_and_retires_removed_principals(company, store):
-    changed = parse_spec(FIX_LINT.replace("  merger: {reports_to: alice}\n", "  scout: {reports_to: alice}\n")
+    changed = parse_spec(FIX_LINT.replace("  merger: {reports_to: alice, tier: high-impact-executor}\n",
+                                          "  scout: {reports_to: alice, tier: high-impact-executor}\n")
                          .replace("by: [merger]", "by: [scout]"))
     result = store.apply(changed, applied_by="alice")
     assert result.changed and result.revision == 2
     assert "agents: + scout" in result.changes and "agents: - merger" in result.changes
     assert "workflows: ~ fix-lint" in result.changes
-    with pytest.raises(Exception, match="retired"):
+    with pytest.raises(Denied, match="retired"):
         company.create_task(workflow="fix-lint", title="t", actor="merger", fields={"rule": "E1"})
     assert company.audit_log(action="spec.apply")[-1].data["revision"] == 2
 

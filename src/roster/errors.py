@@ -13,6 +13,8 @@ Tiers:
 - :class:`ApplyRefused`: a spec change would orphan live tasks.
 - :class:`StoreBusy`: another process held the database lock for longer than the lock timeout.
 - :class:`AuditChainBroken`: ``audit verify`` found an edited, deleted, inserted or reordered event.
+- :class:`Denied`: the principal's rights do not allow the action (audited).
+- :class:`Unauthenticated`: a token that is unknown, revoked or expired, or whose principal is not active.
 """
 
 from __future__ import annotations
@@ -202,3 +204,33 @@ class AuditChainBroken(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "company": self.company, "seq": self.seq, "reason": self.reason}
+
+
+class Denied(RosterError):
+    """The principal's rights do not allow the action (default deny, or a forbid policy). Audited.
+
+    ``policies`` names the forbid policies that decided it; empty means no policy permitted it. The
+    message never names another company or lists principals the caller may not see.
+    """
+
+    code = "denied"
+    exit_code = 11
+
+    def __init__(self, principal: str, action: str, resource: str, explanation: str,
+                 policies: tuple[str, ...] = ()) -> None:
+        self.principal = principal
+        self.action = action
+        self.resource = resource
+        self.policies = tuple(policies)
+        super().__init__(f"'{principal}' may not {action} {resource}: {explanation}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "principal": self.principal, "action": self.action,
+                "resource": self.resource, "policies": list(self.policies)}
+
+
+class Unauthenticated(RosterError):
+    """The API token is unknown, malformed, revoked or expired, or its principal is not active."""
+
+    code = "unauthenticated"
+    exit_code = 12

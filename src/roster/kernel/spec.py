@@ -129,8 +129,30 @@ class Runner(BaseModel):
     kind: Literal["program", "llm", "process"]
 
 
+Tier = Literal["read-only", "bounded-mutator", "high-impact-executor", "coordinator"]
+"""An agent's autonomy tier; see :mod:`roster.kernel.rights` for what each allows."""
+
+
+class AgentRights(_Model):
+    """An agent's grants. A grant left out (``None``) takes the default documented in
+    :mod:`roster.kernel.rights`; an empty list grants nothing.
+
+    Scopes are ``*`` (the whole company), ``workspace``, ``workspace/portfolio`` or
+    ``workspace/portfolio/workflow``; transitions are ``workflow.transition``.
+    """
+
+    read: list[str] | None = None
+    write: list[str] | None = None
+    create: list[str] | None = None
+    assign: list[str] | None = None
+    transitions: list[str] | None = None
+    approve: list[str] | None = None
+
+
 class Agent(_Model):
     display_name: str = ""
+    tier: Tier = "read-only"
+    rights: AgentRights = AgentRights()
     role: str = ""
     mission: str = ""
     roles: NameList = []
@@ -245,7 +267,26 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                         problems.append(((*tp, *key.split("."), i),
                                          f"unknown field '{f}'; expected one of {_listing(wf.fields)}"))
 
+    scopes = {"*"} | set(spec.workspaces) | structure | {
+        f"{wf.portfolio}/{name}" for name, wf in spec.workflows.items()}
     for a_name, agent in spec.agents.items():
+        for grant in ("read", "write", "create", "assign"):
+            for i, scope in enumerate(getattr(agent.rights, grant) or []):
+                if scope not in scopes:
+                    problems.append((("agents", a_name, "rights", grant, i),
+                                     f"unknown scope '{scope}'; expected '*', a workspace, workspace/portfolio or "
+                                     f"workspace/portfolio/workflow ({_listing(scopes - {'*'})})"))
+        for grant in ("transitions", "approve"):
+            for i, ref in enumerate(getattr(agent.rights, grant) or []):
+                wf_name, _, t_name = ref.partition(".")
+                wf = spec.workflows.get(wf_name)
+                if wf is None or t_name not in wf.transitions:
+                    known = {f"{w}.{t}" for w, x in spec.workflows.items() for t in x.transitions}
+                    problems.append((("agents", a_name, "rights", grant, i),
+                                     f"unknown transition '{ref}'; expected workflow.transition ({_listing(known)})"))
+                elif grant == "approve" and wf.transitions[t_name].approval is None:
+                    problems.append((("agents", a_name, "rights", grant, i),
+                                     f"transition '{ref}' has no approval edge to approve"))
         for i, tool in enumerate(agent.tools):
             if tool not in spec.tools:
                 problems.append((("agents", a_name, "tools", i),

@@ -28,18 +28,21 @@ class ChainHead:
     audit_head: str
     task_seq: int
     spec_revision: int
+    rights_revision: int = 0
     dirty: bool = False
 
 
 # Hot-path statements are built once: building a statement per call costs more than running it.
 _READ_HEAD = Prepared(
-    select(companies.c.audit_seq, companies.c.audit_head, companies.c.task_seq, companies.c.spec_revision)
+    select(companies.c.audit_seq, companies.c.audit_head, companies.c.task_seq, companies.c.spec_revision,
+           companies.c.rights_revision)
     .where(companies.c.id == bindparam("company"))
     .with_for_update()
 )
 _INSERT_EVENT = Prepared(insert(audit_events).values({c.name: bindparam(c.name) for c in audit_events.c}))
 _SAVE_HEAD = Prepared(update(companies).where(companies.c.id == bindparam("company")).values(
-    audit_seq=bindparam("audit_seq"), audit_head=bindparam("audit_head"), task_seq=bindparam("task_seq")))
+    audit_seq=bindparam("audit_seq"), audit_head=bindparam("audit_head"), task_seq=bindparam("task_seq"),
+    rights_revision=bindparam("rights_revision")))
 
 
 def read_head(conn: Connection, company: str) -> ChainHead | None:
@@ -47,7 +50,7 @@ def read_head(conn: Connection, company: str) -> ChainHead | None:
     row = _READ_HEAD.first(conn, {"company": company})
     if row is None:
         return None
-    return ChainHead(company, row.audit_seq, row.audit_head, row.task_seq, row.spec_revision)
+    return ChainHead(company, row.audit_seq, row.audit_head, row.task_seq, row.spec_revision, row.rights_revision)
 
 
 def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,
@@ -67,10 +70,11 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
 
 
 def save_head(conn: Connection, head: ChainHead) -> None:
-    """Write the advanced head (and task counter) back to the company row, if anything changed."""
+    """Write the advanced head (task counter, rights revision) back to the company row, if anything changed."""
     if head.dirty:
         _SAVE_HEAD.rowcount(conn, {"company": head.company, "audit_seq": head.audit_seq,
-                                  "audit_head": head.audit_head, "task_seq": head.task_seq})
+                                  "audit_head": head.audit_head, "task_seq": head.task_seq,
+                                  "rights_revision": head.rights_revision})
         head.dirty = False
 
 

@@ -43,6 +43,9 @@ companies = Table(
     Column("audit_seq", Integer, nullable=False, default=0),
     Column("audit_head", String(64), nullable=False),
     Column("created_at", TS, nullable=False),
+    # Bumped whenever anything rights decisions depend on changes (spec, principal status, kill switch),
+    # so every process knows its cached decisions are stale.
+    Column("rights_revision", Integer, nullable=False, server_default="0"),
 )
 
 spec_revisions = Table(
@@ -68,6 +71,35 @@ principals = Table(
     Column("roles", Text, nullable=False),
     Column("reports_to", HANDLE, nullable=True),
     Column("created_at", TS, nullable=False),
+    # 'spec' (declared in roster.yaml; retired when removed from it) or 'cli' (added by hand)
+    Column("source", String(8), nullable=False, server_default="spec"),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", String(16), primary_key=True),
+    Column("principal", HANDLE, nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("name", Text, nullable=False),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("last_used_at", TS, nullable=True),
+    Column("revoked_at", TS, nullable=True),
+    ForeignKeyConstraint(["company_id", "principal"], ["principals.company_id", "principals.handle"]),
+)
+
+paused_scopes = Table(
+    "paused_scopes",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("scope", String(127), primary_key=True),  # '*' for the whole company, or 'workspace/portfolio'
+
+    Column("paused_by", HANDLE, nullable=False),
+    Column("paused_at", TS, nullable=False),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 

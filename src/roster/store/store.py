@@ -185,6 +185,7 @@ class Store:
             conn.execute(update(companies).where(companies.c.id == spec.company),
                          {"spec_revision": revision, "display_name": spec.display_name})
             head.spec_revision = revision
+            head.rights_revision += 1
             _sync_principals(conn, spec, now)
             audit.append(conn, head, ts=now, principal=applied_by, action="spec.apply",
                          subject=f"company:{spec.company}",
@@ -212,13 +213,13 @@ def _sync_principals(conn: Connection, spec: CompanySpec, now: str) -> None:
         if row is None:
             conn.execute(insert(principals), {"company_id": spec.company, "handle": handle, "status": "active",
                                               "created_at": now, **values})
-        else:
-            status = "active" if row.status == "retired" else row.status
+        else:  # status is the kill switch's, not the spec's: retired stays retired (retire is permanent)
             conn.execute(update(principals).where(principals.c.company_id == spec.company,
-                                                  principals.c.handle == handle), {**values, "status": status})
+                                                  principals.c.handle == handle), {**values, "source": "spec"})
     for handle in set(existing) - set(wanted):
-        conn.execute(update(principals).where(principals.c.company_id == spec.company,
-                                              principals.c.handle == handle), {"status": "retired"})
+        if existing[handle].source == "spec":
+            conn.execute(update(principals).where(principals.c.company_id == spec.company,
+                                                  principals.c.handle == handle), {"status": "retired"})
 
 
 def _orphan_problems(conn: Connection, company: str, old: CompanySpec, new: CompanySpec) -> list[str]:

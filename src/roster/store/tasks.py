@@ -25,6 +25,7 @@ from sqlalchemy import Connection, bindparam, insert, select, update
 
 from roster.errors import (
     ContractViolation,
+    Denied,
     InvalidFields,
     NotFound,
     PayloadTooLarge,
@@ -34,11 +35,12 @@ from roster.errors import (
 )
 from roster.kernel.audit import AuditEvent
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, WorkflowMachine
+from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
 from roster.store import audit
 from roster.store.prepared import Prepared
 from roster.store.schema import approvals, artifacts, check_results, principals, tasks
-from roster.store.store import Store, load_spec_txn
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 
 MAX_FIELDS_BYTES = 65_536
 """Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
@@ -110,88 +112,25 @@ class ArtifactRecord:
     created_at: str
 
 
-@dataclass
-class _SpecCache:
-    revision: int = -1
-    spec: CompanySpec | None = None
-    machines: dict[str, WorkflowMachine] = field(default_factory=dict)
-    actors: dict[str, tuple[Actor, str]] = field(default_factory=dict)
+class CompanyStore(CompanyBase):
+    """All work of one company. Obtain with :meth:`Store.company`.
 
-
-class CompanyStore:
-    """All task work of one company. Obtain with :meth:`Store.company`."""
-
-    def __init__(self, store: Store, company: str) -> None:
-        self.store = store
-        self.company = company
-        self._cache = _SpecCache()
-
-    # -- spec and principals ------------------------------------------------------------------------
-
-    def _refresh_txn(self, conn: Connection, revision: int) -> _SpecCache:
-        if revision != self._cache.revision:
-            spec = load_spec_txn(conn, self.company, revision)
-            cache = _SpecCache(revision, spec, {n: WorkflowMachine(n, w) for n, w in spec.workflows.items()})
-            for row in conn.execute(select(principals).where(principals.c.company_id == self.company)):
-                actor = Actor(row.handle, row.kind, frozenset(json.loads(row.roles)))
-                cache.actors[row.handle] = (actor, row.status)
-            self._cache = cache
-        return self._cache
-
-    def _head_txn(self, conn: Connection) -> tuple[audit.ChainHead, _SpecCache]:
-        head = audit.read_head(conn, self.company)
-        if head is None:
-            raise NotFound(f"company '{self.company}' no longer exists in this store")
-        return head, self._refresh_txn(conn, head.spec_revision)
-
-    def spec(self) -> CompanySpec:
-        """The company's current spec (the last one applied)."""
-        with self.store.read() as conn:
-            _, cache = self._head_txn(conn)
-        assert cache.spec is not None
-        return cache.spec
-
-    def _actor(self, cache: _SpecCache, handle: str) -> Actor:
-        entry = cache.actors.get(handle)
-        if entry is None:
-            known = ", ".join(sorted(cache.actors)) or "none"
-            raise UsageError(f"'{handle}' is not a principal of company '{self.company}'; known: {known}. "
-                             "Pass --as HANDLE or set ROSTER_AS.")
-        actor, status = entry
-        if status != "active":
-            raise UsageError(f"principal '{handle}' is {status} and cannot act")
-        return actor
-
-    def _machine(self, cache: _SpecCache, workflow: str) -> WorkflowMachine:
-        machine = cache.machines.get(workflow)
-        if machine is None:
-            known = ", ".join(sorted(cache.machines)) or "none"
-            raise NotFound(f"company '{self.company}' has no workflow '{workflow}'; workflows: {known}")
-        return machine
-
-    # -- audit helpers ------------------------------------------------------------------------------
-
-    def _audit_rejection(self, principal: str, action: str, subject: str, error: RosterError,
-                         data: Mapping[str, Any]) -> None:
-        """Record a refused attempt in its own transaction (the refused one was rolled back)."""
-        with self.store.write() as conn:
-            head = audit.read_head(conn, self.company)
-            if head is None:
-                return
-            audit.append(conn, head, ts=self.store.now(), principal=principal, action=f"{action}.rejected",
-                         subject=subject, data={**data, "error": error.to_dict()})
-            audit.save_head(conn, head)
+    Every verb takes the acting principal (``actor``: a :class:`Principal` from authentication, or a
+    handle of this company for trusted in-process callers) and checks its rights before anything else.
+    Read verbs accept ``actor=None`` for trusted internal reads, which skip the rights check.
+    """
 
     # -- tasks --------------------------------------------------------------------------------------
 
-    def create_task(self, *, workflow: str, title: str, actor: str, fields: Mapping[str, Any] | None = None,
+    def create_task(self, *, workflow: str, title: str, actor: ActorRef, fields: Mapping[str, Any] | None = None,
                     owner: str | None = None, priority: int = 0, parent_id: int | None = None,
                     idempotency_key: str | None = None) -> tuple[Task, bool]:
         """Create a task in ``workflow``'s initial state. Returns ``(task, created)``.
 
         If ``idempotency_key`` was used before in this company, returns ``(existing task, False)`` and
         writes nothing. Raises :class:`InvalidFields` (schema), :class:`PayloadTooLarge`,
-        :class:`NotFound` (workflow, owner or parent), :class:`UsageError` (unknown actor).
+        :class:`NotFound` (workflow, owner or parent), :class:`Denied` (rights: ``read`` then ``create``
+        on the workflow).
         """
         fields = dict(fields or {})
         request = {"workflow": workflow, "title": title, "owner": owner, "priority": priority,
@@ -204,21 +143,23 @@ class CompanyStore:
                 raise PayloadTooLarge("idempotency key", len(idempotency_key.encode()), MAX_IDEMPOTENCY_KEY_CHARS)
             with self.store.write() as conn:
                 return self._create_txn(conn, actor=actor, fields=fields, **request)
-        except (InvalidFields, PayloadTooLarge, NotFound, UsageError) as exc:
+        except (InvalidFields, *_REFUSALS) as exc:
             self._audit_rejection(actor, "task.create", f"workflow:{workflow}", exc, request)
             raise
 
-    def _create_txn(self, conn: Connection, *, workflow: str, title: str, actor: str, fields: dict[str, Any],
+    def _create_txn(self, conn: Connection, *, workflow: str, title: str, actor: ActorRef, fields: dict[str, Any],
                     owner: str | None, priority: int, parent_id: int | None,
                     idempotency_key: str | None) -> tuple[Task, bool]:
         head, cache = self._head_txn(conn)
         who = self._actor(cache, actor)
+        machine = self._machine(cache, workflow)
+        self._authorize(cache, who, "read", Resource("workflow", workflow))
+        self._authorize(cache, who, "create", Resource("workflow", workflow))
         if idempotency_key is not None:
             row = conn.execute(select(tasks).where(tasks.c.company_id == self.company,
                                                    tasks.c.idempotency_key == idempotency_key)).first()
             if row is not None:
                 return _task(row), False
-        machine = self._machine(cache, workflow)
         machine.check_new_fields(fields)
         if owner is not None and owner not in cache.actors:
             raise NotFound(f"owner '{owner}' is not a principal of company '{self.company}'")
@@ -238,10 +179,28 @@ class CompanyStore:
         audit.save_head(conn, head)
         return _task_from(row, fields), True
 
-    def get_task(self, task_id: int) -> Task:
-        """The task with id ``task_id``. Raises :class:`NotFound`."""
-        with self.store.read() as conn:
-            return _task(self._row_txn(conn, task_id))
+    def get_task(self, task_id: int, *, actor: ActorRef | None = None) -> Task:
+        """The task with id ``task_id``. Raises :class:`NotFound`, :class:`Denied` (``read``)."""
+        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
+            task = _task(self._row_txn(conn, task_id))
+            self._may_read(cache, who, task.workflow)
+            return task
+
+    @contextmanager
+    def _reading(self, actor: ActorRef | None, action: str,
+                 subject: str) -> Iterator[tuple[Connection, CompanyCache, Actor | None]]:
+        """A read transaction for ``actor`` (``None``: a trusted internal read); a denial is audited."""
+        try:
+            with self.store.read() as conn:
+                cache = self._current(conn)
+                yield conn, cache, (self._actor(cache, actor) if actor is not None else None)
+        except Denied as exc:
+            self._audit_rejection(actor, action, subject, exc, {})
+            raise
+
+    def _may_read(self, cache: CompanyCache, who: Actor | None, workflow: str) -> None:
+        if who is not None:
+            self._authorize(cache, who, "read", Resource("workflow", workflow))
 
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
         row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
@@ -250,8 +209,9 @@ class CompanyStore:
         return row
 
     def list_tasks(self, *, workflow: str | None = None, state: str | None = None, owner: str | None = None,
-                   after_id: int = 0, limit: int = 100) -> list[Task]:
-        """Tasks in id order, filtered; ``after_id`` is the cursor (the last id of the previous page)."""
+                   after_id: int = 0, limit: int = 100, actor: ActorRef | None = None) -> list[Task]:
+        """Tasks in id order, filtered; ``after_id`` is the cursor (the last id of the previous page).
+        With ``actor``, only tasks of workflows that principal may read are listed."""
         query = select(tasks).where(tasks.c.company_id == self.company, tasks.c.id > after_id)
         if workflow is not None:
             query = query.where(tasks.c.workflow == workflow)
@@ -259,17 +219,24 @@ class CompanyStore:
             query = query.where(tasks.c.state == state)
         if owner is not None:
             query = query.where(tasks.c.owner == owner)
-        with self.store.read() as conn:
+        with self._reading(actor, "task.list", f"company:{self.company}") as (conn, cache, who):
+            if who is not None:
+                assert cache.rights is not None
+                readable = [w for w in cache.machines
+                            if cache.rights.decide(who.handle, "read", Resource("workflow", w)).allowed]
+                query = query.where(tasks.c.workflow.in_(readable))
             return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 
-    def transition(self, task_id: int, name: str, *, actor: str, expected_version: int,
+    def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
                    writes: Mapping[str, Any] | None = None) -> Task:
         """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
 
         The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
-        transaction. Raises :class:`StaleVersion`, :class:`ContractViolation` (naming the clause),
-        :class:`PayloadTooLarge`, :class:`NotFound` or :class:`UsageError`; in each case the task is
-        unchanged and the attempt is audited as ``task.transition.rejected``.
+        transaction, between two rights checks: ``read`` on the workflow first (so a principal who may
+        not see the task learns nothing of its state), then ``transition`` once the contract holds.
+        Raises :class:`StaleVersion`, :class:`ContractViolation` (naming the clause), :class:`Denied`,
+        :class:`PayloadTooLarge` or :class:`NotFound`; in each case the task is unchanged and the
+        attempt is audited as ``task.transition.rejected``.
         """
         writes = dict(writes or {})
         try:
@@ -297,16 +264,18 @@ class CompanyStore:
             yield TransitionBatch(self, conn, head, cache)
             audit.save_head(conn, head)
 
-    def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: _SpecCache, task_id: int, name: str,
-                        actor: str, expected_version: int, writes: dict[str, Any]) -> Task:
+    def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, task_id: int, name: str,
+                        actor: ActorRef, expected_version: int, writes: dict[str, Any]) -> Task:
         who = self._actor(cache, actor)
         task = _task(self._row_txn(conn, task_id))
+        self._may_read(cache, who, task.workflow)
         machine = self._machine(cache, task.workflow)
         transition = machine.transition(name)
         needs_evidence = bool(transition.requires.artifacts or transition.requires.checks or transition.produces
                               or transition.approval)
         evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
         new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
+        self._authorize(cache, who, "transition", Resource("workflow", task.workflow), name)
         now = self.store.now()
         updated = _UPDATE_TASK.rowcount(conn, {
             "company": self.company, "task_id": task_id, "expected_version": expected_version,
@@ -321,26 +290,25 @@ class CompanyStore:
                     task.priority, task.parent_id, task.idempotency_key, expected_version + 1, task.created_by,
                     task.created_at, now)
 
-    def options(self, task_id: int, actor: str | None = None) -> list[TransitionOption]:
+    def options(self, task_id: int, actor: ActorRef | None = None) -> list[TransitionOption]:
         """Every transition of the task's workflow, with the clauses that block it now (for ``task show``).
 
         With ``actor`` given the ``by`` clause is judged for that principal; otherwise it is skipped.
         """
-        with self.store.read() as conn:
-            _, cache = self._head_txn(conn)
+        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
             task = _task(self._row_txn(conn, task_id))
+            self._may_read(cache, who, task.workflow)
             machine = cache.machines.get(task.workflow)
             if machine is None:
                 return []
-            who = self._actor(cache, actor) if actor else None
             evidence = self._evidence_txn(conn, task)
         return [TransitionOption(name, t.to, list(t.by), machine.blocked_by(name, task.snapshot(), who, evidence))
                 for name, t in machine.workflow.transitions.items()]
 
-    def history(self, task_id: int) -> list[AuditEvent]:
+    def history(self, task_id: int, *, actor: ActorRef | None = None) -> list[AuditEvent]:
         """The task's audit events (creation, transitions, evidence, refusals) in order."""
-        with self.store.read() as conn:
-            self._row_txn(conn, task_id)
+        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
+            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
             return list(audit.iter_events(conn, self.company, subject=f"task:{task_id}"))
 
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
@@ -357,23 +325,28 @@ class CompanyStore:
         for transition, handle in conn.execute(select(approvals.c.transition, approvals.c.approved_by).where(
                 approvals.c.company_id == self.company, approvals.c.task_id == task.id,
                 approvals.c.task_version == task.version)):
-            entry = self._cache.actors.get(handle)
-            if entry is not None:
-                approved.setdefault(transition, []).append(entry[0])
+            approver = self._cache.actors.get(handle)
+            if approver is not None:
+                approved.setdefault(transition, []).append(approver)
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok),
                         {t: tuple(a) for t, a in approved.items()})
 
     @contextmanager
-    def _evidence_write(self, task_id: int, actor: str, action: str,
-                        request: Mapping[str, Any]) -> Iterator[_EvidenceWrite]:
+    def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
+                        right: str = "write") -> Iterator[_EvidenceWrite]:
         """One write transaction that adds evidence to a task: yields the locked chain head, the actor and
-        the task; the body inserts its row and appends its event. A refusal is audited as
-        ``<action>.rejected`` after the rollback, then re-raised."""
+        the task; the body inserts its row and appends its event. ``read`` and ``right`` on the task's
+        workflow are checked first. A refusal is audited as ``<action>.rejected`` after the rollback,
+        then re-raised."""
         try:
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
-                write = _EvidenceWrite(conn, head, cache, self._actor(cache, actor),
-                                       _task(self._row_txn(conn, task_id)), self.store.now())
+                who = self._actor(cache, actor)
+                task = _task(self._row_txn(conn, task_id))
+                self._may_read(cache, who, task.workflow)
+                if right != "approve":  # approve is judged per transition, in approve()
+                    self._authorize(cache, who, right, Resource("workflow", task.workflow))
+                write = _EvidenceWrite(conn, head, cache, who, task, self.store.now())
                 yield write
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
@@ -386,7 +359,7 @@ class CompanyStore:
                            {"version": write.task.version + 1, "updated_at": write.now})
         return write.task.version + 1
 
-    def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: str, name: str = "",
+    def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: ActorRef, name: str = "",
                         reason: str = "") -> ArtifactRecord:
         """Save ``content`` (bytes) as an artifact of ``kind`` on the task, by SHA-256 under the store's
         artifact root. Bumps the task's version (evidence changed). Raises :class:`PayloadTooLarge`,
@@ -411,15 +384,15 @@ class CompanyStore:
         return ArtifactRecord(artifact_id, task_id, kind, name, digest, len(content), reason, write.actor.handle,
                               write.now)
 
-    def list_artifacts(self, task_id: int) -> list[ArtifactRecord]:
-        with self.store.read() as conn:
-            self._row_txn(conn, task_id)
+    def list_artifacts(self, task_id: int, *, actor: ActorRef | None = None) -> list[ArtifactRecord]:
+        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
+            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
             rows = conn.execute(select(artifacts).where(artifacts.c.company_id == self.company,
                                                         artifacts.c.task_id == task_id).order_by(artifacts.c.id))
             return [ArtifactRecord(r.id, r.task_id, r.kind, r.name, r.sha256, r.size, r.reason, r.created_by,
                                    r.created_at) for r in rows]
 
-    def record_check(self, task_id: int, name: str, *, passed: bool, actor: str, detail: str = "") -> None:
+    def record_check(self, task_id: int, name: str, *, passed: bool, actor: ActorRef, detail: str = "") -> None:
         """Record the result of a named check on the task. The latest result per name counts.
         Bumps the task's version. Raises :class:`NotFound`, :class:`UsageError`."""
         with self._evidence_write(task_id, actor, "check.record", {"name": name, "passed": passed}) as write:
@@ -431,13 +404,14 @@ class CompanyStore:
                          subject=f"task:{task_id}",
                          data={"name": name, "passed": passed, "detail": detail, "version": version})
 
-    def approve(self, task_id: int, transition: str, *, actor: str) -> None:
+    def approve(self, task_id: int, transition: str, *, actor: ActorRef) -> None:
         """Approve ``transition`` on the task as it is now (the approval lapses if the task changes).
 
         Raises :class:`ContractViolation` with clause ``approval.by`` if the transition has no approval
         edge or ``actor`` is not among ``approval.by``; :class:`NotFound`; :class:`UsageError`.
         """
-        with self._evidence_write(task_id, actor, "approval.grant", {"transition": transition}) as write:
+        with self._evidence_write(task_id, actor, "approval.grant", {"transition": transition},
+                                  right="approve") as write:
             task, who = write.task, write.actor
             edge = self._machine(write.cache, task.workflow).transition(transition).approval
             if edge is None or not who.matches(edge.by):
@@ -445,6 +419,7 @@ class CompanyStore:
                           f"'{who.handle}' may not approve it; approvers: {', '.join(edge.by)}")
                 raise ContractViolation(workflow=task.workflow, transition=transition, clause="approval.by",
                                         detail=detail, task_id=task_id)
+            self._authorize(write.cache, who, "approve", Resource("workflow", task.workflow), transition)
             write.conn.execute(insert(approvals), {
                 "company_id": self.company, "task_id": task_id, "transition": transition,
                 "task_version": task.version, "approved_by": who.handle, "created_at": write.now})
@@ -455,16 +430,21 @@ class CompanyStore:
 
     def audit_log(self, *, principal: str | None = None, task_id: int | None = None, action: str | None = None,
                   since: str | None = None, until: str | None = None, after_seq: int = 0,
-                  limit: int | None = None) -> list[AuditEvent]:
-        """Audit events of this company, filtered (see :func:`roster.store.audit.iter_events`)."""
+                  limit: int | None = None, actor: ActorRef | None = None) -> list[AuditEvent]:
+        """Audit events of this company, filtered (see :func:`roster.store.audit.iter_events`).
+        With ``actor``, it needs ``read`` on the whole company (humans have it; agents by grant of ``*``)."""
         subject = f"task:{task_id}" if task_id is not None else None
-        with self.store.read() as conn:
+        with self._reading(actor, "audit.read", f"company:{self.company}") as (conn, cache, who):
+            if who is not None:
+                self._authorize(cache, who, "read", Resource("company", self.company))
             return list(audit.iter_events(conn, self.company, principal=principal, subject=subject, action=action,
                                           since=since, until=until, after_seq=after_seq, limit=limit))
 
-    def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
+    def verify_audit(self, *, actor: ActorRef | None = None) -> tuple[int, tuple[int, str] | None]:
         """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""
-        with self.store.read() as conn:
+        with self._reading(actor, "audit.verify", f"company:{self.company}") as (conn, cache, who):
+            if who is not None:
+                self._authorize(cache, who, "read", Resource("company", self.company))
             return audit.verify(conn, self.company)
 
 
@@ -472,7 +452,7 @@ class CompanyStore:
 class _EvidenceWrite:
     conn: Connection
     head: audit.ChainHead
-    cache: _SpecCache
+    cache: CompanyCache
     actor: Actor
     task: Task
     now: str
@@ -482,10 +462,10 @@ class TransitionBatch:
     """The handle :meth:`CompanyStore.batch` yields; its :meth:`transition` has the same contract as
     :meth:`CompanyStore.transition`."""
 
-    def __init__(self, company: CompanyStore, conn: Connection, head: audit.ChainHead, cache: _SpecCache) -> None:
+    def __init__(self, company: CompanyStore, conn: Connection, head: audit.ChainHead, cache: CompanyCache) -> None:
         self._company, self._conn, self._head, self._cache = company, conn, head, cache
 
-    def transition(self, task_id: int, name: str, *, actor: str, expected_version: int,
+    def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
                    writes: Mapping[str, Any] | None = None) -> Task:
         writes = dict(writes or {})
         try:
@@ -493,13 +473,13 @@ class TransitionBatch:
             return self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
                                                  expected_version, writes)
         except _REFUSALS as exc:
-            audit.append(self._conn, self._head, ts=self._company.store.now(), principal=actor,
+            audit.append(self._conn, self._head, ts=self._company.store.now(), principal=self._company._handle(actor),
                          action="task.transition.rejected", subject=f"task:{task_id}",
                          data={**_transition_request(name, expected_version, writes), "error": exc.to_dict()})
             raise
 
 
-_REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError)
+_REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)
 
 
 def _transition_request(name: str, expected_version: int, writes: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,246 @@
+"""Rights: the spec's tiers and grants compiled into Cedar policies, and decisions taken by Cedar.
+
+Evaluation is Cedar's (``cedarpy``): default deny, and any ``forbid`` that matches overrides every
+``permit``. This module only *writes* the policies and the entity graph from the spec, so the rules a
+reader must trust are the generated policy text, which ``roster rights policies`` prints.
+
+The model (entity types live in the ``Roster`` namespace):
+
+- ``Principal::"<handle>"`` with attributes ``kind``, ``tier``, ``status``; member of ``Group::"human"`` or
+  ``Group::"agent"``, ``Group::"tier:<tier>"`` and ``Group::"role:<role>"``.
+- ``Scope::"*"`` (the company) > ``Scope::"<workspace>"`` > ``Scope::"<workspace>/<portfolio>"`` >
+  ``Workflow::"<name>"``; ``Tool::"<name>"`` lives in ``Scope::"*"``. A task is judged as its workflow.
+- Actions: ``read``, ``create`` (a task), ``write`` (evidence on a task: artifacts, checks), ``assign``
+  (owner, priority: routing), ``transition`` (with context ``transition``, ``approval_gated``,
+  ``writes_fields``), ``approve`` (context ``transition``), ``call_tool``, ``admin`` (spec, principals,
+  tokens, kill switch).
+
+Policies generated, by ``@id``:
+
+- ``humans``: humans may do anything in their company (they still obey contracts' ``by`` lists).
+- ``agent:<h>:read:<scope>``, ``agent:<h>:write:<scope>``, ``agent:<h>:create:<scope>``,
+  ``agent:<h>:assign:<scope>``, ``agent:<h>:transition:<workflow>.<t>``, ``agent:<h>:approve:<workflow>.<t>``,
+  ``agent:<h>:tool:<tool>``: an agent's grants, from its ``rights`` (defaults below) and ``tools``.
+- ``tier:read-only``: read-only agents may not create, write, assign, transition, approve or admin.
+- ``tier:coordinator``: coordinators may not write evidence, nor take transitions that write fields.
+- ``tier:approval-gated``: only high-impact executors (and humans) may take approval-gated transitions.
+- ``agents-never-admin``: no agent administers the company.
+- ``inactive-principal``: a paused or retired principal may do nothing.
+- ``kill-switch:<scope>``: agents may do nothing in a paused portfolio, or anywhere if ``*`` is paused.
+
+Defaults when an agent's ``rights`` leave a grant out: ``transitions`` = every transition whose ``by``
+names the agent (by handle, role or ``agent``); ``read`` and ``write`` = the workflows of those
+transitions; ``create`` and ``assign`` = the ``write`` scopes for coordinators, none otherwise. An
+agent's ``tier`` defaults to ``read-only``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cedarpy
+
+from roster.kernel.spec import ANY_AGENT, CompanySpec
+
+ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin")
+TIERS = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
+COMPANY_SCOPE = "*"
+
+
+@dataclass(frozen=True)
+class PrincipalFacts:
+    """What rights depend on about a principal, beyond the spec: its kind, roles and status."""
+
+    handle: str
+    kind: str
+    status: str
+    roles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A rights decision: ``allowed``, and the ``@id`` of each policy that decided it (empty on a default
+    deny: no policy permitted it)."""
+
+    allowed: bool
+    policies: tuple[str, ...]
+    errors: tuple[str, ...] = ()
+
+    def explain(self) -> str:
+        if self.allowed:
+            return f"allow, by policy {', '.join(self.policies)}"
+        if self.policies:
+            return f"deny, by forbid policy {', '.join(self.policies)}"
+        return "deny: no policy permits it (default deny)"
+
+
+@dataclass(frozen=True)
+class Resource:
+    """What an action is on: ``kind`` is ``workflow``, ``tool`` or ``company``; ``name`` its name."""
+
+    kind: str
+    name: str
+
+    def uid(self) -> dict[str, str]:
+        entity = {"workflow": "Workflow", "tool": "Tool", "company": "Scope"}[self.kind]
+        return {"type": f"Roster::{entity}", "id": COMPANY_SCOPE if self.kind == "company" else self.name}
+
+
+@dataclass
+class _Grants:
+    read: set[str] = field(default_factory=set)
+    write: set[str] = field(default_factory=set)
+    create: set[str] = field(default_factory=set)
+    assign: set[str] = field(default_factory=set)
+    transitions: set[str] = field(default_factory=set)
+    approve: set[str] = field(default_factory=set)
+
+
+class Rights:
+    """The compiled policies of one company at one rights revision, with a decision cache.
+
+    ``principals`` are the facts of every principal (status included); ``paused_scopes`` the kill
+    switches in force. Decisions are pure functions of these, so they are cached per instance: build a
+    new instance when any of them changes (the store does, on each rights revision).
+    """
+
+    def __init__(self, spec: CompanySpec, principals: Iterable[PrincipalFacts],
+                 paused_scopes: Iterable[str] = ()) -> None:
+        self.spec = spec
+        self.principals = {p.handle: p for p in principals}
+        self.paused_scopes = sorted(set(paused_scopes))
+        self.policy_text = compile_policies(spec, self.paused_scopes)
+        self.entities = compile_entities(spec, self.principals.values())
+        self._policies = cedarpy.PolicySet.from_str(self.policy_text)
+        self._entities = cedarpy.Entities.from_json_str(json.dumps(self.entities))
+        self.decide = lru_cache(maxsize=65536)(self._decide)
+
+    def _decide(self, principal: str, action: str, resource: Resource, transition: str = "") -> Decision:
+        """Decide one request. ``transition`` names the transition for ``transition``/``approve``."""
+        if principal not in self.principals:
+            return Decision(False, (), (f"unknown principal '{principal}'",))
+        context = {"transition": transition, "approval_gated": False, "writes_fields": False}
+        if resource.kind == "workflow" and transition:
+            workflow = self.spec.workflows.get(resource.name)
+            t = workflow.transitions.get(transition) if workflow else None
+            if t is not None:
+                context["approval_gated"] = t.approval is not None
+                context["writes_fields"] = bool(t.writes)
+        request = {
+            "principal": {"type": "Roster::Principal", "id": principal},
+            "action": {"type": "Roster::Action", "id": action},
+            "resource": resource.uid(),
+            "context": context,
+        }
+        result = cedarpy.is_authorized(request, self._policies, self._entities)
+        names = result.diagnostics.id_annotations_by_reason
+        policies = tuple(sorted(names.get(r, r) for r in result.diagnostics.reasons))
+        return Decision(result.allowed, policies, tuple(result.diagnostics.errors))
+
+
+def agent_grants(spec: CompanySpec, handle: str) -> _Grants:
+    """An agent's effective grants: its ``rights`` with the documented defaults filled in."""
+    agent = spec.agents[handle]
+    rights = agent.rights
+    grants = _Grants()
+    named: set[str] = set()
+    for wf_name, wf in spec.workflows.items():
+        for t_name, t in wf.transitions.items():
+            if handle in t.by or ANY_AGENT in t.by or set(agent.roles) & set(t.by):
+                named.add(f"{wf_name}.{t_name}")
+    grants.transitions = set(rights.transitions) if rights.transitions is not None else named
+    workflows_used = {ref.split(".", 1)[0] for ref in grants.transitions}
+    default_scopes = {workflow_scope(spec, w) for w in workflows_used if w in spec.workflows}
+    grants.read = set(rights.read) if rights.read is not None else set(default_scopes)
+    grants.write = set(rights.write) if rights.write is not None else set(default_scopes)
+    coordinator = agent.tier == "coordinator"
+    grants.create = set(rights.create) if rights.create is not None else (set(grants.write) if coordinator else set())
+    grants.assign = set(rights.assign) if rights.assign is not None else (set(grants.write) if coordinator else set())
+    grants.approve = set(rights.approve or [])
+    return grants
+
+
+def workflow_scope(spec: CompanySpec, workflow: str) -> str:
+    """The scope path of a workflow: ``workspace/portfolio/workflow``."""
+    return f"{spec.workflows[workflow].portfolio}/{workflow}"
+
+
+def _scope_uid(scope: str) -> str:
+    parts = scope.split("/")
+    if scope == COMPANY_SCOPE:
+        return f'Roster::Scope::"{COMPANY_SCOPE}"'
+    if len(parts) == 3:
+        return f'Roster::Workflow::"{parts[2]}"'
+    return f'Roster::Scope::"{scope}"'
+
+
+def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> str:
+    """The Cedar policy text for ``spec`` (see the module docstring for what each policy means)."""
+    p = 'Roster::Principal::'
+    a = 'Roster::Action::'
+    lines = [
+        '@id("humans")\npermit(principal in Roster::Group::"human", action, resource);',
+        '@id("inactive-principal")\nforbid(principal, action, resource) when { principal.status != "active" };',
+        '@id("agents-never-admin")\nforbid(principal in Roster::Group::"agent", action == Roster::Action::"admin", '
+        'resource);',
+        '@id("tier:read-only")\nforbid(principal in Roster::Group::"tier:read-only", action in '
+        f'[{a}"create", {a}"write", {a}"assign", {a}"transition", {a}"approve", {a}"admin"], resource);',
+        f'@id("tier:coordinator")\nforbid(principal in Roster::Group::"tier:coordinator", action == {a}"write", '
+        'resource);',
+        f'@id("tier:coordinator:transitions")\nforbid(principal in Roster::Group::"tier:coordinator", action == {a}"transition", '
+        'resource) when { context.writes_fields };',
+        f'@id("tier:approval-gated")\nforbid(principal in Roster::Group::"agent", action == {a}"transition", '
+        'resource) when { context.approval_gated } unless { principal in Roster::Group::"tier:high-impact-executor" };',
+    ]
+    for scope in sorted(set(paused_scopes)):
+        lines.append(f'@id("kill-switch:{scope}")\nforbid(principal in Roster::Group::"agent", action, '
+                     f'resource in {_scope_uid(scope)});')
+    for handle in sorted(spec.agents):
+        grants = agent_grants(spec, handle)
+        who = f'{p}"{handle}"'
+        for action in ("read", "write", "create", "assign"):
+            for scope in sorted(getattr(grants, action)):
+                lines.append(f'@id("agent:{handle}:{action}:{scope}")\npermit(principal == {who}, '
+                             f'action == {a}"{action}", resource in {_scope_uid(scope)});')
+        for action, refs in (("transition", grants.transitions), ("approve", grants.approve)):
+            for ref in sorted(refs):
+                workflow, _, transition = ref.partition(".")
+                lines.append(f'@id("agent:{handle}:{action}:{ref}")\npermit(principal == {who}, '
+                             f'action == {a}"{action}", resource == Roster::Workflow::"{workflow}") '
+                             f'when {{ context.transition == "{transition}" }};')
+        for tool in sorted(spec.agents[handle].tools):
+            lines.append(f'@id("agent:{handle}:tool:{tool}")\npermit(principal == {who}, '
+                         f'action == {a}"call_tool", resource == Roster::Tool::"{tool}");')
+    return "\n\n".join(lines) + "\n"
+
+
+def compile_entities(spec: CompanySpec, principals: Iterable[PrincipalFacts]) -> list[dict]:
+    """The Cedar entity graph: principals in their groups, workflows in their scopes, tools."""
+
+    def uid(kind: str, name: str) -> dict[str, str]:
+        return {"type": f"Roster::{kind}", "id": name}
+
+    entities: list[dict] = [{"uid": uid("Scope", COMPANY_SCOPE), "attrs": {}, "parents": []}]
+    for ws_name, ws in spec.workspaces.items():
+        entities.append({"uid": uid("Scope", ws_name), "attrs": {}, "parents": [uid("Scope", COMPANY_SCOPE)]})
+        for pf_name in ws.portfolios:
+            entities.append({"uid": uid("Scope", f"{ws_name}/{pf_name}"), "attrs": {},
+                             "parents": [uid("Scope", ws_name)]})
+    for wf_name, wf in spec.workflows.items():
+        entities.append({"uid": uid("Workflow", wf_name), "attrs": {}, "parents": [uid("Scope", wf.portfolio)]})
+    for tool in spec.tools:
+        entities.append({"uid": uid("Tool", tool), "attrs": {}, "parents": [uid("Scope", COMPANY_SCOPE)]})
+    groups: set[str] = set()
+    for facts in principals:
+        tier = spec.agents[facts.handle].tier if facts.kind == "agent" and facts.handle in spec.agents else (
+            "read-only" if facts.kind == "agent" else "human")
+        member_of = [facts.kind, f"tier:{tier}", *(f"role:{r}" for r in sorted(facts.roles))]
+        groups.update(member_of)
+        entities.append({"uid": uid("Principal", facts.handle),
+                         "attrs": {"kind": facts.kind, "tier": tier, "status": facts.status},
+                         "parents": [uid("Group", g) for g in member_of]})
+    entities.extend({"uid": uid("Group", g), "attrs": {}, "parents": []} for g in sorted(groups))
+    return entities
