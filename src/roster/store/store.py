@@ -30,7 +30,7 @@ from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
 from roster.store.schema import companies, principals, spec_revisions, tasks
 
 if TYPE_CHECKING:
-    from roster.store.tasks import CompanyStore
+    from roster.store.company import CompanyStore, Session
 
 Clock = Callable[[], datetime]
 
@@ -127,13 +127,20 @@ class Store:
 
     def company(self, company_id: str) -> CompanyStore:
         """The handle for one company's rows. Raises :class:`NotFound` if no spec was applied for it."""
-        from roster.store.tasks import CompanyStore  # noqa: PLC0415 - tasks.py builds on this module
+        from roster.store.company import CompanyStore  # noqa: PLC0415 - company.py builds on this module
 
         with self.read() as conn:
             exists = conn.scalar(select(companies.c.id).where(companies.c.id == company_id))
         if exists is None:
             raise NotFound(f"no company '{company_id}' in this store; run 'roster apply' with its spec first")
         return CompanyStore(self, company_id)
+
+    def session(self, token: str) -> Session:
+        """Authenticate an API token: the :class:`~roster.store.company.Session` of its principal.
+        Raises :class:`~roster.errors.Unauthenticated` (audited in the token's company, if it has one)."""
+        from roster.store.company import authenticate  # noqa: PLC0415 - company.py builds on this module
+
+        return authenticate(self, token)
 
     def apply(self, spec: CompanySpec, *, applied_by: str) -> ApplyResult:
         """Load ``spec`` into the store. Idempotent: the same spec twice changes nothing (no new revision,

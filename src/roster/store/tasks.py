@@ -112,8 +112,8 @@ class ArtifactRecord:
     created_at: str
 
 
-class CompanyStore(CompanyBase):
-    """All work of one company. Obtain with :meth:`Store.company`.
+class TaskVerbs(CompanyBase):
+    """Verbs on one company's tasks and their evidence (mixed into ``CompanyStore``).
 
     Every verb takes the acting principal (``actor``: a :class:`Principal` from authentication, or a
     handle of this company for trusted in-process callers) and checks its rights before anything else.
@@ -462,7 +462,7 @@ class TransitionBatch:
     """The handle :meth:`CompanyStore.batch` yields; its :meth:`transition` has the same contract as
     :meth:`CompanyStore.transition`."""
 
-    def __init__(self, company: CompanyStore, conn: Connection, head: audit.ChainHead, cache: CompanyCache) -> None:
+    def __init__(self, company: TaskVerbs, conn: Connection, head: audit.ChainHead, cache: CompanyCache) -> None:
         self._company, self._conn, self._head, self._cache = company, conn, head, cache
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,

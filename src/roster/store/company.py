@@ -1,0 +1,76 @@
+"""The company handle, and the session through which an authenticated principal acts.
+
+:class:`CompanyStore` is every verb on one company's rows (tasks from :mod:`roster.store.tasks`;
+principals, tokens and the kill switch from :mod:`roster.store.principals`). Each verb takes the actor
+explicitly. :class:`Session` is what interfaces hold after authenticating a token: the same verbs with
+the actor fixed to the token's principal, so nothing reached through a session can act as anyone else.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from roster.errors import Unauthenticated
+from roster.store import audit
+from roster.store.company_base import Principal
+from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
+from roster.store.store import Store
+from roster.store.tasks import TaskVerbs
+
+
+class CompanyStore(TaskVerbs, PrincipalVerbs):
+    """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
+
+
+class Session:
+    """An authenticated principal's handle on its own company. Obtain with :meth:`Store.session`.
+
+    Exposes the verbs listed in :attr:`VERBS`, with ``actor`` bound to :attr:`principal`; passing
+    ``actor`` yourself is a :class:`TypeError`.
+    """
+
+    VERBS = (
+        "create_task", "get_task", "list_tasks", "transition", "options", "history", "record_artifact",
+        "list_artifacts", "record_check", "approve", "audit_log", "verify_audit", "list_principals",
+        "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
+        "resume", "record_tool_call",
+    )
+
+    def __init__(self, company: CompanyStore, principal: Principal) -> None:
+        self.company = company
+        self.principal = principal
+
+    def __getattr__(self, name: str) -> Any:
+        if name in Session.VERBS:
+            return partial(getattr(self.company, name), actor=self.principal)
+        raise AttributeError(f"Session has no verb '{name}'; verbs: {', '.join(Session.VERBS)}")
+
+    def explain(self, action: str, resource: str, transition: str = "", principal: str | None = None):  # noqa: ANN201
+        """``rights explain`` for ``principal`` (default: yourself)."""
+        return self.company.explain(principal or self.principal.handle, action, resource, transition)
+
+
+def authenticate(store: Store, token: str) -> Session:
+    """Check ``token`` and return its principal's :class:`Session`.
+
+    Raises :class:`Unauthenticated` for a malformed, unknown, revoked or expired token, or one whose
+    principal is paused or retired; each refusal with a known company is audited as ``auth.rejected``.
+    """
+    company, token_id, secret = parse_token(token)
+    with store.write() as conn:
+        head = audit.read_head(conn, company)
+        if head is None:
+            raise Unauthenticated("unknown token")
+        now = store.now()
+        handle, reason = authenticate_txn(conn, company, token_id, secret, now)
+        if not reason:
+            principal = principal_row_txn(conn, company, handle)
+    if reason:
+        with store.write() as conn:
+            head = audit.read_head(conn, company)
+            audit.append(conn, head, ts=store.now(), principal=handle or "unknown", action="auth.rejected",
+                         subject=f"token:{token_id}", data={"reason": reason})
+            audit.save_head(conn, head)
+        raise Unauthenticated(f"token refused: {reason}")
+    return Session(CompanyStore(store, company), principal)
