@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from roster.cli import audit_cmd, demo_cmd, spec_cmd, task_cmd
+from roster.cli import audit_cmd, demo_cmd, principal_cmd, spec_cmd, task_cmd
 from roster.cli.context import Settings
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 
@@ -27,19 +27,21 @@ def _root(
                                               help="The spec file (default: nearest roster.yaml upwards).")] = None,
     db: Annotated[str | None, typer.Option("--db", envvar="ROSTER_DB",
                                            help="Database URL (default: SQLite .roster/roster.db beside the spec).")] = None,
-    principal: Annotated[str | None, typer.Option("--as", envvar="ROSTER_AS",
-                                                  help="Act as this principal (default: your OS user name).")] = None,
+    token: Annotated[str | None, typer.Option("--token", envvar="ROSTER_TOKEN",
+                                              help="API token to act with (default: the local operator's, "
+                                              "saved by 'roster init').")] = None,
     company: Annotated[str | None, typer.Option("--company", envvar="ROSTER_COMPANY",
                                                 help="Company id (default: the spec's 'company').")] = None,
     lock_timeout: Annotated[float, typer.Option("--lock-timeout", envvar="ROSTER_LOCK_TIMEOUT",
                                                 help="Seconds to wait for a database locked by another process.")]
     = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
-    ctx.obj = Settings(spec, db, principal, company, lock_timeout)
+    ctx.obj = Settings(spec, db, token, company, lock_timeout)
 
 
 spec_cmd.register(app)
 demo_cmd.register(app)
+principal_cmd.register(app)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(audit_cmd.app, name="audit")
 

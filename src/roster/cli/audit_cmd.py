@@ -32,7 +32,7 @@ def log(
     as_json: JSON = False,
 ) -> None:
     """List audit events, oldest first, filtered."""
-    events = workspace(ctx).company().audit_log(principal=principal, task_id=task, action=action, since=since,
+    events = workspace(ctx).session().audit_log(principal=principal, task_id=task, action=action, since=since,
                                                 until=until, after_seq=after, limit=limit)
     if as_json:
         emit_json([asdict(e) for e in events])
@@ -48,8 +48,9 @@ def log(
 @reports_errors
 def verify(ctx: typer.Context, as_json: JSON = False) -> None:
     """Walk the company's audit chain. Exits 9 and names the first bad sequence number if it was tampered with."""
-    company = workspace(ctx).company()
-    checked, broken = company.verify_audit()
+    session = workspace(ctx).session()
+    company = session.company
+    checked, broken = session.verify_audit()
     if broken is not None:
         raise AuditChainBroken(company.company, *broken)
     if as_json:

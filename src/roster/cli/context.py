@@ -4,8 +4,10 @@ Resolution, in order of precedence:
 
 - spec: ``--spec FILE`` / ``ROSTER_SPEC``, else the nearest ``roster.yaml`` in this folder or above;
 - store: ``--db URL`` / ``ROSTER_DB``, else SQLite at ``.roster/roster.db`` beside the spec;
-- principal: ``--as HANDLE`` / ``ROSTER_AS``, else the operating-system user name;
-- company: ``--company ID`` / ``ROSTER_COMPANY``, else the spec's ``company`` key.
+- company: ``--company ID`` / ``ROSTER_COMPANY``, else the spec's ``company`` key;
+- identity: ``--token TOKEN`` / ``ROSTER_TOKEN``, else the local operator's token that ``roster init`` (or
+  the first ``roster apply`` of a company) saved in ``.roster/credentials.json`` (mode 0600). There is no
+  way to name a principal without its token: every command runs as the token's principal.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import functools
 import getpass
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -25,8 +28,8 @@ import yaml
 from rich.console import Console
 from rich.text import Text
 
-from roster.errors import RosterError, UsageError
-from roster.store import CompanyStore, Store
+from roster.errors import RosterError, Unauthenticated, UsageError
+from roster.store import CompanyStore, Session, Store
 from roster.store.engine import sqlite_url
 
 SPEC_NAME = "roster.yaml"
@@ -36,11 +39,14 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 
 
+CREDENTIALS = "credentials.json"
+
+
 @dataclass
 class Settings:
     spec: Path | None
     db: str | None
-    principal: str | None
+    token: str | None
     company: str | None
     lock_timeout: float
 
@@ -70,8 +76,8 @@ class Workspace:
                          "or pass --spec FILE")
 
     @property
-    def principal(self) -> str:
-        return self.settings.principal or operator_handle()
+    def state_dir(self) -> Path:
+        return self.spec_path.resolve().parent / STATE_DIR
 
     def db_url(self, spec_path: Path | None = None) -> str:
         if self.settings.db:
@@ -87,16 +93,55 @@ class Workspace:
                                      lock_timeout=self.settings.lock_timeout)
         return self._store
 
+    def company_id(self) -> str:
+        if self.settings.company is not None:
+            return self.settings.company
+        try:
+            data = yaml.safe_load(self.spec_path.read_text(encoding="utf-8"))
+            return str(data["company"])
+        except (OSError, yaml.YAMLError, TypeError, KeyError):
+            raise UsageError(f"cannot read the 'company' key from {self.spec_path}; run 'roster validate' "
+                             "or pass --company ID") from None
+
     def company(self) -> CompanyStore:
-        company = self.settings.company
-        if company is None:
-            try:
-                data = yaml.safe_load(self.spec_path.read_text(encoding="utf-8"))
-                company = data["company"]
-            except (OSError, yaml.YAMLError, TypeError, KeyError):
-                raise UsageError(f"cannot read the 'company' key from {self.spec_path}; run 'roster validate' "
-                                 "or pass --company ID") from None
-        return self.store().company(str(company))
+        return self.store().company(self.company_id())
+
+    def session(self, company: str | None = None, spec_path: Path | None = None) -> Session:
+        """The authenticated session of this invocation (see the module docstring for where the token
+        comes from). Raises :class:`Unauthenticated`."""
+        company = company or self.company_id()
+        token = self.settings.token or self._saved_tokens(spec_path).get(company)
+        if not token:
+            raise Unauthenticated(f"no credentials for company '{company}': set ROSTER_TOKEN (or --token) to a "
+                                  "token from 'roster token issue', or run 'roster init'")
+        session = self.store(spec_path).session(token)
+        if session.principal.company != company:
+            raise Unauthenticated(f"this token belongs to company '{session.principal.company}', not '{company}'")
+        return session
+
+    def _credentials_path(self, spec_path: Path | None = None) -> Path:
+        return (spec_path or self.spec_path).resolve().parent / STATE_DIR / CREDENTIALS
+
+    def _saved_tokens(self, spec_path: Path | None = None) -> dict[str, str]:
+        path = self._credentials_path(spec_path)
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise UsageError(f"{path} is not valid JSON; delete it and issue a new token") from None
+
+    def save_token(self, spec_path: Path, company: str, token: str) -> Path:
+        """Keep the local operator's token for ``company`` in ``.roster/credentials.json`` (mode 0600)."""
+        path = self._credentials_path(spec_path)
+        saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        saved[company] = token
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(saved, handle, indent=2)
+        os.chmod(path, 0o600)
+        return path
 
 
 def settings(ctx: typer.Context) -> Settings:

@@ -20,6 +20,8 @@ from roster.cli.context import (
 )
 from roster.errors import UsageError
 from roster.specfile import load_spec
+from roster.store import ApplyResult, CompanyStore
+from roster.store.principals import MAX_TOKEN_LIFETIME
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -53,7 +55,7 @@ def init(
                    "operator": operator})
         return
     console.print(f"Created {spec_path} (company [bold]{result.company}[/], you are human '[bold]{operator}[/]').")
-    console.print(f"Store: {workspace(ctx).db_url(spec_path)}")
+    console.print(f"Store: {workspace(ctx).db_url(spec_path)}; your token is in {STATE_DIR}/credentials.json.")
     console.print("Next: edit roster.yaml, then 'roster apply'; try 'roster task create fix-lint --title ... "
                   "--set rule=E501'.")
 
@@ -95,9 +97,27 @@ def apply(
             console.print(f"  {change}", highlight=False)
 
 
-def _apply_file(ws: Workspace, path: Path):
+def _apply_file(ws: Workspace, path: Path) -> ApplyResult:
+    """Apply the spec at ``path``. A company's first apply is its bootstrap: the local operator becomes
+    a human principal (if the spec does not already name them) and gets a token, saved for this
+    workspace. Every later apply is made by the authenticated principal, who needs ``admin``."""
     spec = load_spec(path)
-    return ws.store(path).apply(spec, applied_by=ws.principal)
+    store = ws.store(path)
+    if spec.company not in store.companies():
+        result = store.apply(spec, applied_by=operator_handle())
+        _bootstrap_operator(ws, path, store.company(spec.company))
+        return result
+    session = ws.session(spec.company, path)
+    return store.apply(spec, applied_by=session.principal.handle)
+
+
+def _bootstrap_operator(ws: Workspace, path: Path, company: CompanyStore) -> None:
+    operator = operator_handle()
+    if operator not in {p.handle for p in company.list_principals()}:
+        company.add_principal(operator, kind="human", actor=None, display_name=f"{operator} (local operator)")
+    issued = company.issue_token(operator, actor=None, name="local operator (roster init)",
+                                 lifetime=MAX_TOKEN_LIFETIME)
+    ws.save_token(path, company.company, issued.token)
 
 
 def _existing(path: Path) -> Path:

@@ -13,7 +13,7 @@ from rich.table import Table
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import NotFound, UsageError
 from roster.kernel.spec import CompanySpec
-from roster.store import CompanyStore, Task
+from roster.store import Task
 
 app = typer.Typer(help="Create, list, show and move tasks.", no_args_is_help=True)
 
@@ -60,11 +60,10 @@ def create(
     as_json: JSON = False,
 ) -> None:
     """Create a task in the workflow's initial state."""
-    ws = workspace(ctx)
-    company = ws.company()
-    fields = parse_assignments(company.spec(), workflow, assignments or [])
-    task, created = company.create_task(workflow=workflow, title=title, actor=ws.principal, fields=fields,
-                                        owner=owner, priority=priority, parent_id=parent, idempotency_key=key)
+    session = workspace(ctx).session()
+    fields = parse_assignments(session.company.spec(), workflow, assignments or [])
+    task, created = session.create_task(workflow=workflow, title=title, fields=fields, owner=owner,
+                                        priority=priority, parent_id=parent, idempotency_key=key)
     if as_json:
         emit_json({**_task_json(task), "created": created})
     elif created:
@@ -85,7 +84,7 @@ def list_tasks(
     as_json: JSON = False,
 ) -> None:
     """List tasks, oldest first."""
-    found = workspace(ctx).company().list_tasks(workflow=workflow, state=state, owner=owner, after_id=after,
+    found = workspace(ctx).session().list_tasks(workflow=workflow, state=state, owner=owner, after_id=after,
                                                limit=limit)
     if as_json:
         emit_json([_task_json(t) for t in found])
@@ -104,13 +103,12 @@ def show(
     as_json: JSON = False,
 ) -> None:
     """Show a task: its fields, evidence, history, and which transitions are possible now and why not."""
-    ws = workspace(ctx)
-    company = ws.company()
-    task = company.get_task(task_id)
-    actor = ws.settings.principal
-    options = company.options(task_id, actor=actor)
-    history = company.history(task_id)
-    saved = company.list_artifacts(task_id)
+    session = workspace(ctx).session()
+    task = session.get_task(task_id)
+    actor = session.principal.handle
+    options = session.options(task_id)
+    history = session.history(task_id)
+    saved = session.list_artifacts(task_id)
     if as_json:
         emit_json({
             "task": _task_json(task),
@@ -120,10 +118,10 @@ def show(
                              "blocked": [asdict(v) for v in o.blocked]} for o in options],
         })
         return
-    _print_task(company, task, saved, history, options, actor)
+    _print_task(task, saved, history, options, actor)
 
 
-def _print_task(company: CompanyStore, task: Task, saved, history, options, actor) -> None:
+def _print_task(task: Task, saved, history, options, actor) -> None:  # noqa: ANN001
     console.print(f"[bold]task {task.id}[/]: {task.title}", highlight=False)
     console.print(f"  workflow {task.workflow} · state [bold]{task.state}[/] · version {task.version} · "
                   f"owner {task.owner or '-'} · priority {task.priority}"
@@ -179,19 +177,18 @@ def move(
     as_json: JSON = False,
 ) -> None:
     """Take a transition. The contract is checked; a violation exits 5 and names the clause."""
-    ws = workspace(ctx)
-    company = ws.company()
+    session = workspace(ctx).session()
     try:
-        current = company.get_task(task_id)
+        current = session.get_task(task_id)
     except NotFound:
         # Let the store refuse it, so the attempt is audited like every other refused move.
-        company.transition(task_id, transition, actor=ws.principal, expected_version=expect_version or 0,
+        session.transition(task_id, transition, expected_version=expect_version or 0,
                            writes=dict.fromkeys(unset or []))
         raise
-    writes = parse_assignments(company.spec(), current.workflow, assignments or [])
+    writes = parse_assignments(session.company.spec(), current.workflow, assignments or [])
     writes.update(dict.fromkeys(unset or []))
     version = current.version if expect_version is None else expect_version
-    task = company.transition(task_id, transition, actor=ws.principal, expected_version=version, writes=writes)
+    task = session.transition(task_id, transition, expected_version=version, writes=writes)
     if as_json:
         emit_json(_task_json(task))
     else:
@@ -209,9 +206,8 @@ def attach(
     as_json: JSON = False,
 ) -> None:
     """Save a file as an artifact of the task (content kept by SHA-256 under .roster/artifacts)."""
-    ws = workspace(ctx)
-    record = ws.company().record_artifact(task_id, kind, file.read_bytes(), actor=ws.principal, name=file.name,
-                                          reason=reason)
+    record = workspace(ctx).session().record_artifact(task_id, kind, file.read_bytes(), name=file.name,
+                                                      reason=reason)
     if as_json:
         emit_json(asdict(record))
     else:
@@ -230,8 +226,7 @@ def check(
     as_json: JSON = False,
 ) -> None:
     """Record the result of a named check on the task. The latest result per name counts."""
-    ws = workspace(ctx)
-    ws.company().record_check(task_id, name, passed=passed, actor=ws.principal, detail=detail)
+    workspace(ctx).session().record_check(task_id, name, passed=passed, detail=detail)
     if as_json:
         emit_json({"task_id": task_id, "name": name, "passed": passed})
     else:
@@ -247,9 +242,9 @@ def approve(
     as_json: JSON = False,
 ) -> None:
     """Approve a transition that has an approval edge, for the task as it is now."""
-    ws = workspace(ctx)
-    ws.company().approve(task_id, transition, actor=ws.principal)
+    session = workspace(ctx).session()
+    session.approve(task_id, transition)
     if as_json:
-        emit_json({"task_id": task_id, "transition": transition, "approved_by": ws.principal})
+        emit_json({"task_id": task_id, "transition": transition, "approved_by": session.principal.handle})
     else:
-        console.print(f"task {task_id}: {ws.principal} approved {transition}")
+        console.print(f"task {task_id}: {session.principal.handle} approved {transition}")

@@ -21,9 +21,10 @@ import rfc8785
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import OperationalError
 
-from roster.errors import ApplyRefused, NotFound, StoreBusy
+from roster.errors import ApplyRefused, Denied, NotFound, StoreBusy
 from roster.kernel.audit import GENESIS_HASH
 from roster.kernel.contracts import WorkflowMachine
+from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
 from roster.store import audit
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
@@ -153,7 +154,7 @@ class Store:
         spec_hash = hashlib.sha256(rfc8785.dumps(spec_json)).hexdigest()
         try:
             return self._apply(spec, spec_json, spec_hash, applied_by)
-        except ApplyRefused as exc:
+        except (ApplyRefused, Denied) as exc:
             with self.write() as conn:
                 head = audit.read_head(conn, spec.company)
                 if head is not None:
@@ -162,6 +163,16 @@ class Store:
                                                                           "error": exc.to_dict()})
                     audit.save_head(conn, head)
             raise
+
+    def _check_admin_txn(self, conn: Connection, head: audit.ChainHead, applied_by: str) -> None:
+        """Changing an existing company's spec needs ``admin`` on it (humans have it; agents never)."""
+        from roster.store.company import CompanyStore  # noqa: PLC0415 - company.py builds on this module
+
+        cache = CompanyStore(self, head.company)._refresh_txn(conn, head)
+        assert cache.rights is not None
+        decision = cache.rights.decide(applied_by, "admin", Resource("company", head.company))
+        if not decision.allowed:
+            raise Denied(applied_by, "apply a spec to", "this company", decision.explain(), decision.policies)
 
     def _apply(self, spec: CompanySpec, spec_json: dict[str, Any], spec_hash: str, applied_by: str) -> ApplyResult:
         with self.write() as conn:
@@ -180,6 +191,7 @@ class Store:
                     spec_revisions.c.company_id == spec.company, spec_revisions.c.revision == head.spec_revision))
                 if old_hash == spec_hash:
                     return ApplyResult(spec.company, head.spec_revision, False, [])
+                self._check_admin_txn(conn, head, applied_by)
                 refusals = _orphan_problems(conn, spec.company, old, spec)
                 if refusals:
                     raise ApplyRefused(refusals)
