@@ -6,6 +6,9 @@ with writes, required fields and ``by`` checks, from one process, in two modes m
 - ``single``: one database transaction (and commit) per transition: what one CLI or API call costs;
 - ``batch``: :meth:`CompanyStore.batch` groups ``--batch`` transitions per commit (group commit), as a
   dispatcher driving many tasks does. Each transition is still contract-checked and audited one by one.
+- ``single, no rights``: as ``single`` but with the rights checks (Cedar, two decisions per transition:
+  ``read`` and ``transition``) switched off in a bench-only subclass, to show what they cost. The store
+  has no such switch: this mode exists only here.
 
 Prints transitions per second and the p50/p99 latency of one transition (milliseconds) per mode, the
 ratio between the modes, and verifies the audit chain each run wrote. Absolute figures are noise on a
@@ -23,7 +26,7 @@ import time
 from pathlib import Path
 
 from roster.specfile import parse_spec
-from roster.store import Store
+from roster.store import CompanyStore, Store
 
 SPEC = """
 company: bench
@@ -55,11 +58,22 @@ STEPS = [
 ]
 
 
-def run(n_tasks: int, db: Path, batch: int = 0) -> dict[str, float]:
-    """Drive ``n_tasks`` through the workflow; ``batch`` > 0 commits that many transitions at a time."""
+class _NoRights(CompanyStore):
+    """Bench only: the same store with the rights checks skipped, to measure their cost."""
+
+    def _authorize(self, cache, who, action, resource, transition=""):  # noqa: ANN001, ANN202, ARG002
+        return None
+
+    def _may_read(self, cache, who, workflow):  # noqa: ANN001, ANN202, ARG002
+        return None
+
+
+def run(n_tasks: int, db: Path, batch: int = 0, rights: bool = True) -> dict[str, float]:
+    """Drive ``n_tasks`` through the workflow; ``batch`` > 0 commits that many transitions at a time;
+    ``rights=False`` skips the rights checks (bench only)."""
     store = Store.open(f"sqlite:///{db}")
     store.apply(parse_spec(SPEC), applied_by="bench")
-    company = store.company("bench")
+    company = store.company("bench") if rights else _NoRights(store, "bench")
     ids = [company.create_task(workflow="ticket", title=f"ticket {i}", actor="lead")[0].id for i in range(n_tasks)]
     versions = dict.fromkeys(ids, 1)
     latencies: list[float] = []
@@ -104,13 +118,17 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode, batch in (("single", 0), ("batch", args.batch)):
-            result = results[mode] = run(args.tasks, Path(tmp) / f"{mode}.db", batch)
+        for mode, batch, rights in (("single, no rights", 0, False), ("single", 0, True),
+                                    ("batch", args.batch, True)):
+            result = results[mode] = run(args.tasks, Path(tmp) / f"{mode.replace(', ', '-')}.db", batch, rights)
             label = mode if not batch else f"batch of {batch}"
-            print(f"{label:>14}: {result['transitions']} transitions in {result['seconds']:.2f} s = "
+            print(f"{label:>17}: {result['transitions']} transitions in {result['seconds']:.2f} s = "
                   f"{result['per_second']:,.0f}/s, p50 {result['p50_ms']:.3f} ms, p99 {result['p99_ms']:.3f} ms "
                   f"(audit chain of {result['audit_events_verified']} events verified)")
     print(f"batch / single throughput ratio: {results['batch']['per_second'] / results['single']['per_second']:.1f}x")
+    cost = 1 - results["single"]["per_second"] / results["single, no rights"]["per_second"]
+    print(f"rights enforced / not: {results['single']['per_second'] / results['single, no rights']['per_second']:.2f}x "
+          f"({cost:.0%} drop; the budget is 20%)")
 
 
 if __name__ == "__main__":

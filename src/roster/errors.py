@@ -15,6 +15,7 @@ Tiers:
 - :class:`AuditChainBroken`: ``audit verify`` found an edited, deleted, inserted or reordered event.
 - :class:`Denied`: the principal's rights do not allow the action (audited).
 - :class:`Unauthenticated`: a token that is unknown, revoked or expired, or whose principal is not active.
+- :class:`ApprovalPending`: the action is on an approval edge; a request now waits for an approver.
 """
 
 from __future__ import annotations
@@ -234,3 +235,22 @@ class Unauthenticated(RosterError):
 
     code = "unauthenticated"
     exit_code = 12
+
+
+class ApprovalPending(RosterError):
+    """The action sits on an approval edge: it did not run; an approval request (``request_id``) waits
+    in the approvers' inbox. Approving it runs the action, atomically."""
+
+    code = "approval-pending"
+    exit_code = 13
+
+    def __init__(self, request_id: int, approvers: list[str], created: bool) -> None:
+        self.request_id = request_id
+        self.approvers = list(approvers)
+        self.created = created
+        state = "is waiting" if created else "was already waiting"
+        super().__init__(f"this needs an approval by {', '.join(approvers)}: request {request_id} {state} in "
+                         "their inbox ('roster inbox'); nothing ran yet")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "request_id": self.request_id, "approvers": self.approvers}

@@ -70,9 +70,20 @@ class Requires(_Model):
     """Named checks whose latest recorded result must be a pass."""
 
 
+Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dhm]$")]
+"""A duration: a whole number and a unit, ``d`` (days), ``h`` (hours) or ``m`` (minutes), e.g. ``7d``."""
+
+
+def duration_seconds(text: str) -> int:
+    """Seconds in a :data:`Duration` such as ``7d``, ``12h`` or ``45m``."""
+    return int(text[:-1]) * {"d": 86400, "h": 3600, "m": 60}[text[-1]]
+
+
 class Approval(_Model):
     by: NameList = Field(min_length=1)
-    """Who may approve: a principal handle, a role, or ``human``."""
+    """Who may approve: a principal handle, a role, or ``human``. Nobody approves their own request."""
+    expires_in: Duration = "7d"
+    """How long a request waits for a decision before it expires."""
 
 
 class Transition(_Model):
@@ -104,6 +115,8 @@ class Workflow(_Model):
     fields: dict[Name, dict[str, Any]] = {}
     required: NameList = []
     """Fields that must be present when a task is created."""
+    kpis: NameList = []
+    """The KPIs this workflow exists to move (shown with its approval requests)."""
     transitions: dict[Name, Transition] = {}
 
     def terminal_states(self) -> frozenset[str]:
@@ -172,6 +185,8 @@ class Human(_Model):
 class Tool(_Model):
     description: str = ""
     command: str | None = None
+    approval: Approval | None = None
+    """If set, each call needs an approved request first (an approval edge on the tool)."""
 
 
 class Kpi(_Model):
@@ -248,6 +263,10 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                 where = ".".join(str(p) for p in exc.path) or "the schema"
                 problems.append(((*base, "fields", field_name),
                                  f"invalid JSON Schema at {where}: {exc.message}"))
+        for i, kpi in enumerate(wf.kpis):
+            if kpi not in spec.kpis:
+                problems.append(((*base, "kpis", i),
+                                 f"KPI '{kpi}' is referenced but not defined; expected one of {_listing(spec.kpis)}"))
         for i, f in enumerate(wf.required):
             if f not in wf.fields:
                 problems.append(((*base, "required", i), f"unknown field '{f}'; expected one of {_listing(wf.fields)}"))
@@ -295,6 +314,10 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
             if kpi not in spec.kpis:
                 problems.append((("agents", a_name, "kpis", i),
                                  f"KPI '{kpi}' is referenced but not defined; expected one of {_listing(spec.kpis)}"))
+
+    for tool_name, tool in spec.tools.items():
+        if tool.approval is not None:
+            check_actors(tool.approval.by, ("tools", tool_name, "approval", "by"), allow_agent_keyword=False)
 
     managers: dict[str, str] = {}
     for section, people in (("agents", spec.agents), ("humans", spec.humans)):

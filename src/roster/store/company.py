@@ -8,7 +8,7 @@ the actor fixed to the token's principal, so nothing reached through a session c
 
 from __future__ import annotations
 
-from functools import partial
+from functools import wraps
 from typing import Any
 
 from roster.errors import Unauthenticated
@@ -42,9 +42,18 @@ class Session:
         self.principal = principal
 
     def __getattr__(self, name: str) -> Any:
-        if name in Session.VERBS:
-            return partial(getattr(self.company, name), actor=self.principal)
-        raise AttributeError(f"Session has no verb '{name}'; verbs: {', '.join(Session.VERBS)}")
+        if name not in Session.VERBS:
+            raise AttributeError(f"Session has no verb '{name}'; verbs: {', '.join(Session.VERBS)}")
+        verb = getattr(self.company, name)
+        principal = self.principal
+
+        @wraps(verb)
+        def bound(*args: Any, **kwargs: Any) -> Any:
+            if "actor" in kwargs:
+                raise TypeError(f"Session.{name}() acts as {principal.id}; it takes no 'actor' argument")
+            return verb(*args, actor=principal, **kwargs)
+
+        return bound
 
     def explain(self, action: str, resource: str, transition: str = "", principal: str | None = None):  # noqa: ANN201
         """``rights explain`` for ``principal`` (default: yourself)."""

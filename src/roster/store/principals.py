@@ -33,6 +33,8 @@ DEFAULT_TOKEN_LIFETIME = timedelta(days=30)
 MAX_TOKEN_LIFETIME = timedelta(days=366)
 TOKEN_PREFIX = "rst"
 _HANDLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+READ_FIRST = frozenset({"create", "write", "transition", "approve", "assign"})
+"""Actions whose verbs first need ``read`` on the workflow (see ``TaskVerbs``)."""
 _REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)
 
 
@@ -293,11 +295,14 @@ class PrincipalVerbs(CompanyBase):
     def explain(self, principal: str, action: str, resource: str, transition: str = "") -> Decision:
         """The decision enforcement would take for ``principal`` doing ``action`` on ``resource``
         (``task:<id>``, ``workflow:<name>``, ``tool:<name>`` or ``company``), with the deciding policies.
-        It is the same decision function the verbs call. Raises :class:`NotFound`, :class:`UsageError`."""
+        It is the same decision function the verbs call, in the same order: for actions on a task, a
+        ``read`` denial decides first. Raises :class:`NotFound`, :class:`UsageError`."""
         with self.store.read() as conn:
             cache = self._current(conn)
             kind, _, name = resource.partition(":")
             if kind == "task":
+                if not name.isdigit():
+                    raise UsageError(f"resource '{resource}': a task is task:<id>, with a number")
                 row = conn.execute(select(tasks.c.workflow).where(tasks.c.company_id == self.company,
                                                                   tasks.c.id == int(name))).first()
                 if row is None:
@@ -310,6 +315,11 @@ class PrincipalVerbs(CompanyBase):
             else:
                 raise UsageError(f"resource '{resource}': expected task:<id>, workflow:<name>, tool:<name> or company")
             assert cache.rights is not None
+            if target.kind == "workflow" and action in READ_FIRST:
+                # The verbs check read on the workflow before anything else; so does the explanation.
+                read = cache.rights.decide(principal, "read", target)
+                if not read.allowed:
+                    return read
             return cache.rights.decide(principal, action, target, transition)
 
 
