@@ -368,18 +368,25 @@ def test_deleting_events_from_the_end_is_caught_by_the_chain_head(chain, db_path
 def test_cli_audit_verify_exits_9_and_names_the_edited_seq(cli):
     assert cli("init").exit_code == 0
     assert cli("task", "create", "fix-lint", "--title", "t", "--set", "rule=E501").exit_code == 0
-    moved = cli("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}")
+    issued = cli("token", "issue", "planner", "--json")
+    assert issued.exit_code == 0, issued.output
+    moved = cli("--token", json.loads(issued.stdout)["token"], "task", "move", "1", "plan",
+                "--set", f"spec={GOOD_SPEC}")
     assert moved.exit_code == 0, moved.output
     assert cli("audit", "verify").exit_code == 0
 
     db = cli.workspace / ".roster" / "roster.db"
     rows = raw_events(db, "example")
-    assert [r["action"] for r in rows] == ["spec.apply", "task.create", "task.transition"]
-    sql(db, "UPDATE audit_events SET data = replace(data, 'E501', 'W999') WHERE seq = 2;")
+    assert rows[0]["action"] == "spec.apply"
+    assert [r["action"] for r in rows if r["action"].startswith("task.")] == ["task.create", "task.transition"]
+    [edited] = [r["seq"] for r in rows if r["action"] == "task.create"]
+    assert edited > 1 and "E501" in rows[edited - 1]["data"]
+    sql(db, f"UPDATE audit_events SET data = replace(data, 'E501', 'W999') "
+            f"WHERE company_id = 'example' AND seq = {edited};")
 
     result = cli("audit", "verify")
     assert result.exit_code == 9
-    assert "seq 2" in result.stderr and "example" in result.stderr
+    assert f"seq {edited}" in result.stderr and "example" in result.stderr
 
 
 # -- reading: filters -----------------------------------------------------------------------------

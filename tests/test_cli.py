@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -40,6 +41,24 @@ def audit(cli, *filters: str) -> list[dict]:
 
 def shown(cli, task_id: int = 1) -> dict:
     return js(cli("task", "show", str(task_id), "--json"))["task"]
+
+
+def token_for(cli, handle: str) -> str:
+    """Issue a token for ``handle`` as the local operator (the default identity) and return it."""
+    return js(cli("token", "issue", handle, "--json"))["token"]
+
+
+def as_(cli, handle: str, *args: str):
+    """Run ``roster --token <a new token of handle> ARGS...``."""
+    return cli("--token", token_for(cli, handle), *args)
+
+
+def secret_of(token: str) -> str:
+    return token.split(".")[-1]
+
+
+def names_a_handle(text: str, handles) -> list[str]:
+    return [h for h in handles if re.search(rf"(?<![\w-]){re.escape(h)}(?![\w-])", text)]
 
 
 @pytest.fixture
@@ -124,7 +143,7 @@ def test_apply_refuses_removing_the_state_of_a_live_task_and_keeps_the_old_spec(
 
     [listed] = js(task("task", "list", "--json"))
     assert (listed["id"], listed["state"]) == (1, "found")
-    moved = js(task("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}", "--json"))
+    moved = js(as_(task, "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}", "--json"))
     assert (moved["state"], moved["version"]) == ("planned", 2)
 
 
@@ -134,7 +153,7 @@ def test_apply_refuses_removing_the_state_of_a_live_task_and_keeps_the_old_spec(
 def test_task_create_types_set_values_by_the_field_schema(cli):
     (cli.workspace / "roster.yaml").write_text(FIX_LINT, encoding="utf-8")
     ok(cli("apply"))
-    created = js(cli("--as", "alice", "task", "create", "fix-lint", "--title", "t",
+    created = js(as_(cli, "alice", "task", "create", "fix-lint", "--title", "t",
                      "--set", "rule=123", "--set", "count=3", "--json"))
     assert created["fields"] == {"rule": "123", "count": 3}
     assert shown(cli, created["id"])["fields"] == {"rule": "123", "count": 3}
@@ -152,60 +171,70 @@ def test_task_create_with_the_same_key_returns_the_same_task(ws):
 
 # -- task move refusals ----------------------------------------------------------------------------
 
-REFUSALS = {
-    "wrong-state": ((), ("--as", "builder", "task", "move", "1", "build", "--set", "branch=fix/e501"),
+REFUSALS = {  # (commands run first, the refused move, exit code, what stderr says); a command is (handle, args)
+    "wrong-state": ((), ("builder", ("task", "move", "1", "build", "--set", "branch=fix/e501")),
                     5, "clause 'from'"),
-    "write-outside-writes": ((), ("--as", "planner", "task", "move", "1", "plan", "--set", "branch=fix/e501"),
+    "write-outside-writes": ((), ("planner", ("task", "move", "1", "plan", "--set", "branch=fix/e501")),
                              5, "clause 'writes'"),
-    "invalid-field": ((), ("--as", "planner", "task", "move", "1", "plan", "--set", "spec=too short"),
+    "invalid-field": ((), ("planner", ("task", "move", "1", "plan", "--set", "spec=too short")),
                       5, "clause 'fields'"),
-    "stale-version": ((("--as", "qa", "task", "check", "1", "lint_clean", "--pass"),),
-                      ("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}",
-                       "--expect-version", "1"),
+    "stale-version": ((("qa", ("task", "check", "1", "lint_clean", "--pass")),),
+                      ("planner", ("task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}",
+                                   "--expect-version", "1")),
                       6, "is at version 2, not 1"),
-    "unknown-task": ((), ("--as", "planner", "task", "move", "99", "plan", "--set", f"spec={GOOD_SPEC}"),
+    "unknown-task": ((), ("planner", ("task", "move", "99", "plan", "--set", f"spec={GOOD_SPEC}")),
                      4, "no task 99"),
 }
 
 
 @pytest.mark.parametrize(("prep", "move", "exit_code", "says"), REFUSALS.values(), ids=REFUSALS.keys())
 def test_refused_move_leaves_the_task_unchanged_and_is_audited(task, prep, move, exit_code, says):
-    for command in prep:
-        ok(task(*command))
+    for handle, command in prep:
+        ok(as_(task, handle, *command))
+    handle, command = move
+    token = token_for(task, handle)
     before = shown(task)
     rejected = len(audit(task, "--action", "task.transition.rejected"))
 
-    result = task(*move)
+    result = task("--token", token, *command)
 
     assert result.exit_code == exit_code
     assert says in flat(result.stderr)
     after = shown(task)
     assert (after["state"], after["version"], after["fields"]) == (before["state"], before["version"],
                                                                    before["fields"])
-    assert len(audit(task, "--action", "task.transition.rejected")) == rejected + 1
+    refusals = audit(task, "--action", "task.transition.rejected")
+    assert len(refusals) == rejected + 1
+    assert refusals[-1]["principal"] == handle
 
 
 # -- task show -------------------------------------------------------------------------------------
 
 
 def test_task_show_table_says_which_transitions_are_possible_or_blocked_and_why(task):
-    out = flat(ok(task("task", "show", "1")))
+    out = flat(ok(as_(task, "planner", "task", "show", "1")))
+    assert "transitions (judged for planner)" in out
     assert "plan planned planner possible" in out
-    assert "reject rejected human, qa possible" in out
+    assert "reject rejected human, qa blocked: by: 'planner' may not perform it; allowed: 'human', 'qa'" in out
     assert "build built builder blocked: from: task is in state 'found'" in out
     assert "merge merged merger blocked: from: task is in state 'found'" in out
     assert "approval: needs an approval by 'human'" in out
 
+    as_operator = flat(ok(task("task", "show", "1")))  # the operator is a human: reject is theirs
+    assert f"transitions (judged for {operator_handle()})" in as_operator
+    assert "reject rejected human, qa possible" in as_operator
+    assert f"plan planned planner blocked: by: '{operator_handle()}' may not perform it" in as_operator
+
 
 def test_task_show_json_lists_transitions_with_blocking_clauses(task):
-    moves = {t["name"]: t for t in js(task("--as", "builder", "task", "show", "1", "--json"))["transitions"]}
+    moves = {t["name"]: t for t in js(as_(task, "builder", "task", "show", "1", "--json"))["transitions"]}
     assert set(moves) == {"plan", "build", "verify", "merge", "reject"}
     clauses = {name: [b["clause"] for b in t["blocked"]] for name, t in moves.items()}
     assert clauses["plan"] == ["by"]  # judged for builder, who may not plan
     assert clauses["build"] == ["from", "requires.fields", "produces"]
     assert moves["plan"]["possible"] is False
     assert moves["build"]["possible"] is False
-    as_planner = {t["name"]: t for t in js(task("--as", "planner", "task", "show", "1", "--json"))["transitions"]}
+    as_planner = {t["name"]: t for t in js(as_(task, "planner", "task", "show", "1", "--json"))["transitions"]}
     assert as_planner["plan"]["possible"] is True
     assert as_planner["plan"]["blocked"] == []
 
@@ -215,7 +244,7 @@ def test_task_show_json_lists_transitions_with_blocking_clauses(task):
 
 def test_audit_log_filters_narrow_the_result(task):
     ok(task("task", "create", "fix-lint", "--title", "second", "--set", "rule=E401"))
-    ok(task("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
+    ok(as_(task, "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
     everything = audit(task)
     assert {e["subject"] for e in everything} >= {"company:example", "task:1", "task:2"}
 
@@ -239,23 +268,323 @@ def test_audit_verify_passes_on_a_fresh_workspace(ws):
     assert report["events"] == len(audit(ws)) >= 1
 
 
-# -- principals ------------------------------------------------------------------------------------
+# -- identity: tokens ------------------------------------------------------------------------------
 
 
-def test_as_planner_acts_as_the_agent(task):
-    ok(task("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
+def test_an_agents_token_acts_as_that_agent(task):
+    ok(task("--token", token_for(task, "planner"), "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
     [event] = audit(task, "--action", "task.transition")
     assert event["principal"] == "planner"
     assert [e["principal"] for e in audit(task, "--action", "task.create")] == [operator_handle()]
 
 
-def test_as_unknown_principal_exits_2_naming_the_known_principals(ws):
-    result = ws("--as", "nobody", "task", "create", "fix-lint", "--title", "t", "--set", "rule=E501")
+def test_the_roster_token_environment_variable_acts_like_the_option(task, monkeypatch):
+    monkeypatch.setenv("ROSTER_TOKEN", token_for(task, "planner"))
+    ok(task("task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
+    assert task("task", "create", "fix-lint", "--title", "t", "--set", "rule=E1").exit_code == 11
+    monkeypatch.delenv("ROSTER_TOKEN")
+    [event] = audit(task, "--action", "task.transition")
+    assert event["principal"] == "planner"
+
+
+def test_the_as_option_no_longer_exists(task):
+    result = task("--as", "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}")
     assert result.exit_code == 2
-    message = flat(result.stderr)
-    assert "'nobody' is not a principal" in message
-    assert f"known: {', '.join(sorted((*AGENTS, operator_handle())))}" in message
+    assert "No such option: --as" in flat(result.stderr)
+    assert shown(task)["state"] == "found"
+
+
+BAD_TOKENS = {
+    "malformed": "not-a-token",
+    "unknown-id": "rst.example.000000000000.c2VjcmV0c2VjcmV0c2VjcmV0",
+    "wrong-secret": None,  # a real token id with another secret
+    "other-company": "rst.elsewhere.000000000000.c2VjcmV0c2VjcmV0c2VjcmV0",
+}
+
+
+@pytest.mark.parametrize("bad", BAD_TOKENS.values(), ids=BAD_TOKENS.keys())
+def test_a_bad_token_exits_12_and_names_no_principal(ws, bad):
+    if bad is None:
+        real = token_for(ws, "planner")
+        bad = real[: -len(secret_of(real))] + "x" * 43
+    result = ws("--token", bad, "task", "create", "fix-lint", "--title", "t", "--set", "rule=E501")
+    assert result.exit_code == 12, result.output
+    assert "token" in result.stderr
+    assert names_a_handle(result.stderr, (*AGENTS, operator_handle())) == []
     assert js(ws("task", "list", "--json")) == []
+
+    as_json = ws("--token", bad, "task", "list", "--json")
+    assert as_json.exit_code == 12
+    assert json.loads(as_json.stderr)["error"] == "unauthenticated"
+
+
+def test_an_agent_token_outside_its_rights_exits_11_and_is_audited(ws):
+    result = as_(ws, "planner", "task", "create", "fix-lint", "--title", "t", "--set", "rule=E501")
+    assert result.exit_code == 11, result.output
+    assert "'planner' may not create" in flat(result.stderr)
+    assert js(ws("task", "list", "--json")) == []
+    [event] = audit(ws, "--action", "task.create.rejected")
+    assert event["principal"] == "planner"
+    assert event["data"]["error"]["error"] == "denied"
+
+    as_json = as_(ws, "planner", "task", "create", "fix-lint", "--title", "t", "--set", "rule=E501", "--json")
+    assert as_json.exit_code == 11
+    assert json.loads(as_json.stderr)["error"] == "denied"
+
+
+# -- principals ------------------------------------------------------------------------------------
+
+
+def test_principal_list_json_lists_the_specs_agents_and_the_operator(ws):
+    listed = {p["handle"]: p for p in js(ws("principal", "list", "--json"))}
+    assert set(listed) == {*AGENTS, operator_handle()}
+    assert {h: p["kind"] for h, p in listed.items()} == {**dict.fromkeys(AGENTS, "agent"), operator_handle(): "human"}
+    assert {p["status"] for p in listed.values()} == {"active"}
+    assert listed["planner"]["id"] == "example/planner"
+    assert listed["planner"]["reports_to"] == operator_handle()
+    text = flat(ok(ws("principal", "list")))
+    assert all(handle in text for handle in listed)
+
+
+def test_principal_add_then_show(ws):
+    ok(ws("principal", "add", "carol", "--kind", "human"))
+    shown_ = js(ws("principal", "show", "carol", "--json"))
+    assert (shown_["handle"], shown_["kind"], shown_["status"], shown_["source"]) == ("carol", "human", "active",
+                                                                                     "cli")
+    assert shown_["id"] == "example/carol"
+    assert shown_["tokens"] == []
+    assert "carol" in {p["handle"] for p in js(ws("principal", "list", "--json"))}
+    [event] = audit(ws, "--action", "principal.add")
+    assert (event["principal"], event["subject"]) == (operator_handle(), "principal:carol")
+
+    again = ws("principal", "add", "carol", "--kind", "human")
+    assert again.exit_code == 2 and "already exists" in again.stderr
+
+    # carol is a human: with her own token she may create tasks, on the record as herself
+    ok(as_(ws, "carol", "task", "create", "fix-lint", "--title", "t", "--set", "rule=E501"))
+    assert [e["principal"] for e in audit(ws, "--action", "task.create")] == ["carol"]
+    assert len(js(ws("principal", "show", "carol", "--json"))["tokens"]) == 1
+
+
+def test_principal_pause_resume_and_retire(task):
+    token = token_for(task, "planner")
+    listing = ("--token", token, "task", "list", "--json")
+    assert [t["id"] for t in js(task(*listing))] == [1]
+
+    ok(task("principal", "pause", "planner"))
+    paused = task(*listing)
+    assert paused.exit_code == 12
+    assert "paused" in paused.stderr
+    assert js(task("principal", "show", "planner", "--json"))["status"] == "paused"
+
+    ok(task("principal", "resume", "planner"))
+    assert [t["id"] for t in js(task(*listing))] == [1]
+
+    other = token_for(task, "planner")
+    ok(task("principal", "retire", "planner"))
+    for used in (token, other):
+        retired = task("--token", used, "task", "list", "--json")
+        assert retired.exit_code == 12
+    assert js(task("principal", "show", "planner", "--json"))["status"] == "retired"
+
+    resumed = task("principal", "resume", "planner")
+    assert resumed.exit_code == 2
+    assert "retire is permanent" in flat(resumed.stderr)
+    assert js(task("principal", "show", "planner", "--json"))["status"] == "retired"
+    assert task("--token", token, "task", "list").exit_code == 12
+
+    tokens = js(task("token", "list", "--principal", "planner", "--json"))
+    assert len(tokens) == 2
+    assert all(t["revoked_at"] is not None for t in tokens)
+    assert task("token", "issue", "planner").exit_code == 2
+
+    actions = [e["action"] for e in audit(task, "--action", "principal.*") if not e["action"].endswith(".rejected")]
+    assert actions == ["principal.pause", "principal.resume", "principal.retire"]
+
+
+def test_a_refused_principal_status_change_is_audited_under_its_verb(ws):
+    """Refusals are audited as ``<action>.rejected``, like ``task.transition.rejected`` and
+    ``token.issue.rejected``: refusing ``principal resume`` is ``principal.resume.rejected``."""
+    ok(ws("principal", "retire", "planner"))
+    assert ws("principal", "resume", "planner").exit_code == 2
+    assert as_(ws, "builder", "principal", "pause", "qa").exit_code == 11
+    rejected = [(e["principal"], e["action"]) for e in audit(ws) if e["action"].endswith(".rejected")]
+    assert rejected == [(operator_handle(), "principal.resume.rejected"), ("builder", "principal.pause.rejected")]
+
+
+def test_principal_verbs_on_an_unknown_handle_exit_4(ws):
+    for verb in ("show", "pause", "resume", "retire"):
+        result = ws("principal", verb, "nobody")
+        assert result.exit_code == 4, (verb, result.output)
+        assert "no principal 'nobody'" in result.stderr
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+def test_token_issue_prints_the_token_once_and_nothing_else_ever_shows_its_secret(ws):
+    out = ok(ws("token", "issue", "planner", "--name", "ci"))
+    [token] = re.findall(r"rst\.example\.[0-9a-f]+\.\S+", out)
+    assert out.count(token) == 1
+    secret = secret_of(token)
+    assert len(secret) >= 40
+    assert [t["id"] for t in js(ws("--token", token, "token", "list", "--json"))] == [token.split(".")[2]]
+
+    listed = js(ws("token", "list", "--json"))
+    [record] = [t for t in listed if t["principal"] == "planner"]
+    assert (record["id"], record["name"], record["created_by"]) == (token.split(".")[2], "ci", operator_handle())
+    assert record["last_used_at"] is not None  # it was used just above
+    for shows in (ws("token", "list", "--json"), ws("token", "list"), ws("principal", "show", "planner", "--json"),
+                  ws("principal", "show", "planner"), ws("audit", "log", "--json")):
+        assert shows.exit_code == 0
+        assert secret not in shows.output
+    saved = (ws.workspace / ".roster" / "roster.db").read_bytes()
+    assert secret.encode() not in saved
+
+
+def test_token_revoke_makes_that_token_exit_12(task):
+    issued = js(task("token", "issue", "planner", "--json"))
+    kept = token_for(task, "planner")
+    assert task("--token", issued["token"], "task", "list", "--json").exit_code == 0
+
+    revoked = js(task("token", "revoke", issued["id"], "--json"))
+    assert revoked["id"] == issued["id"]
+    assert revoked["revoked_at"] is not None
+
+    result = task("--token", issued["token"], "task", "list", "--json")
+    assert result.exit_code == 12
+    assert "revoked" in result.stderr
+    assert [t["id"] for t in js(task("--token", kept, "task", "list", "--json"))] == [1]  # other tokens live on
+    assert ok(task("task", "list"))  # and so does the operator's
+    [event] = audit(task, "--action", "token.revoke")
+    assert event["data"]["token_id"] == issued["id"]
+    assert task("token", "revoke", "nosuchtoken").exit_code == 4
+
+
+# -- rights ----------------------------------------------------------------------------------------
+
+
+def test_rights_explain_names_the_deciding_policy(task):
+    allowed = flat(ok(task("rights", "explain", "planner", "transition:plan", "task:1")))
+    assert "ALLOW" in allowed
+    assert "agent:planner:transition:fix-lint.plan" in allowed
+    denied = flat(ok(task("rights", "explain", "builder", "transition:merge", "task:1")))
+    assert "DENY" in denied
+    assert "tier:approval-gated" in denied
+
+    yes = js(task("rights", "explain", "planner", "transition:plan", "task:1", "--json"))
+    assert yes["allowed"] is True
+    assert yes["policies"] == ["agent:planner:transition:fix-lint.plan"]
+    assert (yes["principal"], yes["action"], yes["transition"], yes["resource"]) == ("planner", "transition", "plan",
+                                                                                    "task:1")
+    no = js(task("rights", "explain", "builder", "transition:merge", "task:1", "--json"))
+    assert no["allowed"] is False
+    assert "tier:approval-gated" in no["policies"]
+    assert js(task("rights", "explain", "planner", "create", "workflow:fix-lint", "--json"))["allowed"] is False
+    assert js(task("rights", "explain", "builder", "call_tool", "tool:ruff", "--json"))["allowed"] is True
+    assert js(task("rights", "explain", "planner", "admin", "company", "--json"))["allowed"] is False
+    assert js(task("rights", "explain", operator_handle(), "admin", "company", "--json"))["allowed"] is True
+
+
+def test_rights_explain_rejects_an_unknown_action_or_resource(task):
+    assert task("rights", "explain", "planner", "fly", "task:1").exit_code == 2
+    assert task("rights", "explain", "planner", "read", "spaceship").exit_code == 2
+    assert task("rights", "explain", "planner", "read", "task:99").exit_code == 4
+
+
+def test_rights_policies_prints_the_compiled_policies(ws):
+    out = ok(ws("rights", "policies"))
+    for policy_id in ("agents-never-admin", "tier:approval-gated", "agent:planner:transition:fix-lint.plan"):
+        assert policy_id in out
+
+
+# -- the kill switch -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("target", "policy"), [(("engineering/tooling",), "kill-switch:engineering/tooling"),
+                                                (("--all",), "kill-switch:*")], ids=["portfolio", "all"])
+def test_pause_stops_agents_in_scope_and_resume_restores_them(task, target, policy):
+    token = token_for(task, "planner")
+    move = ("--token", token, "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}")
+    ok(task("pause", *target))
+
+    assert js(task("--token", token, "task", "list", "--json")) == []
+    result = task(*move)
+    assert result.exit_code == 11
+    assert policy in flat(result.stderr)
+    assert shown(task)["state"] == "found"
+    assert [t["id"] for t in js(task("task", "list", "--json"))] == [1]  # humans keep working
+    assert [e["action"] for e in audit(task, "--action", "killswitch.*")] == ["killswitch.pause"]
+    assert any(e["principal"] == "planner" and e["data"]["error"]["error"] == "denied"
+               for e in audit(task) if e["action"].endswith(".rejected"))
+
+    ok(task("resume", *target))
+    assert [t["id"] for t in js(task("--token", token, "task", "list", "--json"))] == [1]
+    assert js(task(*move, "--json"))["state"] == "planned"
+    assert [e["action"] for e in audit(task, "--action", "killswitch.*")] == ["killswitch.pause", "killswitch.resume"]
+
+
+def test_pause_and_resume_of_an_agent_handle(task):
+    token = token_for(task, "planner")
+    ok(task("pause", "planner"))
+    assert task("--token", token, "task", "list").exit_code == 12
+    assert js(as_(task, "builder", "task", "list", "--json")) != []  # other agents are unaffected
+    ok(task("resume", "planner"))
+    assert task("--token", token, "task", "list").exit_code == 0
+
+
+def test_pause_needs_exactly_one_known_target(ws):
+    assert ws("pause").exit_code == 2
+    assert ws("pause", "engineering/tooling", "--all").exit_code == 2
+    assert ws("pause", "nowhere/nothing").exit_code == 4
+
+
+ADMIN = {
+    "principal-add": ("principal", "add", "mallory", "--kind", "human"),
+    "principal-pause": ("principal", "pause", "builder"),
+    "token-issue": ("token", "issue", "planner"),
+    "token-issue-other": ("token", "issue", "merger"),
+    "pause-portfolio": ("pause", "engineering/tooling"),
+    "pause-all": ("pause", "--all"),
+    "pause-agent": ("pause", "builder"),
+}
+
+
+@pytest.mark.parametrize("command", ADMIN.values(), ids=ADMIN.keys())
+def test_an_agent_may_not_administer_the_company(task, command):
+    token = token_for(task, "planner")
+
+    def state():
+        return (js(task("principal", "list", "--json")),
+                [(t["id"], t["revoked_at"]) for t in js(task("token", "list", "--json"))])
+
+    before = state()
+
+    result = task("--token", token, *command)
+
+    assert result.exit_code == 11, result.output
+    assert "agents-never-admin" in flat(result.stderr)
+    assert state() == before
+    assert [t["id"] for t in js(task("--token", token, "task", "list", "--json"))] == [1]  # nothing was paused
+    [*_, event] = [e for e in audit(task) if e["action"].endswith(".rejected")]
+    assert event["principal"] == "planner"
+    assert event["data"]["error"]["error"] == "denied"
+
+
+def test_apply_of_a_changed_spec_needs_a_human(ws):
+    spec_path = ws.workspace / "roster.yaml"
+    spec_path.write_text(spec_path.read_text(encoding="utf-8").replace("Example Co", "Example Inc"), encoding="utf-8")
+
+    refused = as_(ws, "planner", "apply")
+    assert refused.exit_code == 11, refused.output
+    assert "agents-never-admin" in flat(refused.stderr)
+    [event] = audit(ws, "--action", "spec.apply.rejected")
+    assert event["principal"] == "planner"
+    assert len(audit(ws, "--action", "spec.apply")) == 1
+
+    report = js(ws("apply", "--json"))
+    assert (report["changed"], report["revision"]) == (True, 2)
+    assert [e["principal"] for e in audit(ws, "--action", "spec.apply")] == [operator_handle()] * 2
 
 
 # -- the main job ----------------------------------------------------------------------------------

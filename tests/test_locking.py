@@ -7,6 +7,7 @@ on stdin (or stdin closes, or 60 s pass, or it is killed).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -103,23 +104,37 @@ def test_transition_on_a_locked_database_raises_store_busy_after_the_timeout(imp
     assert company.verify_audit() == (3, None)
 
 
-def test_cli_on_a_locked_workspace_exits_8_with_a_clear_message(cli):
+@pytest.mark.parametrize("identity", ["agent-token", "operator-default"])
+def test_cli_on_a_locked_workspace_exits_8_with_a_clear_message(cli, identity):
+    """Authenticating a token is itself a write (it records ``last_used_at``), so the lock is met at
+    authentication, before the move: the user must still see exit 8, not an authentication error."""
     assert cli("init").exit_code == 0
     assert cli("task", "create", "fix-lint", "--title", "t", "--set", "rule=E501").exit_code == 0
+    issued = cli("token", "issue", "planner", "--json")
+    assert issued.exit_code == 0, issued.output
+    token = ("--token", json.loads(issued.stdout)["token"]) if identity == "agent-token" else ()
     db = cli.workspace / ".roster" / "roster.db"
+    events = cli("audit", "log", "--json")
+    assert events.exit_code == 0
 
     with lock_held(db) as holder:
-        result = cli("--lock-timeout", "0.5", "--as", "planner", "task", "move", "1", "plan",
-                     "--set", f"spec={GOOD_SPEC}")
+        started = time.monotonic()
+        result = cli("--lock-timeout", "0.5", *token, "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}")
+        waited = time.monotonic() - started
         holder.release()
 
     assert result.exit_code == 8, result.output
+    assert 0.4 <= waited < 5, waited
     assert "locked by another process" in result.stderr and "--lock-timeout" in result.stderr
     assert "Traceback" not in result.output
     assert integrity(db) == "ok"
     shown = cli("task", "list", "--json")
     assert '"state": "found"' in shown.stdout and '"version": 1' in shown.stdout
+    assert cli("audit", "log", "--json").stdout == events.stdout  # nothing was audited, not even a refusal
     assert cli("audit", "verify").exit_code == 0
+    # unlocked, the same command runs as before: the planner moves; the operator, a human, is not in plan's 'by'
+    retried = cli(*token, "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}")
+    assert retried.exit_code == (0 if token else 5), retried.output
 
 
 def test_reads_work_while_another_process_holds_the_write_lock(company, new_task, db_path):

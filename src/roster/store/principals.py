@@ -171,7 +171,8 @@ class PrincipalVerbs(CompanyBase):
             return Principal(self.company, handle, current.kind, current.display_name, status, current.roles,
                              current.reports_to, current.source, current.created_at)
 
-        return self._admin_write(actor, f"principal.{status}", f"principal:{handle}", {"status": status}, body)
+        verb = {"active": "resume", "paused": "pause", "retired": "retire"}[status]
+        return self._admin_write(actor, f"principal.{verb}", f"principal:{handle}", {"status": status}, body)
 
     # -- tokens -------------------------------------------------------------------------------------
 
