@@ -21,7 +21,15 @@ from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from roster.errors import ContractViolation, Denied, InvalidFields, NotFound, RosterError, StaleVersion
+from roster.errors import (
+    ApprovalPending,
+    ContractViolation,
+    Denied,
+    InvalidFields,
+    NotFound,
+    RosterError,
+    StaleVersion,
+)
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -99,8 +107,9 @@ def advance(company, task_id: int, state: str) -> None:
             company.record_check(task_id, "lint_clean", passed=True, actor="qa")
             company.transition(task_id, "verify", actor="qa", expected_version=version + 1)
         elif target == "merged":
-            company.approve(task_id, "merge", actor="alice")
-            company.transition(task_id, "merge", actor="merger", expected_version=version)
+            with pytest.raises(ApprovalPending) as asked:
+                company.transition(task_id, "merge", actor="merger", expected_version=version)
+            company.approve_request(asked.value.request_id, actor="alice")
 
 
 @pytest.fixture
@@ -163,12 +172,25 @@ def test_every_mutation_of_a_task_lifecycle_appends_exactly_one_event(company):
           "qa", "check.record", {"name": "lint_clean", "passed": True, "version": 5})
     check(lambda: company.transition(1, "verify", actor="qa", expected_version=5),
           "qa", "task.transition", {"transition": "verify", "to": "verified", "version": 6})
-    check(lambda: company.approve(1, "merge", actor="alice"),
-          "alice", "approval.grant", {"transition": "merge", "version": 6})
-    check(lambda: company.transition(1, "merge", actor="merger", expected_version=6),
-          "merger", "task.transition", {"transition": "merge", "to": "merged", "version": 7})
+    # on the approval edge the move appends one event, the request, and runs nothing
+    error, event = refused(company, lambda: company.transition(1, "merge", actor="merger", expected_version=6),
+                           ApprovalPending)
+    assert (event.principal, event.action, event.subject) == ("merger", "approval.request", "task:1")
+    assert event.data["request_id"] == error.request_id and event.data["edge"] == "fix-lint.merge"
+    assert company.get_task(1).version == 6
+    # approving appends the decision and the transition it ran, in one transaction
+    before = company.audit_log()
+    company.approve_request(error.request_id, actor="alice")
+    decision, moved = company.audit_log(after_seq=before[-1].seq)
+    assert company.audit_log()[:len(before)] == before
+    assert (decision.principal, decision.action, decision.subject) == (
+        "alice", "approval.approve", f"approval:{error.request_id}")
+    assert (moved.principal, moved.action, moved.subject) == ("merger", "task.transition", "task:1")
+    assert {k: moved.data.get(k) for k in ("transition", "to", "version", "approved_by", "approval_request")} == {
+        "transition": "merge", "to": "merged", "version": 7, "approved_by": "alice",
+        "approval_request": error.request_id}
     assert company.get_task(1).state == "merged"
-    assert company.verify_audit() == (9, None)
+    assert company.verify_audit() == (10, None)
 
 
 @pytest.mark.parametrize(("state", "create_fields", "transition", "actor", "writes", "clause"), [
@@ -180,7 +202,6 @@ def test_every_mutation_of_a_task_lifecycle_appends_exactly_one_event(company):
     ("found", {}, "plan", "planner", {"spec": GOOD_SPEC}, "requires.fields"),
     ("planned", {"rule": "E501"}, "build", "builder", {"branch": "b"}, "produces"),
     ("built", {"rule": "E501"}, "verify", "qa", {}, "requires.checks"),
-    ("verified", {"rule": "E501"}, "merge", "merger", {}, "approval"),
 ])
 def test_refused_transition_is_audited_with_code_and_clause_and_leaves_the_task_unchanged(
         company, new_task, state, create_fields, transition, actor, writes, clause):
@@ -217,14 +238,43 @@ def test_refused_create_is_audited_and_creates_no_task(company):
     assert company.list_tasks() == []
 
 
+def test_a_move_on_an_approval_edge_appends_a_request_not_a_refusal_and_leaves_the_task_unchanged(
+        company, new_task):
+    task = new_task()
+    advance(company, task.id, "verified")
+    before = company.get_task(task.id)
+
+    error, event = refused(company, lambda: company.transition(
+        task.id, "merge", actor="merger", expected_version=before.version), ApprovalPending)
+
+    assert (event.principal, event.action, event.subject) == ("merger", "approval.request", f"task:{task.id}")
+    assert event.data["request_id"] == error.request_id
+    assert event.data["approvers"] == ["human"]
+    assert event.data["evidence"]["task"] == {"id": task.id, "title": before.title, "state": "verified",
+                                              "version": before.version, "to": "merged"}
+    assert company.audit_log(action="task.transition.rejected") == []
+    assert company.get_task(task.id) == before
+    assert company.verify_audit()[1] is None
+
+
 def test_refused_approval_is_audited_with_the_approval_clause(company, new_task):
     task = new_task()
     advance(company, task.id, "verified")
     before = company.get_task(task.id)
-    error, event = refused(company, lambda: company.approve(task.id, "merge", actor="planner"), ContractViolation)
-    assert (event.principal, event.action, event.subject) == ("planner", "approval.grant.rejected", "task:1")
+    with pytest.raises(ApprovalPending) as asked:
+        company.transition(task.id, "merge", actor="merger", expected_version=before.version)
+    request_id = asked.value.request_id
+    error, event = refused(company, lambda: company.approve_request(request_id, actor="planner"), ContractViolation)
+    assert (event.principal, event.action, event.subject) == ("planner", "approval.approve.rejected",
+                                                              f"approval:{request_id}")
     assert event.data["error"]["error"] == "contract-violation"
     assert event.data["error"]["clause"] == error.clause == "approval.by"
+    error, event = refused(company, lambda: company.reject_request(request_id, actor="planner", note="no"),
+                           ContractViolation)
+    assert (event.principal, event.action, event.subject) == ("planner", "approval.reject.rejected",
+                                                              f"approval:{request_id}")
+    assert event.data["error"]["clause"] == error.clause == "approval.by"
+    assert company.get_request(request_id).status == "pending"
     assert company.get_task(task.id) == before
 
 
@@ -330,9 +380,10 @@ def test_replacing_the_last_event_with_a_correctly_hashed_forgery_is_caught_by_t
 def test_an_extra_correctly_hashed_event_after_the_head_is_named(chain, db_path):
     last = raw_events(db_path)[-1]
     forged = dict(seq=7, ts="2026-01-01T00:01:00.000000Z", company="acme", principal="alice",
-                  action="approval.grant", subject="task:1", data={"transition": "merge"}, prev_hash=last["hash"])
+                  action="approval.approve", subject="approval:1", data={"edge": "fix-lint.merge"},
+                  prev_hash=last["hash"])
     sql(db_path, "INSERT INTO audit_events (company_id, seq, ts, principal, action, subject, data, prev_hash, hash) "
-                 f"VALUES ('acme', 7, {quote(forged['ts'])}, 'alice', 'approval.grant', 'task:1', "
+                 f"VALUES ('acme', 7, {quote(forged['ts'])}, 'alice', 'approval.approve', 'approval:1', "
                  f"{quote(json.dumps(forged['data']))}, {quote(last['hash'])}, {quote(canonical_hash(**forged))});")
     _, broken = chain.verify_audit()
     assert broken is not None and broken[0] == 7, broken

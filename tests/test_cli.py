@@ -597,3 +597,149 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "verifies" in result.stdout
     assert (where / ".roster" / "roster.db").is_file()
+
+
+# -- approvals -------------------------------------------------------------------------------------
+
+RATIONALE = "QA verified the branch; lint_clean passed."
+
+
+@pytest.fixture
+def verified(task):
+    """``task`` with task 1 walked to ``verified`` by the agents: merge is next, on an approval edge."""
+    (task.workspace / "fix.patch").write_text("--- a/app.py\n+++ b/app.py\n", encoding="utf-8")
+    ok(as_(task, "planner", "task", "move", "1", "plan", "--set", f"spec={GOOD_SPEC}"))
+    ok(as_(task, "builder", "task", "attach", "1", "patch", "fix.patch"))
+    ok(as_(task, "builder", "task", "move", "1", "build", "--set", "branch=fix/e501"))
+    ok(as_(task, "qa", "task", "check", "1", "lint_clean", "--pass"))
+    ok(as_(task, "qa", "task", "move", "1", "verify"))
+    assert shown(task)["state"] == "verified"
+    return task
+
+
+def ask_merge(cli, task_id: int = 1) -> int:
+    """The merger asks to merge; the move exits 13 and opens a request. Returns the request's id."""
+    result = as_(cli, "merger", "task", "move", str(task_id), "merge", "--rationale", RATIONALE, "--json")
+    assert result.exit_code == 13, result.output
+    error = json.loads(result.stderr)
+    assert error["error"] == "approval-pending" and error["approvers"] == ["human"]
+    return error["request_id"]
+
+
+def test_a_move_on_an_approval_edge_exits_13_and_names_the_request(verified):
+    before = shown(verified)
+    result = as_(verified, "merger", "task", "move", "1", "merge", "--rationale", RATIONALE)
+    assert result.exit_code == 13, result.output
+    [request] = js(verified("approvals", "list", "--json"))
+    assert f"request {request['id']}" in flat(result.stderr) and "roster inbox" in flat(result.stderr)
+    assert (request["status"], request["requested_by"], request["rationale"]) == ("pending", "merger", RATIONALE)
+    after = shown(verified)
+    assert (after["state"], after["version"]) == (before["state"], before["version"])
+    [event] = audit(verified, "--action", "approval.request")
+    assert event["principal"] == "merger" and event["data"]["request_id"] == request["id"]
+    assert event["data"]["evidence"]["rationale"] == RATIONALE
+    assert audit(verified, "--action", "task.transition.rejected") == []
+    # asking again finds the same request, as JSON for scripts too
+    assert ask_merge(verified) == request["id"]
+    assert len(js(verified("approvals", "list", "--json"))) == 1
+
+
+def test_inbox_lists_the_request_with_its_rationale_for_the_operator(verified):
+    request_id = ask_merge(verified)
+    [entry] = js(verified("inbox", "--json"))
+    assert (entry["id"], entry["workflow"], entry["transition"], entry["task_id"]) == (request_id, "fix-lint",
+                                                                                    "merge", 1)
+    assert (entry["requested_by"], entry["status"], entry["rationale"]) == ("merger", "pending", RATIONALE)
+    assert entry["evidence"]["rationale"] == RATIONALE
+    assert entry["evidence"]["task"]["to"] == "merged"
+    assert js(as_(verified, "merger", "inbox", "--json")) == []  # not an approver, and it asked
+    table = flat(ok(verified("inbox")))
+    assert RATIONALE in table and "merger pending" in table
+
+
+def test_approve_exits_0_and_the_task_is_merged(verified):
+    request_id = ask_merge(verified)
+    out = flat(ok(verified("approve", str(request_id), "--note", "ok")))
+    assert f"request {request_id}" in out and "approved" in out
+    task = shown(verified)
+    assert task["state"] == "merged"
+    moved = audit(verified, "--action", "task.transition")[-1]
+    assert (moved["principal"], moved["data"]["transition"]) == ("merger", "merge")
+    assert (moved["data"]["approved_by"], moved["data"]["approval_request"]) == (operator_handle(), request_id)
+    shown_request = js(verified("approvals", "show", str(request_id), "--json"))
+    assert (shown_request["status"], shown_request["decided_by"], shown_request["note"]) == (
+        "approved", operator_handle(), "ok")
+    assert js(verified("inbox", "--json")) == []
+    assert verified("approve", str(request_id)).exit_code == 2  # decided already: a usage error
+    assert "verifies" in ok(verified("audit", "verify"))
+
+
+def test_an_agent_approving_exits_5_naming_approval_by(verified):
+    request_id = ask_merge(verified)
+    result = as_(verified, "merger", "approve", str(request_id))
+    assert result.exit_code == 5, result.output
+    assert "approval.by" in flat(result.stderr)
+    assert js(verified("approvals", "show", str(request_id), "--json"))["status"] == "pending"
+    assert shown(verified)["state"] == "verified"
+    [event] = audit(verified, "--action", "approval.approve.rejected")
+    assert event["principal"] == "merger" and event["data"]["error"]["clause"] == "approval.by"
+
+
+def test_reject_with_a_note_leaves_the_task_and_show_has_the_note(verified):
+    request_id = ask_merge(verified)
+    before = shown(verified)
+    out = flat(ok(verified("reject", str(request_id), "--note", "why")))
+    assert "rejected" in out
+    request = js(verified("approvals", "show", str(request_id), "--json"))
+    assert (request["status"], request["note"], request["decided_by"]) == ("rejected", "why", operator_handle())
+    after = shown(verified)
+    assert (after["state"], after["version"]) == (before["state"], before["version"])
+    # the requester reads the decision and its note
+    mine = js(as_(verified, "merger", "approvals", "show", str(request_id), "--json"))
+    assert (mine["status"], mine["note"]) == ("rejected", "why")
+    assert re.search(rf"decided by {operator_handle()} at \S+: why",
+                     flat(ok(as_(verified, "merger", "approvals", "show", str(request_id)))))
+
+
+def test_reject_without_a_note_exits_2(verified):
+    request_id = ask_merge(verified)
+    assert verified("reject", str(request_id)).exit_code == 2
+    blank = verified("reject", str(request_id), "--note", "  ")
+    assert blank.exit_code == 2 and "note" in flat(blank.stderr)
+    assert js(verified("approvals", "show", str(request_id), "--json"))["status"] == "pending"
+    assert shown(verified)["state"] == "verified"
+
+
+def test_approvals_stats_json_counts_each_edge(verified):
+    ok(verified("reject", str(ask_merge(verified)), "--note", "rebase first"))
+    ok(verified("approve", str(ask_merge(verified))))
+    assert shown(verified)["state"] == "merged"
+    assert js(verified("approvals", "stats", "--json")) == [
+        {"edge": "fix-lint.merge", "requested": 2, "approved": 1, "rejected": 1, "expired": 0, "stale": 0,
+         "pending": 0}]
+    table = flat(ok(verified("approvals", "stats")))
+    assert "2 1 1 0 0 0 50%" in table  # requested, approved, rejected, expired, stale, pending, approval rate
+    assert js(as_(verified, "qa", "approvals", "stats", "--json"))[0]["requested"] == 2
+
+
+def test_approvals_list_json_shows_an_agent_only_its_own_requests(verified):
+    spec = verified.workspace / "roster.yaml"
+    text = spec.read_text(encoding="utf-8")
+    gated = text.replace("to: rejected, by: [human, qa]}", "to: rejected, by: [human, qa], approval: {by: [human]}}")
+    gated = gated.replace("display_name: QA\n    tier: bounded-mutator", "display_name: QA\n    tier: high-impact-executor")
+    assert gated.count("approval: {by: [human]}") == 2 and "tier: high-impact-executor" in gated.split("qa:")[1]
+    spec.write_text(gated, encoding="utf-8")
+    ok(verified("apply"))
+    ok(verified("task", "create", "fix-lint", "--title", "second", "--set", "rule=E401"))
+    merge = ask_merge(verified)
+    result = as_(verified, "qa", "task", "move", "2", "reject", "--rationale", "a duplicate of task 1")
+    assert result.exit_code == 13, result.output
+
+    listed = js(verified("approvals", "list", "--json"))
+    assert [(r["requested_by"], r["task_id"], r["transition"]) for r in listed] == [("merger", 1, "merge"),
+                                                                                   ("qa", 2, "reject")]
+    qa_request = listed[1]["id"]
+    assert [r["id"] for r in js(as_(verified, "merger", "approvals", "list", "--json"))] == [merge]
+    assert [r["id"] for r in js(as_(verified, "qa", "approvals", "list", "--json"))] == [qa_request]
+    assert js(as_(verified, "builder", "approvals", "list", "--json")) == []
+    assert [r["id"] for r in js(verified("approvals", "list", "--status", "pending", "--json"))] == [merge, qa_request]

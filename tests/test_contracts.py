@@ -6,6 +6,7 @@ import pytest
 from conftest import GOOD_SPEC
 
 from roster.errors import (
+    ApprovalPending,
     ContractViolation,
     Denied,
     InvalidFields,
@@ -41,8 +42,10 @@ def test_happy_path_walks_every_clause(company, new_task):
     company.record_check(task.id, "lint_clean", passed=True, actor="qa")
     task = company.get_task(task.id)
     task = company.transition(task.id, "verify", actor="qa", expected_version=task.version)
-    company.approve(task.id, "merge", actor="alice")
-    task = company.transition(task.id, "merge", actor="merger", expected_version=task.version)
+    with pytest.raises(ApprovalPending) as asked:
+        company.transition(task.id, "merge", actor="merger", expected_version=task.version)
+    company.approve_request(asked.value.request_id, actor="alice")
+    task = company.get_task(task.id)
     assert task.state == "merged"
     assert task.fields == {"rule": "E501", "spec": GOOD_SPEC, "branch": "fix/e501"}
     assert [e.action for e in company.history(task.id)].count("task.transition") == 4
@@ -129,14 +132,28 @@ def test_approval_is_required_and_lapses_when_the_task_changes(company, new_task
                               writes={"branch": "b"})
     company.record_check(task.id, "lint_clean", passed=True, actor="qa")
     task = company.transition(task.id, "verify", actor="qa", expected_version=task.version + 1)
-    assert refused(company, task, "merge", actor="merger").clause == "approval"
+    # without an approval the merge does not run: it waits as a request
+    with pytest.raises(ApprovalPending) as asked:
+        company.transition(task.id, "merge", actor="merger", expected_version=task.version)
+    request_id = asked.value.request_id
+    assert company.get_task(task.id) == task
+    assert company.audit_log(action="task.transition.rejected") == []
     with pytest.raises(ContractViolation) as info:
-        company.approve(task.id, "merge", actor="qa")  # an agent may not approve a human edge
+        company.approve_request(request_id, actor="qa")  # an agent may not approve a human edge
     assert info.value.clause == "approval.by"
-    company.approve(task.id, "merge", actor="alice")
-    company.record_artifact(task.id, "patch", b"changed after approval", actor="builder")
-    task = company.get_task(task.id)
-    assert refused(company, task, "merge", actor="merger").clause == "approval"
+    assert company.get_task(task.id) == task
+    # the approval is for the task as it was: a change in between makes it lapse
+    company.record_artifact(task.id, "patch", b"changed after the request", actor="builder")
+    changed = company.get_task(task.id)
+    with pytest.raises(StaleVersion):
+        company.approve_request(request_id, actor="alice")
+    assert company.get_request(request_id).status == "stale"
+    assert company.get_task(task.id) == changed
+    with pytest.raises(ApprovalPending) as again:
+        company.transition(task.id, "merge", actor="merger", expected_version=changed.version)
+    assert again.value.created and again.value.request_id != request_id
+    company.approve_request(again.value.request_id, actor="alice")
+    assert company.get_task(task.id).state == "merged"
 
 
 def test_unknown_transition_task_and_principal(company, new_task):

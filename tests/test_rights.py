@@ -10,7 +10,7 @@ from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from roster.errors import ContractViolation, Denied, NotFound, SpecError, UsageError
+from roster.errors import ApprovalPending, Denied, NotFound, SpecError, UsageError
 from roster.kernel.rights import PrincipalFacts, Rights
 from roster.specfile import parse_spec
 from roster.store import Store
@@ -82,14 +82,19 @@ def tiers(store):
     return store.company("acme")
 
 
-def _task(company, workflow="alpha", state="open", approve_ship=False):
-    """A fresh task made by alice, moved to ``state`` by alice; optionally with ship approved by alice."""
+def _task(company, workflow="alpha", state="open"):
+    """A fresh task made by alice, moved to ``state`` by alice."""
     task, _ = company.create_task(workflow=workflow, title=f"{workflow} task", actor="alice")
     if state == "doing":
         task = company.transition(task.id, "start", actor="alice", expected_version=task.version)
-    if approve_ship:
-        company.approve(task.id, "ship", actor="alice")
     return task
+
+
+def _ship_request(company, task, requester="alice") -> int:
+    """``requester`` asks to ship ``task`` (an approval edge); returns the id of the request it opens."""
+    with pytest.raises(ApprovalPending) as asked:
+        company.transition(task.id, "ship", actor=requester, expected_version=company.get_task(task.id).version)
+    return asked.value.request_id
 
 
 def _denied(call) -> Denied:
@@ -111,17 +116,20 @@ def test_read_only_agent_reads_but_every_mutation_is_denied(tiers):
     assert [e.action for e in tiers.history(task.id, actor="reader")] == ["task.create", "check.record"]
     assert tiers.list_artifacts(task.id, actor="reader") == []
 
+    request_id = _ship_request(tiers, task)  # approval.by names staff, reader's role
     mutations = {
         "create": lambda: tiers.create_task(workflow="alpha", title="x", actor="reader"),
         "transition": lambda: tiers.transition(task.id, "start", actor="reader", expected_version=task.version),
         "artifact": lambda: tiers.record_artifact(task.id, "patch", b"diff", actor="reader"),
         "check": lambda: tiers.record_check(task.id, "lint", passed=False, actor="reader"),
-        "approve": lambda: tiers.approve(task.id, "ship", actor="reader"),
+        "approve": lambda: tiers.approve_request(request_id, actor="reader"),
+        "reject": lambda: tiers.reject_request(request_id, actor="reader", note="no"),
         "admin": lambda: tiers.pause("*", actor="reader"),
     }
     for name, call in mutations.items():
         denied = _denied(call)
         assert "tier:read-only" in denied.policies, name
+    assert tiers.get_request(request_id).status == "pending"
     assert tiers.get_task(task.id) == task
     assert [t.id for t in tiers.list_tasks()] == [task.id]
     assert tiers.paused() == []
@@ -155,24 +163,30 @@ def test_approval_gated_transitions_need_a_high_impact_executor(tiers):
         "narrow": ("tier:approval-gated",),  # not granted either; the forbid is what Cedar names
     }
     for agent, policies in expected.items():
-        task = _task(tiers, approve_ship=True)
+        task = _task(tiers)
+        # denied before any request is opened: an approval could not make the move theirs
         denied = _denied(lambda task=task, agent=agent: tiers.transition(task.id, "ship", actor=agent,
                                                                             expected_version=1))
         assert denied.policies == policies, agent
         assert tiers.get_task(task.id).state == "open"
+    assert tiers.list_requests() == []
+    # the executor's move waits for an approval, and a human's approval runs it
     task = _task(tiers)
-    with pytest.raises(ContractViolation) as unapproved:
-        tiers.transition(task.id, "ship", actor="exec", expected_version=1)
-    assert unapproved.value.clause == "approval"
-    tiers.approve(task.id, "ship", actor="bob")
-    assert tiers.transition(task.id, "ship", actor="exec", expected_version=1).state == "shipped"
-    # an agent granted the approval may approve, and the executor may then ship
+    request_id = _ship_request(tiers, task, "exec")
+    assert tiers.get_task(task.id).state == "open"
+    assert tiers.approve_request(request_id, actor="bob").status == "approved"
+    assert tiers.get_task(task.id).state == "shipped"
+    # an agent granted the approval may approve, and the executor's move then runs
     task = _task(tiers)
-    tiers.approve(task.id, "ship", actor="boss")
-    assert tiers.transition(task.id, "ship", actor="exec", expected_version=1).state == "shipped"
+    tiers.approve_request(_ship_request(tiers, task, "exec"), actor="boss")
+    assert tiers.get_task(task.id).state == "shipped"
     # an agent without the approve grant may not approve, although approval.by names its role
-    denied = _denied(lambda: tiers.approve(_task(tiers).id, "ship", actor="exec"))
+    task = _task(tiers)
+    request_id = _ship_request(tiers, task, "alice")
+    denied = _denied(lambda: tiers.approve_request(request_id, actor="exec"))
     assert denied.policies == ()
+    assert tiers.get_request(request_id).status == "pending"
+    assert tiers.get_task(task.id).state == "open"
 
 
 def test_coordinator_creates_in_its_scopes_but_neither_writes_fields_nor_evidence(tiers):
@@ -293,7 +307,8 @@ def test_pausing_an_agent_takes_effect_at_once_in_another_store_on_the_same_file
 
 
 def test_every_entry_point_denies_and_audits_an_agent_without_read(tiers, store):
-    beta = _task(tiers, "beta", approve_ship=True)
+    beta = _task(tiers, "beta")
+    request_id = _ship_request(tiers, beta)
     alpha = _task(tiers)
     calls = {
         "get_task": lambda: tiers.get_task(beta.id, actor="narrow"),
@@ -303,7 +318,8 @@ def test_every_entry_point_denies_and_audits_an_agent_without_read(tiers, store)
         "transition": lambda: tiers.transition(beta.id, "start", actor="narrow", expected_version=1),
         "record_artifact": lambda: tiers.record_artifact(beta.id, "patch", b"diff", actor="narrow"),
         "record_check": lambda: tiers.record_check(beta.id, "lint", passed=True, actor="narrow"),
-        "approve": lambda: tiers.approve(beta.id, "ship", actor="narrow"),
+        "approve_request": lambda: tiers.approve_request(request_id, actor="narrow"),
+        "reject_request": lambda: tiers.reject_request(request_id, actor="narrow", note="no"),
         "audit_log": lambda: tiers.audit_log(actor="narrow"),
         "verify_audit": lambda: tiers.verify_audit(actor="narrow"),
     }
@@ -317,9 +333,40 @@ def test_every_entry_point_denies_and_audits_an_agent_without_read(tiers, store)
         assert event.principal == "narrow", name
         assert event.data["error"]["error"] == "denied", name
     assert tiers.get_task(beta.id) == beta
+    assert tiers.get_request(request_id).status == "pending"
     assert [t.id for t in tiers.list_tasks(actor="narrow")] == [alpha.id]
     assert {t.id for t in tiers.list_tasks(actor="alice")} == {alpha.id, beta.id}
     assert tiers.verify_audit()[1] is None
+
+
+def test_a_request_on_a_workflow_an_agent_may_not_read_stays_hidden_from_it(tiers):
+    secret = tiers.create_task(workflow="beta", title="beta launch codes", actor="alice")[0]
+    request_id = _ship_request(tiers, secret)
+    _denied(lambda: tiers.get_task(secret.id, actor="narrow"))  # narrow reads alpha only
+    # approval.by names staff, narrow's role; still, the request must not show narrow the beta task
+    shown_to_narrow = []
+    if request_id in [r.id for r in tiers.inbox(actor="narrow")]:
+        shown_to_narrow.append("inbox")
+    try:
+        tiers.get_request(request_id, actor="narrow")
+        shown_to_narrow.append("get_request")
+    except (NotFound, Denied):
+        pass
+    assert shown_to_narrow == []
+    assert [r.id for r in tiers.inbox(actor="boss")] == [request_id]  # reads '*', granted beta.ship approval
+
+
+def test_the_inbox_holds_only_requests_the_principal_may_decide(tiers):
+    request_id = _ship_request(tiers, _task(tiers))
+    assert [r.id for r in tiers.inbox(actor="bob")] == [request_id]
+    assert [r.id for r in tiers.inbox(actor="boss")] == [request_id]
+    # staff by role, but without the approve right (no grant, or the read-only tier): approving is denied,
+    # so the request is not theirs to decide and their inbox is empty
+    agents = ("reader", "exec", "mutator", "narrow")
+    for agent in agents:
+        _denied(lambda agent=agent: tiers.approve_request(request_id, actor=agent))
+    assert {a: [r.id for r in tiers.inbox(actor=a)] for a in agents} == {a: [] for a in agents}
+    assert tiers.get_request(request_id).status == "pending"
 
 
 # -- tool calls ------------------------------------------------------------------------------------
@@ -343,6 +390,27 @@ def test_tool_calls_follow_the_agents_tools(tiers):
         tiers.record_tool_call("black", actor="boss")
     assert tiers.audit_log()[-1].action == "tool.call.rejected"
     assert [e.principal for e in tiers.audit_log(action="tool.call")] == ["reader", "mutator", "alice"]
+
+
+def test_approving_a_tool_call_obeys_the_kill_switch_and_the_read_only_tier(store):
+    store.apply(parse_spec(TIERS.replace("  pytest: {command: pytest}",
+                                         "  pytest: {command: pytest, approval: {by: [staff]}}")), applied_by="alice")
+    company = store.company("acme")
+    with pytest.raises(ApprovalPending) as asked:
+        company.record_tool_call("pytest", actor="mutator", arguments={"path": "tests"})
+    request_id = asked.value.request_id
+    # with the whole company paused, agents may do nothing: deciding a request included
+    company.pause("*", actor="alice")
+    denied = _denied(lambda: company.approve_request(request_id, actor="exec"))
+    assert "kill-switch:*" in denied.policies
+    company.resume("*", actor="alice")
+    # the read-only tier may not approve, whatever the edge
+    denied = _denied(lambda: company.approve_request(request_id, actor="reader"))
+    assert "tier:read-only" in denied.policies
+    assert company.get_request(request_id).status == "pending"
+    company.approve_request(request_id, actor="bob")
+    company.record_tool_call("pytest", actor="mutator", arguments={"path": "tests"})
+    assert company.get_request(request_id).status == "used"
 
 
 def test_an_agent_listing_an_undefined_tool_is_a_spec_error():
@@ -381,10 +449,27 @@ def _leaks(text: str) -> list[str]:
     return found
 
 
+def _globex_merge_request(globex) -> int:
+    """Walk a new globex task to ``verified`` and have its merger ask to merge it; the request's id."""
+    task, _ = globex.create_task(workflow="fix-lint", title="globex merge candidate", actor="alice",
+                                 fields={"rule": "GLOBEX-SECRET-R4"})
+    task = globex.transition(task.id, "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
+    globex.record_artifact(task.id, "patch", b"globex diff", actor="builder")
+    task = globex.transition(task.id, "build", actor="builder", expected_version=task.version + 1,
+                             writes={"branch": "globex/branch"})
+    globex.record_check(task.id, "lint_clean", passed=True, actor="qa")
+    task = globex.transition(task.id, "verify", actor="qa", expected_version=task.version + 1)
+    with pytest.raises(ApprovalPending) as asked:
+        globex.transition(task.id, "merge", actor="merger", expected_version=task.version)
+    return asked.value.request_id
+
+
 def test_a_principal_of_one_company_cannot_act_in_another(two_tenants):
     acme, globex, session = two_tenants
     attacker = session.principal
     assert attacker.id == "acme/planner"
+    request_id = _globex_merge_request(globex)
+    globex_tasks = globex.list_tasks()
     calls = {
         "get_task": lambda: globex.get_task(1, actor=attacker),
         "list_tasks": lambda: globex.list_tasks(actor=attacker),
@@ -395,7 +480,8 @@ def test_a_principal_of_one_company_cannot_act_in_another(two_tenants):
                                                 writes={"spec": GOOD_SPEC}),
         "record_artifact": lambda: globex.record_artifact(1, "patch", b"diff", actor=attacker),
         "record_check": lambda: globex.record_check(1, "lint_clean", passed=True, actor=attacker),
-        "approve": lambda: globex.approve(1, "merge", actor=attacker),
+        "approve_request": lambda: globex.approve_request(request_id, actor=attacker),
+        "reject_request": lambda: globex.reject_request(request_id, actor=attacker, note="rejected from outside"),
         "audit_log": lambda: globex.audit_log(actor=attacker),
         "verify_audit": lambda: globex.verify_audit(actor=attacker),
         "create_task": lambda: globex.create_task(workflow="fix-lint", title="planted", actor=attacker,
@@ -412,9 +498,17 @@ def test_a_principal_of_one_company_cannot_act_in_another(two_tenants):
         assert len(new) == 1, name
         assert new[0].principal == "acme/planner" and new[0].action.endswith(".rejected"), (name, new[0])
         assert new[0].data["error"]["error"] == "denied", name
+    # the approval reads refuse too, and say nothing of what waits in globex
+    for name, call in {"inbox": lambda: globex.inbox(actor=attacker),
+                       "list_requests": lambda: globex.list_requests(actor=attacker),
+                       "get_request": lambda: globex.get_request(request_id, actor=attacker)}.items():
+        denied = _denied(call)
+        assert not _leaks(str(denied)) and not _leaks(repr(denied.to_dict())), (name, str(denied))
     assert len(acme.audit_log()) == acme_events
-    assert [t.title for t in globex.list_tasks()] == list(GLOBEX_TITLES)
-    assert all(t.version == 1 and t.state == "found" for t in globex.list_tasks())
+    assert globex.list_tasks() == globex_tasks
+    assert [t.title for t in globex_tasks[:3]] == list(GLOBEX_TITLES)
+    assert all(t.version == 1 and t.state == "found" for t in globex_tasks[:3])
+    assert globex.get_request(request_id).status == "pending"
     assert globex.verify_audit()[1] is None
 
 
@@ -431,6 +525,14 @@ def test_a_session_sees_only_its_own_company(two_tenants):
             assert not _leaks(str(missing.value)), (verb, str(missing.value))
     assert session.get_task(1).title == "acme task"
     assert [e.company for e in session.history(1)] == ["acme"]
+    request_id = _globex_merge_request(_globex)  # an approval request that exists only in globex
+    for verb, args in (("get_request", ()), ("approve_request", ()), ("reject_request", ())):
+        kwargs = {"note": "from acme"} if verb == "reject_request" else {}
+        with pytest.raises(NotFound) as missing:
+            getattr(session, verb)(request_id, *args, **kwargs)
+        assert not _leaks(str(missing.value)), (verb, str(missing.value))
+    assert session.inbox() == [] and session.list_requests() == []
+    assert _globex.get_request(request_id).status == "pending"
     assert all(e.company == "acme" for e in acme.audit_log())
     with pytest.raises(NotFound):
         session.explain("read", "task:3")
@@ -460,20 +562,23 @@ def _enforce(company, principal: str, action: str, workflow: str, transition: st
     elif action == "read" and on_company:
         call = lambda: company.audit_log(actor=principal, limit=1)
     else:
-        task = _task(company, workflow, state="doing" if transition == "finish" else "open",
-                     approve_ship=(action == "transition" and transition == "ship"))
+        task = _task(company, workflow, state="doing" if transition == "finish" else "open")
         call = {
             "read": lambda: company.get_task(task.id, actor=principal),
             "write": lambda: company.record_check(task.id, "probe", passed=True, actor=principal),
             "transition": lambda: company.transition(task.id, transition, actor=principal,
                                                      expected_version=company.get_task(task.id).version,
                                                      writes={"note": "n"} if transition == "annotate" else None),
-            "approve": lambda: company.approve(task.id, "ship", actor=principal),
+            # someone else asks (nobody approves their own request); the principal decides
+            "approve": lambda: company.approve_request(
+                _ship_request(company, task, "bob" if principal == "alice" else "alice"), actor=principal),
         }[action]
     try:
         call()
     except Denied:
         return False
+    except ApprovalPending:
+        return True  # an approval-gated move the principal has the right to: it waits for an approver
     return True
 
 
@@ -532,14 +637,18 @@ def test_explain_refuses_a_malformed_task_reference_as_a_usage_error(explained, 
 def test_explain_agrees_with_enforcement_when_read_is_withheld(store):
     text = TIERS.replace("  idle:     {tier: bounded-mutator, roles: [staff], rights: {transitions: []}}",
                          "  idle:     {tier: coordinator, roles: [staff], rights: {read: [], write: ['*'], "
-                         "create: ['*'], transitions: [alpha.start]}}")
+                         "create: ['*'], transitions: [alpha.start], approve: [alpha.ship]}}")
     store.apply(parse_spec(text), applied_by="alice")
     company = store.company("acme")
     task = _task(company)
+    shipping = _task(company)
+    request_id = _ship_request(company, shipping, "alice")
     checks = {
         ("create", "workflow:alpha", ""): lambda: company.create_task(workflow="alpha", title="x", actor="idle"),
         ("transition", f"task:{task.id}", "start"):
             lambda: company.transition(task.id, "start", actor="idle", expected_version=1),
+        # explain judges approve after read, as the verbs are documented to (READ_FIRST)
+        ("approve", f"task:{shipping.id}", "ship"): lambda: company.approve_request(request_id, actor="idle"),
     }
     disagreements = []
     for (action, resource, transition), call in checks.items():

@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from roster.cli.context import console, operator_handle
+from roster.errors import ApprovalPending
 
 PATCH = """--- a/app.py
 +++ b/app.py
@@ -44,10 +45,11 @@ STEPS: list[tuple[str | None, str, bool]] = [
     ("qa", "task move 1 verify", True),
     ("qa", "task check 1 lint_clean --pass --detail 'ruff check app.py: 0 findings'", False),
     ("qa", "task move 1 verify", False),
-    ("merger", "task move 1 merge", True),
-    ("merger", "task approve 1 merge", True),
-    (None, "task approve 1 merge", False),
-    ("merger", "task move 1 merge", False),
+    ("merger", "task move 1 merge --rationale 'QA verified on the branch; lint_clean passed.'", True),
+    ("merger", "approve 1", True),
+    (None, "inbox", False),
+    (None, "approve 1 --note 'Looks right.'", False),
+    (None, "task list", False),
     (None, "rights explain builder transition:merge task:1", False),
     (None, "pause builder", False),
     ("builder", "task list", True),
@@ -98,7 +100,10 @@ def demo(
         if not refused and result.returncode != 0:
             console.print(f"[red]demo failed at this step (exit {result.returncode})[/]")
             raise typer.Exit(result.returncode)
-        if refused:
+        if refused and result.returncode == ApprovalPending.exit_code:
+            console.print(f"[dim](exit {result.returncode}, as expected: nothing ran; the approval request waits "
+                          "in the inbox)[/]")
+        elif refused:
             console.print(f"[dim](refused as expected, exit {result.returncode}: nothing changed, and the attempt "
                           "is in the audit log)[/]")
         console.print()

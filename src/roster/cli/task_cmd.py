@@ -174,9 +174,12 @@ def move(
     expect_version: Annotated[int | None, typer.Option("--expect-version",
                                                        help="Fail unless the task is at this version "
                                                        "(default: the version just read).")] = None,
+    rationale: Annotated[str, typer.Option("--rationale", help="Why, for the approver, on an approval edge.")]
+    = "",
     as_json: JSON = False,
 ) -> None:
-    """Take a transition. The contract is checked; a violation exits 5 and names the clause."""
+    """Take a transition. The contract is checked; a violation exits 5 and names the clause. On an
+    approval edge it opens an approval request instead (exit 13): approving it runs the transition."""
     session = workspace(ctx).session()
     try:
         current = session.get_task(task_id)
@@ -188,11 +191,28 @@ def move(
     writes = parse_assignments(session.company.spec(), current.workflow, assignments or [])
     writes.update(dict.fromkeys(unset or []))
     version = current.version if expect_version is None else expect_version
-    task = session.transition(task_id, transition, expected_version=version, writes=writes)
+    task = session.transition(task_id, transition, expected_version=version, writes=writes, rationale=rationale)
     if as_json:
         emit_json(_task_json(task))
     else:
         console.print(f"task {task.id}: {transition} -> {task.state} (version {task.version})")
+
+
+@app.command("assign")
+@reports_errors
+def assign(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    owner: Annotated[str | None, typer.Option("--owner", help="The principal who will own the task.")] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="Higher is more urgent.")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Route a task: set its owner and/or priority (needs the assign right: coordinators, humans)."""
+    task = workspace(ctx).session().assign(task_id, owner=owner, priority=priority)
+    if as_json:
+        emit_json(_task_json(task))
+    else:
+        console.print(f"task {task.id}: owner {task.owner or '-'}, priority {task.priority} (version {task.version})")
 
 
 @app.command("attach")
@@ -231,20 +251,3 @@ def check(
         emit_json({"task_id": task_id, "name": name, "passed": passed})
     else:
         console.print(f"task {task_id}: check {name} {'passed' if passed else 'failed'}")
-
-
-@app.command("approve")
-@reports_errors
-def approve(
-    ctx: typer.Context,
-    task_id: Annotated[int, typer.Argument(help="The task id.")],
-    transition: Annotated[str, typer.Argument(help="The transition to approve.")],
-    as_json: JSON = False,
-) -> None:
-    """Approve a transition that has an approval edge, for the task as it is now."""
-    session = workspace(ctx).session()
-    session.approve(task_id, transition)
-    if as_json:
-        emit_json({"task_id": task_id, "transition": transition, "approved_by": session.principal.handle})
-    else:
-        console.print(f"task {task_id}: {session.principal.handle} approved {transition}")

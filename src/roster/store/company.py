@@ -13,13 +13,14 @@ from typing import Any
 
 from roster.errors import Unauthenticated
 from roster.store import audit
+from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
 from roster.store.store import Store
 from roster.store.tasks import TaskVerbs
 
 
-class CompanyStore(TaskVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 
@@ -31,10 +32,10 @@ class Session:
     """
 
     VERBS = (
-        "create_task", "get_task", "list_tasks", "transition", "options", "history", "record_artifact",
-        "list_artifacts", "record_check", "approve", "audit_log", "verify_audit", "list_principals",
+        "create_task", "get_task", "list_tasks", "transition", "assign", "options", "history", "record_artifact",
+        "list_artifacts", "record_check", "audit_log", "verify_audit", "list_principals",
         "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
-        "resume", "record_tool_call",
+        "resume", "record_tool_call", "inbox", "approve_request", "reject_request", "get_request", "list_requests",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

@@ -7,7 +7,8 @@ A :class:`CompanyBase` is bound to one company; every query it runs filters on t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +144,22 @@ class CompanyBase:
             verb = f"{action} '{transition}' on" if transition else action
             raise Denied(who.handle, verb, target, decision.explain(), decision.policies)
         return decision
+
+    @contextmanager
+    def _reading(self, actor: ActorRef | None, action: str,
+                 subject: str) -> Iterator[tuple[Connection, CompanyCache, Actor | None]]:
+        """A read transaction for ``actor`` (``None``: a trusted internal read); a denial is audited."""
+        try:
+            with self.store.read() as conn:
+                cache = self._current(conn)
+                yield conn, cache, (self._actor(cache, actor) if actor is not None else None)
+        except Denied as exc:
+            self._audit_rejection(actor, action, subject, exc, {})
+            raise
+
+    def _may_read(self, cache: CompanyCache, who: Actor | None, workflow: str) -> None:
+        if who is not None:
+            self._authorize(cache, who, "read", Resource("workflow", workflow))
 
     def _audit_rejection(self, principal: ActorRef, action: str, subject: str, error: RosterError,
                          data: Mapping[str, Any]) -> None:

@@ -21,8 +21,15 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
-from roster.errors import ContractViolation, Denied, NotFound, PayloadTooLarge, StaleVersion, Unauthenticated, \
-    UsageError
+from roster.errors import (
+    ContractViolation,
+    Denied,
+    NotFound,
+    PayloadTooLarge,
+    StaleVersion,
+    Unauthenticated,
+    UsageError,
+)
 from roster.kernel.rights import COMPANY_SCOPE, Decision, Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, Principal, principal_from_row
@@ -275,23 +282,35 @@ class PrincipalVerbs(CompanyBase):
 
     # -- tool calls and explanations ----------------------------------------------------------------
 
-    def record_tool_call(self, tool: str, *, actor: ActorRef, arguments: Mapping[str, Any] | None = None) -> None:
+    def record_tool_call(self, tool: str, *, actor: ActorRef, arguments: Mapping[str, Any] | None = None,
+                         rationale: str = "") -> None:
         """Check that ``actor`` may call ``tool`` and put the call on the record (``tool.call``), before
-        the caller runs it. Raises :class:`Denied` (audited as ``tool.call.rejected``), :class:`NotFound`."""
+        the caller runs it. A tool on an approval edge needs an approved request for exactly these
+        ``arguments``: the first call opens one and raises :class:`ApprovalPending`; once approved, the
+        next identical call uses it up. Raises :class:`Denied` (audited as ``tool.call.rejected``),
+        :class:`NotFound`."""
         arguments = dict(arguments or {})
         try:
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                if tool not in cache.spec.tools:
+                spec_tool = cache.spec.tools.get(tool)
+                if spec_tool is None:
                     raise NotFound(f"no tool '{tool}' in company '{self.company}'")
                 self._authorize(cache, who, "call_tool", Resource("tool", tool))
-                audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="tool.call",
-                             subject=f"tool:{tool}", data={"arguments": arguments})
+                opened = None
+                if spec_tool.approval is not None:
+                    opened = self._consume_tool_approval_txn(conn, head, who, tool, spec_tool.approval, arguments,
+                                                             rationale)
+                if opened is None:
+                    audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="tool.call",
+                                 subject=f"tool:{tool}", data={"arguments": arguments})
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
             self._audit_rejection(actor, "tool.call", f"tool:{tool}", exc, {"arguments": sorted(arguments)})
             raise
+        if opened is not None:
+            raise opened.error()
 
     def explain(self, principal: str, action: str, resource: str, transition: str = "") -> Decision:
         """The decision enforcement would take for ``principal`` doing ``action`` on ``resource``

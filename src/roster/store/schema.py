@@ -157,18 +157,29 @@ check_results = Table(
     Index(None, "company_id", "task_id"),
 )
 
-approvals = Table(
-    "approvals",
+approval_requests = Table(
+    "approval_requests",
     metadata,
     Column("id", Integer, primary_key=True),
     Column("company_id", HANDLE, nullable=False),
-    Column("task_id", Integer, nullable=False),
-    Column("transition", HANDLE, nullable=False),
-    Column("task_version", Integer, nullable=False),
-    Column("approved_by", HANDLE, nullable=False),
+    Column("kind", String(16), nullable=False),  # 'transition' or 'tool'
+    Column("task_id", Integer, nullable=True),
+    Column("workflow", HANDLE, nullable=True),
+    Column("transition", HANDLE, nullable=True),
+    Column("tool", HANDLE, nullable=True),
+    Column("requested_by", HANDLE, nullable=False),
+    Column("task_version", Integer, nullable=True),
+    Column("payload", Text, nullable=False),  # JSON: the writes of a transition, the arguments of a tool call
+    Column("evidence", Text, nullable=False),  # JSON: what the approver is shown
+    Column("rationale", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # pending, approved, rejected, expired, stale, used
+    Column("decided_by", HANDLE, nullable=True),
+    Column("note", Text, nullable=False),
     Column("created_at", TS, nullable=False),
-    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
-    Index(None, "company_id", "task_id"),
+    Column("expires_at", TS, nullable=False),
+    Column("decided_at", TS, nullable=True),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "status"),
 )
 
 audit_events = Table(

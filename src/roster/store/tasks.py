@@ -11,6 +11,7 @@ transition's writes, :data:`MAX_ARTIFACT_BYTES` for one artifact, :data:`MAX_TIT
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,18 +30,17 @@ from roster.errors import (
     InvalidFields,
     NotFound,
     PayloadTooLarge,
-    RosterError,
     StaleVersion,
     UsageError,
 )
 from roster.kernel.audit import AuditEvent
-from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, WorkflowMachine
+from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, apply_writes
 from roster.kernel.rights import Resource
-from roster.kernel.spec import CompanySpec
 from roster.store import audit
-from roster.store.prepared import Prepared
-from roster.store.schema import approvals, artifacts, check_results, principals, tasks
+from roster.store.approvals import OpenedRequest
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.prepared import Prepared
+from roster.store.schema import artifacts, check_results, tasks
 
 MAX_FIELDS_BYTES = 65_536
 """Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
@@ -186,22 +186,6 @@ class TaskVerbs(CompanyBase):
             self._may_read(cache, who, task.workflow)
             return task
 
-    @contextmanager
-    def _reading(self, actor: ActorRef | None, action: str,
-                 subject: str) -> Iterator[tuple[Connection, CompanyCache, Actor | None]]:
-        """A read transaction for ``actor`` (``None``: a trusted internal read); a denial is audited."""
-        try:
-            with self.store.read() as conn:
-                cache = self._current(conn)
-                yield conn, cache, (self._actor(cache, actor) if actor is not None else None)
-        except Denied as exc:
-            self._audit_rejection(actor, action, subject, exc, {})
-            raise
-
-    def _may_read(self, cache: CompanyCache, who: Actor | None, workflow: str) -> None:
-        if who is not None:
-            self._authorize(cache, who, "read", Resource("workflow", workflow))
-
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
         row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
@@ -228,7 +212,7 @@ class TaskVerbs(CompanyBase):
             return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
-                   writes: Mapping[str, Any] | None = None) -> Task:
+                   writes: Mapping[str, Any] | None = None, rationale: str = "") -> Task:
         """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
 
         The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
@@ -236,20 +220,25 @@ class TaskVerbs(CompanyBase):
         not see the task learns nothing of its state), then ``transition`` once the contract holds.
         Raises :class:`StaleVersion`, :class:`ContractViolation` (naming the clause), :class:`Denied`,
         :class:`PayloadTooLarge` or :class:`NotFound`; in each case the task is unchanged and the
-        attempt is audited as ``task.transition.rejected``.
+        attempt is audited as ``task.transition.rejected``. On an approval edge, once everything else
+        holds, it opens an approval request (``rationale`` is shown to the approver) and raises
+        :class:`ApprovalPending` instead: the transition runs when the request is approved.
         """
         writes = dict(writes or {})
         try:
             _check_size("transition writes", writes, MAX_FIELDS_BYTES)
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
-                task = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes)
+                result = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
+                                              rationale=rationale)
                 audit.save_head(conn, head)
-                return task
         except _REFUSALS as exc:
             self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
                                   _transition_request(name, expected_version, writes))
             raise
+        if isinstance(result, OpenedRequest):
+            raise result.error()
+        return result
 
     @contextmanager
     def batch(self) -> Iterator[TransitionBatch]:
@@ -265,7 +254,11 @@ class TaskVerbs(CompanyBase):
             audit.save_head(conn, head)
 
     def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, task_id: int, name: str,
-                        actor: ActorRef, expected_version: int, writes: dict[str, Any]) -> Task:
+                        actor: ActorRef, expected_version: int, writes: dict[str, Any], *, rationale: str = "",
+                        approver: Actor | None = None, request_id: int | None = None) -> Task | OpenedRequest:
+        """Judge and commit one transition inside ``conn``'s transaction. On an approval edge with no
+        ``approver``, opens (or finds) the approval request and returns it instead; ``approve_request``
+        calls back with the ``approver`` to run it."""
         who = self._actor(cache, actor)
         task = _task(self._row_txn(conn, task_id))
         self._may_read(cache, who, task.workflow)
@@ -274,7 +267,15 @@ class TaskVerbs(CompanyBase):
         needs_evidence = bool(transition.requires.artifacts or transition.requires.checks or transition.produces
                               or transition.approval)
         evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
-        new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
+        if approver is not None:
+            evidence = dataclasses.replace(evidence, approvals={name: (approver,)})
+        try:
+            new_fields = machine.check(name, task.snapshot(), who, writes, expected_version, evidence)
+        except ContractViolation as exc:
+            if exc.clause != "approval" or transition.approval is None:
+                raise
+            self._authorize(cache, who, "transition", Resource("workflow", task.workflow), name)
+            return self._request_transition_txn(conn, head, cache, who, task, name, writes, rationale)
         self._authorize(cache, who, "transition", Resource("workflow", task.workflow), name)
         now = self.store.now()
         updated = _UPDATE_TASK.rowcount(conn, {
@@ -283,12 +284,39 @@ class TaskVerbs(CompanyBase):
         })
         if updated != 1:  # only reachable if a writer bypassed the company lock
             raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
+        data = {"workflow": task.workflow, "transition": name, "from": task.state, "to": transition.to,
+                "writes": writes, "version": expected_version + 1}
+        if approver is not None:
+            data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
-                     data={"workflow": task.workflow, "transition": name, "from": task.state,
-                           "to": transition.to, "writes": writes, "version": expected_version + 1})
+                     data=data)
         return Task(self.company, task.id, task.workflow, transition.to, task.title, new_fields, task.owner,
                     task.priority, task.parent_id, task.idempotency_key, expected_version + 1, task.created_by,
                     task.created_at, now)
+
+    def _request_transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor,
+                                task: Task, name: str, writes: dict[str, Any], rationale: str) -> OpenedRequest:
+        assert cache.spec is not None
+        workflow = cache.spec.workflows[task.workflow]
+        transition = workflow.transitions[name]
+        after = apply_writes(task.fields, writes)
+        diff = {k: {"from": task.fields.get(k), "to": after.get(k)}
+                for k in sorted(set(task.fields) | set(after)) if task.fields.get(k) != after.get(k)}
+        satisfied = ["from", "by", "writes", "fields"] + [
+            clause for clause, present in (("requires.fields", transition.requires.fields),
+                                           ("requires.artifacts", transition.requires.artifacts),
+                                           ("produces", transition.produces),
+                                           ("requires.checks", transition.requires.checks)) if present]
+        requester = cache.spec.agents.get(who.handle)
+        evidence = {"requested_by": who.handle, "task": {"id": task.id, "title": task.title, "state": task.state,
+                                                         "version": task.version, "to": transition.to},
+                    "fields_diff": diff, "satisfied_clauses": satisfied,
+                    "kpis": list(workflow.kpis) or (list(requester.kpis) if requester else []),
+                    "rationale": rationale}
+        request_id, created = self._open_request_txn(
+            conn, head, who, transition.approval, kind="transition", payload=writes, evidence=evidence,
+            rationale=rationale, task_id=task.id, workflow=task.workflow, transition=name, task_version=task.version)
+        return OpenedRequest(request_id, tuple(transition.approval.by), created)
 
     def options(self, task_id: int, actor: ActorRef | None = None) -> list[TransitionOption]:
         """Every transition of the task's workflow, with the clauses that block it now (for ``task show``).
@@ -321,15 +349,7 @@ class TaskVerbs(CompanyBase):
                 check_results.c.company_id == self.company, check_results.c.task_id == task.id)
                 .order_by(check_results.c.id)):
             latest[name] = bool(passed)
-        approved: dict[str, list[Actor]] = {}
-        for transition, handle in conn.execute(select(approvals.c.transition, approvals.c.approved_by).where(
-                approvals.c.company_id == self.company, approvals.c.task_id == task.id,
-                approvals.c.task_version == task.version)):
-            approver = self._cache.actors.get(handle)
-            if approver is not None:
-                approved.setdefault(transition, []).append(approver)
-        return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok),
-                        {t: tuple(a) for t, a in approved.items()})
+        return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok))
 
     @contextmanager
     def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
@@ -344,8 +364,7 @@ class TaskVerbs(CompanyBase):
                 who = self._actor(cache, actor)
                 task = _task(self._row_txn(conn, task_id))
                 self._may_read(cache, who, task.workflow)
-                if right != "approve":  # approve is judged per transition, in approve()
-                    self._authorize(cache, who, right, Resource("workflow", task.workflow))
+                self._authorize(cache, who, right, Resource("workflow", task.workflow))
                 write = _EvidenceWrite(conn, head, cache, who, task, self.store.now())
                 yield write
                 audit.save_head(conn, head)
@@ -384,6 +403,28 @@ class TaskVerbs(CompanyBase):
         return ArtifactRecord(artifact_id, task_id, kind, name, digest, len(content), reason, write.actor.handle,
                               write.now)
 
+    def assign(self, task_id: int, *, actor: ActorRef, owner: str | None = None, priority: int | None = None,
+               expected_version: int | None = None) -> Task:
+        """Route a task: set its ``owner`` (a principal of this company) and/or ``priority``. Needs the
+        ``assign`` right (coordinators, humans). Bumps the version. Raises :class:`NotFound` (owner),
+        :class:`StaleVersion`, :class:`Denied`, :class:`UsageError` (nothing to change)."""
+        if owner is None and priority is None:
+            raise UsageError("assign needs an owner, a priority, or both")
+        request = {"owner": owner, "priority": priority}
+        with self._evidence_write(task_id, actor, "task.assign", request, right="assign") as write:
+            task = write.task
+            if expected_version is not None and expected_version != task.version:
+                raise StaleVersion(task_id, expected_version, task.version)
+            if owner is not None and owner not in write.cache.principals:
+                raise NotFound(f"owner '{owner}' is not a principal of company '{self.company}'")
+            values = {"owner": owner if owner is not None else task.owner,
+                      "priority": priority if priority is not None else task.priority}
+            write.conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id),
+                               {**values, "version": task.version + 1, "updated_at": write.now})
+            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="task.assign",
+                         subject=f"task:{task_id}", data={**values, "version": task.version + 1})
+        return dataclasses.replace(task, **values, version=task.version + 1, updated_at=write.now)
+
     def list_artifacts(self, task_id: int, *, actor: ActorRef | None = None) -> list[ArtifactRecord]:
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
             self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
@@ -403,28 +444,6 @@ class TaskVerbs(CompanyBase):
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="check.record",
                          subject=f"task:{task_id}",
                          data={"name": name, "passed": passed, "detail": detail, "version": version})
-
-    def approve(self, task_id: int, transition: str, *, actor: ActorRef) -> None:
-        """Approve ``transition`` on the task as it is now (the approval lapses if the task changes).
-
-        Raises :class:`ContractViolation` with clause ``approval.by`` if the transition has no approval
-        edge or ``actor`` is not among ``approval.by``; :class:`NotFound`; :class:`UsageError`.
-        """
-        with self._evidence_write(task_id, actor, "approval.grant", {"transition": transition},
-                                  right="approve") as write:
-            task, who = write.task, write.actor
-            edge = self._machine(write.cache, task.workflow).transition(transition).approval
-            if edge is None or not who.matches(edge.by):
-                detail = (f"transition '{transition}' has no approval edge" if edge is None else
-                          f"'{who.handle}' may not approve it; approvers: {', '.join(edge.by)}")
-                raise ContractViolation(workflow=task.workflow, transition=transition, clause="approval.by",
-                                        detail=detail, task_id=task_id)
-            self._authorize(write.cache, who, "approve", Resource("workflow", task.workflow), transition)
-            write.conn.execute(insert(approvals), {
-                "company_id": self.company, "task_id": task_id, "transition": transition,
-                "task_version": task.version, "approved_by": who.handle, "created_at": write.now})
-            audit.append(write.conn, write.head, ts=write.now, principal=who.handle, action="approval.grant",
-                         subject=f"task:{task_id}", data={"transition": transition, "version": task.version})
 
     # -- audit --------------------------------------------------------------------------------------
 
@@ -470,13 +489,16 @@ class TransitionBatch:
         writes = dict(writes or {})
         try:
             _check_size("transition writes", writes, MAX_FIELDS_BYTES)
-            return self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
-                                                 expected_version, writes)
+            result = self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
+                                                   expected_version, writes)
         except _REFUSALS as exc:
             audit.append(self._conn, self._head, ts=self._company.store.now(), principal=self._company._handle(actor),
                          action="task.transition.rejected", subject=f"task:{task_id}",
                          data={**_transition_request(name, expected_version, writes), "error": exc.to_dict()})
             raise
+        if isinstance(result, OpenedRequest):
+            raise result.error()
+        return result
 
 
 _REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)

@@ -1,0 +1,361 @@
+"""Approval edges: requests with evidence, the approvers' inbox, approve (which runs the action,
+atomically), reject (with a note the requester sees), expiry, and the volume per edge.
+
+A transition or tool call whose spec carries ``approval: {by: [...]}`` does not run when asked: once
+every other clause of its contract holds and the requester has the right to it, a request is opened
+(or the open one reused) and :class:`~roster.errors.ApprovalPending` is raised. Approving the request
+re-checks the whole contract with the approver recorded and commits the transition in the same database
+transaction; nobody approves their own request. Every step is an audit event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from roster.errors import (
+    ApprovalPending,
+    ContractViolation,
+    Denied,
+    NotFound,
+    RosterError,
+    StaleVersion,
+    UsageError,
+)
+from roster.kernel.contracts import Actor
+from roster.kernel.rights import Resource
+from roster.kernel.spec import Approval, duration_seconds
+from roster.store import audit
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.schema import approval_requests
+from roster.store.store import format_ts
+
+_REFUSALS = (ContractViolation, StaleVersion, NotFound, UsageError, Denied)
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """One request. ``evidence`` is what the approver is shown: who asks, the task's state and version,
+    the proposed change as a field diff (``{field: {"from": old, "to": new}}``), the contract clauses
+    already satisfied, the linked KPIs, and the rationale. Times are ISO 8601 UTC."""
+
+    id: int
+    company: str
+    kind: str
+    task_id: int | None
+    workflow: str | None
+    transition: str | None
+    tool: str | None
+    requested_by: str
+    task_version: int | None
+    payload: dict[str, Any]
+    evidence: dict[str, Any]
+    rationale: str
+    status: str
+    decided_by: str | None
+    note: str
+    created_at: str
+    expires_at: str
+    decided_at: str | None
+
+    @property
+    def edge(self) -> str:
+        return f"{self.workflow}.{self.transition}" if self.kind == "transition" else f"tool:{self.tool}"
+
+
+def _request(row: Any) -> ApprovalRequest:
+    return ApprovalRequest(row.id, row.company_id, row.kind, row.task_id, row.workflow, row.transition, row.tool,
+                           row.requested_by, row.task_version, json.loads(row.payload), json.loads(row.evidence),
+                           row.rationale, row.status, row.decided_by, row.note, row.created_at, row.expires_at,
+                           row.decided_at)
+
+
+class ApprovalVerbs(CompanyBase):
+    """Approval requests (mixed into ``CompanyStore``, after the task verbs it calls back into)."""
+
+    # -- opening ------------------------------------------------------------------------------------
+
+    def _open_request_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, edge: Approval, *,
+                          kind: str, payload: dict[str, Any], evidence: dict[str, Any], rationale: str,
+                          task_id: int | None = None, workflow: str | None = None, transition: str | None = None,
+                          tool: str | None = None, task_version: int | None = None) -> tuple[int, bool]:
+        """Open a request, or find the same pending one (same edge, requester, task version and payload).
+        Returns ``(request id, created)``."""
+        same = select(approval_requests.c.id, approval_requests.c.payload).where(
+            approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
+            approval_requests.c.kind == kind, approval_requests.c.requested_by == who.handle,
+            approval_requests.c.expires_at > self.store.now())
+        if kind == "transition":
+            same = same.where(approval_requests.c.task_id == task_id, approval_requests.c.transition == transition,
+                              approval_requests.c.task_version == task_version)
+        else:
+            same = same.where(approval_requests.c.tool == tool)
+        for row in conn.execute(same):
+            if json.loads(row.payload) == payload:
+                return row.id, False
+        now = self.store.clock()
+        expires = now + timedelta(seconds=duration_seconds(edge.expires_in))
+        request_id = conn.execute(insert(approval_requests), {
+            "company_id": self.company, "kind": kind, "task_id": task_id, "workflow": workflow,
+            "transition": transition, "tool": tool, "requested_by": who.handle, "task_version": task_version,
+            "payload": json.dumps(payload, sort_keys=True), "evidence": json.dumps(evidence, sort_keys=True),
+            "rationale": rationale, "status": "pending", "note": "", "created_at": format_ts(now),
+            "expires_at": format_ts(expires)}).inserted_primary_key[0]
+        audit.append(conn, head, ts=format_ts(now), principal=who.handle, action="approval.request",
+                     subject=f"task:{task_id}" if kind == "transition" else f"tool:{tool}",
+                     data={"request_id": request_id, "edge": f"{workflow}.{transition}" if kind == "transition"
+                           else f"tool:{tool}", "approvers": list(edge.by), "expires_at": format_ts(expires),
+                           "evidence": evidence})
+        return request_id, True
+
+    def _edge(self, cache: CompanyCache, request: ApprovalRequest) -> Approval:
+        assert cache.spec is not None
+        if request.kind == "transition":
+            workflow = cache.spec.workflows.get(request.workflow or "")
+            transition = workflow.transitions.get(request.transition or "") if workflow else None
+            edge = transition.approval if transition else None
+        else:
+            tool = cache.spec.tools.get(request.tool or "")
+            edge = tool.approval if tool else None
+        if edge is None:
+            raise UsageError(f"request {request.id}: its approval edge {request.edge} no longer exists in the spec")
+        return edge
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def get_request(self, request_id: int, *, actor: ActorRef | None = None) -> ApprovalRequest:
+        """One request of this company. Its requester and those who may decide it (humans included) may
+        read it; to anyone else it does not exist (:class:`NotFound`)."""
+        self.expire_requests()
+        with self._reading(actor, "approval.read", f"approval:{request_id}") as (conn, cache, who):
+            request = self._request_txn(conn, request_id)
+            if who is not None and who.handle != request.requested_by and not self._may_decide(cache, who, request):
+                raise NotFound(f"no approval request {request_id} in company '{self.company}'")
+            return request
+
+    def _may_decide(self, cache: CompanyCache, who: Actor, request: ApprovalRequest) -> bool:
+        """Whether ``who`` could decide ``request``: named by the edge, not the requester, and allowed by
+        its rights (``read`` then ``approve`` on the workflow, or ``approve`` on the tool)."""
+        try:
+            edge = self._edge(cache, request)
+        except UsageError:
+            return False
+        if who.handle == request.requested_by or not who.matches(edge.by):
+            return False
+        try:
+            self._authorize_decision(cache, who, request)
+        except Denied:
+            return False
+        return True
+
+    def _authorize_decision(self, cache: CompanyCache, who: Actor, request: ApprovalRequest) -> None:
+        if request.kind == "transition":
+            self._may_read(cache, who, request.workflow or "")
+            self._authorize(cache, who, "approve", Resource("workflow", request.workflow or ""),
+                            request.transition or "")
+        else:
+            self._authorize(cache, who, "approve", Resource("tool", request.tool or ""))
+
+    def _request_txn(self, conn: Connection, request_id: int) -> ApprovalRequest:
+        row = conn.execute(select(approval_requests).where(approval_requests.c.company_id == self.company,
+                                                           approval_requests.c.id == request_id)).first()
+        if row is None:
+            raise NotFound(f"no approval request {request_id} in company '{self.company}'")
+        return _request(row)
+
+    def inbox(self, *, actor: ActorRef) -> list[ApprovalRequest]:
+        """Pending requests ``actor`` may decide: its ``approval.by`` names them, and they did not ask."""
+        self.expire_requests()
+        with self._reading(actor, "approval.inbox", f"company:{self.company}") as (conn, cache, who):
+            rows = conn.execute(select(approval_requests).where(
+                approval_requests.c.company_id == self.company, approval_requests.c.status == "pending")
+                .order_by(approval_requests.c.id))
+            return [r for r in map(_request, rows) if self._may_decide(cache, who, r)]
+
+    def list_requests(self, *, actor: ActorRef | None = None, status: str | None = None,
+                      requested_by: str | None = None) -> list[ApprovalRequest]:
+        """Requests, newest last. An agent sees only its own requests; humans see all."""
+        self.expire_requests()
+        query = select(approval_requests).where(approval_requests.c.company_id == self.company)
+        with self._reading(actor, "approval.list", f"company:{self.company}") as (conn, _cache, who):
+            if who is not None and who.kind != "human":
+                requested_by = who.handle
+            if status is not None:
+                query = query.where(approval_requests.c.status == status)
+            if requested_by is not None:
+                query = query.where(approval_requests.c.requested_by == requested_by)
+            return [_request(r) for r in conn.execute(query.order_by(approval_requests.c.id))]
+
+    def approval_stats(self) -> list[dict[str, Any]]:
+        """Volume per approval edge: ``{"edge", "requested", "approved", "rejected", "expired", "stale",
+        "pending"}``, for the over-review report (many approvals, almost no rejections: is the edge needed?)."""
+        self.expire_requests()
+        with self.store.read() as conn:
+            rows = conn.execute(select(approval_requests.c.kind, approval_requests.c.workflow,
+                                       approval_requests.c.transition, approval_requests.c.tool,
+                                       approval_requests.c.status, func.count())
+                                .where(approval_requests.c.company_id == self.company)
+                                .group_by(approval_requests.c.kind, approval_requests.c.workflow,
+                                          approval_requests.c.transition, approval_requests.c.tool,
+                                          approval_requests.c.status))
+            stats: dict[str, dict[str, Any]] = {}
+            for kind, workflow, transition, tool, status, count in rows:
+                edge = f"{workflow}.{transition}" if kind == "transition" else f"tool:{tool}"
+                entry = stats.setdefault(edge, {"edge": edge, "requested": 0, "approved": 0, "rejected": 0,
+                                                "expired": 0, "stale": 0, "pending": 0, "used": 0})
+                entry["requested"] += count
+                entry[status] = entry.get(status, 0) + count
+            for entry in stats.values():
+                entry["approved"] += entry.pop("used")  # a used tool approval was approved first
+            return [stats[k] for k in sorted(stats)]
+
+    # -- deciding -----------------------------------------------------------------------------------
+
+    def _decide_txn(self, conn: Connection, cache: CompanyCache, request_id: int, actor: ActorRef) -> tuple[
+            ApprovalRequest, Actor]:
+        who = self._actor(cache, actor)
+        request = self._request_txn(conn, request_id)
+        if request.status != "pending":
+            raise UsageError(f"request {request_id} is {request.status}, not pending")
+        if request.expires_at <= self.store.now():
+            raise UsageError(f"request {request_id} expired at {request.expires_at}")
+        edge = self._edge(cache, request)
+        if not who.matches(edge.by):
+            raise ContractViolation(workflow=request.workflow or "-", transition=request.transition or
+                                    f"tool:{request.tool}", clause="approval.by",
+                                    detail=f"'{who.handle}' may not decide it; approvers: {', '.join(edge.by)}",
+                                    task_id=request.task_id)
+        if who.handle == request.requested_by:
+            raise Denied(who.handle, "approve", f"its own request {request_id}",
+                         "nobody approves their own request (separation of duties)", ("separation-of-duties",))
+        self._authorize_decision(cache, who, request)
+        return request, who
+
+    def approve_request(self, request_id: int, *, actor: ActorRef, note: str = "") -> ApprovalRequest:
+        """Approve and, for a transition, run it now: the whole contract is checked again, with this
+        approval, in one transaction with the decision. If the task changed since the request
+        (:class:`StaleVersion`) or its contract no longer holds, the request is marked ``stale`` and the
+        error raised. Raises :class:`ContractViolation` (``approval.by``), :class:`Denied` (own request,
+        rights), :class:`UsageError` (not pending, expired), :class:`NotFound`."""
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                request, who = self._decide_txn(conn, cache, request_id, actor)
+                now = self.store.now()
+                self._set_status_txn(conn, request_id, "approved", who.handle, note, now)
+                audit.append(conn, head, ts=now, principal=who.handle, action="approval.approve",
+                             subject=f"approval:{request_id}", data={"edge": request.edge, "note": note})
+                if request.kind == "transition":
+                    try:
+                        self._transition_txn(conn, head, cache, request.task_id, request.transition,
+                                             request.requested_by, request.task_version, request.payload,
+                                             approver=who, request_id=request_id)
+                    except (StaleVersion, ContractViolation, Denied) as exc:
+                        raise _Stale(exc) from exc
+                audit.save_head(conn, head)
+        except _Stale as stale:
+            self._mark_stale(request_id, actor, stale.error)
+            raise stale.error from None
+        except _REFUSALS as exc:
+            self._audit_rejection(actor, "approval.approve", f"approval:{request_id}", exc, {"note": note})
+            raise
+        return self.get_request(request_id)
+
+    def reject_request(self, request_id: int, *, actor: ActorRef, note: str) -> ApprovalRequest:
+        """Reject with a ``note`` the requester sees; the task is unchanged. Same checks as approve."""
+        try:
+            if not note.strip():
+                raise UsageError("a rejection needs a note saying why, for the requester")
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                request, who = self._decide_txn(conn, cache, request_id, actor)
+                now = self.store.now()
+                self._set_status_txn(conn, request_id, "rejected", who.handle, note, now)
+                audit.append(conn, head, ts=now, principal=who.handle, action="approval.reject",
+                             subject=f"approval:{request_id}", data={"edge": request.edge, "note": note,
+                                                                      "task_id": request.task_id})
+                audit.save_head(conn, head)
+        except _REFUSALS as exc:
+            self._audit_rejection(actor, "approval.reject", f"approval:{request_id}", exc, {"note": note})
+            raise
+        return self.get_request(request_id)
+
+    def expire_requests(self) -> int:
+        """Mark pending requests past their expiry as ``expired`` (each audited). Returns how many."""
+        now = self.store.now()
+        with self.store.read() as conn:
+            due = list(conn.scalars(select(approval_requests.c.id).where(
+                approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
+                approval_requests.c.expires_at <= now)))
+        if not due:
+            return 0
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            for request_id in due:
+                changed = conn.execute(update(approval_requests).where(
+                    approval_requests.c.company_id == self.company, approval_requests.c.id == request_id,
+                    approval_requests.c.status == "pending"), {"status": "expired", "decided_at": now}).rowcount
+                if changed:
+                    audit.append(conn, head, ts=now, principal="system", action="approval.expire",
+                                 subject=f"approval:{request_id}", data={})
+            audit.save_head(conn, head)
+        return len(due)
+
+    def _set_status_txn(self, conn: Connection, request_id: int, status: str, by: str, note: str, now: str) -> None:
+        conn.execute(update(approval_requests).where(approval_requests.c.company_id == self.company,
+                                                     approval_requests.c.id == request_id),
+                     {"status": status, "decided_by": by, "note": note, "decided_at": now})
+
+    def _mark_stale(self, request_id: int, actor: ActorRef, error: RosterError) -> None:
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            now = self.store.now()
+            self._set_status_txn(conn, request_id, "stale", self._handle(actor), error.message, now)
+            audit.append(conn, head, ts=now, principal=self._handle(actor), action="approval.stale",
+                         subject=f"approval:{request_id}", data={"error": error.to_dict()})
+            audit.save_head(conn, head)
+
+    # -- tool calls ---------------------------------------------------------------------------------
+
+    def _consume_tool_approval_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, tool: str,
+                                   edge: Approval, arguments: dict[str, Any], rationale: str) -> OpenedRequest | None:
+        """For a tool on an approval edge: use up an approved request for exactly these arguments (returns
+        ``None``: go ahead), or open one and return it (the caller commits, then raises
+        :class:`~roster.errors.ApprovalPending`)."""
+        rows = conn.execute(select(approval_requests.c.id, approval_requests.c.payload).where(
+            approval_requests.c.company_id == self.company, approval_requests.c.kind == "tool",
+            approval_requests.c.tool == tool, approval_requests.c.requested_by == who.handle,
+            approval_requests.c.status == "approved", approval_requests.c.expires_at > self.store.now())
+            .order_by(approval_requests.c.id))
+        for row in rows:
+            if json.loads(row.payload) == arguments:
+                conn.execute(update(approval_requests).where(approval_requests.c.id == row.id), {"status": "used"})
+                return None
+        evidence = {"requested_by": who.handle, "tool": tool, "arguments": arguments, "rationale": rationale}
+        request_id, created = self._open_request_txn(conn, head, who, edge, kind="tool", payload=arguments,
+                                                     evidence=evidence, rationale=rationale, tool=tool)
+        return OpenedRequest(request_id, tuple(edge.by), created)
+
+
+@dataclass(frozen=True)
+class OpenedRequest:
+    """A request a write transaction opened (or found open) instead of acting; after the commit the
+    caller raises it as :class:`~roster.errors.ApprovalPending`."""
+
+    request_id: int
+    approvers: tuple[str, ...]
+    created: bool
+
+    def error(self) -> ApprovalPending:
+        return ApprovalPending(self.request_id, list(self.approvers), self.created)
+
+
+class _Stale(Exception):  # noqa: N818 - carries the error that made a request stale out of the transaction
+    def __init__(self, error: RosterError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
