@@ -201,10 +201,7 @@ def rights_explain(
 @reports_errors
 def rights_policies(ctx: typer.Context) -> None:
     """Print the Cedar policies compiled from the spec and the kill switches in force."""
-    session = workspace(ctx).session()
-    with session.company.store.read() as conn:
-        rights = session.company._current(conn).rights
-    print(rights.policy_text, end="")
+    print(workspace(ctx).session().company.policy_text(), end="")
 
 
 # -- kill switch ------------------------------------------------------------------------------------

@@ -312,6 +312,13 @@ class PrincipalVerbs(CompanyBase):
         if opened is not None:
             raise opened.error()
 
+    def policy_text(self) -> str:
+        """The Cedar policies in force: compiled from the spec, with the kill switches."""
+        with self.store.read() as conn:
+            rights = self._current(conn).rights
+        assert rights is not None
+        return rights.policy_text
+
     def explain(self, principal: str, action: str, resource: str, transition: str = "") -> Decision:
         """The decision enforcement would take for ``principal`` doing ``action`` on ``resource``
         (``task:<id>``, ``workflow:<name>``, ``tool:<name>`` or ``company``), with the deciding policies.
