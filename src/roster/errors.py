@@ -16,6 +16,8 @@ Tiers:
 - :class:`Denied`: the principal's rights do not allow the action (audited).
 - :class:`Unauthenticated`: a token that is unknown, revoked or expired, or whose principal is not active.
 - :class:`ApprovalPending`: the action is on an approval edge; a request now waits for an approver.
+- :class:`StaleFencingToken`, :class:`LeaseHeld`: a write from a run that lost its lease, or against a
+  task another principal holds.
 """
 
 from __future__ import annotations
@@ -254,3 +256,38 @@ class ApprovalPending(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "request_id": self.request_id, "approvers": self.approvers}
+
+
+class StaleFencingToken(RosterError):
+    """A write carried a fencing token that is no longer the task's current one: its lease expired and
+    the task was claimed again (or released). The write is refused and audited; the task is unchanged."""
+
+    code = "stale-fencing-token"
+    exit_code = 14
+
+    def __init__(self, task_id: int, presented: int, current: int) -> None:
+        self.task_id = task_id
+        self.presented = presented
+        self.current = current
+        super().__init__(f"task {task_id}: fencing token {presented} is stale (current: {current}); this run "
+                         "lost its lease, so its writes are refused. Claim the task again to go on.")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "task_id": self.task_id, "presented": self.presented, "current": self.current}
+
+
+class LeaseHeld(RosterError):
+    """Another principal holds a live lease on the task; wait for it to finish or expire."""
+
+    code = "lease-held"
+    exit_code = 15
+
+    def __init__(self, task_id: int, holder: str, expires_at: str) -> None:
+        self.task_id = task_id
+        self.holder = holder
+        self.expires_at = expires_at
+        super().__init__(f"task {task_id} is leased by '{holder}' until {expires_at}; wait for the lease to be "
+                         "released or to expire")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "task_id": self.task_id, "holder": self.holder, "expires_at": self.expires_at}

@@ -127,6 +127,9 @@ def _print_task(task: Task, saved, history, options, actor) -> None:  # noqa: AN
                   f"owner {task.owner or '-'} · priority {task.priority}"
                   + (f" · parent {task.parent_id}" if task.parent_id else "")
                   + (f" · key {task.idempotency_key}" if task.idempotency_key else ""), highlight=False)
+    if task.lease_holder:
+        console.print(f"  leased by {task.lease_holder} (run {task.lease_run}, fencing token {task.fencing_token}) "
+                      f"until {task.lease_expires_at}", highlight=False)
     fields = Table("field", "value", box=None, title="fields", title_justify="left")
     for name, value in sorted(task.fields.items()):
         fields.add_row(name, value if isinstance(value, str) else json.dumps(value))

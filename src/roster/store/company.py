@@ -15,12 +15,13 @@ from roster.errors import Unauthenticated
 from roster.store import audit
 from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
+from roster.store.leases import LeaseVerbs
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
 from roster.store.store import Store
 from roster.store.tasks import TaskVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 
@@ -35,7 +36,8 @@ class Session:
         "create_task", "get_task", "list_tasks", "transition", "assign", "options", "history", "record_artifact",
         "list_artifacts", "record_check", "audit_log", "verify_audit", "list_principals",
         "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
-        "resume", "record_tool_call", "inbox", "approve_request", "reject_request", "get_request", "list_requests",
+        "resume", "record_tool_call", "claim", "renew", "release", "inbox", "approve_request", "reject_request",
+        "get_request", "list_requests",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

@@ -171,6 +171,8 @@ class PrincipalVerbs(CompanyBase):
                 conn.execute(update(api_tokens).where(api_tokens.c.company_id == self.company,
                                                       api_tokens.c.principal == handle,
                                                       api_tokens.c.revoked_at.is_(None)), {"revoked_at": now})
+            if status != "active":  # the kill switch: its leases go at once, so others may take the work
+                self._release_leases_txn(conn, head, reason=f"principal {status}", by=who, holders=[handle])
             head.rights_revision += 1
             verb = {"active": "resume", "paused": "pause", "retired": "retire"}[status]
             audit.append(conn, head, ts=now, principal=who, action=f"principal.{verb}",
@@ -269,6 +271,11 @@ class PrincipalVerbs(CompanyBase):
             if verb == "pause" and exists is None:
                 conn.execute(insert(paused_scopes), {"company_id": self.company, "scope": scope, "paused_by": who,
                                                      "paused_at": now})
+                agents = [h for h, p in cache.principals.items() if p.kind == "agent"]
+                workflows = None if scope == COMPANY_SCOPE else [
+                    name for name, wf in cache.spec.workflows.items() if wf.portfolio == scope]
+                self._release_leases_txn(conn, head, reason=f"scope {scope} paused", by=who, holders=agents,
+                                         workflows=workflows)
             elif verb == "resume" and exists is not None:
                 conn.execute(paused_scopes.delete().where(paused_scopes.c.company_id == self.company,
                                                           paused_scopes.c.scope == scope))

@@ -120,6 +120,12 @@ tasks = Table(
     Column("created_by", HANDLE, nullable=False),
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
+    # The lease: who holds the task until when, for which run, and the fencing token of that claim.
+    # The token goes up by one on every claim and never down, so a stale holder's writes are recognised.
+    Column("fencing_token", Integer, nullable=False, server_default="0"),
+    Column("lease_holder", HANDLE, nullable=True),
+    Column("lease_run", String(64), nullable=True),
+    Column("lease_expires_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     UniqueConstraint("company_id", "idempotency_key"),
     Index(None, "company_id", "workflow", "state"),

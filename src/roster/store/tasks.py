@@ -28,8 +28,10 @@ from roster.errors import (
     ContractViolation,
     Denied,
     InvalidFields,
+    LeaseHeld,
     NotFound,
     PayloadTooLarge,
+    StaleFencingToken,
     StaleVersion,
     UsageError,
 )
@@ -80,6 +82,11 @@ class Task:
     created_by: str
     created_at: str
     updated_at: str
+    fencing_token: int = 0
+    """The fencing token of the latest claim (0: never claimed)."""
+    lease_holder: str | None = None
+    lease_run: str | None = None
+    lease_expires_at: str | None = None
 
     def snapshot(self) -> TaskSnapshot:
         return TaskSnapshot(self.id, self.workflow, self.state, self.fields, self.version)
@@ -212,7 +219,8 @@ class TaskVerbs(CompanyBase):
             return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
-                   writes: Mapping[str, Any] | None = None, rationale: str = "") -> Task:
+                   writes: Mapping[str, Any] | None = None, rationale: str = "",
+                   fencing_token: int | None = None) -> Task:
         """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
 
         The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
@@ -220,7 +228,10 @@ class TaskVerbs(CompanyBase):
         not see the task learns nothing of its state), then ``transition`` once the contract holds.
         Raises :class:`StaleVersion`, :class:`ContractViolation` (naming the clause), :class:`Denied`,
         :class:`PayloadTooLarge` or :class:`NotFound`; in each case the task is unchanged and the
-        attempt is audited as ``task.transition.rejected``. On an approval edge, once everything else
+        attempt is audited as ``task.transition.rejected``. A run that holds the task's lease passes its
+        ``fencing_token``; a stale one raises :class:`StaleFencingToken`, and a write without a token to a
+        task another principal holds a live lease on raises :class:`LeaseHeld`. On an approval edge, once
+        everything else
         holds, it opens an approval request (``rationale`` is shown to the approver) and raises
         :class:`ApprovalPending` instead: the transition runs when the request is approved.
         """
@@ -230,7 +241,7 @@ class TaskVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 result = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
-                                              rationale=rationale)
+                                              rationale=rationale, fencing_token=fencing_token)
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
             self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
@@ -255,13 +266,16 @@ class TaskVerbs(CompanyBase):
 
     def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, task_id: int, name: str,
                         actor: ActorRef, expected_version: int, writes: dict[str, Any], *, rationale: str = "",
-                        approver: Actor | None = None, request_id: int | None = None) -> Task | OpenedRequest:
+                        approver: Actor | None = None, request_id: int | None = None,
+                        fencing_token: int | None = None) -> Task | OpenedRequest:
         """Judge and commit one transition inside ``conn``'s transaction. On an approval edge with no
         ``approver``, opens (or finds) the approval request and returns it instead; ``approve_request``
         calls back with the ``approver`` to run it."""
         who = self._actor(cache, actor)
         task = _task(self._row_txn(conn, task_id))
         self._may_read(cache, who, task.workflow)
+        if approver is None:  # an approved request runs whatever lease the task has now
+            self._check_lease(task, who, fencing_token)
         machine = self._machine(cache, task.workflow)
         transition = machine.transition(name)
         needs_evidence = bool(transition.requires.artifacts or transition.requires.checks or transition.produces
@@ -290,9 +304,19 @@ class TaskVerbs(CompanyBase):
             data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data=data)
-        return Task(self.company, task.id, task.workflow, transition.to, task.title, new_fields, task.owner,
-                    task.priority, task.parent_id, task.idempotency_key, expected_version + 1, task.created_by,
-                    task.created_at, now)
+        return dataclasses.replace(task, state=transition.to, fields=new_fields, version=expected_version + 1,
+                                   updated_at=now)
+
+    def _check_lease(self, task: Task, who: Actor, fencing_token: int | None) -> None:
+        """Fencing: a write with a token must carry the task's current one; a write without a token may not
+        touch a task another principal holds a live lease on."""
+        if fencing_token is not None:
+            if fencing_token != task.fencing_token or task.lease_holder is None:
+                raise StaleFencingToken(task.id, fencing_token, task.fencing_token)
+            return
+        live = task.lease_holder is not None and (task.lease_expires_at or "") > self.store.now()
+        if live and task.lease_holder != who.handle:
+            raise LeaseHeld(task.id, task.lease_holder, task.lease_expires_at or "")
 
     def _request_transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor,
                                 task: Task, name: str, writes: dict[str, Any], rationale: str) -> OpenedRequest:
@@ -353,7 +377,7 @@ class TaskVerbs(CompanyBase):
 
     @contextmanager
     def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
-                        right: str = "write") -> Iterator[_EvidenceWrite]:
+                        right: str = "write", fencing_token: int | None = None) -> Iterator[_EvidenceWrite]:
         """One write transaction that adds evidence to a task: yields the locked chain head, the actor and
         the task; the body inserts its row and appends its event. ``read`` and ``right`` on the task's
         workflow are checked first. A refusal is audited as ``<action>.rejected`` after the rollback,
@@ -365,6 +389,7 @@ class TaskVerbs(CompanyBase):
                 task = _task(self._row_txn(conn, task_id))
                 self._may_read(cache, who, task.workflow)
                 self._authorize(cache, who, right, Resource("workflow", task.workflow))
+                self._check_lease(task, who, fencing_token)
                 write = _EvidenceWrite(conn, head, cache, who, task, self.store.now())
                 yield write
                 audit.save_head(conn, head)
@@ -379,12 +404,13 @@ class TaskVerbs(CompanyBase):
         return write.task.version + 1
 
     def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: ActorRef, name: str = "",
-                        reason: str = "") -> ArtifactRecord:
+                        reason: str = "", fencing_token: int | None = None) -> ArtifactRecord:
         """Save ``content`` (bytes) as an artifact of ``kind`` on the task, by SHA-256 under the store's
         artifact root. Bumps the task's version (evidence changed). Raises :class:`PayloadTooLarge`,
         :class:`NotFound`, :class:`UsageError` (no artifact root, unknown actor)."""
         name = name or kind
-        with self._evidence_write(task_id, actor, "artifact.record", {"kind": kind, "name": name}) as write:
+        with self._evidence_write(task_id, actor, "artifact.record", {"kind": kind, "name": name},
+                                  fencing_token=fencing_token) as write:
             if len(content) > MAX_ARTIFACT_BYTES:
                 raise PayloadTooLarge(f"artifact '{name}'", len(content), MAX_ARTIFACT_BYTES)
             if self.store.artifact_root is None:
@@ -433,10 +459,12 @@ class TaskVerbs(CompanyBase):
             return [ArtifactRecord(r.id, r.task_id, r.kind, r.name, r.sha256, r.size, r.reason, r.created_by,
                                    r.created_at) for r in rows]
 
-    def record_check(self, task_id: int, name: str, *, passed: bool, actor: ActorRef, detail: str = "") -> None:
+    def record_check(self, task_id: int, name: str, *, passed: bool, actor: ActorRef, detail: str = "",
+                     fencing_token: int | None = None) -> None:
         """Record the result of a named check on the task. The latest result per name counts.
         Bumps the task's version. Raises :class:`NotFound`, :class:`UsageError`."""
-        with self._evidence_write(task_id, actor, "check.record", {"name": name, "passed": passed}) as write:
+        with self._evidence_write(task_id, actor, "check.record", {"name": name, "passed": passed},
+                                  fencing_token=fencing_token) as write:
             write.conn.execute(insert(check_results), {
                 "company_id": self.company, "task_id": task_id, "name": name, "passed": passed, "detail": detail,
                 "recorded_by": write.actor.handle, "created_at": write.now})
@@ -485,12 +513,12 @@ class TransitionBatch:
         self._company, self._conn, self._head, self._cache = company, conn, head, cache
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
-                   writes: Mapping[str, Any] | None = None) -> Task:
+                   writes: Mapping[str, Any] | None = None, fencing_token: int | None = None) -> Task:
         writes = dict(writes or {})
         try:
             _check_size("transition writes", writes, MAX_FIELDS_BYTES)
             result = self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
-                                                   expected_version, writes)
+                                                   expected_version, writes, fencing_token=fencing_token)
         except _REFUSALS as exc:
             audit.append(self._conn, self._head, ts=self._company.store.now(), principal=self._company._handle(actor),
                          action="task.transition.rejected", subject=f"task:{task_id}",
@@ -501,7 +529,8 @@ class TransitionBatch:
         return result
 
 
-_REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)
+_REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied, StaleFencingToken,
+             LeaseHeld)
 
 
 def _transition_request(name: str, expected_version: int, writes: Mapping[str, Any]) -> dict[str, Any]:
@@ -521,7 +550,7 @@ def _check_size(what: str, value: Any, limit: int) -> None:
 def _task(row: Any) -> Task:
     return Task(row.company_id, row.id, row.workflow, row.state, row.title, json.loads(row.fields), row.owner,
                 row.priority, row.parent_id, row.idempotency_key, row.version, row.created_by, row.created_at,
-                row.updated_at)
+                row.updated_at, row.fencing_token, row.lease_holder, row.lease_run, row.lease_expires_at)
 
 
 def _task_from(row: dict[str, Any], fields: dict[str, Any]) -> Task:
