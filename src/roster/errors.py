@@ -291,3 +291,38 @@ class LeaseHeld(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "task_id": self.task_id, "holder": self.holder, "expires_at": self.expires_at}
+
+
+class RunnerError(RosterError):
+    """A runner did not produce a usable result. ``category`` is its failure category (see
+    :mod:`roster.kernel.failures`)."""
+
+    code = "runner-error"
+    exit_code = 16
+    category = "transient"
+
+
+class RunnerTimeout(RunnerError):
+    """The runner did not finish within its timeout (seconds); its whole process group was killed."""
+
+    code = "runner-timeout"
+
+
+class RunnerCrashed(RunnerError):
+    """The runner's process died from a signal, or the callable raised."""
+
+    code = "runner-crashed"
+
+
+class RunnerExit(RunnerError):
+    """A command runner exited non-zero: the same input will fail the same way, so it is not retried."""
+
+    code = "runner-exit"
+    category = "deterministic"
+
+
+class MalformedOutput(RunnerError):
+    """The runner's output was not a valid result (not JSON, or not the result's shape)."""
+
+    code = "malformed-output"
+    category = "deterministic"

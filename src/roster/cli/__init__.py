@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from roster.cli import approval_cmd, audit_cmd, demo_cmd, principal_cmd, spec_cmd, task_cmd
+from roster.cli import approval_cmd, audit_cmd, demo_cmd, principal_cmd, runtime_cmd, spec_cmd, task_cmd
 from roster.cli.context import Settings
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 
@@ -43,6 +43,7 @@ spec_cmd.register(app)
 demo_cmd.register(app)
 principal_cmd.register(app)
 approval_cmd.register(app)
+runtime_cmd.register(app)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(audit_cmd.app, name="audit")
 

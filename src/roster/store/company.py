@@ -17,11 +17,12 @@ from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
 from roster.store.leases import LeaseVerbs
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
+from roster.store.runs import RunVerbs
 from roster.store.store import Store
 from roster.store.tasks import TaskVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from sqlalchemy import (
     Boolean,
     Column,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -186,6 +187,48 @@ approval_requests = Table(
     Column("decided_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "status"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("agent", HANDLE, nullable=False),
+    Column("trigger", Text, nullable=False),
+    Column("task_id", Integer, nullable=True),
+    Column("fencing_token", Integer, nullable=True),
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("ended_at", TS, nullable=True),
+    Column("outcome", String(16), nullable=False),  # running, succeeded, failed, abandoned
+    Column("transition", HANDLE, nullable=True),
+    Column("failure_category", String(16), nullable=True),
+    Column("failure_code", String(64), nullable=True),
+    Column("failure_message", Text, nullable=True),
+    Column("model", Text, nullable=True),
+    Column("input_tokens", Integer, nullable=False, server_default="0"),
+    Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("wall_seconds", Float, nullable=True),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "agent"),
+    Index(None, "company_id", "task_id"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    # One row per (task, agent) that has failed: how often, when it may try again, and whether it stopped.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("task_id", Integer, primary_key=True, autoincrement=False),
+    Column("agent", HANDLE, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("next_at", TS, nullable=False),
+    Column("last_category", String(16), nullable=False),
+    Column("last_message", Text, nullable=False),
+    Column("blocked_reason", Text, nullable=True),  # set: a persisted blocker; the agent stops trying
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )
 
 audit_events = Table(

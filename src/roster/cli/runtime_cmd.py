@@ -1,0 +1,144 @@
+"""``roster up``, ``roster run`` and ``roster status``: run the company's agents and see what they do."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import asdict
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
+from roster.errors import Denied, NotFound
+from roster.runtime.dispatcher import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Dispatcher, Outcome
+
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("run")(run)
+    app.command("status")(status)
+
+
+def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose: bool = True) -> Dispatcher:
+    """Running the company's agents is an administrator's act: it needs a human with ``admin``."""
+    session = ws.session()
+    company = session.company
+    decision = company.explain(session.principal.handle, "admin", "company")
+    if not decision.allowed:
+        raise Denied(session.principal.handle, "run the agents of", "this company", decision.explain(),
+                     decision.policies)
+    return Dispatcher(company, workdir=ws.spec_path.resolve().parent, lease_seconds=lease_seconds,
+                      max_attempts=max_attempts, log=(lambda m: err_console.print(m, highlight=False)) if verbose
+                      else None)
+
+
+def _print_outcome(outcome: Outcome) -> None:
+    what = f"-> {outcome.transition}" if outcome.transition else ""
+    why = f": {outcome.failure.category.value}: {outcome.failure.message}" if outcome.failure else ""
+    console.print(f"{outcome.agent} on task {outcome.task_id}: {outcome.outcome} {what}{why}".rstrip(),
+                  highlight=False)
+    if outcome.blocked:
+        console.print(f"  blocked: {outcome.blocked}", highlight=False)
+
+
+@reports_errors
+def up(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Run one cycle and stop.")] = False,
+    poll: Annotated[float, typer.Option("--poll", help="Seconds to wait when there was nothing to do.")] = 1.0,
+    lease_seconds: Annotated[float, typer.Option("--lease-seconds", help="Length of a run's lease.")]
+    = DEFAULT_LEASE_SECONDS,
+    max_attempts: Annotated[int, typer.Option("--max-attempts", help="Attempts before a persisted blocker.")]
+    = DEFAULT_MAX_ATTEMPTS,
+) -> None:
+    """Run the company's agents: each cycle, every agent with work does one run. SIGINT/SIGTERM stop it
+    cleanly: the run in flight finishes and releases its lease."""
+    dispatcher = _dispatcher(workspace(ctx), lease_seconds, max_attempts)
+
+    def stop(signum: int, _frame: object) -> None:
+        err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the run in flight")
+        dispatcher.stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    agents = dispatcher.agents()
+    console.print(f"roster up: company '{dispatcher.company.company}', {len(agents)} agent(s) with a runner: "
+                  f"{', '.join(agents) or 'none'}", highlight=False)
+    while not dispatcher.stopping.is_set():
+        outcomes = dispatcher.cycle()
+        for outcome in outcomes:
+            _print_outcome(outcome)
+        if once:
+            break
+        if not outcomes:
+            dispatcher.stopping.wait(poll)
+    console.print("roster up: stopped")
+
+
+@reports_errors
+def run(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="The agent to wake.")],
+    task: Annotated[int | None, typer.Option("--task", help="The task to work (default: its most urgent).")]
+    = None,
+    lease_seconds: Annotated[float, typer.Option("--lease-seconds")] = DEFAULT_LEASE_SECONDS,
+    as_json: JSON = False,
+) -> None:
+    """Trigger one run of an agent by hand."""
+    dispatcher = _dispatcher(workspace(ctx), lease_seconds, DEFAULT_MAX_ATTEMPTS, verbose=not as_json)
+    if task is None:
+        work = dispatcher.company.pending_work(agent)
+        if not work:
+            raise NotFound(f"agent '{agent}' has no work now")
+        chosen = work[0]
+    else:
+        chosen = dispatcher.company.get_task(task)
+    outcome = dispatcher.run_once(agent, chosen, trigger="manual (roster run)")
+    if as_json:
+        emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
+    else:
+        _print_outcome(outcome)
+
+
+@reports_errors
+def status(ctx: typer.Context, as_json: JSON = False) -> None:
+    """Agents, their queues and blockers, live leases, and the latest runs."""
+    session = workspace(ctx).session()
+    company = session.company
+    spec = company.spec()
+    agents = []
+    for p in company.list_principals(actor=session.principal):
+        if p.kind != "agent":
+            continue
+        runner = spec.agents[p.handle].runner if p.handle in spec.agents else None
+        pending = company.pending_work(p.handle) if p.status == "active" else []
+        agents.append({"agent": p.handle, "status": p.status, "runner": runner.kind if runner else None,
+                       "pending": [t.id for t in pending]})
+    leases = [asdict(lease) for lease in company.leases()]
+    runs = [asdict(r) for r in company.list_runs(limit=10)]
+    if company.explain(session.principal.handle, "read", "company").allowed is False:
+        runs = [r for r in runs if r["agent"] == session.principal.handle]
+    if as_json:
+        emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused()})
+        return
+    table = Table("agent", "status", "runner", "pending tasks", box=None, title="agents", title_justify="left")
+    for a in agents:
+        table.add_row(a["agent"], a["status"], a["runner"] or "-", ", ".join(map(str, a["pending"])) or "-")
+    console.print(table)
+    if company.paused():
+        console.print(f"paused scopes: {', '.join(company.paused())}")
+    lease_table = Table("task", "holder", "run", "token", "until", box=None, title="leases", title_justify="left")
+    for lease in leases:
+        lease_table.add_row(str(lease["task_id"]), lease["holder"], lease["run_id"], str(lease["fencing_token"]),
+                            lease["expires_at"])
+    console.print(lease_table if leases else "leases: none")
+    run_table = Table("run", "agent", "task", "outcome", "transition", "failure", "seconds", box=None,
+                      title="latest runs", title_justify="left")
+    for r in runs:
+        run_table.add_row(r["id"], r["agent"], str(r["task_id"] or "-"), r["outcome"], r["transition"] or "-",
+                          r["failure_category"] or "-", f"{r['wall_seconds']:.3f}" if r["wall_seconds"] else "-")
+    console.print(run_table if runs else "runs: none")
+

@@ -1,0 +1,226 @@
+"""The dispatcher: one action per agent per cycle, each on the record.
+
+A cycle asks the store, for every active agent with a runner, which tasks it could act on now
+(:meth:`~roster.store.runs.RunVerbs.pending_work`: one indexed query, no model). An agent with no work
+costs nothing. An agent with work gets one run: the dispatcher claims the most urgent task with a lease
+(renewed in the background while the runner works), records the run, builds the brief, runs the runner,
+and applies the result through the store with the run's fencing token: artifacts, checks, then the
+transition, each checked against rights and the contract. Then it records the outcome and releases the
+lease. Many pending tasks make one run per cycle that sees them all (the brief's ``queue``).
+
+Failures are classified (:mod:`roster.kernel.failures`): transient ones are retried with backoff up to
+``max_attempts``; others, and exhausted retries, leave a persisted blocker on the (task, agent) pair.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from roster.errors import ApprovalPending, LeaseHeld, RosterError, StaleFencingToken, UsageError
+from roster.kernel.failures import Failure, FailureCategory, classify
+from roster.runtime.runners import Brief, Runner, RunResult, make_runner
+from roster.store import CompanyStore, Task
+from roster.store.leases import Lease
+
+DEFAULT_LEASE_SECONDS = 60.0
+DEFAULT_MAX_ATTEMPTS = 3
+
+
+class JudgmentCall(RosterError):
+    """The runner said it cannot decide (or another category it reported itself)."""
+
+    code = "runner-reported"
+
+    def __init__(self, category: str, reason: str) -> None:
+        self.category = category
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one run did: ``outcome`` is succeeded, failed, waiting (an approval request) or skipped."""
+
+    agent: str
+    task_id: int | None
+    run_id: str | None
+    outcome: str
+    transition: str | None = None
+    failure: Failure | None = None
+    blocked: str | None = None
+
+
+class Dispatcher:
+    """Runs a company's agents. ``runners`` overrides the spec's runner per agent (tests, embedding)."""
+
+    def __init__(self, company: CompanyStore, *, workdir: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
+                 max_attempts: int = DEFAULT_MAX_ATTEMPTS, runners: dict[str, Runner] | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.company = company
+        self.workdir = workdir
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self._runners: dict[str, Runner | None] = dict(runners or {})
+        self.log = log or (lambda _message: None)
+        self.stopping = threading.Event()
+
+    # -- who runs -----------------------------------------------------------------------------------
+
+    def runner(self, agent: str) -> Runner | None:
+        if agent not in self._runners:
+            spec_agent = self.company.spec().agents.get(agent)
+            config = spec_agent.runner.model_dump() if spec_agent and spec_agent.runner else None
+            try:
+                self._runners[agent] = make_runner(config, workdir=self.workdir)
+            except UsageError as exc:
+                self.log(f"agent {agent}: no runner: {exc.message}")
+                self._runners[agent] = None
+        return self._runners[agent]
+
+    def agents(self) -> list[str]:
+        """Active agents that have a runner, by handle."""
+        return [p.handle for p in self.company.list_principals()
+                if p.kind == "agent" and p.status == "active" and self.runner(p.handle) is not None]
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def cycle(self) -> list[Outcome]:
+        """One pass over every agent: at most one run each. Returns what each run did."""
+        outcomes = []
+        for agent in self.agents():
+            if self.stopping.is_set():
+                break
+            work = self.company.pending_work(agent)
+            if work:
+                outcomes.append(self.run_once(agent, work[0], trigger="task arrival",
+                                              queue=[t.id for t in work[1:]]))
+        return outcomes
+
+    def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:
+        """Cycle until :attr:`stopping` is set (SIGINT/SIGTERM in ``roster up``); a run in flight finishes
+        and releases its lease first. Sleeps ``poll_seconds`` after a cycle with nothing to do."""
+        cycles = 0
+        while not self.stopping.is_set() and (max_cycles is None or cycles < max_cycles):
+            outcomes = self.cycle()
+            cycles += 1
+            if not outcomes:
+                self.stopping.wait(poll_seconds)
+
+    # -- one run ------------------------------------------------------------------------------------
+
+    def run_once(self, agent: str, task: Task, *, trigger: str, queue: list[int] | None = None) -> Outcome:
+        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything."""
+        runner = self.runner(agent)
+        if runner is None:
+            raise UsageError(f"agent '{agent}' has no runner configured")
+        attempt = 1 + sum(a.failures for a in self.company.attempts_of(task.id) if a.agent == agent)
+        run_key = f"{agent}-{time.monotonic_ns()}"
+        try:
+            lease = self.company.claim(task.id, actor=agent, run_id=run_key, ttl=self.lease_seconds)
+        except LeaseHeld:
+            return Outcome(agent, task.id, None, "skipped")
+        run_id = self.company.start_run(agent, trigger=trigger, task_id=task.id, fencing_token=lease.fencing_token,
+                                        attempt=attempt)
+        started = time.monotonic()
+        failure: Failure | None = None
+        transition: str | None = None
+        outcome = "succeeded"
+        with _Renewer(self.company, agent, lease, self.lease_seconds):
+            try:
+                result = runner.run(self.brief(agent, task, lease, run_id, attempt, queue or []))
+                transition, outcome = self._apply(agent, task, lease, result)
+            except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+                failure = classify(exc)
+                if isinstance(exc, JudgmentCall):
+                    failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
+                outcome = "failed"
+        blocked = None
+        if failure is not None:
+            blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts).blocked_reason
+            self.log(f"{agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
+        elif outcome == "succeeded":
+            self.company.clear_attempts(task.id, agent)
+        try:
+            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token)
+        except StaleFencingToken:
+            pass  # the lease was taken over (or released by the kill switch): nothing of ours to give back
+        self.company.finish_run(run_id, outcome=outcome, transition=transition, failure=failure,
+                                wall_seconds=round(time.monotonic() - started, 6))
+        return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
+
+    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult) -> tuple[str | None, str]:
+        for artifact in result.artifacts:
+            self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
+                                         name=artifact.name, reason=artifact.reason, fencing_token=lease.fencing_token)
+        for check in result.checks:
+            self.company.record_check(task.id, check.name, passed=check.passed, detail=check.detail, actor=agent,
+                                      fencing_token=lease.fencing_token)
+        if result.failure is not None:
+            raise JudgmentCall(result.failure.category, result.failure.reason)
+        if result.transition is None:
+            return None, "succeeded"
+        current = self.company.get_task(task.id)
+        try:
+            self.company.transition(task.id, result.transition, actor=agent, expected_version=current.version,
+                                    writes=result.writes, rationale=result.rationale,
+                                    fencing_token=lease.fencing_token)
+        except ApprovalPending:
+            return result.transition, "waiting"
+        return result.transition, "succeeded"
+
+    def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int]) -> Brief:
+        """The brief of one run: who the agent is, the task's typed state, what it may do next (with what
+        blocks each transition now), its tools, the previous failure, and the rest of its queue."""
+        spec = self.company.spec()
+        me = spec.agents.get(agent)
+        workflow = spec.workflows[task.workflow]
+        options = []
+        for option in self.company.options(task.id, actor=agent):
+            t = workflow.transitions[option.name]
+            if task.state not in t.from_:
+                continue
+            options.append({"name": option.name, "to": option.to, "writes": list(t.writes),
+                            "requires": t.requires.model_dump(), "produces": list(t.produces),
+                            "approval": t.approval is not None,
+                            "blocked": [{"clause": v.clause, "detail": v.detail} for v in option.blocked]})
+        previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        return Brief({
+            "run_id": run_id, "company": self.company.company,
+            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
+            "task": {"id": task.id, "workflow": task.workflow, "state": task.state, "title": task.title,
+                     "fields": task.fields, "version": task.version, "priority": task.priority,
+                     "owner": task.owner},
+            "fields_schema": workflow.fields, "transitions": options, "tools": list(me.tools) if me else [],
+            "fencing_token": lease.fencing_token, "attempt": attempt,
+            "previous_failure": ({"category": previous[0].last_category, "message": previous[0].last_message}
+                                 if previous else None),
+            "queue": queue,
+        })
+
+
+class _Renewer:
+    """Renews a lease every third of its length while the runner works, in a background thread."""
+
+    def __init__(self, company: CompanyStore, agent: str, lease: Lease, seconds: float) -> None:
+        self.company, self.agent, self.lease, self.seconds = company, agent, lease, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"renew-{lease.task_id}")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                self.company.renew(self.lease.task_id, actor=self.agent, fencing_token=self.lease.fencing_token,
+                                   ttl=self.seconds)
+            except RosterError:
+                return  # lost the lease: the run's writes will be refused by the fencing token
+
+    def __enter__(self) -> _Renewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -1,0 +1,192 @@
+"""Runners: how an agent thinks for one run. A runner takes a :class:`Brief` and returns a
+:class:`RunResult`; everything else (leases, rights, contracts, audit, retries) is the dispatcher's.
+
+Kinds (``runner:`` in the spec):
+
+- ``program`` with ``callable: "module:function"``: a Python function, called in-process with the brief
+  as a dict; it returns a result dict. Trusted code: it runs in Roster's process, so no timeout can stop
+  it (use ``command`` for untrusted or long work).
+- ``program`` with ``command: "python worker.py"``: any command, run in the workspace folder in a process
+  group of its own. The brief is JSON on stdin; the result is JSON on stdout. ``timeout`` (seconds,
+  default 60) kills the whole group.
+
+The result shape (every key optional)::
+
+    {"transition": "plan", "writes": {"spec": "..."}, "rationale": "...",
+     "artifacts": [{"kind": "patch", "name": "fix.diff", "content": "..."}],
+     "checks": [{"name": "lint_clean", "passed": true, "detail": "..."}],
+     "messages": ["..."], "failure": {"category": "judgment", "reason": "cannot tell which fix is right"}}
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+
+DEFAULT_TIMEOUT = 60.0
+MAX_OUTPUT_BYTES = 1_048_576
+"""Largest stdout a command runner may print, in bytes (1 MiB)."""
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str
+    name: str = ""
+    content: str
+    reason: str = ""
+
+
+class CheckOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+class FailureOut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category: Literal["judgment", "deterministic", "transient", "governance"] = "judgment"
+    reason: str
+
+
+class RunResult(BaseModel):
+    """What a run produced. A runner's output is validated into this; anything else is malformed."""
+
+    model_config = ConfigDict(extra="forbid")
+    transition: str | None = None
+    writes: dict[str, Any] = {}
+    rationale: str = ""
+    artifacts: list[ArtifactOut] = []
+    checks: list[CheckOut] = []
+    messages: list[str] = []
+    failure: FailureOut | None = None
+
+    @classmethod
+    def parse(cls, value: Any) -> RunResult:
+        """Validate a runner's output. Raises :class:`MalformedOutput` naming what was wrong."""
+        if isinstance(value, RunResult):
+            return value
+        try:
+            return cls.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'result'}: {e['msg']}" for e in exc.errors())
+            raise MalformedOutput(f"the runner's result is malformed: {problems}") from None
+
+
+@dataclass(frozen=True)
+class Brief:
+    """What one run is shown, as a JSON-ready dict in :attr:`data` (see ``Dispatcher.brief``)."""
+
+    data: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, sort_keys=True)
+
+
+class Runner(Protocol):
+    """One small interface for every runner kind."""
+
+    kind: str
+
+    def run(self, brief: Brief) -> RunResult: ...
+
+
+class CallableRunner:
+    """``program`` with ``callable``: a Python function ``f(brief: dict) -> dict``."""
+
+    kind = "program"
+
+    def __init__(self, target: str) -> None:
+        module_name, _, attribute = target.partition(":")
+        if not module_name or not attribute:
+            raise UsageError(f"runner callable '{target}': expected 'module:function'")
+        try:
+            self.function: Callable[[dict[str, Any]], Any] = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise UsageError(f"runner callable '{target}' cannot be loaded: {exc}") from None
+        self.target = target
+
+    def run(self, brief: Brief) -> RunResult:
+        try:
+            output = self.function(json.loads(brief.to_json()))
+        except Exception as exc:  # noqa: BLE001 - any failure of the worker is the run's failure
+            raise RunnerCrashed(f"{self.target} raised {type(exc).__name__}: {exc}") from exc
+        return RunResult.parse(output)
+
+
+class CommandRunner:
+    """``program`` with ``command``: brief as JSON on stdin, result as JSON on stdout, with a timeout."""
+
+    kind = "program"
+
+    def __init__(self, command: str, *, workdir: Path, timeout: float = DEFAULT_TIMEOUT,
+                 env: dict[str, str] | None = None) -> None:
+        self.argv = shlex.split(command)
+        if not self.argv:
+            raise UsageError("runner command is empty")
+        self.command = command
+        self.workdir = workdir
+        self.timeout = timeout
+        self.env = env
+
+    def run(self, brief: Brief) -> RunResult:
+        env = {**os.environ, **(self.env or {})}
+        try:
+            proc = subprocess.Popen(self.argv, cwd=self.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, env=env)
+        except OSError as exc:
+            raise RunnerExit(f"cannot start '{self.command}': {exc}") from None
+        try:
+            stdout, stderr = proc.communicate(brief.to_json().encode(), timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise RunnerTimeout(f"'{self.command}' ran past its timeout of {self.timeout:g} s; its process group "
+                                "was killed") from None
+        if proc.returncode < 0:
+            raise RunnerCrashed(f"'{self.command}' was killed by signal {-proc.returncode}")
+        if proc.returncode != 0:
+            tail = stderr.decode(errors="replace").strip()[-500:]
+            raise RunnerExit(f"'{self.command}' exited {proc.returncode}: {tail or '(no stderr)'}")
+        if len(stdout) > MAX_OUTPUT_BYTES:
+            raise MalformedOutput(f"'{self.command}' printed {len(stdout)} bytes; the limit is {MAX_OUTPUT_BYTES}")
+        try:
+            output = json.loads(stdout.decode())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedOutput(f"'{self.command}' did not print one JSON result on stdout: {exc}") from None
+        return RunResult.parse(output)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def make_runner(config: dict[str, Any] | None, *, workdir: Path) -> Runner | None:
+    """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
+    Raises :class:`UsageError` for a configuration that cannot work, or a kind not built yet."""
+    if not config:
+        return None
+    kind = config.get("kind")
+    if kind == "program":
+        if config.get("callable"):
+            return CallableRunner(str(config["callable"]))
+        if config.get("command"):
+            return CommandRunner(str(config["command"]), workdir=workdir,
+                                 timeout=float(config.get("timeout", DEFAULT_TIMEOUT)))
+        raise UsageError("a program runner needs 'callable: module:function' or 'command: ...'")
+    raise UsageError(f"runner kind '{kind}' is not available yet (only 'program' is)")

@@ -1,0 +1,197 @@
+"""Runs and retry bookkeeping: what the runtime records about each wake-up of an agent, and which
+tasks an agent has work on now.
+
+A run is one wake-up of one agent: its trigger, the task it claimed (with the fencing token), outcome,
+failure category, tokens and cost. A failed (task, agent) pair gets an ``attempts`` row: the failure
+count, when the agent may try again (backoff), and, once retries are exhausted or the failure is not
+retryable, a persisted blocker that says why, so the dispatcher stops picking the task for that agent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import and_, delete, insert, or_, select, update
+
+from roster.kernel.failures import Failure, backoff_seconds
+from roster.kernel.rights import Resource
+from roster.store import audit
+from roster.store.company_base import CompanyBase
+from roster.store.schema import attempts, runs, tasks
+from roster.store.store import format_ts
+from roster.store.tasks import Task, _task
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: str
+    agent: str
+    trigger: str
+    task_id: int | None
+    fencing_token: int | None
+    attempt: int
+    started_at: str
+    ended_at: str | None
+    outcome: str
+    transition: str | None
+    failure_category: str | None
+    failure_code: str | None
+    failure_message: str | None
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    wall_seconds: float | None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    task_id: int
+    agent: str
+    failures: int
+    next_at: str
+    last_category: str
+    last_message: str
+    blocked_reason: str | None
+
+
+class RunVerbs(CompanyBase):
+    """Runs, attempts and work discovery (mixed into ``CompanyStore``); the runtime's bookkeeping."""
+
+    def pending_work(self, agent: str, *, limit: int = 20) -> list[Task]:
+        """Tasks ``agent`` could act on now, most urgent first: in a state one of its granted transitions
+        starts from, not in a terminal state, with no live lease of someone else's run, and not waiting
+        out a backoff or blocked for this agent. Costs one indexed query, and no model call."""
+        now = self.store.now()
+        with self.store.read() as conn:
+            cache = self._current(conn)
+            principal = cache.principals.get(agent)
+            if principal is None or principal.status != "active" or cache.rights is None or cache.spec is None:
+                return []
+            states: dict[str, set[str]] = {}
+            for wf_name, wf in cache.spec.workflows.items():
+                if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
+                    continue
+                for t_name, t in wf.transitions.items():
+                    if cache.rights.decide(agent, "transition", Resource("workflow", wf_name), t_name).allowed \
+                            and cache.actors[agent].matches(t.by):
+                        states.setdefault(wf_name, set()).update(t.from_)
+            if not states:
+                return []
+            waiting = select(attempts.c.task_id).where(
+                attempts.c.company_id == self.company, attempts.c.agent == agent,
+                or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > now))
+            query = (select(tasks).where(
+                tasks.c.company_id == self.company,
+                or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in states.items())),
+                or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now),
+                tasks.c.id.not_in(waiting))
+                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(limit))
+            return [_task(r) for r in conn.execute(query)]
+
+    def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
+                  attempt: int = 1) -> str:
+        """Record that ``agent`` woke up (``run.start``). Returns the run id."""
+        run_id = secrets.token_hex(8)
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            now = self.store.now()
+            conn.execute(insert(runs), {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
+                                        "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
+                                        "started_at": now, "outcome": "running"})
+            audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
+                         data={"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token,
+                               "attempt": attempt})
+            audit.save_head(conn, head)
+        return run_id
+
+    def finish_run(self, run_id: str, *, outcome: str, transition: str | None = None,
+                   failure: Failure | None = None, model: str | None = None, input_tokens: int = 0,
+                   output_tokens: int = 0, cost_usd: float = 0.0, wall_seconds: float | None = None) -> None:
+        """Record how a run ended (``run.finish``): outcome, failure, model usage (tokens, USD), wall time (s)."""
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            now = self.store.now()
+            agent = conn.scalar(select(runs.c.agent).where(runs.c.company_id == self.company, runs.c.id == run_id))
+            values = {"ended_at": now, "outcome": outcome, "transition": transition, "model": model,
+                      "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
+                      "wall_seconds": wall_seconds,
+                      "failure_category": failure.category.value if failure else None,
+                      "failure_code": failure.code if failure else None,
+                      "failure_message": failure.message if failure else None}
+            conn.execute(update(runs).where(runs.c.company_id == self.company, runs.c.id == run_id), values)
+            audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
+                         data={k: v for k, v in values.items() if k != "ended_at"})
+            audit.save_head(conn, head)
+
+    def abandon_running(self, *, reason: str) -> int:
+        """Mark runs still ``running`` as ``abandoned`` (after a crash: their leases simply expire)."""
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            ids = list(conn.scalars(select(runs.c.id).where(runs.c.company_id == self.company,
+                                                            runs.c.outcome == "running")))
+            now = self.store.now()
+            for run_id in ids:
+                conn.execute(update(runs).where(runs.c.company_id == self.company, runs.c.id == run_id),
+                             {"outcome": "abandoned", "ended_at": now, "failure_message": reason})
+                audit.append(conn, head, ts=now, principal="system", action="run.abandon", subject=f"run:{run_id}",
+                             data={"reason": reason})
+            audit.save_head(conn, head)
+        return len(ids)
+
+    def record_failure(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int) -> Attempt:
+        """Count a failed attempt of ``agent`` on the task and schedule the next one with backoff; once
+        ``failure`` is not retryable or ``max_attempts`` is reached, persist a blocker (``run.blocked``)."""
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            row = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
+                                                      attempts.c.task_id == task_id,
+                                                      attempts.c.agent == agent)).first()
+            failures = (row.failures if row else 0) + 1
+            now = self.store.clock()
+            next_at = format_ts(now + timedelta(seconds=backoff_seconds(failures)))
+            blocked = None
+            if not failure.retryable:
+                blocked = f"{failure.category.value} failure ({failure.code}), not retried unchanged: {failure.message}"
+            elif failures >= max_attempts:
+                blocked = f"stopped after {failures} attempts; last: {failure.message}"
+            values = {"failures": failures, "next_at": next_at, "last_category": failure.category.value,
+                      "last_message": failure.message, "blocked_reason": blocked}
+            if row is None:
+                conn.execute(insert(attempts), {"company_id": self.company, "task_id": task_id, "agent": agent,
+                                                **values})
+            else:
+                conn.execute(update(attempts).where(attempts.c.company_id == self.company,
+                                                    attempts.c.task_id == task_id, attempts.c.agent == agent), values)
+            if blocked:
+                audit.append(conn, head, ts=format_ts(now), principal=agent, action="run.blocked",
+                             subject=f"task:{task_id}", data={"reason": blocked, "failures": failures})
+                audit.save_head(conn, head)
+        return Attempt(task_id, agent, failures, next_at, failure.category.value, failure.message, blocked)
+
+    def clear_attempts(self, task_id: int, agent: str) -> None:
+        with self.store.write() as conn:
+            conn.execute(delete(attempts).where(attempts.c.company_id == self.company, attempts.c.task_id == task_id,
+                                                attempts.c.agent == agent))
+
+    def attempts_of(self, task_id: int) -> list[Attempt]:
+        with self.store.read() as conn:
+            rows = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
+                                                       attempts.c.task_id == task_id).order_by(attempts.c.agent))
+            return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
+                            r.blocked_reason) for r in rows]
+
+    def list_runs(self, *, agent: str | None = None, task_id: int | None = None, limit: int = 100) -> list[RunRecord]:
+        query = select(runs).where(runs.c.company_id == self.company)
+        if agent is not None:
+            query = query.where(runs.c.agent == agent)
+        if task_id is not None:
+            query = query.where(runs.c.task_id == task_id)
+        with self.store.read() as conn:
+            rows = conn.execute(query.order_by(runs.c.started_at.desc()).limit(limit))
+            return [RunRecord(r.id, r.agent, r.trigger, r.task_id, r.fencing_token, r.attempt, r.started_at,
+                              r.ended_at, r.outcome, r.transition, r.failure_category, r.failure_code,
+                              r.failure_message, r.model, r.input_tokens, r.output_tokens, r.cost_usd,
+                              r.wall_seconds) for r in rows]
