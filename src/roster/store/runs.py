@@ -19,7 +19,7 @@ from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import CompanyBase
-from roster.store.schema import attempts, runs, tasks
+from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
 from roster.store.tasks import Task, _task
 
@@ -83,11 +83,14 @@ class RunVerbs(CompanyBase):
             waiting = select(attempts.c.task_id).where(
                 attempts.c.company_id == self.company, attempts.c.agent == agent,
                 or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > now))
+            asked = select(approval_requests.c.task_id).where(  # waiting for a human: nothing to do meanwhile
+                approval_requests.c.company_id == self.company, approval_requests.c.requested_by == agent,
+                approval_requests.c.status == "pending", approval_requests.c.task_id.is_not(None))
             query = (select(tasks).where(
                 tasks.c.company_id == self.company,
                 or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in states.items())),
                 or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now),
-                tasks.c.id.not_in(waiting))
+                tasks.c.id.not_in(waiting), tasks.c.id.not_in(asked))
                 .order_by(tasks.c.priority.desc(), tasks.c.id).limit(limit))
             return [_task(r) for r in conn.execute(query)]
 
