@@ -90,13 +90,10 @@ class Dispatcher:
     def cycle(self) -> list[Outcome]:
         """One pass over every agent: at most one run each. Returns what each run did."""
         outcomes = []
-        for agent in self.agents():
+        for agent, work in self.company.pending_work_many(self.agents()).items():
             if self.stopping.is_set():
                 break
-            work = self.company.pending_work(agent)
-            if work:
-                outcomes.append(self.run_once(agent, work[0], trigger="task arrival",
-                                              queue=[t.id for t in work[1:]]))
+            outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
         return outcomes
 
     def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import and_, delete, insert, or_, select, update
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
 from roster.store import audit
-from roster.store.company_base import CompanyBase
+from roster.store.company_base import CompanyBase, CompanyCache
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
 from roster.store.tasks import Task, _task
@@ -61,38 +61,66 @@ class RunVerbs(CompanyBase):
     """Runs, attempts and work discovery (mixed into ``CompanyStore``); the runtime's bookkeeping."""
 
     def pending_work(self, agent: str, *, limit: int = 20) -> list[Task]:
-        """Tasks ``agent`` could act on now, most urgent first: in a state one of its granted transitions
-        starts from, not in a terminal state, with no live lease of someone else's run, and not waiting
-        out a backoff or blocked for this agent. Costs one indexed query, and no model call."""
+        """Tasks ``agent`` could act on now, most urgent first (see :meth:`pending_work_many`)."""
+        return self.pending_work_many([agent], limit=limit).get(agent, [])
+
+    def pending_work_many(self, agents: list[str], *, limit: int = 20,
+                          scan: int = 1000) -> dict[str, list[Task]]:
+        """For each agent, the tasks it could act on now, most urgent first (priority, then id): in a
+        state one of its granted transitions starts from, with no live lease of someone else's run, not
+        waiting out a backoff or blocked for this agent, and not waiting on an approval request it
+        opened. One indexed query over the candidate tasks for all agents together (at most ``scan``
+        rows), plus two small ones when there are candidates; no model call. Agents with no work are
+        absent from the result."""
         now = self.store.now()
         with self.store.read() as conn:
             cache = self._current(conn)
-            principal = cache.principals.get(agent)
-            if principal is None or principal.status != "active" or cache.rights is None or cache.spec is None:
-                return []
-            states: dict[str, set[str]] = {}
-            for wf_name, wf in cache.spec.workflows.items():
-                if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
-                    continue
-                for t_name, t in wf.transitions.items():
-                    if cache.rights.decide(agent, "transition", Resource("workflow", wf_name), t_name).allowed \
-                            and cache.actors[agent].matches(t.by):
-                        states.setdefault(wf_name, set()).update(t.from_)
-            if not states:
-                return []
-            waiting = select(attempts.c.task_id).where(
-                attempts.c.company_id == self.company, attempts.c.agent == agent,
-                or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > now))
-            asked = select(approval_requests.c.task_id).where(  # waiting for a human: nothing to do meanwhile
-                approval_requests.c.company_id == self.company, approval_requests.c.requested_by == agent,
-                approval_requests.c.status == "pending", approval_requests.c.task_id.is_not(None))
-            query = (select(tasks).where(
-                tasks.c.company_id == self.company,
-                or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in states.items())),
-                or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now),
-                tasks.c.id.not_in(waiting), tasks.c.id.not_in(asked))
-                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(limit))
-            return [_task(r) for r in conn.execute(query)]
+            if cache.rights is None or cache.spec is None:
+                return {}
+            states = {agent: self._actionable_states(cache, agent) for agent in agents}
+            union: dict[str, set[str]] = {}
+            for per_agent in states.values():
+                for wf, wf_states in per_agent.items():
+                    union.setdefault(wf, set()).update(wf_states)
+            if not union:
+                return {}
+            rows = [_task(r) for r in conn.execute(
+                select(tasks).where(
+                    tasks.c.company_id == self.company,
+                    or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in union.items())),
+                    or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now))
+                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan))]
+            if not rows:
+                return {}
+            ids = [t.id for t in rows]
+            held_back = {(r.task_id, r.agent) for r in conn.execute(select(attempts.c.task_id, attempts.c.agent).where(
+                attempts.c.company_id == self.company, attempts.c.task_id.in_(ids),
+                or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > now)))}
+            held_back |= {(r.task_id, r.requested_by) for r in conn.execute(  # waiting for a human meanwhile
+                select(approval_requests.c.task_id, approval_requests.c.requested_by).where(
+                    approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
+                    approval_requests.c.task_id.in_(ids)))}
+        work: dict[str, list[Task]] = {}
+        for agent, per_agent in states.items():
+            mine = [t for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
+            if mine:
+                work[agent] = mine[:limit]
+        return work
+
+    def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, set[str]]:
+        """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``)."""
+        principal = cache.principals.get(agent)
+        if principal is None or principal.status != "active":
+            return {}
+        states: dict[str, set[str]] = {}
+        for wf_name, wf in cache.spec.workflows.items():
+            if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
+                continue
+            for t_name, t in wf.transitions.items():
+                if cache.actors[agent].matches(t.by) and cache.rights.decide(
+                        agent, "transition", Resource("workflow", wf_name), t_name).allowed:
+                    states.setdefault(wf_name, set()).update(t.from_)
+        return states
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
                   attempt: int = 1) -> str:
