@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roster.errors import ApprovalPending, LeaseHeld, RosterError, StaleFencingToken, UsageError
+from roster.errors import ApprovalPending, Denied, LeaseHeld, RosterError, StaleFencingToken, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.runtime.runners import Brief, Runner, RunResult, make_runner
 from roster.store import CompanyStore, Task
@@ -42,7 +42,8 @@ class JudgmentCall(RosterError):
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one run did: ``outcome`` is succeeded, failed, waiting (an approval request) or skipped."""
+    """What one run did: ``outcome`` is succeeded, failed, waiting (an approval request), stopped (by the
+    kill switch while it ran) or skipped (the task was leased meanwhile)."""
 
     agent: str
     task_id: int | None
@@ -123,6 +124,7 @@ class Dispatcher:
                                         attempt=attempt)
         started = time.monotonic()
         failure: Failure | None = None
+        stopped = False
         transition: str | None = None
         outcome = "succeeded"
         with _Renewer(self.company, agent, lease, self.lease_seconds):
@@ -133,17 +135,19 @@ class Dispatcher:
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
                     failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
-                outcome = "failed"
+                stopped = isinstance(exc, Denied) and any(
+                    p == "inactive-principal" or p.startswith("kill-switch:") for p in exc.policies)
+                outcome = "stopped" if stopped else "failed"
         blocked = None
-        if failure is not None:
+        if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
             blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts).blocked_reason
             self.log(f"{agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
         elif outcome == "succeeded":
             self.company.clear_attempts(task.id, agent)
         try:
             self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token)
-        except StaleFencingToken:
-            pass  # the lease was taken over (or released by the kill switch): nothing of ours to give back
+        except (StaleFencingToken, Denied):
+            pass  # taken over, or released by the kill switch (which also stops us acting): nothing to give back
         self.company.finish_run(run_id, outcome=outcome, transition=transition, failure=failure,
                                 wall_seconds=round(time.monotonic() - started, 6))
         return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
