@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from dataclasses import asdict
 from typing import Annotated
@@ -10,7 +11,7 @@ import typer
 from rich.table import Table
 
 from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
-from roster.errors import Denied, NotFound
+from roster.errors import Denied, NotFound, UsageError
 from roster.runtime.dispatcher import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Dispatcher, Outcome
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -20,6 +21,26 @@ def register(app: typer.Typer) -> None:
     app.command("up")(up)
     app.command("run")(run)
     app.command("status")(status)
+    app.command("emit")(emit)
+
+
+@reports_errors
+def emit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The event's name, as agents' event triggers name it.")],
+    data: Annotated[str, typer.Option("--data", help="A JSON payload for the woken agents.")] = "{}",
+    as_json: JSON = False,
+) -> None:
+    """Emit a named event: agents with an event trigger on it wake once, and see its payload."""
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        raise UsageError(f"--data must be JSON: {exc}") from None
+    event = workspace(ctx).session().emit_event(name, data=payload)
+    if as_json:
+        emit_json(asdict(event))
+    else:
+        console.print(f"event {event.id} '{event.name}' emitted by {event.emitted_by}")
 
 
 def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose: bool = True) -> Dispatcher:
@@ -38,7 +59,8 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
 def _print_outcome(outcome: Outcome) -> None:
     what = f"-> {outcome.transition}" if outcome.transition else ""
     why = f": {outcome.failure.category.value}: {outcome.failure.message}" if outcome.failure else ""
-    console.print(f"{outcome.agent} on task {outcome.task_id}: {outcome.outcome} {what}{why}".rstrip(),
+    where = f"task {outcome.task_id}" if outcome.task_id is not None else "no task"
+    console.print(f"{outcome.agent} on {where}: {outcome.outcome} {what}{why}".rstrip(),
                   highlight=False)
     if outcome.blocked:
         console.print(f"  blocked: {outcome.blocked}", highlight=False)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from croniter import croniter
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
@@ -162,10 +163,51 @@ class AgentRights(_Model):
     approve: list[str] | None = None
 
 
+class TaskCondition(_Model):
+    """Holds when at least ``min`` tasks of ``workflow`` are in one of ``states`` (any state if empty)."""
+
+    workflow: Name
+    states: NameList = []
+    min: int = Field(default=1, ge=1)
+
+
+class Condition(_Model):
+    """A cheap check, evaluated without any model: a count of tasks, or a command that exits 0."""
+
+    tasks: TaskCondition | None = None
+    command: str | None = None
+    timeout: float = Field(default=10.0, gt=0, le=300)
+    """Seconds the command may run; past it, the condition does not hold."""
+
+
+class Trigger(_Model):
+    """What wakes an agent besides task arrival (always on): exactly one of ``every`` (an interval),
+    ``cron`` (a cron expression, UTC), ``event`` (a named event, ``roster emit``) or ``when`` (a condition
+    watcher, which fires when its condition starts to hold)."""
+
+    every: Duration | None = None
+    cron: str | None = None
+    event: Name | None = None
+    when: Condition | None = None
+
+    def key(self) -> str:
+        """A stable name for this trigger's state (``every:10m``, ``event:new-commit``...)."""
+        if self.every:
+            return f"every:{self.every}"
+        if self.cron:
+            return f"cron:{self.cron}"
+        if self.event:
+            return f"event:{self.event}"
+        assert self.when is not None
+        when = self.when.tasks.model_dump_json() if self.when.tasks else self.when.command
+        return f"when:{when}"
+
+
 class Agent(_Model):
     display_name: str = ""
     tier: Tier = "read-only"
     rights: AgentRights = AgentRights()
+    triggers: list[Trigger] = []
     role: str = ""
     mission: str = ""
     roles: NameList = []
@@ -306,6 +348,29 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                 elif grant == "approve" and wf.transitions[t_name].approval is None:
                     problems.append((("agents", a_name, "rights", grant, i),
                                      f"transition '{ref}' has no approval edge to approve"))
+        for i, trigger in enumerate(agent.triggers):
+            tp: Path = ("agents", a_name, "triggers", i)
+            chosen = [k for k in ("every", "cron", "event", "when") if getattr(trigger, k) is not None]
+            if len(chosen) != 1:
+                problems.append((tp, f"a trigger needs exactly one of every, cron, event or when; got "
+                                     f"{', '.join(chosen) or 'none'}"))
+            if trigger.cron is not None and not croniter.is_valid(trigger.cron):
+                problems.append(((*tp, "cron"), f"invalid cron expression '{trigger.cron}'; expected five fields, "
+                                                "e.g. '0 2 * * *'"))
+            if trigger.when is not None:
+                when = trigger.when
+                if (when.tasks is None) == (when.command is None):
+                    problems.append(((*tp, "when"), "a condition needs exactly one of tasks or command"))
+                if when.tasks is not None:
+                    wf = spec.workflows.get(when.tasks.workflow)
+                    if wf is None:
+                        problems.append(((*tp, "when", "tasks", "workflow"), f"unknown workflow "
+                                         f"'{when.tasks.workflow}'; expected one of {_listing(spec.workflows)}"))
+                    else:
+                        for j, state in enumerate(when.tasks.states):
+                            if state not in wf.states:
+                                problems.append(((*tp, "when", "tasks", "states", j),
+                                                 f"unknown state '{state}'; expected one of {_listing(wf.states)}"))
         for i, tool in enumerate(agent.tools):
             if tool not in spec.tools:
                 problems.append((("agents", a_name, "tools", i),

@@ -20,9 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from roster.errors import ApprovalPending, Denied, LeaseHeld, RosterError, StaleFencingToken, UsageError
+from roster.errors import (
+    ApprovalPending,
+    Denied,
+    LeaseHeld,
+    MalformedOutput,
+    RosterError,
+    StaleFencingToken,
+    UsageError,
+)
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.runtime.runners import Brief, Runner, RunResult, make_runner
+from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
 
@@ -67,6 +76,7 @@ class Dispatcher:
         self._runners: dict[str, Runner | None] = dict(runners or {})
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
+        self.triggers = Triggers(company, workdir=workdir)
 
     # -- who runs -----------------------------------------------------------------------------------
 
@@ -91,10 +101,21 @@ class Dispatcher:
     def cycle(self) -> list[Outcome]:
         """One pass over every agent: at most one run each. Returns what each run did."""
         outcomes = []
-        for agent, work in self.company.pending_work_many(self.agents()).items():
+        agents = self.agents()
+        for agent, work in self.company.pending_work_many(agents).items():
             if self.stopping.is_set():
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
+        spec = self.company.spec()
+        for agent in agents:
+            if self.stopping.is_set() or not spec.agents.get(agent) or not spec.agents[agent].triggers:
+                continue
+            fired = self.triggers.fired(agent, spec.agents[agent].triggers)
+            if fired:
+                keys = ", ".join(f.key for f in fired)
+                outcomes.append(self.run_once(agent, None, trigger=keys,
+                                              context={"triggers": [f.as_dict() for f in fired]}))
+                self.triggers.commit(agent, fired)
         return outcomes
 
     def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:
@@ -109,11 +130,16 @@ class Dispatcher:
 
     # -- one run ------------------------------------------------------------------------------------
 
-    def run_once(self, agent: str, task: Task, *, trigger: str, queue: list[int] | None = None) -> Outcome:
-        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything."""
+    def run_once(self, agent: str, task: Task | None, *, trigger: str, queue: list[int] | None = None,
+                 context: dict | None = None) -> Outcome:
+        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything. With
+        ``task=None`` (a schedule, an event, a condition), the run holds no lease and may only file
+        tasks; ``context`` (what fired) goes into its brief."""
         runner = self.runner(agent)
         if runner is None:
             raise UsageError(f"agent '{agent}' has no runner configured")
+        if task is None:
+            return self._run_without_task(agent, runner, trigger, context or {})
         attempt = 1 + sum(a.failures for a in self.company.attempts_of(task.id) if a.agent == agent)
         run_key = f"{agent}-{time.monotonic_ns()}"
         try:
@@ -152,7 +178,47 @@ class Dispatcher:
                                 wall_seconds=round(time.monotonic() - started, 6))
         return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
 
+    def _run_without_task(self, agent: str, runner: Runner, trigger: str, context: dict) -> Outcome:
+        run_id = self.company.start_run(agent, trigger=trigger, task_id=None, fencing_token=None)
+        started = time.monotonic()
+        failure, outcome = None, "succeeded"
+        try:
+            result = runner.run(self.brief_without_task(agent, run_id, context))
+            if result.transition or result.artifacts or result.checks:
+                raise MalformedOutput("a run woken without a task can only file tasks (no transition, artifact "
+                                      "or check)")
+            if result.failure is not None:
+                raise JudgmentCall(result.failure.category, result.failure.reason)
+            self._file_tasks(agent, result)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
+            failure = classify(exc)
+            if isinstance(exc, JudgmentCall):
+                failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
+            outcome = "failed"
+            self.log(f"{agent} ({trigger}): {failure.category.value} failure: {failure.message}")
+        self.company.finish_run(run_id, outcome=outcome, failure=failure,
+                                wall_seconds=round(time.monotonic() - started, 6))
+        return Outcome(agent, None, run_id, outcome, None, failure)
+
+    def _file_tasks(self, agent: str, result: RunResult) -> None:
+        for new in result.tasks:
+            self.company.create_task(workflow=new.workflow, title=new.title, actor=agent, fields=new.fields,
+                                     owner=new.owner, priority=new.priority, idempotency_key=new.key)
+
+    def brief_without_task(self, agent: str, run_id: str, context: dict) -> Brief:
+        spec = self.company.spec()
+        me = spec.agents.get(agent)
+        return Brief({
+            "run_id": run_id, "company": self.company.company,
+            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
+            "task": None, "transitions": [], "tools": list(me.tools) if me else [], "fencing_token": None,
+            "attempt": 1, "previous_failure": None, "queue": [], **context,
+            "workflows": {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
+                          for name, wf in spec.workflows.items()},
+        })
+
     def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult) -> tuple[str | None, str]:
+        self._file_tasks(agent, result)
         for artifact in result.artifacts:
             self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
                                          name=artifact.name, reason=artifact.reason, fencing_token=lease.fencing_token)

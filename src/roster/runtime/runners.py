@@ -15,6 +15,7 @@ The result shape (every key optional)::
     {"transition": "plan", "writes": {"spec": "..."}, "rationale": "...",
      "artifacts": [{"kind": "patch", "name": "fix.diff", "content": "..."}],
      "checks": [{"name": "lint_clean", "passed": true, "detail": "..."}],
+     "tasks": [{"workflow": "fix-lint", "title": "...", "fields": {...}, "key": "ruff:E501:a.py"}],
      "messages": ["..."], "failure": {"category": "judgment", "reason": "cannot tell which fix is right"}}
 """
 
@@ -61,6 +62,19 @@ class FailureOut(BaseModel):
     reason: str
 
 
+class TaskOut(BaseModel):
+    """A task the run files (a scout finding work, a coordinator delegating). ``key`` is its
+    idempotency key: filing the same finding again returns the existing task."""
+
+    model_config = ConfigDict(extra="forbid")
+    workflow: str
+    title: str
+    fields: dict[str, Any] = {}
+    key: str | None = None
+    priority: int = 0
+    owner: str | None = None
+
+
 class RunResult(BaseModel):
     """What a run produced. A runner's output is validated into this; anything else is malformed."""
 
@@ -70,6 +84,7 @@ class RunResult(BaseModel):
     rationale: str = ""
     artifacts: list[ArtifactOut] = []
     checks: list[CheckOut] = []
+    tasks: list[TaskOut] = []
     messages: list[str] = []
     failure: FailureOut | None = None
 

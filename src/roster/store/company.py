@@ -20,9 +20,10 @@ from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_toke
 from roster.store.runs import RunVerbs
 from roster.store.store import Store
 from roster.store.tasks import TaskVerbs
+from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, TriggerVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 
@@ -38,7 +39,7 @@ class Session:
         "list_artifacts", "record_check", "audit_log", "verify_audit", "list_principals",
         "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
         "resume", "record_tool_call", "claim", "renew", "release", "inbox", "approve_request", "reject_request",
-        "get_request", "list_requests",
+        "get_request", "list_requests", "emit_event",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

@@ -231,6 +231,32 @@ attempts = Table(
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )
 
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("name", HANDLE, nullable=False),
+    Column("data", Text, nullable=False),
+    Column("emitted_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "name"),
+)
+
+trigger_state = Table(
+    "trigger_state",
+    metadata,
+    # What each trigger of each agent last did, so a restart neither loses nor repeats a wake-up.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("agent", HANDLE, primary_key=True),
+    Column("trigger", String(255), primary_key=True),
+    Column("last_fired_at", TS, nullable=True),
+    Column("last_event_id", Integer, nullable=False, server_default="0"),
+    Column("holding", Boolean, nullable=False, server_default="0"),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -1,0 +1,123 @@
+"""Triggers besides task arrival: schedules (``every``, ``cron``), named events and condition watchers.
+
+All are evaluated without any model, each cycle, from state kept in the store (``trigger_state``), so a
+restart neither loses nor repeats a wake-up:
+
+- ``every: 10m`` fires when it never fired or the interval has passed since it last did;
+- ``cron: "0 2 * * *"`` (UTC) fires when a slot has come since it last fired; the first evaluation only
+  sets the baseline, so starting ``roster up`` does not fire a slot from the past;
+- ``event: new-commit`` fires once for all events of that name emitted since it last fired (their
+  payloads go in the brief: many events, one run);
+- ``when: {tasks: {workflow, states, min}}`` or ``when: {command: ..., timeout: s}`` fires when the
+  condition starts to hold (edge-triggered), not on every cycle while it holds. A command holds when
+  it exits 0 within its timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from croniter import croniter
+
+from roster.kernel.spec import Trigger, duration_seconds
+from roster.store import CompanyStore
+from roster.store.store import format_ts
+from roster.store.triggers import TriggerState
+
+
+@dataclass
+class Fired:
+    """A trigger that fired this cycle, and the state to save once its run is over."""
+
+    key: str
+    reason: str
+    next_state: TriggerState
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"trigger": self.key, "reason": self.reason, "events": self.events}
+
+
+class Triggers:
+    """Evaluates an agent's triggers against the store's clock and the saved trigger state."""
+
+    def __init__(self, company: CompanyStore, *, workdir: Path) -> None:
+        self.company = company
+        self.workdir = workdir
+
+    def fired(self, agent: str, triggers: list[Trigger]) -> list[Fired]:
+        """The triggers of ``agent`` that fire now. Conditions that stopped holding are saved at once."""
+        now = self.company.store.clock()
+        stamp = format_ts(now)
+        states = self.company.trigger_states(agent)
+        fired = []
+        for trigger in triggers:
+            key = trigger.key()
+            state = states.get(key, TriggerState(None, 0, False))
+            result = self._evaluate(trigger, state, now, stamp)
+            if isinstance(result, Fired):
+                fired.append(result)
+            elif result is not None:  # state to keep without a run (a baseline, a condition that let go)
+                self.company.save_trigger_state(agent, key, result)
+        return fired
+
+    def commit(self, agent: str, fired: list[Fired]) -> None:
+        """Save the state of triggers whose run is over, whatever its outcome (no double wake-ups)."""
+        for item in fired:
+            self.company.save_trigger_state(agent, item.key, item.next_state)
+
+    def _evaluate(self, trigger: Trigger, state: TriggerState, now: datetime, stamp: str) -> Fired | TriggerState | None:
+        key = trigger.key()
+        if trigger.every is not None:
+            due = state.last_fired_at is None or (
+                now - datetime.fromisoformat(state.last_fired_at)).total_seconds() >= duration_seconds(trigger.every)
+            return Fired(key, f"every {trigger.every}", TriggerState(stamp, state.last_event_id, False)) if due else None
+        if trigger.cron is not None:
+            if state.last_fired_at is None:
+                return TriggerState(stamp, state.last_event_id, False)  # baseline: no slot from the past
+            slot = croniter(trigger.cron, datetime.fromisoformat(state.last_fired_at)).get_next(datetime)
+            if slot <= now:
+                return Fired(key, f"cron '{trigger.cron}' slot {format_ts(slot)}",
+                             TriggerState(stamp, state.last_event_id, False))
+            return None
+        if trigger.event is not None:
+            if state.last_fired_at is None and state.last_event_id == 0:
+                # First look: start from now, so old events do not all wake the agent at once.
+                return TriggerState(stamp, self.company.latest_event_id(), False)
+            new = self.company.events_after(trigger.event, state.last_event_id)
+            if not new:
+                return None
+            return Fired(key, f"{len(new)} '{trigger.event}' event(s)", TriggerState(stamp, new[-1].id, False),
+                         [{"id": e.id, "name": e.name, "data": e.data, "emitted_by": e.emitted_by,
+                           "at": e.created_at} for e in new])
+        assert trigger.when is not None
+        holds = self._holds(trigger)
+        if holds and not state.holding:
+            return Fired(key, "condition started to hold", TriggerState(stamp, state.last_event_id, True))
+        if not holds and state.holding:
+            return TriggerState(state.last_fired_at, state.last_event_id, False)
+        return None
+
+    def _holds(self, trigger: Trigger) -> bool:
+        when = trigger.when
+        assert when is not None
+        if when.tasks is not None:
+            return self.company.count_tasks(when.tasks) >= when.tasks.min
+        proc = subprocess.Popen(shlex.split(when.command or "false"), cwd=self.workdir, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            return proc.wait(timeout=when.timeout) == 0
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+            return False
