@@ -38,11 +38,23 @@ def _table(requests: list[ApprovalRequest], title: str) -> Table:
 @reports_errors
 def inbox(ctx: typer.Context, as_json: JSON = False) -> None:
     """Pending approval requests you may decide (never your own)."""
-    requests = workspace(ctx).session().inbox()
+    session = workspace(ctx).session()
+    requests = session.inbox()
+    escalated = [e for e in session.list_escalations() if e.to == ("human" if session.principal.kind == "human"
+                                                                   else session.principal.handle)]
     if as_json:
-        emit_json([asdict(r) for r in requests])
-    else:
-        console.print(_table(requests, "inbox") if requests else "inbox: nothing waits for you")
+        emit_json([asdict(r) for r in requests] + [{"escalation": asdict(e)} for e in escalated])
+        return
+    if not requests and not escalated:
+        console.print("inbox: nothing waits for you")
+    if requests:
+        console.print(_table(requests, "approval requests"))
+    if escalated:
+        table = Table("id", "task", "from", "category", "reason", box=None, title="escalations",
+                      title_justify="left")
+        for e in escalated:
+            table.add_row(str(e.id), str(e.task_id), e.from_agent, e.category, e.reason)
+        console.print(table)
 
 
 @reports_errors

@@ -22,6 +22,47 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("status")(status)
     app.command("emit")(emit)
+    app.add_typer(escalations_app, name="escalations")
+
+
+escalations_app = typer.Typer(help="The escalation ladder: tasks agents could not finish, and where they went.",
+                              invoke_without_command=True)
+
+
+@escalations_app.callback()
+@reports_errors
+def escalations_list(
+    ctx: typer.Context,
+    everything: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
+    as_json: JSON = False,
+) -> None:
+    """Open escalations (or all): task, from which agent, to a peer or a human, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
+    found = workspace(ctx).session().list_escalations(status=None if everything else "open")
+    if as_json:
+        emit_json([asdict(e) for e in found])
+        return
+    table = Table("id", "task", "from", "step", "to", "category", "status", "reason", box=None)
+    for e in found:
+        table.add_row(str(e.id), str(e.task_id), e.from_agent, e.step, e.to, e.category, e.status, e.reason)
+    console.print(table if found else "no escalations")
+
+
+@escalations_app.command("resolve")
+@reports_errors
+def escalations_resolve(
+    ctx: typer.Context,
+    escalation_id: Annotated[int, typer.Argument(help="The escalation's id.")],
+    note: Annotated[str, typer.Option("--note", help="What was done about it.")],
+    as_json: JSON = False,
+) -> None:
+    """Close an escalation (humans): the agents' blockers on the task are cleared, so they may retry."""
+    resolved = workspace(ctx).session().resolve_escalation(escalation_id, note=note)
+    if as_json:
+        emit_json(asdict(resolved))
+    else:
+        console.print(f"escalation {resolved.id} on task {resolved.task_id} resolved")
 
 
 @reports_errors

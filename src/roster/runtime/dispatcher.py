@@ -168,6 +168,10 @@ class Dispatcher:
         if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
             blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts).blocked_reason
             self.log(f"{agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
+            if blocked:  # the self step is over: up the ladder, to a peer or a human
+                step = self.company.escalate(task.id, from_agent=agent, category=failure.category.value,
+                                             reason=blocked)
+                self.log(f"  escalated to {step.to} ({step.step}): {step.reason}")
         elif outcome == "succeeded":
             self.company.clear_attempts(task.id, agent)
         try:

@@ -15,6 +15,7 @@ from roster.errors import Unauthenticated
 from roster.store import audit
 from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
+from roster.store.escalations import EscalationVerbs
 from roster.store.leases import LeaseVerbs
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
 from roster.store.runs import RunVerbs
@@ -23,7 +24,7 @@ from roster.store.tasks import TaskVerbs
 from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, TriggerVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs, TriggerVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 
@@ -39,7 +40,7 @@ class Session:
         "list_artifacts", "record_check", "audit_log", "verify_audit", "list_principals",
         "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
         "resume", "record_tool_call", "claim", "renew", "release", "inbox", "approve_request", "reject_request",
-        "get_request", "list_requests", "emit_event",
+        "get_request", "list_requests", "emit_event", "list_escalations", "resolve_escalation",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

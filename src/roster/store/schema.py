@@ -231,6 +231,26 @@ attempts = Table(
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )
 
+escalations = Table(
+    "escalations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("from_agent", HANDLE, nullable=False),
+    Column("step", String(8), nullable=False),  # peer or human
+    Column("to", HANDLE, nullable=False),  # the peer's handle, or 'human'
+    Column("category", String(16), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("status", String(16), nullable=False),  # open, resolved
+    Column("created_at", TS, nullable=False),
+    Column("resolved_by", HANDLE, nullable=True),
+    Column("resolved_at", TS, nullable=True),
+    Column("note", Text, nullable=False, server_default=""),
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
+    Index(None, "company_id", "status"),
+)
+
 events = Table(
     "events",
     metadata,

@@ -1,0 +1,133 @@
+"""The escalation ladder's record: when an agent cannot finish a task, who it went to next and why.
+
+The order is self (retries, in the dispatcher), then a **peer** (another active agent whose rights and
+contract let it act on the task in its current state, not itself blocked on it), then a **human** (the
+inbox). Jumping to a human before trying a peer happens only for governance failures, and the step
+says so. Each step is an audit event (``escalation.peer``, ``escalation.human``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+
+from roster.errors import NotFound, UsageError
+from roster.kernel.rights import Resource
+from roster.store import audit
+from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.schema import attempts, escalations
+
+
+@dataclass(frozen=True)
+class Escalation:
+    id: int
+    task_id: int
+    from_agent: str
+    step: str
+    to: str
+    category: str
+    reason: str
+    status: str
+    created_at: str
+    resolved_by: str | None
+    resolved_at: str | None
+    note: str
+
+
+def _escalation(row) -> Escalation:  # noqa: ANN001
+    return Escalation(row.id, row.task_id, row.from_agent, row.step, row.to, row.category, row.reason, row.status,
+                      row.created_at, row.resolved_by, row.resolved_at, row.note)
+
+
+class EscalationVerbs(CompanyBase):
+    """Escalations (mixed into ``CompanyStore``)."""
+
+    def find_peer(self, task_id: int, *, exclude: str) -> str | None:
+        """Another active agent whose role fits: it may take (rights and the contract's ``by``) one of
+        the transitions that ``exclude`` could take from the task's current state, and it is not blocked
+        on the task itself. ``None`` if there is none."""
+        task = self.get_task(task_id)
+        with self.store.read() as conn:
+            cache = self._current(conn)
+            blocked = set(conn.scalars(select(attempts.c.agent).where(
+                attempts.c.company_id == self.company, attempts.c.task_id == task_id,
+                attempts.c.blocked_reason.is_not(None))))
+        wanted = self._transitions_from(cache, exclude, task.workflow, task.state)
+        for handle in sorted(cache.principals):
+            principal = cache.principals[handle]
+            if handle == exclude or handle in blocked or principal.kind != "agent" or principal.status != "active":
+                continue
+            if wanted & self._transitions_from(cache, handle, task.workflow, task.state):
+                return handle
+        return None
+
+    def _transitions_from(self, cache, agent: str, workflow: str, state: str) -> set[str]:  # noqa: ANN001
+        wf = cache.spec.workflows.get(workflow)
+        actor = cache.actors.get(agent)
+        if wf is None or actor is None or cache.principals[agent].status != "active":
+            return set()
+        if not cache.rights.decide(agent, "read", Resource("workflow", workflow)).allowed:
+            return set()
+        return {name for name, t in wf.transitions.items() if state in t.from_ and actor.matches(t.by)
+                and cache.rights.decide(agent, "transition", Resource("workflow", workflow), name).allowed}
+
+    def escalate(self, task_id: int, *, from_agent: str, category: str, reason: str) -> Escalation:
+        """Take the next step up the ladder for ``from_agent``'s failure on the task: a peer if one fits
+        (never for governance failures), else a human. Recorded and audited."""
+        peer = None if category == "governance" else self.find_peer(task_id, exclude=from_agent)
+        step, to = ("peer", peer) if peer else ("human", "human")
+        why = reason if step == "peer" else (
+            f"governance failure, straight to a human: {reason}" if category == "governance"
+            else f"no peer can take it: {reason}")
+        with self.store.write() as conn:
+            head, _ = self._head_txn(conn)
+            now = self.store.now()
+            escalation_id = conn.execute(insert(escalations), {
+                "company_id": self.company, "task_id": task_id, "from_agent": from_agent, "step": step, "to": to,
+                "category": category, "reason": why, "status": "open", "created_at": now, "note": ""}
+            ).inserted_primary_key[0]
+            audit.append(conn, head, ts=now, principal=from_agent, action=f"escalation.{step}",
+                         subject=f"task:{task_id}", data={"escalation": escalation_id, "to": to, "category": category,
+                                                          "reason": why})
+            audit.save_head(conn, head)
+        return Escalation(escalation_id, task_id, from_agent, step, to, category, why, "open", now, None, None, "")
+
+    def list_escalations(self, *, status: str | None = "open", actor: ActorRef | None = None) -> list[Escalation]:
+        """Escalations, oldest first; agents see those from or to them, humans all."""
+        query = select(escalations).where(escalations.c.company_id == self.company)
+        if status is not None:
+            query = query.where(escalations.c.status == status)
+        with self._reading(actor, "escalation.read", f"company:{self.company}") as (conn, _cache, who):
+            found = [_escalation(r) for r in conn.execute(query.order_by(escalations.c.id))]
+        if who is not None and who.kind != "human":
+            found = [e for e in found if who.handle in (e.from_agent, e.to)]
+        return found
+
+    def resolve_escalation(self, escalation_id: int, *, actor: ActorRef, note: str) -> Escalation:
+        """Close an escalation with a note (a human, once the task is dealt with). Clears the agents'
+        blockers on the task so they may work it again. Raises :class:`NotFound`, :class:`UsageError`."""
+        if not note.strip():
+            raise UsageError("resolving an escalation needs a note saying what was done")
+        with self.store.write() as conn:
+            head, cache = self._head_txn(conn)
+            who = self._actor(cache, actor)
+            if who.kind != "human":
+                raise UsageError("only a human resolves an escalation")
+            row = conn.execute(select(escalations).where(escalations.c.company_id == self.company,
+                                                         escalations.c.id == escalation_id)).first()
+            if row is None:
+                raise NotFound(f"no escalation {escalation_id} in company '{self.company}'")
+            if row.status != "open":
+                raise UsageError(f"escalation {escalation_id} is already {row.status}")
+            now = self.store.now()
+            conn.execute(update(escalations).where(escalations.c.company_id == self.company,
+                                                   escalations.c.id == escalation_id),
+                         {"status": "resolved", "resolved_by": who.handle, "resolved_at": now, "note": note})
+            conn.execute(attempts.delete().where(attempts.c.company_id == self.company,
+                                                 attempts.c.task_id == row.task_id))
+            audit.append(conn, head, ts=now, principal=who.handle, action="escalation.resolve",
+                         subject=f"task:{row.task_id}", data={"escalation": escalation_id, "note": note})
+            audit.save_head(conn, head)
+        return Escalation(row.id, row.task_id, row.from_agent, row.step, row.to, row.category, row.reason, "resolved",
+                          row.created_at, who.handle, now, note)

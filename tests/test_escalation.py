@@ -1,0 +1,109 @@
+"""The escalation ladder: self (retries), then a peer whose role fits, then a human; governance
+failures go straight to a human, and the step says so."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FIX_LINT
+from roster.errors import UsageError
+from roster.runtime.dispatcher import Dispatcher
+from roster.runtime.runners import RunResult
+from roster.specfile import parse_spec
+
+TWO_PLANNERS = FIX_LINT.replace(
+    "  builder:", "  planner2: {reports_to: alice, tier: bounded-mutator}\n  builder:").replace(
+    "by: [planner]", "by: [planner, planner2]")
+
+
+class Scripted:
+    kind = "program"
+
+    def __init__(self, result: dict) -> None:
+        self.result = result
+        self.calls = 0
+
+    def run(self, brief) -> RunResult:  # noqa: ANN001
+        self.calls += 1
+        return RunResult.parse(self.result)
+
+
+BAD_PLAN = {"transition": "plan", "writes": {"spec": "too short"}}
+GOOD_PLAN = {"transition": "plan", "writes": {"spec": "Split the imports into one per line, as ruff says."}}
+
+
+@pytest.fixture
+def two(store, tmp_path):
+    store.apply(parse_spec(TWO_PLANNERS), applied_by="alice")
+    company = store.company("acme")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    return company, task
+
+
+def test_a_deterministic_failure_goes_to_a_peer_whose_role_fits_then_to_a_human(two, tmp_path):
+    company, task = two
+    bad = Scripted(BAD_PLAN)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": bad, "planner2": Scripted(BAD_PLAN)})
+    dispatcher.run_once("planner", task, trigger="test")
+    [first] = company.list_escalations()
+    assert (first.step, first.to, first.category) == ("peer", "planner2", "deterministic")
+    assert "fields" in first.reason
+    assert company.audit_log(action="escalation.peer")[-1].data["to"] == "planner2"
+    # the peer sees the task now; the failed agent does not
+    assert [t.id for t in company.pending_work("planner2")] == [task.id]
+    assert company.pending_work("planner") == []
+    dispatcher.cycle()
+    human = company.list_escalations()[-1]
+    assert (human.step, human.to, human.from_agent) == ("human", "human", "planner2")
+    assert human.reason.startswith("no peer can take it")
+
+
+def test_a_governance_failure_goes_straight_to_a_human(two, tmp_path):
+    company, task = two
+    # qa is named nowhere for plan: its result is a transition it has no right to take
+    spec = TWO_PLANNERS.replace("reject: {from: [found, planned, built], to: rejected, by: [human]}",
+                                "reject: {from: [found, planned, built], to: rejected, by: [human, planner]}")
+    company.store.apply(parse_spec(spec.replace("planner: {reports_to: alice, tier: bounded-mutator}",
+                                                "planner: {reports_to: alice, tier: bounded-mutator, "
+                                                "rights: {transitions: [fix-lint.plan]}}")), applied_by="alice")
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted({"transition": "reject"})})
+    outcome = dispatcher.run_once("planner", task, trigger="test")
+    assert outcome.failure.category.value == "governance"
+    [step] = company.list_escalations()
+    assert (step.step, step.to) == ("human", "human")
+    assert step.reason.startswith("governance failure, straight to a human")
+
+
+def test_resolving_an_escalation_lets_the_agents_try_again(two, tmp_path):
+    company, task = two
+    runner = Scripted(BAD_PLAN)
+    Dispatcher(company, workdir=tmp_path, runners={"planner": runner}).run_once("planner", task, trigger="test")
+    [escalation] = company.list_escalations()
+    with pytest.raises(UsageError):
+        company.resolve_escalation(escalation.id, actor="planner", note="done")
+    with pytest.raises(UsageError):
+        company.resolve_escalation(escalation.id, actor="alice", note=" ")
+    company.resolve_escalation(escalation.id, actor="alice", note="fixed the worker's prompt")
+    assert company.list_escalations() == []
+    assert [t.id for t in company.pending_work("planner")] == [task.id]
+    runner.result = GOOD_PLAN
+    Dispatcher(company, workdir=tmp_path, runners={"planner": runner}).cycle()
+    assert company.get_task(task.id).state == "planned"
+    assert company.audit_log(action="escalation.resolve")[-1].principal == "alice"
+
+
+def test_transient_failures_stay_with_the_agent_until_retries_run_out(two, tmp_path):
+    company, task = two
+
+    class Crashing:
+        kind = "program"
+
+        def run(self, brief):  # noqa: ANN001, ANN202
+            raise RuntimeError("flaky")
+
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Crashing()}, max_attempts=2)
+    dispatcher.run_once("planner", task, trigger="test")
+    assert company.list_escalations() == []  # self first: a retry is scheduled
+    dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
+    [step] = company.list_escalations()
+    assert (step.step, step.to, step.category) == ("peer", "planner2", "transient")
