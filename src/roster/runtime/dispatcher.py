@@ -107,15 +107,18 @@ class Dispatcher:
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
         spec = self.company.spec()
+        if "*" in self.company.paused():
+            return outcomes  # the company-wide kill switch: no wake-ups, and no event is used up meanwhile
         for agent in agents:
             if self.stopping.is_set() or not spec.agents.get(agent) or not spec.agents[agent].triggers:
                 continue
             fired = self.triggers.fired(agent, spec.agents[agent].triggers)
             if fired:
                 keys = ", ".join(f.key for f in fired)
-                outcomes.append(self.run_once(agent, None, trigger=keys,
-                                              context={"triggers": [f.as_dict() for f in fired]}))
-                self.triggers.commit(agent, fired)
+                outcome = self.run_once(agent, None, trigger=keys, context={"triggers": [f.as_dict() for f in fired]})
+                outcomes.append(outcome)
+                if outcome.outcome != "stopped":  # a run the kill switch stopped leaves its triggers to fire again
+                    self.triggers.commit(agent, fired)
         return outcomes
 
     def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:
@@ -161,8 +164,7 @@ class Dispatcher:
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
                     failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
-                stopped = isinstance(exc, Denied) and any(
-                    p == "inactive-principal" or p.startswith("kill-switch:") for p in exc.policies)
+                stopped = _stopped_by_kill_switch(exc)
                 outcome = "stopped" if stopped else "failed"
         blocked = None
         if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
@@ -198,7 +200,7 @@ class Dispatcher:
             failure = classify(exc)
             if isinstance(exc, JudgmentCall):
                 failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
-            outcome = "failed"
+            outcome = "stopped" if _stopped_by_kill_switch(exc) else "failed"
             self.log(f"{agent} ({trigger}): {failure.category.value} failure: {failure.message}")
         self.company.finish_run(run_id, outcome=outcome, failure=failure,
                                 wall_seconds=round(time.monotonic() - started, 6))
@@ -270,6 +272,12 @@ class Dispatcher:
                                  if previous else None),
             "queue": queue,
         })
+
+
+def _stopped_by_kill_switch(error: BaseException) -> bool:
+    """Whether a run was stopped by the kill switch (its agent paused, or its scope) while it ran."""
+    return isinstance(error, Denied) and any(
+        p == "inactive-principal" or p.startswith("kill-switch:") for p in error.policies)
 
 
 class _Renewer:
