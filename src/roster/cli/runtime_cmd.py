@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
     app.command("run")(run)
     app.command("status")(status)
     app.command("emit")(emit)
+    app.command("costs")(costs)
     app.add_typer(escalations_app, name="escalations")
 
 
@@ -63,6 +64,36 @@ def escalations_resolve(
         emit_json(asdict(resolved))
     else:
         console.print(f"escalation {resolved.id} on task {resolved.task_id} resolved")
+
+
+@reports_errors
+def costs(ctx: typer.Context, as_json: JSON = False) -> None:
+    """Spend per agent and per portfolio: runs, successes, tokens, USD, cost per successful outcome; and
+    each budget of the spec against its period's spend."""
+    session = workspace(ctx).session()
+    company = session.company
+    report = company.costs()
+    budgets = []
+    for budget in company.spec().budgets:
+        status_ = company.budget_status(budget)
+        budgets.append({**asdict(status_), "warn_at": budget.warn_at, "level": status_.level(budget.warn_at)})
+    if as_json:
+        emit_json({**report, "budgets": budgets})
+        return
+    for title, rows in (("per agent", report["agents"]), ("per portfolio", report["portfolios"])):
+        table = Table("name", "runs", "successes", "tokens in", "tokens out", "USD", "USD per success", box=None,
+                      title=title, title_justify="left")
+        for r in rows:
+            per = f"{r['cost_per_success_usd']:.4f}" if r["cost_per_success_usd"] is not None else "-"
+            table.add_row(r["name"], str(r["runs"]), str(r["successes"]), str(r["input_tokens"]),
+                          str(r["output_tokens"]), f"{r['cost_usd']:.4f}", per)
+        console.print(table if rows else f"{title}: no runs")
+    if budgets:
+        table = Table("scope", "period", "spent USD", "limit USD", "level", box=None, title="budgets",
+                      title_justify="left")
+        for b in budgets:
+            table.add_row(b["scope"], b["period"], f"{b['spent_usd']:.4f}", f"{b['limit_usd']:.2f}", b["level"])
+        console.print(table)
 
 
 @reports_errors
@@ -184,9 +215,14 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
     runs = [asdict(r) for r in company.list_runs(limit=10)]
     if company.explain(session.principal.handle, "read", "company").allowed is False:
         runs = [r for r in runs if r["agent"] == session.principal.handle]
+    warnings = [f"{b.scope} per {b.period}: {s_.spent_usd:.4f} of {b.usd:.2f} USD ({s_.level(b.warn_at)})"
+                for b in spec.budgets for s_ in [company.budget_status(b)] if s_.level(b.warn_at) != "ok"]
     if as_json:
-        emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused()})
+        emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused(),
+                   "budget_warnings": warnings})
         return
+    for warning in warnings:
+        console.print(f"[yellow]budget:[/] {warning}", highlight=False)
     table = Table("agent", "status", "runner", "pending tasks", box=None, title="agents", title_justify="left")
     for a in agents:
         table.add_row(a["agent"], a["status"], a["runner"] or "-", ", ".join(map(str, a["pending"])) or "-")

@@ -239,6 +239,19 @@ class Kpi(_Model):
     target: float | None = None
 
 
+class Budget(_Model):
+    """A spending limit in USD over a calendar period (UTC), for an agent, a portfolio or the company.
+
+    ``scope`` is ``company``, ``agent:<handle>`` or ``portfolio:<workspace>/<portfolio>``. At
+    ``warn_at`` (a fraction) the runtime warns; at the full amount it is a hard stop.
+    """
+
+    scope: str
+    usd: float = Field(gt=0)
+    period: Literal["day", "week", "month"] = "month"
+    warn_at: float = Field(default=0.8, gt=0, lt=1)
+
+
 class CompanySpec(_Model):
     """One company: the root of a ``roster.yaml``."""
 
@@ -250,6 +263,7 @@ class CompanySpec(_Model):
     humans: dict[Name, Human] = {}
     tools: dict[Name, Tool] = {}
     kpis: dict[Name, Kpi] = {}
+    budgets: list[Budget] = []
 
     def roles(self) -> set[str]:
         return {r for p in (*self.agents.values(), *self.humans.values()) for r in p.roles}
@@ -383,6 +397,19 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
     for tool_name, tool in spec.tools.items():
         if tool.approval is not None:
             check_actors(tool.approval.by, ("tools", tool_name, "approval", "by"), allow_agent_keyword=False)
+
+    seen_budgets: set[tuple[str, str]] = set()
+    for i, budget in enumerate(spec.budgets):
+        kind, _, name = budget.scope.partition(":")
+        valid = (budget.scope == "company" or (kind == "agent" and name in spec.agents)
+                 or (kind == "portfolio" and name in structure))
+        if not valid:
+            problems.append((("budgets", i, "scope"), f"unknown budget scope '{budget.scope}'; expected 'company', "
+                             f"'agent:<handle>' ({_listing(spec.agents)}) or 'portfolio:<workspace>/<portfolio>' "
+                             f"({_listing(structure)})"))
+        if (budget.scope, budget.period) in seen_budgets:
+            problems.append((("budgets", i), f"duplicate budget for {budget.scope} per {budget.period}"))
+        seen_budgets.add((budget.scope, budget.period))
 
     managers: dict[str, str] = {}
     for section, people in (("agents", spec.agents), ("humans", spec.humans)):

@@ -30,7 +30,7 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
-from roster.runtime.runners import Brief, Runner, RunResult, make_runner
+from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
@@ -141,6 +141,9 @@ class Dispatcher:
         runner = self.runner(agent)
         if runner is None:
             raise UsageError(f"agent '{agent}' has no runner configured")
+        exhausted = self.enforce_budgets(agent, task.workflow if task else None)
+        if exhausted:
+            return Outcome(agent, task.id if task else None, None, "stopped", blocked=exhausted)
         if task is None:
             return self._run_without_task(agent, runner, trigger, context or {})
         attempt = 1 + sum(a.failures for a in self.company.attempts_of(task.id) if a.agent == agent)
@@ -180,8 +183,8 @@ class Dispatcher:
             self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token)
         except (StaleFencingToken, Denied):
             pass  # taken over, or released by the kill switch (which also stops us acting): nothing to give back
-        self.company.finish_run(run_id, outcome=outcome, transition=transition, failure=failure,
-                                wall_seconds=round(time.monotonic() - started, 6))
+        self._finish(run_id, runner, outcome=outcome, transition=transition, failure=failure, started=started)
+        self.enforce_budgets(agent, task.workflow)
         return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
 
     def _run_without_task(self, agent: str, runner: Runner, trigger: str, context: dict) -> Outcome:
@@ -202,9 +205,53 @@ class Dispatcher:
                 failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
             outcome = "stopped" if _stopped_by_kill_switch(exc) else "failed"
             self.log(f"{agent} ({trigger}): {failure.category.value} failure: {failure.message}")
-        self.company.finish_run(run_id, outcome=outcome, failure=failure,
-                                wall_seconds=round(time.monotonic() - started, 6))
+        self._finish(run_id, runner, outcome=outcome, failure=failure, started=started)
+        self.enforce_budgets(agent, None)
         return Outcome(agent, None, run_id, outcome, None, failure)
+
+    def _finish(self, run_id: str, runner: Runner, *, outcome: str, started: float, failure: Failure | None,
+                transition: str | None = None) -> None:
+        usage = getattr(runner, "last_usage", None) or Usage()
+        self.company.finish_run(run_id, outcome=outcome, transition=transition, failure=failure, model=usage.model,
+                                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                                cost_usd=usage.cost_usd, wall_seconds=round(time.monotonic() - started, 6))
+
+    # -- budgets ------------------------------------------------------------------------------------
+
+    def enforce_budgets(self, agent: str, workflow: str | None) -> str | None:
+        """Check the budgets a run of ``agent`` counts toward. Past ``warn_at``: a ``budget.warn`` event,
+        once per budget and period. At 100%: a hard stop (``budget.exhausted``): the agent is paused (an
+        agent budget), or its portfolio (a portfolio budget) or every agent (the company budget), with
+        the reason, and their leases released. Returns that reason, or ``None`` if the run may go on."""
+        reason = None
+        for budget in self.company.budgets_for(agent, workflow):
+            status = self.company.budget_status(budget)
+            level = status.level(budget.warn_at)
+            if level == "ok":
+                continue
+            why = (f"budget {budget.scope} per {budget.period}: {status.spent_usd:.4f} of {budget.usd:.2f} USD "
+                   f"spent since {status.since}")
+            if level == "warn":
+                self._warn_once(budget.scope, budget.period, status.since, why)
+                continue
+            reason = f"hard stop, {why}"
+            self.company.note_budget_exhausted(budget.scope, reason)
+            kind, _, name = budget.scope.partition(":")
+            if kind == "agent":
+                if self.company.get_principal(name).status == "active":
+                    self.company.set_status(name, "paused", actor=None, reason=reason)
+            else:
+                scope = "*" if kind == "company" else name
+                if scope not in self.company.paused():
+                    self.company.pause(scope, actor=None, reason=reason)
+            self.log(f"{agent}: {reason}")
+        return reason
+
+    def _warn_once(self, scope: str, period: str, since: str, why: str) -> None:
+        seen = self.company.audit_log(action="budget.warn", since=since)
+        if not any(e.data.get("scope") == scope and e.data.get("period") == period for e in seen):
+            self.company.note_budget_warning(scope, period, why)
+            self.log(f"warning: {why}")
 
     def _file_tasks(self, agent: str, result: RunResult) -> None:
         for new in result.tasks:

@@ -110,8 +110,20 @@ class Brief:
         return json.dumps(self.data, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What a run cost: the model, tokens in and out, and USD (``cost_known`` False when no price)."""
+
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    cost_known: bool = True
+
+
 class Runner(Protocol):
-    """One small interface for every runner kind."""
+    """One small interface for every runner kind. A runner that uses a model also exposes
+    ``last_usage`` (a :class:`Usage`) after each run."""
 
     kind: str
 

@@ -15,6 +15,7 @@ from roster.errors import Unauthenticated
 from roster.store import audit
 from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
+from roster.store.costs import CostVerbs
 from roster.store.escalations import EscalationVerbs
 from roster.store.leases import LeaseVerbs
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
@@ -24,7 +25,8 @@ from roster.store.tasks import TaskVerbs
 from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs, TriggerVerbs, PrincipalVerbs):
+class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs, TriggerVerbs, CostVerbs,
+                   PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 

@@ -151,7 +151,7 @@ class PrincipalVerbs(CompanyBase):
 
         return self._admin_write(actor, "principal.add", f"principal:{handle}", {"kind": kind}, body)
 
-    def set_status(self, handle: str, status: str, *, actor: ActorRef | None) -> Principal:
+    def set_status(self, handle: str, status: str, *, actor: ActorRef | None, reason: str = "") -> Principal:
         """Pause, resume (``active``) or retire a principal, at once: its tokens stop working and every
         rights decision about it changes in every process at its next transaction. Retire is permanent
         and revokes its tokens. Needs ``admin``. Raises :class:`NotFound`, :class:`UsageError`."""
@@ -176,7 +176,8 @@ class PrincipalVerbs(CompanyBase):
             head.rights_revision += 1
             verb = {"active": "resume", "paused": "pause", "retired": "retire"}[status]
             audit.append(conn, head, ts=now, principal=who, action=f"principal.{verb}",
-                         subject=f"principal:{handle}", data={"from": current.status, "to": status})
+                         subject=f"principal:{handle}", data={"from": current.status, "to": status,
+                                                              "reason": reason})
             return Principal(self.company, handle, current.kind, current.display_name, status, current.roles,
                              current.reports_to, current.source, current.created_at)
 
@@ -246,10 +247,10 @@ class PrincipalVerbs(CompanyBase):
 
     # -- kill switch --------------------------------------------------------------------------------
 
-    def pause(self, scope: str, *, actor: ActorRef | None) -> None:
+    def pause(self, scope: str, *, actor: ActorRef | None, reason: str = "") -> None:
         """Stop every agent from acting in ``scope`` (``*`` for the whole company, or
         ``workspace/portfolio``) from its next transaction on; humans are unaffected. Needs ``admin``."""
-        self._switch(scope, "pause", actor)
+        self._switch(scope, "pause", actor, reason)
 
     def resume(self, scope: str, *, actor: ActorRef | None) -> None:
         """Lift a :meth:`pause`. Needs ``admin``."""
@@ -260,7 +261,7 @@ class PrincipalVerbs(CompanyBase):
             return list(conn.scalars(select(paused_scopes.c.scope).where(
                 paused_scopes.c.company_id == self.company).order_by(paused_scopes.c.scope)))
 
-    def _switch(self, scope: str, verb: str, actor: ActorRef | None) -> None:
+    def _switch(self, scope: str, verb: str, actor: ActorRef | None, reason: str = "") -> None:
         def body(conn, head, cache, who):  # noqa: ANN001, ANN202
             known = {COMPANY_SCOPE} | {f"{w}/{p}" for w, ws in cache.spec.workspaces.items() for p in ws.portfolios}
             if scope not in known:
@@ -283,7 +284,7 @@ class PrincipalVerbs(CompanyBase):
                 return
             head.rights_revision += 1
             audit.append(conn, head, ts=now, principal=who, action=f"killswitch.{verb}", subject=f"scope:{scope}",
-                         data={})
+                         data={"reason": reason} if reason else {})
 
         self._admin_write(actor, f"killswitch.{verb}", f"scope:{scope}", {}, body)
 

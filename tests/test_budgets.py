@@ -1,0 +1,97 @@
+"""Cost and budgets: runs record what they cost; a soft threshold warns once; a full budget is a hard
+stop that pauses the agent (or its portfolio, or every agent) with the reason and releases its leases."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import FIX_LINT, GOOD_SPEC
+from roster.errors import SpecError
+from roster.runtime.dispatcher import Dispatcher
+from roster.runtime.runners import RunResult, Usage
+from roster.specfile import parse_spec
+
+
+class Priced:
+    """A runner that reports a model's usage and cost, like the llm runner does."""
+
+    kind = "llm"
+
+    def __init__(self, cost: float) -> None:
+        self.cost = cost
+        self.calls = 0
+        self.last_usage: Usage | None = None
+
+    def run(self, brief) -> RunResult:  # noqa: ANN001
+        self.calls += 1
+        self.last_usage = Usage("openai:gpt-4o-mini", 1200, 300, self.cost)
+        state = brief.data["task"]["state"]
+        return RunResult.parse({"transition": "plan", "writes": {"spec": GOOD_SPEC}} if state == "found" else {})
+
+
+def company_with(store, budgets: str):
+    store.apply(parse_spec(FIX_LINT + budgets), applied_by="alice")
+    return store.company("acme")
+
+
+def test_runs_record_usage_and_costs_report_cost_per_success(store, tmp_path):
+    company = company_with(store, "")
+    for _ in range(2):
+        company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    runner = Priced(0.25)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
+    dispatcher.cycle()
+    dispatcher.cycle()
+    [run, _] = company.list_runs()
+    assert (run.model, run.input_tokens, run.output_tokens, run.cost_usd) == ("openai:gpt-4o-mini", 1200, 300, 0.25)
+    report = company.costs()
+    [planner] = report["agents"]
+    assert (planner["runs"], planner["successes"], planner["cost_usd"], planner["cost_per_success_usd"]) == (
+        2, 2, 0.5, 0.25)
+    assert report["portfolios"][0]["name"] == "default/default"
+
+
+def test_a_soft_threshold_warns_once_per_period(store, tmp_path):
+    company = company_with(store, "budgets:\n  - {scope: 'agent:planner', usd: 1.0, period: day, warn_at: 0.5}\n")
+    for _ in range(3):
+        company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Priced(0.3)})
+    for _ in range(3):
+        dispatcher.cycle()
+    warnings = company.audit_log(action="budget.warn")
+    assert len(warnings) == 1 and warnings[0].data["scope"] == "agent:planner"
+    assert company.get_principal("planner").status == "active"  # 0.9 of 1.0: warned, not stopped
+
+
+def test_an_exhausted_agent_budget_mid_run_pauses_the_agent_and_releases_its_leases(store, tmp_path):
+    company = company_with(store, "budgets:\n  - {scope: 'agent:planner', usd: 0.5, period: month}\n")
+    first, _ = company.create_task(workflow="fix-lint", title="t1", actor="alice", fields={"rule": "E1"})
+    company.create_task(workflow="fix-lint", title="t2", actor="alice", fields={"rule": "E2"})
+    other, _ = company.create_task(workflow="fix-lint", title="t3", actor="alice", fields={"rule": "E3"})
+    held = company.claim(other.id, actor="planner", run_id="elsewhere", ttl=600)
+    runner = Priced(0.6)  # one run costs more than the whole budget
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
+    dispatcher.run_once("planner", company.get_task(first.id), trigger="test")
+    principal = company.get_principal("planner")
+    assert principal.status == "paused"
+    pause = company.audit_log(action="principal.pause")[-1]
+    assert "hard stop" in pause.data["reason"] and pause.principal == "system"
+    assert company.audit_log(action="budget.exhausted")[-1].data["scope"] == "agent:planner"
+    assert all(lease.task_id != held.task_id for lease in company.leases())
+    assert dispatcher.cycle() == [] and runner.calls == 1  # no further model call
+
+
+def test_an_exhausted_company_budget_stops_every_agent_but_not_humans(store, tmp_path):
+    company = company_with(store, "budgets:\n  - {scope: company, usd: 0.1, period: week}\n")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Priced(0.2)})
+    dispatcher.cycle()
+    assert company.paused() == ["*"]
+    assert dispatcher.cycle() == []
+    assert company.transition(task.id, "reject", actor="alice", expected_version=2).state == "rejected"
+
+
+@pytest.mark.parametrize("scope", ["agent:nobody", "portfolio:nowhere/x", "team"])
+def test_a_budget_for_an_unknown_scope_is_a_spec_error(scope):
+    with pytest.raises(SpecError, match="unknown budget scope"):
+        parse_spec(FIX_LINT + f"budgets:\n  - {{scope: '{scope}', usd: 1}}\n")
