@@ -30,6 +30,7 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
+from roster.kernel.spec import CompanySpec
 from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
@@ -76,6 +77,7 @@ class Dispatcher:
         self._runners: dict[str, Runner | None] = dict(runners or {})
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
+        self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
 
     # -- who runs -----------------------------------------------------------------------------------
@@ -85,11 +87,18 @@ class Dispatcher:
             spec_agent = self.company.spec().agents.get(agent)
             config = spec_agent.runner.model_dump() if spec_agent and spec_agent.runner else None
             try:
-                self._runners[agent] = make_runner(config, workdir=self.workdir)
+                self._runners[agent] = make_runner(
+                    config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
+                    authorize_tool=lambda tool, arguments: self.company.record_tool_call(
+                        tool, actor=agent, arguments=arguments))
             except UsageError as exc:
                 self.log(f"agent {agent}: no runner: {exc.message}")
                 self._runners[agent] = None
         return self._runners[agent]
+
+    def _current_spec(self) -> CompanySpec:
+        """The spec as of this cycle (read at its start), or now outside a cycle."""
+        return self._spec if self._spec is not None else self.company.spec()
 
     def agents(self) -> list[str]:
         """Active agents that have a runner, by handle."""
@@ -102,11 +111,12 @@ class Dispatcher:
         """One pass over every agent: at most one run each. Returns what each run did."""
         outcomes = []
         agents = self.agents()
+        self._spec = self.company.spec()  # one read of the spec per cycle, not several per run
         for agent, work in self.company.pending_work_many(agents).items():
             if self.stopping.is_set():
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
-        spec = self.company.spec()
+        spec = self._spec
         if "*" in self.company.paused():
             return outcomes  # the company-wide kill switch: no wake-ups, and no event is used up meanwhile
         for agent in agents:
@@ -146,7 +156,8 @@ class Dispatcher:
             return Outcome(agent, task.id if task else None, None, "stopped", blocked=exhausted)
         if task is None:
             return self._run_without_task(agent, runner, trigger, context or {})
-        attempt = 1 + sum(a.failures for a in self.company.attempts_of(task.id) if a.agent == agent)
+        previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        attempt = 1 + sum(a.failures for a in previous)
         run_key = f"{agent}-{time.monotonic_ns()}"
         try:
             lease = self.company.claim(task.id, actor=agent, run_id=run_key, ttl=self.lease_seconds)
@@ -161,7 +172,7 @@ class Dispatcher:
         outcome = "succeeded"
         with _Renewer(self.company, agent, lease, self.lease_seconds):
             try:
-                result = runner.run(self.brief(agent, task, lease, run_id, attempt, queue or []))
+                result = runner.run(self.brief(agent, task, lease, run_id, attempt, queue or [], previous))
                 transition, outcome = self._apply(agent, task, lease, result)
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 failure = classify(exc)
@@ -177,7 +188,7 @@ class Dispatcher:
                 step = self.company.escalate(task.id, from_agent=agent, category=failure.category.value,
                                              reason=blocked)
                 self.log(f"  escalated to {step.to} ({step.step}): {step.reason}")
-        elif outcome == "succeeded":
+        elif outcome == "succeeded" and previous:
             self.company.clear_attempts(task.id, agent)
         try:
             self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token)
@@ -224,7 +235,10 @@ class Dispatcher:
         agent budget), or its portfolio (a portfolio budget) or every agent (the company budget), with
         the reason, and their leases released. Returns that reason, or ``None`` if the run may go on."""
         reason = None
-        for budget in self.company.budgets_for(agent, workflow):
+        spec = self._current_spec()
+        if not spec.budgets:
+            return None
+        for budget in self.company.budgets_for(agent, workflow, spec=spec):
             status = self.company.budget_status(budget)
             level = status.level(budget.warn_at)
             if level == "ok":
@@ -291,10 +305,11 @@ class Dispatcher:
             return result.transition, "waiting"
         return result.transition, "succeeded"
 
-    def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int]) -> Brief:
+    def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int],
+              previous: list | None = None) -> Brief:
         """The brief of one run: who the agent is, the task's typed state, what it may do next (with what
         blocks each transition now), its tools, the previous failure, and the rest of its queue."""
-        spec = self.company.spec()
+        spec = self._current_spec()
         me = spec.agents.get(agent)
         workflow = spec.workflows[task.workflow]
         options = []
@@ -306,7 +321,8 @@ class Dispatcher:
                             "requires": t.requires.model_dump(), "produces": list(t.produces),
                             "approval": t.approval is not None,
                             "blocked": [{"clause": v.clause, "detail": v.detail} for v in option.blocked]})
-        previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        if previous is None:
+            previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
         return Brief({
             "run_id": run_id, "company": self.company.company,
             "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},

@@ -203,12 +203,20 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.communicate()
 
 
-def make_runner(config: dict[str, Any] | None, *, workdir: Path) -> Runner | None:
+def make_runner(config: dict[str, Any] | None, *, workdir: Path,
+                authorize_tool: Callable[[str, dict[str, Any]], None] | None = None,
+                tools: Any = None) -> Runner | None:
     """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
-    Raises :class:`UsageError` for a configuration that cannot work, or a kind not built yet."""
+    ``authorize_tool(tool, arguments)`` and ``tools`` (the spec's tools) serve the ``llm`` runner, whose
+    tool calls go through the rights check and the audit. Raises :class:`UsageError` for a
+    configuration that cannot work, or a kind not built yet."""
     if not config:
         return None
     kind = config.get("kind")
+    if kind == "llm":
+        from roster.runtime.llm import LLMRunner  # noqa: PLC0415 - pydantic-ai loads only for model agents
+
+        return LLMRunner(config, authorize_tool=authorize_tool, tools=tools, workdir=workdir)
     if kind == "program":
         if config.get("callable"):
             return CallableRunner(str(config["callable"]))
@@ -216,4 +224,4 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path) -> Runner | Non
             return CommandRunner(str(config["command"]), workdir=workdir,
                                  timeout=float(config.get("timeout", DEFAULT_TIMEOUT)))
         raise UsageError("a program runner needs 'callable: module:function' or 'command: ...'")
-    raise UsageError(f"runner kind '{kind}' is not available yet (only 'program' is)")
+    raise UsageError(f"runner kind '{kind}' is not available yet (only 'program' and 'llm' are)")

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, select
 
-from roster.kernel.spec import Budget
+from roster.kernel.spec import Budget, CompanySpec
 from roster.store import audit
 from roster.store.company_base import CompanyBase
 from roster.store.schema import runs, tasks
@@ -66,9 +66,10 @@ class CostVerbs(CompanyBase):
             spent = float(conn.scalar(query) or 0.0)
         return BudgetStatus(budget.scope, budget.period, budget.usd, round(spent, 6), since)
 
-    def budgets_for(self, agent: str, workflow: str | None) -> list[Budget]:
-        """The budgets a run of ``agent`` on a task of ``workflow`` counts toward."""
-        spec = self.spec()
+    def budgets_for(self, agent: str, workflow: str | None, *, spec: CompanySpec | None = None) -> list[Budget]:
+        """The budgets a run of ``agent`` on a task of ``workflow`` counts toward (``spec``: the current
+        spec, if the caller has it)."""
+        spec = spec or self.spec()
         portfolio = spec.workflows[workflow].portfolio if workflow in spec.workflows else None
         scopes = {"company", f"agent:{agent}"} | ({f"portfolio:{portfolio}"} if portfolio else set())
         return [b for b in spec.budgets if b.scope in scopes]

@@ -14,14 +14,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, bindparam, select, update
 
 from roster.errors import ContractViolation, Denied, LeaseHeld, NotFound, StaleFencingToken, UsageError
 from roster.kernel.contracts import Actor
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.prepared import Prepared
 from roster.store.schema import tasks
 from roster.store.store import format_ts
+
+# Hot-path statements, built once (see store/prepared.py).
+_LEASE_ROW = Prepared(select(tasks.c.workflow, tasks.c.fencing_token, tasks.c.lease_holder, tasks.c.lease_run,
+                             tasks.c.lease_expires_at)
+                      .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id")))
+_SET_LEASE = Prepared(
+    update(tasks)
+    .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"),
+           tasks.c.fencing_token == bindparam("seen_token"))
+    .values(fencing_token=bindparam("fencing_token"), lease_holder=bindparam("lease_holder"),
+            lease_run=bindparam("lease_run"), lease_expires_at=bindparam("lease_expires_at")))
 
 DEFAULT_LEASE_SECONDS = 60.0
 MAX_LEASE_SECONDS = 3600.0
@@ -47,9 +59,7 @@ class LeaseVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                row = conn.execute(select(tasks.c.workflow, tasks.c.fencing_token, tasks.c.lease_holder,
-                                          tasks.c.lease_run, tasks.c.lease_expires_at)
-                                   .where(tasks.c.company_id == self.company, tasks.c.id == task_id)).first()
+                row = _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
                 if row is None:
                     raise NotFound(f"no task {task_id} in company '{self.company}'")
                 self._may_read(cache, who, row.workflow)
@@ -73,11 +83,9 @@ class LeaseVerbs(CompanyBase):
             if live and (row.lease_holder != who.handle or row.lease_run != run_id):
                 raise LeaseHeld(task_id, row.lease_holder, row.lease_expires_at)
             token, expires = row.fencing_token + 1, format_ts(now + timedelta(seconds=ttl))
-            changed = conn.execute(update(tasks).where(
-                tasks.c.company_id == self.company, tasks.c.id == task_id,
-                tasks.c.fencing_token == row.fencing_token), {
-                "fencing_token": token, "lease_holder": who.handle, "lease_run": run_id,
-                "lease_expires_at": expires}).rowcount
+            changed = _SET_LEASE.rowcount(conn, {
+                "company": self.company, "task_id": task_id, "seen_token": row.fencing_token, "fencing_token": token,
+                "lease_holder": who.handle, "lease_run": run_id, "lease_expires_at": expires})
             if changed != 1:  # only reachable if a writer bypassed the company lock
                 raise LeaseHeld(task_id, "another run", stamp)
             audit.append(conn, head, ts=stamp, principal=who.handle, action="lease.claim", subject=f"task:{task_id}",
@@ -109,8 +117,9 @@ class LeaseVerbs(CompanyBase):
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> None:  # noqa: ANN001
             if row.fencing_token != fencing_token or row.lease_holder != who.handle:
                 raise StaleFencingToken(task_id, fencing_token, row.fencing_token)
-            conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == task_id),
-                         {"lease_holder": None, "lease_run": None, "lease_expires_at": None})
+            _SET_LEASE.rowcount(conn, {
+                "company": self.company, "task_id": task_id, "seen_token": fencing_token, "fencing_token": fencing_token,
+                "lease_holder": None, "lease_run": None, "lease_expires_at": None})
             audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="lease.release",
                          subject=f"task:{task_id}", data={"fencing_token": fencing_token, "reason": "done"})
 

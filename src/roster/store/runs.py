@@ -65,14 +65,15 @@ class RunVerbs(CompanyBase):
         return self.pending_work_many([agent], limit=limit).get(agent, [])
 
     def pending_work_many(self, agents: list[str], *, limit: int = 20,
-                          scan: int = 1000) -> dict[str, list[Task]]:
+                          scan: int | None = None) -> dict[str, list[Task]]:
         """For each agent, the tasks it could act on now, most urgent first (priority, then id): in a
         state one of its granted transitions starts from, with no live lease of someone else's run, not
         waiting out a backoff or blocked for this agent, and not waiting on an approval request it
         opened. One indexed query over the candidate tasks for all agents together (at most ``scan``
-        rows), plus two small ones when there are candidates; no model call. Agents with no work are
-        absent from the result."""
+        rows: by default four times what the agents could be shown, at most 1,000), plus two small ones
+        when there are candidates; no model call. Agents with no work are absent from the result."""
         now = self.store.now()
+        scan = scan or min(1000, 4 * limit * max(1, len(agents)))
         with self.store.read() as conn:
             cache = self._current(conn)
             if cache.rights is None or cache.spec is None:
@@ -84,12 +85,12 @@ class RunVerbs(CompanyBase):
                     union.setdefault(wf, set()).update(wf_states)
             if not union:
                 return {}
-            rows = [_task(r) for r in conn.execute(
-                select(tasks).where(
+            rows = list(conn.execute(  # candidates, light: the full rows are read for the chosen ones only
+                select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
                     tasks.c.company_id == self.company,
                     or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in union.items())),
                     or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now))
-                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan))]
+                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan)))
             if not rows:
                 return {}
             ids = [t.id for t in rows]
@@ -100,12 +101,15 @@ class RunVerbs(CompanyBase):
                 select(approval_requests.c.task_id, approval_requests.c.requested_by).where(
                     approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
                     approval_requests.c.task_id.in_(ids)))}
-        work: dict[str, list[Task]] = {}
-        for agent, per_agent in states.items():
-            mine = [t for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
-            if mine:
-                work[agent] = mine[:limit]
-        return work
+            chosen: dict[str, list[int]] = {}
+            for agent, per_agent in states.items():
+                mine = [t.id for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
+                if mine:
+                    chosen[agent] = mine[:limit]
+            wanted = sorted({i for ids_ in chosen.values() for i in ids_})
+            full = {r.id: _task(r) for r in conn.execute(select(tasks).where(
+                tasks.c.company_id == self.company, tasks.c.id.in_(wanted)))} if wanted else {}
+        return {agent: [full[i] for i in ids_] for agent, ids_ in chosen.items()}
 
     def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, set[str]]:
         """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``)."""
