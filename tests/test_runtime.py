@@ -300,7 +300,7 @@ def test_make_runner_builds_the_configured_runner(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("config, says", [
-    ({"kind": "llm", "model": "x"}, "not available"),
+    ({"kind": "llm", "model": "x"}, "expected 'provider:model'"),
     ({"kind": "telepathy"}, "not available"),
     ({"kind": "program"}, "needs"),
     ({"kind": "program", "callable": "no_colon_here"}, "module:function"),
