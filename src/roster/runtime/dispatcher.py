@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from roster.errors import (
@@ -90,11 +91,24 @@ class Dispatcher:
                 self._runners[agent] = make_runner(
                     config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
                     authorize_tool=lambda tool, arguments: self.company.record_tool_call(
-                        tool, actor=agent, arguments=arguments))
+                        tool, actor=agent, arguments=arguments),
+                    issue_token=self._issue_run_token)
             except UsageError as exc:
                 self.log(f"agent {agent}: no runner: {exc.message}")
                 self._runners[agent] = None
         return self._runners[agent]
+
+    def _issue_run_token(self, agent: str, lifetime: timedelta) -> tuple[str, Callable[[], None]]:
+        """A short-lived token for one run of an external agent, and how to revoke it afterwards."""
+        issued = self.company.issue_token(agent, actor=None, name="run token (process runner)", lifetime=lifetime)
+
+        def revoke() -> None:
+            try:
+                self.company.revoke_token(issued.record.id, actor=None)
+            except RosterError as exc:
+                self.log(f"could not revoke run token {issued.record.id}: {exc.message}")
+
+        return issued.token, revoke
 
     def _current_spec(self) -> CompanySpec:
         """The spec as of this cycle (read at its start), or now outside a cycle."""

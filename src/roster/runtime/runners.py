@@ -205,14 +205,19 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def make_runner(config: dict[str, Any] | None, *, workdir: Path,
                 authorize_tool: Callable[[str, dict[str, Any]], None] | None = None,
-                tools: Any = None) -> Runner | None:
+                tools: Any = None, issue_token: Any = None) -> Runner | None:
     """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
     ``authorize_tool(tool, arguments)`` and ``tools`` (the spec's tools) serve the ``llm`` runner, whose
-    tool calls go through the rights check and the audit. Raises :class:`UsageError` for a
+    tool calls go through the rights check and the audit; ``issue_token(agent, lifetime)`` serves the
+    ``process`` runner (a short-lived token per run). Raises :class:`UsageError` for a
     configuration that cannot work, or a kind not built yet."""
     if not config:
         return None
     kind = config.get("kind")
+    if kind == "process":
+        from roster.runtime.process import ProcessRunner  # noqa: PLC0415
+
+        return ProcessRunner(config, workdir=workdir, issue_token=issue_token)
     if kind == "llm":
         from roster.runtime.llm import LLMRunner  # noqa: PLC0415 - pydantic-ai loads only for model agents
 
@@ -224,4 +229,4 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
             return CommandRunner(str(config["command"]), workdir=workdir,
                                  timeout=float(config.get("timeout", DEFAULT_TIMEOUT)))
         raise UsageError("a program runner needs 'callable: module:function' or 'command: ...'")
-    raise UsageError(f"runner kind '{kind}' is not available yet (only 'program' and 'llm' are)")
+    raise UsageError(f"unknown runner kind '{kind}'; expected program, llm or process")

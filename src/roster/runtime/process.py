@@ -1,0 +1,156 @@
+"""The ``process`` runner: an external agent CLI (Claude Code's ``claude -p``, Codex's ``codex exec``) or
+any command, working as the agent through Roster with a token of its own.
+
+For each run it writes the brief to ``.roster/runs/<run id>/brief.md`` (a prompt) and ``brief.json``,
+issues the agent a short-lived API token (the run's timeout plus a minute; revoked when the run ends),
+and starts the command in the workspace, in a process group of its own, with ``ROSTER_TOKEN``,
+``ROSTER_RUN_ID``, ``ROSTER_BRIEF`` (the prompt file) and ``ROSTER_BRIEF_JSON`` set, and the prompt file
+as its last argument unless ``prompt_arg: false``. The agent acts through ``roster`` (or, later, MCP)
+with that token, so every action is its own, rights-checked and audited.
+
+Evidence kept as artifacts of the task: ``run-log`` (exit code and the tail of stdout and stderr) and,
+when files changed in the workspace, ``changes`` (the files added, modified or deleted, by SHA-256).
+If the last line of stdout is a JSON result (see :mod:`roster.runtime.runners`), it is applied too.
+A timeout kills the whole process group (:class:`RunnerTimeout`); a non-zero exit is :class:`RunnerExit`.
+
+Config: ``{kind: process, command: "claude -p", timeout: 600, prompt_arg: true}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+from roster.runtime.runners import ArtifactOut, Brief, RunResult
+
+DEFAULT_TIMEOUT = 600.0
+LOG_TAIL = 8_000
+IssueToken = Callable[[str, timedelta], tuple[str, Callable[[], None]]]
+"""``issue(agent, lifetime) -> (token, revoke)``: a short-lived token for the run, and how to revoke it."""
+
+
+class ProcessRunner:
+    kind = "process"
+
+    def __init__(self, config: dict[str, Any], *, workdir: Path, issue_token: IssueToken | None) -> None:
+        unknown = set(config) - {"kind", "command", "timeout", "prompt_arg"}
+        if unknown:
+            raise UsageError(f"process runner: unknown key(s) {', '.join(sorted(unknown))}; expected command, "
+                             "timeout, prompt_arg")
+        self.argv = shlex.split(str(config.get("command", "")))
+        if not self.argv:
+            raise UsageError("a process runner needs 'command: ...' (for example 'claude -p')")
+        self.timeout = float(config.get("timeout", DEFAULT_TIMEOUT))
+        self.prompt_arg = bool(config.get("prompt_arg", True))
+        self.workdir = workdir
+        self.issue_token = issue_token
+
+    def run(self, brief: Brief) -> RunResult:
+        data = brief.data
+        run_dir = self.workdir / ".roster" / "runs" / data["run_id"]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prompt = run_dir / "brief.md"
+        prompt.write_text(render_prompt(data), encoding="utf-8")
+        (run_dir / "brief.json").write_text(brief.to_json(), encoding="utf-8")
+        env = {**os.environ, "ROSTER_RUN_ID": data["run_id"], "ROSTER_BRIEF": str(prompt),
+               "ROSTER_BRIEF_JSON": str(run_dir / "brief.json")}
+        revoke: Callable[[], None] = lambda: None  # noqa: E731
+        if self.issue_token is not None:
+            token, revoke = self.issue_token(data["agent"]["handle"], timedelta(seconds=self.timeout + 60))
+            env["ROSTER_TOKEN"] = token
+        before = snapshot(self.workdir)
+        argv = [*self.argv, str(prompt)] if self.prompt_arg else self.argv
+        try:
+            proc = subprocess.Popen(argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True, env=env)
+        except OSError as exc:
+            revoke()
+            raise RunnerExit(f"cannot start '{shlex.join(self.argv)}': {exc}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            raise RunnerTimeout(f"'{shlex.join(self.argv)}' ran past its timeout of {self.timeout:g} s; its process "
+                                "group was killed") from None
+        finally:
+            revoke()
+        out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
+        if proc.returncode < 0:
+            raise RunnerCrashed(f"'{shlex.join(self.argv)}' was killed by signal {-proc.returncode}")
+        if proc.returncode != 0:
+            raise RunnerExit(f"'{shlex.join(self.argv)}' exited {proc.returncode}: {err.strip()[-500:] or '(no stderr)'}")
+        result = _last_line_result(out)
+        log = json.dumps({"exit_code": proc.returncode, "stdout_tail": out[-LOG_TAIL:], "stderr_tail": err[-LOG_TAIL:]},
+                         indent=2)
+        evidence = [ArtifactOut(kind="run-log", name=f"run-{data['run_id']}.json", content=log,
+                                reason="what the external agent printed, and its exit code")]
+        changes = diff_snapshots(before, snapshot(self.workdir))
+        if changes:
+            evidence.append(ArtifactOut(kind="changes", name=f"changes-{data['run_id']}.json",
+                                        content=json.dumps(changes, indent=2, sort_keys=True),
+                                        reason="files the external agent changed in the workspace"))
+        if data.get("task") is None:
+            return result  # a run without a task keeps no task evidence
+        return result.model_copy(update={"artifacts": [*evidence, *result.artifacts]})
+
+
+def render_prompt(brief: dict[str, Any]) -> str:
+    """The brief as a prompt an agent CLI reads: who you are, the task, what you may do, how to do it."""
+    agent, task = brief["agent"], brief.get("task")
+    lines = [f"# You are {agent['handle']}", "", agent.get("mission") or "", ""]
+    if task:
+        lines += [f"## Task {task['id']}: {task['title']}", f"Workflow {task['workflow']}, state {task['state']}, "
+                  f"version {task['version']}.", "", "Fields:", "```json", json.dumps(task["fields"], indent=2), "```",
+                  "", "## What you may do next"]
+        for t in brief.get("transitions", []):
+            blocked = "; ".join(f"{b['clause']}: {b['detail']}" for b in t["blocked"]) or "nothing blocks it"
+            lines.append(f"- `{t['name']}` -> {t['to']}; writes {', '.join(t['writes']) or 'nothing'}; "
+                         f"blocked now by: {blocked}")
+    if brief.get("previous_failure"):
+        lines += ["", f"The previous attempt failed: {brief['previous_failure']['message']}"]
+    lines += ["", "## How to act", "Use the `roster` CLI; ROSTER_TOKEN is set to your own token for this run, so "
+              "everything you do is yours and on the record. For example:",
+              f"`roster task move {task['id'] if task else 'ID'} TRANSITION --set FIELD=VALUE --rationale WHY`.",
+              "You may also print one JSON result as the last line of your output (see docs/runtime.md)."]
+    return "\n".join(lines) + "\n"
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``root``, except Roster's own state and VCS folders."""
+    files: dict[str, str] = {}
+    for path in root.rglob("*"):
+        rel = path.relative_to(root)
+        if rel.parts and rel.parts[0] in (".roster", ".git", ".venv", "__pycache__"):
+            continue
+        if path.is_file():
+            files[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def diff_snapshots(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]]:
+    changes = {"added": sorted(set(after) - set(before)), "deleted": sorted(set(before) - set(after)),
+               "modified": sorted(k for k in set(before) & set(after) if before[k] != after[k])}
+    return {k: v for k, v in changes.items() if v}
+
+
+def _last_line_result(out: str) -> RunResult:
+    lines = [line for line in out.strip().splitlines() if line.strip()]
+    if not lines or not lines[-1].lstrip().startswith("{"):
+        return RunResult()
+    try:
+        return RunResult.parse(json.loads(lines[-1]))
+    except ValueError:
+        raise MalformedOutput("the last line of the external agent's output looks like JSON but is not valid") from None
