@@ -301,7 +301,7 @@ def test_make_runner_builds_the_configured_runner(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("config, says", [
     ({"kind": "llm", "model": "x"}, "expected 'provider:model'"),
-    ({"kind": "telepathy"}, "not available"),
+    ({"kind": "telepathy"}, "unknown runner kind"),
     ({"kind": "program"}, "needs"),
     ({"kind": "program", "callable": "no_colon_here"}, "module:function"),
     ({"kind": "program", "callable": "rt_no_such_module_zz:f"}, "cannot be loaded"),
