@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
@@ -22,6 +22,15 @@ from roster.store.company_base import CompanyBase, CompanyCache
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
 from roster.store.tasks import Task, _task
+
+_ATTEMPTS_OF = (select(attempts).where(attempts.c.company_id == bindparam("company"),
+                                      attempts.c.task_id == bindparam("task_id")).order_by(attempts.c.agent))
+_FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens", "output_tokens", "cost_usd",
+                   "wall_seconds", "failure_category", "failure_code", "failure_message")
+_FINISH_RUN = update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id")).values(
+    {name: bindparam(name) for name in _FINISH_COLUMNS})
+_START_RUN = insert(runs)
+_RUN_AGENT = select(runs.c.agent).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
 
 
 @dataclass(frozen=True)
@@ -85,12 +94,18 @@ class RunVerbs(CompanyBase):
                     union.setdefault(wf, set()).update(wf_states)
             if not union:
                 return {}
-            rows = list(conn.execute(  # candidates, light: the full rows are read for the chosen ones only
-                select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
-                    tasks.c.company_id == self.company,
-                    or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(s))) for wf, s in union.items())),
-                    or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= now))
-                .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan)))
+            key = (frozenset((wf, frozenset(st)) for wf, st in union.items()), scan)
+            candidates = self._candidate_queries.get(key)
+            if candidates is None:  # built once per set of actionable states: building costs more than running
+                candidates = self._candidate_queries[key] = (
+                    select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
+                        tasks.c.company_id == bindparam("company"),
+                        or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(st)))
+                              for wf, st in sorted(union.items()))),
+                        or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
+                    .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan))
+            # candidates, light: the full rows are read for the chosen ones only
+            rows = list(conn.execute(candidates, {"company": self.company, "now": now}))
             if not rows:
                 return {}
             ids = [t.id for t in rows]
@@ -126,6 +141,13 @@ class RunVerbs(CompanyBase):
                     states.setdefault(wf_name, set()).update(t.from_)
         return states
 
+    @property
+    def _candidate_queries(self) -> dict:
+        cache = self.__dict__.get("_candidates")
+        if cache is None:
+            cache = self.__dict__["_candidates"] = {}
+        return cache
+
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
                   attempt: int = 1) -> str:
         """Record that ``agent`` woke up (``run.start``). Returns the run id."""
@@ -133,7 +155,7 @@ class RunVerbs(CompanyBase):
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             now = self.store.now()
-            conn.execute(insert(runs), {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
+            conn.execute(_START_RUN, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
                                         "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
                                         "started_at": now, "outcome": "running"})
             audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
@@ -149,14 +171,14 @@ class RunVerbs(CompanyBase):
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             now = self.store.now()
-            agent = conn.scalar(select(runs.c.agent).where(runs.c.company_id == self.company, runs.c.id == run_id))
+            agent = conn.scalar(_RUN_AGENT, {"company": self.company, "run_id": run_id})
             values = {"ended_at": now, "outcome": outcome, "transition": transition, "model": model,
                       "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
                       "wall_seconds": wall_seconds,
                       "failure_category": failure.category.value if failure else None,
                       "failure_code": failure.code if failure else None,
                       "failure_message": failure.message if failure else None}
-            conn.execute(update(runs).where(runs.c.company_id == self.company, runs.c.id == run_id), values)
+            conn.execute(_FINISH_RUN, {**values, "company": self.company, "run_id": run_id})
             audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
                          data={k: v for k, v in values.items() if k != "ended_at"})
             audit.save_head(conn, head)
@@ -213,8 +235,7 @@ class RunVerbs(CompanyBase):
 
     def attempts_of(self, task_id: int) -> list[Attempt]:
         with self.store.read() as conn:
-            rows = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
-                                                       attempts.c.task_id == task_id).order_by(attempts.c.agent))
+            rows = conn.execute(_ATTEMPTS_OF, {"company": self.company, "task_id": task_id})
             return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
                             r.blocked_reason) for r in rows]
 

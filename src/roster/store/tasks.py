@@ -62,6 +62,11 @@ _UPDATE_TASK = Prepared(
     .values(state=bindparam("state"), fields=bindparam("fields"), version=bindparam("version"),
             updated_at=bindparam("updated_at"))
 )
+_ARTIFACT_KINDS = select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
+                                                artifacts.c.task_id == bindparam("task_id"))
+_CHECKS = (select(check_results.c.name, check_results.c.passed)
+           .where(check_results.c.company_id == bindparam("company"), check_results.c.task_id == bindparam("task_id"))
+           .order_by(check_results.c.id))
 
 
 @dataclass(frozen=True)
@@ -366,12 +371,10 @@ class TaskVerbs(CompanyBase):
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
 
     def _evidence_txn(self, conn: Connection, task: Task) -> Evidence:
-        kinds = frozenset(conn.scalars(select(artifacts.c.kind).where(
-            artifacts.c.company_id == self.company, artifacts.c.task_id == task.id)))
+        params = {"company": self.company, "task_id": task.id}
+        kinds = frozenset(conn.scalars(_ARTIFACT_KINDS, params))
         latest: dict[str, bool] = {}
-        for name, passed in conn.execute(select(check_results.c.name, check_results.c.passed).where(
-                check_results.c.company_id == self.company, check_results.c.task_id == task.id)
-                .order_by(check_results.c.id)):
+        for name, passed in conn.execute(_CHECKS, params):
             latest[name] = bool(passed)
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok))
 
