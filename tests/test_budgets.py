@@ -4,8 +4,8 @@ stop that pauses the agent (or its portfolio, or every agent) with the reason an
 from __future__ import annotations
 
 import pytest
-
 from conftest import FIX_LINT, GOOD_SPEC
+
 from roster.errors import SpecError
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult, Usage
@@ -95,3 +95,25 @@ def test_an_exhausted_company_budget_stops_every_agent_but_not_humans(store, tmp
 def test_a_budget_for_an_unknown_scope_is_a_spec_error(scope):
     with pytest.raises(SpecError, match="unknown budget scope"):
         parse_spec(FIX_LINT + f"budgets:\n  - {{scope: '{scope}', usd: 1}}\n")
+
+
+def test_the_stop_rule_ends_retries_on_a_task_that_cost_too_much(store, tmp_path):
+    company = company_with(store, "")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+
+    class CostlyFlake(Priced):
+        def run(self, brief):  # noqa: ANN001, ANN202
+            super().run(brief)
+            raise RuntimeError("the model lost its way")
+
+    runner = CostlyFlake(0.4)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner}, max_attempts=10,
+                            max_task_cost_usd=0.5)
+    dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
+    dispatcher.run_once("planner", company.get_task(task.id), trigger="test")  # 0.8 USD spent now
+    stopped = dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
+    assert stopped.outcome == "stopped" and stopped.failure.code == "cost-limit"
+    assert runner.calls == 2  # the third attempt never reached the model
+    [attempt] = company.attempts_of(task.id)
+    assert "cost-limit" in attempt.blocked_reason
+    assert company.list_escalations()[-1].category == "deterministic"

@@ -115,7 +115,8 @@ def emit(
         console.print(f"event {event.id} '{event.name}' emitted by {event.emitted_by}")
 
 
-def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose: bool = True) -> Dispatcher:
+def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose: bool = True,
+                max_task_cost: float | None = None) -> Dispatcher:
     """Running the company's agents is an administrator's act: it needs a human with ``admin``."""
     session = ws.session()
     company = session.company
@@ -124,7 +125,7 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
         raise Denied(session.principal.handle, "run the agents of", "this company", decision.explain(),
                      decision.policies)
     return Dispatcher(company, workdir=ws.spec_path.resolve().parent, lease_seconds=lease_seconds,
-                      max_attempts=max_attempts, log=(lambda m: err_console.print(m, highlight=False)) if verbose
+                      max_attempts=max_attempts, max_task_cost_usd=max_task_cost, log=(lambda m: err_console.print(m, highlight=False)) if verbose
                       else None)
 
 
@@ -147,10 +148,12 @@ def up(
     = DEFAULT_LEASE_SECONDS,
     max_attempts: Annotated[int, typer.Option("--max-attempts", help="Attempts before a persisted blocker.")]
     = DEFAULT_MAX_ATTEMPTS,
+    max_task_cost: Annotated[float | None, typer.Option("--max-task-cost",
+                                                        help="USD a task may cost before retries stop.")] = None,
 ) -> None:
     """Run the company's agents: each cycle, every agent with work does one run. SIGINT/SIGTERM stop it
     cleanly: the run in flight finishes and releases its lease."""
-    dispatcher = _dispatcher(workspace(ctx), lease_seconds, max_attempts)
+    dispatcher = _dispatcher(workspace(ctx), lease_seconds, max_attempts, max_task_cost=max_task_cost)
 
     def stop(signum: int, _frame: object) -> None:
         err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the run in flight")

@@ -70,11 +70,13 @@ class Dispatcher:
 
     def __init__(self, company: CompanyStore, *, workdir: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, runners: dict[str, Runner] | None = None,
+                 max_task_cost_usd: float | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.company = company
         self.workdir = workdir
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
+        self.max_task_cost_usd = max_task_cost_usd
         self._runners: dict[str, Runner | None] = dict(runners or {})
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
@@ -172,6 +174,15 @@ class Dispatcher:
             return self._run_without_task(agent, runner, trigger, context or {})
         previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
         attempt = 1 + sum(a.failures for a in previous)
+        if self.max_task_cost_usd is not None and previous:
+            spent = self.company.task_cost(task.id)
+            if spent >= self.max_task_cost_usd:  # the stop rule: no more money into this task
+                stop = Failure(FailureCategory.DETERMINISTIC, "cost-limit",
+                               f"task {task.id} has cost {spent:.4f} USD, at or past the limit of "
+                               f"{self.max_task_cost_usd:.4f} USD per task")
+                blocked = self.company.record_failure(task.id, agent, stop, max_attempts=1).blocked_reason
+                self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
+                return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
         run_key = f"{agent}-{time.monotonic_ns()}"
         try:
             lease = self.company.claim(task.id, actor=agent, run_id=run_key, ttl=self.lease_seconds)

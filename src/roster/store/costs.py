@@ -66,6 +66,12 @@ class CostVerbs(CompanyBase):
             spent = float(conn.scalar(query) or 0.0)
         return BudgetStatus(budget.scope, budget.period, budget.usd, round(spent, 6), since)
 
+    def task_cost(self, task_id: int) -> float:
+        """USD spent by all runs on one task so far."""
+        with self.store.read() as conn:
+            return float(conn.scalar(select(func.coalesce(func.sum(runs.c.cost_usd), 0.0)).where(
+                runs.c.company_id == self.company, runs.c.task_id == task_id)) or 0.0)
+
     def budgets_for(self, agent: str, workflow: str | None, *, spec: CompanySpec | None = None) -> list[Budget]:
         """The budgets a run of ``agent`` on a task of ``workflow`` counts toward (``spec``: the current
         spec, if the caller has it)."""
