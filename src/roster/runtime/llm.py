@@ -41,7 +41,6 @@ import contextvars
 import json
 import os
 import shlex
-import signal
 import subprocess
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +81,7 @@ from roster.errors import (
     RunnerTimeout,
     UsageError,
 )
-from roster.runtime.runners import ArtifactOut, Brief, FailureOut, RunResult, Usage
+from roster.runtime.runners import ArtifactOut, Brief, FailureOut, RunResult, Usage, kill_process_group
 
 OFFLINE = "offline"
 OFFLINE_TAG = "(scripted offline model)"
@@ -644,11 +643,7 @@ def _run_command(name: str, command: str, arguments: Mapping[str, Any], workdir:
     try:
         stdout, stderr = proc.communicate(json.dumps(dict(arguments)).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.communicate()
+        kill_process_group(proc)
         return f"Tool '{name}' ran past its timeout of {timeout:g} s and was killed."
     out = stdout.decode(errors="replace")
     err = stderr.decode(errors="replace")

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import shlex
-import signal
 import subprocess
 from collections.abc import Callable
 from datetime import timedelta
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
-from roster.runtime.runners import ArtifactOut, Brief, RunResult
+from roster.runtime.runners import ArtifactOut, Brief, RunResult, kill_process_group
 
 DEFAULT_TIMEOUT = 600.0
 LOG_TAIL = 8_000
@@ -78,11 +77,7 @@ class ProcessRunner:
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
+            kill_process_group(proc)
             raise RunnerTimeout(f"'{shlex.join(self.argv)}' ran past its timeout of {self.timeout:g} s; its process "
                                 "group was killed") from None
         finally:

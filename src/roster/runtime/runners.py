@@ -178,7 +178,7 @@ class CommandRunner:
         try:
             stdout, stderr = proc.communicate(brief.to_json().encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            _kill_group(proc)
+            kill_process_group(proc)
             raise RunnerTimeout(f"'{self.command}' ran past its timeout of {self.timeout:g} s; its process group "
                                 "was killed") from None
         if proc.returncode < 0:
@@ -195,7 +195,8 @@ class CommandRunner:
         return RunResult.parse(output)
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """Kill a child started with ``start_new_session=True`` and everything it started, then reap it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:

@@ -15,9 +15,7 @@ restart neither loses nor repeats a wake-up:
 
 from __future__ import annotations
 
-import os
 import shlex
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +25,7 @@ from typing import Any
 from croniter import croniter
 
 from roster.kernel.spec import Trigger, duration_seconds
+from roster.runtime.runners import kill_process_group
 from roster.store import CompanyStore
 from roster.store.store import format_ts
 from roster.store.triggers import TriggerState
@@ -115,9 +114,5 @@ class Triggers:
         try:
             return proc.wait(timeout=when.timeout) == 0
         except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
+            kill_process_group(proc)
             return False
