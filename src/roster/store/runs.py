@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
@@ -30,6 +30,12 @@ _FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens",
 _FINISH_RUN = update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id")).values(
     {name: bindparam(name) for name in _FINISH_COLUMNS})
 _START_RUN = insert(runs)
+_CANDIDATES = (
+    select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority)
+    .where(tasks.c.company_id == bindparam("company"), tasks.c.workflow == bindparam("workflow"),
+           tasks.c.state == bindparam("state"),
+           or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
+    .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
 _RUN_AGENT = select(runs.c.agent).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
 
 
@@ -94,18 +100,12 @@ class RunVerbs(CompanyBase):
                     union.setdefault(wf, set()).update(wf_states)
             if not union:
                 return {}
-            key = (frozenset((wf, frozenset(st)) for wf, st in union.items()), scan)
-            candidates = self._candidate_queries.get(key)
-            if candidates is None:  # built once per set of actionable states: building costs more than running
-                candidates = self._candidate_queries[key] = (
-                    select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
-                        tasks.c.company_id == bindparam("company"),
-                        or_(*(and_(tasks.c.workflow == wf, tasks.c.state.in_(sorted(st)))
-                              for wf, st in sorted(union.items()))),
-                        or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
-                    .order_by(tasks.c.priority.desc(), tasks.c.id).limit(scan))
-            # candidates, light: the full rows are read for the chosen ones only
-            rows = list(conn.execute(candidates, {"company": self.company, "now": now}))
+            # One indexed page per (workflow, state): each walks ix_tasks_work_order and stops after
+            # ``scan`` rows, so the cost does not grow with the number of waiting tasks.
+            rows = sorted((row for wf, wf_states in sorted(union.items()) for state in sorted(wf_states)
+                           for row in conn.execute(_CANDIDATES, {"company": self.company, "workflow": wf,
+                                                                 "state": state, "now": now, "scan": scan})),
+                          key=lambda r: (-r.priority, r.id))[:scan]
             if not rows:
                 return {}
             ids = [t.id for t in rows]
@@ -140,13 +140,6 @@ class RunVerbs(CompanyBase):
                         agent, "transition", Resource("workflow", wf_name), t_name).allowed:
                     states.setdefault(wf_name, set()).update(t.from_)
         return states
-
-    @property
-    def _candidate_queries(self) -> dict:
-        cache = self.__dict__.get("_candidates")
-        if cache is None:
-            cache = self.__dict__["_candidates"] = {}
-        return cache
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
                   attempt: int = 1) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata = MetaData(
@@ -130,6 +131,8 @@ tasks = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     UniqueConstraint("company_id", "idempotency_key"),
     Index(None, "company_id", "workflow", "state"),
+    # The dispatcher's work query: per (workflow, state), most urgent first, a page at a time.
+    Index("ix_tasks_work_order", "company_id", "workflow", "state", text("priority DESC"), "id"),
 )
 
 artifacts = Table(
