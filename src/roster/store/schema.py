@@ -130,8 +130,8 @@ tasks = Table(
     Column("lease_expires_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     UniqueConstraint("company_id", "idempotency_key"),
-    Index(None, "company_id", "workflow", "state"),
-    # The dispatcher's work query: per (workflow, state), most urgent first, a page at a time.
+    # Task lists by workflow and state, and the dispatcher's work query: per (workflow, state), most
+    # urgent first, a page at a time. (It replaced a plain (company, workflow, state) index.)
     Index("ix_tasks_work_order", "company_id", "workflow", "state", text("priority DESC"), "id"),
 )
 
