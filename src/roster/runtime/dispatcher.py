@@ -36,6 +36,7 @@ from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
+from roster.store.runs import new_run_id
 
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
@@ -183,13 +184,16 @@ class Dispatcher:
                 blocked = self.company.record_failure(task.id, agent, stop, max_attempts=1).blocked_reason
                 self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
                 return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
-        run_key = f"{agent}-{time.monotonic_ns()}"
+        run_id = new_run_id()
+
+        def start(conn, head, lease: Lease) -> None:  # noqa: ANN001 - the run starts in the claim's transaction
+            self.company._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
+                                        fencing_token=lease.fencing_token, attempt=attempt)
+
         try:
-            lease = self.company.claim(task.id, actor=agent, run_id=run_key, ttl=self.lease_seconds)
+            lease = self.company.claim(task.id, actor=agent, run_id=run_id, ttl=self.lease_seconds, then=start)
         except LeaseHeld:
             return Outcome(agent, task.id, None, "skipped")
-        run_id = self.company.start_run(agent, trigger=trigger, task_id=task.id, fencing_token=lease.fencing_token,
-                                        attempt=attempt)
         started = time.monotonic()
         failure: Failure | None = None
         stopped = False
@@ -215,11 +219,14 @@ class Dispatcher:
                 self.log(f"  escalated to {step.to} ({step.step}): {step.reason}")
         elif outcome == "succeeded" and previous:
             self.company.clear_attempts(task.id, agent)
-        try:
-            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token)
+        finish = self._finisher(run_id, runner, outcome=outcome, transition=transition, failure=failure,
+                                started=started)
+        try:  # the run ends in the release's transaction
+            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token,
+                                 then=lambda conn, head: self.company._finish_run_txn(conn, head, run_id, **finish))
         except (StaleFencingToken, Denied):
-            pass  # taken over, or released by the kill switch (which also stops us acting): nothing to give back
-        self._finish(run_id, runner, outcome=outcome, transition=transition, failure=failure, started=started)
+            # taken over, or released by the kill switch (which also stops us acting): nothing to give back
+            self.company.finish_run(run_id, **finish)
         self.enforce_budgets(agent, task.workflow)
         return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
 
@@ -247,10 +254,17 @@ class Dispatcher:
 
     def _finish(self, run_id: str, runner: Runner, *, outcome: str, started: float, failure: Failure | None,
                 transition: str | None = None) -> None:
+        self.company.finish_run(run_id, **self._finisher(run_id, runner, outcome=outcome, started=started,
+                                                         failure=failure, transition=transition))
+
+    @staticmethod
+    def _finisher(run_id: str, runner: Runner, *, outcome: str, started: float, failure: Failure | None,
+                  transition: str | None = None) -> dict:
+        """The run record's closing values: outcome, failure, the runner's usage and the wall time."""
         usage = getattr(runner, "last_usage", None) or Usage()
-        self.company.finish_run(run_id, outcome=outcome, transition=transition, failure=failure, model=usage.model,
-                                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                                cost_usd=usage.cost_usd, wall_seconds=round(time.monotonic() - started, 6))
+        return {"outcome": outcome, "transition": transition, "failure": failure, "model": usage.model,
+                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                "cost_usd": usage.cost_usd, "wall_seconds": round(time.monotonic() - started, 6)}
 
     # -- budgets ------------------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ Times are seconds (``ttl``); stored expiries are ISO 8601 UTC strings from the s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -70,10 +71,12 @@ class LeaseVerbs(CompanyBase):
             self._audit_rejection(actor, action, f"task:{task_id}", exc, data)
             raise
 
-    def claim(self, task_id: int, *, actor: ActorRef, run_id: str, ttl: float = DEFAULT_LEASE_SECONDS) -> Lease:
+    def claim(self, task_id: int, *, actor: ActorRef, run_id: str, ttl: float = DEFAULT_LEASE_SECONDS,
+              then: Callable[[Connection, audit.ChainHead, Lease], None] | None = None) -> Lease:
         """Claim the task for ``ttl`` seconds with a new fencing token. Raises :class:`LeaseHeld` if another
         principal's lease is live; a lease that expired is simply taken over (its holder's token goes
-        stale). Needs ``read`` on the task's workflow."""
+        stale). Needs ``read`` on the task's workflow. ``then`` runs in the same transaction (the runtime
+        records the run's start there: one commit instead of two)."""
         _check_ttl(ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
@@ -91,7 +94,10 @@ class LeaseVerbs(CompanyBase):
             audit.append(conn, head, ts=stamp, principal=who.handle, action="lease.claim", subject=f"task:{task_id}",
                          data={"run_id": run_id, "fencing_token": token, "expires_at": expires,
                                "took_over": row.lease_holder if row.lease_holder and not live else None})
-            return Lease(task_id, who.handle, run_id, token, expires)
+            lease = Lease(task_id, who.handle, run_id, token, expires)
+            if then is not None:
+                then(conn, head, lease)
+            return lease
 
         return self._lease_write(task_id, actor, "lease.claim", {"run_id": run_id}, body)
 
@@ -111,8 +117,10 @@ class LeaseVerbs(CompanyBase):
 
         return self._lease_write(task_id, actor, "lease.renew", {"fencing_token": fencing_token}, body)
 
-    def release(self, task_id: int, *, actor: ActorRef, fencing_token: int) -> None:
-        """Give the task back. Raises :class:`StaleFencingToken` if this run no longer holds it."""
+    def release(self, task_id: int, *, actor: ActorRef, fencing_token: int,
+                then: Callable[[Connection, audit.ChainHead], None] | None = None) -> None:
+        """Give the task back. Raises :class:`StaleFencingToken` if this run no longer holds it.
+        ``then`` runs in the same transaction (the runtime records the run's end there)."""
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> None:  # noqa: ANN001
             if row.fencing_token != fencing_token or row.lease_holder != who.handle:
@@ -122,6 +130,8 @@ class LeaseVerbs(CompanyBase):
                 "lease_holder": None, "lease_run": None, "lease_expires_at": None})
             audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="lease.release",
                          subject=f"task:{task_id}", data={"fencing_token": fencing_token, "reason": "done"})
+            if then is not None:
+                then(conn, head)
 
         self._lease_write(task_id, actor, "lease.release", {"fencing_token": fencing_token}, body)
 

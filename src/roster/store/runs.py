@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
@@ -37,6 +37,10 @@ _CANDIDATES = (
            or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
     .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
 _RUN_AGENT = select(runs.c.agent).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True)
@@ -142,20 +146,24 @@ class RunVerbs(CompanyBase):
         return states
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
-                  attempt: int = 1) -> str:
+                  attempt: int = 1, run_id: str | None = None) -> str:
         """Record that ``agent`` woke up (``run.start``). Returns the run id."""
-        run_id = secrets.token_hex(8)
+        run_id = run_id or new_run_id()
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            now = self.store.now()
-            conn.execute(_START_RUN, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
-                                        "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
-                                        "started_at": now, "outcome": "running"})
-            audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
-                         data={"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token,
-                               "attempt": attempt})
+            self._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task_id,
+                                fencing_token=fencing_token, attempt=attempt)
             audit.save_head(conn, head)
         return run_id
+
+    def _start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
+                       task_id: int | None, fencing_token: int | None, attempt: int) -> None:
+        now = self.store.now()
+        conn.execute(_START_RUN, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
+                                  "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
+                                  "started_at": now, "outcome": "running"})
+        audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
+                     data={"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt})
 
     def finish_run(self, run_id: str, *, outcome: str, transition: str | None = None,
                    failure: Failure | None = None, model: str | None = None, input_tokens: int = 0,
@@ -163,18 +171,26 @@ class RunVerbs(CompanyBase):
         """Record how a run ended (``run.finish``): outcome, failure, model usage (tokens, USD), wall time (s)."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            now = self.store.now()
-            agent = conn.scalar(_RUN_AGENT, {"company": self.company, "run_id": run_id})
-            values = {"ended_at": now, "outcome": outcome, "transition": transition, "model": model,
-                      "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
-                      "wall_seconds": wall_seconds,
-                      "failure_category": failure.category.value if failure else None,
-                      "failure_code": failure.code if failure else None,
-                      "failure_message": failure.message if failure else None}
-            conn.execute(_FINISH_RUN, {**values, "company": self.company, "run_id": run_id})
-            audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
-                         data={k: v for k, v in values.items() if k != "ended_at"})
+            self._finish_run_txn(conn, head, run_id, outcome=outcome, transition=transition, failure=failure,
+                                 model=model, input_tokens=input_tokens, output_tokens=output_tokens,
+                                 cost_usd=cost_usd, wall_seconds=wall_seconds)
             audit.save_head(conn, head)
+
+    def _finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
+                        transition: str | None = None, failure: Failure | None = None, model: str | None = None,
+                        input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0,
+                        wall_seconds: float | None = None) -> None:
+        now = self.store.now()
+        agent = conn.scalar(_RUN_AGENT, {"company": self.company, "run_id": run_id})
+        values = {"ended_at": now, "outcome": outcome, "transition": transition, "model": model,
+                  "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
+                  "wall_seconds": wall_seconds,
+                  "failure_category": failure.category.value if failure else None,
+                  "failure_code": failure.code if failure else None,
+                  "failure_message": failure.message if failure else None}
+        conn.execute(_FINISH_RUN, {**values, "company": self.company, "run_id": run_id})
+        audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
+                     data={k: v for k, v in values.items() if k != "ended_at"})
 
     def abandon_running(self, *, reason: str) -> int:
         """Mark runs still ``running`` as ``abandoned`` (after a crash: their leases simply expire)."""
