@@ -128,13 +128,13 @@ class Dispatcher:
         """One pass over every agent: at most one run each. Returns what each run did."""
         outcomes = []
         agents = self.agents()
-        self._spec = self.company.spec()  # one read of the spec per cycle, not several per run
+        self._spec, paused = self.company.spec_and_paused()  # one read per cycle, not several per run
         for agent, work in self.company.pending_work_many(agents).items():
             if self.stopping.is_set():
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
         spec = self._spec
-        if "*" in self.company.paused():
+        if "*" in paused:
             return outcomes  # the company-wide kill switch: no wake-ups, and no event is used up meanwhile
         for agent in agents:
             if self.stopping.is_set() or not spec.agents.get(agent) or not spec.agents[agent].triggers:

@@ -104,6 +104,13 @@ class CompanyBase:
         assert cache.spec is not None
         return cache.spec
 
+    def spec_and_paused(self) -> tuple[CompanySpec, list[str]]:
+        """The current spec and the kill switches in force, from one read (the runtime's cycle start)."""
+        with self.store.read() as conn:
+            cache = self._current(conn)
+        assert cache.spec is not None and cache.rights is not None
+        return cache.spec, list(cache.rights.paused_scopes)
+
     def _machine(self, cache: CompanyCache, workflow: str) -> WorkflowMachine:
         machine = cache.machines.get(workflow)
         if machine is None:

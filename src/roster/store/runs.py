@@ -104,11 +104,13 @@ class RunVerbs(CompanyBase):
                     union.setdefault(wf, set()).update(wf_states)
             if not union:
                 return {}
-            # One indexed page per (workflow, state): each walks ix_tasks_work_order and stops after
-            # ``scan`` rows, so the cost does not grow with the number of waiting tasks.
+            # One indexed page per (workflow, state): each walks ix_tasks_work_order and stops after a
+            # page (twice what an agent is shown, room for held-back tasks), so the cost does not grow
+            # with the number of waiting tasks.
+            page = min(scan, 2 * limit)
             rows = sorted((row for wf, wf_states in sorted(union.items()) for state in sorted(wf_states)
                            for row in conn.execute(_CANDIDATES, {"company": self.company, "workflow": wf,
-                                                                 "state": state, "now": now, "scan": scan})),
+                                                                 "state": state, "now": now, "scan": page})),
                           key=lambda r: (-r.priority, r.id))[:scan]
             if not rows:
                 return {}
