@@ -107,3 +107,59 @@ def test_transient_failures_stay_with_the_agent_until_retries_run_out(two, tmp_p
     dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
     [step] = company.list_escalations()
     assert (step.step, step.to, step.category) == ("peer", "planner2", "transient")
+
+
+def test_a_retrys_brief_says_what_failed_with_which_parameters_and_what_partly_succeeded(store, tmp_path):
+    store.apply(parse_spec(FIX_LINT), applied_by="alice")
+    company = store.company("acme")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    company.transition(task.id, "plan", actor="planner", expected_version=1,
+                       writes={"spec": "Split the imports into one per line, as ruff says."})
+    briefs = []
+
+    class Builder:
+        kind = "program"
+
+        def run(self, brief):  # noqa: ANN001, ANN202
+            briefs.append(brief.data)
+            if len(briefs) == 1:  # saves its patch, then asks for a write outside the contract
+                return RunResult.parse({"artifacts": [{"kind": "patch", "name": "fix.diff", "content": "x"}],
+                                        "transition": "build", "writes": {"branch": "fix/e1", "spec": "mine"}})
+            return RunResult.parse({"transition": "build", "writes": {"branch": "fix/e1"}})
+
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"builder": Builder()})
+    dispatcher.run_once("builder", company.get_task(task.id), trigger="test")
+    [attempt] = company.attempts_of(task.id)
+    assert attempt.last_attempt == {"code": "contract-violation", "transition": "build",
+                                    "writes": {"branch": "fix/e1", "spec": "mine"},
+                                    "saved": ["artifact patch 'fix.diff'"]}
+    company.resolve_escalation(company.list_escalations()[0].id, actor="alice", note="try again")
+    # resolving clears the blocker; the record of what was tried goes with it, so record one more failure
+    dispatcher.run_once("builder", company.get_task(task.id), trigger="test")
+    assert company.get_task(task.id).state == "built"
+    assert briefs[1]["previous_failure"] is None
+
+
+def test_the_next_brief_carries_the_previous_attempt(store, tmp_path):
+    store.apply(parse_spec(FIX_LINT), applied_by="alice")
+    company = store.company("acme")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    briefs = []
+
+    class Flaky:
+        kind = "program"
+
+        def run(self, brief):  # noqa: ANN001, ANN202
+            briefs.append(brief.data)
+            if len(briefs) == 1:
+                raise RuntimeError("lost the connection")
+            return RunResult.parse(GOOD_PLAN)
+
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Flaky()})
+    dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
+    dispatcher.run_once("planner", company.get_task(task.id), trigger="test")
+    previous = briefs[1]["previous_failure"]
+    assert (previous["category"], previous["code"]) == ("transient", "RuntimeError")
+    assert "lost the connection" in previous["message"]
+    assert previous["tried"] == {"transition": None, "writes": None} and previous["partly_succeeded"] == []
+    assert company.get_task(task.id).state == "planned"

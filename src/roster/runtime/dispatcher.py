@@ -199,10 +199,12 @@ class Dispatcher:
         stopped = False
         transition: str | None = None
         outcome = "succeeded"
+        tried: dict = {"saved": []}
         with _Renewer(self.company, agent, lease, self.lease_seconds):
             try:
                 result = runner.run(self.brief(agent, task, lease, run_id, attempt, queue or [], previous))
-                transition, outcome = self._apply(agent, task, lease, result)
+                tried.update(transition=result.transition, writes=result.writes)
+                transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"])
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
@@ -211,7 +213,8 @@ class Dispatcher:
                 outcome = "stopped" if stopped else "failed"
         blocked = None
         if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
-            blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts).blocked_reason
+            blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts,
+                                                  tried=tried).blocked_reason
             self.log(f"{agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
             if blocked:  # the self step is over: up the ladder, to a peer or a human
                 step = self.company.escalate(task.id, from_agent=agent, category=failure.category.value,
@@ -323,14 +326,21 @@ class Dispatcher:
                           for name, wf in spec.workflows.items()},
         })
 
-    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult) -> tuple[str | None, str]:
+    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult,
+               saved: list[str] | None = None) -> tuple[str | None, str]:
+        """Apply a result; ``saved`` collects what was kept, so a failure later on can say what partly
+        succeeded."""
+        saved = saved if saved is not None else []
         self._file_tasks(agent, result)
+        saved.extend(f"task '{t.title}'" for t in result.tasks)
         for artifact in result.artifacts:
             self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
                                          name=artifact.name, reason=artifact.reason, fencing_token=lease.fencing_token)
+            saved.append(f"artifact {artifact.kind} '{artifact.name or artifact.kind}'")
         for check in result.checks:
             self.company.record_check(task.id, check.name, passed=check.passed, detail=check.detail, actor=agent,
                                       fencing_token=lease.fencing_token)
+            saved.append(f"check {check.name} ({'passed' if check.passed else 'failed'})")
         if result.failure is not None:
             raise JudgmentCall(result.failure.category, result.failure.reason)
         if result.transition is None:
@@ -370,7 +380,10 @@ class Dispatcher:
                      "owner": task.owner},
             "fields_schema": workflow.fields, "transitions": options, "tools": list(me.tools) if me else [],
             "fencing_token": lease.fencing_token, "attempt": attempt,
-            "previous_failure": ({"category": previous[0].last_category, "message": previous[0].last_message}
+            "previous_failure": ({"category": previous[0].last_category, "message": previous[0].last_message,
+                                  "code": previous[0].last_attempt.get("code"),
+                                  "tried": {k: previous[0].last_attempt.get(k) for k in ("transition", "writes")},
+                                  "partly_succeeded": previous[0].last_attempt.get("saved", [])}
                                  if previous else None),
             "queue": queue,
         })

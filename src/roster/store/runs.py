@@ -9,8 +9,9 @@ retryable, a persisted blocker that says why, so the dispatcher stops picking th
 
 from __future__ import annotations
 
+import json
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
@@ -74,6 +75,8 @@ class Attempt:
     last_category: str
     last_message: str
     blocked_reason: str | None
+    last_attempt: dict = field(default_factory=dict)
+    """What the failed attempt tried (``transition``, ``writes``) and saved (``saved``), with its code."""
 
 
 class RunVerbs(CompanyBase):
@@ -209,9 +212,11 @@ class RunVerbs(CompanyBase):
             audit.save_head(conn, head)
         return len(ids)
 
-    def record_failure(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int) -> Attempt:
+    def record_failure(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int,
+                       tried: dict | None = None) -> Attempt:
         """Count a failed attempt of ``agent`` on the task and schedule the next one with backoff; once
-        ``failure`` is not retryable or ``max_attempts`` is reached, persist a blocker (``run.blocked``)."""
+        ``failure`` is not retryable or ``max_attempts`` is reached, persist a blocker (``run.blocked``).
+        ``tried`` (JSON) is what the attempt tried and what of it was saved; the next brief shows it."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             row = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
@@ -226,7 +231,9 @@ class RunVerbs(CompanyBase):
             elif failures >= max_attempts:
                 blocked = f"stopped after {failures} attempts; last: {failure.message}"
             values = {"failures": failures, "next_at": next_at, "last_category": failure.category.value,
-                      "last_message": failure.message, "blocked_reason": blocked}
+                      "last_message": failure.message, "blocked_reason": blocked,
+                      "last_attempt": json.dumps({"code": failure.code, **(tried or {})}, sort_keys=True,
+                                                 default=str)}
             if row is None:
                 conn.execute(insert(attempts), {"company_id": self.company, "task_id": task_id, "agent": agent,
                                                 **values})
@@ -237,7 +244,8 @@ class RunVerbs(CompanyBase):
                 audit.append(conn, head, ts=format_ts(now), principal=agent, action="run.blocked",
                              subject=f"task:{task_id}", data={"reason": blocked, "failures": failures})
                 audit.save_head(conn, head)
-        return Attempt(task_id, agent, failures, next_at, failure.category.value, failure.message, blocked)
+        return Attempt(task_id, agent, failures, next_at, failure.category.value, failure.message, blocked,
+                       json.loads(values["last_attempt"]))
 
     def clear_attempts(self, task_id: int, agent: str) -> None:
         with self.store.write() as conn:
@@ -248,7 +256,7 @@ class RunVerbs(CompanyBase):
         with self.store.read() as conn:
             rows = conn.execute(_ATTEMPTS_OF, {"company": self.company, "task_id": task_id})
             return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
-                            r.blocked_reason) for r in rows]
+                            r.blocked_reason, json.loads(r.last_attempt or "{}")) for r in rows]
 
     def list_runs(self, *, agent: str | None = None, task_id: int | None = None, limit: int = 100) -> list[RunRecord]:
         query = select(runs).where(runs.c.company_id == self.company)

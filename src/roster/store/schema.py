@@ -231,6 +231,8 @@ attempts = Table(
     Column("last_category", String(16), nullable=False),
     Column("last_message", Text, nullable=False),
     Column("blocked_reason", Text, nullable=True),  # set: a persisted blocker; the agent stops trying
+    # JSON: what the failed attempt tried (transition, writes) and what of it was saved before it failed
+    Column("last_attempt", Text, nullable=False, server_default="{}"),
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )
 
