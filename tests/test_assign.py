@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import FIX_LINT
+
 from roster.errors import Denied, NotFound, StaleVersion, UsageError
 from roster.specfile import parse_spec
 

@@ -4,8 +4,8 @@ failures go straight to a human, and the step says so."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import FIX_LINT
+
 from roster.errors import UsageError
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult

@@ -8,7 +8,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC
+from conftest import FIX_LINT, GOOD_SPEC, ManualClock
 
 from roster.errors import Denied, Unauthenticated, UsageError
 from roster.specfile import parse_spec
@@ -16,19 +16,6 @@ from roster.store import Session, Store
 
 SCOUT = "  scout: {reports_to: alice}\n"
 WITH_SCOUT = FIX_LINT.replace("humans:\n", SCOUT + "humans:\n")
-
-
-class ManualClock:
-    """A clock that stands still until the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 3, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **kwargs: float) -> None:
-        self.now += timedelta(**kwargs)
 
 
 def _db_rows(db_path) -> list[tuple]:
@@ -213,7 +200,7 @@ def test_revoked_token_is_refused_and_audited(company, store):
 
 
 def test_expired_token_is_refused_and_audited(db_path, tmp_path, spec):
-    clock = ManualClock()
+    clock = ManualClock(datetime(2026, 3, 1, tzinfo=UTC))
     store = Store.open(f"sqlite:///{db_path}", clock=clock, artifact_root=tmp_path / "a")
     try:
         store.apply(spec, applied_by="alice")

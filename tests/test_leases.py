@@ -8,29 +8,17 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import FIX_LINT, GOOD_SPEC, ManualClock
 
-from conftest import FIX_LINT, GOOD_SPEC
 from roster.errors import LeaseHeld, StaleFencingToken, UsageError
 from roster.specfile import parse_spec
 from roster.store import Store
 
 TWO_PLANNERS = FIX_LINT.replace("  builder:", "  planner2: {reports_to: alice, tier: bounded-mutator, roles: [planning]}\n"
                                 "  builder:").replace("by: [planner]", "by: [planner, planner2]")
-
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import FIX_LINT
+
 from roster.errors import RunnerExit, RunnerTimeout
 from roster.runtime.dispatcher import Dispatcher
 from roster.specfile import parse_spec

@@ -14,11 +14,11 @@ import signal
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT
+from conftest import FIX_LINT, ManualClock, alive, wait_for
 
 from roster.errors import PayloadTooLarge, SpecError
 from roster.kernel.failures import FailureCategory
@@ -35,19 +35,6 @@ EVENT = "event:new-commit"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-class ManualClock:
-    """A clock that stands still until the test moves it."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 1, 1, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class Recorder:
@@ -72,24 +59,6 @@ def spec_text(triggers: str, *, rights: str = '{read: ["*"], create: ["*"]}', ti
              + textwrap.indent(textwrap.dedent(triggers), "      "))
     assert FIX_LINT.count("\nhumans:\n") == 1
     return FIX_LINT.replace("\nhumans:\n", "\n" + block + "humans:\n")
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie counts as dead: it runs nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def write_script(path: Path, source: str) -> Path:
