@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -87,6 +88,19 @@ def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The JSON lines a test worker appended to ``path`` (none if it never wrote)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that stands still until the test moves it (tests may override this fixture)."""
+    return ManualClock()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, ManualClock
+from conftest import FIX_LINT, GOOD_SPEC
 
 from roster.errors import LeaseHeld, StaleFencingToken, UsageError
 from roster.specfile import parse_spec
@@ -19,11 +19,6 @@ from roster.store import Store
 
 TWO_PLANNERS = FIX_LINT.replace("  builder:", "  planner2: {reports_to: alice, tier: bounded-mutator, roles: [planning]}\n"
                                 "  builder:").replace("by: [planner]", "by: [planner, planner2]")
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, ManualClock, alive, wait_for
+from conftest import FIX_LINT, GOOD_SPEC, alive, read_lines, wait_for
 
 from roster.errors import (
     ApprovalPending,
@@ -80,17 +80,6 @@ def write_script(path: Path, source: str) -> Path:
 
 def brief_for(task_id: int = 1, **extra) -> Brief:
     return Brief({"agent": {"handle": "planner"}, "task": {"id": task_id, "fields": {"rule": "E501"}}, **extra})
-
-
-def read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, ManualClock, alive, wait_for
+from conftest import FIX_LINT, alive, read_lines, wait_for
 
 from roster.errors import PayloadTooLarge, SpecError
 from roster.kernel.failures import FailureCategory
@@ -64,17 +64,6 @@ def spec_text(triggers: str, *, rights: str = '{read: ["*"], create: ["*"]}', ti
 def write_script(path: Path, source: str) -> Path:
     path.write_text(textwrap.dedent(source), encoding="utf-8")
     return path
-
-
-def read_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
 
 
 @pytest.fixture
