@@ -18,6 +18,8 @@ Tiers:
 - :class:`ApprovalPending`: the action is on an approval edge; a request now waits for an approver.
 - :class:`StaleFencingToken`, :class:`LeaseHeld`: a write from a run that lost its lease, or against a
   task another principal holds.
+- :class:`CorruptArtifact`: stored artifact content no longer matches its SHA-256.
+- :class:`ContextOverBudget`: the mandatory parts of a brief alone exceed its token budget.
 """
 
 from __future__ import annotations
@@ -291,6 +293,37 @@ class LeaseHeld(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "task_id": self.task_id, "holder": self.holder, "expires_at": self.expires_at}
+
+
+class CorruptArtifact(RosterError):
+    """An artifact's stored content does not hash to its recorded SHA-256 (or is missing): the blob on
+    disk was changed or lost. Nothing is returned; restore the blob from a backup."""
+
+    code = "corrupt-artifact"
+    exit_code = 17
+
+    def __init__(self, digest: str, detail: str) -> None:
+        self.digest = digest
+        super().__init__(f"artifact blob {digest[:12]}... is corrupt: {detail}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "sha256": self.digest}
+
+
+class ContextOverBudget(RosterError):
+    """The mandatory parts of a brief alone need more tokens than the agent's context budget allows.
+    Raise the agent's ``context_budget`` or shorten the named part (e.g. the task's fields)."""
+
+    code = "context-over-budget"
+    exit_code = 18
+
+    def __init__(self, part: str, tokens: int, budget: int) -> None:
+        self.part, self.tokens, self.budget = part, tokens, budget
+        super().__init__(f"the brief's mandatory parts need {tokens} tokens, over the budget of {budget}; "
+                         f"the largest is '{part}'. Raise the agent's context_budget or shorten '{part}'")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "part": self.part, "tokens": self.tokens, "budget": self.budget}
 
 
 class RunnerError(RosterError):

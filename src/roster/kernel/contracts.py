@@ -19,6 +19,8 @@ Clauses are checked in this order, and the first failure is raised as a
 9. ``produces`` - an artifact of each produced kind exists on the task when the transition commits
 10. ``requires.checks`` - the latest recorded result of each named check is a pass
 11. ``approval`` - an approval by someone ``approval.by`` allows is on record for this transition
+12. ``children`` - a transition into a terminal state finds no delegated child task still open (unless
+    the transition sets ``allow_open_children``): the delegator stays accountable for its subproblems
 """
 
 from __future__ import annotations
@@ -66,11 +68,13 @@ class TaskSnapshot:
 @dataclass(frozen=True)
 class Evidence:
     """What is on record for a task: artifact kinds present, checks whose latest result passed, and the
-    actors who approved each transition (transition name -> approvers)."""
+    actors who approved each transition (transition name -> approvers), and the open delegated children."""
 
     artifact_kinds: frozenset[str] = frozenset()
     passed_checks: frozenset[str] = frozenset()
     approvals: Mapping[str, tuple[Actor, ...]] = field(default_factory=dict)
+    open_children: tuple[int, ...] = ()
+    """Ids of delegated child tasks not yet in a terminal state."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,12 @@ class WorkflowMachine:
             raise InvalidFields(self.name, problems)
 
     # -- transitions ------------------------------------------------------------------------------
+
+    def needs_evidence(self, name: str) -> bool:
+        """Whether judging ``name`` needs the task's evidence (artifacts, checks, approvals, children)."""
+        t = self.workflow.transitions.get(name)
+        return t is not None and bool(t.requires.artifacts or t.requires.checks or t.produces or t.approval
+                                      or (t.to in self.terminal and not t.allow_open_children))
 
     def transition(self, name: str) -> Transition:
         try:
@@ -176,6 +186,9 @@ class WorkflowMachine:
             approvers = evidence.approvals.get(name, ())
             if not any(a.matches(t.approval.by) for a in approvers):
                 yield Violation("approval", f"needs an approval by {_names(t.approval.by)}; none on record")
+        if evidence.open_children and t.to in self.terminal and not t.allow_open_children:
+            yield Violation("children", f"delegated child task(s) {', '.join(map(str, evidence.open_children))} "
+                                        f"are still open; finish them first (or set allow_open_children)")
 
 
 MAX_SAFE_INTEGER = 2**53 - 1

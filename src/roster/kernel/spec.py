@@ -51,8 +51,17 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class TeamMemory(_Model):
+    """Who may use a portfolio's team memory pad (``team:<workspace>/<portfolio>``): agent handles or roles.
+    Humans of the company may always read and write it."""
+
+    read: NameList = []
+    write: NameList = []
+
+
 class Portfolio(_Model):
     description: str = ""
+    team_memory: TeamMemory = TeamMemory()
 
 
 class Workspace(_Model):
@@ -100,6 +109,9 @@ class Transition(_Model):
     produces: NameList = []
     """Artifact kinds the transition must have produced (they must exist on the task when it commits)."""
     approval: Approval | None = None
+    allow_open_children: bool = False
+    """Whether the transition may finish the task (reach a terminal state) while delegated children are
+    still open. By default it may not: the delegator stays accountable."""
     description: str = ""
 
 
@@ -161,6 +173,9 @@ class AgentRights(_Model):
     assign: list[str] | None = None
     transitions: list[str] | None = None
     approve: list[str] | None = None
+    message: list[str] | None = None
+    """Whom the agent may send messages to: handles, roles, ``human``, ``agent`` or ``*`` (anyone in the
+    company). Default: ``human`` (every agent may ask a human)."""
 
 
 class TaskCondition(_Model):
@@ -215,6 +230,8 @@ class Agent(_Model):
     tools: NameList = []
     kpis: NameList = []
     reports_to: Name | None = None
+    context_budget: int = Field(default=8000, ge=500, le=1_000_000)
+    """Tokens the brief of one run may take (estimated as UTF-8 bytes / 4; see runtime/context.py)."""
 
 
 class Human(_Model):
@@ -252,6 +269,20 @@ class Budget(_Model):
     warn_at: float = Field(default=0.8, gt=0, lt=1)
 
 
+class Limits(_Model):
+    """Size limits of the company's data, in bytes."""
+
+    artifact_bytes: int = Field(default=10_485_760, ge=1, le=1_073_741_824)
+    """Largest content of one artifact version (default 10 MiB)."""
+
+
+class MemoryPolicy(_Model):
+    """How the runtime keeps memory pads tidy."""
+
+    consolidate_every: Duration | None = "1d"
+    """How often ``roster up`` consolidates every pad (merge duplicates, drop expired); ``null``: never."""
+
+
 class CompanySpec(_Model):
     """One company: the root of a ``roster.yaml``."""
 
@@ -264,6 +295,8 @@ class CompanySpec(_Model):
     tools: dict[Name, Tool] = {}
     kpis: dict[Name, Kpi] = {}
     budgets: list[Budget] = []
+    limits: Limits = Limits()
+    memory: MemoryPolicy = MemoryPolicy()
 
     def roles(self) -> set[str]:
         return {r for p in (*self.agents.values(), *self.humans.values()) for r in p.roles}

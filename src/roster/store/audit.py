@@ -80,12 +80,16 @@ def save_head(conn: Connection, head: ChainHead) -> None:
 
 def iter_events(conn: Connection, company: str, *, principal: str | None = None, subject: str | None = None,
                 action: str | None = None, since: str | None = None, until: str | None = None,
-                after_seq: int = 0, limit: int | None = None) -> Iterator[AuditEvent]:
-    """Events of ``company`` in ``seq`` order, filtered. ``action`` ending in ``*`` matches a prefix;
-    ``since``/``until`` are ISO 8601 UTC strings (inclusive/exclusive)."""
+                after_seq: int = 0, limit: int | None = None, not_principal: str | None = None,
+                newest_first: bool = False) -> Iterator[AuditEvent]:
+    """Events of ``company`` in ``seq`` order (``newest_first``: reversed, so ``limit`` keeps the latest),
+    filtered. ``action`` ending in ``*`` matches a prefix; ``since``/``until`` are ISO 8601 UTC strings
+    (inclusive/exclusive); ``not_principal`` leaves out one principal's events."""
     query = select(audit_events).where(audit_events.c.company_id == company, audit_events.c.seq > after_seq)
     if principal is not None:
         query = query.where(audit_events.c.principal == principal)
+    if not_principal is not None:
+        query = query.where(audit_events.c.principal != not_principal)
     if subject is not None:
         query = query.where(audit_events.c.subject == subject)
     if action is not None:
@@ -97,7 +101,7 @@ def iter_events(conn: Connection, company: str, *, principal: str | None = None,
         query = query.where(audit_events.c.ts >= since)
     if until is not None:
         query = query.where(audit_events.c.ts < until)
-    query = query.order_by(audit_events.c.seq)
+    query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
     if limit is not None:
         query = query.limit(limit)
     for row in conn.execution_options(yield_per=1000).execute(query):

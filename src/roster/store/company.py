@@ -1,7 +1,8 @@
 """The company handle, and the session through which an authenticated principal acts.
 
 :class:`CompanyStore` is every verb on one company's rows (tasks from :mod:`roster.store.tasks`;
-principals, tokens and the kill switch from :mod:`roster.store.principals`). Each verb takes the actor
+principals, tokens and the kill switch from :mod:`roster.store.principals`; artifacts, memory, messages,
+delegation and hand-off from their modules). Each verb takes the actor
 explicitly. :class:`Session` is what interfaces hold after authenticating a token: the same verbs with
 the actor fixed to the token's principal, so nothing reached through a session can act as anyone else.
 """
@@ -17,16 +18,18 @@ from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
 from roster.store.costs import CostVerbs
 from roster.store.escalations import EscalationVerbs
+from roster.store.handoff import HandoffVerbs
 from roster.store.leases import LeaseVerbs
+from roster.store.memory import MemoryVerbs
+from roster.store.messages import MessageVerbs
 from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
 from roster.store.runs import RunVerbs
 from roster.store.store import Store
-from roster.store.tasks import TaskVerbs
 from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(TaskVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs, TriggerVerbs, CostVerbs,
-                   PrincipalVerbs):
+class CompanyStore(HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs,
+                   TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
 
@@ -43,6 +46,9 @@ class Session:
         "get_principal", "add_principal", "set_status", "issue_token", "revoke_token", "list_tokens", "pause",
         "resume", "record_tool_call", "claim", "renew", "release", "inbox", "approve_request", "reject_request",
         "get_request", "list_requests", "emit_event", "list_escalations", "resolve_escalation",
+        "artifact_history", "artifact", "artifact_diff", "remember", "recall", "list_memory", "forget",
+        "share_memory", "consolidate_memory", "export_memory", "import_memory", "send_message", "message_inbox",
+        "thread", "mark_read", "delegate", "adopt", "children", "hold", "release_hold", "edit_fields", "handoff",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

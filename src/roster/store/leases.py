@@ -72,12 +72,13 @@ class LeaseVerbs(CompanyBase):
             raise
 
     def claim(self, task_id: int, *, actor: ActorRef, run_id: str, ttl: float = DEFAULT_LEASE_SECONDS,
-              then: Callable[[Connection, audit.ChainHead, Lease], None] | None = None) -> Lease:
+              then: Callable[[Connection, audit.ChainHead, Lease], None] | None = None,
+              max_ttl: float = MAX_LEASE_SECONDS) -> Lease:
         """Claim the task for ``ttl`` seconds with a new fencing token. Raises :class:`LeaseHeld` if another
         principal's lease is live; a lease that expired is simply taken over (its holder's token goes
         stale). Needs ``read`` on the task's workflow. ``then`` runs in the same transaction (the runtime
-        records the run's start there: one commit instead of two)."""
-        _check_ttl(ttl)
+        records the run's start there: one commit instead of two). ``max_ttl`` is for holds (seconds)."""
+        _check_ttl(ttl, max_ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
             now = self.store.clock()
@@ -162,6 +163,6 @@ class LeaseVerbs(CompanyBase):
             return [Lease(r.id, r.lease_holder, r.lease_run, r.fencing_token, r.lease_expires_at) for r in rows]
 
 
-def _check_ttl(ttl: float) -> None:
-    if not 0 < ttl <= MAX_LEASE_SECONDS:
-        raise UsageError(f"a lease lasts more than 0 and at most {MAX_LEASE_SECONDS:g} seconds, not {ttl:g}")
+def _check_ttl(ttl: float, maximum: float = MAX_LEASE_SECONDS) -> None:
+    if not 0 < ttl <= maximum:
+        raise UsageError(f"a lease lasts more than 0 and at most {maximum:g} seconds, not {ttl:g}")

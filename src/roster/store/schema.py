@@ -117,6 +117,9 @@ tasks = Table(
     Column("owner", HANDLE, nullable=True),
     Column("priority", Integer, nullable=False),
     Column("parent_id", Integer, nullable=True),
+    # A delegated child's packet (subproblem, context, tried, desired output, success condition or
+    # blocking threshold), as JSON text; NULL for a task that was not delegated.
+    Column("packet", Text, nullable=True),
     Column("idempotency_key", String(255), nullable=True),
     Column("version", Integer, nullable=False),
     Column("created_by", HANDLE, nullable=False),
@@ -130,6 +133,7 @@ tasks = Table(
     Column("lease_expires_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     UniqueConstraint("company_id", "idempotency_key"),
+    Index(None, "company_id", "parent_id"),  # a parent's delegated children
     # Task lists by workflow and state, and the dispatcher's work query: per (workflow, state), most
     # urgent first, a page at a time. (It replaced a plain (company, workflow, state) index.)
     Index("ix_tasks_work_order", "company_id", "workflow", "state", text("priority DESC"), "id"),
@@ -138,18 +142,23 @@ tasks = Table(
 artifacts = Table(
     "artifacts",
     metadata,
+    # One row per artifact *version*. An artifact is named on its task (``name``); each new content under
+    # that name is the next ``version``, whose ``parent_id`` is the version it replaced.
     Column("id", Integer, primary_key=True),
     Column("company_id", HANDLE, nullable=False),
     Column("task_id", Integer, nullable=False),
     Column("kind", HANDLE, nullable=False),
     Column("name", Text, nullable=False),
+    Column("version", Integer, nullable=False, server_default="1"),
+    Column("parent_id", Integer, nullable=True),
+    Column("run_id", String(64), nullable=True),
     Column("sha256", String(64), nullable=False),
     Column("size", Integer, nullable=False),
     Column("reason", Text, nullable=False),
     Column("created_by", HANDLE, nullable=False),
     Column("created_at", TS, nullable=False),
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
-    Index(None, "company_id", "task_id"),
+    Index(None, "company_id", "task_id", "name", "version"),
 )
 
 check_results = Table(
@@ -294,7 +303,74 @@ audit_events = Table(
     Column("data", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
-    Index(None, "company_id", "subject"),
+    # A task's latest events, newest first, without sorting its whole history.
+    Index(None, "company_id", "subject", "seq"),
     Index(None, "company_id", "principal"),
     Index(None, "company_id", "action"),
+)
+
+memory_entries = Table(
+    "memory_entries",
+    metadata,
+    # One entry of a memory pad. ``pad`` is an agent's handle (its private pad) or ``team:<workspace>/<portfolio>``.
+    # On SQLite an FTS5 table ``memory_fts`` (rowid = id, created by migration 0010) indexes ``text``.
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("pad", String(127), nullable=False),
+    Column("kind", String(16), nullable=False),  # belief, decision, constraint, preference, lesson
+    Column("text", Text, nullable=False),
+    Column("confidence", Float, nullable=False),
+    Column("provenance", Text, nullable=False),  # JSON: {"run": ..., "task": ..., "event": ..., "received_from": ...}
+    Column("expires_at", TS, nullable=True),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "pad", "id"),
+)
+
+memory_shares = Table(
+    "memory_shares",
+    metadata,
+    # ``grantee`` may read ``pad`` (an agent's private pad), until revoked.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("pad", String(127), primary_key=True),
+    Column("grantee", HANDLE, primary_key=True),
+    Column("granted_by", HANDLE, nullable=False),
+    Column("granted_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+messages = Table(
+    "messages",
+    metadata,
+    # A direct message. ``thread_id`` is the id of the thread's first message (itself for a new thread).
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("thread_id", Integer, nullable=False),
+    Column("sender", HANDLE, nullable=False),
+    Column("recipient", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=True),
+    Column("body", Text, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("read_at", TS, nullable=True),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "recipient", "id"),
+    Index(None, "company_id", "thread_id", "id"),
+)
+
+task_views = Table(
+    "task_views",
+    metadata,
+    # What a principal last saw of a task (at the end of its last run, or when it released a hold): the
+    # audit seq, the task's version and fields, and the artifact versions (name -> artifact id), so the
+    # next brief can show what others changed since (the hand-off diff).
+    Column("company_id", HANDLE, primary_key=True),
+    Column("task_id", Integer, primary_key=True),
+    Column("principal", HANDLE, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("fields", Text, nullable=False),
+    Column("artifacts", Text, nullable=False),
+    Column("seen_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )

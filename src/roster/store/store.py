@@ -27,6 +27,7 @@ from roster.kernel.contracts import WorkflowMachine
 from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
 from roster.store import audit
+from roster.store.blobs import BlobStore, FileBlobStore
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
 from roster.store.schema import companies, principals, spec_revisions, tasks
 
@@ -59,25 +60,27 @@ class Store:
     """A Roster database. Open with :meth:`open`; get a company's handle with :meth:`company`.
 
     ``clock`` returns the current time (tests pass their own); ``artifact_root`` is the directory where
-    artifact content is kept by SHA-256 (default: no artifact content can be saved).
+    artifact content is kept by SHA-256 (a :class:`~roster.store.blobs.FileBlobStore`); ``blobs`` is any
+    other :class:`~roster.store.blobs.BlobStore`. With neither, no artifact content can be saved.
     """
 
     def __init__(self, engine: Engine, *, clock: Clock = utc_now, artifact_root: Path | None = None,
-                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT, blobs: BlobStore | None = None) -> None:
         self.engine = engine
         self.clock = clock
         self.artifact_root = artifact_root
+        self.blobs = blobs if blobs is not None else (FileBlobStore(artifact_root) if artifact_root else None)
         self.lock_timeout = lock_timeout
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now, artifact_root: Path | None = None,
-             lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Store:
+             lock_timeout: float = DEFAULT_LOCK_TIMEOUT, blobs: BlobStore | None = None) -> Store:
         """Open (creating and migrating as needed) the database at ``url``.
 
         Raises :class:`StoreBusy` if another process holds the lock for longer than ``lock_timeout`` s.
         """
         engine = make_engine(url, lock_timeout=lock_timeout)
-        store = cls(engine, clock=clock, artifact_root=artifact_root, lock_timeout=lock_timeout)
+        store = cls(engine, clock=clock, artifact_root=artifact_root, lock_timeout=lock_timeout, blobs=blobs)
         with store.translate_errors():
             migrate(engine)
         return store

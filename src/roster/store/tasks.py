@@ -6,20 +6,16 @@ refused write appends a ``*.rejected`` event in a transaction of its own, after 
 rolled back, so the refusal is on record and the task is unchanged.
 
 Limits (bytes, of the UTF-8 JSON or raw content): :data:`MAX_FIELDS_BYTES` for a task's fields or a
-transition's writes, :data:`MAX_ARTIFACT_BYTES` for one artifact, :data:`MAX_TITLE_CHARS` for a title.
+transition's writes, :data:`MAX_TITLE_CHARS` for a title (artifacts: the spec's ``limits.artifact_bytes``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -46,8 +42,6 @@ from roster.store.schema import artifacts, check_results, tasks
 
 MAX_FIELDS_BYTES = 65_536
 """Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
-MAX_ARTIFACT_BYTES = 10_485_760
-"""Largest artifact content (10 MiB)."""
 MAX_TITLE_CHARS = 500
 MAX_IDEMPOTENCY_KEY_CHARS = 255
 
@@ -64,6 +58,8 @@ _UPDATE_TASK = Prepared(
 )
 _ARTIFACT_KINDS = select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
                                                 artifacts.c.task_id == bindparam("task_id"))
+_CHILDREN = select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
+    tasks.c.company_id == bindparam("company"), tasks.c.parent_id == bindparam("task_id")).order_by(tasks.c.id)
 _CHECKS = (select(check_results.c.name, check_results.c.passed)
            .where(check_results.c.company_id == bindparam("company"), check_results.c.task_id == bindparam("task_id"))
            .order_by(check_results.c.id))
@@ -92,6 +88,8 @@ class Task:
     lease_holder: str | None = None
     lease_run: str | None = None
     lease_expires_at: str | None = None
+    packet: dict[str, Any] | None = None
+    """The delegation packet of a delegated child task (``None`` otherwise)."""
 
     def snapshot(self) -> TaskSnapshot:
         return TaskSnapshot(self.id, self.workflow, self.state, self.fields, self.version)
@@ -111,19 +109,6 @@ class TransitionOption:
         return not self.blocked
 
 
-@dataclass(frozen=True)
-class ArtifactRecord:
-    id: int
-    task_id: int
-    kind: str
-    name: str
-    sha256: str
-    size: int
-    reason: str
-    created_by: str
-    created_at: str
-
-
 class TaskVerbs(CompanyBase):
     """Verbs on one company's tasks and their evidence (mixed into ``CompanyStore``).
 
@@ -136,8 +121,9 @@ class TaskVerbs(CompanyBase):
 
     def create_task(self, *, workflow: str, title: str, actor: ActorRef, fields: Mapping[str, Any] | None = None,
                     owner: str | None = None, priority: int = 0, parent_id: int | None = None,
-                    idempotency_key: str | None = None) -> tuple[Task, bool]:
-        """Create a task in ``workflow``'s initial state. Returns ``(task, created)``.
+                    idempotency_key: str | None = None, packet: Mapping[str, Any] | None = None) -> tuple[Task, bool]:
+        """Create a task in ``workflow``'s initial state. Returns ``(task, created)``. ``packet`` is a
+        delegation packet (see :mod:`roster.store.delegation`), kept with a child task.
 
         If ``idempotency_key`` was used before in this company, returns ``(existing task, False)`` and
         writes nothing. Raises :class:`InvalidFields` (schema), :class:`PayloadTooLarge`,
@@ -148,20 +134,22 @@ class TaskVerbs(CompanyBase):
         request = {"workflow": workflow, "title": title, "owner": owner, "priority": priority,
                    "parent_id": parent_id, "idempotency_key": idempotency_key}
         try:
+            if packet is not None:
+                _check_size("delegation packet", packet, MAX_FIELDS_BYTES)
             _check_size("task fields", fields, MAX_FIELDS_BYTES)
             if len(title) > MAX_TITLE_CHARS:
                 raise PayloadTooLarge("task title", len(title.encode()), MAX_TITLE_CHARS)
             if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
                 raise PayloadTooLarge("idempotency key", len(idempotency_key.encode()), MAX_IDEMPOTENCY_KEY_CHARS)
             with self.store.write() as conn:
-                return self._create_txn(conn, actor=actor, fields=fields, **request)
+                return self._create_txn(conn, actor=actor, fields=fields, packet=packet, **request)
         except (InvalidFields, *_REFUSALS) as exc:
             self._audit_rejection(actor, "task.create", f"workflow:{workflow}", exc, request)
             raise
 
     def _create_txn(self, conn: Connection, *, workflow: str, title: str, actor: ActorRef, fields: dict[str, Any],
                     owner: str | None, priority: int, parent_id: int | None,
-                    idempotency_key: str | None) -> tuple[Task, bool]:
+                    idempotency_key: str | None, packet: Mapping[str, Any] | None = None) -> tuple[Task, bool]:
         head, cache = self._head_txn(conn)
         who = self._actor(cache, actor)
         machine = self._machine(cache, workflow)
@@ -176,18 +164,21 @@ class TaskVerbs(CompanyBase):
         if owner is not None and owner not in cache.actors:
             raise NotFound(f"owner '{owner}' is not a principal of company '{self.company}'")
         if parent_id is not None:
-            self._row_txn(conn, parent_id)
+            self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
         now = self.store.now()
         head.task_seq += 1
         row = {"company_id": self.company, "id": head.task_seq, "workflow": workflow,
                "state": machine.workflow.initial, "title": title, "fields": _dumps(fields), "owner": owner,
                "priority": priority, "parent_id": parent_id, "idempotency_key": idempotency_key, "version": 1,
-               "created_by": who.handle, "created_at": now, "updated_at": now}
+               "created_by": who.handle, "created_at": now, "updated_at": now,
+               "packet": _dumps(packet) if packet is not None else None}
         conn.execute(insert(tasks), row)
+        data = {"workflow": workflow, "state": row["state"], "title": title, "fields": fields, "owner": owner,
+                "priority": priority, "parent_id": parent_id, "idempotency_key": idempotency_key, "version": 1}
+        if packet is not None:
+            data["packet"] = dict(packet)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.create", subject=f"task:{head.task_seq}",
-                     data={"workflow": workflow, "state": row["state"], "title": title, "fields": fields,
-                           "owner": owner, "priority": priority, "parent_id": parent_id,
-                           "idempotency_key": idempotency_key, "version": 1})
+                     data=data)
         audit.save_head(conn, head)
         return _task_from(row, fields), True
 
@@ -283,9 +274,7 @@ class TaskVerbs(CompanyBase):
             self._check_lease(task, who, fencing_token)
         machine = self._machine(cache, task.workflow)
         transition = machine.transition(name)
-        needs_evidence = bool(transition.requires.artifacts or transition.requires.checks or transition.produces
-                              or transition.approval)
-        evidence = self._evidence_txn(conn, task) if needs_evidence else Evidence()
+        evidence = self._evidence_txn(conn, cache, task) if machine.needs_evidence(name) else Evidence()
         if approver is not None:
             evidence = dataclasses.replace(evidence, approvals={name: (approver,)})
         try:
@@ -305,6 +294,8 @@ class TaskVerbs(CompanyBase):
             raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
         data = {"workflow": task.workflow, "transition": name, "from": task.state, "to": transition.to,
                 "writes": writes, "version": expected_version + 1}
+        if rationale:
+            data["rationale"] = rationale
         if approver is not None:
             data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
@@ -358,7 +349,7 @@ class TaskVerbs(CompanyBase):
             machine = cache.machines.get(task.workflow)
             if machine is None:
                 return []
-            evidence = self._evidence_txn(conn, task)
+            evidence = self._evidence_txn(conn, cache, task)
         return [TransitionOption(name, t.to, list(t.by), machine.blocked_by(name, task.snapshot(), who, evidence))
                 for name, t in machine.workflow.transitions.items()]
 
@@ -370,13 +361,15 @@ class TaskVerbs(CompanyBase):
 
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
 
-    def _evidence_txn(self, conn: Connection, task: Task) -> Evidence:
+    def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task) -> Evidence:
         params = {"company": self.company, "task_id": task.id}
         kinds = frozenset(conn.scalars(_ARTIFACT_KINDS, params))
         latest: dict[str, bool] = {}
         for name, passed in conn.execute(_CHECKS, params):
             latest[name] = bool(passed)
-        return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok))
+        open_children = tuple(row.id for row in conn.execute(_CHILDREN, params)
+                              if row.workflow not in cache.machines or row.state not in cache.machines[row.workflow].terminal)
+        return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok), open_children=open_children)
 
     @contextmanager
     def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
@@ -406,32 +399,6 @@ class TaskVerbs(CompanyBase):
                            {"version": write.task.version + 1, "updated_at": write.now})
         return write.task.version + 1
 
-    def record_artifact(self, task_id: int, kind: str, content: bytes, *, actor: ActorRef, name: str = "",
-                        reason: str = "", fencing_token: int | None = None) -> ArtifactRecord:
-        """Save ``content`` (bytes) as an artifact of ``kind`` on the task, by SHA-256 under the store's
-        artifact root. Bumps the task's version (evidence changed). Raises :class:`PayloadTooLarge`,
-        :class:`NotFound`, :class:`UsageError` (no artifact root, unknown actor)."""
-        name = name or kind
-        with self._evidence_write(task_id, actor, "artifact.record", {"kind": kind, "name": name},
-                                  fencing_token=fencing_token) as write:
-            if len(content) > MAX_ARTIFACT_BYTES:
-                raise PayloadTooLarge(f"artifact '{name}'", len(content), MAX_ARTIFACT_BYTES)
-            if self.store.artifact_root is None:
-                raise UsageError("this store has no artifact root; open it with artifact_root=")
-            digest = hashlib.sha256(content).hexdigest()
-            _write_blob(self.store.artifact_root, digest, content)
-            row = {"company_id": self.company, "task_id": task_id, "kind": kind, "name": name, "sha256": digest,
-                   "size": len(content), "reason": reason, "created_by": write.actor.handle,
-                   "created_at": write.now}
-            artifact_id = write.conn.execute(insert(artifacts), row).inserted_primary_key[0]
-            version = self._bump_txn(write)
-            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
-                         action="artifact.record", subject=f"task:{task_id}",
-                         data={"kind": kind, "name": name, "sha256": digest, "size": len(content),
-                               "reason": reason, "version": version})
-        return ArtifactRecord(artifact_id, task_id, kind, name, digest, len(content), reason, write.actor.handle,
-                              write.now)
-
     def assign(self, task_id: int, *, actor: ActorRef, owner: str | None = None, priority: int | None = None,
                expected_version: int | None = None) -> Task:
         """Route a task: set its ``owner`` (a principal of this company) and/or ``priority``. Needs the
@@ -453,14 +420,6 @@ class TaskVerbs(CompanyBase):
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="task.assign",
                          subject=f"task:{task_id}", data={**values, "version": task.version + 1})
         return dataclasses.replace(task, **values, version=task.version + 1, updated_at=write.now)
-
-    def list_artifacts(self, task_id: int, *, actor: ActorRef | None = None) -> list[ArtifactRecord]:
-        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
-            rows = conn.execute(select(artifacts).where(artifacts.c.company_id == self.company,
-                                                        artifacts.c.task_id == task_id).order_by(artifacts.c.id))
-            return [ArtifactRecord(r.id, r.task_id, r.kind, r.name, r.sha256, r.size, r.reason, r.created_by,
-                                   r.created_at) for r in rows]
 
     def record_check(self, task_id: int, name: str, *, passed: bool, actor: ActorRef, detail: str = "",
                      fencing_token: int | None = None) -> None:
@@ -553,25 +512,12 @@ def _check_size(what: str, value: Any, limit: int) -> None:
 def _task(row: Any) -> Task:
     return Task(row.company_id, row.id, row.workflow, row.state, row.title, json.loads(row.fields), row.owner,
                 row.priority, row.parent_id, row.idempotency_key, row.version, row.created_by, row.created_at,
-                row.updated_at, row.fencing_token, row.lease_holder, row.lease_run, row.lease_expires_at)
+                row.updated_at, row.fencing_token, row.lease_holder, row.lease_run, row.lease_expires_at,
+                json.loads(row.packet) if row.packet else None)
 
 
 def _task_from(row: dict[str, Any], fields: dict[str, Any]) -> Task:
     return Task(row["company_id"], row["id"], row["workflow"], row["state"], row["title"], fields, row["owner"],
                 row["priority"], row["parent_id"], row["idempotency_key"], row["version"], row["created_by"],
-                row["created_at"], row["updated_at"])
-
-
-def _write_blob(root: Path, digest: str, content: bytes) -> None:
-    """Write content-addressed bytes atomically (temp file, then rename); existing blobs are left alone."""
-    target = root / digest[:2] / digest
-    if target.exists():
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, target)
+                row["created_at"], row["updated_at"], packet=json.loads(row["packet"]) if row["packet"] else None)
 

@@ -1,0 +1,174 @@
+"""Hand-off between principals: hold, edit, release, and the diff the next one sees.
+
+A human (or an agent) *holds* a task: it takes the task's lease as a principal, for up to
+:data:`MAX_HOLD_SECONDS`, so agents wait (the dispatcher skips leased tasks). While holding, it may edit
+the task's fields outside any transition (:meth:`HandoffVerbs.edit_fields`, validated against the
+workflow's schema) and save new artifact versions. It then *releases* the task with a note.
+
+What each principal last saw of a task is kept in ``task_views``: the audit seq, the task's version,
+its fields and its artifact versions, recorded when a run of that principal ends and when it releases a
+hold. The next brief of that principal carries :meth:`HandoffVerbs.handoff_txn`: who changed what since
+then, the field changes (before and after), a unified diff of each changed artifact, and the notes and
+rationales left. The same works from agent to agent.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, insert, select
+
+from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
+from roster.kernel.contracts import apply_writes
+from roster.store import audit
+from roster.store.artifacts import MAX_DIFF_LINES, ArtifactRecord, artifact_record, unified_diff
+from roster.store.company_base import ActorRef, CompanyCache
+from roster.store.delegation import DelegationVerbs
+from roster.store.leases import Lease
+from roster.store.schema import artifacts, audit_events, task_views, tasks
+from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
+
+DEFAULT_HOLD_SECONDS = 8 * 3600.0
+MAX_HOLD_SECONDS = 7 * 86400.0
+HANDOFF_EVENTS = 20
+"""At most this many of the changes since the last view are listed (the newest); the count says how many."""
+HANDOFF_DIFF_LINES = 200
+"""Lines of each artifact's diff shown in a hand-off (the whole diff: ``roster artifact diff``)."""
+
+
+class HandoffVerbs(DelegationVerbs):
+    """Hold, edit, release and the hand-off diff (mixed into ``CompanyStore``)."""
+
+    def hold(self, task_id: int, *, actor: ActorRef, ttl: float = DEFAULT_HOLD_SECONDS, note: str = "") -> Lease:
+        """Take the task's lease as a principal for ``ttl`` seconds (default 8 h, at most 7 days), so no
+        agent works on it meanwhile. Raises :class:`LeaseHeld` (someone else holds it), :class:`NotFound`,
+        :class:`Denied`, :class:`UsageError` (ttl)."""
+        handle = self._handle(actor)
+
+        def noted(conn: Connection, head: audit.ChainHead, lease: Lease) -> None:
+            audit.append(conn, head, ts=self.store.now(), principal=lease.holder, action="task.hold",
+                         subject=f"task:{task_id}", data={"note": note, "expires_at": lease.expires_at,
+                                                          "fencing_token": lease.fencing_token})
+
+        return self.claim(task_id, actor=actor, run_id=f"hold:{handle}"[:64], ttl=ttl, then=noted,
+                          max_ttl=MAX_HOLD_SECONDS)
+
+    def release_hold(self, task_id: int, *, actor: ActorRef, note: str = "") -> None:
+        """Give back a held task with a ``note`` for whoever works on it next (it goes into their brief
+        with the diff of what changed). Raises :class:`UsageError` if the actor does not hold it,
+        :class:`StaleFencingToken` if its hold was taken over."""
+        task = self.get_task(task_id, actor=actor)
+        handle = self._handle(actor)
+        if task.lease_holder != handle or not (task.lease_run or "").startswith("hold:"):
+            holder = f"'{task.lease_holder}'" if task.lease_holder else "nobody"
+            raise UsageError(f"task {task_id} is not held by '{handle}' (held by {holder}); "
+                             f"hold it first with `roster task hold {task_id}`")
+
+        def noted(conn: Connection, head: audit.ChainHead) -> None:
+            audit.append(conn, head, ts=self.store.now(), principal=handle, action="task.handoff",
+                         subject=f"task:{task_id}", data={"note": note})
+            self.record_view_txn(conn, head, task_id, handle)
+
+        self.release(task_id, actor=actor, fencing_token=task.fencing_token, then=noted)
+
+    def edit_fields(self, task_id: int, writes: dict[str, Any], *, actor: ActorRef, note: str = "",
+                    expected_version: int | None = None, fencing_token: int | None = None) -> Task:
+        """Change fields outside a transition (``None`` removes one). Only the principal that holds the
+        task's lease may (a hold, or a run with its ``fencing_token``), with ``write`` on its workflow.
+        Raises :class:`UsageError` (not held by the actor), :class:`InvalidFields` (schema),
+        :class:`StaleVersion`, :class:`PayloadTooLarge`, :class:`Denied`, :class:`LeaseHeld`."""
+        _check_size("field edits", writes, MAX_FIELDS_BYTES)
+        with self._evidence_write(task_id, actor, "task.edit", {"fields": sorted(writes)},
+                                  fencing_token=fencing_token) as write:
+            task = write.task
+            live = task.lease_holder == write.actor.handle and (task.lease_expires_at or "") > write.now
+            if not live:
+                raise UsageError(f"task {task_id} can be edited outside a transition only while you hold it; "
+                                 f"`roster task hold {task_id}` first")
+            if expected_version is not None and expected_version != task.version:
+                raise StaleVersion(task_id, expected_version, task.version)
+            machine = self._machine(write.cache, task.workflow)
+            new_fields = apply_writes(task.fields, writes)
+            problems = machine.field_problems(new_fields)
+            if problems:
+                raise InvalidFields(task.workflow, problems)
+            version = task.version + 1
+            write.conn.execute(tasks.update().where(tasks.c.company_id == self.company, tasks.c.id == task_id),
+                               {"fields": _dumps(new_fields), "version": version, "updated_at": write.now})
+            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="task.edit",
+                         subject=f"task:{task_id}", data={"writes": writes, "note": note, "version": version})
+        return self.get_task(task_id)
+
+    # -- what a principal last saw, and what changed since -------------------------------------------
+
+    def record_view_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, principal: str) -> None:
+        """Remember what ``principal`` has seen of the task: now (the chain head) and its current state."""
+        row = self._row_txn(conn, task_id)
+        seen = {name: a.id for name, a in self.latest_artifacts_txn(conn, task_id).items()}
+        keys = (task_views.c.company_id == self.company, task_views.c.task_id == task_id,
+                task_views.c.principal == principal)
+        conn.execute(delete(task_views).where(*keys))
+        conn.execute(insert(task_views), {"company_id": self.company, "task_id": task_id, "principal": principal,
+                                          "seq": head.seq, "version": row.version, "fields": row.fields,
+                                          "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()})
+
+    def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
+        """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or
+        nothing changed). Bounded: the newest :data:`HANDOFF_EVENTS` changes, each artifact diff cut to
+        :data:`HANDOFF_DIFF_LINES` lines."""
+        view = conn.execute(select(task_views).where(
+            task_views.c.company_id == self.company, task_views.c.task_id == task.id,
+            task_views.c.principal == principal)).first()
+        if view is None or view.version == task.version:
+            return None
+        subject = f"task:{task.id}"
+        recent = list(reversed(list(audit.iter_events(conn, self.company, subject=subject, after_seq=view.seq,
+                                                      newest_first=True, limit=HANDOFF_EVENTS,
+                                                      not_principal=principal))))
+        total = conn.scalar(select(func.count()).select_from(audit_events).where(
+            audit_events.c.company_id == self.company, audit_events.c.subject == subject,
+            audit_events.c.seq > view.seq, audit_events.c.principal != principal))
+        before = json.loads(view.fields)
+        fields = {name: {"before": before.get(name), "after": task.fields.get(name)}
+                  for name in sorted(set(before) | set(task.fields)) if before.get(name) != task.fields.get(name)}
+        seen = json.loads(view.artifacts)
+        artifacts = []
+        for name, latest in sorted(self.latest_artifacts_txn(conn, task.id).items()):
+            if seen.get(name) == latest.id:
+                continue
+            old = self._artifact_by_id_txn(conn, seen[name]) if name in seen else None
+            artifacts.append({"name": name, "kind": latest.kind, "from_version": old.version if old else None,
+                              "to_version": latest.version, "by": latest.created_by, "reason": latest.reason,
+                              "diff": self._diff_txn(name, old, latest)})
+        notes = [{"by": e.principal, "at": e.ts, "note": e.data.get("note") or e.data.get("rationale")}
+                 for e in recent if e.data.get("note") or e.data.get("rationale")]
+        return {"since_version": view.version, "version": task.version, "seen_at": view.seen_at,
+                "changed_by": sorted({e.principal for e in recent}), "changes": total or 0,
+                "events": [{"seq": e.seq, "at": e.ts, "by": e.principal, "action": e.action} for e in recent],
+                "fields": fields, "artifacts": artifacts, "notes": notes}
+
+    def _artifact_by_id_txn(self, conn: Connection, artifact_id: int) -> ArtifactRecord | None:
+        row = conn.execute(select(artifacts).where(artifacts.c.company_id == self.company,
+                                                   artifacts.c.id == artifact_id)).first()
+        return artifact_record(row) if row is not None else None
+
+    def _diff_txn(self, name: str, old: ArtifactRecord | None, new: ArtifactRecord) -> str:
+        if self.store.blobs is None:
+            return ""
+        try:
+            old_content = self.store.blobs.get(old.sha256) if old else b""
+            new_content = self.store.blobs.get(new.sha256)
+        except Exception as exc:  # noqa: BLE001 - a corrupt blob must not stop the brief; say so instead
+            return f"(diff unavailable: {exc})\n"
+        return unified_diff(name, old, old_content, new, new_content, max_lines=min(HANDOFF_DIFF_LINES,
+                                                                                     MAX_DIFF_LINES))
+
+    def handoff(self, task_id: int, principal: str, *, actor: ActorRef | None = None) -> dict[str, Any] | None:
+        """:meth:`handoff_txn` in a read of its own (``roster context`` shows it)."""
+        with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
+            task = _task(self._row_txn(conn, task_id))
+            self._may_read(cache, who, task.workflow)
+            if principal not in cache.principals:
+                raise NotFound(f"no principal '{principal}' in company '{self.company}'")
+            return self.handoff_txn(conn, cache, task, principal)
