@@ -167,13 +167,13 @@ def test_command_runner_gets_the_brief_on_stdin_in_its_workdir_and_prints_a_resu
         import json, os, sys
         brief = json.load(sys.stdin)
         print(json.dumps({"transition": "plan", "writes": {"spec": brief["task"]["fields"]["rule"] * 5},
-                          "messages": [os.getcwd(), str(os.getpgrp() == os.getpid())]}))
+                          "rationale": json.dumps([os.getcwd(), os.getpgrp() == os.getpid()])}))
         """)
     result = CommandRunner(f"{PY} worker.py", workdir=tmp_path, timeout=10).run(brief_for())
     assert result.transition == "plan" and result.writes == {"spec": "E501" * 5}
-    cwd, own_group = result.messages
+    cwd, own_group = json.loads(result.rationale)
     assert Path(cwd).resolve() == tmp_path.resolve()
-    assert own_group == "True"  # the command leads a process group of its own
+    assert own_group is True  # the command leads a process group of its own
 
 
 def test_a_hanging_command_times_out_and_its_whole_process_group_is_killed(tmp_path):

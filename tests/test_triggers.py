@@ -484,7 +484,7 @@ FILED = [
 
 def test_a_run_without_a_task_files_its_tasks_once_and_sees_triggers_and_workflows(opened, clock, workdir):
     company = opened(spec_text("- every: 10m\n", rights="{read: [default/default/fix-lint], create: [default]}"))
-    scout = Recorder({"tasks": FILED, "messages": ["two findings"]})
+    scout = Recorder({"tasks": FILED})
     dispatcher = Dispatcher(company, workdir=workdir, runners={"scout": scout})
     seq = company.audit_log()[-1].seq
 

@@ -7,7 +7,19 @@ from typing import Annotated
 
 import typer
 
-from roster.cli import approval_cmd, audit_cmd, demo_cmd, principal_cmd, runtime_cmd, spec_cmd, task_cmd
+from roster.cli import (
+    approval_cmd,
+    artifact_cmd,
+    audit_cmd,
+    brief_cmd,
+    demo_cmd,
+    memory_cmd,
+    msg_cmd,
+    principal_cmd,
+    runtime_cmd,
+    spec_cmd,
+    task_cmd,
+)
 from roster.cli.context import Settings
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 
@@ -44,8 +56,12 @@ demo_cmd.register(app)
 principal_cmd.register(app)
 approval_cmd.register(app)
 runtime_cmd.register(app)
+brief_cmd.register(app)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(artifact_cmd.app, name="artifact")
+app.add_typer(memory_cmd.app, name="memory")
+app.add_typer(msg_cmd.app, name="msg")
 
 
 def main() -> None:

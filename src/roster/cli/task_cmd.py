@@ -254,3 +254,107 @@ def check(
         emit_json({"task_id": task_id, "name": name, "passed": passed})
     else:
         console.print(f"task {task_id}: check {name} {'passed' if passed else 'failed'}")
+
+
+@app.command("hold")
+@reports_errors
+def hold(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    hours: Annotated[float, typer.Option("--hours", help="How long to hold it (at most 168).")] = 8.0,
+    note: Annotated[str, typer.Option("--note", help="Why you take it.")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Take the task's lease yourself, so agents wait while you edit its fields and artifacts."""
+    lease = workspace(ctx).session().hold(task_id, ttl=hours * 3600, note=note)
+    if as_json:
+        emit_json(asdict(lease))
+    else:
+        console.print(f"task {task_id}: held by you until {lease.expires_at} (fencing token {lease.fencing_token}); "
+                      f"`roster task release {task_id} --note ...` hands it back")
+
+
+@app.command("release")
+@reports_errors
+def release(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    note: Annotated[str, typer.Option("--note", help="What you changed and why: the next agent reads it.")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Hand a held task back with a note; the next brief shows the note and a diff of what you changed."""
+    workspace(ctx).session().release_hold(task_id, note=note)
+    if as_json:
+        emit_json({"task_id": task_id, "released": True, "note": note})
+    else:
+        console.print(f"task {task_id}: released")
+
+
+@app.command("edit")
+@reports_errors
+def edit(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(help="The task id.")],
+    assignments: SET = None,
+    unset: Annotated[list[str] | None, typer.Option("--unset", help="Remove a field (repeatable).")] = None,
+    note: Annotated[str, typer.Option("--note", help="Why.")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Change fields outside a transition, while you hold the task (validated by the workflow's schema)."""
+    session = workspace(ctx).session()
+    current = session.get_task(task_id)
+    writes = parse_assignments(session.company.spec(), current.workflow, assignments or [])
+    writes.update(dict.fromkeys(unset or []))
+    task = session.edit_fields(task_id, writes, note=note, expected_version=current.version)
+    if as_json:
+        emit_json(_task_json(task))
+    else:
+        console.print(f"task {task.id}: fields edited (version {task.version})")
+
+
+@app.command("delegate")
+@reports_errors
+def delegate(
+    ctx: typer.Context,
+    parent: Annotated[int, typer.Argument(help="The task you stay accountable for.")],
+    workflow: Annotated[str, typer.Argument(help="The child's workflow.")],
+    title: Annotated[str, typer.Option("--title", "-t")],
+    subproblem: Annotated[str, typer.Option("--subproblem", help="What the child must solve.")],
+    desired_output: Annotated[str, typer.Option("--desired-output", help="What it must hand back.")],
+    success_condition: Annotated[str, typer.Option("--success", help="When it is done.")] = "",
+    blocking_threshold: Annotated[str, typer.Option("--blocking", help="When to give up and say so.")] = "",
+    context_text: Annotated[str, typer.Option("--context", help="What you gathered so far.")] = "",
+    tried: Annotated[list[str] | None, typer.Option("--tried", help="What was tried (repeatable).")] = None,
+    assignments: SET = None,
+    owner: Annotated[str | None, typer.Option("--owner")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Create a child task carrying a delegation packet; the parent cannot finish while it is open."""
+    session = workspace(ctx).session()
+    packet = {"subproblem": subproblem, "context": context_text, "tried": tried or [],
+              "desired_output": desired_output, "success_condition": success_condition,
+              "blocking_threshold": blocking_threshold}
+    fields = parse_assignments(session.company.spec(), workflow, assignments or [])
+    task = session.delegate(parent, workflow=workflow, title=title, packet=packet, fields=fields, owner=owner)
+    if as_json:
+        emit_json(_task_json(task))
+    else:
+        console.print(f"created task {task.id}, delegated from task {parent} (state {task.state})")
+
+
+@app.command("children")
+@reports_errors
+def children(
+    ctx: typer.Context,
+    parent: Annotated[int, typer.Argument(help="The parent task id.")],
+    as_json: JSON = False,
+) -> None:
+    """The tasks delegated from a task, and whether each is still open."""
+    found = workspace(ctx).session().children(parent)
+    if as_json:
+        emit_json([_task_json(t) for t in found])
+        return
+    table = Table("id", "workflow", "state", "title", "desired output", box=None)
+    for t in found:
+        table.add_row(str(t.id), t.workflow, t.state, t.title, (t.packet or {}).get("desired_output", ""))
+    console.print(table if found else "no children")

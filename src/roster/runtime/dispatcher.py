@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from roster.errors import (
@@ -31,13 +31,19 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
-from roster.kernel.spec import CompanySpec
+from roster.kernel.spec import CompanySpec, duration_seconds
+from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
 from roster.store.runs import new_run_id
+from roster.store.store import format_ts
+from roster.store.triggers import TriggerState
 
+RUNTIME = "runtime"
+"""Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
+CONSOLIDATION = "memory:consolidate"
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
 
@@ -83,6 +89,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
+        self.context = ContextAssembler(company)
 
     # -- who runs -----------------------------------------------------------------------------------
 
@@ -146,7 +153,30 @@ class Dispatcher:
                 outcomes.append(outcome)
                 if outcome.outcome != "stopped":  # a run the kill switch stopped leaves its triggers to fire again
                     self.triggers.commit(agent, fired)
+        # The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them.
+        ran = {o.agent for o in outcomes}
+        for agent, unread in self.company.unread_messages([a for a in agents if a not in ran]).items():
+            if self.stopping.is_set():
+                break
+            outcomes.append(self.run_once(agent, None, trigger=f"{len(unread)} unread message(s)"))
+        self._consolidate_memory_if_due(spec)
         return outcomes
+
+    def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
+        """Consolidate every memory pad each ``memory.consolidate_every`` (state kept in trigger_state)."""
+        every = spec.memory.consolidate_every
+        if every is None:
+            return
+        now = self.company.store.clock()
+        last = self.company.trigger_states(RUNTIME).get(CONSOLIDATION)
+        if last is not None and last.last_fired_at is not None and (
+                now - datetime.fromisoformat(last.last_fired_at)).total_seconds() < duration_seconds(every):
+            return
+        done = self.company.consolidate_memory(actor=None)
+        self.company.save_trigger_state(RUNTIME, CONSOLIDATION, TriggerState(format_ts(now), 0, False))
+        if done.merged or done.expired:
+            self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
+                     "expired entr(ies)")
 
     def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:
         """Cycle until :attr:`stopping` is set (SIGINT/SIGTERM in ``roster up``); a run in flight finishes
@@ -202,9 +232,11 @@ class Dispatcher:
         tried: dict = {"saved": []}
         with _Renewer(self.company, agent, lease, self.lease_seconds):
             try:
-                result = runner.run(self.brief(agent, task, lease, run_id, attempt, queue or [], previous))
+                brief = self.brief(agent, task, lease, run_id, attempt, queue or [], previous)
+                result = runner.run(brief)
                 tried.update(transition=result.transition, writes=result.writes)
                 transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"])
+                self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
@@ -224,9 +256,12 @@ class Dispatcher:
             self.company.clear_attempts(task.id, agent)
         finish = self._finisher(run_id, runner, outcome=outcome, transition=transition, failure=failure,
                                 started=started)
-        try:  # the run ends in the release's transaction
-            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token,
-                                 then=lambda conn, head: self.company._finish_run_txn(conn, head, run_id, **finish))
+        def end(conn, head) -> None:  # noqa: ANN001 - the run ends, and what it saw is kept, in the release's transaction
+            self.company._finish_run_txn(conn, head, run_id, **finish)
+            self.company.record_view_txn(conn, head, task.id, agent)
+
+        try:
+            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token, then=end)
         except (StaleFencingToken, Denied):
             # taken over, or released by the kill switch (which also stops us acting): nothing to give back
             self.company.finish_run(run_id, **finish)
@@ -237,20 +272,26 @@ class Dispatcher:
         run_id = self.company.start_run(agent, trigger=trigger, task_id=None, fencing_token=None)
         started = time.monotonic()
         failure, outcome = None, "succeeded"
+        brief: Brief | None = None
         try:
-            result = runner.run(self.brief_without_task(agent, run_id, context))
+            fired = tuple(context.get("triggers", []))
+            brief = self.context.brief(agent, None, Wakeup(run_id, fired=fired))
+            result = runner.run(brief)
             if result.transition or result.artifacts or result.checks:
-                raise MalformedOutput("a run woken without a task can only file tasks (no transition, artifact "
-                                      "or check)")
+                raise MalformedOutput("a run woken without a task can only file tasks, send messages and remember "
+                                      "(no transition, artifact or check)")
             if result.failure is not None:
                 raise JudgmentCall(result.failure.category, result.failure.reason)
             self._file_tasks(agent, result)
+            self._communicate(agent, None, result, run_id)
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
             failure = classify(exc)
             if isinstance(exc, JudgmentCall):
                 failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
             outcome = "stopped" if _stopped_by_kill_switch(exc) else "failed"
             self.log(f"{agent} ({trigger}): {failure.category.value} failure: {failure.message}")
+        if brief is not None:  # read, whatever the outcome: a failing run must not wake on them forever
+            self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
         self._finish(run_id, runner, outcome=outcome, failure=failure, started=started)
         self.enforce_budgets(agent, None)
         return Outcome(agent, None, run_id, outcome, None, failure)
@@ -309,38 +350,48 @@ class Dispatcher:
             self.company.note_budget_warning(scope, period, why)
             self.log(f"warning: {why}")
 
-    def _file_tasks(self, agent: str, result: RunResult) -> None:
+    def _file_tasks(self, agent: str, result: RunResult, parent: Task | None = None) -> None:
         for new in result.tasks:
+            if new.packet is not None and parent is not None:
+                self.company.delegate(parent.id, actor=agent, workflow=new.workflow, title=new.title,
+                                      packet=new.packet, fields=new.fields, owner=new.owner, priority=new.priority,
+                                      idempotency_key=new.key)
+                continue
             self.company.create_task(workflow=new.workflow, title=new.title, actor=agent, fields=new.fields,
                                      owner=new.owner, priority=new.priority, idempotency_key=new.key)
 
-    def brief_without_task(self, agent: str, run_id: str, context: dict) -> Brief:
-        spec = self.company.spec()
-        me = spec.agents.get(agent)
-        return Brief({
-            "run_id": run_id, "company": self.company.company,
-            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
-            "task": None, "transitions": [], "tools": list(me.tools) if me else [], "fencing_token": None,
-            "attempt": 1, "previous_failure": None, "queue": [], **context,
-            "workflows": {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
-                          for name, wf in spec.workflows.items()},
-        })
+    def _communicate(self, agent: str, task: Task | None, result: RunResult, run_id: str,
+                     saved: list[str] | None = None) -> None:
+        """Send the run's messages and keep its memories (provenance: this run and task)."""
+        saved = saved if saved is not None else []
+        for message in result.messages:
+            task_id = message.task_id if message.task_id is not None else (task.id if task else None)
+            self.company.send_message(message.to, message.body, actor=agent, task_id=task_id,
+                                      thread_id=message.thread_id)
+            saved.append(f"message to {message.to}")
+        for memory in result.memories:
+            provenance = {"run": run_id, **({"task": task.id} if task else {})}
+            self.company.remember(memory.text, actor=agent, kind=memory.kind, confidence=memory.confidence,
+                                  provenance=provenance, expires_in=memory.expires_in)
+            saved.append(f"memory {memory.kind}")
 
     def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult,
                saved: list[str] | None = None) -> tuple[str | None, str]:
         """Apply a result; ``saved`` collects what was kept, so a failure later on can say what partly
         succeeded."""
         saved = saved if saved is not None else []
-        self._file_tasks(agent, result)
+        self._file_tasks(agent, result, parent=task)
         saved.extend(f"task '{t.title}'" for t in result.tasks)
         for artifact in result.artifacts:
             self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
-                                         name=artifact.name, reason=artifact.reason, fencing_token=lease.fencing_token)
+                                         name=artifact.name, reason=artifact.reason, run_id=lease.run_id,
+                                         fencing_token=lease.fencing_token)
             saved.append(f"artifact {artifact.kind} '{artifact.name or artifact.kind}'")
         for check in result.checks:
             self.company.record_check(task.id, check.name, passed=check.passed, detail=check.detail, actor=agent,
                                       fencing_token=lease.fencing_token)
             saved.append(f"check {check.name} ({'passed' if check.passed else 'failed'})")
+        self._communicate(agent, task, result, lease.run_id, saved)
         if result.failure is not None:
             raise JudgmentCall(result.failure.category, result.failure.reason)
         if result.transition is None:
@@ -356,37 +407,8 @@ class Dispatcher:
 
     def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int],
               previous: list | None = None) -> Brief:
-        """The brief of one run: who the agent is, the task's typed state, what it may do next (with what
-        blocks each transition now), its tools, the previous failure, and the rest of its queue."""
-        spec = self._current_spec()
-        me = spec.agents.get(agent)
-        workflow = spec.workflows[task.workflow]
-        options = []
-        for option in self.company.options(task.id, actor=agent):
-            t = workflow.transitions[option.name]
-            if task.state not in t.from_:
-                continue
-            options.append({"name": option.name, "to": option.to, "writes": list(t.writes),
-                            "requires": t.requires.model_dump(), "produces": list(t.produces),
-                            "approval": t.approval is not None,
-                            "blocked": [{"clause": v.clause, "detail": v.detail} for v in option.blocked]})
-        if previous is None:
-            previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
-        return Brief({
-            "run_id": run_id, "company": self.company.company,
-            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
-            "task": {"id": task.id, "workflow": task.workflow, "state": task.state, "title": task.title,
-                     "fields": task.fields, "version": task.version, "priority": task.priority,
-                     "owner": task.owner},
-            "fields_schema": workflow.fields, "transitions": options, "tools": list(me.tools) if me else [],
-            "fencing_token": lease.fencing_token, "attempt": attempt,
-            "previous_failure": ({"category": previous[0].last_category, "message": previous[0].last_message,
-                                  "code": previous[0].last_attempt.get("code"),
-                                  "tried": {k: previous[0].last_attempt.get(k) for k in ("transition", "writes")},
-                                  "partly_succeeded": previous[0].last_attempt.get("saved", [])}
-                                 if previous else None),
-            "queue": queue,
-        })
+        """The brief of one run on ``task`` (see :mod:`roster.runtime.context`)."""
+        return self.context.brief(agent, task, Wakeup(run_id, lease.fencing_token, attempt, tuple(queue)), previous)
 
 
 def _stopped_by_kill_switch(error: BaseException) -> bool:

@@ -16,7 +16,12 @@ The result shape (every key optional)::
      "artifacts": [{"kind": "patch", "name": "fix.diff", "content": "..."}],
      "checks": [{"name": "lint_clean", "passed": true, "detail": "..."}],
      "tasks": [{"workflow": "fix-lint", "title": "...", "fields": {...}, "key": "ruff:E501:a.py"}],
-     "messages": ["..."], "failure": {"category": "judgment", "reason": "cannot tell which fix is right"}}
+     "messages": [{"to": "alice", "body": "...", "thread_id": null}],
+     "memories": [{"kind": "lesson", "text": "...", "confidence": 0.9}],
+     "failure": {"category": "judgment", "reason": "cannot tell which fix is right"}}
+
+A filed task with a ``packet`` is a delegation: it becomes a child of the run's task (see
+:mod:`roster.store.delegation`).
 """
 
 from __future__ import annotations
@@ -73,6 +78,29 @@ class TaskOut(BaseModel):
     key: str | None = None
     priority: int = 0
     owner: str | None = None
+    packet: dict[str, Any] | None = None
+    """A delegation packet: the task becomes a child of the run's task."""
+
+
+class MessageOut(BaseModel):
+    """A message the run sends (an answer in a thread when ``thread_id`` is set). ``task_id`` defaults
+    to the run's task."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: str
+    body: str
+    thread_id: int | None = None
+    task_id: int | None = None
+
+
+class MemoryOut(BaseModel):
+    """An entry the run adds to its agent's own memory pad (``expires_in`` in seconds)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["belief", "decision", "constraint", "preference", "lesson"] = "lesson"
+    text: str
+    confidence: float = 0.8
+    expires_in: float | None = None
 
 
 class RunResult(BaseModel):
@@ -85,7 +113,8 @@ class RunResult(BaseModel):
     artifacts: list[ArtifactOut] = []
     checks: list[CheckOut] = []
     tasks: list[TaskOut] = []
-    messages: list[str] = []
+    messages: list[MessageOut] = []
+    memories: list[MemoryOut] = []
     failure: FailureOut | None = None
 
     @classmethod
