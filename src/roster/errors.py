@@ -94,7 +94,8 @@ class ContractViolation(RosterError):
     """A transition broke a clause of its contract. The task is unchanged; the attempt is audited.
 
     ``clause`` is one of: ``transition``, ``from``, ``by``, ``writes``, ``fields``, ``requires.fields``,
-    ``requires.artifacts``, ``produces``, ``requires.checks``, ``approval``.
+    ``requires.artifacts``, ``produces``, ``requires.checks``, ``approval``, ``children`` (open delegated
+    children), or ``delegation-cycle`` (an adoption that would make the parent chain loop).
     """
 
     code = "contract-violation"

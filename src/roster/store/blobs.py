@@ -35,10 +35,11 @@ class FileBlobStore:
         return self.root / digest[:2] / digest
 
     def put(self, content: bytes) -> str:
-        """Store ``content`` (bytes); returns its SHA-256 hex digest. An existing blob is left alone."""
+        """Store ``content`` (bytes); returns its SHA-256 hex digest. An intact existing blob is left alone;
+        a corrupt one is replaced (saving the content again repairs it)."""
         digest = hashlib.sha256(content).hexdigest()
         target = self.path(digest)
-        if target.exists():
+        if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == digest:
             return digest
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")

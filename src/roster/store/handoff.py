@@ -33,6 +33,9 @@ DEFAULT_HOLD_SECONDS = 8 * 3600.0
 MAX_HOLD_SECONDS = 7 * 86400.0
 HANDOFF_EVENTS = 20
 """At most this many of the changes since the last view are listed (the newest); the count says how many."""
+HANDOFF_NOTES = 10
+"""The newest notes (hold, release, edit notes and transition rationales) since the last view."""
+NOTE_ACTIONS = ("task.hold", "task.handoff", "task.edit", "task.transition", "approval.request")
 HANDOFF_DIFF_LINES = 200
 """Lines of each artifact's diff shown in a hand-off (the whole diff: ``roster artifact diff``)."""
 
@@ -78,26 +81,32 @@ class HandoffVerbs(DelegationVerbs):
         task's lease may (a hold, or a run with its ``fencing_token``), with ``write`` on its workflow.
         Raises :class:`UsageError` (not held by the actor), :class:`InvalidFields` (schema),
         :class:`StaleVersion`, :class:`PayloadTooLarge`, :class:`Denied`, :class:`LeaseHeld`."""
-        _check_size("field edits", writes, MAX_FIELDS_BYTES)
-        with self._evidence_write(task_id, actor, "task.edit", {"fields": sorted(writes)},
-                                  fencing_token=fencing_token) as write:
-            task = write.task
-            live = task.lease_holder == write.actor.handle and (task.lease_expires_at or "") > write.now
-            if not live:
-                raise UsageError(f"task {task_id} can be edited outside a transition only while you hold it; "
-                                 f"`roster task hold {task_id}` first")
-            if expected_version is not None and expected_version != task.version:
-                raise StaleVersion(task_id, expected_version, task.version)
-            machine = self._machine(write.cache, task.workflow)
-            new_fields = apply_writes(task.fields, writes)
-            problems = machine.field_problems(new_fields)
-            if problems:
-                raise InvalidFields(task.workflow, problems)
-            version = task.version + 1
-            write.conn.execute(tasks.update().where(tasks.c.company_id == self.company, tasks.c.id == task_id),
-                               {"fields": _dumps(new_fields), "version": version, "updated_at": write.now})
-            audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="task.edit",
-                         subject=f"task:{task_id}", data={"writes": writes, "note": note, "version": version})
+        request = {"fields": sorted(writes)}
+        try:
+            with self._evidence_write(task_id, actor, "task.edit", request, fencing_token=fencing_token) as write:
+                _check_size("field edits", writes, MAX_FIELDS_BYTES)
+                task = write.task
+                live = task.lease_holder == write.actor.handle and (task.lease_expires_at or "") > write.now
+                if not live:
+                    raise UsageError(f"task {task_id} can be edited outside a transition only while you hold "
+                                     f"it; `roster task hold {task_id}` first")
+                if expected_version is not None and expected_version != task.version:
+                    raise StaleVersion(task_id, expected_version, task.version)
+                machine = self._machine(write.cache, task.workflow)
+                new_fields = apply_writes(task.fields, writes)
+                problems = machine.field_problems(new_fields)
+                if problems:
+                    raise InvalidFields(task.workflow, problems)
+                version = task.version + 1
+                write.conn.execute(
+                    tasks.update().where(tasks.c.company_id == self.company, tasks.c.id == task_id),
+                    {"fields": _dumps(new_fields), "version": version, "updated_at": write.now})
+                audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
+                             action="task.edit", subject=f"task:{task_id}",
+                             data={"writes": writes, "note": note, "version": version})
+        except InvalidFields as exc:  # not among _evidence_write's refusals, but a refusal all the same
+            self._audit_rejection(actor, "task.edit", f"task:{task_id}", exc, request)
+            raise
         return self.get_task(task_id)
 
     # -- what a principal last saw, and what changed since -------------------------------------------
@@ -110,7 +119,7 @@ class HandoffVerbs(DelegationVerbs):
                 task_views.c.principal == principal)
         conn.execute(delete(task_views).where(*keys))
         conn.execute(insert(task_views), {"company_id": self.company, "task_id": task_id, "principal": principal,
-                                          "seq": head.seq, "version": row.version, "fields": row.fields,
+                                          "seq": head.audit_seq, "version": row.version, "fields": row.fields,
                                           "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()})
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
@@ -123,12 +132,24 @@ class HandoffVerbs(DelegationVerbs):
         if view is None or view.version == task.version:
             return None
         subject = f"task:{task.id}"
+        since = (audit_events.c.company_id == self.company, audit_events.c.subject == subject,
+                 audit_events.c.seq > view.seq, audit_events.c.principal != principal)
+        total = conn.scalar(select(func.count()).select_from(audit_events).where(*since)) or 0
+        if total == 0:  # only this principal's own changes since: nothing to hand off
+            return None
         recent = list(reversed(list(audit.iter_events(conn, self.company, subject=subject, after_seq=view.seq,
                                                       newest_first=True, limit=HANDOFF_EVENTS,
                                                       not_principal=principal))))
-        total = conn.scalar(select(func.count()).select_from(audit_events).where(
-            audit_events.c.company_id == self.company, audit_events.c.subject == subject,
-            audit_events.c.seq > view.seq, audit_events.c.principal != principal))
+        changed_by = sorted(conn.scalars(select(audit_events.c.principal).distinct().where(*since)))
+        notes = []
+        for row in conn.execute(select(audit_events.c.principal, audit_events.c.ts, audit_events.c.data)
+                                .where(*since, audit_events.c.action.in_(NOTE_ACTIONS))
+                                .order_by(audit_events.c.seq.desc()).limit(HANDOFF_NOTES * 10)):
+            data = json.loads(row.data)
+            text = data.get("note") or data.get("rationale")
+            if text and len(notes) < HANDOFF_NOTES:
+                notes.append({"by": row.principal, "at": row.ts, "note": text})
+        notes.reverse()
         before = json.loads(view.fields)
         fields = {name: {"before": before.get(name), "after": task.fields.get(name)}
                   for name in sorted(set(before) | set(task.fields)) if before.get(name) != task.fields.get(name)}
@@ -141,10 +162,8 @@ class HandoffVerbs(DelegationVerbs):
             artifacts.append({"name": name, "kind": latest.kind, "from_version": old.version if old else None,
                               "to_version": latest.version, "by": latest.created_by, "reason": latest.reason,
                               "diff": self._diff_txn(name, old, latest)})
-        notes = [{"by": e.principal, "at": e.ts, "note": e.data.get("note") or e.data.get("rationale")}
-                 for e in recent if e.data.get("note") or e.data.get("rationale")]
         return {"since_version": view.version, "version": task.version, "seen_at": view.seen_at,
-                "changed_by": sorted({e.principal for e in recent}), "changes": total or 0,
+                "changed_by": changed_by, "changes": total,
                 "events": [{"seq": e.seq, "at": e.ts, "by": e.principal, "action": e.action} for e in recent],
                 "fields": fields, "artifacts": artifacts, "notes": notes}
 

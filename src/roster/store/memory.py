@@ -166,19 +166,24 @@ class MemoryVerbs(CompanyBase):
     def _memory_read(self, actor: ActorRef | None, pads: Iterable[str] | None, body):  # noqa: ANN001, ANN202
         """A read of ``pads`` (default: the actor's own); ``actor=None`` is a trusted internal read."""
         pads = list(pads) if pads is not None else None
-        with self._reading(actor, "memory.read", f"memory:{','.join(pads or [])}") as (conn, cache, who):
-            if pads is None:
-                if who is None:
-                    raise UsageError("a trusted memory read must name its pads")
-                pads = [who.handle]
-            try:
+        subject = f"memory:{','.join(pads or [])}"
+        # One audit event per refusal, naming the pad refused (not ``_reading``, which would audit it again).
+        try:
+            with self.store.read() as conn:
+                cache = self._current(conn)
+                who = self._actor(cache, actor) if actor is not None else None
+                if pads is None:
+                    if who is None:
+                        raise UsageError("a trusted memory read must name its pads")
+                    pads = [who.handle]
                 for pad in pads:
+                    subject = f"memory:{pad}"
                     if who is not None:
                         self._pad_access(conn, cache, who, pad, write=False)
-            except Denied as exc:
-                self._audit_rejection(actor, "memory.read", f"memory:{pad}", exc, {})
-                raise
-            return body(conn, pads)
+                return body(conn, pads)
+        except Denied as exc:
+            self._audit_rejection(actor, "memory.read", subject, exc, {})
+            raise
 
     # -- verbs ---------------------------------------------------------------------------------------
 
@@ -225,12 +230,15 @@ class MemoryVerbs(CompanyBase):
                 conn.execute(text("DELETE FROM memory_fts WHERE rowid = :id"), {"id": entry_id})
 
     def list_memory(self, *, actor: ActorRef | None, pads: list[str] | None = None, kind: str | None = None,
-                    limit: int = 100) -> list[MemoryEntry]:
-        """Live (unexpired) entries of ``pads`` (default: the actor's own), newest first, at most ``limit``."""
+                    limit: int = 100, kinds: list[str] | None = None) -> list[MemoryEntry]:
+        """Live (unexpired) entries of ``pads`` (default: the actor's own), newest first, at most ``limit``,
+        of ``kind`` (or one of ``kinds``) when given."""
+        wanted = [*([kind] if kind else []), *(kinds or [])]
+
         def body(conn: Connection, pads_: list[str]) -> list[MemoryEntry]:
             query = self._live(pads_).order_by(memory_entries.c.id.desc()).limit(limit)
-            if kind is not None:
-                query = query.where(memory_entries.c.kind == kind)
+            if wanted:
+                query = query.where(memory_entries.c.kind.in_(wanted))
             return [_entry(r) for r in conn.execute(query)]
 
         return self._memory_read(actor, pads, body)
@@ -271,7 +279,7 @@ class MemoryVerbs(CompanyBase):
                 sql = (f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
                        f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
                        "ORDER BY score DESC, m.id DESC LIMIT :limit")
-            return [_entry(r, round(float(r.score), 6)) for r in conn.execute(text(sql), params)]
+            return [_entry(r, float(r.score)) for r in conn.execute(text(sql), params)]
 
         return self._memory_read(actor, pads, body)
 
@@ -381,7 +389,7 @@ class MemoryVerbs(CompanyBase):
         """A slice of ``pad`` with its provenance, as a JSON-ready :class:`MemoryExport` document.
         ``query`` (full text) and ``kinds`` / ``min_confidence`` filter it. Audited as ``memory.export``."""
         entries = (self.recall(query, actor=actor, pads=[pad], limit=limit, kinds=kinds) if _words(query)
-                   else self.list_memory(actor=actor, pads=[pad], limit=limit))
+                   else self.list_memory(actor=actor, pads=[pad], limit=limit, kinds=kinds))
         entries = [e for e in entries if e.confidence >= min_confidence and (not kinds or e.kind in kinds)]
         handle = self._handle(actor)
         document = MemoryExport(
@@ -399,6 +407,7 @@ class MemoryVerbs(CompanyBase):
 
     def import_memory(self, pad: str, document: Any, *, actor: ActorRef) -> list[MemoryEntry]:
         """Take an exported slice into ``pad``; each entry is marked as received from the exporting pad.
+        Entries that have already expired are skipped.
         Raises :class:`UsageError` for a malformed document (naming what is wrong), :class:`Denied` for a
         document of another company (audited), and the access errors of :meth:`remember`."""
         try:
@@ -412,12 +421,14 @@ class MemoryVerbs(CompanyBase):
             self._audit_rejection(actor, "memory.import", f"memory:{pad}", denial, {"from_company": parsed.company})
             raise denial
         source = f"{parsed.company}/{parsed.pad}"
+        now = self.store.now()
+        live = [e for e in parsed.entries if e.expires_at is None or e.expires_at > now]  # expired: nothing to take
 
         def body(conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor, target: str) -> list:
             return [self._insert_txn(conn, head, who.handle, target, e.kind, e.text, e.confidence,
                                      {"received_from": source, "exported_by": parsed.exported_by,
                                       "exported_at": parsed.exported_at, "original": e.provenance},
-                                     e.expires_at, action="memory.import") for e in parsed.entries]
+                                     e.expires_at, action="memory.import") for e in live]
 
         return self._memory_write(actor, "memory.import", pad, {"from": source, "entries": len(parsed.entries)},
                                   body)

@@ -82,6 +82,8 @@ class MessageVerbs(CompanyBase):
                                  "messages never leave the sender's company")
                 if handle not in cache.principals:
                     raise NotFound(f"no principal '{handle}' in company '{self.company}'")
+                if cache.principals[handle].status == "retired":
+                    raise UsageError(f"'{handle}' is retired and reads no messages; write to whoever took over")
                 self._may_message(cache, who, handle)
                 if task_id is not None:
                     row = conn.execute(select(tasks.c.workflow).where(tasks.c.company_id == self.company,
@@ -142,7 +144,8 @@ class MessageVerbs(CompanyBase):
         return rows
 
     def unread_messages(self, recipients: list[str], *, limit: int = 20) -> dict[str, list[Message]]:
-        """Unread messages per recipient, oldest first (the runtime's message trigger: one query)."""
+        """Unread messages per recipient, oldest first, at most ``limit`` each (the runtime's message
+        trigger: one grouped query, then one per recipient that has any)."""
         if not recipients:
             return {}
         found: dict[str, list[Message]] = {}
