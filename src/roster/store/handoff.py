@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, insert, select
 
 from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
 from roster.kernel.contracts import apply_writes
@@ -33,6 +33,10 @@ DEFAULT_HOLD_SECONDS = 8 * 3600.0
 MAX_HOLD_SECONDS = 7 * 86400.0
 HANDOFF_EVENTS = 20
 """At most this many of the changes since the last view are listed (the newest); the count says how many."""
+HANDOFF_WINDOW = 250
+"""How many of the newest changes since the last view are read: ``changes``, ``changed_by`` and ``notes``
+come from them (``more_changes`` says the window was full), so a hand-off costs the same after 10 or
+100,000 changes."""
 HANDOFF_NOTES = 10
 """The newest notes (hold, release, edit notes and transition rationales) since the last view."""
 NOTE_ACTIONS = ("task.hold", "task.handoff", "task.edit", "task.transition", "approval.request")
@@ -124,31 +128,31 @@ class HandoffVerbs(DelegationVerbs):
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
         """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or
-        nothing changed). Bounded: the newest :data:`HANDOFF_EVENTS` changes, each artifact diff cut to
-        :data:`HANDOFF_DIFF_LINES` lines."""
+        nothing changed). Bounded: it reads the newest :data:`HANDOFF_WINDOW` changes, lists the newest
+        :data:`HANDOFF_EVENTS`, and cuts each artifact diff to :data:`HANDOFF_DIFF_LINES` lines."""
         view = conn.execute(select(task_views).where(
             task_views.c.company_id == self.company, task_views.c.task_id == task.id,
             task_views.c.principal == principal)).first()
         if view is None or view.version == task.version:
             return None
-        subject = f"task:{task.id}"
-        since = (audit_events.c.company_id == self.company, audit_events.c.subject == subject,
-                 audit_events.c.seq > view.seq, audit_events.c.principal != principal)
-        total = conn.scalar(select(func.count()).select_from(audit_events).where(*since)) or 0
-        if total == 0:  # only this principal's own changes since: nothing to hand off
+        # One bounded read: the newest HANDOFF_WINDOW changes by others since the view, newest first; only
+        # the events that can carry a note have their data parsed.
+        window = list(conn.execute(
+            select(audit_events.c.seq, audit_events.c.ts, audit_events.c.principal, audit_events.c.action,
+                   audit_events.c.data)
+            .where(audit_events.c.company_id == self.company, audit_events.c.subject == f"task:{task.id}",
+                   audit_events.c.seq > view.seq, audit_events.c.principal != principal)
+            .order_by(audit_events.c.seq.desc()).limit(HANDOFF_WINDOW)))
+        if not window:  # only this principal's own changes since: nothing to hand off
             return None
-        recent = list(reversed(list(audit.iter_events(conn, self.company, subject=subject, after_seq=view.seq,
-                                                      newest_first=True, limit=HANDOFF_EVENTS,
-                                                      not_principal=principal))))
-        changed_by = sorted(conn.scalars(select(audit_events.c.principal).distinct().where(*since)))
+        recent = list(reversed(window[:HANDOFF_EVENTS]))
+        changed_by = sorted({e.principal for e in window})
         notes = []
-        for row in conn.execute(select(audit_events.c.principal, audit_events.c.ts, audit_events.c.data)
-                                .where(*since, audit_events.c.action.in_(NOTE_ACTIONS))
-                                .order_by(audit_events.c.seq.desc()).limit(HANDOFF_NOTES * 10)):
-            data = json.loads(row.data)
-            text = data.get("note") or data.get("rationale")
-            if text and len(notes) < HANDOFF_NOTES:
-                notes.append({"by": row.principal, "at": row.ts, "note": text})
+        for e in window:
+            if e.action in NOTE_ACTIONS and len(notes) < HANDOFF_NOTES:
+                data = json.loads(e.data)
+                if data.get("note") or data.get("rationale"):
+                    notes.append({"by": e.principal, "at": e.ts, "note": data.get("note") or data.get("rationale")})
         notes.reverse()
         before = json.loads(view.fields)
         fields = {name: {"before": before.get(name), "after": task.fields.get(name)}
@@ -163,7 +167,8 @@ class HandoffVerbs(DelegationVerbs):
                               "to_version": latest.version, "by": latest.created_by, "reason": latest.reason,
                               "diff": self._diff_txn(name, old, latest)})
         return {"since_version": view.version, "version": task.version, "seen_at": view.seen_at,
-                "changed_by": changed_by, "changes": total,
+                "changed_by": changed_by, "changes": len(window),
+                "more_changes": len(window) == HANDOFF_WINDOW,
                 "events": [{"seq": e.seq, "at": e.ts, "by": e.principal, "action": e.action} for e in recent],
                 "fields": fields, "artifacts": artifacts, "notes": notes}
 
