@@ -427,3 +427,14 @@ def test_load_spec_names_the_file_in_each_issue(tmp_path: Path):
     assert issue.file == str(path)
     assert (issue.line, issue.key) == (3, "agents.planner.reports_to")
     assert str(issue).startswith(f"{path}:3: agents.planner.reports_to: ")
+
+
+def test_team_memory_and_message_grants_must_name_someone(tmp_path):
+    path = tmp_path / "roster.yaml"
+    path.write_text("company: x\nworkspaces:\n  default:\n    portfolios:\n      default: {team_memory: {read: [ghost]}}\n"
+                    "agents:\n  a: {rights: {message: ['*', nobody]}}\nhumans:\n  h: {}\n")
+    with pytest.raises(SpecError) as info:
+        load_spec(path)
+    text = str(info.value)
+    assert "team_memory.read[0]: 'ghost' names nobody" in text
+    assert "rights.message[1]: 'nobody' names nobody" in text and "message[0]" not in text

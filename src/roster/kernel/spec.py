@@ -322,16 +322,25 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
              f"'{handle}' is a reserved word in 'by' lists; choose another handle")
         )
 
-    def check_actors(names: list[str], path: Path, allow_agent_keyword: bool = True) -> None:
+    def check_actors(names: list[str], path: Path, allow_agent_keyword: bool = True, indexed: bool = True) -> None:
         for i, name in enumerate(names):
             keywords = KEYWORDS if allow_agent_keyword else {ANY_HUMAN}
             if name not in handles and name not in roles and name not in keywords:
                 problems.append(
-                    ((*path, i), f"'{name}' names nobody; expected an agent or human handle "
+                    ((*path, i) if indexed else path, f"'{name}' names nobody; expected an agent or human handle "
                      f"({_listing(handles)}), a role ({_listing(roles)}) or '{ANY_HUMAN}'")
                 )
 
     structure = {f"{w}/{p}" for w, ws in spec.workspaces.items() for p in ws.portfolios}
+    for ws_name, ws in spec.workspaces.items():
+        for pf_name, pf in ws.portfolios.items():
+            for key in ("read", "write"):
+                check_actors(getattr(pf.team_memory, key),
+                             ("workspaces", ws_name, "portfolios", pf_name, "team_memory", key))
+    for a_name, agent in spec.agents.items():
+        for i, name in enumerate(agent.rights.message or []):
+            if name != "*":
+                check_actors([name], ("agents", a_name, "rights", "message", i), indexed=False)
     for wf_name, wf in spec.workflows.items():
         base: Path = ("workflows", wf_name)
         states = set(wf.states)
