@@ -19,7 +19,8 @@ most important first):
 2. ``handoff``: what others changed since this agent last saw the task (fields, artifact diffs, notes);
    if it does not fit whole, its artifact diffs are dropped first;
 3. ``children``: delegated child tasks, open ones and the results of finished ones;
-4. ``messages``: unread messages to this agent about this task (or, without a task, all unread);
+4. ``messages``: the agent's unread messages, oldest first (whatever task they are about, so an agent
+   that always has work still reads its mail; the run's result can answer them);
 5. ``memory``: the most relevant entries of the agent's pad and its portfolio's team pad (full-text
    recall on the task's title and text fields; at most :data:`MEMORY_ENTRIES`);
 6. ``events``: the task's latest :data:`RECENT_EVENTS` audit events, newest first;
@@ -38,9 +39,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from roster.errors import ContextOverBudget, NotFound
+from roster.errors import ContextOverBudget
 from roster.runtime.runners import Brief
-from roster.store import CompanyStore, Task
+from roster.store import CompanyStore, Task, audit
 from roster.store.memory import TEAM_PREFIX
 from roster.store.runs import Attempt
 
@@ -84,92 +85,86 @@ class ContextAssembler:
               previous: list[Attempt] | None = None) -> Brief:
         """The brief of ``agent`` for ``task`` (``None``: a run woken by a schedule, event, condition or
         message). ``previous`` are the agent's earlier attempts on the task (read when ``None``).
-        Raises :class:`ContextOverBudget` when the mandatory parts exceed the agent's
-        ``context_budget`` (tokens)."""
-        spec = self.company.spec()
-        me = spec.agents.get(agent)
-        budget = me.context_budget if me else DEFAULT_BUDGET
-        mandatory: dict[str, Any] = {
-            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
-            "run_id": wakeup.run_id, "company": self.company.company, "attempt": wakeup.attempt,
-            "fencing_token": wakeup.fencing_token, "tools": list(me.tools) if me else [],
-        }
-        optional: list[tuple[str, Any]] = []
-        if task is not None:
-            workflow = spec.workflows[task.workflow]
-            mandatory["task"] = {"id": task.id, "workflow": task.workflow, "state": task.state, "title": task.title,
-                                 "fields": task.fields, "version": task.version, "priority": task.priority,
-                                 "owner": task.owner, "parent_id": task.parent_id, "packet": task.packet}
-            mandatory["fields_schema"] = workflow.fields
-            mandatory["transitions"] = self._transitions(agent, task)
-            if previous is None:
-                previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
-            optional.append(("previous_failure", _previous_failure(previous)))
-            handoff, children = self._task_context(agent, task)
-            optional.append(("handoff", handoff))
-            optional.append(("children", children))
-        else:
-            mandatory["task"] = None
-            mandatory["transitions"] = []
-            mandatory["triggers"] = list(wakeup.fired)
-            mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
-                                      for name, wf in spec.workflows.items()}
-            optional.append(("previous_failure", None))
-        optional.append(("messages", self._messages(agent, task)))
-        optional.append(("memory", self._memory(agent, task, spec)))
-        optional.append(("events", self._events(task) if task is not None else []))
+        Everything is read in one read transaction. Raises :class:`ContextOverBudget` when the mandatory
+        parts exceed the agent's ``context_budget`` (tokens)."""
+        if task is not None and previous is None:
+            previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        company = self.company
+        with company.store.read() as conn:
+            cache = company._current(conn)
+            spec = cache.spec
+            assert spec is not None
+            me = spec.agents.get(agent)
+            budget = me.context_budget if me else DEFAULT_BUDGET
+            mandatory: dict[str, Any] = {
+                "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
+                "run_id": wakeup.run_id, "company": company.company, "attempt": wakeup.attempt,
+                "fencing_token": wakeup.fencing_token, "tools": list(me.tools) if me else [],
+            }
+            optional: list[tuple[str, Any]] = []
+            if task is not None:
+                mandatory["task"] = {"id": task.id, "workflow": task.workflow, "state": task.state,
+                                     "title": task.title, "fields": task.fields, "version": task.version,
+                                     "priority": task.priority, "owner": task.owner, "parent_id": task.parent_id,
+                                     "packet": task.packet}
+                mandatory["fields_schema"] = spec.workflows[task.workflow].fields
+                mandatory["transitions"] = self._transitions(conn, cache, agent, task)
+                optional.append(("previous_failure", _previous_failure(previous or [])))
+                optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
+                optional.append(("children", company.children_txn(conn, cache, task.id)))
+            else:
+                mandatory["task"] = None
+                mandatory["transitions"] = []
+                mandatory["triggers"] = list(wakeup.fired)
+                mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
+                                          for name, wf in spec.workflows.items()}
+                optional.append(("previous_failure", None))
+            unread = company.unread_txn(conn, agent, limit=MESSAGES)
+            optional.append(("messages", [{"id": m.id, "thread_id": m.thread_id, "from": m.sender,
+                                           "task_id": m.task_id, "body": m.body, "at": m.created_at}
+                                          for m in unread]))
+            entries = company.recall_txn(conn, " ".join(_query_words(task)), self._pads(agent, task, cache),
+                                         limit=MEMORY_ENTRIES)
+            optional.append(("memory", [{"id": e.id, "pad": e.pad, "kind": e.kind, "text": e.text,
+                                         "confidence": e.confidence, "provenance": e.provenance}
+                                        for e in entries]))
+            events = (audit.latest_on(conn, company.company, f"task:{task.id}", RECENT_EVENTS)
+                      if task is not None else [])
+            optional.append(("events", [_event_summary(e) for e in events]))
         optional.append(("queue", list(wakeup.queue)))
         return Brief(_fit(mandatory, optional, budget))
 
     # -- parts --------------------------------------------------------------------------------------
 
-    def _transitions(self, agent: str, task: Task) -> list[dict[str, Any]]:
-        workflow = self.company.spec().workflows[task.workflow]
+    def _transitions(self, conn: Any, cache: Any, agent: str, task: Task) -> list[dict[str, Any]]:
+        """The transitions out of the task's state, with the clauses that block each for ``agent`` now."""
+        machine = cache.machines[task.workflow]
+        evidence = self.company._evidence_txn(conn, cache, task)
+        actor = cache.actors.get(agent)
         shown = []
-        for option in self.company.options(task.id, actor=agent):
-            t = workflow.transitions[option.name]
+        for name, t in machine.workflow.transitions.items():
             if task.state not in t.from_:
                 continue
-            shown.append({"name": option.name, "to": option.to, "writes": list(t.writes),
+            blocked = machine.blocked_by(name, task.snapshot(), actor, evidence)
+            shown.append({"name": name, "to": t.to, "writes": list(t.writes),
                           "requires": t.requires.model_dump(), "produces": list(t.produces),
                           "approval": t.approval is not None,
-                          "blocked": [{"clause": v.clause, "detail": v.detail} for v in option.blocked]})
+                          "blocked": [{"clause": v.clause, "detail": v.detail} for v in blocked]})
         return shown
 
-    def _task_context(self, agent: str, task: Task) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-        with self.company.store.read() as conn:
-            cache = self.company._current(conn)
-            return (self.company.handoff_txn(conn, cache, task, agent),
-                    self.company.children_txn(conn, cache, task.id))
-
-    def _messages(self, agent: str, task: Task | None) -> list[dict[str, Any]]:
-        unread = self.company.unread_messages([agent], limit=MESSAGES * 5).get(agent, [])
-        if task is not None:
-            unread = [m for m in unread if m.task_id == task.id]
-        return [{"id": m.id, "thread_id": m.thread_id, "from": m.sender, "task_id": m.task_id, "body": m.body,
-                 "at": m.created_at} for m in unread[:MESSAGES]]
-
-    def _memory(self, agent: str, task: Task | None, spec: Any) -> list[dict[str, Any]]:
+    @staticmethod
+    def _pads(agent: str, task: Task | None, cache: Any) -> list[str]:
+        """The agent's own pad, and its portfolio's team pad when the spec lets it read that (by handle,
+        role or the ``agent`` keyword, as :meth:`MemoryVerbs._pad_access` judges it)."""
         pads = [agent]
-        if task is not None:
-            portfolio = spec.workflows[task.workflow].portfolio
+        actor = cache.actors.get(agent)
+        if task is not None and actor is not None:
+            portfolio = cache.spec.workflows[task.workflow].portfolio
             workspace, _, name = portfolio.partition("/")
-            grants = spec.workspaces[workspace].portfolios[name].team_memory
-            me = spec.agents.get(agent)
-            roles = set(me.roles) if me else set()
-            if agent in grants.read + grants.write or roles & set(grants.read + grants.write):
+            grants = cache.spec.workspaces[workspace].portfolios[name].team_memory
+            if actor.matches([*grants.read, *grants.write]):
                 pads.append(f"{TEAM_PREFIX}{portfolio}")
-        query = " ".join(_query_words(task))
-        try:
-            entries = self.company.recall(query, actor=None, pads=pads, limit=MEMORY_ENTRIES)
-        except NotFound:
-            return []
-        return [{"id": e.id, "pad": e.pad, "kind": e.kind, "text": e.text, "confidence": e.confidence,
-                 "provenance": e.provenance} for e in entries]
-
-    def _events(self, task: Task) -> list[dict[str, Any]]:
-        events = self.company.audit_log(task_id=task.id, limit=RECENT_EVENTS, newest_first=True)
-        return [_event_summary(e) for e in events]
+        return pads
 
 
 def _query_words(task: Task | None) -> list[str]:
@@ -204,41 +199,53 @@ def _event_summary(event: Any) -> dict[str, Any]:
 
 
 def _fit(mandatory: dict[str, Any], optional: list[tuple[str, Any]], budget: int) -> dict[str, Any]:
-    """Add the optional parts, in order, while the brief stays within ``budget`` tokens."""
+    """Add the optional parts, in order, while the brief stays within ``budget`` tokens. Sizes are
+    summed per part (each part's JSON, its key and separator); :data:`CONTEXT_RESERVE` covers the
+    ``context`` report and rounding."""
     sizes = {name: estimate_tokens(value) for name, value in mandatory.items()}
-    used = estimate_tokens(mandatory)
+    used = sum(sizes.values()) + sum(_key_tokens(name) for name in mandatory)
     if used > budget - CONTEXT_RESERVE:
         largest = max(sizes, key=lambda name: sizes[name])
         raise ContextOverBudget(largest, used, budget)
     data = dict(mandatory)
     left_out: dict[str, int] = {}
     for name, value in optional:
-        fitted, dropped = _fit_part(name, value, budget - CONTEXT_RESERVE - used - estimate_tokens({name: None}))
+        overhead = _key_tokens(name)
+        fitted, dropped, size = _fit_part(name, value, budget - CONTEXT_RESERVE - used - overhead)
         data[name] = fitted
-        used = estimate_tokens(data)
-        sizes[name] = estimate_tokens(fitted)
+        sizes[name] = size
+        used += size + overhead
         if dropped:
             left_out[name] = dropped
     data["context"] = {"budget": budget, "tokens": 0, "parts": sizes, "left_out": left_out,
                        "estimate": "utf-8 bytes / 4"}
-    data["context"]["tokens"] = estimate_tokens(data)
+    # The count is part of what it counts: settle on a value that counts itself (a few digits more at most).
+    while (tokens := estimate_tokens(data)) != data["context"]["tokens"]:
+        data["context"]["tokens"] = tokens
     return data
 
 
-def _fit_part(name: str, value: Any, room: int) -> tuple[Any, int]:
-    """The largest form of one part that fits in ``room`` tokens, and how many items were left out."""
-    if value is None or estimate_tokens(value) <= room:
-        return value, 0
+def _key_tokens(name: str) -> int:
+    """Tokens of ``"name":`` and a separator."""
+    return math.ceil((len(name) + 4) / 4)
+
+
+def _fit_part(name: str, value: Any, room: int) -> tuple[Any, int, int]:
+    """The largest form of one part that fits in ``room`` tokens, how many items were left out, and its
+    size in tokens."""
+    size = estimate_tokens(value)
+    if value is None or size <= room:
+        return value, 0, size
     if isinstance(value, list):
         kept: list[Any] = []
         for item in value:
             if estimate_tokens([*kept, item]) > room:
                 break
             kept.append(item)
-        return kept, len(value) - len(kept)
+        return kept, len(value) - len(kept), estimate_tokens(kept)
     if isinstance(value, dict) and name == "handoff":
         lighter = {**value, "artifacts": [{k: v for k, v in a.items() if k != "diff"} for a in value["artifacts"]],
                    "events": []}
-        if estimate_tokens(lighter) <= room:
-            return lighter, len(value["artifacts"]) + len(value["events"])
-    return None, 1
+        if (lighter_size := estimate_tokens(lighter)) <= room:
+            return lighter, len(value["artifacts"]) + len(value["events"]), lighter_size
+    return None, 1, 1

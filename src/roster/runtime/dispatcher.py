@@ -90,6 +90,7 @@ class Dispatcher:
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
         self.context = ContextAssembler(company)
+        self._consolidation_due: datetime | None = None
 
     # -- who runs -----------------------------------------------------------------------------------
 
@@ -168,12 +169,18 @@ class Dispatcher:
         if every is None:
             return
         now = self.company.store.clock()
+        if self._consolidation_due is not None and now < self._consolidation_due:
+            return  # known from an earlier cycle: no read needed
+        period = timedelta(seconds=duration_seconds(every))
         last = self.company.trigger_states(RUNTIME).get(CONSOLIDATION)
-        if last is not None and last.last_fired_at is not None and (
-                now - datetime.fromisoformat(last.last_fired_at)).total_seconds() < duration_seconds(every):
-            return
+        if last is not None and last.last_fired_at is not None:
+            due = datetime.fromisoformat(last.last_fired_at) + period
+            if now < due:
+                self._consolidation_due = due
+                return
         done = self.company.consolidate_memory(actor=None)
         self.company.save_trigger_state(RUNTIME, CONSOLIDATION, TriggerState(format_ts(now), 0, False))
+        self._consolidation_due = now + period
         if done.merged or done.expired:
             self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
                      "expired entr(ies)")
@@ -352,6 +359,9 @@ class Dispatcher:
 
     def _file_tasks(self, agent: str, result: RunResult, parent: Task | None = None) -> None:
         for new in result.tasks:
+            if new.packet is not None and parent is None:
+                raise MalformedOutput(f"task '{new.title}' carries a delegation packet, but this run has no task "
+                                      "to delegate from; file it without a packet, or delegate from a task run")
             if new.packet is not None and parent is not None:
                 self.company.delegate(parent.id, actor=agent, workflow=new.workflow, title=new.title,
                                       packet=new.packet, fields=new.fields, owner=new.owner, priority=new.priority,

@@ -108,6 +108,16 @@ def iter_events(conn: Connection, company: str, *, principal: str | None = None,
         yield _event(row)
 
 
+_LATEST_ON = Prepared(select(audit_events).where(audit_events.c.company_id == bindparam("company"),
+                                                audit_events.c.subject == bindparam("subject"))
+                      .order_by(audit_events.c.seq.desc()).limit(bindparam("limit")))
+
+
+def latest_on(conn: Connection, company: str, subject: str, limit: int) -> list[AuditEvent]:
+    """The newest ``limit`` events on ``subject``, newest first (one indexed range read: a run's brief)."""
+    return [_event(row) for row in _LATEST_ON.all(conn, {"company": company, "subject": subject, "limit": limit})]
+
+
 def verify(conn: Connection, company: str) -> tuple[int, tuple[int, str] | None]:
     """Walk the whole chain of ``company``. Returns ``(events checked, first break or None)``."""
     head = conn.execute(select(companies.c.audit_seq, companies.c.audit_head)

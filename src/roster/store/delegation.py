@@ -16,16 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from roster.errors import ContractViolation, RosterError, UsageError
 from roster.store import audit
 from roster.store.artifacts import ArtifactVerbs
 from roster.store.company_base import ActorRef, CompanyCache
+from roster.store.prepared import Prepared
 from roster.store.schema import tasks
 from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
 
 MAX_DELEGATION_DEPTH = 32
+_CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
+                                           tasks.c.parent_id == bindparam("parent_id")).order_by(tasks.c.id))
 
 
 class Packet(BaseModel):
@@ -128,8 +131,7 @@ class DelegationVerbs(ArtifactVerbs):
         """The parent's children as the brief shows them: open ones with their packet's desired output,
         finished ones with their result (final state, fields, latest artifacts). A trusted read."""
         shown = []
-        for row in conn.execute(select(tasks).where(tasks.c.company_id == self.company,
-                                                    tasks.c.parent_id == parent_id).order_by(tasks.c.id)):
+        for row in _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id}):
             child = _task(row)
             machine = cache.machines.get(child.workflow)
             done = machine is not None and child.state in machine.terminal

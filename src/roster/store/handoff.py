@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
 from roster.kernel.contracts import apply_writes
@@ -26,8 +26,30 @@ from roster.store.artifacts import MAX_DIFF_LINES, ArtifactRecord, artifact_reco
 from roster.store.company_base import ActorRef, CompanyCache
 from roster.store.delegation import DelegationVerbs
 from roster.store.leases import Lease
+from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, audit_events, task_views, tasks
-from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
+from roster.store.tasks import _SELECT_TASK, MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
+
+_VIEW_KEY = (task_views.c.company_id == bindparam("company"), task_views.c.task_id == bindparam("task_id"),
+             task_views.c.principal == bindparam("principal"))
+_VIEW = Prepared(select(task_views.c.seq, task_views.c.version, task_views.c.fields, task_views.c.artifacts,
+                        task_views.c.seen_at).where(*_VIEW_KEY))
+_UPDATE_VIEW = Prepared(update(task_views).where(*_VIEW_KEY).values(
+    seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
+    artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at")))
+_INSERT_VIEW = Prepared(insert(task_views).values(
+    company_id=bindparam("company"), task_id=bindparam("task_id"), principal=bindparam("principal"),
+    seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
+    artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at")))
+_LATEST_ARTIFACT_IDS = Prepared(select(artifacts.c.name, func.max(artifacts.c.id).label("id")).where(
+    artifacts.c.company_id == bindparam("company"), artifacts.c.task_id == bindparam("task_id"))
+    .group_by(artifacts.c.name))
+_WINDOW = Prepared(
+    select(audit_events.c.seq, audit_events.c.ts, audit_events.c.principal, audit_events.c.action,
+           audit_events.c.data)
+    .where(audit_events.c.company_id == bindparam("company"), audit_events.c.subject == bindparam("subject"),
+           audit_events.c.seq > bindparam("after_seq"), audit_events.c.principal != bindparam("principal"))
+    .order_by(audit_events.c.seq.desc()).limit(bindparam("limit")))
 
 DEFAULT_HOLD_SECONDS = 8 * 3600.0
 MAX_HOLD_SECONDS = 7 * 86400.0
@@ -117,32 +139,27 @@ class HandoffVerbs(DelegationVerbs):
 
     def record_view_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, principal: str) -> None:
         """Remember what ``principal`` has seen of the task: now (the chain head) and its current state."""
-        row = self._row_txn(conn, task_id)
-        seen = {name: a.id for name, a in self.latest_artifacts_txn(conn, task_id).items()}
-        keys = (task_views.c.company_id == self.company, task_views.c.task_id == task_id,
-                task_views.c.principal == principal)
-        conn.execute(delete(task_views).where(*keys))
-        conn.execute(insert(task_views), {"company_id": self.company, "task_id": task_id, "principal": principal,
-                                          "seq": head.audit_seq, "version": row.version, "fields": row.fields,
-                                          "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()})
+        key = {"company": self.company, "task_id": task_id}
+        row = _SELECT_TASK.first(conn, key)
+        if row is None:
+            raise NotFound(f"no task {task_id} in company '{self.company}'")
+        seen = {r.name: r.id for r in _LATEST_ARTIFACT_IDS.all(conn, key)}
+        values = {**key, "principal": principal, "seq": head.audit_seq, "version": row.version,
+                  "fields": row.fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
+        if _UPDATE_VIEW.rowcount(conn, values) == 0:
+            _INSERT_VIEW.rowcount(conn, values)
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
         """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or
         nothing changed). Bounded: it reads the newest :data:`HANDOFF_WINDOW` changes, lists the newest
         :data:`HANDOFF_EVENTS`, and cuts each artifact diff to :data:`HANDOFF_DIFF_LINES` lines."""
-        view = conn.execute(select(task_views).where(
-            task_views.c.company_id == self.company, task_views.c.task_id == task.id,
-            task_views.c.principal == principal)).first()
+        view = _VIEW.first(conn, {"company": self.company, "task_id": task.id, "principal": principal})
         if view is None or view.version == task.version:
             return None
         # One bounded read: the newest HANDOFF_WINDOW changes by others since the view, newest first; only
         # the events that can carry a note have their data parsed.
-        window = list(conn.execute(
-            select(audit_events.c.seq, audit_events.c.ts, audit_events.c.principal, audit_events.c.action,
-                   audit_events.c.data)
-            .where(audit_events.c.company_id == self.company, audit_events.c.subject == f"task:{task.id}",
-                   audit_events.c.seq > view.seq, audit_events.c.principal != principal)
-            .order_by(audit_events.c.seq.desc()).limit(HANDOFF_WINDOW)))
+        window = _WINDOW.all(conn, {"company": self.company, "subject": f"task:{task.id}", "after_seq": view.seq,
+                                    "principal": principal, "limit": HANDOFF_WINDOW})
         if not window:  # only this principal's own changes since: nothing to hand off
             return None
         recent = list(reversed(window[:HANDOFF_EVENTS]))

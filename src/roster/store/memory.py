@@ -22,6 +22,7 @@ Consolidation (:meth:`MemoryVerbs.consolidate_memory`) drops expired entries and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -31,7 +32,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, TextClause, delete, insert, select, text, update
 
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
@@ -254,34 +255,29 @@ class MemoryVerbs(CompanyBase):
         """The entries of ``pads`` (default: the actor's own) most relevant to ``query``, best first, each
         with its ``score`` (ranking: see the module docstring). A query with no words returns the newest
         entries. Raises :class:`Denied` for a pad the actor may not read (audited)."""
+        if not _words(query):
+            return self.list_memory(actor=actor, pads=pads, limit=limit, kinds=kinds)
+        return self._memory_read(actor, pads, lambda conn, pads_: self.recall_txn(conn, query, pads_, limit, kinds))
+
+    def recall_txn(self, conn: Connection, query: str, pads: list[str], limit: int = 10,
+                   kinds: list[str] | None = None) -> list[MemoryEntry]:
+        """:meth:`recall` inside ``conn``'s transaction, with no access check (trusted callers: the
+        runtime's brief, for the agent's own and team pads)."""
         words = _words(query)[:32]
         if not words:
-            return self.list_memory(actor=actor, pads=pads, limit=limit)
-
-        def body(conn: Connection, pads_: list[str]) -> list[MemoryEntry]:
-            weight = "(0.5 + 0.5 * m.confidence)"
-            params: dict[str, Any] = {"company": self.company, "now": self.store.now(), "limit": limit}
-            pad_names = [f":pad{i}" for i in range(len(pads_))]
-            params.update({f"pad{i}": p for i, p in enumerate(pads_)})
-            where = (f"m.company_id = :company AND m.pad IN ({', '.join(pad_names)}) "
-                     "AND (m.expires_at IS NULL OR m.expires_at > :now)")
+            query_ = self._live(pads).order_by(memory_entries.c.id.desc()).limit(limit)
             if kinds:
-                where += f" AND m.kind IN ({', '.join(f':kind{i}' for i in range(len(kinds)))})"
-                params.update({f"kind{i}": k for i, k in enumerate(kinds)})
-            if conn.dialect.name == "sqlite":
-                params["q"] = " OR ".join(f'"{w}"' for w in words)
-                sql = (f"SELECT m.*, -bm25(memory_fts) * {weight} AS score FROM memory_fts "
-                       f"JOIN memory_entries m ON m.id = memory_fts.rowid WHERE memory_fts MATCH :q AND {where} "
-                       "ORDER BY score DESC, m.id DESC LIMIT :limit")
-            else:
-                params["q"] = " | ".join(words)
-                vector = "to_tsvector('english', m.text)"
-                sql = (f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
-                       f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
-                       "ORDER BY score DESC, m.id DESC LIMIT :limit")
-            return [_entry(r, float(r.score)) for r in conn.execute(text(sql), params)]
-
-        return self._memory_read(actor, pads, body)
+                query_ = query_.where(memory_entries.c.kind.in_(kinds))
+            return [_entry(r) for r in conn.execute(query_)]
+        params: dict[str, Any] = {"company": self.company, "now": self.store.now(), "limit": limit,
+                                  **{f"pad{i}": p for i, p in enumerate(pads)},
+                                  **{f"kind{i}": k for i, k in enumerate(kinds or [])}}
+        if conn.dialect.name == "sqlite":
+            params["q"] = " OR ".join(f'"{w}"' for w in words)
+        else:
+            params["q"] = " | ".join(words)
+        sql = _recall_sql(conn.dialect.name, len(pads), len(kinds or []))
+        return [_entry(r, float(r.score)) for r in conn.execute(sql, params)]
 
     def forget(self, entry_id: int, *, actor: ActorRef, reason: str = "") -> MemoryEntry:
         """Delete one entry (the audit keeps its id, kind and the SHA-256 of its text, not the text).
@@ -432,6 +428,24 @@ class MemoryVerbs(CompanyBase):
 
         return self._memory_write(actor, "memory.import", pad, {"from": source, "entries": len(parsed.entries)},
                                   body)
+
+
+@functools.lru_cache(maxsize=64)
+def _recall_sql(dialect: str, pads: int, kinds: int) -> TextClause:
+    """The recall query for a number of pads and kinds, built once (see the module docstring's ranking)."""
+    weight = "(0.5 + 0.5 * m.confidence)"
+    where = (f"m.company_id = :company AND m.pad IN ({', '.join(f':pad{i}' for i in range(pads))}) "
+             "AND (m.expires_at IS NULL OR m.expires_at > :now)")
+    if kinds:
+        where += f" AND m.kind IN ({', '.join(f':kind{i}' for i in range(kinds))})"
+    if dialect == "sqlite":
+        return text(f"SELECT m.*, -bm25(memory_fts) * {weight} AS score FROM memory_fts "
+                    f"JOIN memory_entries m ON m.id = memory_fts.rowid WHERE memory_fts MATCH :q AND {where} "
+                    "ORDER BY score DESC, m.id DESC LIMIT :limit")
+    vector = "to_tsvector('english', m.text)"
+    return text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
+                f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
+                "ORDER BY score DESC, m.id DESC LIMIT :limit")
 
 
 def _check_entry(kind: str, text_: str, confidence: float) -> None:

@@ -14,15 +14,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.prepared import Prepared
 from roster.store.schema import messages, tasks
 
 MAX_MESSAGE_CHARS = 16_000
+_UNREAD = Prepared(select(messages).where(messages.c.company_id == bindparam("company"),
+                                          messages.c.recipient == bindparam("recipient"),
+                                          messages.c.read_at.is_(None))
+                   .order_by(messages.c.id).limit(bindparam("limit")))
 DEFAULT_MESSAGE_GRANT = ["human"]
 
 
@@ -158,6 +163,12 @@ class MessageVerbs(CompanyBase):
                     messages.c.company_id == self.company, messages.c.recipient == recipient,
                     messages.c.read_at.is_(None)).order_by(messages.c.id).limit(limit))]
         return found
+
+    def unread_txn(self, conn: Connection, recipient: str, limit: int = 20) -> list[Message]:
+        """Unread messages to ``recipient``, oldest first, at most ``limit`` (a trusted read: a run's brief
+        shows them whatever task the run is on, so a busy agent still reads its mail)."""
+        params = {"company": self.company, "recipient": recipient, "limit": limit}
+        return [_message(r) for r in _UNREAD.all(conn, params)]
 
     def mark_read(self, message_ids: list[int], *, actor: ActorRef) -> int:
         """Mark messages addressed to the actor as read. Returns how many changed."""

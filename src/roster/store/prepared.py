@@ -1,4 +1,4 @@
-"""Statements for the transition hot path: compiled once per dialect, run straight on the DB-API cursor.
+"""Statements for the hot paths (a transition, a run's brief): compiled once per dialect, run straight on the DB-API cursor.
 
 The SQL still comes from SQLAlchemy Core (so it stays portable: ``?`` for SQLite, ``%(name)s`` for
 psycopg), but skipping SQLAlchemy's per-call execution machinery takes ~12 us off each of the five
@@ -21,20 +21,24 @@ class Prepared:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._by_dialect: dict[str, tuple[str, list[str] | None]] = {}
+        self._by_dialect: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
         columns = getattr(statement, "selected_columns", None)
         self.row = namedtuple("Row", list(columns.keys())) if columns is not None else None
 
-    def _compiled(self, conn: Connection) -> tuple[str, list[str] | None]:
+    def _compiled(self, conn: Connection) -> tuple[str, list[str] | None, dict[str, Any]]:
         entry = self._by_dialect.get(conn.dialect.name)
         if entry is None:
             compiled = self.statement.compile(dialect=conn.dialect)
             names = list(compiled.positiontup) if compiled.positional else None
-            entry = self._by_dialect[conn.dialect.name] = (compiled.string, names)
+            # Parameters the dialect adds itself (SQLite's OFFSET beside a bound LIMIT) keep their value.
+            defaults = {k: v for k, v in compiled.params.items() if v is not None}
+            entry = self._by_dialect[conn.dialect.name] = (compiled.string, names, defaults)
         return entry
 
     def execute(self, conn: Connection, params: dict[str, Any]) -> Any:
-        sql, names = self._compiled(conn)
+        sql, names, defaults = self._compiled(conn)
+        if defaults:
+            params = {**defaults, **params}
         cursor = conn.connection.driver_connection.cursor()
         cursor.execute(sql, [params[name] for name in names] if names is not None else params)
         return cursor
@@ -46,6 +50,13 @@ class Prepared:
         finally:
             cursor.close()
         return None if values is None else self.row._make(values)
+
+    def all(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
+        cursor = self.execute(conn, params)
+        try:
+            return [self.row._make(values) for values in cursor.fetchall()]
+        finally:
+            cursor.close()
 
     def rowcount(self, conn: Connection, params: dict[str, Any]) -> int:
         cursor = self.execute(conn, params)
