@@ -308,3 +308,12 @@ def test_after_a_human_holds_edits_and_releases_the_agents_next_brief_has_the_ha
     [again] = dispatcher.cycle()  # the planner's next run is given the same hand-off, then has seen it
     assert again.task_id == task.id and planner.briefs[1]["handoff"]["fields"] == handoff["fields"]
     assert brief_of(company, "planner", task.id)["handoff"] is None
+
+
+def test_a_brief_over_budget_or_a_corrupt_blob_is_never_retried_unchanged():
+    from roster.errors import ContextOverBudget, CorruptArtifact
+    from roster.kernel.failures import FailureCategory, classify
+
+    for error in (ContextOverBudget("task", 900, 500, 200), CorruptArtifact("ab" * 32, "gone")):
+        failure = classify(error)
+        assert failure.category is FailureCategory.DETERMINISTIC and not failure.retryable

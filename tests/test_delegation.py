@@ -224,3 +224,14 @@ def test_delegation_keeps_the_audit_chain_valid(store, jobs):
         jobs.adopt(child.id, parent.id, actor="alice", packet=PACKET)
     with store.read() as conn:
         assert audit.verify(conn, "acme")[1] is None
+
+
+def test_a_finished_task_takes_no_new_children(jobs):
+    parent = make(jobs, "parent")
+    move(jobs, parent.id, "finish", writes={"result": "r"})
+    with pytest.raises(UsageError, match="finished"):
+        jobs.delegate(parent.id, actor="alice", workflow="job", title="late", packet=PACKET)
+    orphan = make(jobs, "orphan")
+    with pytest.raises(UsageError, match="finished"):
+        jobs.adopt(parent.id, orphan.id, actor="alice", packet=PACKET)
+    assert jobs.children(parent.id) == [] and jobs.get_task(orphan.id).parent_id is None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import FIX_LINT, GOOD_SPEC, StepClock
 
-from roster.errors import InvalidFields, LeaseHeld, NotFound, PayloadTooLarge, StaleVersion, UsageError
+from roster.errors import Denied, InvalidFields, LeaseHeld, NotFound, PayloadTooLarge, StaleVersion, UsageError
 from roster.specfile import parse_spec
 from roster.store import Store, audit
 
@@ -289,3 +289,26 @@ def test_only_the_principals_own_changes_since_its_view_hand_off_nothing(store, 
     record_view(store, company, task.id, "builder")
     company.record_artifact(task.id, "patch", V1, actor="builder")
     assert company.handoff(task.id, "builder") is None
+
+
+def test_agent_to_agent_the_next_agent_sees_what_the_previous_one_changed_and_why(store, company, new_task):
+    task = new_task()
+    record_view(store, company, task.id, "builder")  # builder looked at the task once, early
+    planned = company.transition(task.id, "plan", actor="planner", expected_version=task.version,
+                                 writes={"spec": GOOD_SPEC}, rationale="one import per line, as PEP 8 asks")
+    company.record_artifact(planned.id, "notes", b"split the imports\n", actor="planner", reason="for the builder")
+    result = company.handoff(task.id, "builder")
+    assert result["changed_by"] == ["planner"]
+    assert result["fields"] == {"spec": {"before": None, "after": GOOD_SPEC}}
+    assert [n["note"] for n in result["notes"]] == ["one import per line, as PEP 8 asks"]
+    assert result["artifacts"][0]["by"] == "planner" and "+split the imports" in result["artifacts"][0]["diff"]
+
+
+def test_a_read_only_agent_may_not_hold_a_task(store, company, new_task):
+    store.apply(parse_spec(FIX_LINT.replace("humans:", "  watcher: {reports_to: alice, rights: {read: ['*']}}\nhumans:")),
+                applied_by="alice")
+    task = new_task()
+    with pytest.raises(Denied):
+        company.hold(task.id, actor="watcher")
+    assert company.get_task(task.id).lease_holder is None
+    assert company.audit_log(action="lease.claim.rejected", task_id=task.id)

@@ -318,10 +318,12 @@ class ContextOverBudget(RosterError):
     code = "context-over-budget"
     exit_code = 18
 
-    def __init__(self, part: str, tokens: int, budget: int) -> None:
+    def __init__(self, part: str, tokens: int, budget: int, reserve: int = 0) -> None:
         self.part, self.tokens, self.budget = part, tokens, budget
-        super().__init__(f"the brief's mandatory parts need {tokens} tokens, over the budget of {budget}; "
-                         f"the largest is '{part}'. Raise the agent's context_budget or shorten '{part}'")
+        room = f"the {budget - reserve} of the budget of {budget} left after {reserve} for the brief's own report" \
+            if reserve else f"the budget of {budget}"
+        super().__init__(f"the brief's mandatory parts need {tokens} tokens, more than {room}; the largest is "
+                         f"'{part}'. Raise the agent's context_budget or shorten '{part}'")
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "part": self.part, "tokens": self.tokens, "budget": self.budget}

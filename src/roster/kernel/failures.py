@@ -18,7 +18,9 @@ from enum import StrEnum
 
 from roster.errors import (
     ApprovalPending,
+    ContextOverBudget,
     ContractViolation,
+    CorruptArtifact,
     Denied,
     InvalidFields,
     LeaseHeld,
@@ -53,7 +55,7 @@ class Failure:
 
 
 _TRANSIENT = (StoreBusy, StaleFencingToken, StaleVersion, LeaseHeld)
-_DETERMINISTIC = (ContractViolation, InvalidFields, PayloadTooLarge)
+_DETERMINISTIC = (ContractViolation, InvalidFields, PayloadTooLarge, ContextOverBudget, CorruptArtifact)
 _GOVERNANCE = (Denied, Unauthenticated, ApprovalPending)
 
 

@@ -206,7 +206,7 @@ def _fit(mandatory: dict[str, Any], optional: list[tuple[str, Any]], budget: int
     used = sum(sizes.values()) + sum(_key_tokens(name) for name in mandatory)
     if used > budget - CONTEXT_RESERVE:
         largest = max(sizes, key=lambda name: sizes[name])
-        raise ContextOverBudget(largest, used, budget)
+        raise ContextOverBudget(largest, used, budget, CONTEXT_RESERVE)
     data = dict(mandatory)
     left_out: dict[str, int] = {}
     for name, value in optional:

@@ -237,19 +237,21 @@ class Dispatcher:
         transition: str | None = None
         outcome = "succeeded"
         tried: dict = {"saved": []}
+        brief: Brief | None = None
         with _Renewer(self.company, agent, lease, self.lease_seconds):
             try:
                 brief = self.brief(agent, task, lease, run_id, attempt, queue or [], previous)
                 result = runner.run(brief)
                 tried.update(transition=result.transition, writes=result.writes)
                 transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"])
-                self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
                     failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
                 stopped = _stopped_by_kill_switch(exc)
                 outcome = "stopped" if stopped else "failed"
+        if brief is not None:  # read, whatever the outcome: a failing run must not see them forever
+            self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
         blocked = None
         if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
             blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts,

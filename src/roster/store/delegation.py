@@ -69,10 +69,20 @@ class DelegationVerbs(ArtifactVerbs):
         malformed packet), and whatever :meth:`create_task` raises."""
         checked = parse_packet(packet).model_dump()
         checked["delegated_by"] = self._handle(actor)
+        self._check_open_parent(parent_id)
         task, _ = self.create_task(workflow=workflow, title=title, actor=actor, fields=fields, owner=owner,
                                    priority=priority, parent_id=parent_id, idempotency_key=idempotency_key,
                                    packet=checked)
         return task
+
+    def _check_open_parent(self, parent_id: int) -> None:
+        """A finished task takes no new children: nobody is left accountable for them."""
+        with self.store.read() as conn:
+            cache = self._current(conn)
+            row = self._row_txn(conn, parent_id)
+        machine = cache.machines.get(row.workflow)
+        if machine is not None and row.state in machine.terminal:
+            raise UsageError(f"task {parent_id} is finished (state '{row.state}'); delegate from an open task")
 
     def adopt(self, parent_id: int, child_id: int, *, actor: ActorRef, packet: Any) -> Task:
         """Make the existing task ``child_id`` a delegated child of ``parent_id``. Needs ``assign`` on the
@@ -81,6 +91,7 @@ class DelegationVerbs(ArtifactVerbs):
         checked = parse_packet(packet).model_dump()
         checked["delegated_by"] = self._handle(actor)
         _check_size("delegation packet", checked, MAX_FIELDS_BYTES)
+        self._check_open_parent(parent_id)
         with self._evidence_write(child_id, actor, "task.adopt", {"parent_id": parent_id}, right="assign") as write:
             parent = _task(self._row_txn(write.conn, parent_id))
             self._may_read(write.cache, write.actor, parent.workflow)

@@ -21,6 +21,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
 from roster.kernel.contracts import apply_writes
+from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.artifacts import MAX_DIFF_LINES, ArtifactRecord, artifact_record, unified_diff
 from roster.store.company_base import ActorRef, CompanyCache
@@ -71,11 +72,15 @@ class HandoffVerbs(DelegationVerbs):
 
     def hold(self, task_id: int, *, actor: ActorRef, ttl: float = DEFAULT_HOLD_SECONDS, note: str = "") -> Lease:
         """Take the task's lease as a principal for ``ttl`` seconds (default 8 h, at most 7 days), so no
-        agent works on it meanwhile. Raises :class:`LeaseHeld` (someone else holds it), :class:`NotFound`,
-        :class:`Denied`, :class:`UsageError` (ttl)."""
+        agent works on it meanwhile. Needs ``write`` on the task's workflow (a hold exists to edit; a
+        read-only agent may not keep others off a task). Raises :class:`LeaseHeld` (someone else holds
+        it), :class:`NotFound`, :class:`Denied`, :class:`UsageError` (ttl)."""
         handle = self._handle(actor)
 
         def noted(conn: Connection, head: audit.ChainHead, lease: Lease) -> None:
+            cache = self._current(conn)
+            row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+            self._authorize(cache, cache.actors[lease.holder], "write", Resource("workflow", row.workflow))
             audit.append(conn, head, ts=self.store.now(), principal=lease.holder, action="task.hold",
                          subject=f"task:{task_id}", data={"note": note, "expires_at": lease.expires_at,
                                                           "fencing_token": lease.fencing_token})
