@@ -27,8 +27,10 @@ from roster.store.schema import tasks
 from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
 
 MAX_DELEGATION_DEPTH = 32
+# No ORDER BY: with one, SQLite walks the primary key (company, id) over every task of the company
+# instead of seeking the (company, parent_id) index; children are few, so they are sorted in Python.
 _CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
-                                           tasks.c.parent_id == bindparam("parent_id")).order_by(tasks.c.id))
+                                           tasks.c.parent_id == bindparam("parent_id")))
 
 
 class Packet(BaseModel):
@@ -125,8 +127,8 @@ class DelegationVerbs(ArtifactVerbs):
         """The tasks delegated from ``parent_id`` (that the actor may read), oldest first."""
         with self._reading(actor, "task.read", f"task:{parent_id}") as (conn, cache, who):
             self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
-            rows = [_task(r) for r in conn.execute(select(tasks).where(
-                tasks.c.company_id == self.company, tasks.c.parent_id == parent_id).order_by(tasks.c.id))]
+            rows = sorted((_task(r) for r in _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})),
+                          key=lambda t: t.id)
             if who is None:
                 return rows
             readable = []
@@ -142,7 +144,8 @@ class DelegationVerbs(ArtifactVerbs):
         """The parent's children as the brief shows them: open ones with their packet's desired output,
         finished ones with their result (final state, fields, latest artifacts). A trusted read."""
         shown = []
-        for row in _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id}):
+        for row in sorted(_CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id}),
+                          key=lambda r: r.id):
             child = _task(row)
             machine = cache.machines.get(child.workflow)
             done = machine is not None and child.state in machine.terminal

@@ -356,6 +356,7 @@ messages = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "recipient", "id"),
     Index(None, "company_id", "thread_id", "id"),
+    Index(None, "company_id", "read_at", "recipient"),  # unread mail per cycle, however much was read
 )
 
 task_views = Table(

@@ -59,6 +59,7 @@ def upgrade() -> None:
     with op.batch_alter_table('messages', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_messages_company_id_recipient_id'), ['company_id', 'recipient', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_messages_company_id_thread_id_id'), ['company_id', 'thread_id', 'id'], unique=False)
+        batch_op.create_index(batch_op.f('ix_messages_company_id_read_at_recipient'), ['company_id', 'read_at', 'recipient'], unique=False)
 
     op.create_table('task_views',
     sa.Column('company_id', sa.String(length=63), nullable=False),
@@ -124,6 +125,7 @@ def downgrade() -> None:
 
     op.drop_table('task_views')
     with op.batch_alter_table('messages', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_messages_company_id_read_at_recipient'))
         batch_op.drop_index(batch_op.f('ix_messages_company_id_thread_id_id'))
         batch_op.drop_index(batch_op.f('ix_messages_company_id_recipient_id'))
 
