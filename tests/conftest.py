@@ -97,6 +97,23 @@ def read_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+class Recorder:
+    """A real runner: records each brief it is given (as the JSON a worker would see) and returns the
+    next of ``results`` (the last one again once they run out; ``{}`` when none were given)."""
+
+    kind = "program"
+
+    def __init__(self, *results: dict) -> None:
+        self.results = list(results) or [{}]
+        self.briefs: list[dict] = []
+
+    def run(self, brief):  # noqa: ANN001, ANN201 - a Brief in, a RunResult out
+        from roster.runtime.runners import RunResult
+
+        self.briefs.append(json.loads(brief.to_json()))
+        return RunResult.parse(self.results[min(len(self.briefs), len(self.results)) - 1])
+
+
 @pytest.fixture
 def clock() -> ManualClock:
     """A clock that stands still until the test moves it (tests may override this fixture)."""

@@ -6,16 +6,13 @@ Real SQLite files and real dispatcher runs (a recording runner); nothing is mock
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from conftest import FIX_LINT, StepClock
+from conftest import FIX_LINT, Recorder, StepClock
 
 from roster.errors import ContextOverBudget
 from roster.kernel.failures import Failure, FailureCategory
 from roster.runtime.context import RECENT_EVENTS, ContextAssembler, Wakeup, estimate_tokens
 from roster.runtime.dispatcher import Dispatcher
-from roster.runtime.runners import Brief, RunResult
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -31,21 +28,6 @@ PACKET = {"subproblem": "wrap the long lines of b.py", "desired_output": "a patc
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-class Recorder:
-    """A real runner: records each brief it is given (as the JSON a worker would see) and returns the
-    next of ``results`` (the last one again once they run out)."""
-
-    kind = "program"
-
-    def __init__(self, *results: dict) -> None:
-        self.results = list(results) or [{}]
-        self.briefs: list[dict] = []
-
-    def run(self, brief: Brief) -> RunResult:
-        self.briefs.append(json.loads(brief.to_json()))
-        return RunResult.parse(self.results[min(len(self.briefs), len(self.results)) - 1])
 
 
 def planner_with(extra: str) -> str:

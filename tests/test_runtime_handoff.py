@@ -15,11 +15,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, read_lines
+from conftest import FIX_LINT, GOOD_SPEC, Recorder, read_lines
 
 from roster.cli.context import operator_handle
 from roster.runtime.dispatcher import CONSOLIDATION, RUNTIME, Dispatcher
-from roster.runtime.runners import Brief, RunResult
 from roster.specfile import parse_spec
 from roster.store import Store
 from roster.store.store import format_ts
@@ -33,21 +32,6 @@ V2 = "import os\nimport sys\nprint(os.name)\n"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-class Recorder:
-    """A real runner: records each brief it is given (as the JSON a worker would see) and returns the
-    next of ``results`` (the last one again once they run out)."""
-
-    kind = "program"
-
-    def __init__(self, *results: dict) -> None:
-        self.results = list(results) or [{}]
-        self.briefs: list[dict] = []
-
-    def run(self, brief: Brief) -> RunResult:
-        self.briefs.append(json.loads(brief.to_json()))
-        return RunResult.parse(self.results[min(len(self.briefs), len(self.results)) - 1])
 
 
 def planner_with(extra: str, text: str = FIX_LINT) -> str:

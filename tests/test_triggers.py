@@ -18,12 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, alive, read_lines, wait_for
+from conftest import FIX_LINT, Recorder, alive, read_lines, wait_for
 
 from roster.errors import PayloadTooLarge, SpecError
 from roster.kernel.failures import FailureCategory
 from roster.runtime.dispatcher import Dispatcher
-from roster.runtime.runners import Brief, RunResult
 from roster.specfile import parse_spec
 from roster.store import Store
 from roster.store.triggers import MAX_EVENT_BYTES, TriggerState
@@ -35,21 +34,6 @@ EVENT = "event:new-commit"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-class Recorder:
-    """A real runner: records each brief it is given (as the JSON a worker would see) and returns
-    ``result``."""
-
-    kind = "program"
-
-    def __init__(self, result: dict | None = None) -> None:
-        self.result = result or {}
-        self.briefs: list[dict] = []
-
-    def run(self, brief: Brief) -> RunResult:
-        self.briefs.append(json.loads(brief.to_json()))
-        return RunResult.parse(self.result)
 
 
 def spec_text(triggers: str, *, rights: str = '{read: ["*"], create: ["*"]}', tier: str = "coordinator") -> str:

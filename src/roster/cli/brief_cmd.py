@@ -11,7 +11,6 @@ from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import Denied, NotFound
 from roster.runtime.context import ContextAssembler, Wakeup
 
-
 JSON = Annotated[bool, typer.Option("--json", help="Print the brief alone, as JSON.")]
 
 

@@ -8,7 +8,6 @@ Create Date: 2026-11-21 07:52:18.776481
 import sqlalchemy as sa
 from alembic import op
 
-
 revision = '0010'
 down_revision = '0009'
 branch_labels = None
