@@ -17,6 +17,7 @@ from roster.cli import (
     msg_cmd,
     principal_cmd,
     runtime_cmd,
+    serve_cmd,
     spec_cmd,
     task_cmd,
 )
@@ -57,6 +58,7 @@ principal_cmd.register(app)
 approval_cmd.register(app)
 runtime_cmd.register(app)
 brief_cmd.register(app)
+serve_cmd.register(app)
 app.add_typer(task_cmd.app, name="task")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(artifact_cmd.app, name="artifact")

@@ -10,11 +10,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from roster.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
 from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
+from roster.cli.serve_cmd import HOST, PORT
 from roster.errors import Denied, NotFound, UsageError
 from roster.runtime.dispatcher import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Dispatcher, Outcome
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
 
 
 def register(app: typer.Typer) -> None:
@@ -150,10 +153,19 @@ def up(
     = DEFAULT_MAX_ATTEMPTS,
     max_task_cost: Annotated[float | None, typer.Option("--max-task-cost",
                                                         help="USD a task may cost before retries stop.")] = None,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Do not serve the REST API alongside.")] = False,
+    host: HOST = DEFAULT_HOST,
+    port: PORT = DEFAULT_PORT,
 ) -> None:
-    """Run the company's agents: each cycle, every agent with work does one run. SIGINT/SIGTERM stop it
-    cleanly: the run in flight finishes and releases its lease."""
-    dispatcher = _dispatcher(workspace(ctx), lease_seconds, max_attempts, max_task_cost=max_task_cost)
+    """Run the company's agents: each cycle, every agent with work does one run, and (unless --no-serve
+    or --once) the REST API is served alongside. SIGINT/SIGTERM stop it cleanly: the run in flight
+    finishes and releases its lease."""
+    ws = workspace(ctx)
+    dispatcher = _dispatcher(ws, lease_seconds, max_attempts, max_task_cost=max_task_cost)
+    api = None
+    if not (no_serve or once):
+        api = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
+        console.print(f"roster up: REST API at {api.start()}/api/v1 (bearer tokens; docs/api.md)", highlight=False)
 
     def stop(signum: int, _frame: object) -> None:
         err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the run in flight")
@@ -172,7 +184,10 @@ def up(
             break
         if not outcomes:
             dispatcher.stopping.wait(poll)
+    if api is not None:
+        api.stop()
     console.print("roster up: stopped")
+
 
 
 @reports_errors

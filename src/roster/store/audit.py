@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,17 @@ def read_head(conn: Connection, company: str) -> ChainHead | None:
     return ChainHead(company, row.audit_seq, row.audit_head, row.task_seq, row.spec_revision, row.rights_revision)
 
 
+VIA: ContextVar[str | None] = ContextVar("roster_via", default=None)
+"""The interface a request came through (``api``, ``mcp``), set by that interface for the duration of
+one request; :func:`append` records it in each event's data as ``via``. Unset (CLI, runtime): nothing."""
+
+
 def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,
            data: Any) -> AuditEvent:
     """Append one event after ``head`` and advance ``head`` in memory (see :func:`save_head`)."""
+    via = VIA.get()
+    if via is not None and isinstance(data, dict):
+        data = {**data, "via": via}
     seq = head.audit_seq + 1
     digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
                         subject=subject, data=data, prev_hash=head.audit_head)

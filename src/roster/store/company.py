@@ -49,6 +49,7 @@ class Session:
         "artifact_history", "artifact", "artifact_diff", "remember", "recall", "list_memory", "forget",
         "share_memory", "consolidate_memory", "export_memory", "import_memory", "send_message", "message_inbox",
         "thread", "mark_read", "delegate", "adopt", "children", "hold", "release_hold", "edit_fields", "handoff",
+        "list_runs", "costs",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

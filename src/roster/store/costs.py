@@ -14,7 +14,8 @@ from sqlalchemy import case, func, select
 
 from roster.kernel.spec import Budget, CompanySpec
 from roster.store import audit
-from roster.store.company_base import CompanyBase
+from roster.kernel.rights import Resource
+from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.schema import runs, tasks
 from roster.store.store import format_ts
 
@@ -94,9 +95,14 @@ class CostVerbs(CompanyBase):
             audit.append(conn, head, ts=self.store.now(), principal="system", action=action, subject=subject, data=data)
             audit.save_head(conn, head)
 
-    def costs(self, *, since: str | None = None) -> dict[str, list[dict]]:
+    def costs(self, *, since: str | None = None, actor: ActorRef | None = None) -> dict[str, list[dict]]:
         """Spend per agent and per portfolio: runs, successes, cost (USD) and cost per successful
-        outcome (``None`` with no success)."""
+        outcome (``None`` with no success). With ``actor``: needs ``read`` on the whole company
+        (humans; agents by a grant of ``*``), else :class:`Denied` (audited)."""
+        if actor is not None:
+            with self._reading(actor, "costs.read", f"company:{self.company}") as (_conn, cache, who):
+                assert who is not None
+                self._authorize(cache, who, "read", Resource("company", self.company))
         succeeded = func.sum(case((runs.c.outcome == "succeeded", 1), else_=0))
         base = select(func.count(), succeeded, func.coalesce(func.sum(runs.c.cost_usd), 0.0),
                       func.coalesce(func.sum(runs.c.input_tokens), 0), func.coalesce(func.sum(runs.c.output_tokens), 0)

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, delete, insert, or_, select, updat
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
 from roster.store import audit
-from roster.store.company_base import CompanyBase, CompanyCache
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
 from roster.store.tasks import Task, _task
@@ -258,8 +258,18 @@ class RunVerbs(CompanyBase):
             return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
                             r.blocked_reason, json.loads(r.last_attempt or "{}")) for r in rows]
 
-    def list_runs(self, *, agent: str | None = None, task_id: int | None = None, limit: int = 100) -> list[RunRecord]:
+    def list_runs(self, *, agent: str | None = None, task_id: int | None = None, limit: int = 100,
+                  actor: ActorRef | None = None, before: str | None = None) -> list[RunRecord]:
+        """Runs, newest first (``before``: a ``started_at`` cursor). With ``actor``: an agent sees only
+        its own runs; a human sees all (audited denial otherwise is not needed: it is a filter)."""
         query = select(runs).where(runs.c.company_id == self.company)
+        if actor is not None:
+            with self._reading(actor, "run.read", f"company:{self.company}") as (_conn, _cache, who):
+                assert who is not None
+                if who.kind != "human":
+                    agent = who.handle
+        if before is not None:
+            query = query.where(runs.c.started_at < before)
         if agent is not None:
             query = query.where(runs.c.agent == agent)
         if task_id is not None:

@@ -1,0 +1,51 @@
+"""The record: runs, costs, KPIs and the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from roster.api.app import MAX_ID, Caller
+from roster.api.models import AuditPage, CostsOut, KpiOut, RunOut, VerifyOut
+from roster.api.problems import Problem
+from roster.api.routes_tasks import MAX_PAGE, _cursor
+
+router = APIRouter(responses={403: {"model": Problem}})
+
+
+@router.get("/runs", response_model=list[RunOut], tags=["runs"],
+            summary="Runs, newest first (agents see their own)")
+def runs(caller: Caller, agent: str | None = None,
+         task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
+    return caller.list_runs(agent=agent, task_id=task_id, limit=limit)
+
+
+@router.get("/costs", response_model=CostsOut, tags=["runs"], summary="Spend per agent and per portfolio")
+def costs(caller: Caller, since: str | None = None) -> Any:
+    return caller.costs(since=since)
+
+
+@router.get("/kpis", response_model=list[KpiOut], tags=["runs"], summary="The KPIs the company tracks")
+def kpis(caller: Caller) -> Any:
+    spec = caller.company.spec()
+    return [{"name": name, **kpi.model_dump()} for name, kpi in sorted(spec.kpis.items())]
+
+
+@router.get("/audit", response_model=AuditPage, tags=["audit"],
+            summary="Audit events, oldest first (needs read on the whole company)")
+def audit_log(caller: Caller, cursor: str | None = None,
+              task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, principal: str | None = None,
+              action: str | None = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
+    found = caller.audit_log(after_seq=_cursor(cursor), task_id=task_id, principal=principal, action=action,
+                             limit=limit)
+    return {"items": found, "next_cursor": str(found[-1].seq) if len(found) == limit else None}
+
+
+@router.get("/audit/verify", response_model=VerifyOut, tags=["audit"], summary="Walk the hash chain")
+def verify(caller: Caller) -> Any:
+    count, broken = caller.verify_audit()
+    return {"events": count, "intact": broken is None, "first_bad_seq": broken[0] if broken else None,
+            "reason": broken[1] if broken else None}

@@ -1,0 +1,141 @@
+"""Tasks and their artifacts: list, create (idempotent), show, transition, hold/release, context, and
+artifact upload, versions, diff and download."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+
+from roster.api.app import Caller, Id
+from roster.api.models import (
+    ArtifactOut,
+    DiffOut,
+    HoldIn,
+    LeaseOut,
+    ReleaseIn,
+    TaskCreate,
+    TaskOut,
+    TaskPage,
+    TransitionIn,
+)
+from roster.api.problems import Problem
+from roster.errors import PayloadTooLarge, UsageError
+from roster.runtime.context import ContextAssembler, Wakeup
+
+router = APIRouter(tags=["tasks"], responses={404: {"model": Problem}, 403: {"model": Problem}})
+MAX_PAGE = 500
+UPLOAD_LIMIT = 1_073_741_824
+"""Bytes read from an upload before refusing it (the spec's ``limits.artifact_bytes`` applies below)."""
+
+
+def _cursor(value: str | None) -> int:
+    if value is None or value == "":
+        return 0
+    if not value.isdigit() or len(value) > 15:
+        raise UsageError(f"cursor {value!r} is not one this API handed out")
+    return int(value)
+
+
+@router.get("/tasks", response_model=TaskPage, summary="List tasks the caller may read, oldest first")
+def list_tasks(caller: Caller, workflow: str | None = None, state: str | None = None, owner: str | None = None,
+               cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
+    found = caller.list_tasks(workflow=workflow, state=state, owner=owner, after_id=_cursor(cursor), limit=limit)
+    return {"items": found, "next_cursor": str(found[-1].id) if len(found) == limit else None}
+
+
+@router.post("/tasks", response_model=TaskOut, status_code=201,
+             responses={200: {"model": TaskOut, "description": "Existing task for a reused Idempotency-Key"}},
+             summary="Create a task in its workflow's initial state")
+def create_task(caller: Caller, body: TaskCreate, response: Response,
+                idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Any:
+    task, created = caller.create_task(workflow=body.workflow, title=body.title, fields=body.fields,
+                                       owner=body.owner, priority=body.priority, parent_id=body.parent_id,
+                                       idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    return task
+
+
+@router.get("/tasks/{task_id}", response_model=TaskOut, summary="One task")
+def get_task(caller: Caller, task_id: Id) -> Any:
+    return caller.get_task(task_id)
+
+
+@router.post("/tasks/{task_id}/transitions", response_model=TaskOut,
+             responses={409: {"model": Problem}, 202: {"model": Problem, "description": "An approval request "
+                                                                                         "waits for an approver"}},
+             summary="Take a transition under its contract")
+def transition(caller: Caller, task_id: Id, body: TransitionIn) -> Any:
+    return caller.transition(task_id, body.transition, expected_version=body.expected_version, writes=body.writes,
+                             rationale=body.rationale, fencing_token=body.fencing_token)
+
+
+@router.post("/tasks/{task_id}/hold", response_model=LeaseOut, responses={409: {"model": Problem}},
+             summary="Hold the task (take its lease as yourself) so agents wait")
+def hold(caller: Caller, task_id: Id, body: HoldIn) -> Any:
+    return caller.hold(task_id, ttl=body.seconds, note=body.note)
+
+
+@router.post("/tasks/{task_id}/release", status_code=204, responses={400: {"model": Problem}},
+             summary="Release a task you hold, with a note for whoever works on it next")
+def release(caller: Caller, task_id: Id, body: ReleaseIn) -> Response:
+    caller.release_hold(task_id, note=body.note)
+    return Response(status_code=204)
+
+
+@router.get("/tasks/{task_id}/context", summary="The brief you would get for this task now (your own view)")
+def context(caller: Caller, task_id: Id) -> dict[str, Any]:
+    task = caller.get_task(task_id)
+    me = caller.principal.handle
+    return ContextAssembler(caller.company).brief(me, task, Wakeup("preview", task.fencing_token or None)).data
+
+
+@router.get("/tasks/{task_id}/artifacts", response_model=list[ArtifactOut],
+            summary="The latest version of each artifact (every version with all_versions=true)")
+def list_artifacts(caller: Caller, task_id: Id, all_versions: bool = False) -> Any:
+    return caller.list_artifacts(task_id, all_versions=all_versions)
+
+
+@router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactOut,
+            responses={413: {"model": Problem}, 409: {"model": Problem}},
+            openapi_extra={"requestBody": {"required": True, "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
+            summary="Save the request body as the next version of an artifact")
+async def put_artifact(caller: Caller, request: Request, task_id: Id, name: str,
+                       kind: Annotated[str | None, Query(max_length=63)] = None,
+                       reason: Annotated[str, Query(max_length=4000)] = "",
+                       fencing_token: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None) -> Any:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > UPLOAD_LIMIT:
+        raise PayloadTooLarge(f"artifact '{name}'", int(declared), UPLOAD_LIMIT)
+    content = await request.body()
+    return caller.record_artifact(task_id, kind or name, content, name=name, reason=reason,
+                                  fencing_token=fencing_token)
+
+
+@router.get("/tasks/{task_id}/artifacts/{name}/versions", response_model=list[ArtifactOut],
+            summary="Every version of an artifact, oldest first")
+def artifact_versions(caller: Caller, task_id: Id, name: str) -> Any:
+    return caller.artifact_history(task_id, name)
+
+
+@router.get("/tasks/{task_id}/artifacts/{name}/content", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}}, 500: {"model": Problem}},
+            summary="Download one version (default: the latest), verified against its SHA-256")
+def artifact_content(caller: Caller, task_id: Id, name: str,
+                     version: Annotated[int | None, Query(ge=1, le=2**31)] = None) -> Response:
+    record, content = caller.artifact(task_id, name, version)
+    return Response(content, media_type="application/octet-stream",
+                    headers={"ETag": f'"{record.sha256}"', "X-Roster-Version": str(record.version)})
+
+
+@router.get("/tasks/{task_id}/artifacts/{name}/diff", response_model=DiffOut,
+            summary="Unified diff between two versions (default: the latest and its parent)")
+def artifact_diff(caller: Caller, task_id: Id, name: str,
+                  from_version: Annotated[int | None, Query(alias="from", ge=1, le=2**31)] = None,
+                  to_version: Annotated[int | None, Query(alias="to", ge=1, le=2**31)] = None) -> Any:
+    return {"task_id": task_id, "name": name,
+            "diff": caller.artifact_diff(task_id, name, from_version, to_version)}
+
+

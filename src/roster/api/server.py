@@ -1,0 +1,59 @@
+"""Serving the ASGI app with uvicorn: in the foreground (``roster serve``) or beside the dispatcher in a
+thread of its own (``roster up``). Binds to 127.0.0.1 by default: exposing Roster beyond the machine is
+a decision to take on purpose (``--host``)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import uvicorn
+
+from roster.api.app import create_app
+from roster.errors import UsageError
+from roster.store import Store
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+
+
+class ApiServer:
+    """uvicorn serving :func:`create_app` over ``store`` at ``host:port`` (port 0: any free port)."""
+
+    def __init__(self, store: Store, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+                 skills_dir: Path | None = None) -> None:
+        config = uvicorn.Config(create_app(store, host=host, skills_dir=skills_dir), host=host, port=port, log_level="warning", access_log=False,
+                                lifespan="on")
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """The base URL once started (with the real port when 0 was asked for)."""
+        sockets = [s for server in getattr(self.server, "servers", []) for s in server.sockets]
+        host, port = sockets[0].getsockname()[:2] if sockets else (self.server.config.host, self.server.config.port)
+        return f"http://{host}:{port}"
+
+    def run(self) -> None:
+        """Serve in this thread until interrupted (SIGINT/SIGTERM, handled by uvicorn)."""
+        self.server.run()
+
+    def start(self, timeout: float = 10.0) -> str:
+        """Serve in a background thread; returns the base URL. Raises :class:`UsageError` if the server
+        did not start within ``timeout`` seconds (for example, the port is taken)."""
+        # uvicorn installs signal handlers only from the main thread: the dispatcher's stay in charge.
+        self._thread = threading.Thread(target=self.server.run, name="roster-api", daemon=True)
+        self._thread.start()
+        waited = 0.0
+        while not self.server.started and self._thread.is_alive() and waited < timeout:
+            threading.Event().wait(0.05)
+            waited += 0.05
+        if not self.server.started:
+            raise UsageError(f"the API server did not start on {self.server.config.host}:{self.server.config.port}"
+                             " (is the port taken? choose another with --port, or --no-serve)")
+        return self.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)

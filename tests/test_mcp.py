@@ -1,0 +1,194 @@
+"""The MCP server with the official `mcp` client: in memory (`Client(server)`), over streamable HTTP
+against a real uvicorn server on 127.0.0.1, and over stdio (`roster mcp`). Real SQLite files."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import httpx2
+import pytest
+from conftest import FIX_LINT, GOOD_SPEC
+from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+
+from roster.api.mcp_server import create_mcp_server, granted_tools
+from roster.api.server import ApiServer
+from roster.specfile import parse_spec
+
+READ_ONLY = FIX_LINT.replace("humans:", "  watcher: {reports_to: alice, rights: {read: ['*']}}\nhumans:")
+
+
+def token_for(company, handle: str) -> str:
+    return company.issue_token(handle, actor="alice").token
+
+
+def run(coroutine):  # noqa: ANN001, ANN201
+    return asyncio.run(coroutine)
+
+
+def text(result) -> str:  # noqa: ANN001
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def test_an_agent_claims_reads_saves_and_transitions_over_http_and_the_audit_says_via_mcp(store, company,
+                                                                                          new_task):
+    task = new_task()
+    token = token_for(company, "planner")
+    server = ApiServer(store, port=0)
+    url = server.start()
+    try:
+        async def work() -> dict:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+                async with Client(streamable_http_client(f"{url}/mcp/", http_client=http)) as client:
+                    who = (await client.call_tool("whoami", {})).structured_content
+                    queue = (await client.call_tool("my_tasks", {})).structured_content["result"]
+                    lease = (await client.call_tool("claim", {"task_id": task.id})).structured_content
+                    brief = (await client.call_tool("context", {"task_id": task.id})).structured_content
+                    saved = await client.call_tool("save_artifact", {
+                        "task_id": task.id, "name": "plan.md", "kind": "plan", "content": "split imports\n",
+                        "fencing_token": lease["fencing_token"]})
+                    moved = (await client.call_tool("transition", {
+                        "task_id": task.id, "transition": "plan", "writes": {"spec": GOOD_SPEC},
+                        "fencing_token": lease["fencing_token"]})).structured_content
+                    return {"who": who, "queue": queue, "brief": brief, "saved": saved, "moved": moved}
+
+        done = run(work())
+    finally:
+        server.stop()
+    assert done["who"]["id"] == "acme/planner" and "claim" in done["who"]["tools"]
+    assert [t["id"] for t in done["queue"]] == [task.id]
+    assert done["brief"]["task"]["id"] == task.id and done["brief"]["fencing_token"] == 1
+    assert not done["saved"].is_error
+    assert done["moved"]["state"] == "planned"
+    steps = [(e.principal, e.action, e.data.get("via")) for e in company.history(task.id)
+             if e.principal == "planner"]
+    assert steps == [("planner", "lease.claim", "mcp"), ("planner", "artifact.record", "mcp"),
+                     ("planner", "task.transition", "mcp"), ("planner", "lease.release", "mcp")]
+    assert company.get_task(task.id).lease_holder is None
+    assert company.verify_audit()[1] is None
+
+
+def test_without_a_valid_token_there_are_no_tools_and_calls_are_refused(store, company):
+    server = ApiServer(store, port=0)
+    url = server.start()
+    try:
+        async def anonymous(headers: dict) -> tuple[list, str]:
+            async with httpx2.AsyncClient(headers=headers) as http:
+                async with Client(streamable_http_client(f"{url}/mcp/", http_client=http)) as client:
+                    tools = [t.name for t in (await client.list_tools()).tools]
+                    return tools, text(await client.call_tool("whoami", {}))
+
+        for headers in ({}, {"Authorization": "Bearer rst.acme.nope.nope"}):
+            tools, refusal = run(anonymous(headers))
+            assert tools == [] and "unauthenticated" in refusal
+    finally:
+        server.stop()
+
+
+def test_a_tool_not_granted_is_absent_from_list_tools_and_denied_if_called(store, company, new_task):
+    store.apply(parse_spec(READ_ONLY), applied_by="alice")
+    task = new_task()
+    watcher = create_mcp_server(store, token=token_for(company, "watcher"))
+
+    async def probe() -> tuple[list, object, object]:
+        async with Client(watcher) as client:
+            tools = sorted(t.name for t in (await client.list_tools()).tools)
+            return (tools, await client.call_tool("claim", {"task_id": task.id}),
+                    await client.call_tool("transition", {"task_id": task.id, "transition": "plan"}))
+
+    tools, claim, move = run(probe())
+    assert "claim" not in tools and "transition" not in tools and "save_artifact" not in tools
+    assert {"whoami", "my_tasks", "context", "recall"} <= set(tools)
+    assert claim.is_error and "denied" in text(claim) and move.is_error
+    assert company.get_task(task.id).lease_holder is None
+    refusals = company.audit_log(action="mcp.call.rejected")
+    assert [(e.principal, e.subject) for e in refusals] == [("watcher", "mcp:claim"), ("watcher", "mcp:transition")]
+
+
+def test_arguments_that_break_a_tools_schema_get_a_clean_tool_error(store, company, new_task):
+    new_task()
+    server = create_mcp_server(store, token=token_for(company, "planner"))
+
+    async def bad_calls() -> list:
+        async with Client(server) as client:
+            return [await client.call_tool("claim", {"task_id": "first"}),
+                    await client.call_tool("claim", {"task_id": 0}),
+                    await client.call_tool("remember", {"text": ""}),
+                    await client.call_tool("claim", {"task_id": 999})]
+
+    results = run(bad_calls())
+    assert all(r.is_error for r in results)
+    assert "task_id" in text(results[0]) and "task_id" in text(results[1])
+    assert "not-found" in text(results[3]) and "999" in text(results[3])
+    assert company.leases() == []
+
+
+def test_a_contract_violation_comes_back_as_a_tool_error_naming_the_clause(store, company, new_task):
+    task = new_task()
+    server = create_mcp_server(store, token=token_for(company, "builder"))
+
+    async def wrong_move():  # noqa: ANN202
+        async with Client(server) as client:
+            return await client.call_tool("transition", {"task_id": task.id, "transition": "build",
+                                                         "writes": {"branch": "b"}})
+
+    result = run(wrong_move())
+    assert result.is_error and "contract-violation" in text(result) and "'from'" in text(result)
+    assert company.get_task(task.id).state == "found"
+
+
+def test_the_me_resource_carries_the_mission_and_skills(store, company, tmp_path):
+    skills = tmp_path / "skills"
+    (skills / "split-imports").mkdir(parents=True)
+    (skills / "split-imports" / "SKILL.md").write_text(
+        "---\nname: split-imports\ndescription: One import per line, sorted.\n---\nRun ruff --fix.\n")
+    (skills / "broken").mkdir()
+    (skills / "broken" / "SKILL.md").write_text("no frontmatter here\n")
+    server = create_mcp_server(store, token=token_for(company, "planner"), skills_dir=skills)
+
+    async def read():  # noqa: ANN202
+        async with Client(server) as client:
+            return await client.read_resource("roster://me")
+
+    me = json.loads(run(read()).contents[0].text)
+    assert me["handle"] == "planner"
+    assert [(s["name"], s["description"]) for s in me["skills"]] == [("split-imports", "One import per line, sorted.")]
+
+
+def test_granted_tools_follow_tier_and_grants(store, company):
+    store.apply(parse_spec(READ_ONLY), applied_by="alice")
+    sessions = {h: store.session(token_for(company, h)) for h in ("alice", "planner", "watcher")}
+    assert "delegate" in granted_tools(sessions["alice"])
+    assert "transition" in granted_tools(sessions["planner"]) and "delegate" not in granted_tools(sessions["planner"])
+    assert "transition" not in granted_tools(sessions["watcher"])
+
+
+def test_roster_mcp_serves_over_stdio_as_the_token_in_the_environment(cli, tmp_path):
+    init = cli("init", str(tmp_path / "co"))
+    assert init.exit_code == 0, init.output
+    spec = tmp_path / "co" / "roster.yaml"
+    issued = cli("--spec", str(spec), "token", "issue", "planner", "--json")
+    token = json.loads(issued.stdout)["token"]
+    params = StdioServerParameters(command=sys.executable, args=["-m", "roster", "--spec", str(spec), "mcp",
+                                                                 "--token-env", "PLANNER_TOKEN"],
+                                   env={**os.environ, "PLANNER_TOKEN": token})
+
+    async def ask():  # noqa: ANN202
+        async with Client(params) as client:
+            return (await client.call_tool("whoami", {})).structured_content
+
+    assert run(ask())["handle"] == "planner"
+
+
+@pytest.mark.parametrize("env", [{}, {"PLANNER_TOKEN": ""}])
+def test_roster_mcp_without_a_token_says_how_to_get_one(cli, tmp_path, env, monkeypatch):
+    monkeypatch.delenv("PLANNER_TOKEN", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert cli("init", str(tmp_path / "co")).exit_code == 0
+    result = cli("--spec", str(Path(tmp_path / "co" / "roster.yaml")), "mcp", "--token-env", "PLANNER_TOKEN")
+    assert result.exit_code == 12 and "roster token issue" in result.output
