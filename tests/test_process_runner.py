@@ -95,3 +95,55 @@ def test_an_external_agent_past_its_timeout_is_killed_with_its_process_group(tmp
     assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
     [token] = company.list_tokens(principal="planner")
     assert token.revoked_at is not None
+
+
+MCP_AGENT_CLI = """
+import asyncio, json, os
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+
+server = json.load(open(".mcp.json"))["mcpServers"]["roster"]
+header = server["headers"]["Authorization"].replace("${ROSTER_TOKEN}", os.environ["ROSTER_TOKEN"])
+brief = json.load(open(os.environ["ROSTER_BRIEF_JSON"]))
+
+async def main():
+    async with httpx2.AsyncClient(headers={"Authorization": header}) as http:
+        async with Client(streamable_http_client(server["url"], http_client=http)) as roster:
+            who = (await roster.call_tool("whoami", {})).structured_content
+            task = brief["task"]["id"]
+            await roster.call_tool("save_artifact", {"task_id": task, "name": "plan.md", "kind": "plan",
+                                                     "content": "one import per line\\n"})
+            moved = await roster.call_tool("transition", {"task_id": task, "transition": "plan",
+                                                          "writes": {"spec": "Split the imports, one per line."}})
+            assert not moved.is_error, moved.content
+            print("acted as", who["handle"])
+
+asyncio.run(main())
+"""
+
+
+def test_the_external_agent_works_through_rosters_mcp_server_as_itself(tmp_path):
+    from roster.api.server import ApiServer
+
+    (tmp_path / "agent_cli.py").write_text(MCP_AGENT_CLI)
+    store, root = workspace(tmp_path, f"{sys.executable} {tmp_path / 'agent_cli.py'}")
+    mine = {"mcpServers": {"other": {"command": "other-server"}}, "note": "the user's own file"}
+    (root / ".mcp.json").write_text(json.dumps(mine))
+    company = store.company("acme")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E401"})
+    server = ApiServer(store, port=0)
+    url = server.start()
+    try:
+        [outcome] = Dispatcher(company, workdir=root, mcp_url=f"{url}/mcp/").cycle()
+    finally:
+        server.stop()
+    assert (outcome.agent, outcome.outcome) == ("planner", "succeeded"), outcome
+    assert company.get_task(task.id).state == "planned"
+    via = [(e.principal, e.action, e.data.get("via")) for e in company.history(task.id)
+           if e.data.get("via") == "mcp"]
+    assert via == [("planner", "artifact.record", "mcp"), ("planner", "task.transition", "mcp")]
+    assert json.loads((root / ".mcp.json").read_text()) == mine  # the user's file is put back
+    log = {a.kind: a for a in company.list_artifacts(task.id)}
+    assert "acted as planner" in company.artifact(task.id, log["run-log"].name)[1].decode()
+    assert "changes" not in log  # writing and restoring .mcp.json is not the agent's change

@@ -165,7 +165,10 @@ def up(
     api = None
     if not (no_serve or once):
         api = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
-        console.print(f"roster up: REST API at {api.start()}/api/v1 (bearer tokens; docs/api.md)", highlight=False)
+        url = api.start()
+        dispatcher.mcp_url = f"{url}/mcp/"
+        console.print(f"roster up: REST API at {url}/api/v1, MCP at {url}/mcp/ (bearer tokens; docs/api.md)",
+                      highlight=False)
 
     def stop(signum: int, _frame: object) -> None:
         err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the run in flight")

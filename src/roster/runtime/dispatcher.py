@@ -77,13 +77,15 @@ class Dispatcher:
 
     def __init__(self, company: CompanyStore, *, workdir: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, runners: dict[str, Runner] | None = None,
-                 max_task_cost_usd: float | None = None,
+                 max_task_cost_usd: float | None = None, mcp_url: str | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.company = company
         self.workdir = workdir
         self.lease_seconds = lease_seconds
         self.max_attempts = max_attempts
         self.max_task_cost_usd = max_task_cost_usd
+        self.mcp_url = mcp_url
+        """Roster's MCP server (``roster up`` serving it): ``process`` runners point their agent CLI at it."""
         self._runners: dict[str, Runner | None] = dict(runners or {})
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
@@ -103,7 +105,7 @@ class Dispatcher:
                     config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
                     authorize_tool=lambda tool, arguments: self.company.record_tool_call(
                         tool, actor=agent, arguments=arguments),
-                    issue_token=self._issue_run_token)
+                    issue_token=self._issue_run_token, mcp_url=self.mcp_url)
             except UsageError as exc:
                 self.log(f"agent {agent}: no runner: {exc.message}")
                 self._runners[agent] = None

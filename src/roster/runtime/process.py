@@ -13,7 +13,14 @@ when files changed in the workspace, ``changes`` (the files added, modified or d
 If the last line of stdout is a JSON result (see :mod:`roster.runtime.runners`), it is applied too.
 A timeout kills the whole process group (:class:`RunnerTimeout`); a non-zero exit is :class:`RunnerExit`.
 
-Config: ``{kind: process, command: "claude -p", timeout: 600, prompt_arg: true}``.
+When Roster's MCP server is being served (``roster up``), the runner also writes the agent CLI's MCP
+configuration into the working directory for the run (``mcp_config``, default ``.mcp.json``, Claude
+Code's project file): a ``roster`` server at the MCP URL whose ``Authorization`` header is
+``Bearer ${ROSTER_TOKEN}``, expanded by the CLI from its environment, so the token itself is never
+written to disk. An existing file is merged (its other servers are kept) and restored after the run.
+
+Config: ``{kind: process, command: "claude -p", timeout: 600, prompt_arg: true, mcp_config: .mcp.json}``
+(``mcp_config: null`` writes none).
 """
 
 from __future__ import annotations
@@ -40,11 +47,14 @@ IssueToken = Callable[[str, timedelta], tuple[str, Callable[[], None]]]
 class ProcessRunner:
     kind = "process"
 
-    def __init__(self, config: dict[str, Any], *, workdir: Path, issue_token: IssueToken | None) -> None:
-        unknown = set(config) - {"kind", "command", "timeout", "prompt_arg"}
+    def __init__(self, config: dict[str, Any], *, workdir: Path, issue_token: IssueToken | None,
+                 mcp_url: str | None = None) -> None:
+        unknown = set(config) - {"kind", "command", "timeout", "prompt_arg", "mcp_config"}
         if unknown:
             raise UsageError(f"process runner: unknown key(s) {', '.join(sorted(unknown))}; expected command, "
-                             "timeout, prompt_arg")
+                             "timeout, prompt_arg, mcp_config")
+        self.mcp_config = config.get("mcp_config", ".mcp.json")
+        self.mcp_url = mcp_url
         self.argv = shlex.split(str(config.get("command", "")))
         if not self.argv:
             raise UsageError("a process runner needs 'command: ...' (for example 'claude -p')")
@@ -66,6 +76,7 @@ class ProcessRunner:
         if self.issue_token is not None:
             token, revoke = self.issue_token(data["agent"]["handle"], timedelta(seconds=self.timeout + 60))
             env["ROSTER_TOKEN"] = token
+        restore = self._write_mcp_config(env)
         before = snapshot(self.workdir)
         argv = [*self.argv, str(prompt)] if self.prompt_arg else self.argv
         try:
@@ -73,6 +84,7 @@ class ProcessRunner:
                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
         except OSError as exc:
             revoke()
+            restore()
             raise RunnerExit(f"cannot start '{shlex.join(self.argv)}': {exc}") from None
         try:
             stdout, stderr = proc.communicate(timeout=self.timeout)
@@ -82,6 +94,7 @@ class ProcessRunner:
                                 "group was killed") from None
         finally:
             revoke()
+            restore()
         out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
         if proc.returncode < 0:
             raise RunnerCrashed(f"'{shlex.join(self.argv)}' was killed by signal {-proc.returncode}")
@@ -92,7 +105,7 @@ class ProcessRunner:
                          indent=2)
         evidence = [ArtifactOut(kind="run-log", name=f"run-{data['run_id']}.json", content=log,
                                 reason="what the external agent printed, and its exit code")]
-        changes = diff_snapshots(before, snapshot(self.workdir))
+        changes = diff_snapshots(before, snapshot(self.workdir), ignore={str(self.mcp_config or "")})
         if changes:
             evidence.append(ArtifactOut(kind="changes", name=f"changes-{data['run_id']}.json",
                                         content=json.dumps(changes, indent=2, sort_keys=True),
@@ -100,6 +113,31 @@ class ProcessRunner:
         if data.get("task") is None:
             return result  # a run without a task keeps no task evidence
         return result.model_copy(update={"artifacts": [*evidence, *result.artifacts]})
+
+
+    def _write_mcp_config(self, env: dict[str, str]) -> Callable[[], None]:
+        """Point the agent CLI at Roster's MCP server for this run; returns how to put the file back."""
+        if not self.mcp_url or not self.mcp_config or "ROSTER_TOKEN" not in env:
+            return lambda: None
+        path = self.workdir / str(self.mcp_config)
+        original = path.read_bytes() if path.exists() else None
+        try:
+            current = json.loads(original) if original else {}
+        except ValueError:
+            current = {}
+        servers = current.get("mcpServers") if isinstance(current.get("mcpServers"), dict) else {}
+        servers = {**servers, "roster": {"type": "http", "url": self.mcp_url,
+                                         "headers": {"Authorization": "Bearer ${ROSTER_TOKEN}"}}}
+        path.write_text(json.dumps({**current, "mcpServers": servers}, indent=2) + "\n", encoding="utf-8")
+        env["ROSTER_MCP_URL"] = self.mcp_url
+
+        def restore() -> None:
+            if original is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(original)
+
+        return restore
 
 
 def render_prompt(brief: dict[str, Any]) -> str:
@@ -116,7 +154,8 @@ def render_prompt(brief: dict[str, Any]) -> str:
                          f"blocked now by: {blocked}")
     if brief.get("previous_failure"):
         lines += ["", f"The previous attempt failed: {brief['previous_failure']['message']}"]
-    lines += ["", "## How to act", "Use the `roster` CLI; ROSTER_TOKEN is set to your own token for this run, so "
+    lines += ["", "## How to act", "Use Roster's MCP tools (server `roster`: claim, context, save_artifact, "
+              "transition, ...) or the `roster` CLI; ROSTER_TOKEN is set to your own token for this run, so "
               "everything you do is yours and on the record. For example:",
               f"`roster task move {task['id'] if task else 'ID'} TRANSITION --set FIELD=VALUE --rationale WHY`.",
               "You may also print one JSON result as the last line of your output (see docs/runtime.md)."]
@@ -135,7 +174,12 @@ def snapshot(root: Path) -> dict[str, str]:
     return files
 
 
-def diff_snapshots(before: dict[str, str], after: dict[str, str]) -> dict[str, list[str]]:
+def diff_snapshots(before: dict[str, str], after: dict[str, str],
+                   ignore: set[str] | None = None) -> dict[str, list[str]]:
+    """Files added, deleted and modified between two snapshots (``ignore``: paths Roster itself wrote)."""
+    if ignore:
+        before = {k: v for k, v in before.items() if k not in ignore}
+        after = {k: v for k, v in after.items() if k not in ignore}
     changes = {"added": sorted(set(after) - set(before)), "deleted": sorted(set(before) - set(after)),
                "modified": sorted(k for k in set(before) & set(after) if before[k] != after[k])}
     return {k: v for k, v in changes.items() if v}

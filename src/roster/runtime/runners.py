@@ -235,11 +235,12 @@ def kill_process_group(proc: subprocess.Popen) -> None:
 
 def make_runner(config: dict[str, Any] | None, *, workdir: Path,
                 authorize_tool: Callable[[str, dict[str, Any]], None] | None = None,
-                tools: Any = None, issue_token: Any = None) -> Runner | None:
+                tools: Any = None, issue_token: Any = None, mcp_url: str | None = None) -> Runner | None:
     """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
     ``authorize_tool(tool, arguments)`` and ``tools`` (the spec's tools) serve the ``llm`` runner, whose
     tool calls go through the rights check and the audit; ``issue_token(agent, lifetime)`` serves the
-    ``process`` runner (a short-lived token per run). Raises :class:`UsageError` for a
+    ``process`` runner (a short-lived token per run), and ``mcp_url`` (Roster's MCP server, when served)
+    its MCP configuration. Raises :class:`UsageError` for a
     configuration that cannot work, or a kind not built yet."""
     if not config:
         return None
@@ -247,7 +248,7 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
     if kind == "process":
         from roster.runtime.process import ProcessRunner  # noqa: PLC0415
 
-        return ProcessRunner(config, workdir=workdir, issue_token=issue_token)
+        return ProcessRunner(config, workdir=workdir, issue_token=issue_token, mcp_url=mcp_url)
     if kind == "llm":
         from roster.runtime.llm import LLMRunner  # noqa: PLC0415 - pydantic-ai loads only for model agents
 
