@@ -26,11 +26,11 @@ def token_for(company, handle: str) -> str:
     return company.issue_token(handle, actor="alice").token
 
 
-def run(coroutine):  # noqa: ANN001, ANN201
+def run(coroutine):
     return asyncio.run(coroutine)
 
 
-def text(result) -> str:  # noqa: ANN001
+def text(result) -> str:
     return " ".join(getattr(c, "text", "") for c in result.content)
 
 
@@ -131,7 +131,7 @@ def test_a_contract_violation_comes_back_as_a_tool_error_naming_the_clause(store
     task = new_task()
     server = create_mcp_server(store, token=token_for(company, "builder"))
 
-    async def wrong_move():  # noqa: ANN202
+    async def wrong_move():
         async with Client(server) as client:
             return await client.call_tool("transition", {"task_id": task.id, "transition": "build",
                                                          "writes": {"branch": "b"}})
@@ -150,7 +150,7 @@ def test_the_me_resource_carries_the_mission_and_skills(store, company, tmp_path
     (skills / "broken" / "SKILL.md").write_text("no frontmatter here\n")
     server = create_mcp_server(store, token=token_for(company, "planner"), skills_dir=skills)
 
-    async def read():  # noqa: ANN202
+    async def read():
         async with Client(server) as client:
             return await client.read_resource("roster://me")
 
@@ -177,7 +177,7 @@ def test_roster_mcp_serves_over_stdio_as_the_token_in_the_environment(cli, tmp_p
                                                                  "--token-env", "PLANNER_TOKEN"],
                                    env={**os.environ, "PLANNER_TOKEN": token})
 
-    async def ask():  # noqa: ANN202
+    async def ask():
         async with Client(params) as client:
             return (await client.call_tool("whoami", {})).structured_content
 

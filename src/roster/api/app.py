@@ -8,8 +8,8 @@ paths are looked up in the token's company only, so another company's ids are si
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
 import pathlib
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Header, Path, Request
@@ -64,7 +64,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     app.state.store = store
 
     @app.middleware("http")
-    async def attribute(request: Request, call_next):  # noqa: ANN001, ANN202
+    async def attribute(request: Request, call_next):
         """Everything a request writes is audited with ``via: api`` (``via: mcp`` under /mcp)."""
         token = audit.VIA.set("mcp" if request.url.path.startswith("/mcp") else "api")
         try:

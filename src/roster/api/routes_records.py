@@ -40,8 +40,9 @@ def audit_log(caller: Caller, cursor: str | None = None,
               action: str | None = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
     found = caller.audit_log(after_seq=_cursor(cursor), task_id=task_id, principal=principal, action=action,
-                             limit=limit)
-    return {"items": found, "next_cursor": str(found[-1].seq) if len(found) == limit else None}
+                             limit=limit + 1)  # one more than asked: is there a next page?
+    page = found[:limit]
+    return {"items": page, "next_cursor": str(page[-1].seq) if len(found) > limit else None}
 
 
 @router.get("/audit/verify", response_model=VerifyOut, tags=["audit"], summary="Walk the hash chain")

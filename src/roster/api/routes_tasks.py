@@ -20,13 +20,11 @@ from roster.api.models import (
     TransitionIn,
 )
 from roster.api.problems import Problem
-from roster.errors import PayloadTooLarge, UsageError
+from roster.errors import UsageError
 from roster.runtime.context import ContextAssembler, Wakeup
 
 router = APIRouter(tags=["tasks"], responses={404: {"model": Problem}, 403: {"model": Problem}})
 MAX_PAGE = 500
-UPLOAD_LIMIT = 1_073_741_824
-"""Bytes read from an upload before refusing it (the spec's ``limits.artifact_bytes`` applies below)."""
 
 
 def _cursor(value: str | None) -> int:
@@ -40,8 +38,10 @@ def _cursor(value: str | None) -> int:
 @router.get("/tasks", response_model=TaskPage, summary="List tasks the caller may read, oldest first")
 def list_tasks(caller: Caller, workflow: str | None = None, state: str | None = None, owner: str | None = None,
                cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
-    found = caller.list_tasks(workflow=workflow, state=state, owner=owner, after_id=_cursor(cursor), limit=limit)
-    return {"items": found, "next_cursor": str(found[-1].id) if len(found) == limit else None}
+    found = caller.list_tasks(workflow=workflow, state=state, owner=owner, after_id=_cursor(cursor),
+                              limit=limit + 1)  # one more than asked: is there a next page?
+    page = found[:limit]
+    return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
 
 
 @router.post("/tasks", response_model=TaskOut, status_code=201,
@@ -106,11 +106,15 @@ async def put_artifact(caller: Caller, request: Request, task_id: Id, name: str,
                        kind: Annotated[str | None, Query(max_length=63)] = None,
                        reason: Annotated[str, Query(max_length=4000)] = "",
                        fencing_token: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > UPLOAD_LIMIT:
-        raise PayloadTooLarge(f"artifact '{name}'", int(declared), UPLOAD_LIMIT)
-    content = await request.body()
-    return caller.record_artifact(task_id, kind or name, content, name=name, reason=reason,
+    # Read at most one byte past the spec's limit: the store then refuses (and audits) the upload, so
+    # an oversized body never sits in memory whole.
+    limit = caller.company.spec().limits.artifact_bytes
+    content = bytearray()
+    async for chunk in request.stream():
+        content += chunk
+        if len(content) > limit:
+            break
+    return caller.record_artifact(task_id, kind or name, bytes(content), name=name, reason=reason,
                                   fencing_token=fencing_token)
 
 
