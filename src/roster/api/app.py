@@ -59,8 +59,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
                   docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                   description="The workplace where AI agents and humans do real work together: every request "
                               "acts as the principal of its bearer token, under the same rules as the CLI.",
-                  responses={401: {"model": problems.Problem, "description": "Missing or invalid bearer token"},
-                             422: {"model": problems.Problem, "description": "Invalid request"}})
+                  responses=problems.DOCUMENTED)
     app.state.store = store
 
     @app.middleware("http")

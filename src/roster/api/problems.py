@@ -111,3 +111,24 @@ async def internal_error(_request: Request, _exc: Exception) -> JSONResponse:
     """An unexpected failure: a problem with no internals in it (the server log has the traceback)."""
     return problem("internal", "the server failed to handle this request; nothing about it is shown here",
                    status=500)
+
+
+def documented(description: str) -> dict[str, Any]:
+    """An OpenAPI response entry for a problem: ``application/problem+json`` (and the same schema as JSON)."""
+    return {"model": Problem, "description": description,
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+DOCUMENTED: dict[int | str, dict[str, Any]] = {
+    400: documented("A request Roster cannot act on (e.g. a cursor it did not hand out)"),
+    401: documented("Missing or invalid bearer token"),
+    403: documented("Denied by the principal's rights"),
+    404: documented("Not found in the token's company"),
+    405: documented("Method not allowed"),
+    409: documented("A contract violation, stale version, stale fencing token or held lease"),
+    413: documented("Payload over its limit"),
+    422: documented("The request or the task's fields fail their schema"),
+    500: documented("Stored data no longer matches its hash, or an internal error"),
+    503: documented("The database stayed locked past the lock timeout"),
+}
+"""The problem responses every operation may give, documented on each (RFC 9457 bodies)."""

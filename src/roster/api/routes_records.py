@@ -8,10 +8,9 @@ from fastapi import APIRouter, Query
 
 from roster.api.app import MAX_ID, Caller
 from roster.api.models import AuditPage, CostsOut, KpiOut, RunOut, VerifyOut
-from roster.api.problems import Problem
 from roster.api.routes_tasks import MAX_PAGE, _cursor
 
-router = APIRouter(responses={403: {"model": Problem}})
+router = APIRouter()
 
 
 @router.get("/runs", response_model=list[RunOut], tags=["runs"],

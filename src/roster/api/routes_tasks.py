@@ -19,11 +19,11 @@ from roster.api.models import (
     TaskPage,
     TransitionIn,
 )
-from roster.api.problems import Problem
+from roster.api.problems import documented
 from roster.errors import UsageError
 from roster.runtime.context import ContextAssembler, Wakeup
 
-router = APIRouter(tags=["tasks"], responses={404: {"model": Problem}, 403: {"model": Problem}})
+router = APIRouter(tags=["tasks"])
 MAX_PAGE = 500
 
 
@@ -63,21 +63,20 @@ def get_task(caller: Caller, task_id: Id) -> Any:
 
 
 @router.post("/tasks/{task_id}/transitions", response_model=TaskOut,
-             responses={409: {"model": Problem}, 202: {"model": Problem, "description": "An approval request "
-                                                                                         "waits for an approver"}},
+             responses={202: documented("An approval edge: an approval request now waits for an approver")},
              summary="Take a transition under its contract")
 def transition(caller: Caller, task_id: Id, body: TransitionIn) -> Any:
     return caller.transition(task_id, body.transition, expected_version=body.expected_version, writes=body.writes,
                              rationale=body.rationale, fencing_token=body.fencing_token)
 
 
-@router.post("/tasks/{task_id}/hold", response_model=LeaseOut, responses={409: {"model": Problem}},
+@router.post("/tasks/{task_id}/hold", response_model=LeaseOut,
              summary="Hold the task (take its lease as yourself) so agents wait")
 def hold(caller: Caller, task_id: Id, body: HoldIn) -> Any:
     return caller.hold(task_id, ttl=body.seconds, note=body.note)
 
 
-@router.post("/tasks/{task_id}/release", status_code=204, responses={400: {"model": Problem}},
+@router.post("/tasks/{task_id}/release", status_code=204,
              summary="Release a task you hold, with a note for whoever works on it next")
 def release(caller: Caller, task_id: Id, body: ReleaseIn) -> Response:
     caller.release_hold(task_id, note=body.note)
@@ -98,7 +97,6 @@ def list_artifacts(caller: Caller, task_id: Id, all_versions: bool = False) -> A
 
 
 @router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactOut,
-            responses={413: {"model": Problem}, 409: {"model": Problem}},
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
             summary="Save the request body as the next version of an artifact")
@@ -125,7 +123,8 @@ def artifact_versions(caller: Caller, task_id: Id, name: str) -> Any:
 
 
 @router.get("/tasks/{task_id}/artifacts/{name}/content", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}}, 500: {"model": Problem}},
+            responses={200: {"content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                  "format": "binary"}}}}},
             summary="Download one version (default: the latest), verified against its SHA-256")
 def artifact_content(caller: Caller, task_id: Id, name: str,
                      version: Annotated[int | None, Query(ge=1, le=2**31)] = None) -> Response:

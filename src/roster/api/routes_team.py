@@ -16,9 +16,8 @@ from roster.api.models import (
     MessageOut,
     PrincipalOut,
 )
-from roster.api.problems import Problem
 
-router = APIRouter(responses={404: {"model": Problem}, 403: {"model": Problem}})
+router = APIRouter()
 
 
 @router.get("/principals/self", response_model=PrincipalOut, tags=["principals"], summary="Who the token is")
@@ -70,13 +69,11 @@ def approval_inbox(caller: Caller) -> Any:
     return caller.inbox()
 
 
-@router.post("/approvals/{request_id}/approve", response_model=ApprovalOut, tags=["approvals"],
-             responses={409: {"model": Problem}}, summary="Approve: the action runs now")
+@router.post("/approvals/{request_id}/approve", response_model=ApprovalOut, tags=["approvals"], summary="Approve: the action runs now")
 def approve(caller: Caller, request_id: Id, body: DecisionIn) -> Any:
     return caller.approve_request(request_id, note=body.note)
 
 
-@router.post("/approvals/{request_id}/reject", response_model=ApprovalOut, tags=["approvals"],
-             responses={400: {"model": Problem}}, summary="Reject with a note the requester sees")
+@router.post("/approvals/{request_id}/reject", response_model=ApprovalOut, tags=["approvals"], summary="Reject with a note the requester sees")
 def reject(caller: Caller, request_id: Id, body: DecisionIn) -> Any:
     return caller.reject_request(request_id, note=body.note)

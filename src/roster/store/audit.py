@@ -15,7 +15,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from roster.errors import UsageError
 from roster.kernel.audit import AuditEvent, event_hash, first_break
+from roster.kernel.contracts import canonical_problems
 from roster.store.prepared import Prepared
 from roster.store.schema import audit_events, companies
 
@@ -66,6 +68,9 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
     if via is not None and isinstance(data, dict):
         data = {**data, "via": via}
     seq = head.audit_seq + 1
+    problems = canonical_problems(data, "data")
+    if problems:  # the hash is over RFC 8785 JSON: refuse what it cannot represent, before anything is written
+        raise UsageError(f"cannot record {action}: {'; '.join(problems[:3])}")
     digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
                         subject=subject, data=data, prev_hash=head.audit_head)
     _INSERT_EVENT.rowcount(conn, {
