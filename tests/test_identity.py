@@ -183,6 +183,9 @@ def test_session_acts_as_the_tokens_principal_and_marks_the_token_used(company, 
     used = company.list_tokens(principal="planner")[0]
     assert used.last_used_at is not None and used.last_used_at > used.created_at
     first_use = used.last_used_at
+    store.session(issued.token)  # within a minute: checking the token writes nothing
+    assert company.list_tokens(principal="planner")[0].last_used_at == first_use
+    store.clock.now += timedelta(seconds=61)
     store.session(issued.token)
     assert company.list_tokens(principal="planner")[0].last_used_at > first_use
 

@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from roster import __version__
 from roster.api import problems
@@ -40,6 +41,25 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 """A task, approval request or thread id in a path."""
 
 
+class Attribution:
+    """Pure ASGI middleware: everything a request writes is audited with ``via: api`` (``via: mcp`` under
+    /mcp). The context variable is set in the request's task, so the worker threads of sync endpoints
+    inherit it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        token = audit.VIA.set("mcp" if scope["path"].startswith("/mcp") else "api")
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            audit.VIA.reset(token)
+
+
 def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Path | None = None) -> FastAPI:
     """The REST API over ``store`` under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``) and the MCP
     server over streamable HTTP at ``/mcp/``. ``host`` is the interface served on: the MCP transport
@@ -62,15 +82,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
                   responses=problems.DOCUMENTED)
     app.state.store = store
 
-    @app.middleware("http")
-    async def attribute(request: Request, call_next):
-        """Everything a request writes is audited with ``via: api`` (``via: mcp`` under /mcp)."""
-        token = audit.VIA.set("mcp" if request.url.path.startswith("/mcp") else "api")
-        try:
-            return await call_next(request)
-        finally:
-            audit.VIA.reset(token)
-
+    app.add_middleware(Attribution)
     app.add_exception_handler(RosterError, problems.roster_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(StarletteHTTPException, problems.http_error)

@@ -76,6 +76,11 @@ class TransitionIn(BaseModel):
     fencing_token: int | None = Field(default=None, ge=0, le=2**53 - 1)
 
 
+class ClaimIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    seconds: float = Field(default=60.0, gt=0, le=3600.0)
+
+
 class HoldIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     seconds: float = Field(default=8 * 3600.0, gt=0, le=7 * 86400.0)

@@ -3,6 +3,7 @@ artifact upload, versions, diff and download."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -10,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from roster.api.app import Caller, Id
 from roster.api.models import (
     ArtifactOut,
+    ClaimIn,
     DiffOut,
     HoldIn,
     LeaseOut,
@@ -68,6 +70,12 @@ def get_task(caller: Caller, task_id: Id) -> Any:
 def transition(caller: Caller, task_id: Id, body: TransitionIn) -> Any:
     return caller.transition(task_id, body.transition, expected_version=body.expected_version, writes=body.writes,
                              rationale=body.rationale, fencing_token=body.fencing_token)
+
+
+@router.post("/tasks/{task_id}/claim", response_model=LeaseOut,
+             summary="Claim the task with a lease (seconds) and a new fencing token, to work on it")
+def claim(caller: Caller, task_id: Id, body: ClaimIn) -> Any:
+    return caller.claim(task_id, run_id=f"api:{uuid.uuid4().hex[:16]}", ttl=body.seconds)
 
 
 @router.post("/tasks/{task_id}/hold", response_model=LeaseOut,

@@ -22,7 +22,13 @@ from roster.store.handoff import HandoffVerbs
 from roster.store.leases import LeaseVerbs
 from roster.store.memory import MemoryVerbs
 from roster.store.messages import MessageVerbs
-from roster.store.principals import PrincipalVerbs, authenticate_txn, parse_token, principal_row_txn
+from roster.store.principals import (
+    PrincipalVerbs,
+    authenticate_txn,
+    parse_token,
+    principal_row_txn,
+    stamp_token_txn,
+)
 from roster.store.runs import RunVerbs
 from roster.store.store import Store
 from roster.store.triggers import TriggerVerbs
@@ -82,14 +88,17 @@ def authenticate(store: Store, token: str) -> Session:
     principal is paused or retired; each refusal with a known company is audited as ``auth.rejected``.
     """
     company, token_id, secret = parse_token(token)
-    with store.write() as conn:
+    with store.read() as conn:  # a read: the last-used stamp is written at most once a minute
         head = audit.read_head(conn, company)
         if head is None:
             raise Unauthenticated("unknown token")
         now = store.now()
-        handle, reason = authenticate_txn(conn, company, token_id, secret, now)
+        handle, reason, stale = authenticate_txn(conn, company, token_id, secret, now)
         if not reason:
             principal = principal_row_txn(conn, company, handle)
+    if not reason and stale:
+        with store.write() as conn:
+            stamp_token_txn(conn, company, token_id, now)
     if reason:
         with store.write() as conn:
             head = audit.read_head(conn, company)
@@ -97,4 +106,4 @@ def authenticate(store: Store, token: str) -> Session:
                          subject=f"token:{token_id}", data={"reason": reason})
             audit.save_head(conn, head)
         raise Unauthenticated(f"token refused: {reason}")
-    return Session(CompanyStore(store, company), principal)
+    return Session(store.shared_company(company), principal)

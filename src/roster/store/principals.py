@@ -16,7 +16,7 @@ import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -363,24 +363,35 @@ def _token_record(row: Any) -> TokenRecord:
                        row.last_used_at, row.revoked_at)
 
 
-def authenticate_txn(conn, company: str, token_id: str, secret: str, now: str) -> tuple[str | None, str]:  # noqa: ANN001
-    """Check a token against the table: ``(principal handle, "")`` if valid, else ``(handle or None,
-    reason)``. Updates ``last_used_at`` on success."""
+LAST_USED_RESOLUTION = 60.0
+"""Seconds: a token's ``last_used_at`` is stamped at most this often, so checking a token is a read, not
+a write, on almost every request."""
+
+
+def authenticate_txn(conn, company: str, token_id: str, secret: str, now: str) -> tuple[str | None, str, bool]:  # noqa: ANN001
+    """Check a token against the table: ``(principal handle, "", stamp)`` if valid, else ``(handle or
+    None, reason, False)``. ``stamp`` says ``last_used_at`` is older than :data:`LAST_USED_RESOLUTION`
+    (the caller stamps it in a write: :func:`stamp_token_txn`)."""
     row = conn.execute(select(api_tokens).where(api_tokens.c.company_id == company,
                                                 api_tokens.c.id == token_id)).first()
     if row is None or not hmac.compare_digest(row.secret_sha256, hash_secret(secret)):
-        return None, "unknown token"
+        return None, "unknown token", False
     if row.revoked_at is not None:
-        return row.principal, f"token {token_id} was revoked at {row.revoked_at}"
+        return row.principal, f"token {token_id} was revoked at {row.revoked_at}", False
     if row.expires_at <= now:
-        return row.principal, f"token {token_id} expired at {row.expires_at}"
+        return row.principal, f"token {token_id} expired at {row.expires_at}", False
     status = conn.scalar(select(principals.c.status).where(principals.c.company_id == company,
                                                            principals.c.handle == row.principal))
     if status != "active":
-        return row.principal, f"principal '{row.principal}' is {status}"
+        return row.principal, f"principal '{row.principal}' is {status}", False
+    stale = row.last_used_at is None or (
+        datetime.fromisoformat(now) - datetime.fromisoformat(row.last_used_at)).total_seconds() >= LAST_USED_RESOLUTION
+    return row.principal, "", stale
+
+
+def stamp_token_txn(conn, company: str, token_id: str, now: str) -> None:  # noqa: ANN001
     conn.execute(update(api_tokens).where(api_tokens.c.company_id == company, api_tokens.c.id == token_id),
                  {"last_used_at": now})
-    return row.principal, ""
 
 
 def principal_row_txn(conn, company: str, handle: str) -> Principal:  # noqa: ANN001

@@ -70,6 +70,7 @@ class Store:
         self.clock = clock
         self.artifact_root = artifact_root
         self.blobs = blobs if blobs is not None else (FileBlobStore(artifact_root) if artifact_root else None)
+        self._handles: dict[str, CompanyStore] = {}
         self.lock_timeout = lock_timeout
 
     @classmethod
@@ -138,6 +139,16 @@ class Store:
         if exists is None:
             raise NotFound(f"no company '{company_id}' in this store; run 'roster apply' with its spec first")
         return CompanyStore(self, company_id)
+
+    def shared_company(self, company_id: str) -> CompanyStore:
+        """One long-lived handle per company, shared by every request of a server, so the compiled spec
+        and rights are cached across requests (each handle refreshes itself when a revision moves)."""
+        from roster.store.company import CompanyStore  # noqa: PLC0415 - company.py builds on this module
+
+        handle = self._handles.get(company_id)
+        if handle is None:
+            handle = self._handles.setdefault(company_id, CompanyStore(self, company_id))
+        return handle
 
     def session(self, token: str) -> Session:
         """Authenticate an API token: the :class:`~roster.store.company.Session` of its principal.
