@@ -12,6 +12,7 @@ import os
 import random
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -785,12 +786,14 @@ print(json.dumps({{"transition": "plan", "writes": {{"spec": {GOOD_SPEC!r}}}}}))
 """
 
 
-def start_up(workspace: Path, env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, Path, Path]:
+def start_up(workspace: Path, env_extra: dict[str, str] | None = None,
+             port: int = 0) -> tuple[subprocess.Popen, Path, Path]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
     env.update(env_extra or {})
     out, err = workspace / "up.out", workspace / "up.err"
     with out.open("w") as stdout, err.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "roster", "up", "--lease-seconds", "2", "--poll", "0.2"],
+        proc = subprocess.Popen([sys.executable, "-m", "roster", "up", "--lease-seconds", "2", "--poll", "0.2",
+                                 "--port", str(port)],
                                 cwd=workspace, env=env, stdout=stdout, stderr=stderr, start_new_session=True)
     return proc, out, err
 
@@ -870,3 +873,31 @@ def test_sigterm_of_roster_up_lets_the_run_in_flight_finish(rws):
     assert (run["task_id"], run["outcome"], run["transition"]) == (one, "succeeded", "plan")
     assert len(transitions_of(rws, one)) == 1
     assert rws("audit", "verify").exit_code == 0
+
+
+def test_roster_up_serves_the_rest_api_and_mcp_alongside_and_stops_on_sigterm(rws):
+    import httpx
+
+    ws = rws.workspace
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = next(iter(json.loads((ws / ".roster" / "credentials.json").read_text()).values()))
+    if isinstance(token, dict):
+        token = next(iter(token.values()))
+    proc, out, err = start_up(ws, port=port)
+    try:
+        wait_for(lambda: f"127.0.0.1:{port}" in out.read_text() or proc.poll() is not None, 20, "the API to be up")
+        assert proc.poll() is None, err.read_text()
+        me = httpx.get(f"http://127.0.0.1:{port}/api/v1/principals/self", headers={"Authorization": f"Bearer {token}"})
+        assert me.status_code == 200 and me.json()["kind"] == "human"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/v1/principals/self").status_code == 401
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert "roster up: stopped" in out.read_text()
+    assert f"MCP at http://127.0.0.1:{port}/mcp/" in " ".join(out.read_text().split())
+    assert ok(rws("up", "--no-serve", "--once"))
