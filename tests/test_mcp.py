@@ -192,3 +192,29 @@ def test_roster_mcp_without_a_token_says_how_to_get_one(cli, tmp_path, env, monk
     assert cli("init", str(tmp_path / "co")).exit_code == 0
     result = cli("--spec", str(Path(tmp_path / "co" / "roster.yaml")), "mcp", "--token-env", "PLANNER_TOKEN")
     assert result.exit_code == 12 and "roster token issue" in result.output
+
+
+def test_over_http_an_agent_reads_its_own_profile_resource_and_no_one_elses(store, company, tmp_path):
+    skills = tmp_path / "skills" / "review"
+    skills.mkdir(parents=True)
+    (skills / "SKILL.md").write_text("---\nname: review\ndescription: Check the patch against the spec.\n---\n")
+    token = token_for(company, "planner")
+    server = ApiServer(store, port=0, skills_dir=tmp_path / "skills")
+    url = server.start()
+    try:
+        async def read() -> tuple[dict, str]:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
+                async with Client(streamable_http_client(f"{url}/mcp/", http_client=http)) as client:
+                    mine = await client.read_resource("roster://agents/planner")
+                    try:
+                        await client.read_resource("roster://agents/builder")
+                        other = "read"
+                    except Exception as exc:  # noqa: BLE001 - the SDK raises the server's resource error
+                        other = str(exc)
+                    return json.loads(mine.contents[0].text), other
+
+        mine, other = run(read())
+    finally:
+        server.stop()
+    assert mine["handle"] == "planner" and [s["name"] for s in mine["skills"]] == ["review"]
+    assert other != "read"

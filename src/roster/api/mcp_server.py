@@ -10,8 +10,9 @@ Which tools a principal sees (:func:`granted_tools`): everyone gets ``whoami``, 
 ``context``, ``remember``, ``recall``, ``message`` and ``escalate``; ``claim``, ``transition``,
 ``save_artifact`` and ``request_approval`` need a transition grant (an agent that may move work);
 ``delegate`` needs a ``create`` grant. Humans get every tool. A tool not granted is absent from
-``tools/list`` and refused if called anyway (the refusal is audited). The ``roster://me`` resource gives
-the agent's mission, role, KPIs and skills (``SKILL.md`` folders under ``skills/`` beside the spec).
+``tools/list`` and refused if called anyway (the refusal is audited). The ``roster://agents/{handle}``
+resource (and ``roster://me`` over stdio) gives an agent's mission, role, KPIs and skills (``SKILL.md``
+folders under ``skills/`` beside the spec).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.mcpserver import Context
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent
 from pydantic import Field
 
@@ -222,16 +223,31 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
         except ApprovalPending as pending:
             return {"status": "pending", **{k: v for k, v in pending.to_dict().items() if k not in ("error",)}}
 
+    def profile(caller: Session, handle: str) -> str:
+        if caller.principal.kind != "human" and caller.principal.handle != handle:
+            raise ResourceError(f"'{caller.principal.handle}' may read only its own profile")
+        spec = caller.company.spec()
+        agent = spec.agents.get(handle)
+        if agent is None:
+            raise ResourceError(f"no agent '{handle}'")
+        return json.dumps({"handle": handle, "mission": agent.mission, "role": agent.role,
+                           "kpis": list(agent.kpis), "skills": read_skills(skills_dir)}, sort_keys=True)
+
     @server.resource("roster://me", mime_type="application/json",
-                     description="Your mission, role, KPIs and skills (Agent Skills SKILL.md folders).")
+                     description="Your mission, role, KPIs and skills (stdio: the token's agent).")
     def me() -> str:
         caller = session_for(None)
-        spec = caller.company.spec()
-        agent = spec.agents.get(caller.principal.handle)
-        return json.dumps({"handle": caller.principal.handle,
-                           "mission": agent.mission if agent else "", "role": agent.role if agent else "",
-                           "kpis": list(agent.kpis) if agent else [], "skills": read_skills(skills_dir)},
-                          sort_keys=True)
+        return profile(caller, caller.principal.handle)
+
+    @server.resource("roster://agents/{handle}", mime_type="application/json",
+                     description="An agent's mission, role, KPIs and skills (Agent Skills SKILL.md folders); "
+                                 "an agent reads its own, a human any.")
+    def agent_profile(handle: str, ctx: Context) -> str:
+        try:
+            caller = session_for(ctx.headers if ctx is not None else None)
+        except RosterError as exc:
+            raise ResourceError(f"{exc.code}: a valid bearer token is required") from None
+        return profile(caller, handle)
 
     return server
 
