@@ -163,6 +163,11 @@ class MessageOut(_Record):
     read_at: str | None
 
 
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
 class ApprovalOut(_Record):
     id: int
     company: str
@@ -208,6 +213,11 @@ class RunOut(_Record):
     output_tokens: int
     cost_usd: float
     wall_seconds: float | None
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next_cursor: str | None
 
 
 class SpendOut(BaseModel):

@@ -7,18 +7,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from roster.api.app import MAX_ID, Caller
-from roster.api.models import AuditPage, CostsOut, KpiOut, RunOut, VerifyOut
+from roster.api.models import AuditPage, CostsOut, KpiOut, RunPage, VerifyOut
 from roster.api.routes_tasks import MAX_PAGE, _cursor
 
 router = APIRouter()
 
 
-@router.get("/runs", response_model=list[RunOut], tags=["runs"],
-            summary="Runs, newest first (agents see their own)")
-def runs(caller: Caller, agent: str | None = None,
-         task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+@router.get("/runs", response_model=RunPage, tags=["runs"],
+            summary="Runs, newest first (agents see their own); next_cursor pages back in time")
+def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
+         cursor: Annotated[str | None, Query(max_length=64)] = None,
          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
-    return caller.list_runs(agent=agent, task_id=task_id, limit=limit)
+    found = caller.list_runs(agent=agent, task_id=task_id, limit=limit + 1, before=cursor or None)
+    page = found[:limit]
+    return {"items": page, "next_cursor": page[-1].started_at if len(found) > limit else None}
 
 
 @router.get("/costs", response_model=CostsOut, tags=["runs"], summary="Spend per agent and per portfolio")

@@ -3,6 +3,7 @@ artifact upload, versions, diff and download."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ MAX_PAGE = 500
 def _cursor(value: str | None) -> int:
     if value is None or value == "":
         return 0
-    if not value.isdigit() or len(value) > 15:
+    if not re.fullmatch(r"[0-9]{1,15}", value):  # ASCII digits only (str.isdigit accepts superscripts)
         raise UsageError(f"cursor {value!r} is not one this API handed out")
     return int(value)
 

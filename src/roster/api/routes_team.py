@@ -14,8 +14,10 @@ from roster.api.models import (
     MemoryOut,
     MessageIn,
     MessageOut,
+    MessagePage,
     PrincipalOut,
 )
+from roster.api.routes_tasks import _cursor
 
 router = APIRouter()
 
@@ -52,9 +54,12 @@ def send(caller: Caller, body: MessageIn) -> Any:
     return caller.send_message(body.to, body.body, task_id=body.task_id, thread_id=body.thread_id)
 
 
-@router.get("/messages", response_model=list[MessageOut], tags=["messages"], summary="Your inbox, newest first")
-def inbox(caller: Caller, unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
-    return caller.message_inbox(unread_only=unread, limit=limit)
+@router.get("/messages", response_model=MessagePage, tags=["messages"], summary="Your inbox, newest first")
+def inbox(caller: Caller, unread: bool = False, cursor: str | None = None,
+          limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
+    found = caller.message_inbox(unread_only=unread, limit=limit + 1, before_id=_cursor(cursor) or None)
+    page = found[:limit]
+    return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
 
 
 @router.get("/threads/{thread_id}", response_model=list[MessageOut], tags=["messages"],

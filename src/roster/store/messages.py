@@ -127,14 +127,17 @@ class MessageVerbs(CompanyBase):
         if handle not in participants:
             raise UsageError(f"'{handle}' is not in thread {thread_id}; start a new thread instead")
 
-    def message_inbox(self, *, actor: ActorRef, unread_only: bool = False, limit: int = 50) -> list[Message]:
-        """Messages to the actor, newest first (at most ``limit``)."""
+    def message_inbox(self, *, actor: ActorRef, unread_only: bool = False, limit: int = 50,
+                      before_id: int | None = None) -> list[Message]:
+        """Messages to the actor, newest first (at most ``limit``; ``before_id``: the cursor, ids below it)."""
         with self._reading(actor, "message.read", f"principal:{self._handle(actor)}") as (conn, _cache, who):
             assert who is not None
             query = select(messages).where(messages.c.company_id == self.company,
                                            messages.c.recipient == who.handle)
             if unread_only:
                 query = query.where(messages.c.read_at.is_(None))
+            if before_id is not None:
+                query = query.where(messages.c.id < before_id)
             return [_message(r) for r in conn.execute(query.order_by(messages.c.id.desc()).limit(limit))]
 
     def thread(self, thread_id: int, *, actor: ActorRef | None) -> list[Message]:
