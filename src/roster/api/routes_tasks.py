@@ -10,21 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from roster.api.app import Caller, Id
-from roster.api.models import (
-    ArtifactOut,
-    ClaimIn,
-    DiffOut,
-    HoldIn,
-    LeaseOut,
-    ReleaseIn,
-    TaskCreate,
-    TaskOut,
-    TaskPage,
-    TransitionIn,
-)
+from roster.api.models import ClaimIn, DiffOut, HoldIn, ReleaseIn, TaskCreate, TaskPage, TransitionIn
 from roster.api.problems import documented
 from roster.errors import UsageError
 from roster.runtime.context import ContextAssembler, Wakeup
+from roster.store import ArtifactRecord, Task
+from roster.store.leases import Lease
 
 router = APIRouter(tags=["tasks"])
 MAX_PAGE = 500
@@ -47,8 +38,8 @@ def list_tasks(caller: Caller, workflow: str | None = None, state: str | None = 
     return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
 
 
-@router.post("/tasks", response_model=TaskOut, status_code=201,
-             responses={200: {"model": TaskOut, "description": "Existing task for a reused Idempotency-Key"}},
+@router.post("/tasks", response_model=Task, status_code=201,
+             responses={200: {"model": Task, "description": "Existing task for a reused Idempotency-Key"}},
              summary="Create a task in its workflow's initial state")
 def create_task(caller: Caller, body: TaskCreate, response: Response,
                 idempotency_key: Annotated[str | None, Header(max_length=255)] = None) -> Any:
@@ -60,12 +51,12 @@ def create_task(caller: Caller, body: TaskCreate, response: Response,
     return task
 
 
-@router.get("/tasks/{task_id}", response_model=TaskOut, summary="One task")
+@router.get("/tasks/{task_id}", response_model=Task, summary="One task")
 def get_task(caller: Caller, task_id: Id) -> Any:
     return caller.get_task(task_id)
 
 
-@router.post("/tasks/{task_id}/transitions", response_model=TaskOut,
+@router.post("/tasks/{task_id}/transitions", response_model=Task,
              responses={202: documented("An approval edge: an approval request now waits for an approver")},
              summary="Take a transition under its contract")
 def transition(caller: Caller, task_id: Id, body: TransitionIn) -> Any:
@@ -73,13 +64,13 @@ def transition(caller: Caller, task_id: Id, body: TransitionIn) -> Any:
                              rationale=body.rationale, fencing_token=body.fencing_token)
 
 
-@router.post("/tasks/{task_id}/claim", response_model=LeaseOut,
+@router.post("/tasks/{task_id}/claim", response_model=Lease,
              summary="Claim the task with a lease (seconds) and a new fencing token, to work on it")
 def claim(caller: Caller, task_id: Id, body: ClaimIn) -> Any:
     return caller.claim(task_id, run_id=f"api:{uuid.uuid4().hex[:16]}", ttl=body.seconds)
 
 
-@router.post("/tasks/{task_id}/hold", response_model=LeaseOut,
+@router.post("/tasks/{task_id}/hold", response_model=Lease,
              summary="Hold the task (take its lease as yourself) so agents wait")
 def hold(caller: Caller, task_id: Id, body: HoldIn) -> Any:
     return caller.hold(task_id, ttl=body.seconds, note=body.note)
@@ -99,13 +90,13 @@ def context(caller: Caller, task_id: Id) -> dict[str, Any]:
     return ContextAssembler(caller.company).brief(me, task, Wakeup("preview", task.fencing_token or None)).data
 
 
-@router.get("/tasks/{task_id}/artifacts", response_model=list[ArtifactOut],
+@router.get("/tasks/{task_id}/artifacts", response_model=list[ArtifactRecord],
             summary="The latest version of each artifact (every version with all_versions=true)")
 def list_artifacts(caller: Caller, task_id: Id, all_versions: bool = False) -> Any:
     return caller.list_artifacts(task_id, all_versions=all_versions)
 
 
-@router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactOut,
+@router.put("/tasks/{task_id}/artifacts/{name}", response_model=ArtifactRecord,
             openapi_extra={"requestBody": {"required": True, "content": {
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}},
             summary="Save the request body as the next version of an artifact")
@@ -125,7 +116,7 @@ async def put_artifact(caller: Caller, request: Request, task_id: Id, name: str,
                                   fencing_token=fencing_token)
 
 
-@router.get("/tasks/{task_id}/artifacts/{name}/versions", response_model=list[ArtifactOut],
+@router.get("/tasks/{task_id}/artifacts/{name}/versions", response_model=list[ArtifactRecord],
             summary="Every version of an artifact, oldest first")
 def artifact_versions(caller: Caller, task_id: Id, name: str) -> Any:
     return caller.artifact_history(task_id, name)

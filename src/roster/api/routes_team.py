@@ -7,40 +7,33 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from roster.api.app import Caller, Id
-from roster.api.models import (
-    ApprovalOut,
-    DecisionIn,
-    MemoryIn,
-    MemoryOut,
-    MessageIn,
-    MessageOut,
-    MessagePage,
-    PrincipalOut,
-)
+from roster.api.models import DecisionIn, MemoryIn, MessageIn, MessagePage
 from roster.api.routes_tasks import _cursor
+from roster.store import MemoryEntry, Message, Principal
+from roster.store.approvals import ApprovalRequest
 
 router = APIRouter()
 
 
-@router.get("/principals/self", response_model=PrincipalOut, tags=["principals"], summary="Who the token is")
+@router.get("/principals/self", response_model=Principal, tags=["principals"], summary="Who the token is")
 def whoami(caller: Caller) -> Any:
     return caller.principal
 
 
-@router.get("/principals", response_model=list[PrincipalOut], tags=["principals"],
+@router.get("/principals", response_model=list[Principal], tags=["principals"],
             summary="The company's humans and agents")
 def principals(caller: Caller) -> Any:
     return caller.list_principals()
 
 
-@router.post("/memory", response_model=MemoryOut, status_code=201, tags=["memory"],
+@router.post("/memory", response_model=MemoryEntry, status_code=201, tags=["memory"],
              summary="Add an entry to your own pad (or a pad you may write)")
 def remember(caller: Caller, body: MemoryIn) -> Any:
     return caller.remember(body.text, kind=body.kind, pad=body.pad, confidence=body.confidence,
                            provenance=body.provenance, expires_in=body.expires_in)
 
 
-@router.get("/memory", response_model=list[MemoryOut], tags=["memory"],
+@router.get("/memory", response_model=list[MemoryEntry], tags=["memory"],
             summary="Search (q) or list your pad, or pads shared with you")
 def recall(caller: Caller, q: Annotated[str, Query(max_length=1000)] = "",
            pad: Annotated[list[str] | None, Query()] = None,
@@ -48,7 +41,7 @@ def recall(caller: Caller, q: Annotated[str, Query(max_length=1000)] = "",
     return caller.recall(q, pads=pad or None, limit=limit)
 
 
-@router.post("/messages", response_model=MessageOut, status_code=201, tags=["messages"],
+@router.post("/messages", response_model=Message, status_code=201, tags=["messages"],
              summary="Send a message to a principal of your company")
 def send(caller: Caller, body: MessageIn) -> Any:
     return caller.send_message(body.to, body.body, task_id=body.task_id, thread_id=body.thread_id)
@@ -62,23 +55,23 @@ def inbox(caller: Caller, unread: bool = False, cursor: str | None = None,
     return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
 
 
-@router.get("/threads/{thread_id}", response_model=list[MessageOut], tags=["messages"],
+@router.get("/threads/{thread_id}", response_model=list[Message], tags=["messages"],
             summary="A thread you are in, oldest first")
 def thread(caller: Caller, thread_id: Id) -> Any:
     return caller.thread(thread_id)
 
 
-@router.get("/approvals/inbox", response_model=list[ApprovalOut], tags=["approvals"],
+@router.get("/approvals/inbox", response_model=list[ApprovalRequest], tags=["approvals"],
             summary="Pending requests you may decide")
 def approval_inbox(caller: Caller) -> Any:
     return caller.inbox()
 
 
-@router.post("/approvals/{request_id}/approve", response_model=ApprovalOut, tags=["approvals"], summary="Approve: the action runs now")
+@router.post("/approvals/{request_id}/approve", response_model=ApprovalRequest, tags=["approvals"], summary="Approve: the action runs now")
 def approve(caller: Caller, request_id: Id, body: DecisionIn) -> Any:
     return caller.approve_request(request_id, note=body.note)
 
 
-@router.post("/approvals/{request_id}/reject", response_model=ApprovalOut, tags=["approvals"], summary="Reject with a note the requester sees")
+@router.post("/approvals/{request_id}/reject", response_model=ApprovalRequest, tags=["approvals"], summary="Reject with a note the requester sees")
 def reject(caller: Caller, request_id: Id, body: DecisionIn) -> Any:
     return caller.reject_request(request_id, note=body.note)
