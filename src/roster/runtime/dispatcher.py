@@ -371,8 +371,12 @@ class Dispatcher:
                                       packet=new.packet, fields=new.fields, owner=new.owner, priority=new.priority,
                                       idempotency_key=new.key)
                 continue
-            self.company.create_task(workflow=new.workflow, title=new.title, actor=agent, fields=new.fields,
-                                     owner=new.owner, priority=new.priority, idempotency_key=new.key)
+            task, created = self.company.create_task(workflow=new.workflow, title=new.title, actor=agent,
+                                                     fields=new.fields, owner=new.owner, priority=new.priority,
+                                                     idempotency_key=new.key)
+            for artifact in new.artifacts if created else []:
+                self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
+                                             name=artifact.name, reason=artifact.reason)
 
     def _communicate(self, agent: str, task: Task | None, result: RunResult, run_id: str,
                      saved: list[str] | None = None) -> None:

@@ -122,6 +122,9 @@ class LLMConfig(BaseModel):
     max_retries: int = Field(2, ge=0, le=10)
     output_retries: int = Field(1, ge=0, le=10)
     max_requests: int = Field(20, ge=1, le=200)
+    offline_script: str | None = None
+    """For ``model: offline`` only: ``module:function`` scripting its decisions (brief dict in, decision
+    dict out) instead of :func:`default_script`; its output is still labelled as scripted."""
 
     @property
     def provider(self) -> str | None:
@@ -149,6 +152,9 @@ def parse_config(config: Mapping[str, Any]) -> LLMConfig:
                              f"models, not '{provider}'")
     elif parsed.base_url or parsed.api_key_env:
         raise UsageError("llm runner: the offline model takes no base_url or api_key_env")
+    if parsed.offline_script and parsed.model != OFFLINE:
+        raise UsageError("llm runner: offline_script scripts the offline model; remove it to use "
+                         f"'{parsed.model}'")
     return parsed
 
 
@@ -325,6 +331,17 @@ def _placeholder(schema: dict[str, Any], name: str) -> Any:
     return text.ljust(int(schema.get("minLength", 0)), ".")
 
 
+def _load_script(target: str) -> OfflineScript:
+    """The ``module:function`` named by ``offline_script``. Raises :class:`UsageError`."""
+    import importlib
+
+    module_name, _, attribute = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UsageError(f"llm runner: offline_script '{target}' cannot be loaded: {exc}") from None
+
+
 def offline_model(script: OfflineScript | None = None) -> FunctionModel:
     """A :class:`FunctionModel` that answers every request with ``script(brief)`` as its decision (the
     :func:`default_script` unless given). The brief is the one of the :class:`LLMRunner` run in progress."""
@@ -495,7 +512,7 @@ class LLMRunner:
             return self._model_override
         config = self.config
         if config.model == OFFLINE:
-            return offline_model()
+            return offline_model(_load_script(config.offline_script) if config.offline_script else None)
         provider, name = config.provider, config.model_id
         if provider == "openai":
             from pydantic_ai.models.openai import OpenAIChatModel

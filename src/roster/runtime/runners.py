@@ -80,6 +80,8 @@ class TaskOut(BaseModel):
     owner: str | None = None
     packet: dict[str, Any] | None = None
     """A delegation packet: the task becomes a child of the run's task."""
+    artifacts: list[ArtifactOut] = []
+    """Saved on the task when it is created (not when its key finds an existing task)."""
 
 
 class MessageOut(BaseModel):

@@ -1,0 +1,184 @@
+"""The agency lane's program workers: ``python -m roster.agency.workers ROLE [--repo repo]``.
+
+Each reads its brief (JSON) on stdin and prints one result (JSON) on stdout, as every ``program``
+command runner does (see :mod:`roster.runtime.runners`). The repository lives at ``--repo`` (default
+``repo``) in the workspace; the builder's branches live in git worktrees under
+``.roster/worktrees/task-<id>``, so the main checkout is only ever changed by the merger.
+
+- ``scout`` (a run without a task): ruff over the repository with :data:`~roster.agency.lint.RULES`;
+  one task per (rule, file), keyed ``ruff:<rule>:<file>`` so rescans never duplicate work, carrying the
+  findings as fields and the raw ruff JSON as an artifact.
+- ``builder``: a worktree on branch ``roster/task-<id>``, ``ruff check --fix`` limited to the task's
+  rule and file, a commit, and the ``patch`` artifact. A finding ruff cannot fix is a judgment failure:
+  it goes up the escalation ladder, never silently away.
+- ``qa``: the ground truth on the branch, never the builder's report: the findings are gone
+  (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
+  fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
+- ``merger``: on a verified task, asks for the merge (an approval edge: a human decides); on an
+  approved one, merges the branch into main (``--no-ff``; a conflict is aborted, never half-merged, and
+  the task goes back to the builder with the conflict) and reports the finding count after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from roster.agency.lint import findings, git
+from roster.errors import RosterError
+
+MAX_FINDINGS_PER_TASK = 50
+
+
+def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+    found = findings(repo)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in found:
+        groups[(record["code"], record["filename"])].append(record)
+    tasks = []
+    for (code, filename), records in sorted(groups.items()):
+        tasks.append({
+            "workflow": "lint-fix", "title": f"{code} in {filename}", "key": f"ruff:{code}:{filename}",
+            "fields": {"rule": code, "file": filename, "count": len(records),
+                       "fixable": any(r.get("fix") for r in records),
+                       "findings": [{"line": r["location"]["row"], "column": r["location"]["column"],
+                                     "message": r["message"]} for r in records[:MAX_FINDINGS_PER_TASK]]},
+            "artifacts": [{"kind": "ruff-json", "name": "findings.json", "reason": "ruff's own report",
+                           "content": json.dumps(records, indent=2, sort_keys=True)}]})
+    return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s)"}
+
+
+def worktree(repo: Path, task_id: int) -> tuple[Path, str]:
+    """The task's worktree and branch, created from main's HEAD on first use."""
+    branch = f"roster/task-{task_id}"
+    path = (repo.parent / ".roster" / "worktrees" / f"task-{task_id}").resolve()
+    if not path.exists():
+        exists = git(repo, "rev-parse", "--verify", "--quiet", branch, check=False).returncode == 0
+        git(repo, "worktree", "add", *([str(path), branch] if exists else ["-b", branch, str(path), "HEAD"]))
+    return path, branch
+
+
+def builder(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+    task = brief["task"]
+    rule, filename = task["fields"]["rule"], task["fields"]["file"]
+    path, branch = worktree(repo, task["id"])
+    before = findings(path, select=[rule], paths=[filename])
+    after = findings(path, select=[rule], paths=[filename], fix=True)
+    if before and len(after) == len(before):
+        return {"failure": {"category": "judgment",
+                            "reason": f"ruff cannot fix {rule} in {filename} ({len(after)} finding(s) left); "
+                                      "it needs a model or a person"}}
+    git(path, "add", "-A")
+    if git(path, "diff", "--cached", "--quiet", check=False).returncode != 0:
+        git(path, "commit", "-q", "-m", f"Fix {rule} in {filename} (roster task {task['id']})")
+    main_head = git(repo, "rev-parse", "HEAD").stdout.strip()
+    base = git(path, "merge-base", "HEAD", main_head).stdout.strip()
+    patch = git(path, "diff", f"{base}..HEAD").stdout
+    return {"transition": "build", "writes": {"branch": branch},
+            "artifacts": [{"kind": "patch", "name": "fix.patch", "content": patch,
+                           "reason": f"ruff --fix for {rule} in {filename}"}],
+            "rationale": f"fixed {len(before) - len(after)} of {len(before)} {rule} finding(s) on {branch}"}
+
+
+def _failing_tests(root: Path, command: str | None) -> set[str] | None:
+    """Test ids failing under ``command`` (default ``pytest -q`` when a tests folder exists), or ``None``
+    when the repository has no tests."""
+    if command is None:
+        if not any((root / name).is_dir() for name in ("tests", "test")):
+            return None
+        command = f"{sys.executable} -m pytest -q -rf -p no:cacheprovider"
+    done = subprocess.run(command.split(), cwd=root, capture_output=True, text=True, timeout=1800)
+    if done.returncode == 5:  # no tests collected
+        return set()
+    return {line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")}
+
+
+def _key(record: dict[str, Any]) -> tuple[str, str, str]:
+    """A finding, independent of where lines moved: rule, file and message."""
+    return record["code"], record["filename"], record["message"]
+
+
+def qa(brief: dict[str, Any], repo: Path, tests: str | None = None) -> dict[str, Any]:
+    task = brief["task"]
+    rule, filename = task["fields"]["rule"], task["fields"]["file"]
+    path, branch = worktree(repo, task["id"])
+    left = findings(path, select=[rule], paths=[filename])
+    on_main, on_branch = findings(repo), findings(path)
+    new = Counter(_key(r) for r in on_branch) - Counter(_key(r) for r in on_main)
+    baseline, now = _failing_tests(repo, tests), _failing_tests(path, tests)
+    new_failures = sorted((now or set()) - (baseline or set()))
+    checks = [
+        {"name": "findings_gone", "passed": not left,
+         "detail": f"{len(left)} {rule} finding(s) left in {filename} on {branch}"},
+        {"name": "no_new_findings", "passed": not new,
+         "detail": (f"new on the branch: {', '.join(f'{c} in {f}' for c, f, _ in sorted(new))}" if new else
+                    f"ruff findings: main {len(on_main)}, branch {len(on_branch)}, none new")},
+        {"name": "tests_pass", "passed": not new_failures,
+         "detail": ("no tests in the repository" if now is None else
+                    f"newly failing: {', '.join(new_failures)}" if new_failures else
+                    f"no test fails that did not fail on main ({len(baseline or ())} failed there already)")},
+    ]
+    passed = all(c["passed"] for c in checks)
+    return {"checks": checks, "transition": "verify" if passed else "rework",
+            "rationale": "every check passed on the branch" if passed else
+            "; ".join(c["detail"] for c in checks if not c["passed"])}
+
+
+def merger(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+    task = brief["task"]
+    branch = task["fields"]["branch"]
+    if task["state"] == "verified":
+        return {"transition": "request_merge",
+                "rationale": f"QA verified {branch}; merging it into main needs a human's approval"}
+    before = len(findings(repo))
+    merged = git(repo, "merge", "--no-ff", "-m", f"Merge {branch} (roster task {task['id']})", branch, check=False)
+    if merged.returncode != 0:
+        git(repo, "merge", "--abort", check=False)
+        return {"transition": "conflict", "rationale": f"merging {branch} conflicts with main; nothing was "
+                                                       f"merged: {merged.stdout.strip()[-300:]}"}
+    after = len(findings(repo))
+    return {"transition": "merge", "writes": {"findings_after": after},
+            "rationale": f"merged {branch}; lint findings on main {before} -> {after}"}
+
+
+def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
+    """The planner's script for the offline model (no network, no model): a spec written from the task's
+    findings. The runner labels everything it says as scripted."""
+    task = brief.get("task") or {}
+    fields = task.get("fields") or {}
+    if not any(t["name"] == "plan" and not t["blocked"] for t in brief.get("transitions") or []):
+        return {"failure": {"category": "judgment", "reason": "no open 'plan' transition"}}
+    lines = ", ".join(f"line {f['line']}: {f['message']}" for f in (fields.get("findings") or [])[:5])
+    how = "ruff's own fix" if fields.get("fixable") else "a manual change (ruff has no fix for it)"
+    spec = (f"Fix {fields.get('count', 0)} {fields.get('rule')} finding(s) in {fields.get('file')} with {how}; "
+            f"change nothing else. Findings: {lines or 'see findings.json'}.")
+    return {"transition": "plan", "writes": {"spec": spec}, "rationale": "a spec from ruff's findings"}
+
+
+ROLES = {"scout": scout, "builder": builder, "qa": qa, "merger": merger}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m roster.agency.workers", description=__doc__.splitlines()[0])
+    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("--repo", default="repo", help="The repository, relative to the workspace.")
+    parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
+                                                      "folder exists).")
+    args = parser.parse_args(argv)
+    brief = json.load(sys.stdin)
+    repo = Path(args.repo).resolve()
+    try:
+        result = qa(brief, repo, args.tests) if args.role == "qa" else ROLES[args.role](brief, repo)
+    except RosterError as exc:
+        result = {"failure": {"category": "deterministic", "reason": exc.message}}
+    sys.stdout.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

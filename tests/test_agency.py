@@ -1,0 +1,121 @@
+"""The agency lane on a generated git repository: real ruff, real git worktrees and merges, real pytest,
+the dispatcher driving scout -> planner (offline scripted model) -> builder -> qa -> approval -> merger."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import roster.agency
+from roster.agency.lint import findings
+from roster.errors import ContractViolation
+from roster.runtime.dispatcher import Dispatcher
+from roster.specfile import parse_spec
+from roster.store import Store
+
+GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+FILES = {
+    "a.py": "import os\nimport sys\n\n\ndef f():\n    return sys.argv\n",  # F401: ruff fixes it
+    "b.py": "def g(l):\n    return l\n",  # E741: ruff cannot fix it
+    "c.py": "x = 1   \n",  # W291: ruff fixes it
+    "tests/test_a.py": "from a import f\n\n\ndef test_f():\n    assert f()\n",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
+                          env=GIT_ENV).stdout
+
+
+@pytest.fixture
+def lane(tmp_path):
+    ws = tmp_path / "ws"
+    repo = ws / "repo"
+    for name, text in FILES.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
+    spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
+    (ws / "roster.yaml").write_text(spec)
+    (ws / ".roster").mkdir()
+    store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}", artifact_root=ws / ".roster" / "artifacts")
+    store.apply(parse_spec(spec), applied_by="op")
+    return store.company("agency"), Dispatcher(store.company("agency"), workdir=ws), repo
+
+
+def drive(company, dispatcher, cycles: int = 20) -> None:
+    for _ in range(cycles):
+        ran = dispatcher.cycle()
+        for request in company.inbox(actor="op"):
+            company.approve_request(request.id, actor="op")
+        if not ran and not company.inbox(actor="op"):
+            return
+
+
+def test_the_lane_fixes_what_ruff_can_merges_after_approval_and_escalates_the_rest(lane):
+    company, dispatcher, repo = lane
+    before = len(findings(repo))
+    drive(company, dispatcher)
+
+    tasks = {t.title: t for t in company.list_tasks()}
+    assert set(tasks) == {"F401 in a.py", "E741 in b.py", "W291 in c.py"}
+    assert tasks["F401 in a.py"].state == "merged" and tasks["W291 in c.py"].state == "merged"
+    # the scout's report rides along as an artifact; rescans do not file twice
+    [report] = company.list_artifacts(tasks["F401 in a.py"].id, all_versions=True)[:1]
+    assert report.kind == "ruff-json" and json.loads(company.artifact(report.task_id, report.name)[1])
+    # ground truth on main: the merged fixes are gone, the KPI moved
+    after = findings(repo)
+    assert {(r["code"], r["filename"]) for r in after} == {("E741", "b.py")}
+    assert len(after) < before
+    assert tasks["W291 in c.py"].fields["findings_after"] < before
+    assert "Merge roster/task-" in git(repo, "log", "--oneline")
+    # QA recorded every check the verify contract needs; the merge needed a human
+    checks = {e.data["name"] for e in company.history(tasks["F401 in a.py"].id) if e.action == "check.record"}
+    assert checks == {"findings_gone", "no_new_findings", "tests_pass"}
+    approvals = company.list_requests(status="approved")
+    assert {r.task_id for r in approvals} == {tasks["F401 in a.py"].id, tasks["W291 in c.py"].id}
+    assert all(r.decided_by == "op" for r in approvals)
+    # what ruff cannot fix reached the human inbox through the escalation ladder
+    [escalation] = company.list_escalations()
+    assert (escalation.task_id, escalation.to) == (tasks["E741 in b.py"].id, "human")
+    assert "ruff cannot fix E741" in escalation.reason
+    assert tasks["E741 in b.py"].state == "planned"
+    assert company.verify_audit()[1] is None
+
+    # a second scan files nothing new
+    scout_runs = len(company.list_runs(agent="scout"))
+    dispatcher.triggers.company.store.clock = _later(dispatcher.triggers.company.store.clock, 3601)
+    drive(company, dispatcher, cycles=3)
+    assert len(company.list_runs(agent="scout")) > scout_runs
+    assert len(company.list_tasks()) == 3
+
+
+def test_the_contract_refuses_verify_without_qas_checks(lane):
+    company, dispatcher, repo = lane
+    built = []
+    for _ in range(10):  # until the builder has handed a branch to QA
+        dispatcher.cycle()
+        built = [t for t in company.list_tasks() if t.state == "built"]
+        if built:
+            break
+    assert built, [t.state for t in company.list_tasks()]
+    task = built[0]
+    with pytest.raises(ContractViolation) as refused:
+        company.transition(task.id, "verify", actor="qa", expected_version=task.version)
+    assert refused.value.clause == "requires.checks"
+    assert company.get_task(task.id).state == "built"
+
+
+def _later(clock, seconds: float):  # noqa: ANN001, ANN202
+    from datetime import timedelta
+
+    return lambda: clock() + timedelta(seconds=seconds)
