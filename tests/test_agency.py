@@ -119,3 +119,48 @@ def _later(clock, seconds: float):  # noqa: ANN001, ANN202
     from datetime import timedelta
 
     return lambda: clock() + timedelta(seconds=seconds)
+
+
+def make_repo(root: Path) -> Path:
+    repo = root / "src-repo"
+    for name, text in FILES.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    (repo / "a.py").write_text("import os\n")  # uncommitted: the demo works on HEAD and says so
+    return repo
+
+
+def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp_path):
+    repo = make_repo(tmp_path)
+    ws = tmp_path / "lane-ws"
+    first = cli("demo", str(repo), "--lane", "--yes", "--workspace", str(ws))
+    assert first.exit_code == 0, first.output
+    compact = "".join(first.output.split())  # the console wraps long lines anywhere
+    assert "uncommittedchanges:theyarenotpartofthecopy" in compact
+    assert "KPIlint_findingsonmain:3->1" in compact and "intact" in compact
+    assert "approvedmergerequest" in compact and "escalation:task" in compact
+    assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
+    assert "Merge roster/task-" not in git(repo, "log", "--oneline")
+    again = cli("demo", "--lane", "--yes", "--workspace", str(ws))
+    assert again.exit_code == 0, again.output
+    assert "continues in" in again.output and " on task " not in again.output  # no run: nothing is redone
+
+
+def test_roster_demo_lane_refuses_a_path_that_is_not_a_git_repository(cli, tmp_path):
+    (tmp_path / "plain").mkdir()
+    for path in (tmp_path / "plain", tmp_path / "missing"):
+        result = cli("demo", str(path), "--lane", "--workspace", str(tmp_path / f"ws-{path.name}"))
+        assert result.exit_code == 2 and ("not a git repository" in result.output or "does not exist" in result.output)
+
+
+def test_without_approval_the_lane_stops_at_the_inbox_with_the_exact_command(cli, tmp_path):
+    repo = make_repo(tmp_path)
+    ws = tmp_path / "lane-ws"
+    result = cli("demo", str(repo), "--lane", "--workspace", str(ws))
+    assert result.exit_code == 0, result.output
+    compact = "".join(result.output.split())  # the console wraps long paths anywhere
+    assert "waitforyourapproval" in compact and f"roster--spec{ws / 'roster.yaml'}approve1" in compact
+    assert "KPIlint_findingsonmain:3->3" in compact

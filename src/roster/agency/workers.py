@@ -68,6 +68,11 @@ def builder(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
     path, branch = worktree(repo, task["id"])
     before = findings(path, select=[rule], paths=[filename])
+    reworked = [e for e in brief.get("events") or [] if e.get("transition") == "rework"]
+    if not before and reworked:  # QA sent it back and ruff has nothing left to fix: a person must look
+        return {"failure": {"category": "judgment",
+                            "reason": f"QA sent {branch} back ({reworked[0].get('rationale') or 'see its checks'}) "
+                                      f"and ruff has nothing more to fix for {rule} in {filename}"}}
     after = findings(path, select=[rule], paths=[filename], fix=True)
     if before and len(after) == len(before):
         return {"failure": {"category": "judgment",
@@ -98,6 +103,20 @@ def _failing_tests(root: Path, command: str | None) -> set[str] | None:
     return {line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")}
 
 
+def base_tree(repo: Path, branch_tree: Path) -> Path:
+    """A worktree of the commit the branch started from (its merge base with main), kept detached under
+    ``.roster/worktrees/base``: QA judges the branch against where it began, not against a main that
+    other merges have moved since."""
+    main_head = git(repo, "rev-parse", "HEAD").stdout.strip()
+    base = git(branch_tree, "merge-base", "HEAD", main_head).stdout.strip()
+    path = (repo.parent / ".roster" / "worktrees" / "base").resolve()
+    if not path.exists():
+        git(repo, "worktree", "add", "--detach", str(path), base)
+    else:
+        git(path, "checkout", "-q", "--detach", base)
+    return path
+
+
 def _key(record: dict[str, Any]) -> tuple[str, str, str]:
     """A finding, independent of where lines moved: rule, file and message."""
     return record["code"], record["filename"], record["message"]
@@ -108,20 +127,21 @@ def qa(brief: dict[str, Any], repo: Path, tests: str | None = None) -> dict[str,
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
     path, branch = worktree(repo, task["id"])
     left = findings(path, select=[rule], paths=[filename])
-    on_main, on_branch = findings(repo), findings(path)
-    new = Counter(_key(r) for r in on_branch) - Counter(_key(r) for r in on_main)
-    baseline, now = _failing_tests(repo, tests), _failing_tests(path, tests)
+    base = base_tree(repo, path)  # what the branch started from: main may have moved on since
+    on_base, on_branch = findings(base), findings(path)
+    new = Counter(_key(r) for r in on_branch) - Counter(_key(r) for r in on_base)
+    baseline, now = _failing_tests(base, tests), _failing_tests(path, tests)
     new_failures = sorted((now or set()) - (baseline or set()))
     checks = [
         {"name": "findings_gone", "passed": not left,
          "detail": f"{len(left)} {rule} finding(s) left in {filename} on {branch}"},
         {"name": "no_new_findings", "passed": not new,
          "detail": (f"new on the branch: {', '.join(f'{c} in {f}' for c, f, _ in sorted(new))}" if new else
-                    f"ruff findings: main {len(on_main)}, branch {len(on_branch)}, none new")},
+                    f"ruff findings: base {len(on_base)}, branch {len(on_branch)}, none new")},
         {"name": "tests_pass", "passed": not new_failures,
          "detail": ("no tests in the repository" if now is None else
                     f"newly failing: {', '.join(new_failures)}" if new_failures else
-                    f"no test fails that did not fail on main ({len(baseline or ())} failed there already)")},
+                    f"no test fails that did not fail on the base ({len(baseline or ())} failed there already)")},
     ]
     passed = all(c["passed"] for c in checks)
     return {"checks": checks, "transition": "verify" if passed else "rework",

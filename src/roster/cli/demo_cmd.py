@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from roster.cli.context import console, operator_handle
+from roster.cli.context import console, operator_handle, reports_errors
 from roster.errors import ApprovalPending
 
 PATCH = """--- a/app.py
@@ -72,10 +72,19 @@ def register(app: typer.Typer) -> None:
 
 
 def demo(
-    directory: Annotated[Path | None, typer.Argument(help="Where to create the demo workspace "
-                                                     "(default: a new temporary folder).")] = None,
+    directory: Annotated[Path | None, typer.Argument(help="Where to create the demo workspace (default: a new "
+                                                     "temporary folder); with --lane: the git repository to work "
+                                                     "on (default: a scratch one).")] = None,
+    lane: Annotated[bool, typer.Option("--lane", help="Run the agency lane (in progress: it becomes the default "
+                                       "once finished).")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --lane: approve merges as you.")] = False,
+    workspace_dir: Annotated[Path | None, typer.Option("--workspace", help="With --lane: the workspace; run "
+                                                       "again on it to continue.")] = None,
 ) -> None:
     """Run the main job: create a workspace and walk one task through the example workflow."""
+    if lane:
+        lane_demo(directory, workspace_dir, yes)
+        return
     where = directory or Path(tempfile.mkdtemp(prefix="roster-demo-"))
     where.mkdir(parents=True, exist_ok=True)
     (where / "fix.patch").write_text(PATCH, encoding="utf-8")
@@ -108,3 +117,44 @@ def demo(
                           "is in the audit log)[/]")
         console.print()
     console.print(f"[bold green]Done.[/] The workspace is in {where}; try 'roster audit log' there.")
+
+
+@reports_errors
+def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> None:
+    """The agency lane on a copy of ``repo_path`` (or a scratch repository), in ``workspace_dir``."""
+    from roster.agency import demo as lane  # noqa: PLC0415 - loads ruff/git helpers only for the lane
+    from roster.agency.lint import findings, ruff_command
+    from roster.cli.context import Settings, Workspace
+    from roster.cli.spec_cmd import _apply_file
+
+    ruff_command()  # a clear message now, not from every worker later
+    where = (workspace_dir or Path(tempfile.mkdtemp(prefix="roster-lane-"))).resolve()
+    spec_path = where / lane.SPEC_NAME
+    operator = operator_handle()
+    ws = Workspace(Settings(spec_path, None, None, None, 30.0))
+    resuming = spec_path.exists()
+    if resuming:
+        console.print(f"[bold]Roster demo[/] continues in {where}: nothing done before is redone.")
+    else:
+        where.mkdir(parents=True, exist_ok=True)
+        for line in lane.prepare_repository(repo_path, where / "repo"):
+            console.print(line, highlight=False)
+        spec_path.write_text(lane.spec_text(operator), encoding="utf-8")
+        (where / ".roster").mkdir(exist_ok=True)
+        _apply_file(ws, spec_path)
+        (where / ".roster" / "kpi-before").write_text(str(len(findings(where / "repo"))))
+    company = ws.store().company("agency")
+    console.print("The planner is the offline [bold]scripted[/] model (no network): what it writes says so.",
+                  highlight=False)
+    result = lane.run_lane(company, where, operator=operator, approve=yes,
+                           say=lambda line: console.print(line, highlight=False))
+    if result["waiting"]:
+        console.print(f"\n{len(result['waiting'])} merge(s) wait for your approval. Approve with:", highlight=False)
+        for request in result["waiting"]:
+            console.print(f"  roster --spec {spec_path} approve {request.id}", highlight=False)
+        console.print(f"then continue with: roster demo --lane --workspace {where}  (or add --yes)", highlight=False)
+    before = int((where / ".roster" / "kpi-before").read_text())
+    for line in lane.report(company, where / "repo", before):
+        console.print(line, highlight=False)
+    console.print(f"\nThe workspace is {where}. Inspect it with: roster --spec {spec_path} status | task show ID | "
+                  "audit log", highlight=False)

@@ -1,0 +1,130 @@
+"""The agency lane as a demo: a scratch workspace around a copy of a repository, the lane run in-process
+with the dispatcher, a stop (or ``--yes``) at the approval edge, and a report.
+
+The user's own working tree is never touched: the repository at PATH is cloned from its committed HEAD
+(uncommitted changes are left out, and the output says so). With no PATH, a scratch repository is
+assembled from a handful of the running Python's standard-library modules: real code written by
+others, present on every machine. Running the demo again on the same workspace continues where it
+stopped: tasks are keyed by finding, leases and runs are in the store, and nothing is redone.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from roster.agency.lint import findings, git
+from roster.errors import UsageError
+from roster.runtime.dispatcher import Dispatcher, Outcome
+from roster.store import CompanyStore
+
+STDLIB_MODULES = ("colorsys", "fnmatch", "shlex", "textwrap", "graphlib", "sched", "bisect", "tabnanny")
+"""Standard-library modules the default scratch repository is made of."""
+SPEC_NAME = "roster.yaml"
+MAX_CYCLES = 400
+
+
+def spec_text(operator: str) -> str:
+    """The agency spec, filled in for this machine: this Python runs the workers; ``operator`` is the human."""
+    text = (Path(__file__).parent / SPEC_NAME).read_text(encoding="utf-8")
+    return text.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", operator)
+
+
+def prepare_repository(path: Path | None, target: Path) -> list[str]:
+    """Put the repository to work on at ``target``; returns lines that say what was done."""
+    if path is None:
+        stdlib = Path(sysconfig.get_paths()["stdlib"])
+        target.mkdir(parents=True)
+        copied = []
+        for name in STDLIB_MODULES:
+            source = stdlib / f"{name}.py"
+            if source.exists():
+                shutil.copy(source, target / source.name)
+                copied.append(source.name)
+        git(target, "init", "-q", "-b", "main")
+        git(target, "add", "-A")
+        git(target, "commit", "-q", "-m", "Modules from Python's standard library, for the Roster demo")
+        return [f"No repository given: a scratch repository of {len(copied)} modules of this Python's standard "
+                f"library ({', '.join(copied)}), real code written by others, from {stdlib}."]
+    path = path.expanduser().resolve()
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; give the path of a git repository")
+    inside = subprocess.run(["git", "-C", str(path), "rev-parse", "--is-inside-work-tree"], capture_output=True,
+                            text=True)
+    if inside.returncode != 0 or inside.stdout.strip() != "true":
+        raise UsageError(f"{path} is not a git repository; give the path of one (or no path for a scratch "
+                         "repository)")
+    lines = [f"Working on a copy of {path} (its committed HEAD); your working tree is never touched."]
+    if git(path, "status", "--porcelain").stdout.strip():
+        lines.append("It has uncommitted changes: they are not part of the copy.")
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(path), str(target)], check=True,
+                   capture_output=True)
+    branch = git(target, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
+    if branch != "main":
+        git(target, "checkout", "-q", "-B", "main")
+    return lines
+
+
+def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: bool,
+             say: Callable[[str], None], max_cycles: int = MAX_CYCLES) -> dict[str, Any]:
+    """Cycle the dispatcher until the lane has nothing left to do, approving merges as ``operator`` when
+    ``approve``; returns what the report needs. Progress goes to ``say``, one line per run."""
+    dispatcher = Dispatcher(company, workdir=workspace)
+    waiting: list = []
+    for _ in range(max_cycles):
+        outcomes = dispatcher.cycle()
+        for outcome in outcomes:
+            say(_line(outcome))
+        waiting = company.inbox(actor=operator)
+        if approve:
+            for request in waiting:
+                company.approve_request(request.id, actor=operator, note="approved by roster demo --yes")
+                say(f"  approved merge request {request.id} (task {request.task_id}) as {operator}")
+            waiting = []
+        if not outcomes and not (approve and company.inbox(actor=operator)):
+            states = Counter(t.state for t in company.list_tasks(limit=1000))
+            say("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
+            break
+    return {"waiting": waiting}
+
+
+def _line(outcome: Outcome) -> str:
+    where = f"task {outcome.task_id}" if outcome.task_id is not None else "the repository"
+    what = f" -> {outcome.transition}" if outcome.transition else ""
+    why = f" ({outcome.failure.category.value}: {outcome.failure.message})" if outcome.failure else ""
+    return f"  {outcome.agent:>8} on {where}: {outcome.outcome}{what}{why}"
+
+
+def report(company: CompanyStore, repo: Path, kpi_before: int) -> list[str]:
+    """The closing report, as lines."""
+    tasks = company.list_tasks(limit=1000)
+    states = Counter(t.state for t in tasks)
+    transitions = Counter(e.data.get("transition") for e in company.audit_log(action="task.transition"))
+    rejected = Counter((e.data.get("transition"), e.data["error"].get("clause"))
+                       for e in company.audit_log(action="task.transition.rejected")
+                       if isinstance(e.data.get("error"), dict))
+    after = len(findings(repo))
+    costs = company.costs()
+    merged = states.get("merged", 0)
+    spent = sum(a["cost_usd"] for a in costs["agents"])
+    count, broken = company.verify_audit()
+    lines = ["", "Report", f"  tasks by state: {', '.join(f'{s} {n}' for s, n in sorted(states.items()))}",
+             f"  transitions: {', '.join(f'{t} {n}' for t, n in sorted(transitions.items())) or 'none'}"]
+    lines += [f"  contract rejections: {t} refused by clause '{c}' x{n}" for (t, c), n in sorted(rejected.items())]
+    for e in company.list_escalations():
+        lines.append(f"  escalation: task {e.task_id} to {e.to} ({e.step}): {e.reason[:120]}")
+    for r in company.list_requests():
+        lines.append(f"  approval {r.id}: task {r.task_id} {r.status}" + (f" by {r.decided_by}" if r.decided_by else ""))
+    for a in costs["agents"]:
+        lines.append(f"  runs of {a['name']}: {a['runs']} ({a['successes']} succeeded), tokens {a['input_tokens']} in / "
+                     f"{a['output_tokens']} out, {a['cost_usd']:.4f} USD")
+    lines.append(f"  cost per merged fix: {spent / merged:.4f} USD" if merged else "  cost per merged fix: no merge yet")
+    lines.append(f"  KPI lint_findings on main: {kpi_before} -> {after}")
+    lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))
+    return lines
