@@ -33,16 +33,21 @@ def git(repo: Path, *args: str) -> str:
                           env=GIT_ENV).stdout
 
 
-@pytest.fixture
-def lane(tmp_path):
-    ws = tmp_path / "ws"
-    repo = ws / "repo"
+def committed_repo(repo: Path) -> Path:
+    """A git repository at ``repo`` holding :data:`FILES`, committed on ``main``."""
     for name, text in FILES.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "init")
+    return repo
+
+
+@pytest.fixture
+def lane(tmp_path):
+    ws = tmp_path / "ws"
+    repo = committed_repo(ws / "repo")
     spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
     spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
     (ws / "roster.yaml").write_text(spec)
@@ -122,13 +127,7 @@ def _later(clock, seconds: float):  # noqa: ANN001, ANN202
 
 
 def make_repo(root: Path) -> Path:
-    repo = root / "src-repo"
-    for name, text in FILES.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
+    repo = committed_repo(root / "src-repo")
     (repo / "a.py").write_text("import os\n")  # uncommitted: the demo works on HEAD and says so
     return repo
 
