@@ -135,7 +135,7 @@ def make_repo(root: Path) -> Path:
 def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp_path):
     repo = make_repo(tmp_path)
     ws = tmp_path / "lane-ws"
-    first = cli("demo", str(repo), "--lane", "--yes", "--workspace", str(ws))
+    first = cli("demo", str(repo), "--yes", "--workspace", str(ws))
     assert first.exit_code == 0, first.output
     compact = "".join(first.output.split())  # the console wraps long lines anywhere
     assert "uncommittedchanges:theyarenotpartofthecopy" in compact
@@ -143,7 +143,7 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     assert "approvedmergerequest" in compact and "escalation:task" in compact
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")
-    again = cli("demo", "--lane", "--yes", "--workspace", str(ws))
+    again = cli("demo", "--yes", "--workspace", str(ws))
     assert again.exit_code == 0, again.output
     assert "continues in" in again.output and " on task " not in again.output  # no run: nothing is redone
 
@@ -151,15 +151,25 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
 def test_roster_demo_lane_refuses_a_path_that_is_not_a_git_repository(cli, tmp_path):
     (tmp_path / "plain").mkdir()
     for path in (tmp_path / "plain", tmp_path / "missing"):
-        result = cli("demo", str(path), "--lane", "--workspace", str(tmp_path / f"ws-{path.name}"))
+        result = cli("demo", str(path), "--workspace", str(tmp_path / f"ws-{path.name}"))
         assert result.exit_code == 2 and ("not a git repository" in result.output or "does not exist" in result.output)
 
 
 def test_without_approval_the_lane_stops_at_the_inbox_with_the_exact_command(cli, tmp_path):
     repo = make_repo(tmp_path)
     ws = tmp_path / "lane-ws"
-    result = cli("demo", str(repo), "--lane", "--workspace", str(ws))
+    result = cli("demo", str(repo), "--workspace", str(ws))
     assert result.exit_code == 0, result.output
     compact = "".join(result.output.split())  # the console wraps long paths anywhere
     assert "waitforyourapproval" in compact and f"roster--spec{ws / 'roster.yaml'}approve1" in compact
     assert "KPIlint_findingsonmain:3->3" in compact
+
+
+def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
+    from roster.agency.demo import spec_text
+
+    offline = parse_spec(spec_text("op"))
+    assert offline.agents["planner"].runner.model_dump()["model"] == "offline"
+    real = parse_spec(spec_text("op", "openai:gpt-4o-mini"))
+    runner = real.agents["planner"].runner.model_dump()
+    assert runner["model"] == "openai:gpt-4o-mini" and "offline_script" not in runner

@@ -592,11 +592,14 @@ def test_apply_of_a_changed_spec_needs_a_human(ws):
 
 def test_demo_runs_the_main_job_end_to_end(tmp_path: Path):
     where = tmp_path / "demo"
-    result = subprocess.run([sys.executable, "-m", "roster", "demo", str(where)], capture_output=True, text=True,
-                            timeout=300, check=False)
+    result = subprocess.run([sys.executable, "-m", "roster", "demo", "--yes", "--workspace", str(where)],
+                            capture_output=True, text=True, timeout=600, check=False, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "verifies" in result.stdout
-    assert (where / ".roster" / "roster.db").is_file()
+    compact = "".join(result.stdout.split())
+    assert "standardlibrary" in compact and "scripted" in compact and "intact" in compact
+    before, after = (int(n) for n in re.search(r"KPIlint_findingsonmain:(\d+)->(\d+)", compact).groups())
+    assert after < before
+    assert (where / ".roster" / "roster.db").is_file() and (where / "repo" / ".git").is_dir()
 
 
 # -- approvals -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ stopped: tasks are keyed by finding, leases and runs are in the store, and nothi
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -30,9 +31,16 @@ SPEC_NAME = "roster.yaml"
 MAX_CYCLES = 400
 
 
-def spec_text(operator: str) -> str:
-    """The agency spec, filled in for this machine: this Python runs the workers; ``operator`` is the human."""
+OFFLINE_PLANNER = 'runner: {kind: llm, model: offline, offline_script: "roster.agency.workers:plan_offline"}'
+
+
+def spec_text(operator: str, model: str | None = None) -> str:
+    """The agency spec, filled in for this machine: this Python runs the workers; ``operator`` is the
+    human; ``model`` (e.g. ``openai:gpt-4o-mini``, from ``ROSTER_MODEL``) replaces the planner's scripted
+    offline model."""
     text = (Path(__file__).parent / SPEC_NAME).read_text(encoding="utf-8")
+    if model:
+        text = text.replace(OFFLINE_PLANNER, f"runner: {{kind: llm, model: {json.dumps(model)}}}")
     return text.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", operator)
 
 
