@@ -173,3 +173,46 @@ def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
     real = parse_spec(spec_text("op", "openai:gpt-4o-mini"))
     runner = real.agents["planner"].runner.model_dump()
     assert runner["model"] == "openai:gpt-4o-mini" and "offline_script" not in runner
+
+
+def test_a_repository_without_python_files_gives_an_empty_lane_and_a_clean_report(cli, tmp_path):
+    repo = tmp_path / "docs-only"
+    repo.mkdir()
+    (repo / "README.md").write_text("# nothing to lint\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "init")
+    result = cli("demo", str(repo), "--yes", "--workspace", str(tmp_path / "ws"))
+    assert result.exit_code == 0, result.output
+    compact = "".join(result.output.split())
+    assert "KPIlint_findingsonmain:0->0" in compact and "intact" in compact
+
+
+def test_qa_does_not_blame_the_patch_for_tests_that_failed_before_it(lane):
+    company, dispatcher, repo = lane
+    (repo / "tests" / "test_broken.py").write_text("def test_already_broken():\n    assert False\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a test that fails on main")
+    drive(company, dispatcher)
+    merged = [t for t in company.list_tasks() if t.state == "merged"]
+    assert merged, [(t.title, t.state) for t in company.list_tasks()]
+    [check] = [e for e in company.history(merged[0].id) if e.action == "check.record"
+               and e.data["name"] == "tests_pass"][-1:]
+    assert check.data["passed"] and "1 failed there already" in check.data["detail"]
+
+
+def test_a_merge_conflict_sends_the_task_back_and_never_leaves_a_half_merge(lane):
+    from roster.agency.workers import merger
+
+    company, dispatcher, repo = lane
+    git(repo, "checkout", "-q", "-b", "roster/task-99")
+    (repo / "a.py").write_text("import sys\n\n\ndef f():\n    return sys.argv[1:]\n")
+    git(repo, "commit", "-q", "-am", "branch side")
+    git(repo, "checkout", "-q", "main")
+    (repo / "a.py").write_text("import sys\n\n\ndef f():\n    return list(sys.argv)\n")
+    git(repo, "commit", "-q", "-am", "main side")
+    head = git(repo, "rev-parse", "HEAD")
+    result = merger({"task": {"id": 99, "state": "approved", "fields": {"branch": "roster/task-99"}}}, repo)
+    assert result["transition"] == "conflict" and "conflicts" in result["rationale"]
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert git(repo, "status", "--porcelain") == ""  # no half-merge left behind
