@@ -216,3 +216,31 @@ def test_a_merge_conflict_sends_the_task_back_and_never_leaves_a_half_merge(lane
     assert result["transition"] == "conflict" and "conflicts" in result["rationale"]
     assert git(repo, "rev-parse", "HEAD") == head
     assert git(repo, "status", "--porcelain") == ""  # no half-merge left behind
+
+
+def test_ctrl_c_in_the_middle_of_the_demo_then_a_rerun_finishes_without_redoing_anything(tmp_path):
+    import signal
+    import time
+
+    repo = make_repo(tmp_path)
+    ws = tmp_path / "ws"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
+    argv = [sys.executable, "-m", "roster", "demo", str(repo), "--yes", "--workspace", str(ws)]
+    out = tmp_path / "first.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        deadline = time.monotonic() + 60
+        while " on task " not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=120) == 0, out.read_text()
+    first = "".join(out.read_text().split())
+    assert "Stopped.Continuewith:rosterdemo--workspace" in first
+    again = subprocess.run(argv[:4] + ["--yes", "--workspace", str(ws)], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    compact = "".join(again.stdout.split())
+    assert "continuesin" in compact and "KPIlint_findingsonmain:3->1" in compact and "intact" in compact
+    store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}")
+    titles = [t.title for t in store.company("agency").list_tasks()]
+    assert sorted(titles) == sorted(set(titles)) and len(titles) == 3  # nothing filed twice

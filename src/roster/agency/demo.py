@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -84,8 +85,24 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
     """Cycle the dispatcher until the lane has nothing left to do, approving merges as ``operator`` when
     ``approve``; returns what the report needs. Progress goes to ``say``, one line per run."""
     dispatcher = Dispatcher(company, workdir=workspace)
+
+    def stop(_signum: int, _frame: object) -> None:  # Ctrl-C: finish the run in flight, give its lease back
+        say("  stopping after the run in flight; run the demo again on this workspace to continue")
+        dispatcher.stopping.set()
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        return _cycle(company, dispatcher, operator, approve, say, max_cycles)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _cycle(company: CompanyStore, dispatcher: Dispatcher, operator: str, approve: bool,
+           say: Callable[[str], None], max_cycles: int) -> dict[str, Any]:
     waiting: list = []
     for _ in range(max_cycles):
+        if dispatcher.stopping.is_set():
+            return {"waiting": [], "stopped": True}
         outcomes = dispatcher.cycle()
         for outcome in outcomes:
             say(_line(outcome))
@@ -99,7 +116,7 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
             states = Counter(t.state for t in company.list_tasks(limit=1000))
             say("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
             break
-    return {"waiting": waiting}
+    return {"waiting": waiting, "stopped": False}
 
 
 def _line(outcome: Outcome) -> str:

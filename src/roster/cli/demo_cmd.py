@@ -62,6 +62,8 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
                   if model == "offline" else f"The planner is the model {model}.", highlight=False)
     result = lane.run_lane(company, where, operator=operator, approve=yes,
                            say=lambda line: console.print(line, highlight=False))
+    if result["stopped"]:
+        console.print(f"\nStopped. Continue with: roster demo --workspace {where}", highlight=False)
     if result["waiting"]:
         console.print(f"\n{len(result['waiting'])} merge(s) wait for your approval. Approve with:", highlight=False)
         for request in result["waiting"]:
