@@ -244,3 +244,13 @@ def test_ctrl_c_in_the_middle_of_the_demo_then_a_rerun_finishes_without_redoing_
     store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}")
     titles = [t.title for t in store.company("agency").list_tasks()]
     assert sorted(titles) == sorted(set(titles)) and len(titles) == 3  # nothing filed twice
+
+
+def test_ruff_missing_is_a_clear_message_naming_the_install(tmp_path, monkeypatch):
+    from roster.agency.lint import ruff_command
+    from roster.errors import UsageError
+
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "bin" / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(UsageError, match="pip install ruff"):
+        ruff_command()
