@@ -254,3 +254,15 @@ def test_ruff_missing_is_a_clear_message_naming_the_install(tmp_path, monkeypatc
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(UsageError, match="pip install ruff"):
         ruff_command()
+
+
+def test_the_lanes_skills_are_agent_skills_and_land_in_the_demo_workspace(cli, tmp_path):
+    from roster.api.mcp_server import read_skills
+
+    shipped = read_skills(Path(roster.agency.__file__).parent / "skills")
+    assert {s["name"] for s in shipped} == {"scout-lint", "plan-lint-fix", "build-on-a-branch", "adversarial-qa",
+                                            "merge-after-approval"}
+    assert all(s["description"] for s in shipped)
+    repo = committed_repo(tmp_path / "r")
+    assert cli("demo", str(repo), "--workspace", str(tmp_path / "ws")).exit_code == 0
+    assert {s["name"] for s in read_skills(tmp_path / "ws" / "skills")} == {s["name"] for s in shipped}

@@ -4,6 +4,7 @@ repository, from the scout's findings to merges a human approved, and reports wh
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -52,6 +53,7 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
             console.print(line, highlight=False)
         model = os.environ.get("ROSTER_MODEL", "").strip() or None
         spec_path.write_text(lane.spec_text(operator, model), encoding="utf-8")
+        shutil.copytree(Path(lane.__file__).parent / "skills", where / "skills")  # the agents' SKILL.md briefs
         (where / ".roster").mkdir(exist_ok=True)
         _apply_file(ws, spec_path)
         (where / ".roster" / "kpi-before").write_text(str(len(findings(where / "repo"))))
