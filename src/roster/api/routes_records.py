@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from roster.api.app import MAX_ID, Caller
 from roster.api.models import AuditPage, CostsOut, KpiOut, RunPage, VerifyOut
-from roster.api.routes_tasks import MAX_PAGE, _cursor
+from roster.api.pages import MAX_PAGE, cursor_id, page
 
 router = APIRouter()
 
@@ -19,8 +19,7 @@ def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None
          cursor: Annotated[str | None, Query(max_length=64)] = None,
          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
     found = caller.list_runs(agent=agent, task_id=task_id, limit=limit + 1, before=cursor or None)
-    page = found[:limit]
-    return {"items": page, "next_cursor": page[-1].started_at if len(found) > limit else None}
+    return page(found, limit, lambda run: run.started_at)
 
 
 @router.get("/costs", response_model=CostsOut, tags=["runs"], summary="Spend per agent and per portfolio")
@@ -40,10 +39,9 @@ def audit_log(caller: Caller, cursor: str | None = None,
               task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None, principal: str | None = None,
               action: str | None = None,
               limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
-    found = caller.audit_log(after_seq=_cursor(cursor), task_id=task_id, principal=principal, action=action,
-                             limit=limit + 1)  # one more than asked: is there a next page?
-    page = found[:limit]
-    return {"items": page, "next_cursor": str(page[-1].seq) if len(found) > limit else None}
+    found = caller.audit_log(after_seq=cursor_id(cursor), task_id=task_id, principal=principal, action=action,
+                             limit=limit + 1)
+    return page(found, limit, lambda event: event.seq)
 
 
 @router.get("/audit/verify", response_model=VerifyOut, tags=["audit"], summary="Walk the hash chain")

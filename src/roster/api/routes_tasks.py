@@ -3,7 +3,6 @@ artifact upload, versions, diff and download."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Annotated, Any
 
@@ -11,31 +10,21 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from roster.api.app import Caller, Id
 from roster.api.models import ClaimIn, DiffOut, HoldIn, ReleaseIn, TaskCreate, TaskPage, TransitionIn
+from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.api.problems import documented
-from roster.errors import UsageError
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.store import ArtifactRecord, Task
 from roster.store.leases import Lease
 
 router = APIRouter(tags=["tasks"])
-MAX_PAGE = 500
-
-
-def _cursor(value: str | None) -> int:
-    if value is None or value == "":
-        return 0
-    if not re.fullmatch(r"[0-9]{1,15}", value):  # ASCII digits only (str.isdigit accepts superscripts)
-        raise UsageError(f"cursor {value!r} is not one this API handed out")
-    return int(value)
 
 
 @router.get("/tasks", response_model=TaskPage, summary="List tasks the caller may read, oldest first")
 def list_tasks(caller: Caller, workflow: str | None = None, state: str | None = None, owner: str | None = None,
                cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
-    found = caller.list_tasks(workflow=workflow, state=state, owner=owner, after_id=_cursor(cursor),
-                              limit=limit + 1)  # one more than asked: is there a next page?
-    page = found[:limit]
-    return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
+    found = caller.list_tasks(workflow=workflow, state=state, owner=owner, after_id=cursor_id(cursor),
+                              limit=limit + 1)
+    return page(found, limit, lambda task: task.id)
 
 
 @router.post("/tasks", response_model=Task, status_code=201,

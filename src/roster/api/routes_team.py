@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from roster.api.app import Caller, Id
 from roster.api.models import DecisionIn, MemoryIn, MessageIn, MessagePage
-from roster.api.routes_tasks import _cursor
+from roster.api.pages import cursor_id, page
 from roster.store import MemoryEntry, Message, Principal
 from roster.store.approvals import ApprovalRequest
 
@@ -50,9 +50,8 @@ def send(caller: Caller, body: MessageIn) -> Any:
 @router.get("/messages", response_model=MessagePage, tags=["messages"], summary="Your inbox, newest first")
 def inbox(caller: Caller, unread: bool = False, cursor: str | None = None,
           limit: Annotated[int, Query(ge=1, le=500)] = 50) -> Any:
-    found = caller.message_inbox(unread_only=unread, limit=limit + 1, before_id=_cursor(cursor) or None)
-    page = found[:limit]
-    return {"items": page, "next_cursor": str(page[-1].id) if len(found) > limit else None}
+    found = caller.message_inbox(unread_only=unread, limit=limit + 1, before_id=cursor_id(cursor) or None)
+    return page(found, limit, lambda message: message.id)
 
 
 @router.get("/threads/{thread_id}", response_model=list[Message], tags=["messages"],
