@@ -12,9 +12,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import case, func, select
 
+from roster.kernel.rights import Resource
 from roster.kernel.spec import Budget, CompanySpec
 from roster.store import audit
-from roster.kernel.rights import Resource
 from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.schema import runs, tasks
 from roster.store.store import format_ts

@@ -16,21 +16,17 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, select, update
 
 from roster.errors import ContractViolation, RosterError, UsageError
 from roster.store import audit
 from roster.store.artifacts import ArtifactVerbs
 from roster.store.company_base import ActorRef, CompanyCache
-from roster.store.prepared import Prepared
 from roster.store.schema import tasks
-from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
+from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task, finished
 
 MAX_DELEGATION_DEPTH = 32
-# No ORDER BY: with one, SQLite walks the primary key (company, id) over every task of the company
-# instead of seeking the (company, parent_id) index; children are few, so they are sorted in Python.
-_CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
-                                           tasks.c.parent_id == bindparam("parent_id")))
+
 
 
 class Packet(BaseModel):
@@ -82,8 +78,7 @@ class DelegationVerbs(ArtifactVerbs):
         with self.store.read() as conn:
             cache = self._current(conn)
             row = self._row_txn(conn, parent_id)
-        machine = cache.machines.get(row.workflow)
-        if machine is not None and row.state in machine.terminal:
+        if finished(cache, row.workflow, row.state):
             raise UsageError(f"task {parent_id} is finished (state '{row.state}'); delegate from an open task")
 
     def adopt(self, parent_id: int, child_id: int, *, actor: ActorRef, packet: Any) -> Task:
@@ -127,8 +122,7 @@ class DelegationVerbs(ArtifactVerbs):
         """The tasks delegated from ``parent_id`` (that the actor may read), oldest first."""
         with self._reading(actor, "task.read", f"task:{parent_id}") as (conn, cache, who):
             self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
-            rows = sorted((_task(r) for r in _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})),
-                          key=lambda t: t.id)
+            rows = self._children_txn(conn, parent_id)
             if who is None:
                 return rows
             readable = []
@@ -144,11 +138,8 @@ class DelegationVerbs(ArtifactVerbs):
         """The parent's children as the brief shows them: open ones with their packet's desired output,
         finished ones with their result (final state, fields, latest artifacts). A trusted read."""
         shown = []
-        for row in sorted(_CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id}),
-                          key=lambda r: r.id):
-            child = _task(row)
-            machine = cache.machines.get(child.workflow)
-            done = machine is not None and child.state in machine.terminal
+        for child in self._children_txn(conn, parent_id):
+            done = finished(cache, child.workflow, child.state)
             item: dict[str, Any] = {"id": child.id, "title": child.title, "workflow": child.workflow,
                                     "state": child.state, "open": not done,
                                     "desired_output": (child.packet or {}).get("desired_output", "")}

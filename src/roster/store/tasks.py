@@ -58,9 +58,10 @@ _UPDATE_TASK = Prepared(
 )
 _ARTIFACT_KINDS = select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
                                                 artifacts.c.task_id == bindparam("task_id"))
-# No ORDER BY (sorted in Python): with one, SQLite walks every task of the company by primary key.
-_CHILDREN = select(tasks.c.id, tasks.c.workflow, tasks.c.state).where(
-    tasks.c.company_id == bindparam("company"), tasks.c.parent_id == bindparam("task_id"))
+# A parent's delegated children. No ORDER BY (they are sorted in Python): with one, SQLite walks every
+# task of the company by primary key instead of seeking the (company, parent_id) index.
+_CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
+                                           tasks.c.parent_id == bindparam("parent_id")))
 _CHECKS = (select(check_results.c.name, check_results.c.passed)
            .where(check_results.c.company_id == bindparam("company"), check_results.c.task_id == bindparam("task_id"))
            .order_by(check_results.c.id))
@@ -362,14 +363,19 @@ class TaskVerbs(CompanyBase):
 
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
 
+    def _children_txn(self, conn: Connection, parent_id: int) -> list[Task]:
+        """The tasks delegated from ``parent_id``, oldest first (a trusted read)."""
+        rows = _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})
+        return sorted((_task(row) for row in rows), key=lambda task: task.id)
+
     def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task) -> Evidence:
         params = {"company": self.company, "task_id": task.id}
         kinds = frozenset(conn.scalars(_ARTIFACT_KINDS, params))
         latest: dict[str, bool] = {}
         for name, passed in conn.execute(_CHECKS, params):
             latest[name] = bool(passed)
-        open_children = tuple(row.id for row in sorted(conn.execute(_CHILDREN, params), key=lambda r: r.id)
-                              if row.workflow not in cache.machines or row.state not in cache.machines[row.workflow].terminal)
+        open_children = tuple(child.id for child in self._children_txn(conn, task.id)
+                              if not finished(cache, child.workflow, child.state))
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok), open_children=open_children)
 
     @contextmanager
@@ -510,6 +516,12 @@ def _check_size(what: str, value: Any, limit: int) -> None:
     size = len(_dumps(value).encode())
     if size > limit:
         raise PayloadTooLarge(what, size, limit)
+
+
+def finished(cache: CompanyCache, workflow: str, state: str) -> bool:
+    """Whether a task in ``state`` of ``workflow`` is finished (a terminal state of a known workflow)."""
+    machine = cache.machines.get(workflow)
+    return machine is not None and state in machine.terminal
 
 
 def _task(row: Any) -> Task:
