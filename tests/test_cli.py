@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC
+from conftest import FIX_LINT, GOOD_SPEC, js, ok
 
 from roster.cli.context import operator_handle
 from roster.specfile import load_spec
@@ -19,15 +19,6 @@ AGENTS = ("builder", "merger", "planner", "qa")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def js(result):
-    return json.loads(ok(result))
 
 
 def flat(text: str) -> str:

@@ -7,7 +7,15 @@ from __future__ import annotations
 import pytest
 from conftest import FIX_LINT, GOOD_SPEC, StepClock
 
-from roster.errors import Denied, InvalidFields, LeaseHeld, NotFound, PayloadTooLarge, StaleVersion, UsageError
+from roster.errors import (
+    Denied,
+    InvalidFields,
+    LeaseHeld,
+    NotFound,
+    PayloadTooLarge,
+    StaleVersion,
+    UsageError,
+)
 from roster.specfile import parse_spec
 from roster.store import Store, audit
 

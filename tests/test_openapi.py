@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from schemathesis import checks
 from conftest import FIX_LINT
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
 
 from roster.api import create_app
 from roster.api.openapi import render

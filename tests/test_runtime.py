@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, alive, read_lines, wait_for
+from conftest import FIX_LINT, GOOD_SPEC, alive, js, ok, read_lines, wait_for
 
 from roster.errors import (
     ApprovalPending,
@@ -677,29 +677,11 @@ def test_a_run_whose_lease_is_taken_by_the_kill_switch_cannot_write(company, new
 # -- 7. the CLI ------------------------------------------------------------------------------------
 
 
-def ok(result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def js(result):
-    return json.loads(ok(result))
-
-
 def token_for(cli, handle: str) -> str:
     return js(cli("token", "issue", handle, "--json"))["token"]
 
 
 PLANNER_MISSION = "    mission: Turn each finding into a concrete, checkable spec.\n"
-
-
-@pytest.fixture
-def keep_signals():
-    """``roster up`` run in-process installs SIGINT/SIGTERM handlers: put pytest's back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 @pytest.fixture

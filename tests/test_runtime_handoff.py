@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, Recorder, read_lines
+from conftest import FIX_LINT, GOOD_SPEC, Recorder, js, ok, read_lines
 
 from roster.cli.context import operator_handle
 from roster.runtime.dispatcher import CONSOLIDATION, RUNTIME, Dispatcher
@@ -253,15 +253,6 @@ with open("briefs.jsonl", "a", encoding="utf-8") as out:
 print(json.dumps({{"artifacts": [{{"kind": "patch", "name": "fix.diff", "content": {V1!r},
                                   "reason": "first cut"}}]}}))
 """
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def js(result):
-    return json.loads(ok(result))
 
 
 def test_cli_a_humans_hold_edit_and_release_show_in_the_agents_context(cli):

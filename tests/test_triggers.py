@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, Recorder, alive, read_lines, wait_for
+from conftest import FIX_LINT, Recorder, alive, js, ok, read_lines, wait_for
 
 from roster.errors import PayloadTooLarge, SpecError
 from roster.kernel.failures import FailureCategory
@@ -290,24 +290,6 @@ def test_an_event_payload_over_16_kib_is_payload_too_large_and_audited(opened):
 
 
 # -- the CLI: roster emit --------------------------------------------------------------------------
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, f"exit {result.exit_code}\nstdout: {result.stdout}\nstderr: {result.stderr}"
-    return result.stdout
-
-
-def js(result):
-    return json.loads(ok(result))
-
-
-@pytest.fixture
-def keep_signals():
-    """``roster up`` run in-process installs SIGINT/SIGTERM handlers: put pytest's back afterwards."""
-    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for s, handler in saved.items():
-        signal.signal(s, handler)
 
 
 WATCHER_PY = """
