@@ -140,6 +140,16 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
+def still(tmp_path, clock):
+    """A company (FIX_LINT) in a store whose clock stands still: backoffs and leases only pass when the
+    test advances the clock."""
+    opened = Store.open(f"sqlite:///{tmp_path / 'still.db'}", clock=clock, artifact_root=tmp_path / "still-art")
+    opened.apply(parse_spec(FIX_LINT), applied_by="alice")
+    yield opened.company("acme")
+    opened.close()
+
+
+@pytest.fixture
 def spec() -> CompanySpec:
     return parse_spec(FIX_LINT)
 

@@ -83,16 +83,6 @@ def brief_for(task_id: int = 1, **extra) -> Brief:
     return Brief({"agent": {"handle": "planner"}, "task": {"id": task_id, "fields": {"rule": "E501"}}, **extra})
 
 
-@pytest.fixture
-def still(tmp_path, clock):
-    """A company (FIX_LINT) in a store whose clock stands still: backoffs and leases only pass when the
-    test advances the clock."""
-    opened = Store.open(f"sqlite:///{tmp_path / 'still.db'}", clock=clock, artifact_root=tmp_path / "still-art")
-    opened.apply(parse_spec(FIX_LINT), applied_by="alice")
-    yield opened.company("acme")
-    opened.close()
-
-
 def make_task(company, *, title: str = "fix E501", priority: int = 0, fields=None):
     return company.create_task(workflow="fix-lint", title=title, actor="alice", priority=priority,
                                fields={"rule": "E501"} if fields is None else fields)[0]

@@ -56,7 +56,12 @@ CONTEXT_RESERVE = 200
 
 def estimate_tokens(value: Any) -> int:
     """Estimated tokens of ``value`` as compact JSON: ceil(UTF-8 bytes / 4)."""
-    return math.ceil(len(_compact(value).encode()) / 4)
+    return math.ceil(_json_bytes(value) / 4)
+
+
+def _json_bytes(value: Any) -> int:
+    """UTF-8 bytes of ``value`` as compact JSON."""
+    return len(_compact(value).encode())
 
 
 def _compact(value: Any) -> str:
@@ -202,7 +207,8 @@ def _fit(mandatory: dict[str, Any], optional: list[tuple[str, Any]], budget: int
     """Add the optional parts, in order, while the brief stays within ``budget`` tokens. Sizes are
     summed per part (each part's JSON, its key and separator); :data:`CONTEXT_RESERVE` covers the
     ``context`` report and rounding."""
-    sizes = {name: estimate_tokens(value) for name, value in mandatory.items()}
+    nbytes = {name: _json_bytes(value) for name, value in mandatory.items()}
+    sizes = {name: math.ceil(size / 4) for name, size in nbytes.items()}
     used = sum(sizes.values()) + sum(_key_tokens(name) for name in mandatory)
     if used > budget - CONTEXT_RESERVE:
         largest = max(sizes, key=lambda name: sizes[name])
@@ -211,17 +217,23 @@ def _fit(mandatory: dict[str, Any], optional: list[tuple[str, Any]], budget: int
     left_out: dict[str, int] = {}
     for name, value in optional:
         overhead = _key_tokens(name)
-        fitted, dropped, size = _fit_part(name, value, budget - CONTEXT_RESERVE - used - overhead)
+        fitted, dropped, nbytes[name] = _fit_part(name, value, budget - CONTEXT_RESERVE - used - overhead)
         data[name] = fitted
-        sizes[name] = size
-        used += size + overhead
+        sizes[name] = math.ceil(nbytes[name] / 4)
+        used += sizes[name] + overhead
         if dropped:
             left_out[name] = dropped
     data["context"] = {"budget": budget, "tokens": 0, "parts": sizes, "left_out": left_out,
                        "estimate": "utf-8 bytes / 4"}
-    # The count is part of what it counts: settle on a value that counts itself (a few digits more at most).
-    while (tokens := estimate_tokens(data)) != data["context"]["tokens"]:
-        data["context"]["tokens"] = tokens
+    # The whole brief's size, from its parts' (each serialized once): compact JSON of an object is its
+    # braces, a comma between members, and per member '"name":' and the value. The count is part of what
+    # it counts: settle on a value that counts itself (a few digits more at most).
+    members = {**nbytes, "context": _json_bytes(data["context"]) - len("0")}
+    frame = 2 + (len(members) - 1) + sum(len(name) + 3 + size for name, size in members.items())
+    tokens = 0
+    while (counted := math.ceil((frame + len(str(tokens))) / 4)) != tokens:
+        tokens = counted
+    data["context"]["tokens"] = tokens
     return data
 
 
@@ -232,9 +244,9 @@ def _key_tokens(name: str) -> int:
 
 def _fit_part(name: str, value: Any, room: int) -> tuple[Any, int, int]:
     """The largest form of one part that fits in ``room`` tokens, how many items were left out, and its
-    size in tokens."""
-    size = estimate_tokens(value)
-    if value is None or size <= room:
+    size in bytes (compact JSON, UTF-8)."""
+    size = _json_bytes(value)
+    if value is None or math.ceil(size / 4) <= room:
         return value, 0, size
     if isinstance(value, list):
         kept: list[Any] = []
@@ -242,10 +254,10 @@ def _fit_part(name: str, value: Any, room: int) -> tuple[Any, int, int]:
             if estimate_tokens([*kept, item]) > room:
                 break
             kept.append(item)
-        return kept, len(value) - len(kept), estimate_tokens(kept)
+        return kept, len(value) - len(kept), _json_bytes(kept)
     if isinstance(value, dict) and name == "handoff":
         lighter = {**value, "artifacts": [{k: v for k, v in a.items() if k != "diff"} for a in value["artifacts"]],
                    "events": []}
-        if (lighter_size := estimate_tokens(lighter)) <= room:
-            return lighter, len(value["artifacts"]) + len(value["events"]), lighter_size
-    return None, 1, 1
+        if estimate_tokens(lighter) <= room:
+            return lighter, len(value["artifacts"]) + len(value["events"]), _json_bytes(lighter)
+    return None, 1, _json_bytes(None)

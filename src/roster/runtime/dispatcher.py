@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
-from roster.store.runs import new_run_id
+from roster.store.runs import Candidate, new_run_id
 from roster.store.store import format_ts
 from roster.store.triggers import TriggerState
 
@@ -92,6 +93,7 @@ class Dispatcher:
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
         self.context = ContextAssembler(company)
+        self._renewals = _Renewals(company, lease_seconds)
         self._consolidation_due: datetime | None = None
 
     # -- who runs -----------------------------------------------------------------------------------
@@ -139,7 +141,7 @@ class Dispatcher:
         outcomes = []
         agents = self.agents()
         self._spec, paused = self.company.spec_and_paused()  # one read per cycle, not several per run
-        for agent, work in self.company.pending_work_many(agents).items():
+        for agent, work in self.company.candidates_many(agents).items():
             if self.stopping.is_set():
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
@@ -199,9 +201,10 @@ class Dispatcher:
 
     # -- one run ------------------------------------------------------------------------------------
 
-    def run_once(self, agent: str, task: Task | None, *, trigger: str, queue: list[int] | None = None,
+    def run_once(self, agent: str, task: Task | Candidate | None, *, trigger: str, queue: list[int] | None = None,
                  context: dict | None = None) -> Outcome:
-        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything. With
+        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything. The
+        brief shows the task as read in the claim's transaction. With
         ``task=None`` (a schedule, an event, a condition), the run holds no lease and may only file
         tasks; ``context`` (what fired) goes into its brief."""
         runner = self.runner(agent)
@@ -212,11 +215,11 @@ class Dispatcher:
             return Outcome(agent, task.id if task else None, None, "stopped", blocked=exhausted)
         if task is None:
             return self._run_without_task(agent, runner, trigger, context or {})
-        previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
-        attempt = 1 + sum(a.failures for a in previous)
-        if self.max_task_cost_usd is not None and previous:
-            spent = self.company.task_cost(task.id)
-            if spent >= self.max_task_cost_usd:  # the stop rule: no more money into this task
+        previous: list = []
+        if self.max_task_cost_usd is not None:  # the stop rule: no more money into this task
+            previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+            spent = self.company.task_cost(task.id) if previous else 0.0
+            if previous and spent >= self.max_task_cost_usd:
                 stop = Failure(FailureCategory.DETERMINISTIC, "cost-limit",
                                f"task {task.id} has cost {spent:.4f} USD, at or past the limit of "
                                f"{self.max_task_cost_usd:.4f} USD per task")
@@ -224,8 +227,16 @@ class Dispatcher:
                 self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
                 return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
         run_id = new_run_id()
+        attempt = 0
+        claimed: Task | None = None
 
         def start(conn, head, lease: Lease) -> None:  # noqa: ANN001 - the run starts in the claim's transaction
+            nonlocal previous, attempt, claimed
+            # Read here, not in read transactions of their own: the task the brief shows and the attempt
+            # count are the ones as of the claim.
+            claimed = self.company.task_txn(conn, task.id)
+            previous = [a for a in self.company.attempts_txn(conn, task.id) if a.agent == agent]
+            attempt = 1 + sum(a.failures for a in previous)
             self.company._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
                                         fencing_token=lease.fencing_token, attempt=attempt)
 
@@ -233,6 +244,8 @@ class Dispatcher:
             lease = self.company.claim(task.id, actor=agent, run_id=run_id, ttl=self.lease_seconds, then=start)
         except LeaseHeld:
             return Outcome(agent, task.id, None, "skipped")
+        assert claimed is not None
+        task = claimed
         started = time.monotonic()
         failure: Failure | None = None
         stopped = False
@@ -240,7 +253,7 @@ class Dispatcher:
         outcome = "succeeded"
         tried: dict = {"saved": []}
         brief: Brief | None = None
-        with _Renewer(self.company, agent, lease, self.lease_seconds):
+        with self._renewals.held(agent, lease):
             try:
                 brief = self.brief(agent, task, lease, run_id, attempt, queue or [], previous)
                 result = runner.run(brief)
@@ -268,7 +281,7 @@ class Dispatcher:
         finish = self._finisher(run_id, runner, outcome=outcome, transition=transition, failure=failure,
                                 started=started)
         def end(conn, head) -> None:  # noqa: ANN001 - the run ends, and what it saw is kept, in the release's transaction
-            self.company._finish_run_txn(conn, head, run_id, **finish)
+            self.company._finish_run_txn(conn, head, run_id, agent=agent, **finish)
             self.company.record_view_txn(conn, head, task.id, agent)
 
         try:
@@ -414,9 +427,10 @@ class Dispatcher:
             raise JudgmentCall(result.failure.category, result.failure.reason)
         if result.transition is None:
             return None, "succeeded"
-        current = self.company.get_task(task.id)
+        # The version the brief showed, unless this run's own evidence (artifacts, checks) moved it since.
+        version = self.company.get_task(task.id).version if result.artifacts or result.checks else task.version
         try:
-            self.company.transition(task.id, result.transition, actor=agent, expected_version=current.version,
+            self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
                                     writes=result.writes, rationale=result.rationale,
                                     fencing_token=lease.fencing_token)
         except ApprovalPending:
@@ -435,26 +449,44 @@ def _stopped_by_kill_switch(error: BaseException) -> bool:
         p == "inactive-principal" or p.startswith("kill-switch:") for p in error.policies)
 
 
-class _Renewer:
-    """Renews a lease every third of its length while the runner works, in a background thread."""
+class _Renewals:
+    """Renews the lease of every run in flight each third of the lease's length (``seconds``), from one
+    background thread started with the first run and kept for the dispatcher's life (a thread per run
+    cost more than the rest of a short run's bookkeeping). A lease that cannot be renewed (taken over,
+    released by the kill switch) is dropped: the run's writes will be refused by its fencing token."""
 
-    def __init__(self, company: CompanyStore, agent: str, lease: Lease, seconds: float) -> None:
-        self.company, self.agent, self.lease, self.seconds = company, agent, lease, seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"renew-{lease.task_id}")
+    def __init__(self, company: CompanyStore, seconds: float) -> None:
+        self.company, self.seconds = company, seconds
+        self._leases: dict[int, tuple[str, Lease, float]] = {}  # task id -> (agent, lease, due: monotonic s)
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def held(self, agent: str, lease: Lease) -> Iterator[None]:
+        """Renew ``lease`` while the block runs. On exit no renewal of it is in progress, or will be."""
+        with self._changed:
+            self._leases[lease.task_id] = (agent, lease, time.monotonic() + self.seconds / 3)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewals")
+                self._thread.start()
+            self._changed.notify()
+        try:
+            yield
+        finally:
+            with self._changed:  # waits for a renewal in progress: it holds the condition's lock
+                self._leases.pop(lease.task_id, None)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
-            try:
-                self.company.renew(self.lease.task_id, actor=self.agent, fencing_token=self.lease.fencing_token,
-                                   ttl=self.seconds)
-            except RosterError:
-                return  # lost the lease: the run's writes will be refused by the fencing token
-
-    def __enter__(self) -> _Renewer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        with self._changed:
+            while True:
+                now = time.monotonic()
+                for task_id, (agent, lease, due) in list(self._leases.items()):
+                    if due > now:
+                        continue
+                    try:
+                        self.company.renew(task_id, actor=agent, fencing_token=lease.fencing_token, ttl=self.seconds)
+                        self._leases[task_id] = (agent, lease, now + self.seconds / 3)
+                    except RosterError:
+                        del self._leases[task_id]
+                dues = [due for _, _, due in self._leases.values()]
+                self._changed.wait(timeout=max(0.0, min(dues) - time.monotonic()) if dues else None)

@@ -13,6 +13,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
+import rfc8785
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from roster.errors import UsageError
@@ -68,11 +69,14 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
     if via is not None and isinstance(data, dict):
         data = {**data, "via": via}
     seq = head.audit_seq + 1
-    problems = canonical_problems(data, "data")
-    if problems:  # the hash is over RFC 8785 JSON: refuse what it cannot represent, before anything is written
-        raise UsageError(f"cannot record {action}: {'; '.join(problems[:3])}")
-    digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
-                        subject=subject, data=data, prev_hash=head.audit_head)
+    try:
+        digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
+                            subject=subject, data=data, prev_hash=head.audit_head)
+    except rfc8785.CanonicalizationError as exc:
+        # The hash is over RFC 8785 JSON: refuse what it cannot represent, before anything is written,
+        # and say where (the diagnosis walks the value only when it failed: appends are the hot path).
+        problems = canonical_problems(data, "data") or [str(exc)]
+        raise UsageError(f"cannot record {action}: {'; '.join(problems[:3])}") from None
     _INSERT_EVENT.rowcount(conn, {
         "company_id": head.company, "seq": seq, "ts": ts, "principal": principal, "action": action,
         "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),

@@ -32,12 +32,13 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, TextClause, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, text, update
 
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.prepared import Prepared
 from roster.store.schema import memory_entries, memory_shares
 from roster.store.store import format_ts
 
@@ -277,7 +278,7 @@ class MemoryVerbs(CompanyBase):
         else:
             params["q"] = " | ".join(words)
         sql = _recall_sql(conn.dialect.name, len(pads), len(kinds or []))
-        return [_entry(r, float(r.score)) for r in conn.execute(sql, params)]
+        return [_entry(r, float(r.score)) for r in sql.all(conn, params)]
 
     def forget(self, entry_id: int, *, actor: ActorRef, reason: str = "") -> MemoryEntry:
         """Delete one entry (the audit keeps its id, kind and the SHA-256 of its text, not the text).
@@ -431,7 +432,7 @@ class MemoryVerbs(CompanyBase):
 
 
 @functools.lru_cache(maxsize=64)
-def _recall_sql(dialect: str, pads: int, kinds: int) -> TextClause:
+def _recall_sql(dialect: str, pads: int, kinds: int) -> Prepared:
     """The recall query for a number of pads and kinds, built once (see the module docstring's ranking)."""
     weight = "(0.5 + 0.5 * m.confidence)"
     where = (f"m.company_id = :company AND m.pad IN ({', '.join(f':pad{i}' for i in range(pads))}) "
@@ -439,13 +440,13 @@ def _recall_sql(dialect: str, pads: int, kinds: int) -> TextClause:
     if kinds:
         where += f" AND m.kind IN ({', '.join(f':kind{i}' for i in range(kinds))})"
     if dialect == "sqlite":
-        return text(f"SELECT m.*, -bm25(memory_fts) * {weight} AS score FROM memory_fts "
-                    f"JOIN memory_entries m ON m.id = memory_fts.rowid WHERE memory_fts MATCH :q AND {where} "
-                    "ORDER BY score DESC, m.id DESC LIMIT :limit")
+        return Prepared(text(f"SELECT m.*, -bm25(memory_fts) * {weight} AS score FROM memory_fts "
+                             f"JOIN memory_entries m ON m.id = memory_fts.rowid WHERE memory_fts MATCH :q AND {where} "
+                             "ORDER BY score DESC, m.id DESC LIMIT :limit"))
     vector = "to_tsvector('english', m.text)"
-    return text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
-                f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
-                "ORDER BY score DESC, m.id DESC LIMIT :limit")
+    return Prepared(text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
+                         f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
+                         "ORDER BY score DESC, m.id DESC LIMIT :limit"))
 
 
 def _check_entry(kind: str, text_: str, confidence: float) -> None:

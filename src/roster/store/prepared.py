@@ -24,6 +24,7 @@ class Prepared:
         self._by_dialect: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
         columns = getattr(statement, "selected_columns", None)
         self.row = namedtuple("Row", list(columns.keys())) if columns is not None else None
+        """Rows are named tuples of the selected columns; for a ``text()`` query, of the cursor's columns."""
 
     def _compiled(self, conn: Connection) -> tuple[str, list[str] | None, dict[str, Any]]:
         entry = self._by_dialect.get(conn.dialect.name)
@@ -47,16 +48,22 @@ class Prepared:
         cursor = self.execute(conn, params)
         try:
             values = cursor.fetchone()
+            return None if values is None else self._row(cursor)._make(values)
         finally:
             cursor.close()
-        return None if values is None else self.row._make(values)
 
     def all(self, conn: Connection, params: dict[str, Any]) -> list[Any]:
         cursor = self.execute(conn, params)
         try:
-            return [self.row._make(values) for values in cursor.fetchall()]
+            row = self._row(cursor)
+            return [row._make(values) for values in cursor.fetchall()]
         finally:
             cursor.close()
+
+    def _row(self, cursor: Any) -> Any:
+        if self.row is None:  # a text() query: its columns are known once it ran
+            self.row = namedtuple("Row", [column[0] for column in cursor.description])
+        return self.row
 
     def rowcount(self, conn: Connection, params: dict[str, Any]) -> int:
         cursor = self.execute(conn, params)

@@ -14,30 +14,65 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Connection, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_, select, union_all, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.prepared import Prepared
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
 from roster.store.tasks import Task, _task
 
-_ATTEMPTS_OF = (select(attempts).where(attempts.c.company_id == bindparam("company"),
-                                      attempts.c.task_id == bindparam("task_id")).order_by(attempts.c.agent))
+_ATTEMPTS_OF = Prepared(select(attempts).where(attempts.c.company_id == bindparam("company"),
+                                               attempts.c.task_id == bindparam("task_id"))
+                        .order_by(attempts.c.agent))
 _FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens", "output_tokens", "cost_usd",
                    "wall_seconds", "failure_category", "failure_code", "failure_message")
-_FINISH_RUN = update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id")).values(
-    {name: bindparam(name) for name in _FINISH_COLUMNS})
-_START_RUN = insert(runs)
-_CANDIDATES = (
+_FINISH_RUN = Prepared(update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
+                       .values({name: bindparam(name) for name in _FINISH_COLUMNS}))
+_START_COLUMNS = ("company_id", "id", "agent", "trigger", "task_id", "fencing_token", "attempt", "started_at", "outcome")
+_START_RUN = Prepared(insert(runs).values({name: bindparam(name) for name in _START_COLUMNS}))
+_AVAILABLE = (tasks.c.company_id == bindparam("company"), tasks.c.workflow == bindparam("workflow"),
+              tasks.c.state == bindparam("state"),
+              or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
+_CANDIDATES = Prepared(select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority).where(*_AVAILABLE)
+                       .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
+# Held back for one agent: waiting out a backoff or blocked, or waiting on an approval request it opened.
+_HELD_BACK_ATTEMPT = (attempts.c.company_id == tasks.c.company_id, attempts.c.task_id == tasks.c.id,
+                      or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now")))
+_HELD_BACK_REQUEST = (approval_requests.c.company_id == tasks.c.company_id, approval_requests.c.task_id == tasks.c.id,
+                      approval_requests.c.status == "pending")
+_HELD_BACK = union_all(
+    select(attempts.c.task_id, attempts.c.agent).select_from(attempts.join(tasks, and_(*_HELD_BACK_ATTEMPT[:2])))
+    .where(tasks.c.company_id == bindparam("company"), tasks.c.id.in_(bindparam("ids", expanding=True)),
+           _HELD_BACK_ATTEMPT[2]),
+    select(approval_requests.c.task_id, approval_requests.c.requested_by)
+    .select_from(approval_requests.join(tasks, and_(*_HELD_BACK_REQUEST[:2])))
+    .where(tasks.c.company_id == bindparam("company"), tasks.c.id.in_(bindparam("ids", expanding=True)),
+           _HELD_BACK_REQUEST[2]))
+# One agent's own page, when the shared page was all held back for it (many blocked tasks ahead of new ones).
+_CANDIDATES_FOR_AGENT = Prepared(
     select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority)
-    .where(tasks.c.company_id == bindparam("company"), tasks.c.workflow == bindparam("workflow"),
-           tasks.c.state == bindparam("state"),
-           or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
+    .where(*_AVAILABLE,
+           ~exists().where(*_HELD_BACK_ATTEMPT, attempts.c.agent == bindparam("agent")),
+           ~exists().where(*_HELD_BACK_REQUEST, approval_requests.c.requested_by == bindparam("agent")))
     .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
-_RUN_AGENT = select(runs.c.agent).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
+_TASKS_BY_ID = select(tasks).where(tasks.c.company_id == bindparam("company"),
+                                   tasks.c.id.in_(bindparam("ids", expanding=True)))
+_RUN_AGENT = Prepared(select(runs.c.agent).where(runs.c.company_id == bindparam("company"),
+                                                 runs.c.id == bindparam("run_id")))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A task some agent could act on now, as the work query sees it (the whole row is read at claim)."""
+
+    id: int
+    workflow: str
+    state: str
+    priority: int
 
 
 def new_run_id() -> str:
@@ -88,6 +123,17 @@ class RunVerbs(CompanyBase):
 
     def pending_work_many(self, agents: list[str], *, limit: int = 20,
                           scan: int | None = None) -> dict[str, list[Task]]:
+        """For each agent, the tasks it could act on now, most urgent first (see :meth:`candidates_many`)."""
+        chosen = self.candidates_many(agents, limit=limit, scan=scan)
+        wanted = sorted({c.id for picks in chosen.values() for c in picks})
+        if not wanted:
+            return {}
+        with self.store.read() as conn:
+            full = {r.id: _task(r) for r in conn.execute(_TASKS_BY_ID, {"company": self.company, "ids": wanted})}
+        return {agent: [full[c.id] for c in picks if c.id in full] for agent, picks in chosen.items()}
+
+    def candidates_many(self, agents: list[str], *, limit: int = 20,
+                        scan: int | None = None) -> dict[str, list[Candidate]]:
         """For each agent, the tasks it could act on now, most urgent first (priority, then id): in a
         state one of its granted transitions starts from, with no live lease of someone else's run, not
         waiting out a backoff or blocked for this agent, and not waiting on an approval request it
@@ -111,29 +157,33 @@ class RunVerbs(CompanyBase):
             # page (twice what an agent is shown, room for held-back tasks), so the cost does not grow
             # with the number of waiting tasks.
             page = min(scan, 2 * limit)
-            rows = sorted((row for wf, wf_states in sorted(union.items()) for state in sorted(wf_states)
-                           for row in conn.execute(_CANDIDATES, {"company": self.company, "workflow": wf,
-                                                                 "state": state, "now": now, "scan": page})),
-                          key=lambda r: (-r.priority, r.id))[:scan]
+            params = {"company": self.company, "now": now, "scan": page}
+            full_pages: set[tuple[str, str]] = set()
+            rows = []
+            for wf, wf_states in sorted(union.items()):
+                for state in sorted(wf_states):
+                    found = _CANDIDATES.all(conn, {**params, "workflow": wf, "state": state})
+                    rows.extend(found)
+                    if len(found) == page:
+                        full_pages.add((wf, state))
+            rows = sorted(rows, key=lambda r: (-r.priority, r.id))[:scan]
             if not rows:
                 return {}
-            ids = [t.id for t in rows]
-            held_back = {(r.task_id, r.agent) for r in conn.execute(select(attempts.c.task_id, attempts.c.agent).where(
-                attempts.c.company_id == self.company, attempts.c.task_id.in_(ids),
-                or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > now)))}
-            held_back |= {(r.task_id, r.requested_by) for r in conn.execute(  # waiting for a human meanwhile
-                select(approval_requests.c.task_id, approval_requests.c.requested_by).where(
-                    approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
-                    approval_requests.c.task_id.in_(ids)))}
-            chosen: dict[str, list[int]] = {}
+            held_back = {(r[0], r[1]) for r in conn.execute(_HELD_BACK, {"company": self.company, "now": now,
+                                                                        "ids": [t.id for t in rows]})}
+            chosen: dict[str, list[Candidate]] = {}
             for agent, per_agent in states.items():
-                mine = [t.id for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
+                mine = [t for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
+                if not mine and any((wf, st) in full_pages for wf, sts in per_agent.items() for st in sts):
+                    # Every task on the shared page is held back for this agent, and there may be more
+                    # behind them: look past them, for this agent only (no starving behind blockers).
+                    own = [r for wf, sts in sorted(per_agent.items()) for st in sorted(sts)
+                           for r in _CANDIDATES_FOR_AGENT.all(conn, {**params, "workflow": wf, "state": st,
+                                                                     "agent": agent, "scan": limit})]
+                    mine = sorted(own, key=lambda r: (-r.priority, r.id))
                 if mine:
-                    chosen[agent] = mine[:limit]
-            wanted = sorted({i for ids_ in chosen.values() for i in ids_})
-            full = {r.id: _task(r) for r in conn.execute(select(tasks).where(
-                tasks.c.company_id == self.company, tasks.c.id.in_(wanted)))} if wanted else {}
-        return {agent: [full[i] for i in ids_] for agent, ids_ in chosen.items()}
+                    chosen[agent] = [Candidate(r.id, r.workflow, r.state, r.priority) for r in mine[:limit]]
+        return chosen
 
     def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, set[str]]:
         """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``)."""
@@ -164,9 +214,9 @@ class RunVerbs(CompanyBase):
     def _start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
                        task_id: int | None, fencing_token: int | None, attempt: int) -> None:
         now = self.store.now()
-        conn.execute(_START_RUN, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
-                                  "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
-                                  "started_at": now, "outcome": "running"})
+        _START_RUN.rowcount(conn, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
+                                   "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
+                                   "started_at": now, "outcome": "running"})
         audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
                      data={"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt})
 
@@ -184,16 +234,20 @@ class RunVerbs(CompanyBase):
     def _finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
                         transition: str | None = None, failure: Failure | None = None, model: str | None = None,
                         input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0,
-                        wall_seconds: float | None = None) -> None:
+                        wall_seconds: float | None = None, agent: str | None = None) -> None:
+        """The ``run.finish`` bookkeeping in ``conn``'s transaction (``agent``: the run's, when the caller
+        knows it; otherwise it is read)."""
         now = self.store.now()
-        agent = conn.scalar(_RUN_AGENT, {"company": self.company, "run_id": run_id})
+        if agent is None:
+            row = _RUN_AGENT.first(conn, {"company": self.company, "run_id": run_id})
+            agent = row.agent if row else None
         values = {"ended_at": now, "outcome": outcome, "transition": transition, "model": model,
                   "input_tokens": input_tokens, "output_tokens": output_tokens, "cost_usd": cost_usd,
                   "wall_seconds": wall_seconds,
                   "failure_category": failure.category.value if failure else None,
                   "failure_code": failure.code if failure else None,
                   "failure_message": failure.message if failure else None}
-        conn.execute(_FINISH_RUN, {**values, "company": self.company, "run_id": run_id})
+        _FINISH_RUN.rowcount(conn, {**values, "company": self.company, "run_id": run_id})
         audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
                      data={k: v for k, v in values.items() if k != "ended_at"})
 
@@ -253,10 +307,15 @@ class RunVerbs(CompanyBase):
                                                 attempts.c.agent == agent))
 
     def attempts_of(self, task_id: int) -> list[Attempt]:
+        """The failed-attempt records of every agent on the task, by agent."""
         with self.store.read() as conn:
-            rows = conn.execute(_ATTEMPTS_OF, {"company": self.company, "task_id": task_id})
-            return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
-                            r.blocked_reason, json.loads(r.last_attempt or "{}")) for r in rows]
+            return self.attempts_txn(conn, task_id)
+
+    def attempts_txn(self, conn: Connection, task_id: int) -> list[Attempt]:
+        """:meth:`attempts_of` inside ``conn``'s transaction (the runtime reads them in its claim's)."""
+        return [Attempt(r.task_id, r.agent, r.failures, r.next_at, r.last_category, r.last_message,
+                        r.blocked_reason, json.loads(r.last_attempt or "{}"))
+                for r in _ATTEMPTS_OF.all(conn, {"company": self.company, "task_id": task_id})]
 
     def list_runs(self, *, agent: str | None = None, task_id: int | None = None, limit: int = 100,
                   actor: ActorRef | None = None, before: str | None = None) -> list[RunRecord]:

@@ -56,15 +56,16 @@ _UPDATE_TASK = Prepared(
     .values(state=bindparam("state"), fields=bindparam("fields"), version=bindparam("version"),
             updated_at=bindparam("updated_at"))
 )
-_ARTIFACT_KINDS = select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
-                                                artifacts.c.task_id == bindparam("task_id"))
+_ARTIFACT_KINDS = Prepared(select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
+                                                          artifacts.c.task_id == bindparam("task_id")))
 # A parent's delegated children. No ORDER BY (they are sorted in Python): with one, SQLite walks every
 # task of the company by primary key instead of seeking the (company, parent_id) index.
 _CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
                                            tasks.c.parent_id == bindparam("parent_id")))
-_CHECKS = (select(check_results.c.name, check_results.c.passed)
-           .where(check_results.c.company_id == bindparam("company"), check_results.c.task_id == bindparam("task_id"))
-           .order_by(check_results.c.id))
+_CHECKS = Prepared(select(check_results.c.name, check_results.c.passed)
+                   .where(check_results.c.company_id == bindparam("company"),
+                          check_results.c.task_id == bindparam("task_id"))
+                   .order_by(check_results.c.id))
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,10 @@ class TaskVerbs(CompanyBase):
             task = _task(self._row_txn(conn, task_id))
             self._may_read(cache, who, task.workflow)
             return task
+
+    def task_txn(self, conn: Connection, task_id: int) -> Task:
+        """The task inside ``conn``'s transaction (a trusted read: no rights check). Raises :class:`NotFound`."""
+        return _task(self._row_txn(conn, task_id))
 
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
         row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
@@ -370,9 +375,9 @@ class TaskVerbs(CompanyBase):
 
     def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task) -> Evidence:
         params = {"company": self.company, "task_id": task.id}
-        kinds = frozenset(conn.scalars(_ARTIFACT_KINDS, params))
+        kinds = frozenset(row.kind for row in _ARTIFACT_KINDS.all(conn, params))
         latest: dict[str, bool] = {}
-        for name, passed in conn.execute(_CHECKS, params):
+        for name, passed in _CHECKS.all(conn, params):
             latest[name] = bool(passed)
         open_children = tuple(child.id for child in self._children_txn(conn, task.id)
                               if not finished(cache, child.workflow, child.state))

@@ -1,0 +1,101 @@
+"""The dispatcher's bookkeeping paths: leases renewed from one background thread while runs work, blocked
+tasks that must not hide new work behind them, and the version a run's brief shows being the one as
+of its claim."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from conftest import FIX_LINT, GOOD_SPEC
+
+from roster.kernel.failures import Failure, FailureCategory
+from roster.runtime.dispatcher import Dispatcher
+from roster.runtime.runners import RunResult
+from roster.specfile import parse_spec
+from roster.store import Store
+
+PLAN = RunResult.parse({"transition": "plan", "writes": {"spec": GOOD_SPEC}})
+BROKEN = Failure(FailureCategory.DETERMINISTIC, "contract-violation", "the output broke the contract")
+
+
+class Scripted:
+    """An in-process runner: returns ``result``, after ``during(brief)`` (which may sleep or write)."""
+
+    kind = "program"
+
+    def __init__(self, result: RunResult, during=None) -> None:  # noqa: ANN001
+        self.result, self.during, self.briefs = result, during, []
+
+    def run(self, brief):  # noqa: ANN001, ANN201
+        self.briefs.append(brief.data)
+        if self.during is not None:
+            self.during(brief)
+        return self.result
+
+
+def make_task(company, title: str = "fix E501", priority: int = 0):  # noqa: ANN001, ANN201
+    return company.create_task(workflow="fix-lint", title=title, actor="alice", priority=priority,
+                               fields={"rule": "E501"})[0]
+
+
+def test_a_long_run_keeps_its_lease_by_renewal_and_no_renewal_outlives_the_run(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'renew.db'}")  # the real clock: leases really run out
+    store.apply(parse_spec(FIX_LINT), applied_by="alice")
+    company = store.company("acme")
+    task = make_task(company)
+    seen: list[str] = []
+
+    def work(brief) -> None:  # noqa: ANN001
+        for _ in range(8):  # 1.6 s of work under a 0.6 s lease: without renewal it would lapse twice over
+            time.sleep(0.2)
+            [lease] = company.leases()
+            seen.append(lease.expires_at)
+
+    runner = Scripted(PLAN, work)
+    dispatcher = Dispatcher(company, workdir=tmp_path, lease_seconds=0.6, runners={"planner": runner})
+    [outcome] = dispatcher.cycle()
+
+    assert outcome.outcome == "succeeded" and company.get_task(task.id).state == "planned"
+    assert len(set(seen)) >= 3  # renewed, every 0.2 s, while the runner worked
+    assert company.leases() == []
+    time.sleep(0.5)  # past the next renewal that would have been due: none happens after the release
+    actions = [e.action for e in company.audit_log()]
+    assert not [a for a in actions if a.startswith("lease.renew")]  # renewals are not audited, nor refused
+    assert company.leases() == [] and company.get_task(task.id).fencing_token == 1
+    # One thread serves every run of the dispatcher, not one per run.
+    make_task(company, "second")
+    runner.result = RunResult.parse({"transition": "plan", "writes": {"spec": GOOD_SPEC}})
+    dispatcher.cycle()
+    renewers = [t for t in threading.enumerate() if t.name == "lease-renewals"]
+    assert len(renewers) >= 1 and dispatcher._renewals._thread in renewers
+    store.close()
+
+
+def test_tasks_blocked_for_an_agent_do_not_hide_new_work_behind_them(still):
+    company = still
+    blocked = [make_task(company, f"blocked {i}", priority=1) for i in range(45)]  # more than a page (40)
+    for task in blocked:  # each failed deterministically for the planner: a persisted blocker
+        company.record_failure(task.id, "planner", BROKEN, max_attempts=3)
+    fresh = make_task(company, "fresh", priority=0)  # lower priority than all of them, and newer
+
+    assert [t.id for t in company.pending_work("planner")] == [fresh.id]
+    # Another agent's blockers do not hide the tasks from this one: the builder's page is unaffected.
+    assert company.pending_work("builder") == []
+
+
+def test_the_brief_shows_the_task_as_of_the_claim_and_the_transition_expects_that_version(still,
+                                                                                          tmp_path):
+    company = still
+    task = make_task(company)
+    runner = Scripted(PLAN)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
+    [work] = company.pending_work_many(["planner"])["planner"][:1]
+    # Someone raises the priority between this cycle's read and the claim: a new version.
+    company.assign(task.id, actor="alice", priority=7)
+    outcome = dispatcher.run_once("planner", work, trigger="task arrival")
+
+    assert outcome.outcome == "succeeded"
+    [brief] = runner.briefs
+    assert brief["task"]["version"] == 2 and brief["task"]["priority"] == 7  # not the stale version 1
+    assert company.get_task(task.id).version == 3 and company.get_task(task.id).state == "planned"
