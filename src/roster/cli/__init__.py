@@ -13,6 +13,7 @@ from roster.cli import (
     audit_cmd,
     brief_cmd,
     demo_cmd,
+    kpi_cmd,
     memory_cmd,
     msg_cmd,
     principal_cmd,
@@ -64,6 +65,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(artifact_cmd.app, name="artifact")
 app.add_typer(memory_cmd.app, name="memory")
 app.add_typer(msg_cmd.app, name="msg")
+app.add_typer(kpi_cmd.app, name="kpi")
 
 
 def main() -> None:

@@ -248,12 +248,26 @@ class Tool(_Model):
     """If set, each call needs an approved request first (an approval edge on the tool)."""
 
 
+class KpiMeasure(_Model):
+    """How the runtime measures a KPI, without any model: ``command`` (a shell command, run in the spec's
+    folder) prints the value, a number, as the last line of its stdout. It runs every ``every`` and
+    after each transition named in ``after`` (of a workflow that lists the KPI), for at most
+    ``timeout`` seconds."""
+
+    command: str = Field(min_length=1)
+    every: Duration | None = None
+    after: NameList = []
+    timeout: float = Field(default=60.0, gt=0, le=3600)
+
+
 class Kpi(_Model):
     description: str = ""
     unit: str = ""
     direction: Literal["up", "down"] = "up"
     """Whether a higher (``up``) or lower (``down``) value is better."""
     target: float | None = None
+    measure: KpiMeasure | None = None
+    """A program that measures it (readings are kept with their time: ``roster kpi``)."""
 
 
 class Budget(_Model):
@@ -478,6 +492,15 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                 section = "agents" if first in spec.agents else "humans"
                 loop = " -> ".join(cycle[cycle.index(first):] + cycle[:cycle.index(first)] + [first])
                 problems.append(((section, first, "reports_to"), f"reports_to forms a cycle: {loop}"))
+    for name, kpi in spec.kpis.items():
+        if kpi.measure is None:
+            continue
+        taken = {t for wf in spec.workflows.values() if name in wf.kpis for t in wf.transitions}
+        for i, transition in enumerate(kpi.measure.after):
+            if transition not in taken:
+                problems.append((("kpis", name, "measure", "after", i),
+                                 f"unknown transition '{transition}': 'after' names transitions of the workflows "
+                                 f"that list this KPI; expected one of {_listing(taken)}"))
     return problems
 
 

@@ -34,6 +34,7 @@ from roster.errors import (
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec, duration_seconds
 from roster.runtime.context import ContextAssembler, Wakeup
+from roster.runtime.kpis import KpiMeter
 from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
 from roster.runtime.triggers import Triggers
 from roster.store import CompanyStore, Task
@@ -94,6 +95,7 @@ class Dispatcher:
         self.triggers = Triggers(company, workdir=workdir)
         self.context = ContextAssembler(company)
         self._renewals = _Renewals(company, lease_seconds)
+        self.kpis = KpiMeter(company, workdir=workdir, owner=RUNTIME, log=self.log)
         self._consolidation_due: datetime | None = None
 
     # -- who runs -----------------------------------------------------------------------------------
@@ -165,6 +167,7 @@ class Dispatcher:
                 break
             outcomes.append(self.run_once(agent, None, trigger=f"{len(unread)} unread message(s)"))
         self._consolidate_memory_if_due(spec)
+        self.kpis.measure_due(spec)
         return outcomes
 
     def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
@@ -289,6 +292,8 @@ class Dispatcher:
         except (StaleFencingToken, Denied):
             # taken over, or released by the kill switch (which also stops us acting): nothing to give back
             self.company.finish_run(run_id, **finish)
+        if outcome == "succeeded" and transition is not None:  # ground truth after the change, not a report
+            self.kpis.after(self._current_spec(), task.workflow, transition, task.id)
         self.enforce_budgets(agent, task.workflow)
         return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
 

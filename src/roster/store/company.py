@@ -19,6 +19,7 @@ from roster.store.company_base import Principal
 from roster.store.costs import CostVerbs
 from roster.store.escalations import EscalationVerbs
 from roster.store.handoff import HandoffVerbs
+from roster.store.kpis import KpiVerbs
 from roster.store.leases import LeaseVerbs
 from roster.store.memory import MemoryVerbs
 from roster.store.messages import MessageVerbs
@@ -34,7 +35,7 @@ from roster.store.store import Store
 from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs,
+class CompanyStore(KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -55,7 +56,7 @@ class Session:
         "artifact_history", "artifact", "artifact_diff", "remember", "recall", "list_memory", "forget",
         "share_memory", "consolidate_memory", "export_memory", "import_memory", "send_message", "message_inbox",
         "thread", "mark_read", "delegate", "adopt", "children", "hold", "release_hold", "edit_fields", "handoff",
-        "list_runs", "costs",
+        "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

@@ -375,3 +375,18 @@ task_views = Table(
     Column("seen_at", TS, nullable=False),
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
 )
+
+kpi_readings = Table(
+    "kpi_readings",
+    metadata,
+    # One measurement of a KPI the spec defines, with its time (readings are never changed).
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("kpi", HANDLE, nullable=False),
+    Column("value", Float, nullable=False),
+    Column("measured_at", TS, nullable=False),
+    Column("recorded_by", HANDLE, nullable=False),
+    Column("source", Text, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "kpi", "id"),
+)

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
 
 from roster.errors import (
     ContractViolation,
@@ -201,6 +201,16 @@ class TaskVerbs(CompanyBase):
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")
         return row
+
+    def task_counts(self, *, workflow: str | None = None) -> dict[str, int]:
+        """How many tasks are in each state (of ``workflow``, or of all workflows), by state: one grouped
+        query, for progress lines and status (a trusted read)."""
+        query = (select(tasks.c.state, func.count()).where(tasks.c.company_id == self.company)
+                 .group_by(tasks.c.state).order_by(tasks.c.state))
+        if workflow is not None:
+            query = query.where(tasks.c.workflow == workflow)
+        with self.store.read() as conn:
+            return {state: int(count) for state, count in conn.execute(query)}
 
     def list_tasks(self, *, workflow: str | None = None, state: str | None = None, owner: str | None = None,
                    after_id: int = 0, limit: int = 100, actor: ActorRef | None = None) -> list[Task]:

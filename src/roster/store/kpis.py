@@ -1,0 +1,127 @@
+"""KPI readings: each measurement of a KPI the spec defines, kept with its time, so a KPI can be shown as
+before -> after and as a history.
+
+A reading is recorded by the runtime (``actor=None``: the KPI's ``measure`` program, on its schedule
+and after the transitions it names; recorded as ``system``) or by a human (``roster kpi record``).
+Agents never record readings: a KPI is ground truth, measured, not self-reported. Every reading is
+audited (``kpi.reading``); a refused one as ``kpi.reading.rejected``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
+
+from roster.errors import Denied, NotFound, UsageError
+from roster.store import audit
+from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.schema import kpi_readings
+
+MAX_SOURCE_CHARS = 500
+SYSTEM = "system"
+"""Who the runtime's own measurements are recorded as."""
+
+
+@dataclass(frozen=True)
+class KpiReading:
+    """One measurement: ``value`` in the KPI's ``unit``; ``measured_at`` ISO 8601 UTC; ``source`` says
+    what prompted it (``schedule``, ``after merge of task 12``, a human's note)."""
+
+    id: int
+    kpi: str
+    value: float
+    measured_at: str
+    recorded_by: str
+    source: str
+
+
+@dataclass(frozen=True)
+class KpiSummary:
+    """A KPI's first and latest readings (``None`` before any) and how many there are."""
+
+    kpi: str
+    first: KpiReading | None
+    latest: KpiReading | None
+    readings: int
+
+    @property
+    def change(self) -> float | None:
+        """latest - first, in the KPI's unit (``None`` before two readings)."""
+        if self.first is None or self.latest is None or self.first.id == self.latest.id:
+            return None
+        return self.latest.value - self.first.value
+
+
+def _reading(row) -> KpiReading:  # noqa: ANN001
+    return KpiReading(row.id, row.kpi, row.value, row.measured_at, row.recorded_by, row.source)
+
+
+class KpiVerbs(CompanyBase):
+    """Record and read KPI readings (mixed into ``CompanyStore``)."""
+
+    def record_kpi(self, name: str, value: float, *, actor: ActorRef | None, source: str = "") -> KpiReading:
+        """Record one reading of KPI ``name``. ``actor=None`` is the runtime (trusted); otherwise the
+        actor must be a human of this company. Raises :class:`NotFound` (no such KPI in the spec),
+        :class:`UsageError` (a value that is not a finite number, a source over 500 characters),
+        :class:`Denied` (an agent; audited)."""
+        try:
+            finite = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+        except OverflowError:  # an int too large for a float
+            finite = False
+        if not finite:
+            raise UsageError(f"a KPI reading is a finite number, not {str(value)[:40]}")
+        if len(source) > MAX_SOURCE_CHARS:
+            raise UsageError(f"a reading's source is at most {MAX_SOURCE_CHARS} characters; got {len(source)}")
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                assert cache.spec is not None
+                if name not in cache.spec.kpis:
+                    known = ", ".join(sorted(cache.spec.kpis)) or "none are defined"
+                    raise NotFound(f"no KPI '{name}' in the spec of company '{self.company}' ({known})")
+                recorder = SYSTEM
+                if actor is not None:
+                    who = self._actor(cache, actor)
+                    if who.kind != "human":
+                        raise Denied(who.handle, "kpi.record", f"kpi:{name}",
+                                     "KPI readings are measured by the runtime or recorded by a human; an agent "
+                                     "cannot report its own KPI")
+                    recorder = who.handle
+                now = self.store.now()
+                reading_id = conn.execute(insert(kpi_readings), {
+                    "company_id": self.company, "kpi": name, "value": float(value), "measured_at": now,
+                    "recorded_by": recorder, "source": source}).inserted_primary_key[0]
+                audit.append(conn, head, ts=now, principal=recorder, action="kpi.reading", subject=f"kpi:{name}",
+                             data={"value": float(value), "source": source})
+                audit.save_head(conn, head)
+        except (Denied, NotFound) as exc:
+            if actor is not None:
+                self._audit_rejection(actor, "kpi.reading", f"kpi:{name}", exc, {"value": value, "source": source})
+            raise
+        return KpiReading(reading_id, name, float(value), now, recorder, source)
+
+    def kpi_readings(self, name: str, *, actor: ActorRef | None, limit: int = 100) -> list[KpiReading]:
+        """The newest ``limit`` readings of ``name``, oldest first. Any active principal of the company
+        may read them (``actor=None``: a trusted internal read)."""
+        with self._reading(actor, "kpi.read", f"kpi:{name}") as (conn, _cache, _who):
+            rows = conn.execute(select(kpi_readings).where(kpi_readings.c.company_id == self.company,
+                                                           kpi_readings.c.kpi == name)
+                                .order_by(kpi_readings.c.id.desc()).limit(limit))
+            return [_reading(r) for r in reversed(list(rows))]
+
+    def kpi_summaries(self, *, actor: ActorRef | None) -> dict[str, KpiSummary]:
+        """Per KPI the spec defines, by name: its first and latest readings and their number."""
+        summaries = {}
+        with self._reading(actor, "kpi.read", f"company:{self.company}") as (conn, cache, _who):
+            assert cache.spec is not None
+            for name in sorted(cache.spec.kpis):
+                mine = (kpi_readings.c.company_id == self.company, kpi_readings.c.kpi == name)
+                first = conn.execute(select(kpi_readings).where(*mine).order_by(kpi_readings.c.id).limit(1)).first()
+                latest = conn.execute(select(kpi_readings).where(*mine)
+                                      .order_by(kpi_readings.c.id.desc()).limit(1)).first()
+                count = conn.scalar(select(func.count()).select_from(kpi_readings).where(*mine))
+                summaries[name] = KpiSummary(name, _reading(first) if first else None,
+                                             _reading(latest) if latest else None, int(count or 0))
+        return summaries
