@@ -95,6 +95,15 @@ def test_the_lane_fixes_what_ruff_can_merges_after_approval_and_escalates_the_re
     assert "ruff cannot fix E741" in escalation.reason
     assert tasks["E741 in b.py"].state == "planned"
     assert company.verify_audit()[1] is None
+    # the KPI was measured by its program, not reported: once on schedule, then after each merge
+    readings = company.kpi_readings("lint_findings", actor=None)
+    assert readings[0].value == before and readings[0].source.startswith("schedule")
+    merges = [r for r in readings if r.source.startswith("after merge of task ")]
+    assert len(merges) == 2 and merges[-1].value == len(after) < before
+    assert all(r.recorded_by == "system" for r in readings)
+    # each merge put a new commit on main, and the scout's condition watcher woke it to rescan
+    scans = [r for r in company.list_runs(agent="scout") if "when:" in r.trigger]
+    assert len(scans) >= 1
 
     # a second scan files nothing new
     scout_runs = len(company.list_runs(agent="scout"))
@@ -139,7 +148,7 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     assert first.exit_code == 0, first.output
     compact = "".join(first.output.split())  # the console wraps long lines anywhere
     assert "uncommittedchanges:theyarenotpartofthecopy" in compact
-    assert "KPIlint_findingsonmain:3->1" in compact and "intact" in compact
+    assert "KPIlint_findings:3->1findings" in compact and "intact" in compact
     assert "approvedmergerequest" in compact and "escalation:task" in compact
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")
@@ -162,7 +171,7 @@ def test_without_approval_the_lane_stops_at_the_inbox_with_the_exact_command(cli
     assert result.exit_code == 0, result.output
     compact = "".join(result.output.split())  # the console wraps long paths anywhere
     assert "waitforyourapproval" in compact and f"roster--spec{ws / 'roster.yaml'}approve1" in compact
-    assert "KPIlint_findingsonmain:3->3" in compact
+    assert "KPIlint_findings:3->3findings" in compact
 
 
 def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
@@ -185,7 +194,7 @@ def test_a_repository_without_python_files_gives_an_empty_lane_and_a_clean_repor
     result = cli("demo", str(repo), "--yes", "--workspace", str(tmp_path / "ws"))
     assert result.exit_code == 0, result.output
     compact = "".join(result.output.split())
-    assert "KPIlint_findingsonmain:0->0" in compact and "intact" in compact
+    assert "KPIlint_findings:0->0findings" in compact and "intact" in compact
 
 
 def test_qa_does_not_blame_the_patch_for_tests_that_failed_before_it(lane):
@@ -240,7 +249,7 @@ def test_ctrl_c_in_the_middle_of_the_demo_then_a_rerun_finishes_without_redoing_
                            cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
     compact = "".join(again.stdout.split())
-    assert "continuesin" in compact and "KPIlint_findingsonmain:3->1" in compact and "intact" in compact
+    assert "continuesin" in compact and "KPIlint_findings:3->1findings" in compact and "intact" in compact
     store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}")
     titles = [t.title for t in store.company("agency").list_tasks()]
     assert sorted(titles) == sorted(set(titles)) and len(titles) == 3  # nothing filed twice

@@ -588,7 +588,7 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path: Path):
     assert result.returncode == 0, result.stdout + result.stderr
     compact = "".join(result.stdout.split())
     assert "standardlibrary" in compact and "scripted" in compact and "intact" in compact
-    before, after = (int(n) for n in re.search(r"KPIlint_findingsonmain:(\d+)->(\d+)", compact).groups())
+    before, after = (int(n) for n in re.search(r"KPIlint_findings:(\d+)->(\d+)findings", compact).groups())
     assert after < before
     assert (where / ".roster" / "roster.db").is_file() and (where / "repo" / ".git").is_dir()
 

@@ -11,6 +11,7 @@ stopped: tasks are keyed by finding, leases and runs are in the store, and nothi
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git
+from roster.agency.lint import git
 from roster.errors import UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
@@ -80,11 +81,31 @@ def prepare_repository(path: Path | None, target: Path) -> list[str]:
     return lines
 
 
+def _kpi_lines(company: CompanyStore) -> list[str]:
+    """Each KPI as first -> latest reading, with when each was measured and what prompted it."""
+    lines = []
+    for name, summary in company.kpi_summaries(actor=None).items():
+        if summary.first is None or summary.latest is None:
+            lines.append(f"  KPI {name}: not measured yet")
+            continue
+        first, latest = summary.first, summary.latest
+        unit = company.spec().kpis[name].unit
+        lines.append(f"  KPI {name}: {first.value:g} -> {latest.value:g} {unit} ({summary.readings} reading(s): first "
+                     f"at {first.measured_at[11:19]} UTC, {first.source}; latest at {latest.measured_at[11:19]} UTC, "
+                     f"{latest.source})")
+    return lines
+
+
 def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: bool,
              say: Callable[[str], None], max_cycles: int = MAX_CYCLES) -> dict[str, Any]:
     """Cycle the dispatcher until the lane has nothing left to do, approving merges as ``operator`` when
-    ``approve``; returns what the report needs. Progress goes to ``say``, one line per run."""
-    dispatcher = Dispatcher(company, workdir=workspace)
+    ``approve``; returns what the report needs. Progress goes to ``say``: one line per run and per KPI
+    reading, and after each busy cycle the tasks per state, the runs so far and the approvals waiting."""
+    def log(line: str) -> None:  # the runtime's notes (KPI readings, escalations), less what _line says
+        if not _FAILURE_NOTE.match(line):
+            say(f"  {line}")
+
+    dispatcher = Dispatcher(company, workdir=workspace, log=log)
 
     def stop(_signum: int, _frame: object) -> None:  # Ctrl-C: finish the run in flight, give its lease back
         say("  stopping after the run in flight; run the demo again on this workspace to continue")
@@ -100,10 +121,12 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
 def _cycle(company: CompanyStore, dispatcher: Dispatcher, operator: str, approve: bool,
            say: Callable[[str], None], max_cycles: int) -> dict[str, Any]:
     waiting: list = []
+    runs = 0
     for _ in range(max_cycles):
         if dispatcher.stopping.is_set():
             return {"waiting": [], "stopped": True}
         outcomes = dispatcher.cycle()
+        runs += len(outcomes)
         for outcome in outcomes:
             say(_line(outcome))
         waiting = company.inbox(actor=operator)
@@ -112,11 +135,23 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, operator: str, approve
                 company.approve_request(request.id, actor=operator, note="approved by roster demo --yes")
                 say(f"  approved merge request {request.id} (task {request.task_id}) as {operator}")
             waiting = []
+        if outcomes:
+            say(progress(company, runs, len(waiting)))
         if not outcomes and not (approve and company.inbox(actor=operator)):
-            states = Counter(t.state for t in company.list_tasks(limit=1000))
-            say("  " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
             break
     return {"waiting": waiting, "stopped": False}
+
+
+_FAILURE_NOTE = re.compile(r"^\S+ on task \d+: \w+ failure: ")
+"""The dispatcher's note of a failed run, which the run's own progress line already gives."""
+
+
+def progress(company: CompanyStore, runs: int, waiting: int) -> str:
+    """One progress line: tasks per state (in the workflow's order), runs this session, approvals waiting."""
+    counts = company.task_counts(workflow="lint-fix")
+    order = company.spec().workflows["lint-fix"].states
+    states = " · ".join(f"{s} {counts[s]}" for s in order if counts.get(s))
+    return f"  -- tasks: {states or 'none yet'} | runs {runs} | approvals waiting {waiting}"
 
 
 def _line(outcome: Outcome) -> str:
@@ -126,15 +161,13 @@ def _line(outcome: Outcome) -> str:
     return f"  {outcome.agent:>8} on {where}: {outcome.outcome}{what}{why}"
 
 
-def report(company: CompanyStore, repo: Path, kpi_before: int) -> list[str]:
+def report(company: CompanyStore) -> list[str]:
     """The closing report, as lines."""
-    tasks = company.list_tasks(limit=1000)
-    states = Counter(t.state for t in tasks)
+    states = company.task_counts()
     transitions = Counter(e.data.get("transition") for e in company.audit_log(action="task.transition"))
     rejected = Counter((e.data.get("transition"), e.data["error"].get("clause"))
                        for e in company.audit_log(action="task.transition.rejected")
                        if isinstance(e.data.get("error"), dict))
-    after = len(findings(repo))
     costs = company.costs()
     merged = states.get("merged", 0)
     spent = sum(a["cost_usd"] for a in costs["agents"])
@@ -150,6 +183,21 @@ def report(company: CompanyStore, repo: Path, kpi_before: int) -> list[str]:
         lines.append(f"  runs of {a['name']}: {a['runs']} ({a['successes']} succeeded), tokens {a['input_tokens']} in / "
                      f"{a['output_tokens']} out, {a['cost_usd']:.4f} USD")
     lines.append(f"  cost per merged fix: {spent / merged:.4f} USD" if merged else "  cost per merged fix: no merge yet")
-    lines.append(f"  KPI lint_findings on main: {kpi_before} -> {after}")
+    lines += _kpi_lines(company)
     lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))
+    return lines
+
+
+def _kpi_lines(company: CompanyStore) -> list[str]:
+    """Each KPI as first -> latest reading, with when each was measured and what prompted it."""
+    lines = []
+    for name, summary in company.kpi_summaries(actor=None).items():
+        if summary.first is None or summary.latest is None:
+            lines.append(f"  KPI {name}: not measured yet")
+            continue
+        first, latest = summary.first, summary.latest
+        unit = company.spec().kpis[name].unit
+        lines.append(f"  KPI {name}: {first.value:g} -> {latest.value:g} {unit} ({summary.readings} reading(s): first "
+                     f"at {first.measured_at[11:19]} UTC, {first.source}; latest at {latest.measured_at[11:19]} UTC, "
+                     f"{latest.source})")
     return lines

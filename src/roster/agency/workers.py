@@ -14,6 +14,8 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 - ``qa``: the ground truth on the branch, never the builder's report: the findings are gone
   (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
+- ``new-commits`` (the scout's condition watcher) exits 0 when main has a commit the scout has not
+  scanned; ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main.
 - ``merger``: on a verified task, asks for the merge (an approval edge: a human decides); on an
   approved one, merges the branch into main (``--no-ff``; a conflict is aborted, never half-merged, and
   the task goes back to the builder with the conflict) and reports the finding count after.
@@ -35,7 +37,12 @@ from roster.errors import RosterError
 MAX_FINDINGS_PER_TASK = 50
 
 
+SCANNED = Path(".roster") / "scout-head"
+"""Where the scout keeps the commit it last scanned (relative to the workspace)."""
+
+
 def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+    head = git(repo, "rev-parse", "HEAD").stdout.strip()
     found = findings(repo)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in found:
@@ -50,7 +57,25 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
                                      "message": r["message"]} for r in records[:MAX_FINDINGS_PER_TASK]]},
             "artifacts": [{"kind": "ruff-json", "name": "findings.json", "reason": "ruff's own report",
                            "content": json.dumps(records, indent=2, sort_keys=True)}]})
-    return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s)"}
+    scanned = repo.parent / SCANNED
+    scanned.parent.mkdir(parents=True, exist_ok=True)
+    scanned.write_text(head + "\n", encoding="utf-8")
+    return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s) "
+                                         f"at {head[:12]}"}
+
+
+def new_commits(repo: Path) -> int:
+    """The scout's condition watcher: exit status 0 (the condition holds) when main has a commit the
+    scout has not scanned, 1 when it has scanned HEAD. No model, one ``git rev-parse``."""
+    scanned = repo.parent / SCANNED
+    last = scanned.read_text(encoding="utf-8").strip() if scanned.exists() else ""
+    return 0 if git(repo, "rev-parse", "HEAD").stdout.strip() != last else 1
+
+
+def measure(repo: Path) -> int:
+    """The KPI ``lint_findings``'s measure program: the number of findings on main, on stdout."""
+    sys.stdout.write(f"{len(findings(repo))}\n")
+    return 0
 
 
 def worktree(repo: Path, task_id: int) -> tuple[Path, str]:
@@ -181,17 +206,25 @@ def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
 
 
 ROLES = {"scout": scout, "builder": builder, "qa": qa, "merger": merger}
+CHECKS = {"new-commits": new_commits, "measure": measure}
+"""Programs that take no brief: the scout's condition watcher and the KPI's measure program."""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roster.agency.workers", description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=sorted(ROLES))
+    parser.add_argument("role", choices=sorted([*ROLES, *CHECKS]))
     parser.add_argument("--repo", default="repo", help="The repository, relative to the workspace.")
     parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
                                                       "folder exists).")
     args = parser.parse_args(argv)
-    brief = json.load(sys.stdin)
     repo = Path(args.repo).resolve()
+    if args.role in CHECKS:
+        try:
+            return CHECKS[args.role](repo)
+        except RosterError as exc:
+            sys.stderr.write(exc.message + "\n")
+            return 2
+    brief = json.load(sys.stdin)
     try:
         result = qa(brief, repo, args.tests) if args.role == "qa" else ROLES[args.role](brief, repo)
     except RosterError as exc:

@@ -35,7 +35,7 @@ def demo(
 def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> None:
     """The agency lane on a copy of ``repo_path`` (or a scratch repository), in ``workspace_dir``."""
     from roster.agency import demo as lane  # noqa: PLC0415 - loads ruff/git helpers only for the lane
-    from roster.agency.lint import findings, ruff_command
+    from roster.agency.lint import ruff_command
     from roster.cli.context import Settings, Workspace
     from roster.cli.spec_cmd import _apply_file
 
@@ -56,7 +56,6 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
         shutil.copytree(Path(lane.__file__).parent / "skills", where / "skills")  # the agents' SKILL.md briefs
         (where / ".roster").mkdir(exist_ok=True)
         _apply_file(ws, spec_path)
-        (where / ".roster" / "kpi-before").write_text(str(len(findings(where / "repo"))))
     company = ws.store().company("agency")
     planner = company.spec().agents["planner"].runner
     model = (planner.model_dump().get("model") if planner else None) or "offline"
@@ -71,8 +70,7 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
         for request in result["waiting"]:
             console.print(f"  roster --spec {spec_path} approve {request.id}", highlight=False)
         console.print(f"then continue with: roster demo --workspace {where}  (or add --yes)", highlight=False)
-    before = int((where / ".roster" / "kpi-before").read_text())
-    for line in lane.report(company, where / "repo", before):
+    for line in lane.report(company):
         console.print(line, highlight=False)
     console.print(f"\nThe workspace is {where}. Inspect it with: roster --spec {spec_path} status | task show ID | "
-                  "audit log", highlight=False)
+                  "kpi history lint_findings | audit log", highlight=False)
