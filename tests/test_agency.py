@@ -182,6 +182,10 @@ def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
     real = parse_spec(spec_text("op", "openai:gpt-4o-mini"))
     runner = real.agents["planner"].runner.model_dump()
     assert runner["model"] == "openai:gpt-4o-mini" and "offline_script" not in runner
+    # ROSTER_BUILDER_AGENT: what ruff cannot fix goes to that agent CLI
+    assert "--agent" not in offline.agents["builder"].runner.model_dump()["command"]
+    handed = parse_spec(spec_text("op", None, "claude -p")).agents["builder"].runner.model_dump()["command"]
+    assert handed.endswith("roster.agency.workers builder --agent 'claude -p'")
 
 
 def test_a_repository_without_python_files_gives_an_empty_lane_and_a_clean_report(cli, tmp_path):
@@ -275,3 +279,72 @@ def test_the_lanes_skills_are_agent_skills_and_land_in_the_demo_workspace(cli, t
     repo = committed_repo(tmp_path / "r")
     assert cli("demo", str(repo), "--workspace", str(tmp_path / "ws")).exit_code == 0
     assert {s["name"] for s in read_skills(tmp_path / "ws" / "skills")} == {s["name"] for s in shipped}
+
+
+# An agent CLI stand-in: a real program that reads its prompt (stdin and ROSTER_PROMPT_FILE), logs where it
+# ran and what it was asked, and renames the ambiguous variable ruff cannot fix.
+FAKE_AGENT = """
+import os, pathlib, re, sys
+prompt = sys.stdin.read()
+log = pathlib.Path(os.environ["AGENT_LOG"])
+log.write_text(log.read_text() + f"{os.getcwd()}|{os.environ['ROSTER_PROMPT_FILE']}|{prompt!r}\\n"
+               if log.exists() else f"{os.getcwd()}|{os.environ['ROSTER_PROMPT_FILE']}|{prompt!r}\\n")
+if os.environ.get("AGENT_EXIT"):
+    sys.stderr.write("the agent's model endpoint said 429")
+    sys.exit(int(os.environ["AGENT_EXIT"]))
+source = pathlib.Path("b.py")
+source.write_text(re.sub(r"\\bl\\b", "items", source.read_text()))
+"""
+
+
+def test_what_ruff_cannot_fix_goes_to_the_configured_agent_cli_and_is_merged_after_qa(lane, tmp_path, monkeypatch):
+    from roster.agency.demo import BUILDER_COMMAND
+
+    company, _, repo = lane
+    ws = repo.parent
+    agent = tmp_path / "agent.py"
+    agent.write_text(FAKE_AGENT)
+    log = tmp_path / "agent.log"
+    monkeypatch.setenv("AGENT_LOG", str(log))
+    spec = (ws / "roster.yaml").read_text()
+    command = BUILDER_COMMAND.replace("__PYTHON__", sys.executable)
+    assert command in spec
+    spec = spec.replace(command, f"{command} --agent '{sys.executable} {agent}'")
+    company.store.apply(parse_spec(spec), applied_by="op")
+    dispatcher = Dispatcher(company, workdir=ws)
+    drive(company, dispatcher)
+
+    tasks = {t.title: t for t in company.list_tasks()}
+    e741 = tasks["E741 in b.py"]
+    assert e741.state == "merged" and company.list_escalations() == []  # the agent took it, QA verified it
+    assert findings(repo) == []  # ground truth on main: every finding is gone
+    assert "def g(items):" in (repo / "b.py").read_text()
+    patch = company.artifact(e741.id, "fix.patch")[1].decode()
+    assert "+def g(items):" in patch
+    # it ran in the task's worktree, with the prompt on stdin and in the file ROSTER_PROMPT_FILE names
+    [call] = log.read_text().splitlines()
+    cwd, prompt_file, prompt = call.split("|", 2)
+    assert cwd == str((ws / ".roster" / "worktrees" / f"task-{e741.id}").resolve())
+    assert "E741" in prompt and "b.py" in prompt and "line 1" in prompt
+    assert Path(prompt_file).read_text() in eval(prompt)  # noqa: S307 - the log holds repr(prompt)
+    [build] = [e for e in company.history(e741.id) if e.action == "task.transition" and e.data["transition"] == "build"]
+    assert build.data["rationale"].endswith(f"(ruff --fix, then {sys.executable} {agent})")
+
+
+def test_an_agent_cli_that_fails_is_a_transient_failure_with_its_stderr(tmp_path, monkeypatch):
+    from roster.agency.workers import hand_to_agent
+
+    agent = tmp_path / "agent.py"
+    agent.write_text(FAKE_AGENT)
+    monkeypatch.setenv("AGENT_LOG", str(tmp_path / "agent.log"))
+    monkeypatch.setenv("AGENT_EXIT", "3")
+    tree = tmp_path / "ws" / ".roster" / "worktrees" / "task-1"
+    tree.mkdir(parents=True)
+    brief = {"task": {"id": 1, "title": "E741 in b.py", "fields": {"rule": "E741", "file": "b.py", "spec": "x" * 30}}}
+    left = [{"location": {"row": 1, "column": 7}, "message": "Ambiguous variable name: `l`"}]
+    failure = hand_to_agent(f"{sys.executable} {agent}", brief, tree, left)
+    assert failure == {"failure": {"category": "transient",
+                                   "reason": f"'{sys.executable} {agent}' exited 3: the agent's model endpoint said 429"}}
+    assert (tmp_path / "ws" / ".roster" / "prompts" / "task-1.md").read_text().startswith("You are the builder")
+    missing = hand_to_agent("/nonexistent/agent-cli -p", brief, tree, left)
+    assert missing["failure"]["category"] == "deterministic" and "cannot start" in missing["failure"]["reason"]

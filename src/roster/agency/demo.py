@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -33,16 +34,20 @@ SPEC_NAME = "roster.yaml"
 MAX_CYCLES = 400
 
 
+BUILDER_COMMAND = "__PYTHON__ -m roster.agency.workers builder"
 OFFLINE_PLANNER = 'runner: {kind: llm, model: offline, offline_script: "roster.agency.workers:plan_offline"}'
 
 
-def spec_text(operator: str, model: str | None = None) -> str:
+def spec_text(operator: str, model: str | None = None, builder_agent: str | None = None) -> str:
     """The agency spec, filled in for this machine: this Python runs the workers; ``operator`` is the
     human; ``model`` (e.g. ``openai:gpt-4o-mini``, from ``ROSTER_MODEL``) replaces the planner's scripted
-    offline model."""
+    offline model; ``builder_agent`` (an agent CLI such as ``claude -p``, from ``ROSTER_BUILDER_AGENT``)
+    takes what ruff cannot fix."""
     text = (Path(__file__).parent / SPEC_NAME).read_text(encoding="utf-8")
     if model:
         text = text.replace(OFFLINE_PLANNER, f"runner: {{kind: llm, model: {json.dumps(model)}}}")
+    if builder_agent:
+        text = text.replace(BUILDER_COMMAND, f"{BUILDER_COMMAND} --agent {shlex.quote(builder_agent)}")
     return text.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", operator)
 
 

@@ -9,8 +9,9 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
   one task per (rule, file), keyed ``ruff:<rule>:<file>`` so rescans never duplicate work, carrying the
   findings as fields and the raw ruff JSON as an artifact.
 - ``builder``: a worktree on branch ``roster/task-<id>``, ``ruff check --fix`` limited to the task's
-  rule and file, a commit, and the ``patch`` artifact. A finding ruff cannot fix is a judgment failure:
-  it goes up the escalation ladder, never silently away.
+  rule and file, then (with ``--agent CMD``) an external agent CLI for what ruff left, a commit, and the
+  ``patch`` artifact. A finding nothing could fix is a judgment failure: it goes up the escalation
+  ladder, never silently away.
 - ``qa``: the ground truth on the branch, never the builder's report: the findings are gone
   (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -33,6 +36,7 @@ from typing import Any
 
 from roster.agency.lint import findings, git
 from roster.errors import RosterError
+from roster.runtime.runners import kill_process_group
 
 MAX_FINDINGS_PER_TASK = 50
 
@@ -88,7 +92,13 @@ def worktree(repo: Path, task_id: int) -> tuple[Path, str]:
     return path, branch
 
 
-def builder(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+AGENT_TIMEOUT = 1800
+"""Seconds an external agent CLI may work on one task (its whole process group is killed past it)."""
+
+
+def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict[str, Any]:
+    """ruff's own fix first (cheap, deterministic); what it leaves goes to ``agent`` (an agent CLI such as
+    ``claude -p`` or ``codex exec -``) when one is configured. Nothing fixed: a judgment failure."""
     task = brief["task"]
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
     path, branch = worktree(repo, task["id"])
@@ -99,20 +109,63 @@ def builder(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
                             "reason": f"QA sent {branch} back ({reworked[0].get('rationale') or 'see its checks'}) "
                                       f"and ruff has nothing more to fix for {rule} in {filename}"}}
     after = findings(path, select=[rule], paths=[filename], fix=True)
+    by = "ruff --fix"
+    if after and agent:
+        failure = hand_to_agent(agent, brief, path, after)
+        if failure is not None:
+            return failure
+        after = findings(path, select=[rule], paths=[filename])
+        by = f"ruff --fix, then {agent}"
     if before and len(after) == len(before):
+        helper = f"nor could {agent}" if agent else "it needs a model or a person (configure an agent CLI)"
         return {"failure": {"category": "judgment",
-                            "reason": f"ruff cannot fix {rule} in {filename} ({len(after)} finding(s) left); "
-                                      "it needs a model or a person"}}
+                            "reason": f"ruff cannot fix {rule} in {filename} ({len(after)} finding(s) left); {helper}"}}
     git(path, "add", "-A")
     if git(path, "diff", "--cached", "--quiet", check=False).returncode != 0:
-        git(path, "commit", "-q", "-m", f"Fix {rule} in {filename} (roster task {task['id']})")
+        git(path, "commit", "-q", "-m", f"Fix {rule} in {filename} (roster task {task['id']}, {by})")
     main_head = git(repo, "rev-parse", "HEAD").stdout.strip()
     base = git(path, "merge-base", "HEAD", main_head).stdout.strip()
     patch = git(path, "diff", f"{base}..HEAD").stdout
     return {"transition": "build", "writes": {"branch": branch},
             "artifacts": [{"kind": "patch", "name": "fix.patch", "content": patch,
-                           "reason": f"ruff --fix for {rule} in {filename}"}],
-            "rationale": f"fixed {len(before) - len(after)} of {len(before)} {rule} finding(s) on {branch}"}
+                           "reason": f"{by} for {rule} in {filename}"}],
+            "rationale": f"fixed {len(before) - len(after)} of {len(before)} {rule} finding(s) on {branch} ({by})"}
+
+
+def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
+                  left: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Run the agent CLI in the task's worktree with a prompt (on stdin, and as the file named by
+    ``ROSTER_PROMPT_FILE``); ``None`` when it finished, else a transient failure (retried with backoff,
+    then up the escalation ladder). Its changes are judged like ruff's: by re-running ruff, then QA."""
+    task = brief["task"]
+    rule, filename = task["fields"]["rule"], task["fields"]["file"]
+    listing = "\n".join(f"- line {r['location']['row']}, column {r['location']['column']}: {r['message']}"
+                         for r in left)
+    prompt = (f"You are the builder of a Roster agency lane. Task {task['id']}: {task['title']}.\n\n"
+              f"Spec: {task['fields'].get('spec', '')}\n\nFix these ruff {rule} findings in {filename} "
+              f"(the current directory is a git worktree of the repository):\n{listing}\n\nChange only "
+              f"{filename}, keep its behaviour, and do not commit: Roster commits your change, and QA checks it "
+              "with ruff and the repository's tests.\n")
+    prompts = worktree_path.parent.parent / "prompts"
+    prompts.mkdir(parents=True, exist_ok=True)
+    prompt_file = prompts / f"task-{task['id']}.md"
+    prompt_file.write_text(prompt, encoding="utf-8")
+    try:
+        proc = subprocess.Popen(shlex.split(agent), cwd=worktree_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                env={**os.environ, "ROSTER_PROMPT_FILE": str(prompt_file)})
+    except OSError as exc:
+        return {"failure": {"category": "deterministic", "reason": f"cannot start the agent CLI '{agent}': {exc}"}}
+    try:
+        _out, err = proc.communicate(prompt, timeout=AGENT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc)
+        return {"failure": {"category": "transient", "reason": f"'{agent}' ran past {AGENT_TIMEOUT} s on task "
+                                                               f"{task['id']}; its process group was killed"}}
+    if proc.returncode != 0:
+        return {"failure": {"category": "transient",
+                            "reason": f"'{agent}' exited {proc.returncode}: {err.strip()[-300:] or '(no stderr)'}"}}
+    return None
 
 
 def _failing_tests(root: Path, command: str | None) -> set[str] | None:
@@ -214,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m roster.agency.workers", description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=sorted([*ROLES, *CHECKS]))
     parser.add_argument("--repo", default="repo", help="The repository, relative to the workspace.")
+    parser.add_argument("--agent", default=None, help="The builder's agent CLI for what ruff cannot fix, e.g. "
+                                                      "'claude -p' (the prompt comes on stdin).")
     parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
                                                       "folder exists).")
     args = parser.parse_args(argv)
@@ -226,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     brief = json.load(sys.stdin)
     try:
-        result = qa(brief, repo, args.tests) if args.role == "qa" else ROLES[args.role](brief, repo)
+        if args.role == "qa":
+            result = qa(brief, repo, args.tests)
+        elif args.role == "builder":
+            result = builder(brief, repo, args.agent)
+        else:
+            result = ROLES[args.role](brief, repo)
     except RosterError as exc:
         result = {"failure": {"category": "deterministic", "reason": exc.message}}
     sys.stdout.write(json.dumps(result) + "\n")

@@ -52,7 +52,8 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
         for line in lane.prepare_repository(repo_path, where / "repo"):
             console.print(line, highlight=False)
         model = os.environ.get("ROSTER_MODEL", "").strip() or None
-        spec_path.write_text(lane.spec_text(operator, model), encoding="utf-8")
+        builder_agent = os.environ.get("ROSTER_BUILDER_AGENT", "").strip() or None
+        spec_path.write_text(lane.spec_text(operator, model, builder_agent), encoding="utf-8")
         shutil.copytree(Path(lane.__file__).parent / "skills", where / "skills")  # the agents' SKILL.md briefs
         (where / ".roster").mkdir(exist_ok=True)
         _apply_file(ws, spec_path)
@@ -61,6 +62,11 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
     model = (planner.model_dump().get("model") if planner else None) or "offline"
     console.print("The planner is the offline [bold]scripted[/] model (no network): what it writes says so."
                   if model == "offline" else f"The planner is the model {model}.", highlight=False)
+    builder = company.spec().agents["builder"].runner
+    command = (builder.model_dump().get("command") if builder else None) or ""
+    if " --agent " in command:
+        console.print(f"The builder hands what ruff cannot fix to the agent CLI {command.split(' --agent ', 1)[1]}.",
+                      highlight=False)
     result = lane.run_lane(company, where, operator=operator, approve=yes,
                            say=lambda line: console.print(line, highlight=False))
     if result["stopped"]:
