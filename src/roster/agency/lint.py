@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +38,30 @@ def ruff_command() -> list[str]:
                      "includes it)")
 
 
+TOOL_TIMES = "ROSTER_TOOL_TIMES"
+"""An environment variable naming a file: when set, each tool call appends ``<tool> <seconds>`` to it
+(``bench/lane.py`` uses it to separate time in ruff, git and pytest from Roster's own)."""
+
+
+def run_tool(tool: str, argv: list[str], *, timeout: float, cwd: Path | None = None,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run one external tool (output captured as text), timed when :data:`TOOL_TIMES` is set."""
+    started = time.perf_counter()
+    try:
+        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+    finally:
+        if log := os.environ.get(TOOL_TIMES):
+            with open(log, "a", encoding="utf-8") as out:
+                out.write(f"{tool} {time.perf_counter() - started:.6f}\n")
+
+
 def findings(root: Path, *, select: tuple[str, ...] | list[str] = RULES, paths: list[str] | None = None,
              fix: bool = False) -> list[dict[str, Any]]:
     """Ruff's findings under ``root`` (JSON records: code, filename relative to root, location, message,
     fix), after applying fixes when ``fix``."""
     argv = [*ruff_command(), "check", "--output-format", "json", "--exit-zero", "--no-cache", "--isolated",
             "--select", ",".join(select), *(["--fix"] if fix else []), *(paths or ["."])]
-    done = subprocess.run(argv, cwd=root, capture_output=True, text=True, timeout=600)
+    done = run_tool("ruff", argv, cwd=root, timeout=600)
     if done.returncode not in (0, 1):
         raise RunnerExit(f"ruff failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     records = json.loads(done.stdout or "[]")
@@ -56,8 +74,7 @@ def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     """Run ``git`` in ``repo`` with Roster as author; raises :class:`RunnerExit` on failure when ``check``."""
     if shutil.which("git") is None:
         raise UsageError("git is not installed: install it (e.g. `apt-get install git`)")
-    done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **GIT_ENV})
+    done = run_tool("git", ["git", "-C", str(repo), *args], timeout=600, env={**os.environ, **GIT_ENV})
     if check and done.returncode != 0:
         raise RunnerExit(f"git {' '.join(args[:2])} failed: {done.stderr.strip()[-500:] or done.stdout.strip()[-500:]}")
     return done

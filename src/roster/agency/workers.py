@@ -34,9 +34,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git
+from roster.agency.lint import findings, git, run_tool
 from roster.errors import RosterError
-from roster.runtime.runners import kill_process_group
 
 MAX_FINDINGS_PER_TASK = 50
 
@@ -159,6 +158,8 @@ def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
     try:
         _out, err = proc.communicate(prompt, timeout=AGENT_TIMEOUT)
     except subprocess.TimeoutExpired:
+        from roster.runtime.runners import kill_process_group  # here: the runtime's imports cost ~0.2 s a process
+
         kill_process_group(proc)
         return {"failure": {"category": "transient", "reason": f"'{agent}' ran past {AGENT_TIMEOUT} s on task "
                                                                f"{task['id']}; its process group was killed"}}
@@ -175,7 +176,7 @@ def _failing_tests(root: Path, command: str | None) -> set[str] | None:
         if not any((root / name).is_dir() for name in ("tests", "test")):
             return None
         command = f"{sys.executable} -m pytest -q -rf -p no:cacheprovider"
-    done = subprocess.run(command.split(), cwd=root, capture_output=True, text=True, timeout=1800)
+    done = run_tool("pytest", command.split(), cwd=root, timeout=1800)
     if done.returncode == 5:  # no tests collected
         return set()
     return {line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")}
