@@ -89,6 +89,14 @@ def test_the_lane_fixes_what_ruff_can_merges_after_approval_and_escalates_the_re
     approvals = company.list_requests(status="approved")
     assert {r.task_id for r in approvals} == {tasks["F401 in a.py"].id, tasks["W291 in c.py"].id}
     assert all(r.decided_by == "op" for r in approvals)
+    # the approver was shown the patch, QA's checks and the KPI effect
+    shown = next(r for r in approvals if r.task_id == tasks["F401 in a.py"].id).evidence
+    [patch] = [a for a in shown["artifacts"] if a["kind"] == "patch"]
+    assert "-import os" in patch["preview"] and patch["truncated"] is False
+    assert {c["name"]: c["passed"] for c in shown["checks"]} == {
+        "findings_gone": True, "no_new_findings": True, "tests_pass": True}
+    assert shown["kpis"] == ["lint_findings"] and shown["kpi_latest"]["lint_findings"]["value"] == before
+    assert "removes the 1 F401 finding(s) in a.py" in shown["rationale"] and "expected" in shown["rationale"]
     # what ruff cannot fix reached the human inbox through the escalation ladder
     [escalation] = company.list_escalations()
     assert (escalation.task_id, escalation.to) == (tasks["E741 in b.py"].id, "human")

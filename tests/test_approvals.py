@@ -196,6 +196,9 @@ def test_a_move_on_an_approval_edge_opens_a_request_with_the_evidence(acme):
         "satisfied_clauses": ["from", "by", "writes", "fields", "requires.fields", "requires.checks"],
         "kpis": ["uptime"],  # the workflow's own KPIs
         "rationale": RATIONALE,
+        "checks": [{"name": "smoke", "passed": True, "detail": ""}],  # the latest result of each check
+        "kpi_latest": {"uptime": None},  # no reading yet
+        "artifacts": [],
     }
 
     [event] = since(acme, before)  # one event: the request; no refusal

@@ -231,9 +231,13 @@ def qa(brief: dict[str, Any], repo: Path, tests: str | None = None) -> dict[str,
 def merger(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     task = brief["task"]
     branch = task["fields"]["branch"]
-    if task["state"] == "verified":
+    if task["state"] == "verified":  # the approver sees the patch and QA's checks; this says the KPI effect
+        rule, filename = task["fields"]["rule"], task["fields"]["file"]
+        on_main, removed = len(findings(repo)), len(findings(repo, select=[rule], paths=[filename]))
         return {"transition": "request_merge",
-                "rationale": f"QA verified {branch}; merging it into main needs a human's approval"}
+                "rationale": f"QA verified {branch}; merging it removes the {removed} {rule} finding(s) in {filename}: "
+                             f"lint_findings on main {on_main} -> {on_main - removed} expected. It needs a human's "
+                             "approval"}
     before = len(findings(repo))
     merged = git(repo, "merge", "--no-ff", "-m", f"Merge {branch} (roster task {task['id']})", branch, check=False)
     if merged.returncode != 0:

@@ -18,11 +18,14 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select
 
-from roster.errors import NotFound, PayloadTooLarge, UsageError
+from roster.errors import NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.store import audit
 from roster.store.company_base import ActorRef
 from roster.store.schema import artifacts
-from roster.store.tasks import TaskVerbs, _task
+from roster.store.tasks import Task, TaskVerbs, _task
+
+PREVIEW_CHARS = 4000
+"""Characters of each text artifact an approver is shown in the request itself."""
 
 MAX_DIFF_LINES = 2000
 """A diff longer than this many lines is cut, with a last line saying how many were left out."""
@@ -113,6 +116,24 @@ class ArtifactVerbs(TaskVerbs):
         for record in self._versions_txn(conn, task_id):
             latest[record.name] = record
         return latest
+
+    def _approval_evidence_txn(self, conn: Connection, task: Task, kpis: list[str]) -> dict[str, Any]:
+        """Adds the task's artifacts (latest version of each) to what an approver sees, with the first
+        :data:`PREVIEW_CHARS` characters of each text one (a patch, a report)."""
+        evidence = super()._approval_evidence_txn(conn, task, kpis)
+        shown = []
+        for record in sorted(self.latest_artifacts_txn(conn, task.id).values(), key=lambda r: r.id):
+            item = {"name": record.name, "kind": record.kind, "version": record.version, "size": record.size,
+                    "sha256": record.sha256}
+            if self.store.blobs is not None:
+                try:
+                    text = self.store.blobs.get(record.sha256).decode("utf-8")
+                    item["preview"] = text[:PREVIEW_CHARS]
+                    item["truncated"] = len(text) > PREVIEW_CHARS
+                except (UnicodeDecodeError, RosterError):  # binary, or a blob that fails its check: no preview
+                    pass
+            shown.append(item)
+        return {**evidence, "artifacts": shown}
 
     def list_artifacts(self, task_id: int, *, actor: ActorRef | None = None,
                        all_versions: bool = False) -> list[ArtifactRecord]:

@@ -38,7 +38,7 @@ from roster.store import audit
 from roster.store.approvals import OpenedRequest
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
-from roster.store.schema import artifacts, check_results, tasks
+from roster.store.schema import artifacts, check_results, kpi_readings, tasks
 
 MAX_FIELDS_BYTES = 65_536
 """Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
@@ -58,6 +58,14 @@ _UPDATE_TASK = Prepared(
 )
 _ARTIFACT_KINDS = Prepared(select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
                                                           artifacts.c.task_id == bindparam("task_id")))
+_CHECK_DETAILS = Prepared(select(check_results.c.name, check_results.c.passed, check_results.c.detail)
+                          .where(check_results.c.company_id == bindparam("company"),
+                                 check_results.c.task_id == bindparam("task_id"))
+                          .order_by(check_results.c.id))
+_LATEST_READING = Prepared(select(kpi_readings.c.value, kpi_readings.c.measured_at)
+                           .where(kpi_readings.c.company_id == bindparam("company"),
+                                  kpi_readings.c.kpi == bindparam("kpi"))
+                           .order_by(kpi_readings.c.id.desc()).limit(1))
 # A parent's delegated children. No ORDER BY (they are sorted in Python): with one, SQLite walks every
 # task of the company by primary key instead of seeking the (company, parent_id) index.
 _CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
@@ -350,10 +358,23 @@ class TaskVerbs(CompanyBase):
                     "fields_diff": diff, "satisfied_clauses": satisfied,
                     "kpis": list(workflow.kpis) or (list(requester.kpis) if requester else []),
                     "rationale": rationale}
+        evidence.update(self._approval_evidence_txn(conn, task, evidence["kpis"]))
         request_id, created = self._open_request_txn(
             conn, head, who, transition.approval, kind="transition", payload=writes, evidence=evidence,
             rationale=rationale, task_id=task.id, workflow=task.workflow, transition=name, task_version=task.version)
         return OpenedRequest(request_id, tuple(transition.approval.by), created)
+
+    def _approval_evidence_txn(self, conn: Connection, task: Task, kpis: list[str]) -> dict[str, Any]:
+        """What an approver sees besides the change itself: the latest result of each check on the task
+        (name, passed, detail) and each linked KPI's latest reading (``None`` before any)."""
+        checks: dict[str, dict[str, Any]] = {}
+        for row in _CHECK_DETAILS.all(conn, {"company": self.company, "task_id": task.id}):
+            checks[row.name] = {"name": row.name, "passed": bool(row.passed), "detail": row.detail}
+        latest = {}
+        for name in kpis:
+            row = _LATEST_READING.first(conn, {"company": self.company, "kpi": name})
+            latest[name] = None if row is None else {"value": row.value, "measured_at": row.measured_at}
+        return {"checks": list(checks.values()), "kpi_latest": latest}
 
     def options(self, task_id: int, actor: ActorRef | None = None) -> list[TransitionOption]:
         """Every transition of the task's workflow, with the clauses that block it now (for ``task show``).
