@@ -196,10 +196,12 @@ def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
     assert handed.endswith("roster.agency.workers builder --agent 'claude -p'")
 
 
-def test_a_repository_without_python_files_gives_an_empty_lane_and_a_clean_report(cli, tmp_path):
-    repo = tmp_path / "docs-only"
+@pytest.mark.parametrize(("name", "text"), [("README.md", "# nothing to lint\n"),  # no Python files
+                                            ("clean.py", "def f(x):\n    return x\n")])  # Python, no findings
+def test_a_repository_with_nothing_to_fix_gives_an_empty_lane_and_a_clean_report(cli, tmp_path, name, text):
+    repo = tmp_path / "nothing-to-fix"
     repo.mkdir()
-    (repo / "README.md").write_text("# nothing to lint\n")
+    (repo / name).write_text(text)
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "init")
@@ -207,6 +209,7 @@ def test_a_repository_without_python_files_gives_an_empty_lane_and_a_clean_repor
     assert result.exit_code == 0, result.output
     compact = "".join(result.output.split())
     assert "KPIlint_findings:0->0findings" in compact and "intact" in compact
+    assert "tasksbystate:none" in compact and "transitions:none" in compact  # no task was filed
 
 
 def test_qa_does_not_blame_the_patch_for_tests_that_failed_before_it(lane):

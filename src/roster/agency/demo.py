@@ -177,7 +177,7 @@ def report(company: CompanyStore) -> list[str]:
     merged = states.get("merged", 0)
     spent = sum(a["cost_usd"] for a in costs["agents"])
     count, broken = company.verify_audit()
-    lines = ["", "Report", f"  tasks by state: {', '.join(f'{s} {n}' for s, n in sorted(states.items()))}",
+    lines = ["", "Report", f"  tasks by state: {', '.join(f'{s} {n}' for s, n in sorted(states.items())) or 'none'}",
              f"  transitions: {', '.join(f'{t} {n}' for t, n in sorted(transitions.items())) or 'none'}"]
     lines += [f"  contract rejections: {t} refused by clause '{c}' x{n}" for (t, c), n in sorted(rejected.items())]
     for e in company.list_escalations():
