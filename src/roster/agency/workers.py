@@ -15,8 +15,8 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 - ``qa``: the ground truth on the branch, never the builder's report: the findings are gone
   (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
-- ``new-commits`` (the scout's condition watcher) exits 0 when main has a commit the scout has not
-  scanned; ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main.
+- ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main. (The
+  scout's condition watcher is a shell one-liner in the spec: main's HEAD against :data:`SCANNED`.)
 - ``merger``: on a verified task, asks for the merge (an approval edge: a human decides); on an
   approved one, merges the branch into main (``--no-ff``; a conflict is aborted, never half-merged, and
   the task goes back to the builder with the conflict) and reports the finding count after.
@@ -41,7 +41,8 @@ MAX_FINDINGS_PER_TASK = 50
 
 
 SCANNED = Path(".roster") / "scout-head"
-"""Where the scout keeps the commit it last scanned (relative to the workspace)."""
+"""Where the scout keeps the commit it last scanned (relative to the workspace); the spec's condition
+watcher wakes the scout when main's HEAD differs from it."""
 
 
 def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
@@ -65,14 +66,6 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     scanned.write_text(head + "\n", encoding="utf-8")
     return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s) "
                                          f"at {head[:12]}"}
-
-
-def new_commits(repo: Path) -> int:
-    """The scout's condition watcher: exit status 0 (the condition holds) when main has a commit the
-    scout has not scanned, 1 when it has scanned HEAD. No model, one ``git rev-parse``."""
-    scanned = repo.parent / SCANNED
-    last = scanned.read_text(encoding="utf-8").strip() if scanned.exists() else ""
-    return 0 if git(repo, "rev-parse", "HEAD").stdout.strip() != last else 1
 
 
 def measure(repo: Path) -> int:
@@ -264,8 +257,8 @@ def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
 
 
 ROLES = {"scout": scout, "builder": builder, "qa": qa, "merger": merger}
-CHECKS = {"new-commits": new_commits, "measure": measure}
-"""Programs that take no brief: the scout's condition watcher and the KPI's measure program."""
+CHECKS = {"measure": measure}
+"""Programs that take no brief: the KPI's measure program."""
 
 
 def main(argv: list[str] | None = None) -> int:
