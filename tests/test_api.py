@@ -604,10 +604,40 @@ def test_runs_costs_and_kpis(api, auth, company, store, tokens):
     assert spend["planner"]["cost_per_success_usd"] == 0.5
     kpis = api.get(f"{API}/kpis", headers=auth("planner"))
     assert kpis.status_code == 200
+    none = {"first": None, "latest": None, "readings": 0, "change": None}
     assert kpis.json() == [
         {"name": "lead_time", "description": "Hours from found to merged", "unit": "hours",
-         "direction": "down", "target": 24.0},
-        {"name": "merged_per_week", "description": "", "unit": "", "direction": "up", "target": None}]
+         "direction": "down", "target": 24.0, **none},
+        {"name": "merged_per_week", "description": "", "unit": "", "direction": "up", "target": None, **none}]
+
+
+def test_kpi_readings_are_recorded_by_humans_and_read_by_anyone_in_the_company(api, auth, company, store):
+    store.apply(parse_spec(RECORDS_SPEC), applied_by="alice")
+    url = f"{API}/kpis/lead_time/readings"
+    first = api.post(url, headers=auth("alice"), json={"value": 30, "source": "from the tracker"})
+    assert first.status_code == 201
+    assert (first.json()["value"], first.json()["recorded_by"], first.json()["source"]) == (
+        30.0, "alice", "from the tracker")
+    api.post(url, headers=auth("bob"), json={"value": 26.5})
+    # an agent never records its own KPI: refused, audited, nothing stored
+    refused = api.post(url, headers=auth("planner"), json={"value": 1})
+    assert refused.status_code == 403
+    check_problem_shape(refused)
+    assert company.audit_log(action="kpi.reading.rejected")[-1].principal == "planner"
+    for bad in ({"value": "NaN"}, {"value": 1, "extra": True}, {}):
+        assert api.post(url, headers=auth("alice"), json=bad).status_code == 422
+    missing = api.post(f"{API}/kpis/uptime/readings", headers=auth("alice"), json={"value": 1})
+    assert missing.status_code == 404
+    check_problem_shape(missing)
+    assert api.get(f"{API}/kpis/uptime/readings", headers=auth("planner")).status_code == 404
+
+    readings = api.get(url, headers=auth("planner"))
+    assert readings.status_code == 200
+    assert [(r["value"], r["recorded_by"]) for r in readings.json()] == [(30.0, "alice"), (26.5, "bob")]
+    assert [r["value"] for r in api.get(url, headers=auth("planner"), params={"limit": 1}).json()] == [26.5]
+    [lead_time, _] = api.get(f"{API}/kpis", headers=auth("qa")).json()
+    assert (lead_time["first"]["value"], lead_time["latest"]["value"], lead_time["readings"],
+            lead_time["change"]) == (30.0, 26.5, 2, -3.5)
 
 
 def test_audit_pages_verify_and_attribution(api, auth, company):

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from roster.kernel.audit import AuditEvent
 from roster.store import Message, Task
+from roster.store.kpis import KpiReading
 from roster.store.runs import RunRecord
 
 JSONObject = dict[str, Any]
@@ -115,11 +116,26 @@ class CostsOut(BaseModel):
 
 
 class KpiOut(BaseModel):
+    """A KPI the spec defines, with its first and latest readings (``null`` before any) and their count."""
+
     name: str
     description: str
     unit: str
     direction: str
     target: float | None
+    first: KpiReading | None
+    latest: KpiReading | None
+    readings: int
+    change: float | None
+    """latest - first, in the KPI's unit; ``null`` before two readings."""
+
+
+class KpiReadingIn(BaseModel):
+    """A reading a human measured (agents never record their own KPIs)."""
+
+    model_config = ConfigDict(extra="forbid")
+    value: float = Field(allow_inf_nan=False)
+    source: str = Field(default="recorded by hand", max_length=500)
 
 
 class AuditPage(BaseModel):

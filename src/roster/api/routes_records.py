@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from roster.api.app import MAX_ID, Caller
-from roster.api.models import AuditPage, CostsOut, KpiOut, RunPage, VerifyOut
+from roster.api.models import AuditPage, CostsOut, KpiOut, KpiReadingIn, RunPage, VerifyOut
 from roster.api.pages import MAX_PAGE, cursor_id, page
+from roster.errors import NotFound
+from roster.store.kpis import KpiReading
 
 router = APIRouter()
 
@@ -27,10 +29,26 @@ def costs(caller: Caller, since: str | None = None) -> Any:
     return caller.costs(since=since)
 
 
-@router.get("/kpis", response_model=list[KpiOut], tags=["runs"], summary="The KPIs the company tracks")
+@router.get("/kpis", response_model=list[KpiOut], tags=["runs"],
+            summary="The KPIs the company tracks, each with its first and latest readings")
 def kpis(caller: Caller) -> Any:
     spec = caller.company.spec()
-    return [{"name": name, **kpi.model_dump()} for name, kpi in sorted(spec.kpis.items())]
+    return [{"name": name, **spec.kpis[name].model_dump(), "first": s.first, "latest": s.latest,
+             "readings": s.readings, "change": s.change} for name, s in caller.kpi_summaries().items()]
+
+
+@router.get("/kpis/{name}/readings", response_model=list[KpiReading], tags=["runs"],
+            summary="A KPI's readings, oldest first (the newest `limit`)")
+def kpi_readings(caller: Caller, name: str, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
+    if name not in caller.company.spec().kpis:
+        raise NotFound(f"no KPI '{name}' in the spec; GET /api/v1/kpis lists them")
+    return caller.kpi_readings(name, limit=limit)
+
+
+@router.post("/kpis/{name}/readings", response_model=KpiReading, status_code=201, tags=["runs"],
+             summary="Record a reading you measured (humans only; the runtime measures the rest)")
+def record_kpi(caller: Caller, name: str, body: KpiReadingIn) -> Any:
+    return caller.record_kpi(name, body.value, source=body.source)
 
 
 @router.get("/audit", response_model=AuditPage, tags=["audit"],
