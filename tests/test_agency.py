@@ -180,6 +180,13 @@ def test_without_approval_the_lane_stops_at_the_inbox_with_the_exact_command(cli
     compact = "".join(result.output.split())  # the console wraps long paths anywhere
     assert "waitforyourapproval" in compact and f"roster--spec{ws / 'roster.yaml'}approve1" in compact
     assert "KPIlint_findings:3->3findings" in compact
+    # what the approver is shown: QA's checks, the KPI's latest reading and the patch as a patch
+    shown = cli("--spec", str(ws / "roster.yaml"), "approvals", "show", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "check findings_gone: passed" in shown.output and "check tests_pass: passed" in shown.output
+    assert "fix.patch (patch, version 1" in shown.output and "\n--- a/" in shown.output
+    assert '"kpi_latest"' in shown.output and "lint_findings on main 3 -> 2 expected" in "".join(
+        shown.output.split("\n"))
 
 
 def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():

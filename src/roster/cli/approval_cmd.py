@@ -118,7 +118,21 @@ def approvals_show(ctx: typer.Context, request_id: int, as_json: JSON = False) -
     if request.decided_by:
         console.print(f"  decided by {request.decided_by} at {request.decided_at}: {request.note or '-'}",
                       highlight=False)
-    console.print_json(json.dumps(request.evidence))
+    evidence = dict(request.evidence)
+    checks = evidence.pop("checks", [])
+    shown = evidence.pop("artifacts", [])
+    console.print_json(json.dumps(evidence))
+    for check in checks:  # what the checks found, then each artifact as text (a patch reads as a patch)
+        console.print(f"  check {check['name']}: {'passed' if check['passed'] else 'FAILED'}"
+                      + (f" ({check['detail']})" if check["detail"] else ""), highlight=False)
+    for artifact in shown:
+        console.print(f"\n[bold]{artifact['name']}[/] ({artifact['kind']}, version {artifact['version']}, "
+                      f"{artifact['size']} bytes)", highlight=False)
+        if "preview" in artifact:
+            console.out(artifact["preview"], highlight=False)
+            if artifact.get("truncated"):
+                console.print(f"  ... cut; all of it: roster artifact show {request.task_id} {artifact['name']}",
+                              highlight=False)
 
 
 @approvals_app.command("stats")
