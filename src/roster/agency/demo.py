@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import textwrap
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -181,7 +182,8 @@ def report(company: CompanyStore) -> list[str]:
              f"  transitions: {', '.join(f'{t} {n}' for t, n in sorted(transitions.items())) or 'none'}"]
     lines += [f"  contract rejections: {t} refused by clause '{c}' x{n}" for (t, c), n in sorted(rejected.items())]
     for e in company.list_escalations():
-        lines.append(f"  escalation: task {e.task_id} to {e.to} ({e.step}): {e.reason[:120]}")
+        lines.append(f"  escalation: task {e.task_id} to {e.to} ({e.step}): "
+                     f"{textwrap.shorten(e.reason, 220, placeholder=' ...')}")
     for r in company.list_requests():
         lines.append(f"  approval {r.id}: task {r.task_id} {r.status}" + (f" by {r.decided_by}" if r.decided_by else ""))
     for a in costs["agents"]:
