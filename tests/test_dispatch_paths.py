@@ -99,3 +99,34 @@ def test_the_brief_shows_the_task_as_of_the_claim_and_the_transition_expects_tha
     [brief] = runner.briefs
     assert brief["task"]["version"] == 2 and brief["task"]["priority"] == 7  # not the stale version 1
     assert company.get_task(task.id).version == 3 and company.get_task(task.id).state == "planned"
+
+
+def test_a_clean_run_commits_twice_the_transition_and_the_release_together(still, tmp_path):
+    from sqlalchemy import event
+
+    company = still
+    task = make_task(company)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)})
+    writes: list[str] = []
+    listener = lambda conn: writes.append(conn.get_execution_options().get("sqlite_begin", "DEFERRED"))  # noqa: E731
+    event.listen(company.store.engine, "begin", listener)
+    try:
+        outcome = dispatcher.run_once("planner", task, trigger="task arrival")
+    finally:
+        event.remove(company.store.engine, "begin", listener)
+    assert outcome.outcome == "succeeded"
+    # one write to claim (and start the run), one to move the task, give the lease back and end the run
+    assert writes.count("IMMEDIATE") == 2
+    events = [(e.action, e.seq) for e in company.audit_log()][-5:]
+    assert [a for a, _ in events] == ["lease.claim", "run.start", "task.transition", "lease.release", "run.finish"]
+    assert company.leases() == [] and company.list_runs()[0].outcome == "succeeded"
+
+
+def test_a_run_with_earlier_failures_still_ends_in_its_own_release(still, tmp_path):
+    company = still
+    task = make_task(company)
+    company.record_failure(task.id, "planner", Failure(FailureCategory.TRANSIENT, "timeout", "slow"), max_attempts=3)
+    still.store.clock.advance(3600)  # past the backoff
+    [outcome] = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)}).cycle()
+    assert outcome.outcome == "succeeded" and company.attempts_of(task.id) == []  # cleared after success
+    assert company.leases() == [] and company.list_runs()[0].attempt == 2

@@ -256,18 +256,49 @@ class Dispatcher:
         outcome = "succeeded"
         tried: dict = {"saved": []}
         brief: Brief | None = None
+        ended = False  # whether the run ended, and its lease went back, in its transition's (committed) transaction
+        fused: list[bool] = []
         with self._renewals.held(agent, lease):
             try:
                 brief = self.brief(agent, task, lease, run_id, attempt, queue or [], previous)
                 result = runner.run(brief)
                 tried.update(transition=result.transition, writes=result.writes)
-                transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"])
+
+                def end_with_transition(conn, head, cache) -> None:  # noqa: ANN001
+                    # A clean success (no earlier attempts to clear, no messages to mark read): one commit
+                    # moves the task, releases the lease, ends the run and records what the agent saw.
+                    done = self._finisher(run_id, runner, outcome="succeeded", transition=result.transition,
+                                          failure=None, started=started)
+                    self.company.release_txn(conn, head, self.company._actor(cache, agent), task.id,
+                                             lease.fencing_token)
+                    self.company._finish_run_txn(conn, head, run_id, agent=agent, **done)
+                    self.company.record_view_txn(conn, head, task.id, agent)
+                    fused.append(True)
+
+                clean = not previous and not brief.data.get("messages")
+                transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"],
+                                                  then=end_with_transition if clean else None)
+                ended = bool(fused)  # only once the transition's transaction has committed
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 failure = classify(exc)
                 if isinstance(exc, JudgmentCall):
                     failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
                 stopped = _stopped_by_kill_switch(exc)
                 outcome = "stopped" if stopped else "failed"
+        blocked = None
+        if not ended:
+            blocked = self._end_run(agent, task, lease, run_id, runner, brief, previous, failure, stopped, tried,
+                                    outcome=outcome, transition=transition, started=started)
+        if outcome == "succeeded" and transition is not None:  # ground truth after the change, not a report
+            self.kpis.after(self._current_spec(), task.workflow, transition, task.id)
+        self.enforce_budgets(agent, task.workflow)
+        return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
+
+    def _end_run(self, agent: str, task: Task, lease: Lease, run_id: str, runner: Runner, brief: Brief | None,
+                 previous: list, failure: Failure | None, stopped: bool, tried: dict, *, outcome: str,
+                 transition: str | None, started: float) -> str | None:
+        """After a run that did not end in its transition's transaction: mark its messages read, record a
+        failure (and climb the ladder), finish the run and release the lease. Returns the blocker, if any."""
         if brief is not None:  # read, whatever the outcome: a failing run must not see them forever
             self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
         blocked = None
@@ -292,10 +323,7 @@ class Dispatcher:
         except (StaleFencingToken, Denied):
             # taken over, or released by the kill switch (which also stops us acting): nothing to give back
             self.company.finish_run(run_id, **finish)
-        if outcome == "succeeded" and transition is not None:  # ground truth after the change, not a report
-            self.kpis.after(self._current_spec(), task.workflow, transition, task.id)
-        self.enforce_budgets(agent, task.workflow)
-        return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
+        return blocked
 
     def _run_without_task(self, agent: str, runner: Runner, trigger: str, context: dict) -> Outcome:
         run_id = self.company.start_run(agent, trigger=trigger, task_id=None, fencing_token=None)
@@ -411,10 +439,11 @@ class Dispatcher:
                                   provenance=provenance, expires_in=memory.expires_in)
             saved.append(f"memory {memory.kind}")
 
-    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult,
-               saved: list[str] | None = None) -> tuple[str | None, str]:
+    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult, saved: list[str] | None = None,
+               then: Callable | None = None) -> tuple[str | None, str]:
         """Apply a result; ``saved`` collects what was kept, so a failure later on can say what partly
-        succeeded."""
+        succeeded. ``then`` runs in the transition's transaction, once it is made (see
+        :meth:`~roster.store.tasks.TaskVerbs.transition`)."""
         saved = saved if saved is not None else []
         self._file_tasks(agent, result, parent=task)
         saved.extend(f"task '{t.title}'" for t in result.tasks)
@@ -437,7 +466,7 @@ class Dispatcher:
         try:
             self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
                                     writes=result.writes, rationale=result.rationale,
-                                    fencing_token=lease.fencing_token)
+                                    fencing_token=lease.fencing_token, then=then)
         except ApprovalPending:
             return result.transition, "waiting"
         return result.transition, "succeeded"

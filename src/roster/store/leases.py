@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
@@ -124,17 +125,31 @@ class LeaseVerbs(CompanyBase):
         ``then`` runs in the same transaction (the runtime records the run's end there)."""
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> None:  # noqa: ANN001
-            if row.fencing_token != fencing_token or row.lease_holder != who.handle:
-                raise StaleFencingToken(task_id, fencing_token, row.fencing_token)
-            _SET_LEASE.rowcount(conn, {
-                "company": self.company, "task_id": task_id, "seen_token": fencing_token, "fencing_token": fencing_token,
-                "lease_holder": None, "lease_run": None, "lease_expires_at": None})
-            audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="lease.release",
-                         subject=f"task:{task_id}", data={"fencing_token": fencing_token, "reason": "done"})
+            self._release_row_txn(conn, head, who, row, task_id, fencing_token)
             if then is not None:
                 then(conn, head)
 
         self._lease_write(task_id, actor, "lease.release", {"fencing_token": fencing_token}, body)
+
+    def release_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, task_id: int,
+                    fencing_token: int) -> None:
+        """:meth:`release` inside ``conn``'s transaction, for a caller that has resolved ``who`` and checked
+        its rights (the runtime, ending a run in its transition's transaction). Raises
+        :class:`StaleFencingToken`, :class:`NotFound`."""
+        row = _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
+        if row is None:
+            raise NotFound(f"no task {task_id} in company '{self.company}'")
+        self._release_row_txn(conn, head, who, row, task_id, fencing_token)
+
+    def _release_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, task_id: int,
+                         fencing_token: int) -> None:
+        if row.fencing_token != fencing_token or row.lease_holder != who.handle:
+            raise StaleFencingToken(task_id, fencing_token, row.fencing_token)
+        _SET_LEASE.rowcount(conn, {
+            "company": self.company, "task_id": task_id, "seen_token": fencing_token, "fencing_token": fencing_token,
+            "lease_holder": None, "lease_run": None, "lease_expires_at": None})
+        audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="lease.release",
+                     subject=f"task:{task_id}", data={"fencing_token": fencing_token, "reason": "done"})
 
     def _release_leases_txn(self, conn: Connection, head: audit.ChainHead, *, reason: str, by: str,
                             holders: list[str], workflows: list[str] | None = None) -> list[int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -241,7 +241,8 @@ class TaskVerbs(CompanyBase):
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
                    writes: Mapping[str, Any] | None = None, rationale: str = "",
-                   fencing_token: int | None = None) -> Task:
+                   fencing_token: int | None = None,
+                   then: Callable[[Connection, audit.ChainHead, CompanyCache], None] | None = None) -> Task:
         """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
 
         The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
@@ -254,7 +255,9 @@ class TaskVerbs(CompanyBase):
         task another principal holds a live lease on raises :class:`LeaseHeld`. On an approval edge, once
         everything else
         holds, it opens an approval request (``rationale`` is shown to the approver) and raises
-        :class:`ApprovalPending` instead: the transition runs when the request is approved.
+        :class:`ApprovalPending` instead: the transition runs when the request is approved. ``then`` runs
+        in the same transaction once the transition is made (not when a request is opened): the runtime
+        ends the run and releases its lease there, so the move and the release commit together.
         """
         writes = dict(writes or {})
         try:
@@ -263,6 +266,8 @@ class TaskVerbs(CompanyBase):
                 head, cache = self._head_txn(conn)
                 result = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
                                               rationale=rationale, fencing_token=fencing_token)
+                if then is not None and not isinstance(result, OpenedRequest):
+                    then(conn, head, cache)
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
             self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
