@@ -157,6 +157,27 @@ def test_the_me_resource_carries_the_mission_and_skills(store, company, tmp_path
     me = json.loads(run(read()).contents[0].text)
     assert me["handle"] == "planner"
     assert [(s["name"], s["description"]) for s in me["skills"]] == [("split-imports", "One import per line, sorted.")]
+    assert me["kpis"] == [] and me["kpi_latest"] == {}
+
+
+def test_the_me_resource_shows_the_latest_reading_of_each_of_the_agents_kpis(store, company):
+    planner = "  planner: {reports_to: alice, tier: bounded-mutator}"
+    assert planner in FIX_LINT
+    spec = FIX_LINT.replace(planner, planner[:-1] + ", kpis: [lint_findings, lead_time]}") + (
+        "kpis:\n  lint_findings: {unit: findings, direction: down}\n  lead_time: {unit: hours}\n")
+    store.apply(parse_spec(spec), applied_by="alice")
+    company.record_kpi("lint_findings", 9, actor="alice", source="first count")
+    latest = company.record_kpi("lint_findings", 7, actor="alice", source="after a merge")
+    server = create_mcp_server(store, token=token_for(company, "planner"))
+
+    async def read():
+        async with Client(server) as client:
+            return await client.read_resource("roster://me")
+
+    me = json.loads(run(read()).contents[0].text)
+    assert me["kpis"] == ["lint_findings", "lead_time"]
+    assert me["kpi_latest"] == {"lint_findings": {"value": 7.0, "measured_at": latest.measured_at},
+                                "lead_time": None}  # defined, never measured
 
 
 def test_granted_tools_follow_tier_and_grants(store, company):

@@ -230,11 +230,16 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
         agent = spec.agents.get(handle)
         if agent is None:
             raise ResourceError(f"no agent '{handle}'")
+        summaries = caller.kpi_summaries() if agent.kpis else {}
+        latest = {name: ({"value": s.latest.value, "measured_at": s.latest.measured_at}
+                         if (s := summaries.get(name)) is not None and s.latest is not None else None)
+                  for name in agent.kpis}
         return json.dumps({"handle": handle, "mission": agent.mission, "role": agent.role,
-                           "kpis": list(agent.kpis), "skills": read_skills(skills_dir)}, sort_keys=True)
+                           "kpis": list(agent.kpis), "kpi_latest": latest, "skills": read_skills(skills_dir)},
+                          sort_keys=True)
 
     @server.resource("roster://me", mime_type="application/json",
-                     description="Your mission, role, KPIs and skills (stdio: the token's agent).")
+                     description="Your mission, role, KPIs with their latest readings, and skills (stdio: the token's agent).")
     def me() -> str:
         caller = session_for(None)
         return profile(caller, caller.principal.handle)
