@@ -87,21 +87,6 @@ def prepare_repository(path: Path | None, target: Path) -> list[str]:
     return lines
 
 
-def _kpi_lines(company: CompanyStore) -> list[str]:
-    """Each KPI as first -> latest reading, with when each was measured and what prompted it."""
-    lines = []
-    for name, summary in company.kpi_summaries(actor=None).items():
-        if summary.first is None or summary.latest is None:
-            lines.append(f"  KPI {name}: not measured yet")
-            continue
-        first, latest = summary.first, summary.latest
-        unit = company.spec().kpis[name].unit
-        lines.append(f"  KPI {name}: {first.value:g} -> {latest.value:g} {unit} ({summary.readings} reading(s): first "
-                     f"at {first.measured_at[11:19]} UTC, {first.source}; latest at {latest.measured_at[11:19]} UTC, "
-                     f"{latest.source})")
-    return lines
-
-
 def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: bool,
              say: Callable[[str], None], max_cycles: int = MAX_CYCLES) -> dict[str, Any]:
     """Cycle the dispatcher until the lane has nothing left to do, approving merges as ``operator`` when
