@@ -36,6 +36,7 @@ from typing import Any
 
 from roster.agency.lint import findings, git, run_tool
 from roster.errors import RosterError
+from roster.runtime.processes import run_in_session
 
 MAX_FINDINGS_PER_TASK = 50
 
@@ -143,22 +144,16 @@ def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
     prompt_file = prompts / f"task-{task['id']}.md"
     prompt_file.write_text(prompt, encoding="utf-8")
     try:
-        proc = subprocess.Popen(shlex.split(agent), cwd=worktree_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True,
-                                env={**os.environ, "ROSTER_PROMPT_FILE": str(prompt_file)})
+        done = run_in_session(shlex.split(agent), cwd=worktree_path, timeout=AGENT_TIMEOUT, input=prompt.encode(),
+                              env={**os.environ, "ROSTER_PROMPT_FILE": str(prompt_file)})
     except OSError as exc:
         return {"failure": {"category": "deterministic", "reason": f"cannot start the agent CLI '{agent}': {exc}"}}
-    try:
-        _out, err = proc.communicate(prompt, timeout=AGENT_TIMEOUT)
     except subprocess.TimeoutExpired:
-        from roster.runtime.runners import kill_process_group  # here: the runtime's imports cost ~0.2 s a process
-
-        kill_process_group(proc)
         return {"failure": {"category": "transient", "reason": f"'{agent}' ran past {AGENT_TIMEOUT} s on task "
                                                                f"{task['id']}; its process group was killed"}}
-    if proc.returncode != 0:
-        return {"failure": {"category": "transient",
-                            "reason": f"'{agent}' exited {proc.returncode}: {err.strip()[-300:] or '(no stderr)'}"}}
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip()[-300:]
+        return {"failure": {"category": "transient", "reason": f"'{agent}' exited {done.returncode}: {err or '(no stderr)'}"}}
     return None
 
 

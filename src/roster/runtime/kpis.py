@@ -18,7 +18,7 @@ from pathlib import Path
 
 from roster.errors import RosterError
 from roster.kernel.spec import CompanySpec, Kpi, duration_seconds
-from roster.runtime.runners import kill_process_group
+from roster.runtime.processes import run_in_session
 from roster.store import CompanyStore
 from roster.store.kpis import KpiReading
 from roster.store.store import format_ts
@@ -37,19 +37,15 @@ def measure_value(kpi: Kpi, *, workdir: Path) -> float:
     assert kpi.measure is not None
     command = kpi.measure.command
     try:
-        proc = subprocess.Popen(shlex.split(command), cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
+        done = run_in_session(shlex.split(command), cwd=workdir, timeout=kpi.measure.timeout)
     except OSError as exc:
         raise MeasureFailed(f"cannot start '{command}': {exc}") from None
-    try:
-        stdout, stderr = proc.communicate(timeout=kpi.measure.timeout)
     except subprocess.TimeoutExpired:
-        kill_process_group(proc)
         raise MeasureFailed(f"'{command}' ran past its timeout of {kpi.measure.timeout:g} s") from None
-    if proc.returncode != 0:
-        tail = stderr.decode(errors="replace").strip()[-300:]
-        raise MeasureFailed(f"'{command}' exited {proc.returncode}: {tail or '(no stderr)'}")
-    lines = [line.strip() for line in stdout.decode(errors="replace").splitlines() if line.strip()]
+    if done.returncode != 0:
+        tail = done.stderr.decode(errors="replace").strip()[-300:]
+        raise MeasureFailed(f"'{command}' exited {done.returncode}: {tail or '(no stderr)'}")
+    lines = [line.strip() for line in done.stdout.decode(errors="replace").splitlines() if line.strip()]
     try:
         value = float(lines[-1])
     except (IndexError, ValueError):

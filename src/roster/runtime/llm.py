@@ -81,7 +81,8 @@ from roster.errors import (
     RunnerTimeout,
     UsageError,
 )
-from roster.runtime.runners import ArtifactOut, Brief, FailureOut, RunResult, Usage, kill_process_group
+from roster.runtime.processes import run_in_session
+from roster.runtime.runners import ArtifactOut, Brief, FailureOut, RunResult, Usage
 
 OFFLINE = "offline"
 OFFLINE_TAG = "(scripted offline model)"
@@ -653,18 +654,15 @@ def _run_command(name: str, command: str, arguments: Mapping[str, Any], workdir:
     """Run an authorised tool's command: arguments as JSON on stdin, in ``workdir``, in its own process
     group (killed whole at the timeout). Its exit status and output go back to the model."""
     try:
-        proc = subprocess.Popen(shlex.split(command), cwd=workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        done = run_in_session(shlex.split(command), cwd=workdir, timeout=timeout,
+                              input=json.dumps(dict(arguments)).encode())
     except (OSError, ValueError) as exc:
         return f"Tool '{name}' could not start '{command}': {exc}"
-    try:
-        stdout, stderr = proc.communicate(json.dumps(dict(arguments)).encode(), timeout=timeout)
     except subprocess.TimeoutExpired:
-        kill_process_group(proc)
         return f"Tool '{name}' ran past its timeout of {timeout:g} s and was killed."
-    out = stdout.decode(errors="replace")
-    err = stderr.decode(errors="replace")
-    text = f"Tool '{name}' exited {proc.returncode}.\nstdout:\n{out}"
+    out = done.stdout.decode(errors="replace")
+    err = done.stderr.decode(errors="replace")
+    text = f"Tool '{name}' exited {done.returncode}.\nstdout:\n{out}"
     if err.strip():
         text += f"\nstderr:\n{err}"
     return text if len(text) <= MAX_TOOL_OUTPUT else text[:MAX_TOOL_OUTPUT] + "\n[output truncated]"

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
-from roster.runtime.runners import ArtifactOut, Brief, RunResult, kill_process_group
+from roster.runtime.processes import run_in_session
+from roster.runtime.runners import ArtifactOut, Brief, RunResult
 
 DEFAULT_TIMEOUT = 600.0
 LOG_TAIL = 8_000
@@ -80,22 +81,16 @@ class ProcessRunner:
         before = snapshot(self.workdir)
         argv = [*self.argv, str(prompt)] if self.prompt_arg else self.argv
         try:
-            proc = subprocess.Popen(argv, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, env=env)
+            proc = run_in_session(argv, cwd=self.workdir, timeout=self.timeout, env=env)
         except OSError as exc:
-            revoke()
-            restore()
             raise RunnerExit(f"cannot start '{shlex.join(self.argv)}': {exc}") from None
-        try:
-            stdout, stderr = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            kill_process_group(proc)
             raise RunnerTimeout(f"'{shlex.join(self.argv)}' ran past its timeout of {self.timeout:g} s; its process "
                                 "group was killed") from None
         finally:
             revoke()
             restore()
-        out, err = stdout.decode(errors="replace"), stderr.decode(errors="replace")
+        out, err = proc.stdout.decode(errors="replace"), proc.stderr.decode(errors="replace")
         if proc.returncode < 0:
             raise RunnerCrashed(f"'{shlex.join(self.argv)}' was killed by signal {-proc.returncode}")
         if proc.returncode != 0:

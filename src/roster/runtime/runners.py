@@ -30,7 +30,6 @@ import importlib
 import json
 import os
 import shlex
-import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+from roster.runtime.processes import run_in_session
 
 DEFAULT_TIMEOUT = 60.0
 MAX_OUTPUT_BYTES = 1_048_576
@@ -202,21 +202,19 @@ class CommandRunner:
     def run(self, brief: Brief) -> RunResult:
         env = {**os.environ, **(self.env or {})}
         try:
-            proc = subprocess.Popen(self.argv, cwd=self.workdir, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, start_new_session=True, env=env)
+            done = run_in_session(self.argv, cwd=self.workdir, timeout=self.timeout, input=brief.to_json().encode(),
+                                  env=env)
         except OSError as exc:
             raise RunnerExit(f"cannot start '{self.command}': {exc}") from None
-        try:
-            stdout, stderr = proc.communicate(brief.to_json().encode(), timeout=self.timeout)
         except subprocess.TimeoutExpired:
-            kill_process_group(proc)
             raise RunnerTimeout(f"'{self.command}' ran past its timeout of {self.timeout:g} s; its process group "
                                 "was killed") from None
-        if proc.returncode < 0:
-            raise RunnerCrashed(f"'{self.command}' was killed by signal {-proc.returncode}")
-        if proc.returncode != 0:
+        stdout, stderr = done.stdout, done.stderr
+        if done.returncode < 0:
+            raise RunnerCrashed(f"'{self.command}' was killed by signal {-done.returncode}")
+        if done.returncode != 0:
             tail = stderr.decode(errors="replace").strip()[-500:]
-            raise RunnerExit(f"'{self.command}' exited {proc.returncode}: {tail or '(no stderr)'}")
+            raise RunnerExit(f"'{self.command}' exited {done.returncode}: {tail or '(no stderr)'}")
         if len(stdout) > MAX_OUTPUT_BYTES:
             raise MalformedOutput(f"'{self.command}' printed {len(stdout)} bytes; the limit is {MAX_OUTPUT_BYTES}")
         try:
@@ -224,15 +222,6 @@ class CommandRunner:
         except (ValueError, UnicodeDecodeError) as exc:
             raise MalformedOutput(f"'{self.command}' did not print one JSON result on stdout: {exc}") from None
         return RunResult.parse(output)
-
-
-def kill_process_group(proc: subprocess.Popen) -> None:
-    """Kill a child started with ``start_new_session=True`` and everything it started, then reap it."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
 
 
 def make_runner(config: dict[str, Any] | None, *, workdir: Path,

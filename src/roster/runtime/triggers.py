@@ -25,7 +25,7 @@ from typing import Any
 from croniter import croniter
 
 from roster.kernel.spec import Trigger, duration_seconds
-from roster.runtime.runners import kill_process_group
+from roster.runtime.processes import run_in_session
 from roster.store import CompanyStore
 from roster.store.store import format_ts
 from roster.store.triggers import TriggerState
@@ -109,10 +109,8 @@ class Triggers:
         assert when is not None
         if when.tasks is not None:
             return self.company.count_tasks(when.tasks) >= when.tasks.min
-        proc = subprocess.Popen(shlex.split(when.command or "false"), cwd=self.workdir, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            return proc.wait(timeout=when.timeout) == 0
+            return run_in_session(shlex.split(when.command or "false"), cwd=self.workdir,
+                                  timeout=when.timeout).returncode == 0
         except subprocess.TimeoutExpired:
-            kill_process_group(proc)
             return False
