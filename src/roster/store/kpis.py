@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Connection, bindparam, func, insert, select
 
 from roster.errors import Denied, NotFound, UsageError
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.prepared import Prepared
 from roster.store.schema import kpi_readings
 
 MAX_SOURCE_CHARS = 500
@@ -56,6 +57,17 @@ class KpiSummary:
 
 def _reading(row) -> KpiReading:  # noqa: ANN001
     return KpiReading(row.id, row.kpi, row.value, row.measured_at, row.recorded_by, row.source)
+
+
+_LATEST = Prepared(select(kpi_readings).where(kpi_readings.c.company_id == bindparam("company"),
+                                              kpi_readings.c.kpi == bindparam("kpi"))
+                   .order_by(kpi_readings.c.id.desc()).limit(1))
+
+
+def latest_reading_txn(conn: Connection, company: str, name: str) -> KpiReading | None:
+    """The newest reading of KPI ``name`` inside ``conn``'s transaction, or ``None`` before any."""
+    row = _LATEST.first(conn, {"company": company, "kpi": name})
+    return _reading(row) if row is not None else None
 
 
 class KpiVerbs(CompanyBase):
@@ -119,9 +131,7 @@ class KpiVerbs(CompanyBase):
             for name in sorted(cache.spec.kpis):
                 mine = (kpi_readings.c.company_id == self.company, kpi_readings.c.kpi == name)
                 first = conn.execute(select(kpi_readings).where(*mine).order_by(kpi_readings.c.id).limit(1)).first()
-                latest = conn.execute(select(kpi_readings).where(*mine)
-                                      .order_by(kpi_readings.c.id.desc()).limit(1)).first()
                 count = conn.scalar(select(func.count()).select_from(kpi_readings).where(*mine))
                 summaries[name] = KpiSummary(name, _reading(first) if first else None,
-                                             _reading(latest) if latest else None, int(count or 0))
+                                             latest_reading_txn(conn, self.company, name), int(count or 0))
         return summaries

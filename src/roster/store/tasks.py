@@ -37,8 +37,9 @@ from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.approvals import OpenedRequest
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
-from roster.store.schema import artifacts, check_results, kpi_readings, tasks
+from roster.store.schema import artifacts, check_results, tasks
 
 MAX_FIELDS_BYTES = 65_536
 """Largest task ``fields`` document, or set of writes in one transition, as compact UTF-8 JSON (64 KiB)."""
@@ -62,10 +63,6 @@ _CHECK_DETAILS = Prepared(select(check_results.c.name, check_results.c.passed, c
                           .where(check_results.c.company_id == bindparam("company"),
                                  check_results.c.task_id == bindparam("task_id"))
                           .order_by(check_results.c.id))
-_LATEST_READING = Prepared(select(kpi_readings.c.value, kpi_readings.c.measured_at)
-                           .where(kpi_readings.c.company_id == bindparam("company"),
-                                  kpi_readings.c.kpi == bindparam("kpi"))
-                           .order_by(kpi_readings.c.id.desc()).limit(1))
 # A parent's delegated children. No ORDER BY (they are sorted in Python): with one, SQLite walks every
 # task of the company by primary key instead of seeking the (company, parent_id) index.
 _CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
@@ -377,8 +374,8 @@ class TaskVerbs(CompanyBase):
             checks[row.name] = {"name": row.name, "passed": bool(row.passed), "detail": row.detail}
         latest = {}
         for name in kpis:
-            row = _LATEST_READING.first(conn, {"company": self.company, "kpi": name})
-            latest[name] = None if row is None else {"value": row.value, "measured_at": row.measured_at}
+            reading = latest_reading_txn(conn, self.company, name)
+            latest[name] = None if reading is None else {"value": reading.value, "measured_at": reading.measured_at}
         return {"checks": list(checks.values()), "kpi_latest": latest}
 
     def options(self, task_id: int, actor: ActorRef | None = None) -> list[TransitionOption]:
