@@ -43,7 +43,6 @@ from roster.kernel.failures import FailureCategory, backoff_seconds, classify
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import Brief, CallableRunner, CommandRunner, RunResult, make_runner
 from roster.specfile import parse_spec
-from roster.store import Store
 
 PY = shlex.quote(sys.executable)
 
