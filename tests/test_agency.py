@@ -158,6 +158,12 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     assert "uncommittedchanges:theyarenotpartofthecopy" in compact
     assert "KPIlint_findings:3->1findings" in compact and "intact" in compact
     assert "approvedmergerequest" in compact and "escalation:task" in compact
+    # live progress after busy cycles: tasks per state, runs so far, approvals waiting
+    assert "--tasks:found3|runs1|approvalswaiting0" in compact and "merged2|runs" in compact
+    # the report: transitions, approvals, runs and cost per agent, cost per merged fix
+    assert "transitions:build2,merge2,plan3,request_merge2,verify2" in compact
+    assert "approval1:task" in compact and "approvedby" in compact
+    assert "runsofplanner:3(3succeeded),tokens" in compact and "costpermergedfix:0.0000USD" in compact
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")
     again = cli("demo", "--yes", "--workspace", str(ws))
