@@ -176,3 +176,33 @@ def test_a_lock_holder_killed_mid_transaction_leaves_no_trace(company, new_task,
     moved = company.transition(created.id, "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
     assert (created.id, moved.state) == (2, "planned")
     assert company.verify_audit() == (4, None)
+
+
+def test_a_pinned_connection_serves_one_thread_and_survives_a_failed_transaction(company, new_task):
+    import threading
+
+    from sqlalchemy import text
+
+    store = company.store
+    task = new_task()
+    with store.pinned():
+        with store.write() as first:
+            pass
+        with store.read() as second, store.read() as nested:
+            assert nested is second  # a read inside a read joins it: one snapshot
+            with store.write() as inner:  # a write inside a read takes a connection of its own, and commits
+                assert inner is not second
+                inner.execute(text("UPDATE tasks SET priority = 5 WHERE id = :id"), {"id": task.id})
+        assert first is second  # the thread's transactions share the pinned connection
+        with pytest.raises(ZeroDivisionError), store.write() as conn:  # rolled back, the connection kept
+            conn.execute(text("UPDATE tasks SET priority = 9 WHERE id = :id"), {"id": task.id})
+            1 / 0  # noqa: B018
+        assert company.audit_log()  # streams its rows: an option of that statement, not of the connection
+        with store.write() as again:
+            assert again is first and not again.get_execution_options().get("yield_per")
+        other: list = []
+        worker = threading.Thread(target=lambda: other.append(company.get_task(task.id).priority))
+        worker.start()
+        worker.join()
+    assert company.get_task(task.id).priority == 5 and other == [5]  # another thread: its own connection
+    assert store._local.__dict__.get("pinned") is None

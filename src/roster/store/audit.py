@@ -122,7 +122,7 @@ def iter_events(conn: Connection, company: str, *, principal: str | None = None,
     query = query.order_by(audit_events.c.seq.desc() if newest_first else audit_events.c.seq)
     if limit is not None:
         query = query.limit(limit)
-    for row in conn.execution_options(yield_per=1000).execute(query):
+    for row in conn.execute(query.execution_options(yield_per=1000)):  # on the statement: the connection may be reused
         yield _event(row)
 
 
