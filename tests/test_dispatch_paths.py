@@ -130,3 +130,85 @@ def test_a_run_with_earlier_failures_still_ends_in_its_own_release(still, tmp_pa
     [outcome] = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)}).cycle()
     assert outcome.outcome == "succeeded" and company.attempts_of(task.id) == []  # cleared after success
     assert company.leases() == [] and company.list_runs()[0].attempt == 2
+
+
+def _count_connections_and_reads(engine):  # noqa: ANN001, ANN202
+    """Listen for pool checkouts and for each transaction's begin mode; returns the two lists."""
+    from sqlalchemy import event
+
+    checkouts: list[int] = []
+    begins: list[str] = []
+    on_checkout = lambda *_: checkouts.append(1)  # noqa: E731
+    on_begin = lambda conn: begins.append(conn.get_execution_options().get("sqlite_begin", "DEFERRED"))  # noqa: E731
+    event.listen(engine, "checkout", on_checkout)
+    event.listen(engine, "begin", on_begin)
+
+    def stop() -> None:
+        event.remove(engine, "checkout", on_checkout)
+        event.remove(engine, "begin", on_begin)
+
+    return checkouts, begins, stop
+
+
+def test_a_cycle_runs_on_one_connection_and_starts_from_one_read(still, tmp_path):
+    company = still
+    task = make_task(company)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)})
+    checkouts, begins, stop = _count_connections_and_reads(company.store.engine)
+    try:
+        [outcome] = dispatcher.cycle()
+    finally:
+        stop()
+    assert outcome.outcome == "succeeded" and company.get_task(task.id).state == "planned"
+    # The agents, the spec, the kill switches and the work come from one read; the run's brief is read in
+    # the claim's transaction; then the transition's. Everything on one connection from the pool.
+    assert begins[0] == "DEFERRED" and begins[1:3] == ["IMMEDIATE", "IMMEDIATE"]
+    assert begins.count("DEFERRED") <= 3, begins  # + the message trigger's and the memory schedule's reads
+    assert len(checkouts) == 1
+    # Outside a cycle, each transaction takes a connection from the pool and gives it back.
+    company.get_task(task.id)
+    assert company.store._local.__dict__.get("pinned") is None
+
+
+def test_a_brief_that_cannot_be_built_fails_the_run_and_gives_the_lease_back(tmp_path, clock):
+    store = Store.open(f"sqlite:///{tmp_path / 'tight.db'}", clock=clock)
+    store.apply(parse_spec(FIX_LINT.replace("planner: {reports_to: alice,",
+                                            "planner: {context_budget: 500, reports_to: alice,")), applied_by="alice")
+    company = store.company("acme")
+    task = company.create_task(workflow="fix-lint", title="fix E501", actor="alice",  # ~1,500 tokens of task
+                               fields={"rule": "E501", "spec": "Wrap the long line; " * 300})[0]
+    runner = Scripted(PLAN)
+    outcome = Dispatcher(company, workdir=tmp_path, runners={"planner": runner}).run_once(
+        "planner", task, trigger="task arrival")
+
+    assert outcome.outcome == "failed" and runner.briefs == []  # the runner was never called
+    assert outcome.failure.category is FailureCategory.DETERMINISTIC and "context_budget" in outcome.failure.message
+    # The claim committed (the run is on record with its failure) and the lease went back.
+    [run] = company.list_runs()
+    assert run.outcome == "failed" and run.fencing_token == 1
+    assert company.leases() == [] and company.get_task(task.id).state == "found"
+    assert [a.agent for a in company.attempts_of(task.id)] == ["planner"]
+    store.close()
+
+
+def test_a_database_error_while_briefing_rolls_the_claim_back(still, tmp_path):
+    from sqlalchemy import text
+
+    company = still
+    task = make_task(company)
+    with company.store.engine.begin() as conn:  # the brief's memory recall will fail on the missing table
+        conn.execute(text("ALTER TABLE memory_fts RENAME TO memory_fts_gone"))
+    runner = Scripted(PLAN)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
+    before = len(company.audit_log())
+    try:
+        dispatcher.run_once("planner", task, trigger="task arrival")
+        raised = None
+    except Exception as exc:  # noqa: BLE001
+        raised = exc
+    assert raised is not None and company.store.is_database_error(raised)
+    # Nothing of the claim was kept: no lease, no run, no event, the fencing token unused.
+    assert runner.briefs == [] and company.leases() == [] and company.list_runs() == []
+    assert company.get_task(task.id).fencing_token == 0 and len(company.audit_log()) == before
+    ok, broken = company.verify_audit()
+    assert broken is None

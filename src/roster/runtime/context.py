@@ -65,7 +65,8 @@ def _json_bytes(value: Any) -> int:
 
 
 def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    # A size only: key order does not change it, so keys are not sorted.
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 @dataclass(frozen=True)
@@ -94,57 +95,64 @@ class ContextAssembler:
         parts exceed the agent's ``context_budget`` (tokens)."""
         if task is not None and previous is None:
             previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        with self.company.store.read() as conn:
+            return self.brief_txn(conn, self.company._current(conn), agent, task, wakeup, previous or [])
+
+    def brief_txn(self, conn: Any, cache: Any, agent: str, task: Task | None, wakeup: Wakeup,
+                  previous: list[Attempt]) -> Brief:
+        """:meth:`brief` inside ``conn``'s transaction, with the company's current ``cache`` (the runtime
+        builds a run's brief in the transaction that claims its task). Raises
+        :class:`ContextOverBudget`."""
         company = self.company
-        with company.store.read() as conn:
-            cache = company._current(conn)
-            spec = cache.spec
-            assert spec is not None
-            me = spec.agents.get(agent)
-            budget = me.context_budget if me else DEFAULT_BUDGET
-            mandatory: dict[str, Any] = {
-                "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
-                "run_id": wakeup.run_id, "company": company.company, "attempt": wakeup.attempt,
-                "fencing_token": wakeup.fencing_token, "tools": list(me.tools) if me else [],
-            }
-            optional: list[tuple[str, Any]] = []
-            if task is not None:
-                mandatory["task"] = {"id": task.id, "workflow": task.workflow, "state": task.state,
-                                     "title": task.title, "fields": task.fields, "version": task.version,
-                                     "priority": task.priority, "owner": task.owner, "parent_id": task.parent_id,
-                                     "packet": task.packet}
-                mandatory["fields_schema"] = spec.workflows[task.workflow].fields
-                mandatory["transitions"] = self._transitions(conn, cache, agent, task)
-                optional.append(("previous_failure", _previous_failure(previous or [])))
-                optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
-                optional.append(("children", company.children_txn(conn, cache, task.id)))
-            else:
-                mandatory["task"] = None
-                mandatory["transitions"] = []
-                mandatory["triggers"] = list(wakeup.fired)
-                mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
-                                          for name, wf in spec.workflows.items()}
-                optional.append(("previous_failure", None))
-            unread = company.unread_txn(conn, agent, limit=MESSAGES)
-            optional.append(("messages", [{"id": m.id, "thread_id": m.thread_id, "from": m.sender,
-                                           "task_id": m.task_id, "body": m.body, "at": m.created_at}
-                                          for m in unread]))
-            entries = company.recall_txn(conn, " ".join(_query_words(task)), self._pads(agent, task, cache),
-                                         limit=MEMORY_ENTRIES)
-            optional.append(("memory", [{"id": e.id, "pad": e.pad, "kind": e.kind, "text": e.text,
-                                         "confidence": e.confidence, "provenance": e.provenance}
-                                        for e in entries]))
-            events = (audit.latest_on(conn, company.company, f"task:{task.id}", RECENT_EVENTS)
-                      if task is not None else [])
-            optional.append(("events", [_event_summary(e) for e in events]))
+        spec = cache.spec
+        assert spec is not None
+        me = spec.agents.get(agent)
+        budget = me.context_budget if me else DEFAULT_BUDGET
+        mandatory: dict[str, Any] = {
+            "agent": {"handle": agent, "role": me.role if me else "", "mission": me.mission if me else ""},
+            "run_id": wakeup.run_id, "company": company.company, "attempt": wakeup.attempt,
+            "fencing_token": wakeup.fencing_token, "tools": list(me.tools) if me else [],
+        }
+        optional: list[tuple[str, Any]] = []
+        if task is not None:
+            mandatory["task"] = {"id": task.id, "workflow": task.workflow, "state": task.state,
+                                 "title": task.title, "fields": task.fields, "version": task.version,
+                                 "priority": task.priority, "owner": task.owner, "parent_id": task.parent_id,
+                                 "packet": task.packet}
+            mandatory["fields_schema"] = spec.workflows[task.workflow].fields
+            children = company._children_txn(conn, task.id)  # read once: for the contract and for the brief
+            mandatory["transitions"] = self._transitions(conn, cache, agent, task, children)
+            optional.append(("previous_failure", _previous_failure(previous)))
+            optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
+            optional.append(("children", company.children_txn(conn, cache, task.id, children)))
+        else:
+            mandatory["task"] = None
+            mandatory["transitions"] = []
+            mandatory["triggers"] = list(wakeup.fired)
+            mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
+                                      for name, wf in spec.workflows.items()}
+            optional.append(("previous_failure", None))
+        unread = company.unread_txn(conn, agent, limit=MESSAGES)
+        optional.append(("messages", [{"id": m.id, "thread_id": m.thread_id, "from": m.sender,
+                                       "task_id": m.task_id, "body": m.body, "at": m.created_at}
+                                      for m in unread]))
+        entries = company.recall_txn(conn, " ".join(_query_words(task)), self._pads(agent, task, cache),
+                                     limit=MEMORY_ENTRIES)
+        optional.append(("memory", [{"id": e.id, "pad": e.pad, "kind": e.kind, "text": e.text,
+                                     "confidence": e.confidence, "provenance": e.provenance}
+                                    for e in entries]))
+        events = (audit.latest_on(conn, company.company, f"task:{task.id}", RECENT_EVENTS)
+                  if task is not None else [])
+        optional.append(("events", [_event_summary(e) for e in events]))
         optional.append(("queue", list(wakeup.queue)))
         return Brief(_fit(mandatory, optional, budget))
 
     # -- parts --------------------------------------------------------------------------------------
 
-    def _transitions(self, conn: Any, cache: Any, agent: str, task: Task) -> list[dict[str, Any]]:
+    def _transitions(self, conn: Any, cache: Any, agent: str, task: Task, children: list[Task]) -> list[dict[str, Any]]:
         """The transitions out of the task's state, with the clauses that block each for ``agent`` now."""
         machine = cache.machines[task.workflow]
-        evidence = self.company._evidence_txn(conn, cache, task)
+        evidence = self.company._evidence_txn(conn, cache, task, children)
         actor = cache.actors.get(agent)
         shown = []
         for name, t in machine.workflow.transitions.items():

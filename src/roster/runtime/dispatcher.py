@@ -140,10 +140,16 @@ class Dispatcher:
 
     def cycle(self) -> list[Outcome]:
         """One pass over every agent: at most one run each. Returns what each run did."""
+        with self.company.store.pinned():  # one connection for the cycle's transactions
+            return self._cycle()
+
+    def _cycle(self) -> list[Outcome]:
         outcomes = []
-        agents = self.agents()
-        self._spec, paused = self.company.spec_and_paused()  # one read per cycle, not several per run
-        for agent, work in self.company.candidates_many(agents).items():
+        with self.company.store.read():  # the agents, the spec, the kill switches and the work: one snapshot
+            agents = self.agents()
+            self._spec, paused = self.company.spec_and_paused()
+            candidates = self.company.candidates_many(agents)
+        for agent, work in candidates.items():
             if self.stopping.is_set():
                 break
             outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
@@ -230,18 +236,27 @@ class Dispatcher:
                 self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
                 return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
         run_id = new_run_id()
-        attempt = 0
         claimed: Task | None = None
+        brief: Brief | None = None
+        unbriefed: Exception | None = None  # why the brief could not be built: the run's failure, once claimed
 
         def start(conn, head, lease: Lease) -> None:  # noqa: ANN001 - the run starts in the claim's transaction
-            nonlocal previous, attempt, claimed
-            # Read here, not in read transactions of their own: the task the brief shows and the attempt
-            # count are the ones as of the claim.
+            nonlocal previous, claimed, brief, unbriefed
+            # Read here, not in transactions of their own: the task, the attempt count and the whole brief
+            # are as of the claim.
             claimed = self.company.task_txn(conn, task.id)
             previous = [a for a in self.company.attempts_txn(conn, task.id) if a.agent == agent]
             attempt = 1 + sum(a.failures for a in previous)
             self.company._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
                                         fencing_token=lease.fencing_token, attempt=attempt)
+            wakeup = Wakeup(run_id, lease.fencing_token, attempt, tuple(queue or []))
+            try:
+                brief = self.context.brief_txn(conn, self.company._refresh_txn(conn, head), agent, claimed, wakeup,
+                                               previous)
+            except Exception as exc:  # noqa: BLE001 - not the claim's fault: the run fails with it, classified
+                if self.company.store.is_database_error(exc):
+                    raise  # the claim's transaction failed with it (on PostgreSQL it cannot commit)
+                unbriefed = exc
 
         try:
             lease = self.company.claim(task.id, actor=agent, run_id=run_id, ttl=self.lease_seconds, then=start)
@@ -255,24 +270,25 @@ class Dispatcher:
         transition: str | None = None
         outcome = "succeeded"
         tried: dict = {"saved": []}
-        brief: Brief | None = None
         ended = False  # whether the run ended, and its lease went back, in its transition's (committed) transaction
         fused: list[bool] = []
         with self._renewals.held(agent, lease):
             try:
-                brief = self.brief(agent, task, lease, run_id, attempt, queue or [], previous)
+                if unbriefed is not None:
+                    raise unbriefed
+                assert brief is not None
                 result = runner.run(brief)
                 tried.update(transition=result.transition, writes=result.writes)
 
-                def end_with_transition(conn, head, cache) -> None:  # noqa: ANN001
+                def end_with_transition(conn, head, cache, moved: Task) -> None:  # noqa: ANN001
                     # A clean success (no earlier attempts to clear, no messages to mark read): one commit
                     # moves the task, releases the lease, ends the run and records what the agent saw.
                     done = self._finisher(run_id, runner, outcome="succeeded", transition=result.transition,
                                           failure=None, started=started)
                     self.company.release_txn(conn, head, self.company._actor(cache, agent), task.id,
-                                             lease.fencing_token)
+                                             lease.fencing_token, row=moved)
                     self.company._finish_run_txn(conn, head, run_id, agent=agent, **done)
-                    self.company.record_view_txn(conn, head, task.id, agent)
+                    self.company.record_view_txn(conn, head, task.id, agent, task=moved)
                     fused.append(True)
 
                 clean = not previous and not brief.data.get("messages")

@@ -134,11 +134,13 @@ class DelegationVerbs(ArtifactVerbs):
                     continue
             return readable
 
-    def children_txn(self, conn: Connection, cache: CompanyCache, parent_id: int) -> list[dict[str, Any]]:
+    def children_txn(self, conn: Connection, cache: CompanyCache, parent_id: int,
+                     children: list[Task] | None = None) -> list[dict[str, Any]]:
         """The parent's children as the brief shows them: open ones with their packet's desired output,
-        finished ones with their result (final state, fields, latest artifacts). A trusted read."""
+        finished ones with their result (final state, fields, latest artifacts). A trusted read;
+        ``children`` are the child tasks when the caller has read them in this transaction."""
         shown = []
-        for child in self._children_txn(conn, parent_id):
+        for child in children if children is not None else self._children_txn(conn, parent_id):
             done = finished(cache, child.workflow, child.state)
             item: dict[str, Any] = {"id": child.id, "title": child.title, "workflow": child.workflow,
                                     "state": child.state, "open": not done,

@@ -142,15 +142,21 @@ class HandoffVerbs(DelegationVerbs):
 
     # -- what a principal last saw, and what changed since -------------------------------------------
 
-    def record_view_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, principal: str) -> None:
-        """Remember what ``principal`` has seen of the task: now (the chain head) and its current state."""
+    def record_view_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, principal: str,
+                        task: Task | None = None) -> None:
+        """Remember what ``principal`` has seen of the task: now (the chain head) and its current state
+        (``task``, when the caller has it as of this transaction; read otherwise)."""
         key = {"company": self.company, "task_id": task_id}
-        row = _SELECT_TASK.first(conn, key)
-        if row is None:
-            raise NotFound(f"no task {task_id} in company '{self.company}'")
+        if task is not None:
+            version, fields = task.version, _dumps(task.fields)
+        else:
+            row = _SELECT_TASK.first(conn, key)
+            if row is None:
+                raise NotFound(f"no task {task_id} in company '{self.company}'")
+            version, fields = row.version, row.fields
         seen = {r.name: r.id for r in _LATEST_ARTIFACT_IDS.all(conn, key)}
-        values = {**key, "principal": principal, "seq": head.audit_seq, "version": row.version,
-                  "fields": row.fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
+        values = {**key, "principal": principal, "seq": head.audit_seq, "version": version,
+                  "fields": fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
         if _UPDATE_VIEW.rowcount(conn, values) == 0:
             _INSERT_VIEW.rowcount(conn, values)
 

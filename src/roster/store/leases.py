@@ -132,11 +132,12 @@ class LeaseVerbs(CompanyBase):
         self._lease_write(task_id, actor, "lease.release", {"fencing_token": fencing_token}, body)
 
     def release_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, task_id: int,
-                    fencing_token: int) -> None:
+                    fencing_token: int, row: Any = None) -> None:
         """:meth:`release` inside ``conn``'s transaction, for a caller that has resolved ``who`` and checked
-        its rights (the runtime, ending a run in its transition's transaction). Raises
-        :class:`StaleFencingToken`, :class:`NotFound`."""
-        row = _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
+        its rights (the runtime, ending a run in its transition's transaction). ``row``: the task's lease
+        columns (``fencing_token``, ``lease_holder``) as read in this transaction, if the caller has them
+        (a :class:`~roster.store.tasks.Task` will do). Raises :class:`StaleFencingToken`, :class:`NotFound`."""
+        row = row if row is not None else _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'")
         self._release_row_txn(conn, head, who, row, task_id, fencing_token)

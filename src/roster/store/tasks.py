@@ -239,7 +239,7 @@ class TaskVerbs(CompanyBase):
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
                    writes: Mapping[str, Any] | None = None, rationale: str = "",
                    fencing_token: int | None = None,
-                   then: Callable[[Connection, audit.ChainHead, CompanyCache], None] | None = None) -> Task:
+                   then: Callable[[Connection, audit.ChainHead, CompanyCache, Task], None] | None = None) -> Task:
         """Move a task along transition ``name``, writing ``writes`` (``None`` values remove a field).
 
         The kernel checks the whole contract (see :mod:`roster.kernel.contracts`) inside the write
@@ -253,8 +253,9 @@ class TaskVerbs(CompanyBase):
         everything else
         holds, it opens an approval request (``rationale`` is shown to the approver) and raises
         :class:`ApprovalPending` instead: the transition runs when the request is approved. ``then`` runs
-        in the same transaction once the transition is made (not when a request is opened): the runtime
-        ends the run and releases its lease there, so the move and the release commit together.
+        in the same transaction once the transition is made (not when a request is opened), with the task
+        as it now is (lease columns included): the runtime ends the run and releases its lease there, so
+        the move and the release commit together.
         """
         writes = dict(writes or {})
         try:
@@ -264,7 +265,7 @@ class TaskVerbs(CompanyBase):
                 result = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
                                               rationale=rationale, fencing_token=fencing_token)
                 if then is not None and not isinstance(result, OpenedRequest):
-                    then(conn, head, cache)
+                    then(conn, head, cache, result)
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
             self._audit_rejection(actor, "task.transition", f"task:{task_id}", exc,
@@ -406,13 +407,17 @@ class TaskVerbs(CompanyBase):
         rows = _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})
         return sorted((_task(row) for row in rows), key=lambda task: task.id)
 
-    def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task) -> Evidence:
+    def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task,
+                      children: list[Task] | None = None) -> Evidence:
+        """What the contract judges besides the task itself: its artifact kinds, the checks whose latest
+        result passed, and its open children (``children``: already read in this transaction)."""
         params = {"company": self.company, "task_id": task.id}
         kinds = frozenset(row.kind for row in _ARTIFACT_KINDS.all(conn, params))
         latest: dict[str, bool] = {}
         for name, passed in _CHECKS.all(conn, params):
             latest[name] = bool(passed)
-        open_children = tuple(child.id for child in self._children_txn(conn, task.id)
+        children = children if children is not None else self._children_txn(conn, task.id)
+        open_children = tuple(child.id for child in children
                               if not finished(cache, child.workflow, child.state))
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok), open_children=open_children)
 
