@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_, select, union_all, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, or_, select, union_all, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
@@ -44,14 +44,16 @@ _HELD_BACK_ATTEMPT = (attempts.c.company_id == tasks.c.company_id, attempts.c.ta
                       or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now")))
 _HELD_BACK_REQUEST = (approval_requests.c.company_id == tasks.c.company_id, approval_requests.c.task_id == tasks.c.id,
                       approval_requests.c.status == "pending")
-_HELD_BACK = union_all(
-    select(attempts.c.task_id, attempts.c.agent).select_from(attempts.join(tasks, and_(*_HELD_BACK_ATTEMPT[:2])))
-    .where(tasks.c.company_id == bindparam("company"), tasks.c.id.in_(bindparam("ids", expanding=True)),
+# Over the id range of a page of candidates (a prebuilt statement; an IN list of ids would be rebuilt on
+# every call), straight from the attempts' primary key and the requests' (company, status) index: only
+# troubled tasks have such rows, so this is usually empty.
+_HELD_BACK = Prepared(union_all(
+    select(attempts.c.task_id, attempts.c.agent)
+    .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id.between(bindparam("low"), bindparam("high")),
            _HELD_BACK_ATTEMPT[2]),
     select(approval_requests.c.task_id, approval_requests.c.requested_by)
-    .select_from(approval_requests.join(tasks, and_(*_HELD_BACK_REQUEST[:2])))
-    .where(tasks.c.company_id == bindparam("company"), tasks.c.id.in_(bindparam("ids", expanding=True)),
-           _HELD_BACK_REQUEST[2]))
+    .where(approval_requests.c.company_id == bindparam("company"), _HELD_BACK_REQUEST[2],
+           approval_requests.c.task_id.between(bindparam("low"), bindparam("high")))))
 # One agent's own page, when the shared page was all held back for it (many blocked tasks ahead of new ones).
 _CANDIDATES_FOR_AGENT = Prepared(
     select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority)
@@ -169,8 +171,9 @@ class RunVerbs(CompanyBase):
             rows = sorted(rows, key=lambda r: (-r.priority, r.id))[:scan]
             if not rows:
                 return {}
-            held_back = {(r[0], r[1]) for r in conn.execute(_HELD_BACK, {"company": self.company, "now": now,
-                                                                        "ids": [t.id for t in rows]})}
+            ids = [t.id for t in rows]
+            held_back = {(r[0], r[1]) for r in _HELD_BACK.all(conn, {"company": self.company, "now": now,
+                                                                     "low": min(ids), "high": max(ids)})}
             chosen: dict[str, list[Candidate]] = {}
             for agent, per_agent in states.items():
                 mine = [t for t in rows if t.state in per_agent.get(t.workflow, ()) and (t.id, agent) not in held_back]
