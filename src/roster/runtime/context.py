@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from roster.errors import ContextOverBudget
+from roster.kernel.contracts import Evidence
 from roster.runtime.runners import Brief
 from roster.store import CompanyStore, Task, audit
 from roster.store.memory import TEAM_PREFIX
@@ -152,12 +153,13 @@ class ContextAssembler:
     def _transitions(self, conn: Any, cache: Any, agent: str, task: Task, children: list[Task]) -> list[dict[str, Any]]:
         """The transitions out of the task's state, with the clauses that block each for ``agent`` now."""
         machine = cache.machines[task.workflow]
-        evidence = self.company._evidence_txn(conn, cache, task, children)
+        offered = [(name, t) for name, t in machine.workflow.transitions.items() if task.state in t.from_]
+        # Artifacts and checks are read only if some transition offered is judged on them.
+        evidence = (self.company._evidence_txn(conn, cache, task, children)
+                    if any(machine.needs_evidence(name) for name, _ in offered) else Evidence())
         actor = cache.actors.get(agent)
         shown = []
-        for name, t in machine.workflow.transitions.items():
-            if task.state not in t.from_:
-                continue
+        for name, t in offered:
             blocked = machine.blocked_by(name, task.snapshot(), actor, evidence)
             shown.append({"name": name, "to": t.to, "writes": list(t.writes),
                           "requires": t.requires.model_dump(), "produces": list(t.produces),

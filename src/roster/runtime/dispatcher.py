@@ -240,11 +240,11 @@ class Dispatcher:
         brief: Brief | None = None
         unbriefed: Exception | None = None  # why the brief could not be built: the run's failure, once claimed
 
-        def start(conn, head, lease: Lease) -> None:  # noqa: ANN001 - the run starts in the claim's transaction
+        def start(conn, head, lease: Lease, as_claimed: Task) -> None:  # noqa: ANN001 - in the claim's transaction
             nonlocal previous, claimed, brief, unbriefed
             # Read here, not in transactions of their own: the task, the attempt count and the whole brief
             # are as of the claim.
-            claimed = self.company.task_txn(conn, task.id)
+            claimed = as_claimed
             previous = [a for a in self.company.attempts_txn(conn, task.id) if a.agent == agent]
             attempt = 1 + sum(a.failures for a in previous)
             self.company._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,

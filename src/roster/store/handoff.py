@@ -77,10 +77,9 @@ class HandoffVerbs(DelegationVerbs):
         it), :class:`NotFound`, :class:`Denied`, :class:`UsageError` (ttl)."""
         handle = self._handle(actor)
 
-        def noted(conn: Connection, head: audit.ChainHead, lease: Lease) -> None:
-            cache = self._current(conn)
-            row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
-            self._authorize(cache, cache.actors[lease.holder], "write", Resource("workflow", row.workflow))
+        def noted(conn: Connection, head: audit.ChainHead, lease: Lease, task: Task) -> None:
+            cache = self._refresh_txn(conn, head)
+            self._authorize(cache, cache.actors[lease.holder], "write", Resource("workflow", task.workflow))
             audit.append(conn, head, ts=self.store.now(), principal=lease.holder, action="task.hold",
                          subject=f"task:{task_id}", data={"note": note, "expires_at": lease.expires_at,
                                                           "fencing_token": lease.fencing_token})

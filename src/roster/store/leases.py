@@ -11,6 +11,7 @@ Times are seconds (``ttl``); stored expiries are ISO 8601 UTC strings from the s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,11 +26,10 @@ from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.prepared import Prepared
 from roster.store.schema import tasks
 from roster.store.store import format_ts
+from roster.store.tasks import _SELECT_TASK, Task, _task
 
-# Hot-path statements, built once (see store/prepared.py).
-_LEASE_ROW = Prepared(select(tasks.c.workflow, tasks.c.fencing_token, tasks.c.lease_holder, tasks.c.lease_run,
-                             tasks.c.lease_expires_at)
-                      .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id")))
+# Hot-path statements, built once (see store/prepared.py). The task is read whole (_SELECT_TASK): a claim
+# hands it to its caller, which would otherwise read it again.
 _SET_LEASE = Prepared(
     update(tasks)
     .where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id"),
@@ -61,7 +61,7 @@ class LeaseVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                row = _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
+                row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
                 if row is None:
                     raise NotFound(f"no task {task_id} in company '{self.company}'")
                 self._may_read(cache, who, row.workflow)
@@ -73,12 +73,13 @@ class LeaseVerbs(CompanyBase):
             raise
 
     def claim(self, task_id: int, *, actor: ActorRef, run_id: str, ttl: float = DEFAULT_LEASE_SECONDS,
-              then: Callable[[Connection, audit.ChainHead, Lease], None] | None = None,
+              then: Callable[[Connection, audit.ChainHead, Lease, Task], None] | None = None,
               max_ttl: float = MAX_LEASE_SECONDS) -> Lease:
         """Claim the task for ``ttl`` seconds with a new fencing token. Raises :class:`LeaseHeld` if another
         principal's lease is live; a lease that expired is simply taken over (its holder's token goes
-        stale). Needs ``read`` on the task's workflow. ``then`` runs in the same transaction (the runtime
-        records the run's start there: one commit instead of two). ``max_ttl`` is for holds (seconds)."""
+        stale). Needs ``read`` on the task's workflow. ``then`` runs in the same transaction, with the
+        lease and the task as claimed (the runtime records the run's start and builds its brief there:
+        one commit instead of two). ``max_ttl`` is for holds (seconds)."""
         _check_ttl(ttl, max_ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
@@ -98,7 +99,8 @@ class LeaseVerbs(CompanyBase):
                                "took_over": row.lease_holder if row.lease_holder and not live else None})
             lease = Lease(task_id, who.handle, run_id, token, expires)
             if then is not None:
-                then(conn, head, lease)
+                then(conn, head, lease, dataclasses.replace(_task(row), fencing_token=token, lease_holder=who.handle,
+                                                            lease_run=run_id, lease_expires_at=expires))
             return lease
 
         return self._lease_write(task_id, actor, "lease.claim", {"run_id": run_id}, body)
@@ -137,7 +139,7 @@ class LeaseVerbs(CompanyBase):
         its rights (the runtime, ending a run in its transition's transaction). ``row``: the task's lease
         columns (``fencing_token``, ``lease_holder``) as read in this transaction, if the caller has them
         (a :class:`~roster.store.tasks.Task` will do). Raises :class:`StaleFencingToken`, :class:`NotFound`."""
-        row = row if row is not None else _LEASE_ROW.first(conn, {"company": self.company, "task_id": task_id})
+        row = row if row is not None else _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'")
         self._release_row_txn(conn, head, who, row, task_id, fencing_token)

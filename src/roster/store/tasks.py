@@ -197,10 +197,6 @@ class TaskVerbs(CompanyBase):
             self._may_read(cache, who, task.workflow)
             return task
 
-    def task_txn(self, conn: Connection, task_id: int) -> Task:
-        """The task inside ``conn``'s transaction (a trusted read: no rights check). Raises :class:`NotFound`."""
-        return _task(self._row_txn(conn, task_id))
-
     def _row_txn(self, conn: Connection, task_id: int) -> Any:
         row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
