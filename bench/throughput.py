@@ -1,13 +1,14 @@
-"""Dispatcher throughput: N program agents drain T tasks through a 3-step workflow.
+"""Dispatcher throughput: three program agents drain T tasks through a 3-step workflow.
 
-Each of the 3 steps (``triage -> start -> finish``) belongs to its own agent role; ``--agents`` agents
-(default 3, one per step) run in-process callables that answer at once, so what is measured is the
-runtime's own cost per run: claim the lease, record the run, build the brief, apply the transition with
-the fencing token, release, record the outcome, check budgets. Reports tasks per second and the
-dispatcher's overhead per run in milliseconds (wall time of the cycles minus the time spent inside the
-runners, over the number of runs). Target from issue 4: under 2 ms per run.
+Each of the 3 steps (``triage -> start -> finish``) belongs to its own agent, and each agent's runner is
+an in-process callable that answers at once, so what is measured is the runtime's own cost per run:
+claim the lease, record the run, build the brief, apply the transition with the fencing token, release,
+record the outcome, check budgets. Reports tasks per second and the dispatcher's overhead per run in
+milliseconds: wall time of the cycles minus the time spent inside the runners, over the number of runs
+(and the same for CPU time, user + system, which a busy shared machine disturbs less). Target from
+issue 4: under 2 ms per run. The database is a SQLite file under the temporary directory (``TMPDIR``).
 
-Usage: python bench/transitions.py [--tasks T]   (default 10,000; the issue's figure)
+Usage: python bench/throughput.py [--tasks T]   (default 10,000; the issue's figure)
 """
 
 from __future__ import annotations
