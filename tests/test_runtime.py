@@ -846,6 +846,42 @@ def test_sigterm_of_roster_up_lets_the_run_in_flight_finish(rws):
     assert rws("audit", "verify").exit_code == 0
 
 
+def test_roster_up_waits_out_a_database_locked_past_the_timeout_and_goes_on(rws):
+    from test_locking import lock_held
+
+    ws = rws.workspace
+    write_script(ws / "planner.py", SLOW_PLANNER_PY)
+    proc, out, err = start_up(ws, {"SLOW_SECONDS": "1", "ROSTER_LOCK_TIMEOUT": "0.3"})
+    try:
+        wait_for(lambda: "with a runner" in out.read_text() or proc.poll() is not None, 20, "roster up to start")
+        one = create(rws, "first")
+        wait_for(lambda: (ws / "marker").exists() or proc.poll() is not None, 20, "the worker to start")
+        # The run is claimed and working; another process takes the write lock before its result is written.
+        with lock_held(ws / ".roster" / "roster.db") as holder:
+            wait_for(lambda: "the store is busy" in err.read_text() or proc.poll() is not None, 20,
+                     "roster up to meet the lock")
+            time.sleep(0.5)
+            assert proc.poll() is None, err.read_text()  # waited out, not stopped
+            holder.release()
+        # The unwritten run's lease (2 s) runs out; the task is claimed again and planned, once.
+        wait_for(lambda: js(rws("task", "show", str(one), "--json"))["task"]["state"] == "planned", 30,
+                 "the task to be planned after the lock")
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    stderr = " ".join(err.read_text().split())
+    assert "is locked by another process" in stderr and "Next cycle in 0.2 s" in stderr
+    assert len(transitions_of(rws, one)) == 1
+    claims = js(rws("audit", "log", "--json", "--action", "lease.claim", "--task", str(one)))
+    assert [c["data"]["fencing_token"] for c in claims] == [1, 2]
+    runs = sorted((r["task_id"], r["outcome"]) for r in js(rws("status", "--json"))["runs"])
+    assert runs == [(one, "running"), (one, "succeeded")]  # the first stays on record until the next start
+    assert rws("audit", "verify").exit_code == 0
+
+
 def test_roster_up_serves_the_rest_api_and_mcp_alongside_and_stops_on_sigterm(rws):
     import httpx
 

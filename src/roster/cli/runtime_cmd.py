@@ -179,14 +179,11 @@ def up(
     agents = dispatcher.agents()
     console.print(f"roster up: company '{dispatcher.company.company}', {len(agents)} agent(s) with a runner: "
                   f"{', '.join(agents) or 'none'}", highlight=False)
-    while not dispatcher.stopping.is_set():
-        outcomes = dispatcher.cycle()
-        for outcome in outcomes:
+    if once:  # one cycle; a busy store is an error here (exit 8), for scripts to see
+        for outcome in dispatcher.cycle():
             _print_outcome(outcome)
-        if once:
-            break
-        if not outcomes:
-            dispatcher.stopping.wait(poll)
+    else:
+        dispatcher.run_forever(poll_seconds=poll, report=lambda outcomes: [_print_outcome(o) for o in outcomes])
     if api is not None:
         api.stop()
     console.print("roster up: stopped")

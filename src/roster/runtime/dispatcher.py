@@ -29,6 +29,7 @@ from roster.errors import (
     MalformedOutput,
     RosterError,
     StaleFencingToken,
+    StoreBusy,
     UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
@@ -48,6 +49,8 @@ RUNTIME = "runtime"
 CONSOLIDATION = "memory:consolidate"
 DEFAULT_LEASE_SECONDS = 60.0
 DEFAULT_MAX_ATTEMPTS = 3
+MAX_BUSY_WAIT = 60.0
+"""Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays busy."""
 
 
 class JudgmentCall(RosterError):
@@ -198,13 +201,29 @@ class Dispatcher:
             self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
                      "expired entr(ies)")
 
-    def run_forever(self, *, poll_seconds: float = 1.0, max_cycles: int | None = None) -> None:
+    def run_forever(self, *, poll_seconds: float = 1.0, report: Callable[[list[Outcome]], None] | None = None) -> None:
         """Cycle until :attr:`stopping` is set (SIGINT/SIGTERM in ``roster up``); a run in flight finishes
-        and releases its lease first. Sleeps ``poll_seconds`` after a cycle with nothing to do."""
-        cycles = 0
-        while not self.stopping.is_set() and (max_cycles is None or cycles < max_cycles):
-            outcomes = self.cycle()
-            cycles += 1
+        and releases its lease first. ``report`` is given each cycle's outcomes. Sleeps ``poll_seconds``
+        after a cycle with nothing to do.
+
+        A database that another process keeps locked past the lock timeout (:class:`StoreBusy`) does not
+        stop the loop: it is logged and the next cycle waits ``poll_seconds``, doubling after each busy
+        cycle up to :data:`MAX_BUSY_WAIT` seconds. What the busy cycle committed stays; a run whose result
+        could not be written keeps its lease until the lease expires, and the task is then claimed again
+        with a new fencing token (the run stays ``running`` on record until the next ``roster up``
+        marks it abandoned). Any other error stops the loop."""
+        wait = poll_seconds
+        while not self.stopping.is_set():
+            try:
+                outcomes = self.cycle()
+            except StoreBusy as exc:
+                self.log(f"the store is busy: {exc.message} Next cycle in {wait:g} s.")
+                self.stopping.wait(wait)
+                wait = min(2 * wait, MAX_BUSY_WAIT)
+                continue
+            wait = poll_seconds
+            if report is not None:
+                report(outcomes)
             if not outcomes:
                 self.stopping.wait(poll_seconds)
 
