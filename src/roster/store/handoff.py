@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
 from roster.kernel.contracts import apply_writes
@@ -35,13 +36,22 @@ _VIEW_KEY = (task_views.c.company_id == bindparam("company"), task_views.c.task_
              task_views.c.principal == bindparam("principal"))
 _VIEW = Prepared(select(task_views.c.seq, task_views.c.version, task_views.c.fields, task_views.c.artifacts,
                         task_views.c.seen_at).where(*_VIEW_KEY))
-_UPDATE_VIEW = Prepared(update(task_views).where(*_VIEW_KEY).values(
-    seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
-    artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at")))
-_INSERT_VIEW = Prepared(insert(task_views).values(
-    company_id=bindparam("company"), task_id=bindparam("task_id"), principal=bindparam("principal"),
-    seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
-    artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at")))
+
+
+def _upsert_view(dialect_insert: Any) -> Prepared:
+    """Insert a principal's view of a task, or update the one it has: one statement (``dialect_insert``
+    is the dialect's own ``insert``, which knows ``ON CONFLICT``)."""
+    statement = dialect_insert(task_views).values(
+        company_id=bindparam("company"), task_id=bindparam("task_id"), principal=bindparam("principal"),
+        seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
+        artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at"))
+    changed = ("seq", "version", "fields", "artifacts", "seen_at")
+    return Prepared(statement.on_conflict_do_update(
+        index_elements=[task_views.c.company_id, task_views.c.task_id, task_views.c.principal],
+        set_={name: statement.excluded[name] for name in changed}))
+
+
+_UPSERT_VIEW = {"sqlite": _upsert_view(sqlite.insert), "postgresql": _upsert_view(postgresql.insert)}
 _LATEST_ARTIFACT_IDS = Prepared(select(artifacts.c.name, func.max(artifacts.c.id).label("id")).where(
     artifacts.c.company_id == bindparam("company"), artifacts.c.task_id == bindparam("task_id"))
     .group_by(artifacts.c.name))
@@ -156,8 +166,7 @@ class HandoffVerbs(DelegationVerbs):
         seen = {r.name: r.id for r in _LATEST_ARTIFACT_IDS.all(conn, key)}
         values = {**key, "principal": principal, "seq": head.audit_seq, "version": version,
                   "fields": fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
-        if _UPDATE_VIEW.rowcount(conn, values) == 0:
-            _INSERT_VIEW.rowcount(conn, values)
+        _UPSERT_VIEW[conn.dialect.name].rowcount(conn, values)
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
         """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or
