@@ -863,7 +863,7 @@ def test_roster_up_waits_out_a_database_locked_past_the_timeout_and_goes_on(rws)
             time.sleep(0.5)
             assert proc.poll() is None, err.read_text()  # waited out, not stopped
             holder.release()
-        # The unwritten run's lease (2 s) runs out; the task is claimed again and planned, once.
+        # The unwritten run is recorded as failed and its lease given back; the task is claimed again, once.
         wait_for(lambda: js(rws("task", "show", str(one), "--json"))["task"]["state"] == "planned", 30,
                  "the task to be planned after the lock")
         os.killpg(proc.pid, signal.SIGTERM)
@@ -877,8 +877,13 @@ def test_roster_up_waits_out_a_database_locked_past_the_timeout_and_goes_on(rws)
     assert len(transitions_of(rws, one)) == 1
     claims = js(rws("audit", "log", "--json", "--action", "lease.claim", "--task", str(one)))
     assert [c["data"]["fencing_token"] for c in claims] == [1, 2]
-    runs = sorted((r["task_id"], r["outcome"]) for r in js(rws("status", "--json"))["runs"])
-    assert runs == [(one, "running"), (one, "succeeded")]  # the first stays on record until the next start
+    assert f"run {claims[0]['data']['run_id']} recorded as failed (transient: " in stderr
+    runs = {r["id"]: r for r in js(rws("status", "--json"))["runs"]}
+    first, second = runs[claims[0]["data"]["run_id"]], runs[claims[1]["data"]["run_id"]]
+    assert (first["outcome"], first["failure_category"], first["failure_code"]) == ("failed", "transient", "store-busy")
+    assert second["outcome"] == "succeeded" and len(runs) == 2
+    releases = js(rws("audit", "log", "--json", "--action", "lease.release", "--task", str(one)))
+    assert [r["data"]["fencing_token"] for r in releases] == [1, 2]  # the first given back, not left to expire
     assert rws("audit", "verify").exit_code == 0
 
 

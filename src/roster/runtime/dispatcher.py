@@ -27,6 +27,7 @@ from roster.errors import (
     Denied,
     LeaseHeld,
     MalformedOutput,
+    NotFound,
     RosterError,
     StaleFencingToken,
     StoreBusy,
@@ -100,6 +101,8 @@ class Dispatcher:
         self._renewals = _Renewals(company, lease_seconds)
         self.kpis = KpiMeter(company, workdir=workdir, owner=RUNTIME, log=self.log)
         self._consolidation_due: datetime | None = None
+        self._unrecorded: list[_Unrecorded] = []
+        """Runs whose end a busy store refused (:class:`StoreBusy`): recorded at the next cycle's start."""
 
     # -- who runs -----------------------------------------------------------------------------------
 
@@ -148,6 +151,7 @@ class Dispatcher:
 
     def _cycle(self) -> list[Outcome]:
         outcomes = []
+        self._record_unrecorded()
         with self.company.store.read():  # the agents, the spec, the kill switches and the work: one snapshot
             agents = self.agents()
             self._spec, paused = self.company.spec_and_paused()
@@ -208,10 +212,11 @@ class Dispatcher:
 
         A database that another process keeps locked past the lock timeout (:class:`StoreBusy`) does not
         stop the loop: it is logged and the next cycle waits ``poll_seconds``, doubling after each busy
-        cycle up to :data:`MAX_BUSY_WAIT` seconds. What the busy cycle committed stays; a run whose result
-        could not be written keeps its lease until the lease expires, and the task is then claimed again
-        with a new fencing token (the run stays ``running`` on record until the next ``roster up``
-        marks it abandoned). Any other error stops the loop."""
+        cycle up to :data:`MAX_BUSY_WAIT` seconds. What the busy cycle committed stays. A run whose end
+        could not be written is recorded at the start of the next cycle that gets through: failed, with
+        the failure it met (transient: the task is retried), and its lease given back unless another run
+        has taken the task since (its fencing token then refuses the late release). Any other error
+        stops the loop."""
         wait = poll_seconds
         while not self.stopping.is_set():
             try:
@@ -322,8 +327,13 @@ class Dispatcher:
                 outcome = "stopped" if stopped else "failed"
         blocked = None
         if not ended:
-            blocked = self._end_run(agent, task, lease, run_id, runner, brief, previous, failure, stopped, tried,
-                                    outcome=outcome, transition=transition, started=started)
+            try:
+                blocked = self._end_run(agent, task, lease, run_id, runner, brief, previous, failure, stopped, tried,
+                                        outcome=outcome, transition=transition, started=started)
+            except StoreBusy as busy:  # nothing of the run's end was written: it is, once the store is free
+                self._unrecorded.append(_Unrecorded(agent, task.id, run_id, lease.fencing_token,
+                                                    failure or classify(busy), time.monotonic() - started))
+                raise
         if outcome == "succeeded" and transition is not None:  # ground truth after the change, not a report
             self.kpis.after(self._current_spec(), task.workflow, transition, task.id)
         self.enforce_budgets(agent, task.workflow)
@@ -359,6 +369,24 @@ class Dispatcher:
             # taken over, or released by the kill switch (which also stops us acting): nothing to give back
             self.company.finish_run(run_id, **finish)
         return blocked
+
+    def _record_unrecorded(self) -> None:
+        """End the runs a busy store kept from ending (see :meth:`run_forever`): each is finished as failed
+        with the failure it met, and its lease, if still its own, goes back now rather than at expiry."""
+        while self._unrecorded:
+            run = self._unrecorded[0]
+            finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6)}
+
+            def end(conn, head, run=run, finish=finish) -> None:  # noqa: ANN001
+                self.company._finish_run_txn(conn, head, run.run_id, agent=run.agent, **finish)
+
+            try:
+                self.company.release(run.task_id, actor=run.agent, fencing_token=run.fencing_token, then=end)
+            except (StaleFencingToken, Denied, NotFound):  # taken over, or the agent paused: only the run to end
+                self.company.finish_run(run.run_id, **finish)
+            self._unrecorded.pop(0)
+            self.log(f"{run.agent} on task {run.task_id}: run {run.run_id} recorded as failed "
+                     f"({run.failure.category.value}: {run.failure.message})")
 
     def _run_without_task(self, agent: str, runner: Runner, trigger: str, context: dict) -> Outcome:
         run_id = self.company.start_run(agent, trigger=trigger, task_id=None, fencing_token=None)
@@ -516,6 +544,18 @@ def _stopped_by_kill_switch(error: BaseException) -> bool:
     """Whether a run was stopped by the kill switch (its agent paused, or its scope) while it ran."""
     return isinstance(error, Denied) and any(
         p == "inactive-principal" or p.startswith("kill-switch:") for p in error.policies)
+
+
+@dataclass(frozen=True)
+class _Unrecorded:
+    """A run whose end the store refused while busy: enough to record it later (wall time in seconds)."""
+
+    agent: str
+    task_id: int
+    run_id: str
+    fencing_token: int
+    failure: Failure
+    wall_seconds: float
 
 
 class _Renewals:
