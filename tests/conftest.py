@@ -140,6 +140,25 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
+def opened(tmp_path, clock):
+    """``opened(spec_text)`` opens (a new :class:`Store` on) the SQLite file ``tmp_path/acme.db`` with the
+    manual clock, applies the spec if one is given, and returns the ``acme`` company. Calling it again
+    opens the same file again: a restart."""
+    stores: list[Store] = []
+
+    def open_company(text: str | None = None) -> CompanyStore:
+        store = Store.open(f"sqlite:///{tmp_path / 'acme.db'}", clock=clock, artifact_root=tmp_path / "art")
+        stores.append(store)
+        if text is not None:
+            store.apply(parse_spec(text), applied_by="alice")
+        return store.company("acme")
+
+    yield open_company
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
 def still(tmp_path, clock):
     """A company (FIX_LINT) in a store whose clock stands still: backoffs and leases only pass when the
     test advances the clock."""

@@ -20,7 +20,7 @@ from roster.errors import Denied, NotFound, SpecError, UsageError
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult
 from roster.specfile import parse_spec
-from roster.store import CompanyStore, Store
+from roster.store import CompanyStore
 
 KPI = "lint_findings"
 
@@ -97,24 +97,6 @@ def new_task(company: CompanyStore) -> int:
 
 
 @pytest.fixture
-def open_acme(tmp_path, clock):
-    """``open_acme(spec_text)``: company acme in the SQLite file ``tmp_path/kpis.db`` on the standing
-    clock, with ``spec_text`` applied; ``open_acme()`` opens the same file again (a restart)."""
-    stores: list[Store] = []
-
-    def open_(spec_text: str | None = None) -> CompanyStore:
-        store = Store.open(f"sqlite:///{tmp_path / 'kpis.db'}", clock=clock, artifact_root=tmp_path / "art")
-        stores.append(store)
-        if spec_text is not None:
-            store.apply(parse_spec(spec_text), applied_by="alice")
-        return store.company("acme")
-
-    yield open_
-    for store in stores:
-        store.close()
-
-
-@pytest.fixture
 def meter(tmp_path) -> Meter:
     """A measure program reading ``tmp_path/value.txt`` (the dispatchers here run in ``tmp_path``)."""
     return Meter(tmp_path)
@@ -123,8 +105,8 @@ def meter(tmp_path) -> Meter:
 # -- recording and reading -------------------------------------------------------------------------
 
 
-def test_readings_by_a_human_and_by_the_runtime_are_kept_with_time_recorder_and_source(open_acme, clock):
-    company = open_acme(kpi_spec())
+def test_readings_by_a_human_and_by_the_runtime_are_kept_with_time_recorder_and_source(opened, clock):
+    company = opened(kpi_spec())
     first = company.record_kpi(KPI, 12, actor="alice", source="counted by hand")
     clock.advance(60)
     second = company.record_kpi(KPI, 9.5, actor=None, source="schedule (every 1h)")
@@ -134,7 +116,7 @@ def test_readings_by_a_human_and_by_the_runtime_are_kept_with_time_recorder_and_
     assert (second.value, second.measured_at, second.recorded_by) == (9.5, "2026-01-01T00:01:00.000000Z", "system")
     assert company.kpi_readings(KPI, actor="alice") == [first, second]  # oldest first
     assert company.kpi_readings(KPI, actor="planner", limit=1) == [second]  # the newest; agents may read
-    assert open_acme().kpi_readings(KPI, actor=None) == [first, second]  # kept in the file
+    assert opened().kpi_readings(KPI, actor=None) == [first, second]  # kept in the file
     assert [(e.principal, e.subject, e.data) for e in company.audit_log(action="kpi.reading")] == [
         ("alice", f"kpi:{KPI}", {"value": 12.0, "source": "counted by hand"}),
         ("system", f"kpi:{KPI}", {"value": 9.5, "source": "schedule (every 1h)"})]
@@ -150,8 +132,8 @@ def test_readings_by_a_human_and_by_the_runtime_are_kept_with_time_recorder_and_
     assert summary("coverage") == (only, only, 1, None)  # no change before two readings
 
 
-def test_refused_readings_store_nothing_and_a_refused_agent_is_audited(open_acme):
-    company = open_acme(kpi_spec())
+def test_refused_readings_store_nothing_and_a_refused_agent_is_audited(opened):
+    company = opened(kpi_spec())
 
     with pytest.raises(Denied):
         company.record_kpi(KPI, 0, actor="planner", source="I fixed them all")
@@ -197,10 +179,10 @@ def test_measure_after_names_transitions_of_the_workflows_that_list_the_kpi():
 # -- the dispatcher --------------------------------------------------------------------------------
 
 
-def test_the_dispatcher_measures_on_schedule_and_a_restart_does_not_measure_again(open_acme, clock, meter,
+def test_the_dispatcher_measures_on_schedule_and_a_restart_does_not_measure_again(opened, clock, meter,
                                                                                    tmp_path):
     meter.set(7)
-    company = open_acme(kpi_spec(meter.measure(every="1h")))
+    company = opened(kpi_spec(meter.measure(every="1h")))
     logs: list[str] = []
     dispatcher = Dispatcher(company, workdir=tmp_path, log=logs.append)
 
@@ -219,7 +201,7 @@ def test_the_dispatcher_measures_on_schedule_and_a_restart_does_not_measure_agai
 
     meter.set(5)
     clock.advance(1800)
-    restarted = open_acme()  # a new store on the same file, a new dispatcher: the schedule is remembered
+    restarted = opened()  # a new store on the same file, a new dispatcher: the schedule is remembered
     Dispatcher(restarted, workdir=tmp_path).cycle()
     assert len(readings(restarted)) == 2
     clock.advance(1801)
@@ -228,9 +210,9 @@ def test_the_dispatcher_measures_on_schedule_and_a_restart_does_not_measure_agai
 
 
 @pytest.mark.parametrize(("after", "measured"), [(["plan"], True), (["build"], False)])
-def test_a_kpi_is_measured_after_the_transitions_it_names(open_acme, meter, tmp_path, after, measured):
+def test_a_kpi_is_measured_after_the_transitions_it_names(opened, meter, tmp_path, after, measured):
     meter.set(12)
-    company = open_acme(kpi_spec(meter.measure(after=after)))  # no 'every': only after transitions
+    company = opened(kpi_spec(meter.measure(after=after)))  # no 'every': only after transitions
     task_id = new_task(company)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Planner(meter, 3)})
 
@@ -249,9 +231,9 @@ def test_a_kpi_is_measured_after_the_transitions_it_names(open_acme, meter, tmp_
     ("inf", 30, "printed 'inf': a reading is a finite number"),
 ])
 def test_a_failing_measure_program_records_nothing_logs_why_and_the_cycle_goes_on(
-        open_acme, clock, meter, tmp_path, value, timeout, why):
+        opened, clock, meter, tmp_path, value, timeout, why):
     meter.set(value)
-    company = open_acme(kpi_spec(meter.measure(every="1h", after=["plan"], timeout=timeout)))
+    company = opened(kpi_spec(meter.measure(every="1h", after=["plan"], timeout=timeout)))
     task_id = new_task(company)
     logs: list[str] = []
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Planner(meter, value)}, log=logs.append)

@@ -24,7 +24,6 @@ from roster.errors import PayloadTooLarge, SpecError
 from roster.kernel.failures import FailureCategory
 from roster.runtime.dispatcher import Dispatcher
 from roster.specfile import parse_spec
-from roster.store import Store
 from roster.store.triggers import MAX_EVENT_BYTES, TriggerState
 
 PY = shlex.quote(sys.executable)
@@ -48,24 +47,6 @@ def spec_text(triggers: str, *, rights: str = '{read: ["*"], create: ["*"]}', ti
 def write_script(path: Path, source: str) -> Path:
     path.write_text(textwrap.dedent(source), encoding="utf-8")
     return path
-
-
-@pytest.fixture
-def opened(tmp_path, clock):
-    """``opened(spec_text)`` opens (a new :class:`Store` on) the same SQLite file with the manual clock,
-    applies the spec if one is given, and returns the ``acme`` company. Calling it again is a restart."""
-    stores: list[Store] = []
-
-    def open_company(text: str | None = None):
-        store = Store.open(f"sqlite:///{tmp_path / 'triggers.db'}", clock=clock, artifact_root=tmp_path / "art")
-        stores.append(store)
-        if text is not None:
-            store.apply(parse_spec(text), applied_by="alice")
-        return store.company("acme")
-
-    yield open_company
-    for store in stores:
-        store.close()
 
 
 @pytest.fixture
