@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from roster.errors import (
@@ -34,16 +34,14 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
-from roster.kernel.spec import CompanySpec, duration_seconds
+from roster.kernel.spec import CompanySpec
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.kpis import KpiMeter
 from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
-from roster.runtime.triggers import Triggers
+from roster.runtime.triggers import Periodic, Triggers
 from roster.store import CompanyStore, Task
 from roster.store.leases import Lease
 from roster.store.runs import Candidate, new_run_id
-from roster.store.store import format_ts
-from roster.store.triggers import TriggerState
 
 RUNTIME = "runtime"
 """Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
@@ -99,8 +97,8 @@ class Dispatcher:
         self.triggers = Triggers(company, workdir=workdir)
         self.context = ContextAssembler(company)
         self._renewals = _Renewals(company, lease_seconds)
-        self.kpis = KpiMeter(company, workdir=workdir, owner=RUNTIME, log=self.log)
-        self._consolidation_due: datetime | None = None
+        self.periodic = Periodic(company, RUNTIME)
+        self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
         self._unrecorded: list[_Unrecorded] = []
         """Runs whose end a busy store refused (:class:`StoreBusy`): recorded at the next cycle's start."""
 
@@ -189,18 +187,10 @@ class Dispatcher:
         if every is None:
             return
         now = self.company.store.clock()
-        if self._consolidation_due is not None and now < self._consolidation_due:
-            return  # known from an earlier cycle: no read needed
-        period = timedelta(seconds=duration_seconds(every))
-        last = self.company.trigger_states(RUNTIME).get(CONSOLIDATION)
-        if last is not None and last.last_fired_at is not None:
-            due = datetime.fromisoformat(last.last_fired_at) + period
-            if now < due:
-                self._consolidation_due = due
-                return
+        if not self.periodic.due(CONSOLIDATION, every, now):
+            return
         done = self.company.consolidate_memory(actor=None)
-        self.company.save_trigger_state(RUNTIME, CONSOLIDATION, TriggerState(format_ts(now), 0, False))
-        self._consolidation_due = now + period
+        self.periodic.ran(CONSOLIDATION, every, now)
         if done.merged or done.expired:
             self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
                      "expired entr(ies)")

@@ -13,16 +13,14 @@ import math
 import shlex
 import subprocess
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 
 from roster.errors import RosterError
-from roster.kernel.spec import CompanySpec, Kpi, duration_seconds
+from roster.kernel.spec import CompanySpec, Kpi
 from roster.runtime.processes import run_in_session
+from roster.runtime.triggers import Periodic
 from roster.store import CompanyStore
 from roster.store.kpis import KpiReading
-from roster.store.store import format_ts
-from roster.store.triggers import TriggerState
 
 
 class MeasureFailed(RosterError):
@@ -59,10 +57,10 @@ class KpiMeter:
     """Measures a company's KPIs for the dispatcher: :meth:`measure_due` each cycle, :meth:`after` each
     transition a run made."""
 
-    def __init__(self, company: CompanyStore, *, workdir: Path, owner: str, log: Callable[[str], None]) -> None:
-        """``owner``: whose ``trigger_state`` rows keep the schedule (the runtime's own)."""
-        self.company, self.workdir, self.owner, self.log = company, workdir, owner, log
-        self._next_due: dict[str, datetime] = {}  # known from an earlier cycle: no read needed
+    def __init__(self, company: CompanyStore, *, workdir: Path, schedule: Periodic,
+                 log: Callable[[str], None]) -> None:
+        """``schedule``: the runtime's periodic jobs, which keep when each KPI was last measured."""
+        self.company, self.workdir, self.schedule, self.log = company, workdir, schedule, log
 
     def measure_due(self, spec: CompanySpec) -> list[KpiReading]:
         """Measure every KPI whose ``every`` has passed since its last scheduled measurement."""
@@ -71,19 +69,11 @@ class KpiMeter:
         for name, kpi in sorted(spec.kpis.items()):
             if kpi.measure is None or kpi.measure.every is None:
                 continue
-            if name in self._next_due and now < self._next_due[name]:
+            key, every = f"kpi:{name}", kpi.measure.every
+            if not self.schedule.due(key, every, now):
                 continue
-            key = f"kpi:{name}"
-            state = self.company.trigger_states(self.owner).get(key)
-            period = duration_seconds(kpi.measure.every)
-            if state is not None and state.last_fired_at is not None:
-                last = datetime.fromisoformat(state.last_fired_at)
-                if (now - last).total_seconds() < period:
-                    self._next_due[name] = datetime.fromtimestamp(last.timestamp() + period, now.tzinfo)
-                    continue
-            reading = self.measure(name, kpi, source=f"schedule (every {kpi.measure.every})")
-            self.company.save_trigger_state(self.owner, key, TriggerState(format_ts(now), 0, False))
-            self._next_due[name] = datetime.fromtimestamp(now.timestamp() + period, now.tzinfo)
+            reading = self.measure(name, kpi, source=f"schedule (every {every})")
+            self.schedule.ran(key, every, now)
             if reading is not None:
                 readings.append(reading)
         return readings

@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +114,32 @@ class Triggers:
                                   timeout=when.timeout).returncode == 0
         except subprocess.TimeoutExpired:
             return False
+
+
+class Periodic:
+    """The runtime's own periodic jobs (memory consolidation, KPIs measured on a schedule): whether each
+    is due by its ``every`` (a duration such as ``1h``), from when it last ran, kept in ``trigger_state``
+    under ``owner`` so that a restart does not run a job twice. A due time once read is kept in memory:
+    a job that is not due costs no read. ``now`` is the store's clock (a timezone-aware datetime)."""
+
+    def __init__(self, company: CompanyStore, owner: str) -> None:
+        self.company, self.owner = company, owner
+        self._next: dict[str, datetime] = {}
+
+    def due(self, key: str, every: str, now: datetime) -> bool:
+        """Whether job ``key`` should run at ``now``: it never ran, or ``every`` has passed since it did."""
+        known = self._next.get(key)
+        if known is not None and now < known:
+            return False
+        state = self.company.trigger_states(self.owner).get(key)
+        if state is not None and state.last_fired_at is not None:
+            next_run = datetime.fromisoformat(state.last_fired_at) + timedelta(seconds=duration_seconds(every))
+            if now < next_run:
+                self._next[key] = next_run
+                return False
+        return True
+
+    def ran(self, key: str, every: str, now: datetime) -> None:
+        """Record that job ``key`` ran at ``now`` (the time :meth:`due` was asked with)."""
+        self.company.save_trigger_state(self.owner, key, TriggerState(format_ts(now), 0, False))
+        self._next[key] = now + timedelta(seconds=duration_seconds(every))
