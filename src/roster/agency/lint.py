@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from roster.errors import RunnerExit, UsageError
+from roster.runtime.processes import run_in_session
 
 RULES = ("F401", "F841", "E711", "E712", "E713", "E714", "E721", "E741", "W291", "W293", "I001", "UP")
 """The documented rule selection of the lane: unused imports and variables, comparisons to None/True,
@@ -45,10 +46,14 @@ TOOL_TIMES = "ROSTER_TOOL_TIMES"
 
 def run_tool(tool: str, argv: list[str], *, timeout: float, cwd: Path | None = None,
              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run one external tool (output captured as text), timed when :data:`TOOL_TIMES` is set."""
+    """Run one external tool in a session of its own (so a timeout kills what it started too), with its
+    output decoded as text; timed when :data:`TOOL_TIMES` is set. Raises :class:`subprocess.TimeoutExpired`
+    after ``timeout`` seconds, :class:`OSError` when it cannot start."""
     started = time.perf_counter()
     try:
-        return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        done = run_in_session(argv, cwd=cwd, timeout=timeout, env=env)
+        return subprocess.CompletedProcess(argv, done.returncode, done.stdout.decode(errors="replace"),
+                                           done.stderr.decode(errors="replace"))
     finally:
         if log := os.environ.get(TOOL_TIMES):
             with open(log, "a", encoding="utf-8") as out:
