@@ -221,7 +221,8 @@ def merger(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     branch = task["fields"]["branch"]
     if task["state"] == "verified":  # the approver sees the patch and QA's checks; this says the KPI effect
         rule, filename = task["fields"]["rule"], task["fields"]["file"]
-        on_main, removed = len(findings(repo)), len(findings(repo, select=[rule], paths=[filename]))
+        found = findings(repo)  # one ruff run: the task's findings are among them (the scout found them so)
+        on_main, removed = len(found), sum(1 for r in found if r["code"] == rule and r["filename"] == filename)
         return {"transition": "request_merge",
                 "rationale": f"QA verified {branch}; merging it removes the {removed} {rule} finding(s) in {filename}: "
                              f"lint_findings on main {on_main} -> {on_main - removed} expected. It needs a human's "
