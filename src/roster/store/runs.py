@@ -40,19 +40,20 @@ _AVAILABLE = (tasks.c.company_id == bindparam("company"), tasks.c.workflow == bi
 _CANDIDATES = Prepared(select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority).where(*_AVAILABLE)
                        .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
 # Held back for one agent: waiting out a backoff or blocked, or waiting on an approval request it opened.
-_HELD_BACK_ATTEMPT = (attempts.c.company_id == tasks.c.company_id, attempts.c.task_id == tasks.c.id,
-                      or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now")))
+_ATTEMPT_HOLDS = or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now"))
+_REQUEST_PENDING = approval_requests.c.status == "pending"
+_HELD_BACK_ATTEMPT = (attempts.c.company_id == tasks.c.company_id, attempts.c.task_id == tasks.c.id, _ATTEMPT_HOLDS)
 _HELD_BACK_REQUEST = (approval_requests.c.company_id == tasks.c.company_id, approval_requests.c.task_id == tasks.c.id,
-                      approval_requests.c.status == "pending")
+                      _REQUEST_PENDING)
 # Over the id range of a page of candidates (a prebuilt statement; an IN list of ids would be rebuilt on
 # every call), straight from the attempts' primary key and the requests' (company, status) index: only
 # troubled tasks have such rows, so this is usually empty.
 _HELD_BACK = Prepared(union_all(
     select(attempts.c.task_id, attempts.c.agent)
     .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id.between(bindparam("low"), bindparam("high")),
-           _HELD_BACK_ATTEMPT[2]),
+           _ATTEMPT_HOLDS),
     select(approval_requests.c.task_id, approval_requests.c.requested_by)
-    .where(approval_requests.c.company_id == bindparam("company"), _HELD_BACK_REQUEST[2],
+    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_PENDING,
            approval_requests.c.task_id.between(bindparam("low"), bindparam("high")))))
 # One agent's own page, when the shared page was all held back for it (many blocked tasks ahead of new ones).
 _CANDIDATES_FOR_AGENT = Prepared(
