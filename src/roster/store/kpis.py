@@ -16,7 +16,7 @@ from sqlalchemy import Connection, bindparam, func, insert, select
 
 from roster.errors import Denied, NotFound, UsageError
 from roster.store import audit
-from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
 from roster.store.schema import kpi_readings
 
@@ -89,10 +89,7 @@ class KpiVerbs(CompanyBase):
         try:
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
-                assert cache.spec is not None
-                if name not in cache.spec.kpis:
-                    known = ", ".join(sorted(cache.spec.kpis)) or "none are defined"
-                    raise NotFound(f"no KPI '{name}' in the spec of company '{self.company}' ({known})")
+                self._known_kpi(cache, name)
                 recorder = SYSTEM
                 if actor is not None:
                     who = self._actor(cache, actor)
@@ -116,12 +113,22 @@ class KpiVerbs(CompanyBase):
 
     def kpi_readings(self, name: str, *, actor: ActorRef | None, limit: int = 100) -> list[KpiReading]:
         """The newest ``limit`` readings of ``name``, oldest first. Any active principal of the company
-        may read them (``actor=None``: a trusted internal read)."""
-        with self._reading(actor, "kpi.read", f"kpi:{name}") as (conn, _cache, _who):
+        may read them (``actor=None``: a trusted internal read). Raises :class:`NotFound` for a KPI the
+        spec does not define."""
+        with self._reading(actor, "kpi.read", f"kpi:{name}") as (conn, cache, _who):
+            self._known_kpi(cache, name)
             rows = conn.execute(select(kpi_readings).where(kpi_readings.c.company_id == self.company,
                                                            kpi_readings.c.kpi == name)
                                 .order_by(kpi_readings.c.id.desc()).limit(limit))
             return [_reading(r) for r in reversed(list(rows))]
+
+    def _known_kpi(self, cache: CompanyCache, name: str) -> None:
+        """Raise :class:`NotFound` (naming the KPIs there are) unless the spec defines KPI ``name``."""
+        assert cache.spec is not None
+        if name not in cache.spec.kpis:
+            known = ", ".join(sorted(cache.spec.kpis)) or "none are defined"
+            raise NotFound(f"no KPI '{name}' in the spec of company '{self.company}' ({known}); "
+                           "'roster kpi list' or GET /api/v1/kpis lists them")
 
     def kpi_summaries(self, *, actor: ActorRef | None) -> dict[str, KpiSummary]:
         """Per KPI the spec defines, by name: its first and latest readings and their number."""
