@@ -59,18 +59,15 @@ _UPDATE_TASK = Prepared(
 )
 _ARTIFACT_KINDS = Prepared(select(artifacts.c.kind).where(artifacts.c.company_id == bindparam("company"),
                                                           artifacts.c.task_id == bindparam("task_id")))
-_CHECK_DETAILS = Prepared(select(check_results.c.name, check_results.c.passed, check_results.c.detail)
-                          .where(check_results.c.company_id == bindparam("company"),
-                                 check_results.c.task_id == bindparam("task_id"))
-                          .order_by(check_results.c.id))
+# Every check result of a task, oldest first: a later result of a check replaces an earlier one.
+_CHECKS = Prepared(select(check_results.c.name, check_results.c.passed, check_results.c.detail)
+                   .where(check_results.c.company_id == bindparam("company"),
+                          check_results.c.task_id == bindparam("task_id"))
+                   .order_by(check_results.c.id))
 # A parent's delegated children. No ORDER BY (they are sorted in Python): with one, SQLite walks every
 # task of the company by primary key instead of seeking the (company, parent_id) index.
 _CHILD_ROWS = Prepared(select(tasks).where(tasks.c.company_id == bindparam("company"),
                                            tasks.c.parent_id == bindparam("parent_id")))
-_CHECKS = Prepared(select(check_results.c.name, check_results.c.passed)
-                   .where(check_results.c.company_id == bindparam("company"),
-                          check_results.c.task_id == bindparam("task_id"))
-                   .order_by(check_results.c.id))
 
 
 @dataclass(frozen=True)
@@ -367,7 +364,7 @@ class TaskVerbs(CompanyBase):
         """What an approver sees besides the change itself: the latest result of each check on the task
         (name, passed, detail) and each linked KPI's latest reading (``None`` before any)."""
         checks: dict[str, dict[str, Any]] = {}
-        for row in _CHECK_DETAILS.all(conn, {"company": self.company, "task_id": task.id}):
+        for row in _CHECKS.all(conn, {"company": self.company, "task_id": task.id}):
             checks[row.name] = {"name": row.name, "passed": bool(row.passed), "detail": row.detail}
         latest = {}
         for name in kpis:
@@ -410,8 +407,8 @@ class TaskVerbs(CompanyBase):
         params = {"company": self.company, "task_id": task.id}
         kinds = frozenset(row.kind for row in _ARTIFACT_KINDS.all(conn, params))
         latest: dict[str, bool] = {}
-        for name, passed in _CHECKS.all(conn, params):
-            latest[name] = bool(passed)
+        for row in _CHECKS.all(conn, params):
+            latest[row.name] = bool(row.passed)
         children = children if children is not None else self._children_txn(conn, task.id)
         open_children = tuple(child.id for child in children
                               if not finished(cache, child.workflow, child.state))
