@@ -117,3 +117,40 @@ def test_the_stop_rule_ends_retries_on_a_task_that_cost_too_much(store, tmp_path
     [attempt] = company.attempts_of(task.id)
     assert "cost-limit" in attempt.blocked_reason
     assert company.list_escalations()[-1].category == "deterministic"
+
+
+def test_a_portfolio_budget_at_100_percent_pauses_its_portfolio_only(store, tmp_path):
+    company = company_with(store, "budgets:\n  - {scope: 'portfolio:default/default', usd: 0.1, period: day}\n")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E1"})
+    company.create_task(workflow="fix-lint", title="t2", actor="alice", fields={"rule": "E2"})
+    runner = Priced(0.2)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
+    dispatcher.cycle()
+    assert company.paused() == ["default/default"]  # the portfolio, not the company nor the agent
+    assert company.get_principal("planner").status == "active"
+    assert "hard stop" in company.audit_log(action="budget.exhausted")[-1].data["reason"]
+    assert dispatcher.cycle() == [] and runner.calls == 1  # no further model call in that portfolio
+
+
+def test_a_warned_budget_shows_in_roster_status(cli, tmp_path):
+    from conftest import js, ok
+
+    from roster.store import Store
+
+    ok(cli("init"))
+    spec_path = cli.workspace / "roster.yaml"
+    spec_path.write_text(spec_path.read_text(encoding="utf-8")
+                         + "budgets:\n  - {scope: 'agent:planner', usd: 1.0, period: day, warn_at: 0.5}\n",
+                         encoding="utf-8")
+    ok(cli("apply"))
+    store = Store.open(f"sqlite:///{cli.workspace / '.roster' / 'roster.db'}")
+    try:
+        company = store.company("example")
+        company.create_task(workflow="fix-lint", title="t", actor="root", fields={"rule": "E1"})
+        Dispatcher(company, workdir=cli.workspace, runners={"planner": Priced(0.6)}).cycle()
+    finally:
+        store.close()
+    assert js(cli("status", "--json"))["budget_warnings"] == ["agent:planner per day: 0.6000 of 1.00 USD (warn)"]
+    assert "budget: agent:planner per day: 0.6000 of 1.00 USD (warn)" in " ".join(ok(cli("status")).split())
+    [budget] = js(cli("costs", "--json"))["budgets"]
+    assert (budget["scope"], budget["level"], budget["spent_usd"]) == ("agent:planner", "warn", 0.6)
