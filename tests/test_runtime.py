@@ -817,6 +817,38 @@ def test_sigkill_of_roster_up_mid_run_loses_and_duplicates_nothing(rws):
     assert rws("audit", "verify").exit_code == 0
 
 
+def test_sigkill_of_roster_up_while_its_transition_waits_for_the_store_loses_and_duplicates_nothing(rws):
+    from test_locking import lock_held
+
+    ws = rws.workspace
+    write_script(ws / "planner.py", SLOW_PLANNER_PY)
+    proc, _, err = start_up(ws, {"SLOW_SECONDS": "0.5", "ROSTER_LOCK_TIMEOUT": "30"})
+    try:
+        wait_for(lambda: (ws / ".roster" / "roster.db").exists() and proc.poll() is None, 20, "roster up to start")
+        one = create(rws, "first")
+        wait_for(lambda: (ws / "marker").exists() or proc.poll() is not None, 20, "the worker to start")
+        with lock_held(ws / ".roster" / "roster.db"):
+            # The worker answers; roster up now waits for the write lock to apply its transition: kill it there.
+            time.sleep(1.5)
+            assert proc.poll() is None, err.read_text()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == -signal.SIGKILL
+    assert js(rws("task", "show", str(one), "--json"))["task"]["state"] == "found"  # the transition never landed
+    assert transitions_of(rws, one) == []
+    write_script(ws / "planner.py", PLANNER_PY)
+    time.sleep(2.3)  # the dead run's 2 s lease runs out
+    assert f"planner on task {one}: succeeded -> plan" in ok(rws("up", "--once"))
+    assert len(transitions_of(rws, one)) == 1  # done once, not twice
+    claims = js(rws("audit", "log", "--json", "--action", "lease.claim", "--task", str(one)))
+    assert [c["data"]["fencing_token"] for c in claims] == [1, 2]
+    assert rws("audit", "verify").exit_code == 0
+
+
 def test_sigterm_of_roster_up_lets_the_run_in_flight_finish(rws):
     ws = rws.workspace
     one = create(rws, "first")
