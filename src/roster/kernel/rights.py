@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import cedarpy
 
@@ -48,6 +48,9 @@ from roster.kernel.spec import ANY_AGENT, CompanySpec
 ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin")
 TIERS = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
 COMPANY_SCOPE = "*"
+PRINCIPAL_CACHE = 4096
+"""How many principals' compiled policy sets and entities a :class:`Rights` keeps (least recently
+decided dropped first); a dropped one is rebuilt on its next uncached decision, from its own grants."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,15 @@ class Rights:
     ``principals`` are the facts of every principal (status included); ``paused_scopes`` the kill
     switches in force. Decisions are pure functions of these, so they are cached per instance: build a
     new instance when any of them changes (the store does, on each rights revision).
+
+    A request is decided against the policies that can apply to its principal: the shared ones (every
+    policy but an agent's grants) plus that principal's own ``agent:<handle>:...`` grants, and against
+    the entities it can reach (the principal, its groups, the scope tree, workflows and tools). Every
+    other agent's grant is ``principal == <another handle>`` and so can neither match nor fail, so the
+    decision is the one the whole set would give, at a cost that does not grow with the number of
+    agents. Each principal's policy set is built on its first decision (parsing only its own grants on
+    top of the shared set), so a new instance costs O(principals) and no Cedar parse of every grant;
+    :attr:`policy_text` (the whole set, as ``roster rights policies`` prints it) is compiled on demand.
     """
 
     def __init__(self, spec: CompanySpec, principals: Iterable[PrincipalFacts],
@@ -112,16 +124,40 @@ class Rights:
         self.spec = spec
         self.principals = {p.handle: p for p in principals}
         self.paused_scopes = sorted(set(paused_scopes))
-        self.policy_text = compile_policies(spec, self.paused_scopes)
-        self.entities = compile_entities(spec, self.principals.values())
-        self._policies = cedarpy.PolicySet.from_str(self.policy_text)
-        self._entities = cedarpy.Entities.from_json_str(json.dumps(self.entities))
-        self.decide = lru_cache(maxsize=65536)(self._decide)
+        self._shared_text = _policy_text(shared_policies(self.paused_scopes))
+        self._shared = cedarpy.PolicySet.from_str(self._shared_text)
+        self._scope_entities = cedarpy.Entities.from_json_str(json.dumps(scope_entities(spec)))
+        # Sized to the company: a cycle asks a few questions of every agent, and an LRU smaller than
+        # one cycle's working set would miss on every one of them, every cycle.
+        self.decide = lru_cache(maxsize=max(65536, 64 * len(self.principals)))(self._decide)
+        self._compiled = lru_cache(maxsize=PRINCIPAL_CACHE)(self._compile_for)
 
-    def _decide(self, principal: str, action: str, resource: Resource, transition: str = "") -> Decision:
-        """Decide one request. ``transition`` names the transition for ``transition``/``approve``."""
-        if principal not in self.principals:
-            return Decision(False, (), (f"unknown principal '{principal}'",))
+    @cached_property
+    def policy_text(self) -> str:
+        """The whole policy set: every shared policy and every agent's grants (``roster rights policies``)."""
+        return compile_policies(self.spec, self.paused_scopes)
+
+    @cached_property
+    def entities(self) -> list[dict]:
+        """The whole entity graph: every principal in its groups, workflows in their scopes, tools."""
+        return compile_entities(self.spec, self.principals.values())
+
+    def policies_for(self, principal: str) -> str:
+        """The policy text a request by ``principal`` is decided against: the shared policies and its own
+        grants."""
+        own = agent_policies(self.spec, principal) if principal in self.spec.agents else []
+        return self._shared_text if not own else self._shared_text + "\n" + _policy_text(own)
+
+    def _compile_for(self, principal: str) -> tuple[cedarpy.PolicySet, cedarpy.Entities]:
+        """``principal``'s policy set (the shared set plus its own grants, only those parsed) and entities
+        (the scope tree plus the principal and its groups)."""
+        own = agent_policies(self.spec, principal) if principal in self.spec.agents else []
+        policies = self._shared.with_added_str(_policy_text(own)) if own else self._shared
+        entities = self._scope_entities.with_added_json_str(
+            json.dumps(principal_entities(self.spec, self.principals[principal])))
+        return policies, entities
+
+    def _request(self, principal: str, action: str, resource: Resource, transition: str) -> dict:
         context = {"transition": transition, "approval_gated": False, "writes_fields": False}
         if resource.kind == "workflow" and transition:
             workflow = self.spec.workflows.get(resource.name)
@@ -129,16 +165,36 @@ class Rights:
             if t is not None:
                 context["approval_gated"] = t.approval is not None
                 context["writes_fields"] = bool(t.writes)
-        request = {
+        return {
             "principal": {"type": "Roster::Principal", "id": principal},
             "action": {"type": "Roster::Action", "id": action},
             "resource": resource.uid(),
             "context": context,
         }
-        result = cedarpy.is_authorized(request, self._policies, self._entities)
-        names = result.diagnostics.id_annotations_by_reason
-        policies = tuple(sorted(names.get(r, r) for r in result.diagnostics.reasons))
-        return Decision(result.allowed, policies, tuple(result.diagnostics.errors))
+
+    def _decide(self, principal: str, action: str, resource: Resource, transition: str = "") -> Decision:
+        """Decide one request. ``transition`` names the transition for ``transition``/``approve``."""
+        if principal not in self.principals:
+            return Decision(False, (), (f"unknown principal '{principal}'",))
+        policies, entities = self._compiled(principal)
+        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition),
+                                               policies, entities))
+
+    def _decide_by_whole_set(self, principal: str, action: str, resource: Resource,
+                             transition: str = "") -> Decision:
+        """The same request decided against the whole policy set and entity graph, as before decisions
+        were scoped to their principal: uncached and O(agents); for tests that the two agree."""
+        if principal not in self.principals:
+            return Decision(False, (), (f"unknown principal '{principal}'",))
+        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition),
+                                               cedarpy.PolicySet.from_str(self.policy_text),
+                                               cedarpy.Entities.from_json_str(json.dumps(self.entities))))
+
+
+def _decision(result: cedarpy.AuthzResult) -> Decision:
+    names = result.diagnostics.id_annotations_by_reason
+    policies = tuple(sorted(names.get(r, r) for r in result.diagnostics.reasons))
+    return Decision(result.allowed, policies, tuple(result.diagnostics.errors))
 
 
 def agent_grants(spec: CompanySpec, handle: str) -> _Grants:
@@ -177,9 +233,13 @@ def _scope_uid(scope: str) -> str:
     return f'Roster::Scope::"{scope}"'
 
 
-def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> str:
-    """The Cedar policy text for ``spec`` (see the module docstring for what each policy means)."""
-    p = 'Roster::Principal::'
+def _policy_text(policies: list[str]) -> str:
+    return "\n\n".join(policies) + "\n"
+
+
+def shared_policies(paused_scopes: Iterable[str] = ()) -> list[str]:
+    """Every policy but the agents' grants: ``humans``, the forbids of the tiers, ``agents-never-admin``,
+    ``inactive-principal`` and a ``kill-switch:<scope>`` per paused scope. They apply to any principal."""
     a = 'Roster::Action::'
     lines = [
         '@id("humans")\npermit(principal in Roster::Group::"human", action, resource);',
@@ -198,49 +258,85 @@ def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> st
     for scope in sorted(set(paused_scopes)):
         lines.append(f'@id("kill-switch:{scope}")\nforbid(principal in Roster::Group::"agent", action, '
                      f'resource in {_scope_uid(scope)});')
+    return lines
+
+
+def agent_policies(spec: CompanySpec, handle: str) -> list[str]:
+    """The ``agent:<handle>:...`` grants of one agent of ``spec``: each is ``principal == <handle>``, so it
+    applies to that principal only."""
+    p = 'Roster::Principal::'
+    a = 'Roster::Action::'
+    grants = agent_grants(spec, handle)
+    who = f'{p}"{handle}"'
+    lines = []
+    for action in ("read", "write", "create", "assign"):
+        for scope in sorted(getattr(grants, action)):
+            lines.append(f'@id("agent:{handle}:{action}:{scope}")\npermit(principal == {who}, '
+                         f'action == {a}"{action}", resource in {_scope_uid(scope)});')
+    for action, refs in (("transition", grants.transitions), ("approve", grants.approve)):
+        for ref in sorted(refs):
+            workflow, _, transition = ref.partition(".")
+            lines.append(f'@id("agent:{handle}:{action}:{ref}")\npermit(principal == {who}, '
+                         f'action == {a}"{action}", resource == Roster::Workflow::"{workflow}") '
+                         f'when {{ context.transition == "{transition}" }};')
+    for tool in sorted(spec.agents[handle].tools):
+        lines.append(f'@id("agent:{handle}:tool:{tool}")\npermit(principal == {who}, '
+                     f'action == {a}"call_tool", resource == Roster::Tool::"{tool}");')
+    return lines
+
+
+def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> str:
+    """The whole Cedar policy text for ``spec`` (see the module docstring for what each policy means): the
+    shared policies, then every agent's grants, by handle."""
+    lines = shared_policies(paused_scopes)
     for handle in sorted(spec.agents):
-        grants = agent_grants(spec, handle)
-        who = f'{p}"{handle}"'
-        for action in ("read", "write", "create", "assign"):
-            for scope in sorted(getattr(grants, action)):
-                lines.append(f'@id("agent:{handle}:{action}:{scope}")\npermit(principal == {who}, '
-                             f'action == {a}"{action}", resource in {_scope_uid(scope)});')
-        for action, refs in (("transition", grants.transitions), ("approve", grants.approve)):
-            for ref in sorted(refs):
-                workflow, _, transition = ref.partition(".")
-                lines.append(f'@id("agent:{handle}:{action}:{ref}")\npermit(principal == {who}, '
-                             f'action == {a}"{action}", resource == Roster::Workflow::"{workflow}") '
-                             f'when {{ context.transition == "{transition}" }};')
-        for tool in sorted(spec.agents[handle].tools):
-            lines.append(f'@id("agent:{handle}:tool:{tool}")\npermit(principal == {who}, '
-                         f'action == {a}"call_tool", resource == Roster::Tool::"{tool}");')
-    return "\n\n".join(lines) + "\n"
+        lines.extend(agent_policies(spec, handle))
+    return _policy_text(lines)
+
+
+def _uid(kind: str, name: str) -> dict[str, str]:
+    return {"type": f"Roster::{kind}", "id": name}
+
+
+def scope_entities(spec: CompanySpec) -> list[dict]:
+    """The entities every request may reach: the company, workspaces and portfolios (scopes), workflows in
+    their portfolios, tools in the company."""
+    entities: list[dict] = [{"uid": _uid("Scope", COMPANY_SCOPE), "attrs": {}, "parents": []}]
+    for ws_name, ws in spec.workspaces.items():
+        entities.append({"uid": _uid("Scope", ws_name), "attrs": {}, "parents": [_uid("Scope", COMPANY_SCOPE)]})
+        for pf_name in ws.portfolios:
+            entities.append({"uid": _uid("Scope", f"{ws_name}/{pf_name}"), "attrs": {},
+                             "parents": [_uid("Scope", ws_name)]})
+    for wf_name, wf in spec.workflows.items():
+        entities.append({"uid": _uid("Workflow", wf_name), "attrs": {}, "parents": [_uid("Scope", wf.portfolio)]})
+    for tool in spec.tools:
+        entities.append({"uid": _uid("Tool", tool), "attrs": {}, "parents": [_uid("Scope", COMPANY_SCOPE)]})
+    return entities
+
+
+def _principal_entity(spec: CompanySpec, facts: PrincipalFacts) -> tuple[dict, list[str]]:
+    """A principal's entity (``kind``, ``tier``, ``status``) and the groups it is a member of."""
+    tier = spec.agents[facts.handle].tier if facts.kind == "agent" and facts.handle in spec.agents else (
+        "read-only" if facts.kind == "agent" else "human")
+    member_of = [facts.kind, f"tier:{tier}", *(f"role:{r}" for r in sorted(facts.roles))]
+    return ({"uid": _uid("Principal", facts.handle),
+             "attrs": {"kind": facts.kind, "tier": tier, "status": facts.status},
+             "parents": [_uid("Group", g) for g in member_of]}, member_of)
+
+
+def principal_entities(spec: CompanySpec, facts: PrincipalFacts) -> list[dict]:
+    """One principal's entity and its groups' entities: all a request needs of principals."""
+    entity, member_of = _principal_entity(spec, facts)
+    return [entity, *({"uid": _uid("Group", g), "attrs": {}, "parents": []} for g in sorted(set(member_of)))]
 
 
 def compile_entities(spec: CompanySpec, principals: Iterable[PrincipalFacts]) -> list[dict]:
-    """The Cedar entity graph: principals in their groups, workflows in their scopes, tools."""
-
-    def uid(kind: str, name: str) -> dict[str, str]:
-        return {"type": f"Roster::{kind}", "id": name}
-
-    entities: list[dict] = [{"uid": uid("Scope", COMPANY_SCOPE), "attrs": {}, "parents": []}]
-    for ws_name, ws in spec.workspaces.items():
-        entities.append({"uid": uid("Scope", ws_name), "attrs": {}, "parents": [uid("Scope", COMPANY_SCOPE)]})
-        for pf_name in ws.portfolios:
-            entities.append({"uid": uid("Scope", f"{ws_name}/{pf_name}"), "attrs": {},
-                             "parents": [uid("Scope", ws_name)]})
-    for wf_name, wf in spec.workflows.items():
-        entities.append({"uid": uid("Workflow", wf_name), "attrs": {}, "parents": [uid("Scope", wf.portfolio)]})
-    for tool in spec.tools:
-        entities.append({"uid": uid("Tool", tool), "attrs": {}, "parents": [uid("Scope", COMPANY_SCOPE)]})
+    """The whole Cedar entity graph: principals in their groups, workflows in their scopes, tools."""
+    entities = scope_entities(spec)
     groups: set[str] = set()
     for facts in principals:
-        tier = spec.agents[facts.handle].tier if facts.kind == "agent" and facts.handle in spec.agents else (
-            "read-only" if facts.kind == "agent" else "human")
-        member_of = [facts.kind, f"tier:{tier}", *(f"role:{r}" for r in sorted(facts.roles))]
+        entity, member_of = _principal_entity(spec, facts)
         groups.update(member_of)
-        entities.append({"uid": uid("Principal", facts.handle),
-                         "attrs": {"kind": facts.kind, "tier": tier, "status": facts.status},
-                         "parents": [uid("Group", g) for g in member_of]})
-    entities.extend({"uid": uid("Group", g), "attrs": {}, "parents": []} for g in sorted(groups))
+        entities.append(entity)
+    entities.extend({"uid": _uid("Group", g), "attrs": {}, "parents": []} for g in sorted(groups))
     return entities
