@@ -147,3 +147,32 @@ def test_the_external_agent_works_through_rosters_mcp_server_as_itself(tmp_path)
     log = {a.kind: a for a in company.list_artifacts(task.id)}
     assert "acted as planner" in company.artifact(task.id, log["run-log"].name)[1].decode()
     assert "changes" not in log  # writing and restoring .mcp.json is not the agent's change
+
+
+CHATTY_AGENT_CLI = """
+import json, sys
+for i in range(60_000):
+    print(f"log line {i}: " + "." * 80)
+    if i % 10 == 0:
+        print(f"warning {i}: " + "!" * 80, file=sys.stderr)
+print(json.dumps({"transition": "plan", "writes": {"spec": "Split the imports, one per line, as ruff asks."}}))
+"""
+
+
+def test_a_chatty_external_agent_keeps_the_tail_of_its_output_and_its_last_line_result(tmp_path):
+    from roster.runtime.process import DEFAULT_TIMEOUT, LOG_TAIL
+
+    (tmp_path / "chatty.py").write_text(CHATTY_AGENT_CLI)
+    store, root = workspace(tmp_path, f"{sys.executable} {tmp_path / 'chatty.py'}")
+    company = store.company("acme")
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E401"})
+    [outcome] = Dispatcher(company, workdir=root).cycle()
+    assert outcome.outcome == "succeeded", outcome
+    assert company.get_task(task.id).state == "planned"  # the last-line result, found in the tail
+    [run_log] = [a for a in company.list_artifacts(task.id) if a.kind == "run-log"]
+    log = json.loads(company.artifact(task.id, run_log.name)[1])
+    assert log["stdout_bytes"] > 5_000_000 and log["stderr_bytes"] > 500_000  # what it printed in all
+    assert len(log["stdout_tail"]) == LOG_TAIL and log["stdout_tail"].rstrip().endswith('one per line, as ruff asks."}}')
+    assert "log line 59999" in log["stdout_tail"] and "log line 0:" not in log["stdout_tail"]
+    assert len(log["stderr_tail"]) == LOG_TAIL and "warning 59990" in log["stderr_tail"]
+    assert DEFAULT_TIMEOUT == 3600.0

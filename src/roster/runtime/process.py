@@ -8,10 +8,17 @@ and starts the command in the workspace, in a process group of its own, with ``R
 as its last argument unless ``prompt_arg: false``. The agent acts through ``roster`` (or, later, MCP)
 with that token, so every action is its own, rights-checked and audited.
 
-Evidence kept as artifacts of the task: ``run-log`` (exit code and the tail of stdout and stderr) and,
-when files changed in the workspace, ``changes`` (the files added, modified or deleted, by SHA-256).
-If the last line of stdout is a JSON result (see :mod:`roster.runtime.runners`), it is applied too.
-A timeout kills the whole process group (:class:`RunnerTimeout`); a non-zero exit is :class:`RunnerExit`.
+Evidence kept as artifacts of the task: ``run-log`` (exit code, the tail of stdout and stderr, and how
+many bytes each printed in all) and, when files changed in the workspace, ``changes`` (the files added,
+modified or deleted, by SHA-256). If the last line of stdout is a JSON result (see
+:mod:`roster.runtime.runners`), it is applied too.
+
+Agent CLIs print a lot, so their output is never refused: only the last :data:`STDOUT_TAIL` bytes of
+stdout (1 MiB, which must hold the JSON result line) and 64 KiB of stderr are kept in memory. The timeout
+(:data:`DEFAULT_TIMEOUT`, one hour, unless ``timeout:`` says otherwise) kills the whole process group
+(:class:`RunnerTimeout`), promptly even if something the agent started left the group and holds its
+output open; a non-zero exit is :class:`RunnerExit`. The agent dies with Roster (see
+:mod:`roster.runtime.processes`).
 
 When Roster's MCP server is being served (``roster up``), the runner also writes the agent CLI's MCP
 configuration into the working directory for the run (``mcp_config``, default ``.mcp.json``, Claude
@@ -19,7 +26,7 @@ Code's project file): a ``roster`` server at the MCP URL whose ``Authorization``
 ``Bearer ${ROSTER_TOKEN}``, expanded by the CLI from its environment, so the token itself is never
 written to disk. An existing file is merged (its other servers are kept) and restored after the run.
 
-Config: ``{kind: process, command: "claude -p", timeout: 600, prompt_arg: true, mcp_config: .mcp.json}``
+Config: ``{kind: process, command: "claude -p", timeout: 3600, prompt_arg: true, mcp_config: .mcp.json}``
 (``mcp_config: null`` writes none).
 """
 
@@ -39,8 +46,12 @@ from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTime
 from roster.runtime.processes import run_in_session
 from roster.runtime.runners import ArtifactOut, Brief, RunResult
 
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = 3600.0
+"""Seconds an agent CLI may work on one run by default (an hour: they often work half an hour or more)."""
 LOG_TAIL = 8_000
+"""Characters of stdout and of stderr kept in the run-log."""
+STDOUT_TAIL = 1_048_576
+"""Bytes of stdout held while the agent runs: its tail, where the last-line JSON result is."""
 IssueToken = Callable[[str, timedelta], tuple[str, Callable[[], None]]]
 """``issue(agent, lifetime) -> (token, revoke)``: a short-lived token for the run, and how to revoke it."""
 
@@ -81,7 +92,7 @@ class ProcessRunner:
         before = snapshot(self.workdir)
         argv = [*self.argv, str(prompt)] if self.prompt_arg else self.argv
         try:
-            proc = run_in_session(argv, cwd=self.workdir, timeout=self.timeout, env=env)
+            proc = run_in_session(argv, cwd=self.workdir, timeout=self.timeout, env=env, stdout_tail=STDOUT_TAIL)
         except OSError as exc:
             raise RunnerExit(f"cannot start '{shlex.join(self.argv)}': {exc}") from None
         except subprocess.TimeoutExpired:
@@ -96,8 +107,8 @@ class ProcessRunner:
         if proc.returncode != 0:
             raise RunnerExit(f"'{shlex.join(self.argv)}' exited {proc.returncode}: {err.strip()[-500:] or '(no stderr)'}")
         result = _last_line_result(out)
-        log = json.dumps({"exit_code": proc.returncode, "stdout_tail": out[-LOG_TAIL:], "stderr_tail": err[-LOG_TAIL:]},
-                         indent=2)
+        log = json.dumps({"exit_code": proc.returncode, "stdout_tail": out[-LOG_TAIL:], "stderr_tail": err[-LOG_TAIL:],
+                          "stdout_bytes": proc.stdout_bytes, "stderr_bytes": proc.stderr_bytes}, indent=2)
         evidence = [ArtifactOut(kind="run-log", name=f"run-{data['run_id']}.json", content=log,
                                 reason="what the external agent printed, and its exit code")]
         changes = diff_snapshots(before, snapshot(self.workdir), ignore={str(self.mcp_config or "")})

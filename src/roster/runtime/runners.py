@@ -7,8 +7,8 @@ Kinds (``runner:`` in the spec):
   as a dict; it returns a result dict. Trusted code: it runs in Roster's process, so no timeout can stop
   it (use ``command`` for untrusted or long work).
 - ``program`` with ``command: "python worker.py"``: any command, run in the workspace folder in a process
-  group of its own. The brief is JSON on stdin; the result is JSON on stdout. ``timeout`` (seconds,
-  default 60) kills the whole group.
+  group of its own. The brief is JSON on stdin; the result is JSON on stdout (at most 1 MiB). ``timeout``
+  (seconds, default 600) kills the whole group.
 
 The result shape (every key optional)::
 
@@ -39,11 +39,14 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
-from roster.runtime.processes import run_in_session
+from roster.runtime.processes import OutputTooLarge, run_in_session
 
-DEFAULT_TIMEOUT = 60.0
+DEFAULT_TIMEOUT = 600.0
+"""Seconds a ``program`` command may run by default (10 minutes: room for a few model calls of minutes
+each); ``timeout:`` in the spec sets another."""
 MAX_OUTPUT_BYTES = 1_048_576
-"""Largest stdout a command runner may print, in bytes (1 MiB)."""
+"""Largest stdout a command runner may print, in bytes (1 MiB): past it the command is killed at once
+(:class:`MalformedOutput`), and no more than this plus one read is ever held in memory."""
 
 
 class ArtifactOut(BaseModel):
@@ -185,7 +188,12 @@ class CallableRunner:
 
 
 class CommandRunner:
-    """``program`` with ``command``: brief as JSON on stdin, result as JSON on stdout, with a timeout."""
+    """``program`` with ``command``: brief as JSON on stdin, result as JSON on stdout, with a timeout
+    (:data:`DEFAULT_TIMEOUT`, 600 s, unless given). The command runs in a process group of its own
+    (see :mod:`roster.runtime.processes`): past the timeout the group is killed and the run fails at once
+    (:class:`RunnerTimeout`), even if something it started left the group and holds stdout open; past
+    :data:`MAX_OUTPUT_BYTES` of stdout it is killed too (:class:`MalformedOutput`). Stderr keeps its last
+    64 KiB."""
 
     kind = "program"
 
@@ -203,20 +211,21 @@ class CommandRunner:
         env = {**os.environ, **(self.env or {})}
         try:
             done = run_in_session(self.argv, cwd=self.workdir, timeout=self.timeout, input=brief.to_json().encode(),
-                                  env=env)
+                                  env=env, max_output=MAX_OUTPUT_BYTES)
         except OSError as exc:
             raise RunnerExit(f"cannot start '{self.command}': {exc}") from None
         except subprocess.TimeoutExpired:
             raise RunnerTimeout(f"'{self.command}' ran past its timeout of {self.timeout:g} s; its process group "
                                 "was killed") from None
+        except OutputTooLarge as exc:
+            raise MalformedOutput(f"'{self.command}' printed more than {exc.limit} bytes on stdout, the limit, and "
+                                  "was killed. Write large output to an artifact file instead") from None
         stdout, stderr = done.stdout, done.stderr
         if done.returncode < 0:
             raise RunnerCrashed(f"'{self.command}' was killed by signal {-done.returncode}")
         if done.returncode != 0:
             tail = stderr.decode(errors="replace").strip()[-500:]
             raise RunnerExit(f"'{self.command}' exited {done.returncode}: {tail or '(no stderr)'}")
-        if len(stdout) > MAX_OUTPUT_BYTES:
-            raise MalformedOutput(f"'{self.command}' printed {len(stdout)} bytes; the limit is {MAX_OUTPUT_BYTES}")
         try:
             output = json.loads(stdout.decode())
         except (ValueError, UnicodeDecodeError) as exc:
