@@ -91,10 +91,15 @@ def test_the_brief_shows_the_task_as_of_the_claim_and_the_transition_expects_tha
     runner = Scripted(PLAN)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
     [work] = company.pending_work_many(["planner"])["planner"][:1]
-    # Someone raises the priority between this cycle's read and the claim: a new version.
+    # Someone raises the priority between this cycle's read and the claim: a new version. The claim
+    # re-checks the version the work query saw: a lost race, which costs nothing (no run, no runner call).
     company.assign(task.id, actor="alice", priority=7)
+    runs_before = len(company.list_runs())
     outcome = dispatcher.run_once("planner", work, trigger="task arrival")
+    assert outcome.outcome == "skipped" and runner.briefs == [] and len(company.list_runs()) == runs_before
+    assert company.get_task(task.id).fencing_token == 0 and dispatcher.lost_races == 1
 
+    outcome = dispatcher.cycle()[0]  # the next cycle sees the new version and claims it
     assert outcome.outcome == "succeeded"
     [brief] = runner.briefs
     assert brief["task"]["version"] == 2 and brief["task"]["priority"] == 7  # not the stale version 1
@@ -105,10 +110,16 @@ def test_a_clean_run_commits_twice_the_transition_and_the_release_together(still
     from sqlalchemy import event
 
     company = still
-    task = make_task(company)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)})
+    assert dispatcher.cycle() == []  # registers the dispatcher (its row, its heartbeat thread): once, not per run
+    task = make_task(company)
     writes: list[str] = []
-    listener = lambda conn: writes.append(conn.get_execution_options().get("sqlite_begin", "DEFERRED"))  # noqa: E731
+    me = threading.current_thread()  # the heartbeat thread beats on its own schedule, not per run
+
+    def listener(conn) -> None:  # noqa: ANN001
+        if threading.current_thread() is me:
+            writes.append(conn.get_execution_options().get("sqlite_begin", "DEFERRED"))
+
     event.listen(company.store.engine, "begin", listener)
     try:
         outcome = dispatcher.run_once("planner", task, trigger="task arrival")
@@ -133,13 +144,15 @@ def test_a_run_with_earlier_failures_still_ends_in_its_own_release(still, tmp_pa
 
 
 def _count_connections_and_reads(engine):  # noqa: ANN001, ANN202
-    """Listen for pool checkouts and for each transaction's begin mode; returns the two lists."""
+    """Listen for pool checkouts and for each transaction's begin mode, with the thread that took each;
+    returns the two lists of (thread name, what)."""
     from sqlalchemy import event
 
-    checkouts: list[int] = []
-    begins: list[str] = []
-    on_checkout = lambda *_: checkouts.append(1)  # noqa: E731
-    on_begin = lambda conn: begins.append(conn.get_execution_options().get("sqlite_begin", "DEFERRED"))  # noqa: E731
+    checkouts: list[tuple[str, int]] = []
+    begins: list[tuple[str, str]] = []
+    on_checkout = lambda *_: checkouts.append((threading.current_thread().name, 1))  # noqa: E731
+    on_begin = lambda conn: begins.append(  # noqa: E731
+        (threading.current_thread().name, conn.get_execution_options().get("sqlite_begin", "DEFERRED")))
     event.listen(engine, "checkout", on_checkout)
     event.listen(engine, "begin", on_begin)
 
@@ -150,21 +163,26 @@ def _count_connections_and_reads(engine):  # noqa: ANN001, ANN202
     return checkouts, begins, stop
 
 
-def test_a_cycle_runs_on_one_connection_and_starts_from_one_read(still, tmp_path):
+def test_a_cycle_claims_on_one_connection_from_one_read_and_the_run_moves_in_a_worker(still, tmp_path):
     company = still
-    task = make_task(company)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": Scripted(PLAN)})
+    assert dispatcher.cycle() == []  # registers the dispatcher, takes its runtime leases
+    task = make_task(company)
     checkouts, begins, stop = _count_connections_and_reads(company.store.engine)
     try:
         [outcome] = dispatcher.cycle()
     finally:
         stop()
     assert outcome.outcome == "succeeded" and company.get_task(task.id).state == "planned"
+    me = threading.current_thread().name
+    mine = [mode for thread, mode in begins if thread == me]
+    workers = [mode for thread, mode in begins if thread.startswith("roster-run")]
     # The agents, the spec, the kill switches and the work come from one read; the run's brief is read in
-    # the claim's transaction; then the transition's. Everything on one connection from the pool.
-    assert begins[0] == "DEFERRED" and begins[1:3] == ["IMMEDIATE", "IMMEDIATE"]
-    assert begins.count("DEFERRED") <= 3, begins  # + the message trigger's and the memory schedule's reads
-    assert len(checkouts) == 1
+    # the claim's transaction, on the dispatcher's one connection. The run moves the task in a worker.
+    assert mine[0] == "DEFERRED" and mine[1] == "IMMEDIATE", begins
+    assert mine.count("DEFERRED") <= 3, begins  # + the message trigger's and the memory schedule's reads
+    assert workers == ["IMMEDIATE"], begins  # the transition, the release and the run's end: one commit
+    assert len([c for thread, c in checkouts if thread == me]) == 1
     # Outside a cycle, each transaction takes a connection from the pool and gives it back.
     company.get_task(task.id)
     assert company.store._local.__dict__.get("pinned") is None

@@ -296,6 +296,32 @@ class LeaseHeld(RosterError):
         return {**super().to_dict(), "task_id": self.task_id, "holder": self.holder, "expires_at": self.expires_at}
 
 
+class LostRace(RosterError):
+    """A claim found the task no longer offered to this agent: it moved on, another run leased it, or it
+    is held back for the agent (backoff, blocker, its own pending approval). Costs nothing: no run is
+    started, nothing is written, and the runtime only counts it."""
+
+    code = "lost-race"
+    exit_code = 15
+
+    def __init__(self, task_id: int, agent: str, reason: str) -> None:
+        self.task_id = task_id
+        self.agent = agent
+        self.reason = reason
+        super().__init__(f"task {task_id} is no longer offered to '{agent}': {reason}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "task_id": self.task_id, "agent": self.agent, "reason": self.reason}
+
+
+class StoreUnavailable(RosterError):
+    """The database cannot be reached (a dropped connection, a server restarting). Nothing of the
+    failed transaction was kept; ``roster up`` waits and goes on."""
+
+    code = "store-unavailable"
+    exit_code = 8
+
+
 class CorruptArtifact(RosterError):
     """An artifact's stored content does not hash to its recorded SHA-256 (or is missing): the blob on
     disk was changed or lost. Nothing is returned; restore the blob from a backup."""

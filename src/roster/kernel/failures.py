@@ -30,6 +30,7 @@ from roster.errors import (
     StaleFencingToken,
     StaleVersion,
     StoreBusy,
+    StoreUnavailable,
     Unauthenticated,
 )
 
@@ -54,7 +55,7 @@ class Failure:
         return self.category is FailureCategory.TRANSIENT
 
 
-_TRANSIENT = (StoreBusy, StaleFencingToken, StaleVersion, LeaseHeld)
+_TRANSIENT = (StoreBusy, StoreUnavailable, StaleFencingToken, StaleVersion, LeaseHeld)
 _DETERMINISTIC = (ContractViolation, InvalidFields, PayloadTooLarge, ContextOverBudget, CorruptArtifact)
 _GOVERNANCE = (Denied, Unauthenticated, ApprovalPending)
 

@@ -232,6 +232,9 @@ class Agent(_Model):
     reports_to: Name | None = None
     context_budget: int = Field(default=8000, ge=500, le=1_000_000)
     """Tokens the brief of one run may take (estimated as UTF-8 bytes / 4; see runtime/context.py)."""
+    max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
+    """Runs of this agent in flight at once (default 1: an agent works one task at a time). A higher
+    value lets one agent take several tasks of its queue in parallel, each with its own lease."""
 
 
 class Human(_Model):

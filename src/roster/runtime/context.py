@@ -8,7 +8,9 @@ names the largest):
 
 - ``agent``: who runs (handle, role, mission), the run id, attempt and fencing token;
 - ``task``: its typed state (workflow, state, title, fields, version, owner, priority, parent and
-  delegation packet) and ``fields_schema``;
+  delegation packet) and ``fields_schema``; ``idempotency_key``: the same for every run and retry of the
+  step the task is at (see :meth:`~roster.store.fleet.FleetVerbs.idempotency_key_txn`), for keying side
+  effects outside Roster;
 - ``transitions``: what it may do next: each transition's target, who may take it, what it writes and
   requires, and the clauses that block it now; ``tools``: the tools granted.
 
@@ -120,6 +122,7 @@ class ContextAssembler:
                                  "title": task.title, "fields": task.fields, "version": task.version,
                                  "priority": task.priority, "owner": task.owner, "parent_id": task.parent_id,
                                  "packet": task.packet}
+            mandatory["idempotency_key"] = company.idempotency_key_txn(conn, task)
             mandatory["fields_schema"] = spec.workflows[task.workflow].fields
             children = company._children_txn(conn, task.id)  # read once: for the contract and for the brief
             mandatory["transitions"] = self._transitions(conn, cache, agent, task, children)

@@ -1,45 +1,53 @@
-"""The dispatcher: one action per agent per cycle, each on the record.
+"""The dispatcher: runs a company's agents, many runs at once, each task to exactly one agent.
 
-A cycle asks the store, for every active agent with a runner, which tasks it could act on now
-(:meth:`~roster.store.runs.RunVerbs.pending_work`: one indexed query, no model). An agent with no work
-costs nothing. An agent with work gets one run: the dispatcher claims the most urgent task with a lease
-(renewed in the background while the runner works), records the run, builds the brief, runs the runner,
-and applies the result through the store with the run's fencing token: artifacts, checks, then the
-transition, each checked against rights and the contract. Then it records the outcome and releases the
-lease. Many pending tasks make one run per cycle that sees them all (the brief's ``queue``).
+A cycle asks the store, for every active agent it serves that has a runner and room for another run,
+which tasks it could act on now (:meth:`~roster.store.runs.RunVerbs.candidates_many`: one indexed query,
+no model). An agent with no work costs nothing. The tasks are handed out in priority, then age order;
+each goes to one agent of those it is offered to, picked by the :class:`SelectionPolicy` (by default
+:class:`LeastLoaded`), up to each agent's ``max_concurrent_runs`` (spec, default 1) and the dispatcher's
+``max_runs``. Each run is claimed in the dispatcher's thread (the claim re-checks the offer: a lost
+race costs nothing) and then runs in a worker thread (:mod:`roster.runtime.pipeline`), so a slow run
+never delays another agent's claim. One background thread renews the leases of every run in flight and
+heartbeats the dispatcher's row.
 
-Failures are classified (:mod:`roster.kernel.failures`): transient ones are retried with backoff up to
-``max_attempts``; others, and exhausted retries, leave a persisted blocker on the (task, agent) pair.
+Wake-ups: a committed write that made work (a task created or moved, a lease or hold given back, a
+message, an approval decided; see :data:`roster.store.audit.WAKE_ACTIONS`) wakes the dispatchers of the
+same process at once, and on PostgreSQL every process through ``LISTEN``/``NOTIFY``. Polling every
+``poll_seconds`` stays as the fallback (SQLite across processes).
+
+Several dispatchers (``roster up`` processes, on one or many hosts) share a company: claims never
+double, the crash sweep ends the runs of a dead one as ``crashed``, and named runtime leases make sure
+the runtime's own periodic jobs (``leader``) and each agent's triggers and message wake-ups
+(``agent:<handle>``) are done by one process.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Protocol
 
-from roster.errors import (
-    ApprovalPending,
-    Denied,
-    LeaseHeld,
-    MalformedOutput,
-    NotFound,
-    RosterError,
-    StaleFencingToken,
-    StoreBusy,
-    UsageError,
-)
+from roster.errors import LeaseHeld, LostRace, RosterError, StoreBusy, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.kpis import KpiMeter
-from roster.runtime.runners import Brief, Runner, RunResult, Usage, make_runner
-from roster.runtime.triggers import Periodic, Triggers
+from roster.runtime.pipeline import CURRENT_RUN, OUTAGES, JudgmentCall, Outcome, RunPipeline, RunState
+from roster.runtime.runners import Brief, Runner, make_runner
+from roster.runtime.triggers import Fired, Periodic, Triggers
 from roster.store import CompanyStore, Task
+from roster.store.audit import WAKE_CHANNEL
+from roster.store.fleet import run_token_name
 from roster.store.leases import Lease
 from roster.store.runs import Candidate, new_run_id
 
@@ -47,42 +55,82 @@ RUNTIME = "runtime"
 """Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
 CONSOLIDATION = "memory:consolidate"
 DEFAULT_LEASE_SECONDS = 60.0
+"""A run's lease (seconds); renewed every third of it while the run legitimately works, however long."""
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_BUSY_WAIT = 60.0
-"""Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays busy."""
+"""Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays unavailable."""
+LEADER = "leader"
+"""The runtime lease whose holder runs the company's periodic jobs (memory consolidation, KPIs)."""
+
+__all__ = ["CONSOLIDATION", "DEFAULT_LEASE_SECONDS", "DEFAULT_MAX_ATTEMPTS", "RUNTIME", "Dispatcher", "JudgmentCall",
+           "LeastLoaded", "Outcome", "SelectionPolicy", "default_max_runs"]
 
 
-class JudgmentCall(RosterError):
-    """The runner said it cannot decide (or another category it reported itself)."""
+def default_max_runs() -> int:
+    """Runs in flight at once by default: four per core, at least 4. Runs mostly wait (on a model, an
+    agent CLI, a command), so the limit is about the host's memory and child processes, not its CPU."""
+    return max(4, 4 * (os.cpu_count() or 1))
 
-    code = "runner-reported"
 
-    def __init__(self, category: str, reason: str) -> None:
-        self.category = category
-        super().__init__(reason)
+class SelectionPolicy(Protocol):
+    """Which agent of a pool gets a task: ``choose(task, agents, load)`` picks one of ``agents`` (each
+    offered the task, each with room for another run; never empty). ``load`` is each agent's runs in
+    flight, counting those started this cycle. ``started(agent)`` is told of every run started. The hook
+    through which fitness will route more traffic to fitter agents."""
+
+    name: str
+
+    def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int]) -> str: ...
+
+    def started(self, agent: str) -> None: ...
+
+
+class LeastLoaded:
+    """The default selection policy: the agent with the fewest runs in flight; among equals, the one this
+    dispatcher started the fewest runs for (so a pool takes turns), then by handle."""
+
+    name = "least-loaded"
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+
+    def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int]) -> str:
+        return min(agents, key=lambda a: (load.get(a, 0), self.runs[a], a))
+
+    def started(self, agent: str) -> None:
+        self.runs[agent] += 1
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What one run did: ``outcome`` is succeeded, failed, waiting (an approval request), stopped (by the
-    kill switch while it ran) or skipped (the task was leased meanwhile)."""
+class _Unrecorded:
+    """A run whose end the store refused while unavailable: enough to record it later (wall time in s)."""
 
     agent: str
+    task_id: int
+    run_id: str
+    fencing_token: int
+    failure: Failure
+    wall_seconds: float
+
+
+@dataclass
+class _Flight:
+    agent: str
     task_id: int | None
-    run_id: str | None
-    outcome: str
-    transition: str | None = None
-    failure: Failure | None = None
-    blocked: str | None = None
+    kind: str  # task, trigger, message
 
 
 class Dispatcher:
-    """Runs a company's agents. ``runners`` overrides the spec's runner per agent (tests, embedding)."""
+    """Runs a company's agents (see the module docstring). ``runners`` overrides the spec's runner per
+    agent (tests, embedding); ``max_runs`` bounds runs in flight (default :func:`default_max_runs`);
+    ``agents`` limits this dispatcher to some agents, by handle or ``role:<role>``; ``selection`` is the
+    pool's :class:`SelectionPolicy`."""
 
     def __init__(self, company: CompanyStore, *, workdir: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, runners: dict[str, Runner] | None = None,
                  max_task_cost_usd: float | None = None, mcp_url: str | None = None,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, max_runs: int | None = None,
+                 agents: Iterable[str] | None = None, selection: SelectionPolicy | None = None) -> None:
         self.company = company
         self.workdir = workdir
         self.lease_seconds = lease_seconds
@@ -90,38 +138,98 @@ class Dispatcher:
         self.max_task_cost_usd = max_task_cost_usd
         self.mcp_url = mcp_url
         """Roster's MCP server (``roster up`` serving it): ``process`` runners point their agent CLI at it."""
-        self._runners: dict[str, Runner | None] = dict(runners or {})
+        self.max_runs = max_runs if max_runs is not None else default_max_runs()
+        if self.max_runs < 1:
+            raise UsageError(f"--max-runs must be at least 1, not {self.max_runs}")
+        self.only = sorted(set(agents)) if agents is not None else None
+        self.selection: SelectionPolicy = selection or LeastLoaded()
+        self._injected: dict[str, Runner] = dict(runners or {})
+        self._made: dict[str, Runner | None] = {}
+        self._idle: dict[str, list[Runner]] = {}
+        self._handed_out: set[str] = set()
+        self._paused: list[str] | None = None
+        self._served: list[str] = []
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
         self.context = ContextAssembler(company)
-        self._renewals = _Renewals(company, lease_seconds)
         self.periodic = Periodic(company, RUNTIME)
         self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
+        self.id = new_run_id()
+        """This dispatcher's id in the ``dispatchers`` table (see :mod:`roster.store.fleet`)."""
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.lost_races = 0
+        self.runs_started = 0
+        self._registered = False
+        self._renewals = _Renewals(company, lease_seconds, tick=self._heartbeat, log=self.log)
+        self.pipeline = RunPipeline(company, self.context, lease_seconds=lease_seconds, max_attempts=max_attempts,
+                                    dispatcher_id=self.id, renew=self._renewals.held, log=self.log)
+        self._lock = threading.Lock()
+        self._flights: dict[Future, _Flight] = {}
+        self._load: Counter[str] = Counter()
+        self._finished: list[Outcome] = []
         self._unrecorded: list[_Unrecorded] = []
-        """Runs whose end a busy store refused (:class:`StoreBusy`): recorded at the next cycle's start."""
+        """Runs whose end an unavailable store refused: recorded at the next cycle's start."""
+        self._pool: ThreadPoolExecutor | None = None
+        self.wake = threading.Event()
+        """Set when work may have appeared (a committed write, a NOTIFY, a run ending)."""
+        self._forget_listener = company.store.on_work(self._on_work)
+        self._listener: _NotifyListener | None = None
+        self._runtime_leases: set[str] = set()
+        self._housekeeping_due = 0.0
 
     # -- who runs -----------------------------------------------------------------------------------
 
     def runner(self, agent: str) -> Runner | None:
-        if agent not in self._runners:
-            spec_agent = self.company.spec().agents.get(agent)
-            config = spec_agent.runner.model_dump() if spec_agent and spec_agent.runner else None
-            try:
-                self._runners[agent] = make_runner(
-                    config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
-                    authorize_tool=lambda tool, arguments: self.company.record_tool_call(
-                        tool, actor=agent, arguments=arguments),
-                    issue_token=self._issue_run_token, mcp_url=self.mcp_url)
-            except UsageError as exc:
-                self.log(f"agent {agent}: no runner: {exc.message}")
-                self._runners[agent] = None
-        return self._runners[agent]
+        """The agent's runner (one instance; :meth:`_take_runner` hands out more for concurrent runs)."""
+        if agent in self._injected:
+            return self._injected[agent]
+        if agent not in self._made:
+            self._made[agent] = self._make_runner(agent)
+        return self._made[agent]
+
+    def _make_runner(self, agent: str) -> Runner | None:
+        spec_agent = self.company.spec().agents.get(agent)
+        config = spec_agent.runner.model_dump() if spec_agent and spec_agent.runner else None
+        try:
+            return make_runner(
+                config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
+                authorize_tool=lambda tool, arguments: self.company.record_tool_call(
+                    tool, actor=agent, arguments=arguments),
+                issue_token=self._issue_run_token, mcp_url=self.mcp_url)
+        except UsageError as exc:
+            self.log(f"agent {agent}: no runner: {exc.message}")
+            return None
+
+    def _take_runner(self, agent: str) -> Runner:
+        """A runner instance for one run: the injected one, or an idle instance of the agent's own (a
+        runner keeps per-run state such as its usage, so concurrent runs of one agent get their own)."""
+        if agent in self._injected:
+            return self._injected[agent]
+        with self._lock:
+            idle = self._idle.setdefault(agent, [])
+            if idle:
+                return idle.pop()
+            first = agent not in self._handed_out
+            self._handed_out.add(agent)
+        runner = self.runner(agent) if first else self._make_runner(agent)
+        if runner is None:
+            raise UsageError(f"agent '{agent}' has no runner configured")
+        return runner
+
+    def _give_back_runner(self, agent: str, runner: Runner) -> None:
+        if agent not in self._injected:
+            with self._lock:
+                self._idle.setdefault(agent, []).append(runner)
 
     def _issue_run_token(self, agent: str, lifetime: timedelta) -> tuple[str, Callable[[], None]]:
-        """A short-lived token for one run of an external agent, and how to revoke it afterwards."""
-        issued = self.company.issue_token(agent, actor=None, name="run token (process runner)", lifetime=lifetime)
+        """A short-lived token for one run of an external agent, and how to revoke it afterwards. It is
+        named after the run (:data:`~roster.runtime.pipeline.CURRENT_RUN`), so the crash sweep can revoke
+        it if the run's dispatcher dies."""
+        run_id = CURRENT_RUN.get()
+        name = run_token_name(run_id) if run_id else "run token (process runner)"
+        issued = self.company.issue_token(agent, actor=None, name=name, lifetime=lifetime)
 
         def revoke() -> None:
             try:
@@ -136,289 +244,420 @@ class Dispatcher:
         return self._spec if self._spec is not None else self.company.spec()
 
     def agents(self) -> list[str]:
-        """Active agents that have a runner, by handle."""
+        """Active agents this dispatcher serves (all, or those named by ``agents``) that have a runner."""
+        spec = self.company.spec()
         return [p.handle for p in self.company.list_principals()
-                if p.kind == "agent" and p.status == "active" and self.runner(p.handle) is not None]
+                if p.kind == "agent" and p.status == "active" and self._serves(p.handle, spec)
+                and self.runner(p.handle) is not None]
+
+    def _serves(self, agent: str, spec: CompanySpec) -> bool:
+        if self.only is None:
+            return True
+        roles = set(spec.agents[agent].roles) if agent in spec.agents else set()
+        return agent in self.only or any(f"role:{r}" in self.only for r in roles)
+
+    def capacity(self, agent: str, spec: CompanySpec | None = None) -> int:
+        """How many runs ``agent`` may have in flight at once (``max_concurrent_runs``, default 1)."""
+        spec_agent = (spec or self._current_spec()).agents.get(agent)
+        return spec_agent.max_concurrent_runs if spec_agent else 1
+
+    def in_flight(self) -> dict[str, int]:
+        """Runs in flight per agent, now."""
+        with self._lock:
+            return {a: n for a, n in self._load.items() if n}
 
     # -- the loop -----------------------------------------------------------------------------------
 
     def cycle(self) -> list[Outcome]:
-        """One pass over every agent: at most one run each. Returns what each run did."""
+        """One pass: start every run there is room for (tasks first, then triggers, then unread messages),
+        and wait for them. Returns what each did (a lost race is ``skipped``)."""
         with self.company.store.pinned():  # one connection for the cycle's transactions
-            return self._cycle()
-
-    def _cycle(self) -> list[Outcome]:
-        outcomes = []
-        self._record_unrecorded()
-        with self.company.store.read():  # the agents, the spec, the kill switches and the work: one snapshot
-            agents = self.agents()
-            self._spec, paused = self.company.spec_and_paused()
-            candidates = self.company.candidates_many(agents)
-        for agent, work in candidates.items():
-            if self.stopping.is_set():
-                break
-            outcomes.append(self.run_once(agent, work[0], trigger="task arrival", queue=[t.id for t in work[1:]]))
-        spec = self._spec
-        if "*" in paused:
-            return outcomes  # the company-wide kill switch: no wake-ups, and no event is used up meanwhile
-        for agent in agents:
-            if self.stopping.is_set() or not spec.agents.get(agent) or not spec.agents[agent].triggers:
-                continue
-            fired = self.triggers.fired(agent, spec.agents[agent].triggers)
-            if fired:
-                keys = ", ".join(f.key for f in fired)
-                outcome = self.run_once(agent, None, trigger=keys, context={"triggers": [f.as_dict() for f in fired]})
-                outcomes.append(outcome)
-                if outcome.outcome != "stopped":  # a run the kill switch stopped leaves its triggers to fire again
-                    self.triggers.commit(agent, fired)
-        # The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them.
-        ran = {o.agent for o in outcomes}
-        for agent, unread in self.company.unread_messages([a for a in agents if a not in ran]).items():
-            if self.stopping.is_set():
-                break
-            outcomes.append(self.run_once(agent, None, trigger=f"{len(unread)} unread message(s)"))
-        self._consolidate_memory_if_due(spec)
-        self.kpis.measure_due(spec)
+            outcomes, futures = self._start_task_runs()
+            outcomes += self._wait(futures)
+            if not self._company_paused():
+                outcomes += self._wait(self._start_trigger_runs())
+                ran = {o.agent for o in outcomes}
+                outcomes += self._wait(self._start_message_runs(exclude=ran))
+            self._periodic_jobs()
         return outcomes
 
-    def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
-        """Consolidate every memory pad each ``memory.consolidate_every`` (state kept in trigger_state)."""
-        every = spec.memory.consolidate_every
-        if every is None:
-            return
-        now = self.company.store.clock()
-        if not self.periodic.due(CONSOLIDATION, every, now):
-            return
-        done = self.company.consolidate_memory(actor=None)
-        self.periodic.ran(CONSOLIDATION, every, now)
-        if done.merged or done.expired:
-            self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
-                     "expired entr(ies)")
+    def step(self) -> list[Outcome]:
+        """One pass without waiting (``roster up``): start what there is room for; returns the outcomes of
+        runs that ended since the last step, and of claims lost now."""
+        with self.company.store.pinned():
+            outcomes, _ = self._start_task_runs()
+            if not self._company_paused():
+                self._start_trigger_runs()
+                self._start_message_runs(exclude=set(self.in_flight()))
+            self._periodic_jobs()
+        with self._lock:
+            finished, self._finished = self._finished, []
+        return outcomes + finished
 
     def run_forever(self, *, poll_seconds: float = 1.0, report: Callable[[list[Outcome]], None] | None = None) -> None:
-        """Cycle until :attr:`stopping` is set (SIGINT/SIGTERM in ``roster up``); a run in flight finishes
-        and releases its lease first. ``report`` is given each cycle's outcomes. Sleeps ``poll_seconds``
-        after a cycle with nothing to do.
+        """Step until :attr:`stopping` is set (SIGINT/SIGTERM in ``roster up``), then wait for the runs in
+        flight to finish and release their leases, and record the stop. Between steps it sleeps until
+        woken (:attr:`wake`) or ``poll_seconds`` pass. ``report`` is given each step's outcomes.
 
-        A database that another process keeps locked past the lock timeout (:class:`StoreBusy`) does not
-        stop the loop: it is logged and the next cycle waits ``poll_seconds``, doubling after each busy
-        cycle up to :data:`MAX_BUSY_WAIT` seconds. What the busy cycle committed stays. A run whose end
-        could not be written is recorded at the start of the next cycle that gets through: failed, with
-        the failure it met (transient: the task is retried), and its lease given back unless another run
-        has taken the task since (its fencing token then refuses the late release). Any other error
-        stops the loop."""
-        wait = poll_seconds
-        while not self.stopping.is_set():
+        A store that is locked past the lock timeout or cannot be reached (a dropped connection, a
+        PostgreSQL restart) does not stop the loop: it is logged and the next step waits ``poll_seconds``,
+        doubling up to :data:`MAX_BUSY_WAIT` seconds. Runs in flight keep working meanwhile; their
+        results are applied once the store is back (see :class:`~roster.runtime.pipeline.RunPipeline`)."""
+        wait_s = poll_seconds
+        self._listen()
+        try:
+            while not self.stopping.is_set():
+                self.wake.clear()
+                try:
+                    outcomes = self.step()
+                except OUTAGES as exc:
+                    self.log(f"the store is {_outage_word(exc)}: {exc.message} Next cycle in {wait_s:g} s.")
+                    self.stopping.wait(wait_s)
+                    wait_s = min(2 * wait_s, MAX_BUSY_WAIT)
+                    continue
+                wait_s = poll_seconds
+                if report is not None and outcomes:
+                    report(outcomes)
+                if not any(o.outcome == "skipped" for o in outcomes):
+                    self.wake.wait(poll_seconds)
+        finally:
+            report_rest = self.close()
+            if report is not None and report_rest:
+                report(report_rest)
+
+    def close(self) -> list[Outcome]:
+        """Wait for the runs in flight, record this dispatcher's stop, stop its threads. Returns the
+        outcomes of the runs that ended meanwhile."""
+        with self._lock:
+            futures = list(self._flights)
+        wait(futures)
+        with self._lock:
+            finished, self._finished = self._finished, []
+        if self._listener is not None:
+            self._listener.stop()
+        self._renewals.stop()
+        self._forget_listener()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        if self._registered:
             try:
-                outcomes = self.cycle()
-            except StoreBusy as exc:
-                self.log(f"the store is busy: {exc.message} Next cycle in {wait:g} s.")
-                self.stopping.wait(wait)
-                wait = min(2 * wait, MAX_BUSY_WAIT)
-                continue
-            wait = poll_seconds
-            if report is not None:
-                report(outcomes)
-            if not outcomes:
-                self.stopping.wait(poll_seconds)
+                self.company.stop_dispatcher(self.id)
+            except OUTAGES as exc:
+                self.log(f"could not record the stop: {exc.message}")
+            self._registered = False
+        return finished
 
-    # -- one run ------------------------------------------------------------------------------------
+    # -- starting runs ------------------------------------------------------------------------------
+
+    def _company_paused(self) -> bool:
+        return self._paused is not None and "*" in self._paused
+
+    def _start_task_runs(self) -> tuple[list[Outcome], list[Future]]:
+        self._housekeeping()
+        self._record_unrecorded()
+        outcomes: list[Outcome] = []
+        futures: list[Future] = []
+        with self.company.store.read():  # the agents, the spec, the kill switches and the work: one snapshot
+            agents = self._served = self.agents()
+            self._spec, self._paused = self.company.spec_and_paused()
+            load = self.in_flight()
+            room = {a: self.capacity(a) - load.get(a, 0) for a in agents}
+            free = self.max_runs - sum(load.values())
+            ready = [a for a in agents if room[a] > 0]
+            offers = self.company.candidates_many(ready) if ready and free > 0 else {}
+        for task, agent in self._assign(offers, room, load, free):
+            if self.stopping.is_set():
+                break
+            outcome, future = self._start(agent, task, trigger="task arrival",
+                                          queue=tuple(t.id for t in offers[agent] if t.id != task.id))
+            if outcome is not None:
+                outcomes.append(outcome)
+            if future is not None:
+                futures.append(future)
+        return outcomes, futures
+
+    def _assign(self, offers: dict[str, list[Candidate]], room: dict[str, int], load: Mapping[str, int],
+                free: int) -> list[tuple[Candidate, str]]:
+        """Hand out the offered tasks, most urgent first, each to one agent picked by the selection policy
+        among those it is offered to that have room, within ``free`` runs in all."""
+        offered: dict[int, tuple[Candidate, list[str]]] = {}
+        for agent, tasks in offers.items():
+            for task in tasks:
+                offered.setdefault(task.id, (task, []))[1].append(agent)
+        room, load = dict(room), Counter(load)
+        chosen = []
+        for task, agents in sorted(offered.values(), key=lambda o: (-o[0].priority, o[0].id)):
+            if free <= 0:
+                break
+            eligible = [a for a in agents if room.get(a, 0) > 0]
+            if not eligible:
+                continue
+            agent = self.selection.choose(task, eligible, load)
+            chosen.append((task, agent))
+            room[agent] -= 1
+            load[agent] += 1
+            free -= 1
+        return chosen
+
+    def _start(self, agent: str, task: Candidate | Task, *, trigger: str,
+               queue: tuple[int, ...] = ()) -> tuple[Outcome | None, Future | None]:
+        """Claim ``task`` for ``agent`` in this thread and hand the run to a worker thread. Returns an
+        outcome now (a budget stop, a cost stop, a lost race) or the run's future."""
+        stop = self._stop_before_claim(agent, task)
+        if stop is not None:
+            return stop, None
+        runner = self._take_runner(agent)
+        state = RunState(agent, new_run_id(), trigger, runner)
+        try:
+            self.pipeline.claim(state, task, queue)
+        except (LostRace, LeaseHeld):
+            self._give_back_runner(agent, runner)
+            with self._lock:
+                self.lost_races += 1
+            return Outcome(agent, task.id, None, "skipped"), None
+        except BaseException:
+            self._give_back_runner(agent, runner)
+            raise
+        return None, self._submit(_Flight(agent, task.id, "task"), lambda: self._run_task(state))
+
+    def _stop_before_claim(self, agent: str, task: Candidate | Task) -> Outcome | None:
+        exhausted = self.enforce_budgets(agent, task.workflow)
+        if exhausted:
+            return Outcome(agent, task.id, None, "stopped", blocked=exhausted)
+        if self.max_task_cost_usd is None:  # the stop rule: no more money into this task
+            return None
+        previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
+        spent = self.company.task_cost(task.id) if previous else 0.0
+        if not previous or spent < self.max_task_cost_usd:
+            return None
+        stop = Failure(FailureCategory.DETERMINISTIC, "cost-limit",
+                       f"task {task.id} has cost {spent:.4f} USD, at or past the limit of "
+                       f"{self.max_task_cost_usd:.4f} USD per task")
+        blocked = self.company.record_failure(task.id, agent, stop, max_attempts=1).blocked_reason
+        self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
+        return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
+
+    def _start_trigger_runs(self) -> list[Future]:
+        spec = self._current_spec()
+        futures = []
+        for agent in self._woken_agents(spec):
+            if self.stopping.is_set():
+                break
+            triggers = spec.agents[agent].triggers if agent in spec.agents else []
+            if not triggers:
+                continue
+            fired = self.triggers.fired(agent, triggers)
+            if fired:
+                keys = ", ".join(f.key for f in fired)
+                futures.append(self._start_without_task(agent, keys, {"triggers": [f.as_dict() for f in fired]},
+                                                        fired))
+        return futures
+
+    def _start_message_runs(self, exclude: set[str]) -> list[Future]:
+        """The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them."""
+        agents = [a for a in self._woken_agents(self._current_spec()) if a not in exclude]
+        futures = []
+        for agent, unread in self.company.unread_messages(agents).items():
+            if self.stopping.is_set():
+                break
+            futures.append(self._start_without_task(agent, f"{len(unread)} unread message(s)", {}, []))
+        return futures
+
+    def _woken_agents(self, spec: CompanySpec) -> list[str]:
+        """Agents whose triggers and messages this dispatcher evaluates now: served here, with room for a
+        run and no run without a task in flight, and whose runtime lease (``agent:<handle>``) it holds."""
+        load = self.in_flight()
+        with self._lock:
+            busy = {f.agent for f in self._flights.values() if f.kind != "task"}
+        return [a for a in self._served if f"agent:{a}" in self._runtime_leases and a not in busy
+                and load.get(a, 0) < self.capacity(a, spec) and sum(load.values()) < self.max_runs]
+
+    def _start_without_task(self, agent: str, trigger: str, context: dict, fired: list[Fired]) -> Future:
+        runner = self._take_runner(agent)
+        state = RunState(agent, new_run_id(), trigger, runner)
+        kind = "trigger" if fired else "message"
+        return self._submit(_Flight(agent, None, kind), lambda: self._run_without_task(state, context, fired))
+
+    def _submit(self, flight: _Flight, work: Callable[[], Outcome]) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_runs, thread_name_prefix="roster-run")
+        with self._lock:
+            self._load[flight.agent] += 1
+            self.runs_started += 1
+            self.selection.started(flight.agent)
+            future = self._pool.submit(work)
+            self._flights[future] = flight
+        future.add_done_callback(self._landed)
+        return future
+
+    def _landed(self, future: Future) -> None:
+        with self._lock:
+            flight = self._flights.pop(future, None)
+            if flight is not None:
+                self._load[flight.agent] -= 1
+            if not future.cancelled() and future.exception() is None:
+                self._finished.append(future.result())
+        self.wake.set()  # room for another run
+
+    def _wait(self, futures: list[Future]) -> list[Outcome]:
+        """Wait for ``futures`` (runs of this cycle) and take their outcomes out of the finished list."""
+        if not futures:
+            return []
+        wait(futures)
+        outcomes = [f.result() for f in futures]
+        with self._lock:
+            self._finished = [o for o in self._finished if o not in outcomes]
+        return outcomes
+
+    # -- one run, in a worker thread ----------------------------------------------------------------
+
+    def _run_task(self, state: RunState) -> Outcome:
+        assert state.task is not None and state.lease is not None
+        try:
+            outcome = self.pipeline.run(state)
+        except OUTAGES as exc:  # nothing of the run's end was written: it is, once the store is back
+            failure = state.failure or classify(exc)
+            with self._lock:
+                self._unrecorded.append(_Unrecorded(state.agent, state.task.id, state.run_id,
+                                                    state.lease.fencing_token, failure,
+                                                    time.monotonic() - state.started))
+            outcome = Outcome(state.agent, state.task.id, state.run_id, "failed", failure=failure)
+        except Exception as exc:  # noqa: BLE001 - a bug in the runtime must not take the worker down
+            self.log(f"{state.agent} on task {state.task.id}: the runtime failed: {exc!r}\n{traceback.format_exc()}")
+            outcome = Outcome(state.agent, state.task.id, state.run_id, "failed", failure=classify(exc))
+        finally:
+            self._give_back_runner(state.agent, state.runner)
+        self._after_run(state.agent, state.task.workflow, outcome)
+        return outcome
+
+    def _run_without_task(self, state: RunState, context: dict, fired: list[Fired]) -> Outcome:
+        try:
+            exhausted = self.enforce_budgets(state.agent, None)
+            if exhausted:
+                return Outcome(state.agent, None, None, "stopped", blocked=exhausted)
+            outcome = self.pipeline.run_without_task(state, context)
+            if fired and outcome.outcome != "stopped":  # a run the kill switch stopped leaves its triggers
+                self.triggers.commit(state.agent, fired)
+        except Exception as exc:  # noqa: BLE001 - an outage or a bug: logged, the triggers fire again
+            self.log(f"{state.agent} ({state.trigger}): the run could not be recorded: {exc!r}")
+            return Outcome(state.agent, None, state.run_id, "failed", failure=classify(exc))
+        finally:
+            self._give_back_runner(state.agent, state.runner)
+        self._after_run(state.agent, None, outcome)
+        return outcome
+
+    def _after_run(self, agent: str, workflow: str | None, outcome: Outcome) -> None:
+        """After a run: KPIs named for its transition are measured (ground truth after the change, not a
+        report), and the budgets it counts toward are checked."""
+        try:
+            if outcome.outcome == "succeeded" and outcome.transition is not None and workflow is not None:
+                self.kpis.after(self._current_spec(), workflow, outcome.transition, outcome.task_id)
+            self.enforce_budgets(agent, workflow)
+        except OUTAGES as exc:
+            self.log(f"{agent}: budgets and KPIs not checked after run {outcome.run_id}: {exc.message}")
 
     def run_once(self, agent: str, task: Task | Candidate | None, *, trigger: str, queue: list[int] | None = None,
                  context: dict | None = None) -> Outcome:
-        """Claim ``task`` for ``agent``, run its runner once, apply the result, record everything. The
-        brief shows the task as read in the claim's transaction. With
-        ``task=None`` (a schedule, an event, a condition), the run holds no lease and may only file
-        tasks; ``context`` (what fired) goes into its brief."""
+        """One run of ``agent`` by hand, in this thread (``roster run``): claim ``task`` (which must still be
+        offered to the agent as given), run, apply, record. With ``task=None`` (a schedule, an event, a
+        condition), the run holds no lease and may only file tasks; ``context`` (what fired) goes into
+        its brief."""
         runner = self.runner(agent)
         if runner is None:
             raise UsageError(f"agent '{agent}' has no runner configured")
-        exhausted = self.enforce_budgets(agent, task.workflow if task else None)
-        if exhausted:
-            return Outcome(agent, task.id if task else None, None, "stopped", blocked=exhausted)
+        self._register()
         if task is None:
-            return self._run_without_task(agent, runner, trigger, context or {})
-        previous: list = []
-        if self.max_task_cost_usd is not None:  # the stop rule: no more money into this task
-            previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
-            spent = self.company.task_cost(task.id) if previous else 0.0
-            if previous and spent >= self.max_task_cost_usd:
-                stop = Failure(FailureCategory.DETERMINISTIC, "cost-limit",
-                               f"task {task.id} has cost {spent:.4f} USD, at or past the limit of "
-                               f"{self.max_task_cost_usd:.4f} USD per task")
-                blocked = self.company.record_failure(task.id, agent, stop, max_attempts=1).blocked_reason
-                self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
-                return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
-        run_id = new_run_id()
-        claimed: Task | None = None
-        brief: Brief | None = None
-        unbriefed: Exception | None = None  # why the brief could not be built: the run's failure, once claimed
-
-        def start(conn, head, lease: Lease, as_claimed: Task) -> None:  # noqa: ANN001 - in the claim's transaction
-            nonlocal previous, claimed, brief, unbriefed
-            # Read here, not in transactions of their own: the task, the attempt count and the whole brief
-            # are as of the claim.
-            claimed = as_claimed
-            previous = [a for a in self.company.attempts_txn(conn, task.id) if a.agent == agent]
-            attempt = 1 + sum(a.failures for a in previous)
-            self.company._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
-                                        fencing_token=lease.fencing_token, attempt=attempt)
-            wakeup = Wakeup(run_id, lease.fencing_token, attempt, tuple(queue or []))
-            try:
-                brief = self.context.brief_txn(conn, self.company._refresh_txn(conn, head), agent, claimed, wakeup,
-                                               previous)
-            except Exception as exc:  # noqa: BLE001 - not the claim's fault: the run fails with it, classified
-                if self.company.store.is_database_error(exc):
-                    raise  # the claim's transaction failed with it (on PostgreSQL it cannot commit)
-                unbriefed = exc
-
+            exhausted = self.enforce_budgets(agent, None)
+            if exhausted:
+                return Outcome(agent, None, None, "stopped", blocked=exhausted)
+            state = RunState(agent, new_run_id(), trigger, runner)
+            outcome = self.pipeline.run_without_task(state, context or {})
+            self.enforce_budgets(agent, None)
+            return outcome
+        stop = self._stop_before_claim(agent, task)
+        if stop is not None:
+            return stop
+        state = RunState(agent, new_run_id(), trigger, runner)
         try:
-            lease = self.company.claim(task.id, actor=agent, run_id=run_id, ttl=self.lease_seconds, then=start)
-        except LeaseHeld:
+            self.pipeline.claim(state, task, tuple(queue or ()))
+        except (LostRace, LeaseHeld):
+            self.lost_races += 1
             return Outcome(agent, task.id, None, "skipped")
-        assert claimed is not None
-        task = claimed
-        started = time.monotonic()
-        failure: Failure | None = None
-        stopped = False
-        transition: str | None = None
-        outcome = "succeeded"
-        tried: dict = {"saved": []}
-        ended = False  # whether the run ended, and its lease went back, in its transition's (committed) transaction
-        fused: list[bool] = []
-        with self._renewals.held(agent, lease):
-            try:
-                if unbriefed is not None:
-                    raise unbriefed
-                assert brief is not None
-                result = runner.run(brief)
-                tried.update(transition=result.transition, writes=result.writes)
+        outcome = self.pipeline.run(state)
+        self._after_run(agent, task.workflow, outcome)
+        return outcome
 
-                def end_with_transition(conn, head, cache, moved: Task) -> None:  # noqa: ANN001
-                    # A clean success (no earlier attempts to clear, no messages to mark read): one commit
-                    # moves the task, releases the lease, ends the run and records what the agent saw.
-                    done = self._finisher(run_id, runner, outcome="succeeded", transition=result.transition,
-                                          failure=None, started=started)
-                    self.company.release_txn(conn, head, self.company._actor(cache, agent), task.id,
-                                             lease.fencing_token, row=moved)
-                    self.company._finish_run_txn(conn, head, run_id, agent=agent, **done)
-                    self.company.record_view_txn(conn, head, task.id, agent, task=moved)
-                    fused.append(True)
+    def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int],
+              previous: list | None = None) -> Brief:
+        """The brief of one run on ``task`` (see :mod:`roster.runtime.context`)."""
+        return self.context.brief(agent, task, Wakeup(run_id, lease.fencing_token, attempt, tuple(queue)), previous)
 
-                clean = not previous and not brief.data.get("messages")
-                transition, outcome = self._apply(agent, task, lease, result, saved=tried["saved"],
-                                                  then=end_with_transition if clean else None)
-                ended = bool(fused)  # only once the transition's transaction has committed
-            except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-                failure = classify(exc)
-                if isinstance(exc, JudgmentCall):
-                    failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
-                stopped = _stopped_by_kill_switch(exc)
-                outcome = "stopped" if stopped else "failed"
-        blocked = None
-        if not ended:
-            try:
-                blocked = self._end_run(agent, task, lease, run_id, runner, brief, previous, failure, stopped, tried,
-                                        outcome=outcome, transition=transition, started=started)
-            except StoreBusy as busy:  # nothing of the run's end was written: it is, once the store is free
-                self._unrecorded.append(_Unrecorded(agent, task.id, run_id, lease.fencing_token,
-                                                    failure or classify(busy), time.monotonic() - started))
-                raise
-        if outcome == "succeeded" and transition is not None:  # ground truth after the change, not a report
-            self.kpis.after(self._current_spec(), task.workflow, transition, task.id)
-        self.enforce_budgets(agent, task.workflow)
-        return Outcome(agent, task.id, run_id, outcome, transition, failure, blocked)
+    # -- housekeeping -------------------------------------------------------------------------------
 
-    def _end_run(self, agent: str, task: Task, lease: Lease, run_id: str, runner: Runner, brief: Brief | None,
-                 previous: list, failure: Failure | None, stopped: bool, tried: dict, *, outcome: str,
-                 transition: str | None, started: float) -> str | None:
-        """After a run that did not end in its transition's transaction: mark its messages read, record a
-        failure (and climb the ladder), finish the run and release the lease. Returns the blocker, if any."""
-        if brief is not None:  # read, whatever the outcome: a failing run must not see them forever
-            self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
-        blocked = None
-        if failure is not None and not stopped:  # a kill switch is not the task's fault: no blocker
-            blocked = self.company.record_failure(task.id, agent, failure, max_attempts=self.max_attempts,
-                                                  tried=tried).blocked_reason
-            self.log(f"{agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
-            if blocked:  # the self step is over: up the ladder, to a peer or a human
-                step = self.company.escalate(task.id, from_agent=agent, category=failure.category.value,
-                                             reason=blocked)
-                self.log(f"  escalated to {step.to} ({step.step}): {step.reason}")
-        elif outcome == "succeeded" and previous:
-            self.company.clear_attempts(task.id, agent)
-        finish = self._finisher(run_id, runner, outcome=outcome, transition=transition, failure=failure,
-                                started=started)
-        def end(conn, head) -> None:  # noqa: ANN001 - the run ends, and what it saw is kept, in the release's transaction
-            self.company._finish_run_txn(conn, head, run_id, agent=agent, **finish)
-            self.company.record_view_txn(conn, head, task.id, agent)
+    def _register(self) -> None:
+        if not self._registered:
+            self.company.register_dispatcher(self.id, host=self.host, pid=self.pid, agents=self.only,
+                                             max_runs=self.max_runs, lease_seconds=self.lease_seconds)
+            self._registered = True
+            self._renewals.start()
 
-        try:
-            self.company.release(task.id, actor=agent, fencing_token=lease.fencing_token, then=end)
-        except (StaleFencingToken, Denied):
-            # taken over, or released by the kill switch (which also stops us acting): nothing to give back
-            self.company.finish_run(run_id, **finish)
-        return blocked
+    def _housekeeping(self) -> None:
+        """Every third of a lease: take or renew the runtime leases (the leader's, and each served agent's),
+        and end the runs of dead dispatchers as crashed."""
+        self._register()
+        now = time.monotonic()
+        if now < self._housekeeping_due:
+            return
+        self._housekeeping_due = now + self.lease_seconds / 3
+        names = [LEADER, *(f"agent:{a}" for a in self.agents())]
+        self._runtime_leases = self.company.acquire_runtime_leases(self.id, names, ttl=self.lease_seconds)
+        for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
+                                                     alive=_pid_alive):
+            where = f"task {crashed.task_id}" if crashed.task_id is not None else "no task"
+            self.log(f"{crashed.agent} on {where}: run {crashed.run_id} crashed ({crashed.reason})"
+                     + (f"; blocked: {crashed.blocked}" if crashed.blocked else ""))
+
+    def _periodic_jobs(self) -> None:
+        """The runtime's own jobs, by the leader only: memory consolidation and KPI measurements."""
+        if LEADER not in self._runtime_leases:
+            return
+        spec = self._current_spec()
+        self._consolidate_memory_if_due(spec)
+        self.kpis.measure_due(spec)
+
+    def _heartbeat(self) -> None:
+        with self._lock:
+            counters = {"runs_in_flight": sum(self._load.values()), "runs_started": self.runs_started,
+                        "lost_races": self.lost_races}
+        self.company.heartbeat(self.id, **counters)
+
+    def _on_work(self, company: str) -> None:
+        if company == self.company.company:
+            self.wake.set()
+
+    def _listen(self) -> None:
+        """On PostgreSQL, wake on other processes' commits (``LISTEN``); elsewhere polling stays the way."""
+        if self.company.store.engine.dialect.name == "postgresql" and self._listener is None:
+            self._listener = _NotifyListener(self.company, self.wake, self.log)
+            self._listener.start()
 
     def _record_unrecorded(self) -> None:
-        """End the runs a busy store kept from ending (see :meth:`run_forever`): each is finished as failed
-        with the failure it met, and its lease, if still its own, goes back now rather than at expiry."""
-        while self._unrecorded:
-            run = self._unrecorded[0]
+        """End the runs an unavailable store kept from ending (see :meth:`run_forever`): each is finished
+        as failed with the failure it met, and its lease, if still its own, goes back now rather than at
+        expiry."""
+        while True:
+            with self._lock:
+                if not self._unrecorded:
+                    return
+                run = self._unrecorded[0]
             finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6)}
-
-            def end(conn, head, run=run, finish=finish) -> None:  # noqa: ANN001
-                self.company._finish_run_txn(conn, head, run.run_id, agent=run.agent, **finish)
-
-            try:
-                self.company.release(run.task_id, actor=run.agent, fencing_token=run.fencing_token, then=end)
-            except (StaleFencingToken, Denied, NotFound):  # taken over, or the agent paused: only the run to end
-                self.company.finish_run(run.run_id, **finish)
-            self._unrecorded.pop(0)
+            self.company.end_run(run.run_id, agent=run.agent, task_id=run.task_id, fencing_token=run.fencing_token,
+                                 finish=finish)
+            with self._lock:
+                self._unrecorded.pop(0)
             self.log(f"{run.agent} on task {run.task_id}: run {run.run_id} recorded as failed "
                      f"({run.failure.category.value}: {run.failure.message})")
-
-    def _run_without_task(self, agent: str, runner: Runner, trigger: str, context: dict) -> Outcome:
-        run_id = self.company.start_run(agent, trigger=trigger, task_id=None, fencing_token=None)
-        started = time.monotonic()
-        failure, outcome = None, "succeeded"
-        brief: Brief | None = None
-        try:
-            fired = tuple(context.get("triggers", []))
-            brief = self.context.brief(agent, None, Wakeup(run_id, fired=fired))
-            result = runner.run(brief)
-            if result.transition or result.artifacts or result.checks:
-                raise MalformedOutput("a run woken without a task can only file tasks, send messages and remember "
-                                      "(no transition, artifact or check)")
-            if result.failure is not None:
-                raise JudgmentCall(result.failure.category, result.failure.reason)
-            self._file_tasks(agent, result)
-            self._communicate(agent, None, result, run_id)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
-            failure = classify(exc)
-            if isinstance(exc, JudgmentCall):
-                failure = Failure(FailureCategory(exc.category), exc.code, exc.message)
-            outcome = "stopped" if _stopped_by_kill_switch(exc) else "failed"
-            self.log(f"{agent} ({trigger}): {failure.category.value} failure: {failure.message}")
-        if brief is not None:  # read, whatever the outcome: a failing run must not wake on them forever
-            self.company.mark_read([m["id"] for m in brief.data.get("messages") or []], actor=agent)
-        self._finish(run_id, runner, outcome=outcome, failure=failure, started=started)
-        self.enforce_budgets(agent, None)
-        return Outcome(agent, None, run_id, outcome, None, failure)
-
-    def _finish(self, run_id: str, runner: Runner, *, outcome: str, started: float, failure: Failure | None,
-                transition: str | None = None) -> None:
-        self.company.finish_run(run_id, **self._finisher(run_id, runner, outcome=outcome, started=started,
-                                                         failure=failure, transition=transition))
-
-    @staticmethod
-    def _finisher(run_id: str, runner: Runner, *, outcome: str, started: float, failure: Failure | None,
-                  transition: str | None = None) -> dict:
-        """The run record's closing values: outcome, failure, the runner's usage and the wall time."""
-        usage = getattr(runner, "last_usage", None) or Usage()
-        return {"outcome": outcome, "transition": transition, "failure": failure, "model": usage.model,
-                "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                "cost_usd": usage.cost_usd, "wall_seconds": round(time.monotonic() - started, 6)}
 
     # -- budgets ------------------------------------------------------------------------------------
 
@@ -460,118 +699,80 @@ class Dispatcher:
             self.company.note_budget_warning(scope, period, why)
             self.log(f"warning: {why}")
 
-    def _file_tasks(self, agent: str, result: RunResult, parent: Task | None = None) -> None:
-        for new in result.tasks:
-            if new.packet is not None and parent is None:
-                raise MalformedOutput(f"task '{new.title}' carries a delegation packet, but this run has no task "
-                                      "to delegate from; file it without a packet, or delegate from a task run")
-            if new.packet is not None and parent is not None:
-                self.company.delegate(parent.id, actor=agent, workflow=new.workflow, title=new.title,
-                                      packet=new.packet, fields=new.fields, owner=new.owner, priority=new.priority,
-                                      idempotency_key=new.key)
-                continue
-            task, created = self.company.create_task(workflow=new.workflow, title=new.title, actor=agent,
-                                                     fields=new.fields, owner=new.owner, priority=new.priority,
-                                                     idempotency_key=new.key)
-            for artifact in new.artifacts if created else []:
-                self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
-                                             name=artifact.name, reason=artifact.reason)
-
-    def _communicate(self, agent: str, task: Task | None, result: RunResult, run_id: str,
-                     saved: list[str] | None = None) -> None:
-        """Send the run's messages and keep its memories (provenance: this run and task)."""
-        saved = saved if saved is not None else []
-        for message in result.messages:
-            task_id = message.task_id if message.task_id is not None else (task.id if task else None)
-            self.company.send_message(message.to, message.body, actor=agent, task_id=task_id,
-                                      thread_id=message.thread_id)
-            saved.append(f"message to {message.to}")
-        for memory in result.memories:
-            provenance = {"run": run_id, **({"task": task.id} if task else {})}
-            self.company.remember(memory.text, actor=agent, kind=memory.kind, confidence=memory.confidence,
-                                  provenance=provenance, expires_in=memory.expires_in)
-            saved.append(f"memory {memory.kind}")
-
-    def _apply(self, agent: str, task: Task, lease: Lease, result: RunResult, saved: list[str] | None = None,
-               then: Callable | None = None) -> tuple[str | None, str]:
-        """Apply a result; ``saved`` collects what was kept, so a failure later on can say what partly
-        succeeded. ``then`` runs in the transition's transaction, once it is made (see
-        :meth:`~roster.store.tasks.TaskVerbs.transition`)."""
-        saved = saved if saved is not None else []
-        self._file_tasks(agent, result, parent=task)
-        saved.extend(f"task '{t.title}'" for t in result.tasks)
-        for artifact in result.artifacts:
-            self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
-                                         name=artifact.name, reason=artifact.reason, run_id=lease.run_id,
-                                         fencing_token=lease.fencing_token)
-            saved.append(f"artifact {artifact.kind} '{artifact.name or artifact.kind}'")
-        for check in result.checks:
-            self.company.record_check(task.id, check.name, passed=check.passed, detail=check.detail, actor=agent,
-                                      fencing_token=lease.fencing_token)
-            saved.append(f"check {check.name} ({'passed' if check.passed else 'failed'})")
-        self._communicate(agent, task, result, lease.run_id, saved)
-        if result.failure is not None:
-            raise JudgmentCall(result.failure.category, result.failure.reason)
-        if result.transition is None:
-            return None, "succeeded"
-        # The version the brief showed, unless this run's own evidence (artifacts, checks) moved it since.
-        version = self.company.get_task(task.id).version if result.artifacts or result.checks else task.version
-        try:
-            self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
-                                    writes=result.writes, rationale=result.rationale,
-                                    fencing_token=lease.fencing_token, then=then)
-        except ApprovalPending:
-            return result.transition, "waiting"
-        return result.transition, "succeeded"
-
-    def brief(self, agent: str, task: Task, lease: Lease, run_id: str, attempt: int, queue: list[int],
-              previous: list | None = None) -> Brief:
-        """The brief of one run on ``task`` (see :mod:`roster.runtime.context`)."""
-        return self.context.brief(agent, task, Wakeup(run_id, lease.fencing_token, attempt, tuple(queue)), previous)
+    def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
+        """Consolidate every memory pad each ``memory.consolidate_every`` (state kept in trigger_state)."""
+        every = spec.memory.consolidate_every
+        if every is None:
+            return
+        now = self.company.store.clock()
+        if not self.periodic.due(CONSOLIDATION, every, now):
+            return
+        done = self.company.consolidate_memory(actor=None)
+        self.periodic.ran(CONSOLIDATION, every, now)
+        if done.merged or done.expired:
+            self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
+                     "expired entr(ies)")
 
 
-def _stopped_by_kill_switch(error: BaseException) -> bool:
-    """Whether a run was stopped by the kill switch (its agent paused, or its scope) while it ran."""
-    return isinstance(error, Denied) and any(
-        p == "inactive-principal" or p.startswith("kill-switch:") for p in error.policies)
+def _outage_word(error: BaseException) -> str:
+    return "busy" if isinstance(error, StoreBusy) else "unavailable"
 
 
-@dataclass(frozen=True)
-class _Unrecorded:
-    """A run whose end the store refused while busy: enough to record it later (wall time in seconds)."""
-
-    agent: str
-    task_id: int
-    run_id: str
-    fencing_token: int
-    failure: Failure
-    wall_seconds: float
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc (not Linux): it exists
 
 
 class _Renewals:
-    """Renews the lease of every run in flight each third of the lease's length (``seconds``), from one
-    background thread started with the first run and kept for the dispatcher's life (a thread per run
-    cost more than the rest of a short run's bookkeeping). A lease that cannot be renewed (taken over,
-    released by the kill switch) is dropped: the run's writes will be refused by its fencing token.
+    """Renews the lease of every run in flight each third of the lease's length (``seconds``), and calls
+    ``tick`` (the dispatcher's heartbeat) as often, from one background thread kept for the dispatcher's
+    life (a thread per run cost more than the rest of a short run's bookkeeping). A lease that cannot be
+    renewed because it is no longer the run's (taken over, released by the kill switch) is dropped: the
+    run's writes will be refused by its fencing token. A database error (an outage) drops nothing: the
+    thread logs it and tries again at its next tick, so it survives any error.
 
-    The thread wakes at least every ``seconds / 3``, even with nothing to renew. Every lease it is given
-    has the same length, so a new one is never due before the thread's next wake-up: adding one needs
-    no signal, and a short run costs no thread switch."""
+    Every lease it is given has the same length, so a new one is never due before the thread's next
+    wake-up: adding one needs no signal, and a short run costs no thread switch."""
 
-    def __init__(self, company: CompanyStore, seconds: float) -> None:
-        self.company, self.seconds = company, seconds
+    def __init__(self, company: CompanyStore, seconds: float, *, tick: Callable[[], None] | None = None,
+                 log: Callable[[str], None] = lambda _m: None) -> None:
+        self.company, self.seconds, self.tick, self.log = company, seconds, tick, log
         self._leases: dict[int, tuple[str, Lease, float]] = {}  # task id -> (agent, lease, due: monotonic s)
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
+        self._stopped = False
+
+    def start(self) -> None:
+        with self._changed:
+            if self._thread is None:
+                self._stopped = False
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewals")
+                self._thread.start()
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopped = True
+            self._changed.notify_all()
+            thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
 
     @contextmanager
     def held(self, agent: str, lease: Lease) -> Iterator[None]:
         """Renew ``lease`` while the block runs. On exit no renewal of it is in progress, or will be."""
+        self.start()
         with self._changed:
             self._leases[lease.task_id] = (agent, lease, time.monotonic() + self.seconds / 3)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewals")
-                self._thread.start()
         try:
             yield
         finally:
@@ -579,8 +780,9 @@ class _Renewals:
                 self._leases.pop(lease.task_id, None)
 
     def _loop(self) -> None:
+        next_tick = 0.0
         with self._changed:
-            while True:
+            while not self._stopped:
                 now = time.monotonic()
                 for task_id, (agent, lease, due) in list(self._leases.items()):
                     if due > now:
@@ -588,7 +790,64 @@ class _Renewals:
                     try:
                         self.company.renew(task_id, actor=agent, fencing_token=lease.fencing_token, ttl=self.seconds)
                         self._leases[task_id] = (agent, lease, now + self.seconds / 3)
-                    except RosterError:
-                        del self._leases[task_id]
-                wake = min([due for _, _, due in self._leases.values()], default=now + self.seconds / 3)
-                self._changed.wait(timeout=max(0.0, wake - time.monotonic()))
+                    except RosterError as exc:
+                        if isinstance(exc, OUTAGES):
+                            self.log(f"lease of task {task_id} not renewed: {exc.message} (trying again)")
+                            self._leases[task_id] = (agent, lease, now + min(1.0, self.seconds / 3))
+                        else:
+                            del self._leases[task_id]
+                    except Exception as exc:  # noqa: BLE001 - the thread outlives any error
+                        self.log(f"lease of task {task_id} not renewed: {exc!r} (trying again)")
+                        self._leases[task_id] = (agent, lease, now + min(1.0, self.seconds / 3))
+                if self.tick is not None and now >= next_tick:
+                    try:
+                        self.tick()
+                        next_tick = now + self.seconds / 3
+                    except Exception as exc:  # noqa: BLE001 - an outage: beat again soon
+                        self.log(f"heartbeat not recorded: {getattr(exc, 'message', exc)!s}")
+                        next_tick = now + min(1.0, self.seconds / 3)
+                wake = min([due for _, _, due in self._leases.values()] + [next_tick],
+                           default=now + self.seconds / 3)
+                self._changed.wait(timeout=max(0.05, wake - time.monotonic()))
+
+
+class _NotifyListener:
+    """PostgreSQL only: a thread on a connection of its own that ``LISTEN``s on
+    :data:`~roster.store.audit.WAKE_CHANNEL` and sets ``wake`` when another process commits work for this
+    company. It reconnects with backoff after any error (a server restart), so it never dies."""
+
+    def __init__(self, company: CompanyStore, wake: threading.Event, log: Callable[[str], None]) -> None:
+        self.company, self.wake, self.log = company, wake, log
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="roster-listen")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=3)
+
+    def _loop(self) -> None:
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                raw = self.company.store.engine.raw_connection()
+                try:
+                    conn = raw.driver_connection
+                    conn.autocommit = True
+                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
+                    backoff = 0.5
+                    self.wake.set()  # anything committed while not listening
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            if note.payload == self.company.company:
+                                self.wake.set()
+                finally:
+                    raw.invalidate()  # never back to the pool: it is LISTENing
+            except Exception as exc:  # noqa: BLE001 - a server restart: listen again when it is back
+                if self._stopped.is_set():
+                    return
+                self.log(f"not listening for other processes' work ({type(exc).__name__}); again in {backoff:g} s")
+                self._stopped.wait(backoff)
+                backoff = min(2 * backoff, 30.0)

@@ -62,6 +62,27 @@ VIA: ContextVar[str | None] = ContextVar("roster_via", default=None)
 one request; :func:`append` records it in each event's data as ``via``. Unset (CLI, runtime): nothing."""
 
 
+WAKE_ACTIONS = frozenset({"task.create", "task.transition", "task.assign", "task.adopt", "task.handoff", "lease.release",
+                          "message.send", "approval.approve", "approval.reject", "event.emit"})
+"""Actions after which some agent may have work it did not have: a task created, moved, re-routed or given
+back (a lease released, a hold handed back), a message sent, an approval decided, an event emitted, an
+escalation resolved, an agent or a scope resumed. Their commit wakes the dispatchers (see :func:`note_work`)."""
+WAKE_CHANNEL = "roster_work"
+"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel on which a commit that made work wakes other processes."""
+
+
+def note_work(conn: Connection, company: str) -> None:
+    """Mark ``conn``'s transaction as one that made work for ``company``'s agents: once it commits,
+    :meth:`Store.write <roster.store.store.Store.write>` wakes this process's dispatchers, and on PostgreSQL
+    a ``NOTIFY`` (delivered at commit, dropped on rollback) wakes every other process's."""
+    woke = conn.info.setdefault("roster_work", set())
+    if company in woke:
+        return
+    woke.add(company)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_notify('{WAKE_CHANNEL}', %(company)s)", {"company": company})
+
+
 def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,
            data: Any) -> AuditEvent:
     """Append one event after ``head`` and advance ``head`` in memory (see :func:`save_head`)."""
@@ -82,6 +103,8 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
         "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
         "prev_hash": head.audit_head, "hash": digest,
     })
+    if action in WAKE_ACTIONS or action.startswith(("escalation.", "killswitch.resume", "principal.resume")):
+        note_work(conn, head.company)
     event = AuditEvent(seq, ts, head.company, principal, action, subject, data, head.audit_head, digest)
     head.audit_seq, head.audit_head, head.dirty = seq, digest, True
     return event

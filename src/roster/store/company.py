@@ -18,9 +18,9 @@ from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
 from roster.store.costs import CostVerbs
 from roster.store.escalations import EscalationVerbs
+from roster.store.fleet import FleetVerbs
 from roster.store.handoff import HandoffVerbs
 from roster.store.kpis import KpiVerbs
-from roster.store.leases import LeaseVerbs
 from roster.store.memory import MemoryVerbs
 from roster.store.messages import MessageVerbs
 from roster.store.principals import (
@@ -30,12 +30,11 @@ from roster.store.principals import (
     principal_row_txn,
     stamp_token_txn,
 )
-from roster.store.runs import RunVerbs
 from roster.store.store import Store
 from roster.store.triggers import TriggerVerbs
 
 
-class CompanyStore(KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, LeaseVerbs, RunVerbs, EscalationVerbs,
+class CompanyStore(KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 

@@ -83,27 +83,35 @@ class LeaseVerbs(CompanyBase):
         _check_ttl(ttl, max_ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
-            now = self.store.clock()
-            stamp = format_ts(now)
-            live = row.lease_holder is not None and (row.lease_expires_at or "") > stamp
-            if live and (row.lease_holder != who.handle or row.lease_run != run_id):
-                raise LeaseHeld(task_id, row.lease_holder, row.lease_expires_at)
-            token, expires = row.fencing_token + 1, format_ts(now + timedelta(seconds=ttl))
-            changed = _SET_LEASE.rowcount(conn, {
-                "company": self.company, "task_id": task_id, "seen_token": row.fencing_token, "fencing_token": token,
-                "lease_holder": who.handle, "lease_run": run_id, "lease_expires_at": expires})
-            if changed != 1:  # only reachable if a writer bypassed the company lock
-                raise LeaseHeld(task_id, "another run", stamp)
-            audit.append(conn, head, ts=stamp, principal=who.handle, action="lease.claim", subject=f"task:{task_id}",
-                         data={"run_id": run_id, "fencing_token": token, "expires_at": expires,
-                               "took_over": row.lease_holder if row.lease_holder and not live else None})
-            lease = Lease(task_id, who.handle, run_id, token, expires)
+            lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
             if then is not None:
-                then(conn, head, lease, dataclasses.replace(_task(row), fencing_token=token, lease_holder=who.handle,
-                                                            lease_run=run_id, lease_expires_at=expires))
+                then(conn, head, lease, claimed)
             return lease
 
         return self._lease_write(task_id, actor, "lease.claim", {"run_id": run_id}, body)
+
+    def _claim_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, run_id: str,
+                       ttl: float) -> tuple[Lease, Task]:
+        """Take the lease of the task ``row`` (read in this transaction) with the next fencing token, or
+        raise :class:`LeaseHeld`; returns the lease and the task as claimed."""
+        now = self.store.clock()
+        stamp = format_ts(now)
+        task_id = row.id
+        live = row.lease_holder is not None and (row.lease_expires_at or "") > stamp
+        if live and (row.lease_holder != who.handle or row.lease_run != run_id):
+            raise LeaseHeld(task_id, row.lease_holder, row.lease_expires_at)
+        token, expires = row.fencing_token + 1, format_ts(now + timedelta(seconds=ttl))
+        changed = _SET_LEASE.rowcount(conn, {
+            "company": self.company, "task_id": task_id, "seen_token": row.fencing_token, "fencing_token": token,
+            "lease_holder": who.handle, "lease_run": run_id, "lease_expires_at": expires})
+        if changed != 1:  # only reachable if a writer bypassed the company lock
+            raise LeaseHeld(task_id, "another run", stamp)
+        audit.append(conn, head, ts=stamp, principal=who.handle, action="lease.claim", subject=f"task:{task_id}",
+                     data={"run_id": run_id, "fencing_token": token, "expires_at": expires,
+                           "took_over": row.lease_holder if row.lease_holder and not live else None})
+        claimed = dataclasses.replace(_task(row), fencing_token=token, lease_holder=who.handle, lease_run=run_id,
+                                      lease_expires_at=expires)
+        return Lease(task_id, who.handle, run_id, token, expires), claimed
 
     def renew(self, task_id: int, *, actor: ActorRef, fencing_token: int, ttl: float = DEFAULT_LEASE_SECONDS) -> Lease:
         """Extend a lease this run holds. Raises :class:`StaleFencingToken` if the task was claimed again

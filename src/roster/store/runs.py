@@ -13,6 +13,7 @@ import json
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, exists, insert, or_, select, union_all, update
 
@@ -32,12 +33,14 @@ _FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens",
                    "wall_seconds", "failure_category", "failure_code", "failure_message")
 _FINISH_RUN = Prepared(update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
                        .values({name: bindparam(name) for name in _FINISH_COLUMNS}))
-_START_COLUMNS = ("company_id", "id", "agent", "trigger", "task_id", "fencing_token", "attempt", "started_at", "outcome")
+_START_COLUMNS = ("company_id", "id", "agent", "trigger", "task_id", "fencing_token", "attempt", "started_at", "outcome",
+                  "dispatcher_id")
 _START_RUN = Prepared(insert(runs).values({name: bindparam(name) for name in _START_COLUMNS}))
 _AVAILABLE = (tasks.c.company_id == bindparam("company"), tasks.c.workflow == bindparam("workflow"),
               tasks.c.state == bindparam("state"),
               or_(tasks.c.lease_holder.is_(None), tasks.c.lease_expires_at <= bindparam("now")))
-_CANDIDATES = Prepared(select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority).where(*_AVAILABLE)
+_CANDIDATE_COLUMNS = (tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority, tasks.c.version)
+_CANDIDATES = Prepared(select(*_CANDIDATE_COLUMNS).where(*_AVAILABLE)
                        .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
 # Held back for one agent: waiting out a backoff or blocked, or waiting on an approval request it opened.
 _ATTEMPT_HOLDS = or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now"))
@@ -57,11 +60,18 @@ _HELD_BACK = Prepared(union_all(
            approval_requests.c.task_id.between(bindparam("low"), bindparam("high")))))
 # One agent's own page, when the shared page was all held back for it (many blocked tasks ahead of new ones).
 _CANDIDATES_FOR_AGENT = Prepared(
-    select(tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority)
+    select(*_CANDIDATE_COLUMNS)
     .where(*_AVAILABLE,
            ~exists().where(*_HELD_BACK_ATTEMPT, attempts.c.agent == bindparam("agent")),
            ~exists().where(*_HELD_BACK_REQUEST, approval_requests.c.requested_by == bindparam("agent")))
     .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
+_HELD_BACK_FOR = Prepared(union_all(
+    select(attempts.c.blocked_reason, attempts.c.next_at)
+    .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id == bindparam("task_id"),
+           attempts.c.agent == bindparam("agent"), _ATTEMPT_HOLDS),
+    select(approval_requests.c.status, approval_requests.c.id)
+    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_PENDING,
+           approval_requests.c.task_id == bindparam("task_id"), approval_requests.c.requested_by == bindparam("agent"))))
 _TASKS_BY_ID = select(tasks).where(tasks.c.company_id == bindparam("company"),
                                    tasks.c.id.in_(bindparam("ids", expanding=True)))
 _RUN_AGENT = Prepared(select(runs.c.agent).where(runs.c.company_id == bindparam("company"),
@@ -76,6 +86,8 @@ class Candidate:
     workflow: str
     state: str
     priority: int
+    version: int
+    """The version the work query saw: a claim re-checks it (:meth:`RunVerbs.claim_run`)."""
 
 
 def new_run_id() -> str:
@@ -102,6 +114,8 @@ class RunRecord:
     output_tokens: int
     cost_usd: float
     wall_seconds: float | None
+    dispatcher_id: str | None = None
+    """The ``roster up`` process that ran it (see :mod:`roster.store.fleet`)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +200,7 @@ class RunVerbs(CompanyBase):
                                                                      "agent": agent, "scan": limit})]
                     mine = sorted(own, key=lambda r: (-r.priority, r.id))
                 if mine:
-                    chosen[agent] = [Candidate(r.id, r.workflow, r.state, r.priority) for r in mine[:limit]]
+                    chosen[agent] = [Candidate(r.id, r.workflow, r.state, r.priority, r.version) for r in mine[:limit]]
         return chosen
 
     def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, set[str]]:
@@ -205,22 +219,24 @@ class RunVerbs(CompanyBase):
         return states
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
-                  attempt: int = 1, run_id: str | None = None) -> str:
-        """Record that ``agent`` woke up (``run.start``). Returns the run id."""
+                  attempt: int = 1, run_id: str | None = None, dispatcher_id: str | None = None) -> str:
+        """Record that ``agent`` woke up (``run.start``), run by dispatcher ``dispatcher_id`` (see
+        :mod:`roster.store.fleet`). Returns the run id."""
         run_id = run_id or new_run_id()
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             self._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task_id,
-                                fencing_token=fencing_token, attempt=attempt)
+                                fencing_token=fencing_token, attempt=attempt, dispatcher_id=dispatcher_id)
             audit.save_head(conn, head)
         return run_id
 
     def _start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
-                       task_id: int | None, fencing_token: int | None, attempt: int) -> None:
+                       task_id: int | None, fencing_token: int | None, attempt: int,
+                       dispatcher_id: str | None = None) -> None:
         now = self.store.now()
         _START_RUN.rowcount(conn, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
                                    "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
-                                   "started_at": now, "outcome": "running"})
+                                   "started_at": now, "outcome": "running", "dispatcher_id": dispatcher_id})
         audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
                      data={"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt})
 
@@ -277,31 +293,38 @@ class RunVerbs(CompanyBase):
         ``tried`` (JSON) is what the attempt tried and what of it was saved; the next brief shows it."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            row = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
-                                                      attempts.c.task_id == task_id,
-                                                      attempts.c.agent == agent)).first()
-            failures = (row.failures if row else 0) + 1
-            now = self.store.clock()
-            next_at = format_ts(now + timedelta(seconds=backoff_seconds(failures)))
-            blocked = None
-            if not failure.retryable:
-                blocked = f"{failure.category.value} failure ({failure.code}), not retried unchanged: {failure.message}"
-            elif failures >= max_attempts:
-                blocked = f"stopped after {failures} attempts; last: {failure.message}"
-            values = {"failures": failures, "next_at": next_at, "last_category": failure.category.value,
-                      "last_message": failure.message, "blocked_reason": blocked,
-                      "last_attempt": json.dumps({"code": failure.code, **(tried or {})}, sort_keys=True,
-                                                 default=str)}
-            if row is None:
-                conn.execute(insert(attempts), {"company_id": self.company, "task_id": task_id, "agent": agent,
-                                                **values})
-            else:
-                conn.execute(update(attempts).where(attempts.c.company_id == self.company,
-                                                    attempts.c.task_id == task_id, attempts.c.agent == agent), values)
-            if blocked:
-                audit.append(conn, head, ts=format_ts(now), principal=agent, action="run.blocked",
-                             subject=f"task:{task_id}", data={"reason": blocked, "failures": failures})
-                audit.save_head(conn, head)
+            attempt = self._record_failure_txn(conn, head, task_id, agent, failure, max_attempts=max_attempts,
+                                               tried=tried)
+            audit.save_head(conn, head)
+        return attempt
+
+    def _record_failure_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, agent: str,
+                            failure: Failure, *, max_attempts: int, tried: dict | None = None) -> Attempt:
+        """:meth:`record_failure` inside ``conn``'s transaction (the caller saves the head)."""
+        row = conn.execute(select(attempts).where(attempts.c.company_id == self.company,
+                                                  attempts.c.task_id == task_id,
+                                                  attempts.c.agent == agent)).first()
+        failures = (row.failures if row else 0) + 1
+        now = self.store.clock()
+        next_at = format_ts(now + timedelta(seconds=backoff_seconds(failures)))
+        blocked = None
+        if not failure.retryable:
+            blocked = f"{failure.category.value} failure ({failure.code}), not retried unchanged: {failure.message}"
+        elif failures >= max_attempts:
+            blocked = f"stopped after {failures} attempts; last: {failure.message}"
+        values = {"failures": failures, "next_at": next_at, "last_category": failure.category.value,
+                  "last_message": failure.message, "blocked_reason": blocked,
+                  "last_attempt": json.dumps({"code": failure.code, **(tried or {})}, sort_keys=True,
+                                             default=str)}
+        if row is None:
+            conn.execute(insert(attempts), {"company_id": self.company, "task_id": task_id, "agent": agent,
+                                            **values})
+        else:
+            conn.execute(update(attempts).where(attempts.c.company_id == self.company,
+                                                attempts.c.task_id == task_id, attempts.c.agent == agent), values)
+        if blocked:
+            audit.append(conn, head, ts=format_ts(now), principal=agent, action="run.blocked",
+                         subject=f"task:{task_id}", data={"reason": blocked, "failures": failures})
         return Attempt(task_id, agent, failures, next_at, failure.category.value, failure.message, blocked,
                        json.loads(values["last_attempt"]))
 
@@ -338,8 +361,11 @@ class RunVerbs(CompanyBase):
         if task_id is not None:
             query = query.where(runs.c.task_id == task_id)
         with self.store.read() as conn:
-            rows = conn.execute(query.order_by(runs.c.started_at.desc()).limit(limit))
-            return [RunRecord(r.id, r.agent, r.trigger, r.task_id, r.fencing_token, r.attempt, r.started_at,
-                              r.ended_at, r.outcome, r.transition, r.failure_category, r.failure_code,
-                              r.failure_message, r.model, r.input_tokens, r.output_tokens, r.cost_usd,
-                              r.wall_seconds) for r in rows]
+            return [run_record(r) for r in conn.execute(query.order_by(runs.c.started_at.desc()).limit(limit))]
+
+
+def run_record(r: Any) -> RunRecord:
+    """A :class:`RunRecord` from a ``runs`` row."""
+    return RunRecord(r.id, r.agent, r.trigger, r.task_id, r.fencing_token, r.attempt, r.started_at, r.ended_at,
+                     r.outcome, r.transition, r.failure_category, r.failure_code, r.failure_message, r.model,
+                     r.input_tokens, r.output_tokens, r.cost_usd, r.wall_seconds, r.dispatcher_id)

@@ -223,9 +223,44 @@ runs = Table(
     Column("output_tokens", Integer, nullable=False, server_default="0"),
     Column("cost_usd", Float, nullable=False, server_default="0"),
     Column("wall_seconds", Float, nullable=True),
+    Column("dispatcher_id", String(32), nullable=True),  # the roster up process that ran it (dispatchers)
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
+    Index(None, "company_id", "outcome"),  # runs in flight: the crash sweep and roster status
+)
+
+dispatchers = Table(
+    "dispatchers",
+    metadata,
+    # One row per roster up process (a dispatcher) serving a company: it heartbeats while it lives, so
+    # the runs of one that stopped heartbeating are known to have crashed.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", String(32), primary_key=True),
+    Column("host", Text, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("agents", Text, nullable=True),  # JSON list of the handles it serves; NULL: every agent
+    Column("max_runs", Integer, nullable=False),
+    Column("lease_seconds", Float, nullable=False),
+    Column("started_at", TS, nullable=False),
+    Column("heartbeat_at", TS, nullable=False),
+    Column("stopped_at", TS, nullable=True),
+    Column("runs_in_flight", Integer, nullable=False, server_default="0"),
+    Column("runs_started", Integer, nullable=False, server_default="0"),
+    Column("lost_races", Integer, nullable=False, server_default="0"),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+runtime_leases = Table(
+    "runtime_leases",
+    metadata,
+    # Named leases between dispatchers, so that work every process could do is done by one: the
+    # runtime's periodic jobs ("leader") and each agent's triggers ("agent:<handle>").
+    Column("company_id", HANDLE, primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("holder", String(32), nullable=False),
+    Column("expires_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 
 attempts = Table(

@@ -22,7 +22,7 @@ import rfc8785
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from roster.errors import ApplyRefused, Denied, NotFound, StoreBusy
+from roster.errors import ApplyRefused, Denied, NotFound, StoreBusy, StoreUnavailable
 from roster.kernel.audit import GENESIS_HASH
 from roster.kernel.contracts import WorkflowMachine
 from roster.kernel.rights import Resource
@@ -74,6 +74,8 @@ class Store:
         self._handles: dict[str, CompanyStore] = {}
         self.lock_timeout = lock_timeout
         self._local = threading.local()  # per thread: the pinned connection and the read it has open
+        self._driver_disconnects: tuple[type[BaseException], ...] = _disconnect_errors(engine)
+        self._work_listeners: list[Callable[[str], None]] = []
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now, artifact_root: Path | None = None,
@@ -98,7 +100,9 @@ class Store:
 
     @contextmanager
     def translate_errors(self) -> Iterator[None]:
-        """Turn the driver's "database is locked" into :class:`StoreBusy` with a way out."""
+        """Turn the driver's "database is locked" into :class:`StoreBusy`, and a database server that
+        cannot be reached (a dropped connection, a restart) into :class:`StoreUnavailable`, each with a
+        way out. Either way nothing of the failed transaction was kept."""
         try:
             yield
         except (OperationalError, sqlite3.OperationalError) as exc:
@@ -110,7 +114,24 @@ class Store:
                     f"{self.lock_timeout:g} s. Let the other roster command finish, or raise the wait with "
                     "--lock-timeout / ROSTER_LOCK_TIMEOUT. Nothing was changed."
                 ) from None
+            if self.engine.dialect.name != "sqlite":
+                raise self._unavailable(driver_error) from None
             raise
+        except DBAPIError as exc:
+            if self.engine.dialect.name != "sqlite" and (exc.connection_invalidated
+                                                         or isinstance(exc.orig, self._driver_disconnects)):
+                raise self._unavailable(exc.orig) from None
+            raise
+        except self._driver_disconnects as exc:  # raw from the cursor (store/prepared.py)
+            raise self._unavailable(exc) from None
+
+    def _unavailable(self, error: BaseException | None) -> StoreUnavailable:
+        text = str(error or "").strip()
+        first_line = text.splitlines()[0] if text else type(error).__name__
+        return StoreUnavailable(
+            f"the database server at {self.engine.url.host}:{self.engine.url.port} cannot be reached "
+            f"({first_line}). Nothing of the failed transaction was kept; check that the server is up "
+            "(roster up waits for it and goes on).")
 
     def is_database_error(self, error: BaseException) -> bool:
         """Whether ``error`` came from the database driver (a statement failed). On PostgreSQL the
@@ -119,11 +140,27 @@ class Store:
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
-        """One write transaction (``BEGIN IMMEDIATE`` on SQLite). Commits on success, rolls back on error."""
+        """One write transaction (``BEGIN IMMEDIATE`` on SQLite). Commits on success, rolls back on error.
+        A committed transaction that made work for agents (:func:`~roster.store.audit.note_work`) then
+        calls the listeners of :meth:`on_work`."""
+        woke: set[str] = set()
         with self.translate_errors(), self._connection() as conn:
             conn.execution_options(sqlite_begin="IMMEDIATE")  # in place (SQLAlchemy 2): set on every begin
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+                woke = conn.info.pop("roster_work", set())
+            finally:
+                conn.info.pop("roster_work", None)
+        for company in woke:
+            for listener in list(self._work_listeners):
+                listener(company)
+
+    def on_work(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(company_id)`` after each committed write that made work for that company's agents
+        (in the writing thread: it must be quick, such as setting an event). Returns how to stop."""
+        self._work_listeners.append(listener)
+        return lambda: self._work_listeners.remove(listener)
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -274,6 +311,15 @@ class Store:
                          data={"revision": revision, "spec_hash": spec_hash, "changes": changes})
             audit.save_head(conn, head)
         return ApplyResult(spec.company, revision, True, changes)
+
+
+def _disconnect_errors(engine: Engine) -> tuple[type[BaseException], ...]:
+    """The driver's errors for a lost or refused connection (none for SQLite, a file: its only wait is
+    the lock, :class:`StoreBusy`)."""
+    if engine.dialect.name == "sqlite":
+        return ()
+    dbapi = engine.dialect.loaded_dbapi
+    return (dbapi.OperationalError, dbapi.InterfaceError)
 
 
 def load_spec_txn(conn: Connection, company: str, revision: int) -> CompanySpec:
