@@ -1,17 +1,20 @@
 """Rights: tiers and grants, default deny, forbid over permit (the kill switch), every entry point
-checked, tenant isolation, tool calls, and ``explain`` agreeing with enforcement."""
+checked, tenant isolation, tool calls, ``explain`` agreeing with enforcement, and each decision taken
+against its principal's policies only: the whole set's decisions, at a cost independent of other agents."""
 
 from __future__ import annotations
 
+import json
 import re
 
+import cedarpy
 import pytest
 from conftest import FIX_LINT, GOOD_SPEC, StepClock
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from roster.errors import ApprovalPending, Denied, NotFound, SpecError, UsageError
-from roster.kernel.rights import PrincipalFacts, Rights
+from roster.kernel.rights import Decision, PrincipalFacts, Resource, Rights
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -703,3 +706,112 @@ def test_decision_explain_wording(explained):
     assert denied.message.endswith(forbid.explain()) and denied.policies == forbid.policies
     denied = _denied(lambda: explained.get_task(_task(explained).id, actor="idle"))
     assert denied.message.endswith(default.explain()) and denied.policies == ()
+
+
+# -- each decision is taken against its principal's policies only: the same decisions, O(1) per agent --
+
+PAUSABLE = ("*", "eng", "eng/core", "eng/web", "eng/core/alpha", "eng/web/beta")
+REQUESTS = [(action, kind, name)
+            for action in ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin")
+            for kind, name in (("workflow", "alpha"), ("workflow", "beta"), ("workflow", "gamma"),
+                               ("tool", "ruff"), ("tool", "pytest"), ("company", "*"))]
+
+
+def _tiers_rights(statuses: dict[str, str], paused: list[str]) -> Rights:
+    """The TIERS company with ``statuses`` applied, a staff human, and an agent principal ``ghost`` that
+    the spec does not list (no grants of its own: read-only by default)."""
+    spec = parse_spec(TIERS)
+    facts = [PrincipalFacts(h, "agent", statuses.get(h, "active"), frozenset(spec.agents[h].roles))
+             for h in spec.agents]
+    facts += [PrincipalFacts(h, "human", statuses.get(h, "active"), frozenset(spec.humans[h].roles))
+              for h in spec.humans]
+    facts.append(PrincipalFacts("ghost", "agent", statuses.get("ghost", "active"), frozenset({"staff"})))
+    return Rights(spec, facts, paused)
+
+
+def test_every_decision_of_a_principal_is_the_whole_policy_sets_decision():
+    rights = _tiers_rights({"sleeper": "paused", "bob": "retired", "ghost": "paused"}, ["eng/web"])
+    disagreements = []
+    for principal in (*AGENTS, *HUMANS, "ghost", "nobody"):
+        for action, kind, name in REQUESTS:
+            for transition in ("", "start", "annotate", "finish", "ship", "nope"):
+                resource = Resource(kind, name)
+                mine = rights.decide(principal, action, resource, transition)
+                whole = rights._decide_by_whole_set(principal, action, resource, transition)
+                if mine != whole:
+                    disagreements.append((principal, action, resource, transition, mine, whole))
+    assert disagreements == []
+    # and the decisions are not vacuous: allows, forbids and default denies all occur
+    assert rights.decide("boss", "read", Resource("workflow", "alpha")).policies == ("agent:boss:read:*",)
+    assert rights.decide("boss", "read", Resource("workflow", "beta")).policies == ("kill-switch:eng/web",)
+    assert rights.decide("bob", "read", Resource("workflow", "alpha")).policies == ("inactive-principal",)
+    assert rights.decide("idle", "read", Resource("workflow", "alpha")) == Decision(False, ())
+
+
+@settings(max_examples=60, deadline=None)
+@given(statuses=st.dictionaries(st.sampled_from((*AGENTS, *HUMANS, "ghost")),
+                                st.sampled_from(("active", "paused", "retired")), max_size=5),
+       paused=st.lists(st.sampled_from(PAUSABLE), max_size=3, unique=True),
+       requests=st.lists(st.tuples(st.sampled_from((*AGENTS, *HUMANS, "ghost")), st.sampled_from(REQUESTS),
+                                   st.sampled_from(("", "start", "annotate", "finish", "ship"))),
+                         min_size=1, max_size=25))
+def test_per_principal_decisions_equal_the_whole_sets_for_any_statuses_and_kill_switches(statuses, paused,
+                                                                                         requests):
+    rights = _tiers_rights(statuses, paused)
+    whole = cedarpy.PolicySet.from_str(rights.policy_text)  # the text `roster rights policies` prints
+    entities = json.dumps(rights.entities)
+    for principal, (action, kind, name), transition in requests:
+        resource = Resource(kind, name)
+        mine = rights.decide(principal, action, resource, transition)
+        assert mine == rights._decide_by_whole_set(principal, action, resource, transition)
+        direct = cedarpy.is_authorized(rights._request(principal, action, resource, transition), whole, entities)
+        named = direct.diagnostics.id_annotations_by_reason
+        assert (mine.allowed, mine.policies) == (direct.allowed, tuple(sorted(named[r] for r in
+                                                                              direct.diagnostics.reasons)))
+
+
+def _fleet(agents: int) -> str:
+    """A company of ``agents`` agents of every tier in turn, each with a tool and default grants."""
+    tiers = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
+    lines = ["company: fleet", "workspaces:", "  eng:", "    portfolios: {core: {}}", "workflows:", "  ticket:",
+             "    portfolio: eng/core", "    states: [new, doing, done]", "    initial: new", "    transitions:",
+             "      start: {from: new, to: doing, by: [agent]}",
+             "      close: {from: doing, to: done, by: [agent], approval: {by: [human]}}",
+             "tools:", "  ruff: {command: ruff check}", "agents:"]
+    lines += [f"  a{i:04d}: {{tier: {tiers[i % 4]}, tools: [ruff]}}" for i in range(agents)]
+    lines += ["humans:", "  lead: {}"]
+    return "\n".join(lines) + "\n"
+
+
+def test_what_cedar_evaluates_for_a_decision_does_not_grow_with_the_number_of_agents(monkeypatch):
+    """Not timed: the policies and entities handed to Cedar for one principal's decisions are the same
+    for a company of 10 agents and one of 1,000 (the whole set grows a hundredfold)."""
+    from roster.kernel import rights as rights_module
+
+    handed: list[tuple[int, int]] = []
+    real = rights_module.cedarpy.is_authorized
+
+    def counting(request, policies, entities, *args, **kwargs):
+        handed.append((len(policies), len(entities)))
+        return real(request, policies, entities, *args, **kwargs)
+
+    monkeypatch.setattr(rights_module.cedarpy, "is_authorized", counting)
+    seen = {}
+    for agents in (10, 1000):
+        spec = parse_spec(_fleet(agents))
+        facts = [PrincipalFacts(h, "agent", "active") for h in spec.agents]
+        facts.append(PrincipalFacts("lead", "human", "active"))
+        rights = Rights(spec, facts, ["eng/core"])
+        handed.clear()
+        decisions = [rights.decide(p, a, Resource("workflow", "ticket"), t)
+                     for p in ("a0001", "a0003", "lead") for a, t in (("read", ""), ("transition", "start"))]
+        decisions.append(rights.decide("a0001", "call_tool", Resource("tool", "ruff")))
+        seen[agents] = (list(handed), decisions)
+        assert rights.policy_text.count("@id(") > agents  # the whole text still holds every agent's grants
+        assert rights.decide.cache_info().maxsize >= 2 * len(spec.workflows["ticket"].transitions) * agents
+    assert seen[10] == seen[1000]
+    # 8 shared policies (one kill switch) plus at most a coordinator's 7 grants; the scope tree, one
+    # workflow, one tool, the principal and its 2 groups
+    assert max(p for p, _ in seen[1000][0]) == 15 and max(e for _, e in seen[1000][0]) == 8
+    own = rights.policies_for("a0003")
+    assert "a0001" not in own and '"agent:a0003:' in own and own.startswith(rights.policies_for("lead"))

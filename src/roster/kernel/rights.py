@@ -2,7 +2,9 @@
 
 Evaluation is Cedar's (``cedarpy``): default deny, and any ``forbid`` that matches overrides every
 ``permit``. This module only *writes* the policies and the entity graph from the spec, so the rules a
-reader must trust are the generated policy text, which ``roster rights policies`` prints.
+reader must trust are the generated policy text, which ``roster rights policies`` prints. A request is
+evaluated against the part of that text that can apply to its principal (see :class:`Rights`), which
+decides it as the whole text would.
 
 The model (entity types live in the ``Roster`` namespace):
 
@@ -183,12 +185,16 @@ class Rights:
     def _decide_by_whole_set(self, principal: str, action: str, resource: Resource,
                              transition: str = "") -> Decision:
         """The same request decided against the whole policy set and entity graph, as before decisions
-        were scoped to their principal: uncached and O(agents); for tests that the two agree."""
+        were scoped to their principal: uncached and O(agents) each; for tests that the two agree."""
         if principal not in self.principals:
             return Decision(False, (), (f"unknown principal '{principal}'",))
         return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition),
-                                               cedarpy.PolicySet.from_str(self.policy_text),
-                                               cedarpy.Entities.from_json_str(json.dumps(self.entities))))
+                                               *self._whole_set))
+
+    @cached_property
+    def _whole_set(self) -> tuple[cedarpy.PolicySet, cedarpy.Entities]:
+        return (cedarpy.PolicySet.from_str(self.policy_text),
+                cedarpy.Entities.from_json_str(json.dumps(self.entities)))
 
 
 def _decision(result: cedarpy.AuthzResult) -> Decision:
