@@ -119,7 +119,8 @@ def emit(
 
 
 def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose: bool = True,
-                max_task_cost: float | None = None) -> Dispatcher:
+                max_task_cost: float | None = None, max_runs: int | None = None,
+                agents: str | None = None) -> Dispatcher:
     """Running the company's agents is an administrator's act: it needs a human with ``admin``."""
     session = ws.session()
     company = session.company
@@ -127,9 +128,19 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
     if not decision.allowed:
         raise Denied(session.principal.handle, "run the agents of", "this company", decision.explain(),
                      decision.policies)
+    only = None
+    if agents is not None:
+        only = [a.strip() for a in agents.split(",") if a.strip()]
+        spec = company.spec()
+        unknown = [a for a in only if not a.startswith("role:") and a not in spec.agents]
+        if unknown or not only:
+            known = ", ".join(sorted(spec.agents)) or "none"
+            raise UsageError(f"--agents names no agent of the spec: {', '.join(unknown) or '(empty)'}; agents: "
+                             f"{known} (or role:<role>)")
+    log = (lambda m: err_console.print(m, highlight=False)) if verbose else None
     return Dispatcher(company, workdir=ws.spec_path.resolve().parent, lease_seconds=lease_seconds,
-                      max_attempts=max_attempts, max_task_cost_usd=max_task_cost, log=(lambda m: err_console.print(m, highlight=False)) if verbose
-                      else None)
+                      max_attempts=max_attempts, max_task_cost_usd=max_task_cost, log=log, max_runs=max_runs,
+                      agents=only)
 
 
 def _print_outcome(outcome: Outcome) -> None:
@@ -153,15 +164,22 @@ def up(
     = DEFAULT_MAX_ATTEMPTS,
     max_task_cost: Annotated[float | None, typer.Option("--max-task-cost",
                                                         help="USD a task may cost before retries stop.")] = None,
+    max_runs: Annotated[int | None, typer.Option(
+        "--max-runs", min=1, help="Runs in flight at once (default: 4 per core, at least 4).")] = None,
+    agents: Annotated[str | None, typer.Option(
+        "--agents", help="Run only these agents: handles or role:<role>, comma-separated (the rest are left "
+                         "to other roster up processes).")] = None,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Do not serve the REST API alongside.")] = False,
     host: HOST = DEFAULT_HOST,
     port: PORT = DEFAULT_PORT,
 ) -> None:
-    """Run the company's agents: each cycle, every agent with work does one run, and (unless --no-serve
-    or --once) the REST API is served alongside. SIGINT/SIGTERM stop it cleanly: the run in flight
-    finishes and releases its lease."""
+    """Run the company's agents, many runs at once (--max-runs; each agent up to its max_concurrent_runs),
+    each task to one agent, woken as work arrives; and (unless --no-serve or --once) the REST API is
+    served alongside. Several roster up processes may share a company (PostgreSQL, or SQLite on one
+    host). SIGINT/SIGTERM stop it cleanly: the runs in flight finish and release their leases."""
     ws = workspace(ctx)
-    dispatcher = _dispatcher(ws, lease_seconds, max_attempts, max_task_cost=max_task_cost)
+    dispatcher = _dispatcher(ws, lease_seconds, max_attempts, max_task_cost=max_task_cost, max_runs=max_runs,
+                             agents=agents)
     api = None
     if not (no_serve or once):
         api = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
@@ -171,17 +189,21 @@ def up(
                       highlight=False)
 
     def stop(signum: int, _frame: object) -> None:
-        err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the run in flight")
+        err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the runs in flight")
         dispatcher.stopping.set()
+        dispatcher.wake.set()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     agents = dispatcher.agents()
     console.print(f"roster up: company '{dispatcher.company.company}', {len(agents)} agent(s) with a runner: "
-                  f"{', '.join(agents) or 'none'}", highlight=False)
+                  f"{', '.join(agents) or 'none'}; up to {dispatcher.max_runs} run(s) at once", highlight=False)
     if once:  # one cycle; a busy store is an error here (exit 8), for scripts to see
-        for outcome in dispatcher.cycle():
-            _print_outcome(outcome)
+        try:
+            for outcome in dispatcher.cycle():
+                _print_outcome(outcome)
+        finally:
+            dispatcher.close()
     else:
         dispatcher.run_forever(poll_seconds=poll, report=lambda outcomes: [_print_outcome(o) for o in outcomes])
     if api is not None:
@@ -208,7 +230,10 @@ def run(
         chosen = work[0]
     else:
         chosen = dispatcher.company.get_task(task)
-    outcome = dispatcher.run_once(agent, chosen, trigger="manual (roster run)")
+    try:
+        outcome = dispatcher.run_once(agent, chosen, trigger="manual (roster run)")
+    finally:
+        dispatcher.close()
     if as_json:
         emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
     else:
@@ -231,20 +256,42 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
                        "pending": [t.id for t in pending]})
     leases = [asdict(lease) for lease in company.leases()]
     runs = [asdict(r) for r in company.list_runs(limit=10)]
+    fleet = company.fleet_stats()
+    in_flight = [{"run": r.id, "agent": r.agent, "task_id": r.task_id, "seconds": round(sec, 1),
+                  "dispatcher_id": r.dispatcher_id} for r, sec in fleet.in_flight]
+    processes = [{"id": d.id, "host": d.host, "pid": d.pid, "agents": d.agents, "max_runs": d.max_runs,
+                  "runs_in_flight": d.runs_in_flight, "runs_started": d.runs_started, "lost_races": d.lost_races,
+                  "heartbeat_at": d.heartbeat_at} for d in fleet.dispatchers]
     if company.explain(session.principal.handle, "read", "company").allowed is False:
         runs = [r for r in runs if r["agent"] == session.principal.handle]
+        in_flight = [r for r in in_flight if r["agent"] == session.principal.handle]
     warnings = [f"{b.scope} per {b.period}: {s_.spent_usd:.4f} of {b.usd:.2f} USD ({s_.level(b.warn_at)})"
                 for b in spec.budgets for s_ in [company.budget_status(b)] if s_.level(b.warn_at) != "ok"]
     if as_json:
         emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused(),
-                   "budget_warnings": warnings})
+                   "budget_warnings": warnings,
+                   "fleet": {"dispatchers": processes, "in_flight": in_flight,
+                             "runs_last_minute": fleet.runs_last_minute, "lost_races": fleet.lost_races}})
         return
     for warning in warnings:
         console.print(f"[yellow]budget:[/] {warning}", highlight=False)
-    table = Table("agent", "status", "runner", "pending tasks", box=None, title="agents", title_justify="left")
+    flying: dict[str, int] = {}
+    for r in in_flight:
+        flying[r["agent"]] = flying.get(r["agent"], 0) + 1
+    table = Table("agent", "status", "runner", "in flight", "queue", box=None, title="agents", title_justify="left")
     for a in agents:
-        table.add_row(a["agent"], a["status"], a["runner"] or "-", ", ".join(map(str, a["pending"])) or "-")
+        table.add_row(a["agent"], a["status"], a["runner"] or "-", str(flying.get(a["agent"], 0)),
+                      ", ".join(map(str, a["pending"])) or "-")
     console.print(table)
+    console.print(f"fleet: {len(processes)} roster up process(es), {len(in_flight)} run(s) in flight, "
+                  f"{fleet.runs_last_minute} run(s) ended in the last minute, {fleet.lost_races} lost race(s)",
+                  highlight=False)
+    if in_flight:
+        flight_table = Table("run", "agent", "task", "running for", box=None, title="runs in flight",
+                             title_justify="left")
+        for r in in_flight:
+            flight_table.add_row(r["run"], r["agent"], str(r["task_id"] or "-"), f"{r['seconds']:.0f} s")
+        console.print(flight_table)
     if company.paused():
         console.print(f"paused scopes: {', '.join(company.paused())}")
     lease_table = Table("task", "holder", "run", "token", "until", box=None, title="leases", title_justify="left")

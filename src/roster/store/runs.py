@@ -66,10 +66,10 @@ _CANDIDATES_FOR_AGENT = Prepared(
            ~exists().where(*_HELD_BACK_REQUEST, approval_requests.c.requested_by == bindparam("agent")))
     .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
 _HELD_BACK_FOR = Prepared(union_all(
-    select(attempts.c.blocked_reason, attempts.c.next_at)
+    select(attempts.c.task_id)
     .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id == bindparam("task_id"),
            attempts.c.agent == bindparam("agent"), _ATTEMPT_HOLDS),
-    select(approval_requests.c.status, approval_requests.c.id)
+    select(approval_requests.c.task_id)
     .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_PENDING,
            approval_requests.c.task_id == bindparam("task_id"), approval_requests.c.requested_by == bindparam("agent"))))
 _TASKS_BY_ID = select(tasks).where(tasks.c.company_id == bindparam("company"),
