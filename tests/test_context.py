@@ -17,7 +17,7 @@ from roster.specfile import parse_spec
 from roster.store import Store
 
 PLANNER_LINE = "  planner: {reports_to: alice, tier: bounded-mutator}"
-MANDATORY = ("agent", "run_id", "company", "attempt", "fencing_token", "tools", "task", "fields_schema",
+MANDATORY = ("agent", "run_id", "company", "attempt", "fencing_token", "tools", "task", "idempotency_key", "fields_schema",
              "transitions")
 OPTIONAL = ("previous_failure", "handoff", "children", "messages", "memory", "events", "queue")
 V1 = "import os, sys\nprint(os.name)\n"

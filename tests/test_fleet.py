@@ -263,3 +263,35 @@ def test_a_run_of_a_dead_dispatcher_is_ended_as_crashed_counted_and_its_lease_gi
     releases = [e.data.get("reason") for e in company.audit_log(action="lease.release")]
     assert releases[0] == "crashed"
     assert [d.id for d in company.list_dispatchers(live=False) if d.stopped_at] == ["deadbeef", dispatcher.id]
+
+
+def test_the_idempotency_key_is_the_same_for_every_run_of_a_step_and_new_for_the_next(pool_store, tmp_path):
+    pool_store.apply(parse_spec(POOL.replace("states: [found, planned]", "states: [found, planned, built]").replace(
+        "    transitions:\n", "    transitions:\n      build: {from: planned, to: built, by: [planner]}\n")),
+        applied_by="alice")
+    company = pool_store.company("acme")
+    [task_id] = _create(company, 1)
+    keys = []
+
+    class Keyed:
+        kind = "program"
+
+        def __init__(self, *results) -> None:  # noqa: ANN002
+            self.results = list(results)
+
+        def run(self, brief):  # noqa: ANN001, ANN201
+            keys.append(brief.data["idempotency_key"])
+            return RunResult.parse(self.results.pop(0))
+
+    flaky = {"artifacts": [{"kind": "notes", "content": "tried"}],
+             "failure": {"category": "transient", "reason": "the API timed out"}}
+    runner = Keyed(flaky, PLAN, {"transition": "build"})
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"p1": runner})
+    assert dispatcher.run_once("p1", company.get_task(task_id), trigger="test").outcome == "failed"
+    company.clear_attempts(task_id, "p1")  # past the backoff, as a retry would be
+    assert dispatcher.run_once("p1", company.get_task(task_id), trigger="test").transition == "plan"
+    assert dispatcher.run_once("p1", company.get_task(task_id), trigger="test").transition == "build"
+    dispatcher.close()
+    # The retry of the same step (after evidence moved the version) has the same key; the next step a new one.
+    assert keys[0] == keys[1] and keys[2] != keys[1]
+    assert keys[0].startswith(f"acme:task-{task_id}:step-") and company.get_task(task_id).version >= 4
