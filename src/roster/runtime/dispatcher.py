@@ -644,16 +644,21 @@ class Dispatcher:
 
     def _record_unrecorded(self) -> None:
         """End the runs an unavailable store kept from ending (see :meth:`run_forever`): each is finished
-        as failed with the failure it met, and its lease, if still its own, goes back now rather than at
-        expiry."""
+        as failed with the failure it met (an attempt, so the task backs off), and its lease, if still its
+        own, goes back now rather than at expiry."""
         while True:
             with self._lock:
                 if not self._unrecorded:
                     return
                 run = self._unrecorded[0]
             finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6)}
+            blocked = self.company.record_failure(run.task_id, run.agent, run.failure,
+                                                  max_attempts=self.max_attempts).blocked_reason
             self.company.end_run(run.run_id, agent=run.agent, task_id=run.task_id, fencing_token=run.fencing_token,
                                  finish=finish)
+            if blocked:
+                self.company.escalate(run.task_id, from_agent=run.agent, category=run.failure.category.value,
+                                      reason=blocked)
             with self._lock:
                 self._unrecorded.pop(0)
             self.log(f"{run.agent} on task {run.task_id}: run {run.run_id} recorded as failed "

@@ -7,7 +7,7 @@ Spec (``runner:`` of an agent)::
       model: openai:gpt-4o-mini        # or anthropic:claude-..., or offline (a scripted stand-in, no network)
       base_url: http://127.0.0.1:11434/v1   # optional: any OpenAI-compatible server (Chat Completions)
       api_key_env: OPENAI_API_KEY      # optional: the environment variable holding the key
-      timeout: 60                      # seconds per model request attempt
+      timeout: 300                     # seconds per model request attempt (default 300)
       max_retries: 2                   # the provider SDK's own retries of a failed request (429, 5xx, timeouts)
       output_retries: 1                # how many times the model is asked again after an invalid answer
       max_requests: 20                 # model requests allowed in one run (tool calls take one each)
@@ -119,7 +119,8 @@ class LLMConfig(BaseModel):
     model: str = Field(min_length=1)
     base_url: str | None = None
     api_key_env: str | None = None
-    timeout: float = Field(60.0, gt=0)
+    timeout: float = Field(300.0, gt=0)
+    """Seconds one model request may take: reasoning models answer in minutes, not seconds."""
     max_retries: int = Field(2, ge=0, le=10)
     output_retries: int = Field(1, ge=0, le=10)
     max_requests: int = Field(20, ge=1, le=200)
