@@ -295,3 +295,18 @@ def test_the_idempotency_key_is_the_same_for_every_run_of_a_step_and_new_for_the
     # The retry of the same step (after evidence moved the version) has the same key; the next step a new one.
     assert keys[0] == keys[1] and keys[2] != keys[1]
     assert keys[0].startswith(f"acme:task-{task_id}:step-") and company.get_task(task_id).version >= 4
+
+
+def test_bad_fleet_settings_are_refused_with_what_to_do(cli):
+    from conftest import ok
+
+    from roster.errors import SpecError
+
+    with pytest.raises(SpecError) as refused:
+        parse_spec(POOL.replace("p1: {roles: [planner],", "p1: {max_concurrent_runs: 0, roles: [planner],"))
+    assert "max_concurrent_runs" in str(refused.value)
+    ok(cli("init"))
+    unknown = cli("up", "--once", "--agents", "planner,nobody")
+    assert unknown.exit_code == 2 and "nobody" in unknown.stderr and "role:<role>" in unknown.stderr
+    zero = cli("up", "--once", "--max-runs", "0")
+    assert zero.exit_code == 2 and "--max-runs" in zero.stderr
