@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -114,6 +116,39 @@ def keep_signals():
     yield
     for s, handler in saved.items():
         signal.signal(s, handler)
+
+
+PG_DSN = "host=127.0.0.1 port=5432 user=root dbname=test"
+"""The PostgreSQL server of this machine kind (trust auth, database ``test``)."""
+
+
+def pg_reachable() -> bool:
+    """Whether the PostgreSQL server at :data:`PG_DSN` answers (tests on it skip otherwise)."""
+    try:
+        import psycopg
+
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except Exception:  # noqa: BLE001 - no driver, no server: either way, no PostgreSQL here
+        return False
+    return True
+
+
+@contextmanager
+def pg_schema(prefix: str = "roster_test"):
+    """A fresh schema on the PostgreSQL server, dropped afterwards: yields ``(schema, url)`` where ``url``
+    is a SQLAlchemy URL whose connections use that schema and name themselves after it
+    (``application_name``, so a test can find and kill exactly its own connections)."""
+    import psycopg
+
+    schema = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema, (f"postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+                       f"&application_name={schema}")
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 class Recorder:

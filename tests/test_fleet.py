@@ -5,13 +5,12 @@ the selection policy hook, lost races counted, and a crashed run ended as crashe
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections import Counter
 
 import pytest
-from conftest import GOOD_SPEC, wait_for
+from conftest import GOOD_SPEC, pg_reachable, pg_schema, wait_for
 
 from roster.runtime.dispatcher import Dispatcher, LeastLoaded
 from roster.runtime.runners import RunResult
@@ -38,17 +37,6 @@ humans:
   alice: {}
 """
 PLAN = {"transition": "plan", "writes": {"spec": GOOD_SPEC}}
-PG = "host=127.0.0.1 port=5432 user=root dbname=test"
-
-
-def _pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG, connect_timeout=3).close()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,22 +48,15 @@ def pool_store(request, tmp_path):
         yield store
         store.close()
         return
-    if not _pg_reachable():
+    if not pg_reachable():
         pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    import psycopg
-
-    schema = f"roster_fleet_{secrets.token_hex(4)}"
-    with psycopg.connect(PG, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    store = Store.open(f"postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}",
-                       artifact_root=tmp_path / "art")
-    store.apply(parse_spec(POOL), applied_by="alice")
-    try:
-        yield store
-    finally:
-        store.close()
-        with psycopg.connect(PG, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema("roster_fleet") as (_schema, url):
+        store = Store.open(url, artifact_root=tmp_path / "art")
+        store.apply(parse_spec(POOL), applied_by="alice")
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 class Timed:

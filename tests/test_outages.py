@@ -5,12 +5,11 @@ under a run in flight. Each asserts the rows and events that reached the store."
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, wait_for
+from conftest import FIX_LINT, GOOD_SPEC, PG_DSN, pg_reachable, pg_schema, wait_for
 from test_locking import lock_held
 
 from roster.errors import StoreBusy
@@ -20,7 +19,6 @@ from roster.specfile import parse_spec
 from roster.store import Store
 
 PLAN = RunResult.parse({"transition": "plan", "writes": {"spec": GOOD_SPEC}})
-PG = "host=127.0.0.1 port=5432 user=root dbname=test"
 
 
 class Slow:
@@ -135,53 +133,39 @@ def test_the_renewal_thread_survives_a_locked_store_and_renews_after(tmp_path):
     store.close()
 
 
-def _pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG, connect_timeout=3).close()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
+@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
 def test_postgresql_connections_killed_under_runs_in_flight_do_not_lose_or_double_anything(tmp_path):
     import psycopg
 
-    schema = f"roster_outage_{secrets.token_hex(4)}"
-    with psycopg.connect(PG, autocommit=True) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    store = Store.open(f"postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-                       f"&application_name={schema}")
-    try:
-        store.apply(parse_spec(FIX_LINT), applied_by="alice")
-        company = store.company("acme")
-        ids = [_task(company).id for _ in range(3)]
-        started = threading.Event()
-        runner = Slow(1.5, started)
-        logs: list[str] = []
-        dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner}, log=logs.append,
-                                lease_seconds=6)
-        loop = threading.Thread(target=dispatcher.run_forever, kwargs={"poll_seconds": 0.2}, daemon=True)
-        loop.start()
-        wait_for(started.is_set, 20, "a run to start")
-        with psycopg.connect(PG, autocommit=True) as admin:  # every connection of this store, mid-run
-            killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                   "WHERE application_name = %s", (schema,)).fetchone()[0]
-        assert killed >= 1
-        wait_for(lambda: all(company.get_task(i).state == "planned" for i in ids), 60, "every task to be planned")
-        dispatcher.stopping.set()
-        dispatcher.wake.set()
-        loop.join(timeout=30)
-        assert not loop.is_alive()
-        transitions = company.audit_log(action="task.transition")
-        assert sorted(int(e.subject.split(":")[1]) for e in transitions) == ids  # each once
-        runs = company.list_runs()
-        assert all(r.outcome != "running" for r in runs)
-        assert sorted(r.task_id for r in runs if r.outcome == "succeeded") == ids
-        assert company.leases() == [] and company.verify_audit()[1] is None
-    finally:
-        store.close()
-        with psycopg.connect(PG, autocommit=True) as admin:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    with pg_schema("roster_outage") as (schema, url):
+        store = Store.open(url)
+        try:
+            store.apply(parse_spec(FIX_LINT), applied_by="alice")
+            company = store.company("acme")
+            ids = [_task(company).id for _ in range(3)]
+            started = threading.Event()
+            runner = Slow(1.5, started)
+            logs: list[str] = []
+            dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner}, log=logs.append,
+                                    lease_seconds=6)
+            loop = threading.Thread(target=dispatcher.run_forever, kwargs={"poll_seconds": 0.2}, daemon=True)
+            loop.start()
+            wait_for(started.is_set, 20, "a run to start")
+            with psycopg.connect(PG_DSN, autocommit=True) as admin:  # every connection of this store, mid-run
+                killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE application_name = %s", (schema,)).fetchone()[0]
+            assert killed >= 1
+            wait_for(lambda: all(company.get_task(i).state == "planned" for i in ids), 60,
+                     "every task to be planned")
+            dispatcher.stopping.set()
+            dispatcher.wake.set()
+            loop.join(timeout=30)
+            assert not loop.is_alive()
+            transitions = company.audit_log(action="task.transition")
+            assert sorted(int(e.subject.split(":")[1]) for e in transitions) == ids  # each once
+            runs = company.list_runs()
+            assert all(r.outcome != "running" for r in runs)
+            assert sorted(r.task_id for r in runs if r.outcome == "succeeded") == ids
+            assert company.leases() == [] and company.verify_audit()[1] is None
+        finally:
+            store.close()

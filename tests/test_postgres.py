@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC
+from conftest import FIX_LINT, GOOD_SPEC, pg_reachable
 
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult
@@ -20,17 +20,7 @@ SERVER = "postgresql+psycopg://root@127.0.0.1:5432/test"
 PLAN = RunResult.parse({"transition": "plan", "writes": {"spec": GOOD_SPEC}})
 
 
-def _reachable() -> bool:
-    import psycopg
-
-    try:
-        psycopg.connect("host=127.0.0.1 port=5432 user=root dbname=test", connect_timeout=3).close()
-    except psycopg.OperationalError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
+pytestmark = pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
 
 
 @pytest.fixture

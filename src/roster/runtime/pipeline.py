@@ -117,8 +117,8 @@ class RunState:
 
 class RunPipeline:
     """The steps of one run for one company (see the module docstring). ``renew(agent, lease)`` is a
-    context manager that keeps a lease alive while the runner works; ``after_run(state)`` runs once a
-    run has ended (budgets, KPIs measured after a transition)."""
+    context manager that keeps a lease alive while the runner works; ``outage_patience`` (seconds) is how
+    long a run's end waits for an unavailable store; ``sleep`` waits between those tries."""
 
     def __init__(self, company: CompanyStore, context: ContextAssembler, *, lease_seconds: float,
                  max_attempts: int, dispatcher_id: str | None, renew: Callable, log: Callable[[str], None],
