@@ -717,10 +717,10 @@ REQUESTS = [(action, kind, name)
                                ("tool", "ruff"), ("tool", "pytest"), ("company", "*"))]
 
 
-def _tiers_rights(statuses: dict[str, str], paused: list[str]) -> Rights:
-    """The TIERS company with ``statuses`` applied, a staff human, and an agent principal ``ghost`` that
-    the spec does not list (no grants of its own: read-only by default)."""
-    spec = parse_spec(TIERS)
+def _tiers_rights(statuses: dict[str, str], paused: list[str], text: str = TIERS) -> Rights:
+    """The TIERS company with ``statuses`` applied, and an agent principal ``ghost`` that the spec does not
+    list (no grants of its own: read-only by default)."""
+    spec = parse_spec(text)
     facts = [PrincipalFacts(h, "agent", statuses.get(h, "active"), frozenset(spec.agents[h].roles))
              for h in spec.agents]
     facts += [PrincipalFacts(h, "human", statuses.get(h, "active"), frozenset(spec.humans[h].roles))
@@ -729,8 +729,10 @@ def _tiers_rights(statuses: dict[str, str], paused: list[str]) -> Rights:
     return Rights(spec, facts, paused)
 
 
-def test_every_decision_of_a_principal_is_the_whole_policy_sets_decision():
-    rights = _tiers_rights({"sleeper": "paused", "bob": "retired", "ghost": "paused"}, ["eng/web"])
+# boss listing a tool twice grants it twice: two policies of one @id, both named in its decisions
+@pytest.mark.parametrize("text", [TIERS, TIERS.replace("tools: [ruff, pytest]", "tools: [ruff, pytest, ruff]")])
+def test_every_decision_of_a_principal_is_the_whole_policy_sets_decision(text):
+    rights = _tiers_rights({"sleeper": "paused", "bob": "retired", "ghost": "paused"}, ["eng/web"], text)
     disagreements = []
     for principal in (*AGENTS, *HUMANS, "ghost", "nobody"):
         for action, kind, name in REQUESTS:
@@ -746,6 +748,8 @@ def test_every_decision_of_a_principal_is_the_whole_policy_sets_decision():
     assert rights.decide("boss", "read", Resource("workflow", "beta")).policies == ("kill-switch:eng/web",)
     assert rights.decide("bob", "read", Resource("workflow", "alpha")).policies == ("inactive-principal",)
     assert rights.decide("idle", "read", Resource("workflow", "alpha")) == Decision(False, ())
+    ruff = rights.decide("boss", "call_tool", Resource("tool", "ruff")).policies
+    assert ruff == ("agent:boss:tool:ruff",) * (2 if "ruff, pytest, ruff" in text else 1)
 
 
 @settings(max_examples=60, deadline=None)
@@ -813,5 +817,10 @@ def test_what_cedar_evaluates_for_a_decision_does_not_grow_with_the_number_of_ag
     # 8 shared policies (one kill switch) plus at most a coordinator's 7 grants; the scope tree, one
     # workflow, one tool, the principal and its 2 groups
     assert max(p for p, _ in seen[1000][0]) == 15 and max(e for _, e in seen[1000][0]) == 8
+    # every agent's grants are linked from templates parsed once per shape of grants (here two: the
+    # coordinators' also create and assign): no Cedar parse per agent
+    for handle in spec.agents:
+        rights.decide(handle, "read", Resource("workflow", "ticket"))
+    assert rights._templates.cache_info().misses == 2
     own = rights.policies_for("a0003")
     assert "a0001" not in own and '"agent:a0003:' in own and own.startswith(rights.policies_for("lead"))

@@ -51,8 +51,10 @@ ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_t
 TIERS = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
 COMPANY_SCOPE = "*"
 PRINCIPAL_CACHE = 4096
-"""How many principals' compiled policy sets and entities a :class:`Rights` keeps (least recently
-decided dropped first); a dropped one is rebuilt on its next uncached decision, from its own grants."""
+"""How many principals' compiled policy sets and entities (and sets of grant templates) a
+:class:`Rights` keeps, least recently used dropped first; a dropped one is rebuilt when next needed."""
+_SLOT = "?principal"
+_TEMPLATE = "template:"
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class Rights:
         # one cycle's working set would miss on every one of them, every cycle.
         self.decide = lru_cache(maxsize=max(65536, 64 * len(self.principals)))(self._decide)
         self._compiled = lru_cache(maxsize=PRINCIPAL_CACHE)(self._compile_for)
+        self._templates = lru_cache(maxsize=PRINCIPAL_CACHE)(self._compile_templates)
 
     @cached_property
     def policy_text(self) -> str:
@@ -151,13 +154,31 @@ class Rights:
         return self._shared_text if not own else self._shared_text + "\n" + _policy_text(own)
 
     def _compile_for(self, principal: str) -> tuple[cedarpy.PolicySet, cedarpy.Entities]:
-        """``principal``'s policy set (the shared set plus its own grants, only those parsed) and entities
-        (the scope tree plus the principal and its groups)."""
-        own = agent_policies(self.spec, principal) if principal in self.spec.agents else []
-        policies = self._shared.with_added_str(_policy_text(own)) if own else self._shared
+        """``principal``'s policy set (the shared set plus its own grants) and entities (the scope tree plus
+        the principal and its groups). Agents whose grants differ only by handle share one parsed set of
+        Cedar templates, which is linked to each of them (no parse per agent)."""
+        grants = agent_grant_policies(self.spec, principal, _SLOT) if principal in self.spec.agents else []
+        if not grants:
+            policies = self._shared
+        elif len({name for name, _ in grants}) < len(grants):  # a grant listed twice: ids must be unique to link
+            policies = self._shared.with_added_str(_policy_text(agent_policies(self.spec, principal)))
+        else:
+            templates, template_ids = self._templates(tuple(grants))
+            uid = {"type": "Roster::Principal", "id": principal}
+            policies = templates.with_linked_batch([
+                {"template_id": template_id, "new_id": f"agent:{principal}:{name}", "values": {_SLOT: uid}}
+                for template_id, (name, _) in zip(template_ids, grants)])
         entities = self._scope_entities.with_added_json_str(
             json.dumps(principal_entities(self.spec, self.principals[principal])))
         return policies, entities
+
+    def _compile_templates(self, grants: tuple[tuple[str, str], ...]) -> tuple[cedarpy.PolicySet, list[str]]:
+        """The shared set plus ``grants`` as templates, and each template's Cedar id, in order."""
+        text = self._shared_text + "\n" + _policy_text(
+            [f'@id("{_TEMPLATE}{i}")\n{policy}' for i, (_, policy) in enumerate(grants)])
+        policies = cedarpy.PolicySet.from_str(text)
+        ids = {t["id_annotation"]: t["id"] for t in policies.templates()}
+        return policies, [ids[f"{_TEMPLATE}{i}"] for i in range(len(grants))]
 
     def _request(self, principal: str, action: str, resource: Resource, transition: str) -> dict:
         context = {"transition": transition, "approval_gated": False, "writes_fields": False}
@@ -198,8 +219,11 @@ class Rights:
 
 
 def _decision(result: cedarpy.AuthzResult) -> Decision:
+    # A parsed policy is reported by its positional id (``policy<N>``), named by its ``@id``; a grant linked
+    # from a template by its link id, which is already ``agent:<handle>:<name>`` (its inherited ``@id`` is
+    # the template's).
     names = result.diagnostics.id_annotations_by_reason
-    policies = tuple(sorted(names.get(r, r) for r in result.diagnostics.reasons))
+    policies = tuple(sorted(r if r.startswith("agent:") else names.get(r, r) for r in result.diagnostics.reasons))
     return Decision(result.allowed, policies, tuple(result.diagnostics.errors))
 
 
@@ -267,28 +291,33 @@ def shared_policies(paused_scopes: Iterable[str] = ()) -> list[str]:
     return lines
 
 
-def agent_policies(spec: CompanySpec, handle: str) -> list[str]:
-    """The ``agent:<handle>:...`` grants of one agent of ``spec``: each is ``principal == <handle>``, so it
-    applies to that principal only."""
-    p = 'Roster::Principal::'
+def agent_grant_policies(spec: CompanySpec, handle: str, who: str) -> list[tuple[str, str]]:
+    """One agent's grants as ``(name, policy)`` pairs, unannotated, with ``who`` as the principal: the
+    agent's uid, or ``?principal`` for a Cedar template. The policy's ``@id`` is ``agent:<handle>:<name>``."""
     a = 'Roster::Action::'
     grants = agent_grants(spec, handle)
-    who = f'{p}"{handle}"'
-    lines = []
+    policies = []
     for action in ("read", "write", "create", "assign"):
         for scope in sorted(getattr(grants, action)):
-            lines.append(f'@id("agent:{handle}:{action}:{scope}")\npermit(principal == {who}, '
-                         f'action == {a}"{action}", resource in {_scope_uid(scope)});')
+            policies.append((f"{action}:{scope}", f'permit(principal == {who}, action == {a}"{action}", '
+                                                  f'resource in {_scope_uid(scope)});'))
     for action, refs in (("transition", grants.transitions), ("approve", grants.approve)):
         for ref in sorted(refs):
             workflow, _, transition = ref.partition(".")
-            lines.append(f'@id("agent:{handle}:{action}:{ref}")\npermit(principal == {who}, '
-                         f'action == {a}"{action}", resource == Roster::Workflow::"{workflow}") '
-                         f'when {{ context.transition == "{transition}" }};')
+            policies.append((f"{action}:{ref}", f'permit(principal == {who}, action == {a}"{action}", '
+                                                f'resource == Roster::Workflow::"{workflow}") '
+                                                f'when {{ context.transition == "{transition}" }};'))
     for tool in sorted(spec.agents[handle].tools):
-        lines.append(f'@id("agent:{handle}:tool:{tool}")\npermit(principal == {who}, '
-                     f'action == {a}"call_tool", resource == Roster::Tool::"{tool}");')
-    return lines
+        policies.append((f"tool:{tool}", f'permit(principal == {who}, action == {a}"call_tool", '
+                                         f'resource == Roster::Tool::"{tool}");'))
+    return policies
+
+
+def agent_policies(spec: CompanySpec, handle: str) -> list[str]:
+    """The ``agent:<handle>:...`` grants of one agent of ``spec``: each is ``principal == <handle>``, so it
+    applies to that principal only."""
+    return [f'@id("agent:{handle}:{name}")\n{policy}'
+            for name, policy in agent_grant_policies(spec, handle, f'Roster::Principal::"{handle}"')]
 
 
 def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> str:
