@@ -291,3 +291,72 @@ def test_bad_fleet_settings_are_refused_with_what_to_do(cli):
     assert unknown.exit_code == 2 and "nobody" in unknown.stderr and "role:<role>" in unknown.stderr
     zero = cli("up", "--once", "--max-runs", "0")
     assert zero.exit_code == 2 and "--max-runs" in zero.stderr
+
+
+SCOUT = POOL.replace("humans:\n", """\
+  scout:
+    tier: coordinator
+    rights: {read: ["*"], create: ["*"]}
+    triggers:
+      - every: 1h
+humans:
+""")
+
+
+def test_two_dispatchers_on_one_company_fire_a_schedule_once_and_take_turns_leading(pool_store, tmp_path):
+    pool_store.apply(parse_spec(SCOUT), applied_by="alice")
+    url = pool_store.engine.url.render_as_string(hide_password=False)
+    other = Store.open(url, artifact_root=tmp_path / "art")  # a second process's store: its own engine
+    try:
+        fired: list[str] = []
+
+        class Scout:
+            kind = "program"
+
+            def __init__(self, name: str) -> None:
+                self.name = name
+
+            def run(self, brief):  # noqa: ANN001, ANN201
+                fired.append(self.name)
+                return RunResult()
+
+        one = Dispatcher(pool_store.company("acme"), workdir=tmp_path, runners={"scout": Scout("one")})
+        two = Dispatcher(other.company("acme"), workdir=tmp_path, runners={"scout": Scout("two")})
+        for _ in range(3):
+            one.cycle()
+            two.cycle()
+        assert fired == ["one"]  # the hourly schedule fired once between the two, by the lease holder
+        leases = {name for name in ("leader", "agent:scout")}
+        assert leases <= one._runtime_leases and not leases & two._runtime_leases
+        one.close()  # a clean stop gives the runtime leases back: the other takes them at its next turn
+        two._housekeeping_due = 0.0
+        two.cycle()
+        assert {"leader", "agent:scout"} <= two._runtime_leases
+        two.close()
+    finally:
+        other.close()
+
+
+def test_on_postgresql_a_commit_in_another_process_wakes_the_dispatcher_by_notify(tmp_path):
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    with pg_schema("roster_notify") as (_schema, url):
+        mine, theirs = Store.open(url), Store.open(url)  # two engines: nothing in-process connects them
+        try:
+            mine.apply(parse_spec(POOL), applied_by="alice")
+            runners, log, _ = _pool(0.0, agents=("p1",))
+            dispatcher = Dispatcher(mine.company("acme"), workdir=tmp_path, runners=runners)
+            loop = threading.Thread(target=dispatcher.run_forever, kwargs={"poll_seconds": 30.0}, daemon=True)
+            loop.start()
+            time.sleep(1.0)  # listening, and idle until the next poll in 30 s
+            created = time.monotonic()
+            [task_id] = _create(theirs.company("acme"), 1)
+            wait_for(lambda: any(entry[1] == task_id for entry in log), 10, "the run to start")
+            latency = next(entry[3] for entry in log if entry[1] == task_id) - created
+            dispatcher.stopping.set()
+            dispatcher.wake.set()
+            loop.join(timeout=10)
+            assert latency < 2.0, latency  # woken by NOTIFY, not by the 30 s poll
+        finally:
+            mine.close()
+            theirs.close()

@@ -318,8 +318,8 @@ class Dispatcher:
                 wait_s = poll_seconds
                 if report is not None and outcomes:
                     report(outcomes)
-                if not any(o.outcome == "skipped" for o in outcomes):
-                    self.wake.wait(poll_seconds)
+                # After a lost race the work list is stale: look again soon, not at the next poll.
+                self.wake.wait(0.05 if any(o.outcome == "skipped" for o in outcomes) else poll_seconds)
         finally:
             report_rest = self.close()
             if report is not None and report_rest:
