@@ -24,6 +24,9 @@ from sqlalchemy import Engine, create_engine, event
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_LOCK_TIMEOUT = 5.0
 """Seconds a write waits for another process's lock before :class:`~roster.errors.StoreBusy`."""
+POOL_SIZE = 10
+POOL_OVERFLOW = 40
+"""Connections kept in the pool, and how many more may be opened at busy moments (runs ending at once)."""
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -32,11 +35,14 @@ def sqlite_url(path: str | Path) -> str:
 
 def make_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Engine:
     """An engine for ``url`` with Roster's connection settings. ``lock_timeout`` is in seconds."""
+    # A dispatcher's runs end in worker threads, each transaction on a connection of its own: the pool
+    # keeps up to POOL_SIZE + POOL_OVERFLOW of them rather than making runs queue for one (30 s at most).
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": lock_timeout})
+        engine = create_engine(url, connect_args={"timeout": lock_timeout}, pool_size=POOL_SIZE,
+                               max_overflow=POOL_OVERFLOW)
         _configure_sqlite(engine, lock_timeout)
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
 
 
 def _configure_sqlite(engine: Engine, lock_timeout: float) -> None:
