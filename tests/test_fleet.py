@@ -228,6 +228,14 @@ def test_a_run_of_a_dead_dispatcher_is_ended_as_crashed_counted_and_its_lease_gi
     claimed = company.claim_run(seen, agent="p1", run_id="r-dead", trigger="task arrival", ttl=60,
                                 dispatcher_id="deadbeef")
     assert claimed.attempt == 1 and company.get_task(task_id).lease_run == "r-dead"
+    # The run had started an agent CLI with a token of its own, which outlives the dead dispatcher.
+    from datetime import timedelta
+
+    from roster.errors import Unauthenticated
+    from roster.store.fleet import run_token_name
+
+    issued = company.issue_token("p1", actor=None, name=run_token_name("r-dead"), lifetime=timedelta(hours=1))
+    assert pool_store.session(issued.token).principal.handle == "p1"
     time.sleep(0.6)
     runners, log, _ = _pool(0.0)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners=runners, max_attempts=3)
@@ -243,6 +251,8 @@ def test_a_run_of_a_dead_dispatcher_is_ended_as_crashed_counted_and_its_lease_gi
     assert company.get_task(task_id).state == "planned"
     releases = [e.data.get("reason") for e in company.audit_log(action="lease.release")]
     assert releases[0] == "crashed"
+    with pytest.raises(Unauthenticated):  # fenced: the orphaned agent CLI can no longer act through Roster
+        pool_store.session(issued.token)
     assert [d.id for d in company.list_dispatchers(live=False) if d.stopped_at] == ["deadbeef", dispatcher.id]
 
 
