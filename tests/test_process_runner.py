@@ -59,7 +59,9 @@ def test_an_external_agent_acts_with_its_own_short_lived_token(tmp_path, monkeyp
                          .read_text())
     assert changes == {"added": ["notes.txt"]}
     [token] = company.list_tokens(principal="planner")
-    assert token.name == "run token (process runner)" and token.revoked_at is not None  # gone with the run
+    [run] = company.list_runs()
+    assert token.name == f"run token (process runner, run {run.id})"  # named after its run: the crash sweep revokes it
+    assert token.revoked_at is not None  # gone with the run
     assert (root / ".roster" / "runs" / outcome.run_id / "brief.md").read_text().startswith("# You are planner")
     assert company.verify_audit()[1] is None
 

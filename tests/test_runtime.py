@@ -873,7 +873,7 @@ def test_sigterm_of_roster_up_lets_the_run_in_flight_finish(rws):
             proc.wait(timeout=10)
     stdout, stderr = out.read_text(), err.read_text()
     assert code == 0, (stdout, stderr)
-    assert "SIGTERM, stopping after the run in flight" in stderr
+    assert "SIGTERM, stopping after the runs in flight" in stderr
     assert f"planner on task {one}: succeeded -> plan" in stdout and "roster up: stopped" in stdout
     assert js(rws("task", "show", str(one), "--json"))["task"]["state"] == "planned"
     assert js(rws("task", "show", str(two), "--json"))["task"]["state"] == "found"  # no new run after the signal

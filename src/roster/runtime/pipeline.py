@@ -253,7 +253,7 @@ class RunPipeline:
         failure = state.failure
         if failure is not None and not state.stopped:  # a kill switch is not the task's fault: no blocker
             tried = {"transition": state.result.transition if state.result else None,
-                     "writes": state.result.writes if state.result else {}, "saved": state.saved}
+                     "writes": state.result.writes if state.result else None, "saved": state.saved}
             state.blocked = self.company.record_failure(task.id, state.agent, failure,
                                                         max_attempts=self.max_attempts, tried=tried).blocked_reason
             self.log(f"{state.agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
