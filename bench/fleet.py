@@ -505,7 +505,7 @@ def part_processes(args: argparse.Namespace) -> None:
 # -- demo ------------------------------------------------------------------------------------------
 
 
-def demo_once(src: str | None) -> float:
+def demo_once(src: str | None) -> tuple[float, str]:
     env = dict(os.environ)
     if src:
         env["PYTHONPATH"] = src
@@ -517,7 +517,9 @@ def demo_once(src: str | None) -> float:
         wall = time.perf_counter() - t0
     if done.returncode != 0:
         print(f"  demo failed ({done.returncode}): {done.stderr[-500:]}", flush=True)
-    return wall
+    lines = [" ".join(line.split()) for line in done.stdout.splitlines()]
+    said = [line.split(" (")[0] for line in lines if line.startswith(("KPI lint_findings:", "audit verify:"))][-2:]
+    return wall, "; ".join(said)
 
 
 def part_demo(args: argparse.Namespace) -> None:
@@ -527,7 +529,8 @@ def part_demo(args: argparse.Namespace) -> None:
         if args.demo_before and i % 2:
             order.reverse()
         for label, src in order:
-            print(f"demo --yes, {label}: {demo_once(src):.2f} s", flush=True)
+            wall, said = demo_once(src)
+            print(f"demo --yes, {label}: {wall:.2f} s ({said})", flush=True)
 
 
 def main() -> None:
