@@ -362,7 +362,8 @@ class Dispatcher:
             agents = self._served = self.agents()
             self._spec, self._paused = self.company.spec_and_paused()
             load = self.in_flight()
-            room = {a: self.capacity(a) - load.get(a, 0) for a in agents}
+            wide = {a: n.max_concurrent_runs for a, n in self._spec.agents.items() if n.max_concurrent_runs != 1}
+            room = {a: wide.get(a, 1) - load.get(a, 0) for a in agents}
             free = self.max_runs - sum(load.values())
             ready = [a for a in agents if room[a] > 0]
             offers = self.company.candidates_many(ready) if ready and free > 0 else {}
@@ -441,13 +442,10 @@ class Dispatcher:
     def _start_trigger_runs(self) -> list[Future]:
         spec = self._current_spec()
         futures = []
-        for agent in self._woken_agents(spec):
+        for agent in self._may_wake([a for a in self._served if a in spec.agents and spec.agents[a].triggers], spec):
             if self.stopping.is_set():
                 break
-            triggers = spec.agents[agent].triggers if agent in spec.agents else []
-            if not triggers:
-                continue
-            fired = self.triggers.fired(agent, triggers)
+            fired = self.triggers.fired(agent, spec.agents[agent].triggers)
             if fired:
                 keys = ", ".join(f.key for f in fired)
                 futures.append(self._start_without_task(agent, keys, {"triggers": [f.as_dict() for f in fired]},
@@ -456,22 +454,31 @@ class Dispatcher:
 
     def _start_message_runs(self, exclude: set[str]) -> list[Future]:
         """The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them."""
-        agents = [a for a in self._woken_agents(self._current_spec()) if a not in exclude]
+        unread = self.company.unread_messages(self._served)
         futures = []
-        for agent, unread in self.company.unread_messages(agents).items():
+        for agent in self._may_wake([a for a in unread if a not in exclude], self._current_spec()):
             if self.stopping.is_set():
                 break
-            futures.append(self._start_without_task(agent, f"{len(unread)} unread message(s)", {}, []))
+            futures.append(self._start_without_task(agent, f"{len(unread[agent])} unread message(s)", {}, []))
         return futures
 
-    def _woken_agents(self, spec: CompanySpec) -> list[str]:
-        """Agents whose triggers and messages this dispatcher evaluates now: served here, with room for a
-        run and no run without a task in flight, and whose runtime lease (``agent:<handle>``) it holds."""
+    def _may_wake(self, agents: list[str], spec: CompanySpec) -> list[str]:
+        """Which of ``agents`` this dispatcher may wake without a task now: it holds the agent's runtime
+        lease (``agent:<handle>``), the agent has room for a run and no run without a task in flight,
+        and the dispatcher has room."""
         load = self.in_flight()
         with self._lock:
             busy = {f.agent for f in self._flights.values() if f.kind != "task"}
-        return [a for a in self._served if f"agent:{a}" in self._runtime_leases and a not in busy
-                and load.get(a, 0) < self.capacity(a, spec) and sum(load.values()) < self.max_runs]
+        free = self.max_runs - sum(load.values())
+        woken = []
+        for agent in agents:
+            if free <= 0:
+                break
+            if f"agent:{agent}" in self._runtime_leases and agent not in busy \
+                    and load.get(agent, 0) < self.capacity(agent, spec):
+                woken.append(agent)
+                free -= 1
+        return woken
 
     def _start_without_task(self, agent: str, trigger: str, context: dict, fired: list[Fired]) -> Future:
         runner = self._take_runner(agent)

@@ -56,6 +56,8 @@ class CompanyCache:
     principals: dict[str, Principal] = field(default_factory=dict)
     actors: dict[str, Actor] = field(default_factory=dict)
     rights: Rights | None = None
+    actionable: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    """Per agent, the states of each workflow it may take a transition from (memo of this revision)."""
 
 
 def principal_from_row(row: Any) -> Principal:

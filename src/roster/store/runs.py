@@ -165,9 +165,12 @@ class RunVerbs(CompanyBase):
                 return {}
             states = {agent: self._actionable_states(cache, agent) for agent in agents}
             union: dict[str, set[str]] = {}
+            seen: set[tuple[str, frozenset[str]]] = set()
             for per_agent in states.values():
                 for wf, wf_states in per_agent.items():
-                    union.setdefault(wf, set()).update(wf_states)
+                    if (wf, wf_states) not in seen:  # agents of one role share their states: merge once
+                        seen.add((wf, wf_states))
+                        union.setdefault(wf, set()).update(wf_states)
             if not union:
                 return {}
             # One indexed page per (workflow, state): each walks ix_tasks_work_order and stops after a
@@ -203,20 +206,26 @@ class RunVerbs(CompanyBase):
                     chosen[agent] = [Candidate(r.id, r.workflow, r.state, r.priority, r.version) for r in mine[:limit]]
         return chosen
 
-    def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, set[str]]:
-        """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``)."""
+    def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, frozenset[str]]:
+        """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``).
+        Kept on ``cache`` (one revision of spec, principals and rights): an idle cycle over thousands of
+        agents asks it again for each, every cycle."""
+        known = cache.actionable.get(agent)
+        if known is not None:
+            return known
         principal = cache.principals.get(agent)
-        if principal is None or principal.status != "active":
-            return {}
         states: dict[str, set[str]] = {}
-        for wf_name, wf in cache.spec.workflows.items():
-            if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
-                continue
-            for t_name, t in wf.transitions.items():
-                if cache.actors[agent].matches(t.by) and cache.rights.decide(
-                        agent, "transition", Resource("workflow", wf_name), t_name).allowed:
-                    states.setdefault(wf_name, set()).update(t.from_)
-        return states
+        if principal is not None and principal.status == "active":
+            for wf_name, wf in cache.spec.workflows.items():
+                if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
+                    continue
+                for t_name, t in wf.transitions.items():
+                    if cache.actors[agent].matches(t.by) and cache.rights.decide(
+                            agent, "transition", Resource("workflow", wf_name), t_name).allowed:
+                        states.setdefault(wf_name, set()).update(t.from_)
+        frozen = {wf: frozenset(sts) for wf, sts in states.items()}
+        cache.actionable[agent] = frozen
+        return frozen
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
                   attempt: int = 1, run_id: str | None = None, dispatcher_id: str | None = None) -> str:
