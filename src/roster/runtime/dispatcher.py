@@ -178,6 +178,8 @@ class Dispatcher:
         self._listener: _NotifyListener | None = None
         self._runtime_leases: set[str] = set()
         self._housekeeping_due = 0.0
+        self._peers = (1, 0)
+        """How many live dispatchers serve the company, and this one's place among them."""
 
     # -- who runs -----------------------------------------------------------------------------------
 
@@ -342,7 +344,7 @@ class Dispatcher:
             self._pool = None
         if self._registered:
             try:
-                self.company.stop_dispatcher(self.id)
+                self.company.stop_dispatcher(self.id, runs_started=self.runs_started, lost_races=self.lost_races)
             except OUTAGES as exc:
                 self.log(f"could not record the stop: {exc.message}")
             self._registered = False
@@ -362,8 +364,9 @@ class Dispatcher:
             agents = self._served = self.agents()
             self._spec, self._paused = self.company.spec_and_paused()
             load = self.in_flight()
+            everywhere = self.company.running_counts()  # other processes' runs count against an agent's limit
             wide = {a: n.max_concurrent_runs for a, n in self._spec.agents.items() if n.max_concurrent_runs != 1}
-            room = {a: wide.get(a, 1) - load.get(a, 0) for a in agents}
+            room = {a: wide.get(a, 1) - max(load.get(a, 0), everywhere.get(a, 0)) for a in agents}
             free = self.max_runs - sum(load.values())
             ready = [a for a in agents if room[a] > 0]
             offers = self.company.candidates_many(ready) if ready and free > 0 else {}
@@ -388,7 +391,11 @@ class Dispatcher:
                 offered.setdefault(task.id, (task, []))[1].append(agent)
         room, load = dict(room), Counter(load)
         chosen = []
-        for task, agents in sorted(offered.values(), key=lambda o: (-o[0].priority, o[0].id)):
+        peers, me = self._peers
+        # Priority, then age; with peers (other dispatchers serving this company), each first takes the
+        # tasks whose id falls to it (id modulo the number of dispatchers), so they do not all race for
+        # the same head of the queue.
+        for task, agents in sorted(offered.values(), key=lambda o: (-o[0].priority, o[0].id % peers != me, o[0].id)):
             if free <= 0:
                 break
             eligible = [a for a in agents if room.get(a, 0) > 0]
@@ -619,6 +626,8 @@ class Dispatcher:
         self._housekeeping_due = now + self.lease_seconds / 3
         names = [LEADER, *(f"agent:{a}" for a in self.agents())]
         self._runtime_leases = self.company.acquire_runtime_leases(self.id, names, ttl=self.lease_seconds)
+        live = sorted(d.id for d in self.company.list_dispatchers())
+        self._peers = (len(live), live.index(self.id)) if self.id in live else (1, 0)
         for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
                                                      alive=_pid_alive):
             where = f"task {crashed.task_id}" if crashed.task_id is not None else "no task"

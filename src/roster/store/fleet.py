@@ -36,6 +36,10 @@ _STEP_EVENT = Prepared(
     select(func.max(audit_events.c.seq))
     .where(audit_events.c.company_id == bindparam("company"), audit_events.c.subject == bindparam("subject"),
            or_(audit_events.c.action == "task.create", audit_events.c.action == "task.transition")))
+_RUNNING_OF = Prepared(select(func.count()).select_from(runs).where(
+    runs.c.company_id == bindparam("company"), runs.c.outcome == "running", runs.c.agent == bindparam("agent")))
+_RUNNING = Prepared(select(runs.c.agent, func.count()).where(
+    runs.c.company_id == bindparam("company"), runs.c.outcome == "running").group_by(runs.c.agent))
 CRASHED = "crashed"
 """The outcome of a run whose dispatcher died under it."""
 
@@ -115,13 +119,16 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
 
         Raises :class:`LostRace` (nothing written, nothing audited: losing a race is not an act), or
         whatever ``then`` raises (the claim rolls back)."""
+        if self.store.engine.dialect.name != "sqlite":
+            # A server: look first without the company row's lock, so a race already lost does not queue
+            # behind every other process's writes (on SQLite one process writes at a time anyway).
+            with self.store.read() as conn:
+                self._check_offered_txn(conn, self._current(conn), agent, self._task_row(conn, task.id), task,
+                                        self.store.now())
         with self.store.write() as conn:
             head, cache = self._head_txn(conn)
-            row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task.id})
-            if row is None:
-                raise NotFound(f"no task {task.id} in company '{self.company}'")
-            now = self.store.now()
-            self._check_offered_txn(conn, cache, agent, row, task, now)
+            row = self._task_row(conn, task.id)
+            self._check_offered_txn(conn, cache, agent, row, task, self.store.now())
             try:
                 who = self._actor(cache, agent)
                 lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
@@ -137,6 +144,12 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             audit.save_head(conn, head)
         return done
 
+    def _task_row(self, conn: Connection, task_id: int) -> Any:
+        row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+        if row is None:
+            raise NotFound(f"no task {task_id} in company '{self.company}'")
+        return row
+
     def _check_offered_txn(self, conn: Connection, cache: CompanyCache, agent: str, row: Any,
                            seen: Candidate | Task, now: str) -> None:
         if (row.state, row.version) != (seen.state, seen.version):
@@ -147,6 +160,11 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         if row.state not in self._actionable_states(cache, agent).get(row.workflow, ()):
             raise LostRace(row.id, agent, f"no transition from '{row.state}' is offered to it (rights, 'by', or "
                                           "the agent is not active)")
+        spec_agent = cache.spec.agents.get(agent)
+        limit = spec_agent.max_concurrent_runs if spec_agent else 1
+        running = _RUNNING_OF.first(conn, {"company": self.company, "agent": agent})[0]
+        if running >= limit:  # its runs in flight in every process, not only the claiming one's
+            raise LostRace(row.id, agent, f"it has {running} run(s) in flight, its max_concurrent_runs ({limit})")
         if _HELD_BACK_FOR.first(conn, {"company": self.company, "task_id": row.id, "agent": agent, "now": now}):
             raise LostRace(row.id, agent, "it is held back for the agent: a backoff, a blocker or an approval "
                                           "request it opened")
@@ -213,12 +231,13 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                          {"heartbeat_at": self.store.now(), "runs_in_flight": runs_in_flight,
                           "runs_started": runs_started, "lost_races": lost_races})
 
-    def stop_dispatcher(self, dispatcher_id: str) -> None:
-        """A dispatcher stopped cleanly; its runtime leases go back."""
+    def stop_dispatcher(self, dispatcher_id: str, *, runs_started: int, lost_races: int) -> None:
+        """A dispatcher stopped cleanly, with its final counters; its runtime leases go back."""
         with self.store.write() as conn:
             conn.execute(update(dispatchers).where(dispatchers.c.company_id == self.company,
                                                    dispatchers.c.id == dispatcher_id),
-                         {"stopped_at": self.store.now(), "runs_in_flight": 0})
+                         {"stopped_at": self.store.now(), "runs_in_flight": 0, "runs_started": runs_started,
+                          "lost_races": lost_races})
             conn.execute(runtime_leases.delete().where(runtime_leases.c.company_id == self.company,
                                                        runtime_leases.c.holder == dispatcher_id))
 
@@ -357,6 +376,11 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                     continue
                 held.add(name)
         return held
+
+    def running_counts(self) -> dict[str, int]:
+        """Runs in flight per agent, in every process (rows still ``running``; a dead process's are swept)."""
+        with self.store.read() as conn:
+            return {agent: count for agent, count in _RUNNING.all(conn, {"company": self.company})}
 
     # -- what status shows --------------------------------------------------------------------------
 

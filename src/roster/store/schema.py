@@ -227,7 +227,7 @@ runs = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
-    Index(None, "company_id", "outcome"),  # runs in flight: the crash sweep and roster status
+    Index(None, "company_id", "outcome", "agent"),  # runs in flight: per agent at claim, the sweep, status
 )
 
 dispatchers = Table(

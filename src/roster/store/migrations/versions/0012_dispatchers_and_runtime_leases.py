@@ -43,12 +43,12 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('dispatcher_id', sa.String(length=32), nullable=True))
-        batch_op.create_index(batch_op.f('ix_runs_company_id_outcome'), ['company_id', 'outcome'], unique=False)
+        batch_op.create_index(batch_op.f('ix_runs_company_id_outcome_agent'), ['company_id', 'outcome', 'agent'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_runs_company_id_outcome'))
+        batch_op.drop_index(batch_op.f('ix_runs_company_id_outcome_agent'))
         batch_op.drop_column('dispatcher_id')
     op.drop_table('runtime_leases')
     op.drop_table('dispatchers')
