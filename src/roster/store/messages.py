@@ -24,6 +24,8 @@ from roster.store.prepared import Prepared
 from roster.store.schema import messages, tasks
 
 MAX_MESSAGE_CHARS = 16_000
+_UNREAD_RECIPIENTS = Prepared(select(messages.c.recipient, func.count()).where(
+    messages.c.company_id == bindparam("company"), messages.c.read_at.is_(None)).group_by(messages.c.recipient))
 _UNREAD = Prepared(select(messages).where(messages.c.company_id == bindparam("company"),
                                           messages.c.recipient == bindparam("recipient"),
                                           messages.c.read_at.is_(None))
@@ -161,8 +163,7 @@ class MessageVerbs(CompanyBase):
         with self.store.read() as conn:
             # Every recipient with unread mail (few; the unread index), filtered here: an IN list of
             # thousands of idle agents cost more to build than the query did to run.
-            counts = conn.execute(select(messages.c.recipient, func.count()).where(
-                messages.c.company_id == self.company, messages.c.read_at.is_(None)).group_by(messages.c.recipient))
+            counts = _UNREAD_RECIPIENTS.all(conn, {"company": self.company})
             for recipient, _count in [row for row in counts if row[0] in wanted]:
                 found[recipient] = [_message(r) for r in conn.execute(select(messages).where(
                     messages.c.company_id == self.company, messages.c.recipient == recipient,
