@@ -63,10 +63,12 @@ printf '%s\\n' '{result}'
 """
 
 
-def spec_text(agents: int, runner: str | None = None) -> str:
+def spec_text(agents: int, runner: str | None = None, concurrent: int = 1) -> str:
     """A company ``fleet``: one workflow with one transition, ``plan``, by the role ``planner``, which
-    ``agents`` agents share (a pool)."""
+    ``agents`` agents share (a pool), each with ``max_concurrent_runs: concurrent`` (a limit that holds
+    across processes)."""
     run = f", runner: {{kind: program, command: '{runner}', timeout: 120}}" if runner else ""
+    run += f", max_concurrent_runs: {concurrent}" if concurrent != 1 else ""
     lines = ["company: fleet", "workflows:", "  job:", "    states: [found, planned]", "    initial: found",
              "    fields:", "      rule: {type: string}", "      spec: {type: string, minLength: 20}",
              "    transitions:",
@@ -441,7 +443,8 @@ def drain_processes(procs: int, tasks: int, max_runs: int, poll: float) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp, pg_schema() as (url, schema):
         store = Store.open(url, artifact_root=Path(tmp) / "art")
-        store.apply(parse_spec(spec_text(4)), applied_by="lead")
+        # Each agent may run in every process at once: the pool's capacity grows with the processes.
+        store.apply(parse_spec(spec_text(4, concurrent=procs)), applied_by="lead")
         company = store.company("fleet")
         workers = [Worker(url, Path(tmp), max_runs=max_runs, poll=poll) for _ in range(procs)]
         try:

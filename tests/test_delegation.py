@@ -206,7 +206,7 @@ def test_children_txn_shows_open_children_and_finished_results(store, jobs):
     latest = jobs.record_artifact(done.id, "report", b"v2", actor="worker", name="findings")
     move(jobs, done.id, "finish", actor="worker", writes={"result": "test_io is flaky"})
     with store.read() as conn:
-        shown = jobs.children_txn(conn, jobs._current(conn), parent.id)
+        shown = jobs.children_txn(conn, jobs.current_txn(conn), parent.id)
     assert [c["id"] for c in shown] == [done.id, pending.id]
     finished, still_open = shown
     assert finished["open"] is False and finished["state"] == "done"

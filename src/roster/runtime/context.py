@@ -99,7 +99,7 @@ class ContextAssembler:
         if task is not None and previous is None:
             previous = [a for a in self.company.attempts_of(task.id) if a.agent == agent]
         with self.company.store.read() as conn:
-            return self.brief_txn(conn, self.company._current(conn), agent, task, wakeup, previous or [])
+            return self.brief_txn(conn, self.company.current_txn(conn), agent, task, wakeup, previous or [])
 
     def brief_txn(self, conn: Any, cache: Any, agent: str, task: Task | None, wakeup: Wakeup,
                   previous: list[Attempt]) -> Brief:
@@ -124,7 +124,7 @@ class ContextAssembler:
                                  "packet": task.packet}
             mandatory["idempotency_key"] = company.idempotency_key_txn(conn, task)
             mandatory["fields_schema"] = spec.workflows[task.workflow].fields
-            children = company._children_txn(conn, task.id)  # read once: for the contract and for the brief
+            children = company.children_rows_txn(conn, task.id)  # read once: for the contract and for the brief
             mandatory["transitions"] = self._transitions(conn, cache, agent, task, children)
             optional.append(("previous_failure", _previous_failure(previous)))
             optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
@@ -158,7 +158,7 @@ class ContextAssembler:
         machine = cache.machines[task.workflow]
         offered = [(name, t) for name, t in machine.workflow.transitions.items() if task.state in t.from_]
         # Artifacts and checks are read only if some transition offered is judged on them.
-        evidence = (self.company._evidence_txn(conn, cache, task, children)
+        evidence = (self.company.evidence_txn(conn, cache, task, children)
                     if any(machine.needs_evidence(name) for name, _ in offered) else Evidence())
         actor = cache.actors.get(agent)
         shown = []

@@ -462,8 +462,12 @@ class Dispatcher:
     def _start_message_runs(self, exclude: set[str]) -> list[Future]:
         """The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them."""
         unread = self.company.unread_messages(self._served)
+        wanted = [a for a in unread if a not in exclude]
+        missing = [f"agent:{a}" for a in wanted if f"agent:{a}" not in self._runtime_leases]
+        if missing:  # the agent's runtime lease, taken when it has mail: one process wakes it
+            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
         futures = []
-        for agent in self._may_wake([a for a in unread if a not in exclude], self._current_spec()):
+        for agent in self._may_wake(wanted, self._current_spec()):
             if self.stopping.is_set():
                 break
             futures.append(self._start_without_task(agent, f"{len(unread[agent])} unread message(s)", {}, []))
@@ -624,7 +628,11 @@ class Dispatcher:
         if now < self._housekeeping_due:
             return
         self._housekeeping_due = now + self.lease_seconds / 3
-        names = [LEADER, *(f"agent:{a}" for a in self.agents())]
+        # The leader's lease, the triggers' of each served agent that has triggers, and the ones held (an
+        # agent's message wake-ups take theirs when mail arrives): not one per agent of a 10,000-agent fleet.
+        spec = self.company.spec()
+        names = {LEADER, *self._runtime_leases,
+                 *(f"agent:{a}" for a in self.agents() if a in spec.agents and spec.agents[a].triggers)}
         self._runtime_leases = self.company.acquire_runtime_leases(self.id, names, ttl=self.lease_seconds)
         live = sorted(d.id for d in self.company.list_dispatchers())
         self._peers = (len(live), live.index(self.id)) if self.id in live else (1, 0)

@@ -96,20 +96,22 @@ class CompanyBase:
             raise NotFound(f"company '{self.company}' no longer exists in this store")
         return head, self._refresh_txn(conn, head)
 
-    def _current(self, conn: Connection) -> CompanyCache:
+    def current_txn(self, conn: Connection) -> CompanyCache:
+        """The company's cache (spec, principals, rights) as of ``conn``'s transaction, refreshed if a
+        revision moved. Raises :class:`NotFound` if the company is gone."""
         return self._head_txn(conn)[1]
 
     def spec(self) -> CompanySpec:
         """The company's current spec (the last one applied)."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
         assert cache.spec is not None
         return cache.spec
 
     def spec_and_paused(self) -> tuple[CompanySpec, list[str]]:
         """The current spec and the kill switches in force, from one read (the runtime's cycle start)."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
         assert cache.spec is not None and cache.rights is not None
         return cache.spec, list(cache.rights.paused_scopes)
 
@@ -160,7 +162,7 @@ class CompanyBase:
         """A read transaction for ``actor`` (``None``: a trusted internal read); a denial is audited."""
         try:
             with self.store.read() as conn:
-                cache = self._current(conn)
+                cache = self.current_txn(conn)
                 yield conn, cache, (self._actor(cache, actor) if actor is not None else None)
         except Denied as exc:
             self._audit_rejection(actor, action, subject, exc, {})

@@ -76,7 +76,7 @@ class DelegationVerbs(ArtifactVerbs):
     def _check_open_parent(self, parent_id: int) -> None:
         """A finished task takes no new children: nobody is left accountable for them."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             row = self._row_txn(conn, parent_id)
         if finished(cache, row.workflow, row.state):
             raise UsageError(f"task {parent_id} is finished (state '{row.state}'); delegate from an open task")
@@ -122,7 +122,7 @@ class DelegationVerbs(ArtifactVerbs):
         """The tasks delegated from ``parent_id`` (that the actor may read), oldest first."""
         with self._reading(actor, "task.read", f"task:{parent_id}") as (conn, cache, who):
             self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
-            rows = self._children_txn(conn, parent_id)
+            rows = self.children_rows_txn(conn, parent_id)
             if who is None:
                 return rows
             readable = []
@@ -140,7 +140,7 @@ class DelegationVerbs(ArtifactVerbs):
         finished ones with their result (final state, fields, latest artifacts). A trusted read;
         ``children`` are the child tasks when the caller has read them in this transaction."""
         shown = []
-        for child in children if children is not None else self._children_txn(conn, parent_id):
+        for child in children if children is not None else self.children_rows_txn(conn, parent_id):
             done = finished(cache, child.workflow, child.state)
             item: dict[str, Any] = {"id": child.id, "title": child.title, "workflow": child.workflow,
                                     "state": child.state, "open": not done,

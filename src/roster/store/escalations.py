@@ -49,7 +49,7 @@ class EscalationVerbs(CompanyBase):
         on the task itself. ``None`` if there is none."""
         task = self.get_task(task_id)
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             blocked = set(conn.scalars(select(attempts.c.agent).where(
                 attempts.c.company_id == self.company, attempts.c.task_id == task_id,
                 attempts.c.blocked_reason.is_not(None))))

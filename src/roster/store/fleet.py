@@ -123,7 +123,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             # A server: look first without the company row's lock, so a race already lost does not queue
             # behind every other process's writes (on SQLite one process writes at a time anyway).
             with self.store.read() as conn:
-                self._check_offered_txn(conn, self._current(conn), agent, self._task_row(conn, task.id), task,
+                self._check_offered_txn(conn, self.current_txn(conn), agent, self._task_row(conn, task.id), task,
                                         self.store.now())
         with self.store.write() as conn:
             head, cache = self._head_txn(conn)

@@ -172,7 +172,7 @@ class MemoryVerbs(CompanyBase):
         # One audit event per refusal, naming the pad refused (not ``_reading``, which would audit it again).
         try:
             with self.store.read() as conn:
-                cache = self._current(conn)
+                cache = self.current_txn(conn)
                 who = self._actor(cache, actor) if actor is not None else None
                 if pads is None:
                     if who is None:

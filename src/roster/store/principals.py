@@ -110,7 +110,7 @@ class PrincipalVerbs(CompanyBase):
     def list_principals(self, *, actor: ActorRef | None = None) -> list[Principal]:
         """Every principal of the company, any status, by handle. Any active principal may list them."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             if actor is not None:
                 self._actor(cache, actor)
             return [cache.principals[h] for h in sorted(cache.principals)]
@@ -235,7 +235,7 @@ class PrincipalVerbs(CompanyBase):
     def list_tokens(self, *, actor: ActorRef | None = None, principal: str | None = None) -> list[TokenRecord]:
         """Token metadata, newest first. An agent sees only its own tokens; humans see all."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             query = select(api_tokens).where(api_tokens.c.company_id == self.company)
             if actor is not None:
                 who = self._actor(cache, actor)
@@ -323,7 +323,7 @@ class PrincipalVerbs(CompanyBase):
     def policy_text(self) -> str:
         """The Cedar policies in force: compiled from the spec, with the kill switches."""
         with self.store.read() as conn:
-            rights = self._current(conn).rights
+            rights = self.current_txn(conn).rights
         assert rights is not None
         return rights.policy_text
 
@@ -333,7 +333,7 @@ class PrincipalVerbs(CompanyBase):
         It is the same decision function the verbs call, in the same order: for actions on a task, a
         ``read`` denial decides first. Raises :class:`NotFound`, :class:`UsageError`."""
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             kind, _, name = resource.partition(":")
             if kind == "task":
                 if not name.isdigit():

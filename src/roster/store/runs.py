@@ -160,7 +160,7 @@ class RunVerbs(CompanyBase):
         now = self.store.now()
         scan = scan or min(1000, 4 * limit * max(1, len(agents)))
         with self.store.read() as conn:
-            cache = self._current(conn)
+            cache = self.current_txn(conn)
             if cache.rights is None or cache.spec is None:
                 return {}
             states = {agent: self._actionable_states(cache, agent) for agent in agents}

@@ -295,7 +295,7 @@ class TaskVerbs(CompanyBase):
             self._check_lease(task, who, fencing_token)
         machine = self._machine(cache, task.workflow)
         transition = machine.transition(name)
-        evidence = self._evidence_txn(conn, cache, task) if machine.needs_evidence(name) else Evidence()
+        evidence = self.evidence_txn(conn, cache, task) if machine.needs_evidence(name) else Evidence()
         if approver is not None:
             evidence = dataclasses.replace(evidence, approvals={name: (approver,)})
         try:
@@ -383,7 +383,7 @@ class TaskVerbs(CompanyBase):
             machine = cache.machines.get(task.workflow)
             if machine is None:
                 return []
-            evidence = self._evidence_txn(conn, cache, task)
+            evidence = self.evidence_txn(conn, cache, task)
         return [TransitionOption(name, t.to, list(t.by), machine.blocked_by(name, task.snapshot(), who, evidence))
                 for name, t in machine.workflow.transitions.items()]
 
@@ -395,12 +395,12 @@ class TaskVerbs(CompanyBase):
 
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
 
-    def _children_txn(self, conn: Connection, parent_id: int) -> list[Task]:
+    def children_rows_txn(self, conn: Connection, parent_id: int) -> list[Task]:
         """The tasks delegated from ``parent_id``, oldest first (a trusted read)."""
         rows = _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})
         return sorted((_task(row) for row in rows), key=lambda task: task.id)
 
-    def _evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task,
+    def evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task,
                       children: list[Task] | None = None) -> Evidence:
         """What the contract judges besides the task itself: its artifact kinds, the checks whose latest
         result passed, and its open children (``children``: already read in this transaction)."""
@@ -409,7 +409,7 @@ class TaskVerbs(CompanyBase):
         latest: dict[str, bool] = {}
         for row in _CHECKS.all(conn, params):
             latest[row.name] = bool(row.passed)
-        children = children if children is not None else self._children_txn(conn, task.id)
+        children = children if children is not None else self.children_rows_txn(conn, task.id)
         open_children = tuple(child.id for child in children
                               if not finished(cache, child.workflow, child.state))
         return Evidence(kinds, frozenset(n for n, ok in latest.items() if ok), open_children=open_children)
