@@ -13,21 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import alive
 
 from roster.errors import MalformedOutput
 from roster.runtime.processes import CHUNK, SETPRIV, OutputTooLarge, run_in_session
 from roster.runtime.runners import MAX_OUTPUT_BYTES, Brief, CommandRunner
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_if_sleep(pid_file: Path) -> None:
