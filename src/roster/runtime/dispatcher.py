@@ -29,24 +29,23 @@ import threading
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Protocol
 
 from roster.errors import LeaseHeld, LostRace, RosterError, StoreBusy, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec
+from roster.runtime.background import LeaseRenewals, NotifyListener, pid_alive
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.kpis import KpiMeter
 from roster.runtime.pipeline import CURRENT_RUN, OUTAGES, JudgmentCall, Outcome, RunPipeline, RunState
 from roster.runtime.runners import Brief, Runner, make_runner
+from roster.runtime.selection import LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Triggers
 from roster.store import CompanyStore, Task
-from roster.store.audit import WAKE_CHANNEL
 from roster.store.fleet import run_token_name
 from roster.store.leases import Lease
 from roster.store.runs import Candidate, new_run_id
@@ -70,35 +69,6 @@ def default_max_runs() -> int:
     """Runs in flight at once by default: four per core, at least 4. Runs mostly wait (on a model, an
     agent CLI, a command), so the limit is about the host's memory and child processes, not its CPU."""
     return max(4, 4 * (os.cpu_count() or 1))
-
-
-class SelectionPolicy(Protocol):
-    """Which agent of a pool gets a task: ``choose(task, agents, load)`` picks one of ``agents`` (each
-    offered the task, each with room for another run; never empty). ``load`` is each agent's runs in
-    flight, counting those started this cycle. ``started(agent)`` is told of every run started. The hook
-    through which fitness will route more traffic to fitter agents."""
-
-    name: str
-
-    def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int]) -> str: ...
-
-    def started(self, agent: str) -> None: ...
-
-
-class LeastLoaded:
-    """The default selection policy: the agent with the fewest runs in flight; among equals, the one this
-    dispatcher started the fewest runs for (so a pool takes turns), then by handle."""
-
-    name = "least-loaded"
-
-    def __init__(self) -> None:
-        self.runs: Counter[str] = Counter()
-
-    def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int]) -> str:
-        return min(agents, key=lambda a: (load.get(a, 0), self.runs[a], a))
-
-    def started(self, agent: str) -> None:
-        self.runs[agent] += 1
 
 
 @dataclass(frozen=True)
@@ -162,7 +132,7 @@ class Dispatcher:
         self.lost_races = 0
         self.runs_started = 0
         self._registered = False
-        self._renewals = _Renewals(company, lease_seconds, tick=self._heartbeat, log=self.log)
+        self._renewals = LeaseRenewals(company, lease_seconds, tick=self._heartbeat, log=self.log)
         self.pipeline = RunPipeline(company, self.context, lease_seconds=lease_seconds, max_attempts=max_attempts,
                                     dispatcher_id=self.id, renew=self._renewals.held, log=self.log)
         self._lock = threading.Lock()
@@ -175,7 +145,7 @@ class Dispatcher:
         self.wake = threading.Event()
         """Set when work may have appeared (a committed write, a NOTIFY, a run ending)."""
         self._forget_listener = company.store.on_work(self._on_work)
-        self._listener: _NotifyListener | None = None
+        self._listener: NotifyListener | None = None
         self._runtime_leases: set[str] = set()
         self._housekeeping_due = 0.0
         self._peers = (1, 0)
@@ -637,7 +607,7 @@ class Dispatcher:
         live = sorted(d.id for d in self.company.list_dispatchers())
         self._peers = (len(live), live.index(self.id)) if self.id in live else (1, 0)
         for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
-                                                     alive=_pid_alive):
+                                                     alive=pid_alive):
             where = f"task {crashed.task_id}" if crashed.task_id is not None else "no task"
             self.log(f"{crashed.agent} on {where}: run {crashed.run_id} crashed ({crashed.reason})"
                      + (f"; blocked: {crashed.blocked}" if crashed.blocked else ""))
@@ -663,7 +633,7 @@ class Dispatcher:
     def _listen(self) -> None:
         """On PostgreSQL, wake on other processes' commits (``LISTEN``); elsewhere polling stays the way."""
         if self.company.store.engine.dialect.name == "postgresql" and self._listener is None:
-            self._listener = _NotifyListener(self.company, self.wake, self.log)
+            self._listener = NotifyListener(self.company, self.wake, self.log)
             self._listener.start()
 
     def _record_unrecorded(self) -> None:
@@ -745,138 +715,3 @@ class Dispatcher:
 
 def _outage_word(error: BaseException) -> str:
     return "busy" if isinstance(error, StoreBusy) else "unavailable"
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host runs (a zombie does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True  # no /proc (not Linux): it exists
-
-
-class _Renewals:
-    """Renews the lease of every run in flight each third of the lease's length (``seconds``), and calls
-    ``tick`` (the dispatcher's heartbeat) as often, from one background thread kept for the dispatcher's
-    life (a thread per run cost more than the rest of a short run's bookkeeping). A lease that cannot be
-    renewed because it is no longer the run's (taken over, released by the kill switch) is dropped: the
-    run's writes will be refused by its fencing token. A database error (an outage) drops nothing: the
-    thread logs it and tries again at its next tick, so it survives any error.
-
-    Every lease it is given has the same length, so a new one is never due before the thread's next
-    wake-up: adding one needs no signal, and a short run costs no thread switch."""
-
-    def __init__(self, company: CompanyStore, seconds: float, *, tick: Callable[[], None] | None = None,
-                 log: Callable[[str], None] = lambda _m: None) -> None:
-        self.company, self.seconds, self.tick, self.log = company, seconds, tick, log
-        self._leases: dict[int, tuple[str, Lease, float]] = {}  # task id -> (agent, lease, due: monotonic s)
-        self._changed = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopped = False
-
-    def start(self) -> None:
-        with self._changed:
-            if self._thread is None:
-                self._stopped = False
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="lease-renewals")
-                self._thread.start()
-
-    def stop(self) -> None:
-        with self._changed:
-            self._stopped = True
-            self._changed.notify_all()
-            thread, self._thread = self._thread, None
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=5)
-
-    @contextmanager
-    def held(self, agent: str, lease: Lease) -> Iterator[None]:
-        """Renew ``lease`` while the block runs. On exit no renewal of it is in progress, or will be."""
-        self.start()
-        with self._changed:
-            self._leases[lease.task_id] = (agent, lease, time.monotonic() + self.seconds / 3)
-        try:
-            yield
-        finally:
-            with self._changed:  # waits for a renewal in progress: it holds the condition's lock
-                self._leases.pop(lease.task_id, None)
-
-    def _loop(self) -> None:
-        next_tick = 0.0
-        with self._changed:
-            while not self._stopped:
-                now = time.monotonic()
-                for task_id, (agent, lease, due) in list(self._leases.items()):
-                    if due > now:
-                        continue
-                    try:
-                        self.company.renew(task_id, actor=agent, fencing_token=lease.fencing_token, ttl=self.seconds)
-                        self._leases[task_id] = (agent, lease, now + self.seconds / 3)
-                    except RosterError as exc:
-                        if isinstance(exc, OUTAGES):
-                            self.log(f"lease of task {task_id} not renewed: {exc.message} (trying again)")
-                            self._leases[task_id] = (agent, lease, now + min(1.0, self.seconds / 3))
-                        else:
-                            del self._leases[task_id]
-                    except Exception as exc:  # noqa: BLE001 - the thread outlives any error
-                        self.log(f"lease of task {task_id} not renewed: {exc!r} (trying again)")
-                        self._leases[task_id] = (agent, lease, now + min(1.0, self.seconds / 3))
-                if self.tick is not None and now >= next_tick:
-                    try:
-                        self.tick()
-                        next_tick = now + self.seconds / 3
-                    except Exception as exc:  # noqa: BLE001 - an outage: beat again soon
-                        self.log(f"heartbeat not recorded: {getattr(exc, 'message', exc)!s}")
-                        next_tick = now + min(1.0, self.seconds / 3)
-                wake = min([due for _, _, due in self._leases.values()] + [next_tick],
-                           default=now + self.seconds / 3)
-                self._changed.wait(timeout=max(0.05, wake - time.monotonic()))
-
-
-class _NotifyListener:
-    """PostgreSQL only: a thread on a connection of its own that ``LISTEN``s on
-    :data:`~roster.store.audit.WAKE_CHANNEL` and sets ``wake`` when another process commits work for this
-    company. It reconnects with backoff after any error (a server restart), so it never dies."""
-
-    def __init__(self, company: CompanyStore, wake: threading.Event, log: Callable[[str], None]) -> None:
-        self.company, self.wake, self.log = company, wake, log
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="roster-listen")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(timeout=3)
-
-    def _loop(self) -> None:
-        backoff = 0.5
-        while not self._stopped.is_set():
-            try:
-                raw = self.company.store.engine.raw_connection()
-                try:
-                    conn = raw.driver_connection
-                    conn.autocommit = True
-                    conn.execute(f"LISTEN {WAKE_CHANNEL}")
-                    backoff = 0.5
-                    self.wake.set()  # anything committed while not listening
-                    while not self._stopped.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            if note.payload == self.company.company:
-                                self.wake.set()
-                finally:
-                    raw.invalidate()  # never back to the pool: it is LISTENing
-            except Exception as exc:  # noqa: BLE001 - a server restart: listen again when it is back
-                if self._stopped.is_set():
-                    return
-                self.log(f"not listening for other processes' work ({type(exc).__name__}); again in {backoff:g} s")
-                self._stopped.wait(backoff)
-                backoff = min(2 * backoff, 30.0)
