@@ -28,7 +28,7 @@ from roster.store.company_base import CompanyCache
 from roster.store.leases import Lease, LeaseVerbs
 from roster.store.prepared import Prepared
 from roster.store.runs import _HELD_BACK_FOR, Attempt, Candidate, RunRecord, RunVerbs, run_record
-from roster.store.schema import api_tokens, audit_events, dispatchers, runs, runtime_leases, tasks
+from roster.store.schema import api_tokens, audit_events, dispatchers, runs, runtime_leases
 from roster.store.store import format_ts
 from roster.store.tasks import _SELECT_TASK, Task
 
@@ -336,11 +336,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             return CrashedRun(run.id, run.agent, None, reason)
         task = _SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
         if task is not None and task.lease_run == run.id:
-            conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == run.task_id),
-                         {"lease_holder": None, "lease_run": None, "lease_expires_at": None})
-            audit.append(conn, head, ts=stamp, principal="runtime", action="lease.release",
-                         subject=f"task:{run.task_id}",
-                         data={"holder": run.agent, "fencing_token": task.fencing_token, "reason": CRASHED})
+            self._drop_lease_txn(conn, head, task, by="runtime", reason=CRASHED, now=stamp)
         attempt = self._record_failure_txn(conn, head, run.task_id, run.agent,
                                            Failure(FailureCategory.TRANSIENT, CRASHED, message),
                                            max_attempts=max_attempts, tried={"crashed_run": run.id})

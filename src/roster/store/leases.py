@@ -173,11 +173,17 @@ class LeaseVerbs(CompanyBase):
                                  .where(and_(*clauses)).order_by(tasks.c.id)))
         now = self.store.now()
         for row in rows:
-            conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == row.id),
-                         {"lease_holder": None, "lease_run": None, "lease_expires_at": None})
-            audit.append(conn, head, ts=now, principal=by, action="lease.release", subject=f"task:{row.id}",
-                         data={"holder": row.lease_holder, "fencing_token": row.fencing_token, "reason": reason})
+            self._drop_lease_txn(conn, head, row, by=by, reason=reason, now=now)
         return [row.id for row in rows]
+
+    def _drop_lease_txn(self, conn: Connection, head: audit.ChainHead, row: Any, *, by: str, reason: str,
+                        now: str) -> None:
+        """Release the lease of task ``row`` (its ``id``, ``lease_holder``, ``fencing_token``) on behalf of
+        ``by``, not its holder (the kill switch, the crash sweep), audited with ``reason``."""
+        conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == row.id),
+                     {"lease_holder": None, "lease_run": None, "lease_expires_at": None})
+        audit.append(conn, head, ts=now, principal=by, action="lease.release", subject=f"task:{row.id}",
+                     data={"holder": row.lease_holder, "fencing_token": row.fencing_token, "reason": reason})
 
     def leases(self) -> list[Lease]:
         """Live leases of the company (expired ones are not listed: they hold nothing)."""
