@@ -412,9 +412,8 @@ class Dispatcher:
         stop = Failure(FailureCategory.DETERMINISTIC, "cost-limit",
                        f"task {task.id} has cost {spent:.4f} USD, at or past the limit of "
                        f"{self.max_task_cost_usd:.4f} USD per task")
-        blocked = self.company.record_failure(task.id, agent, stop, max_attempts=1).blocked_reason
-        self.company.escalate(task.id, from_agent=agent, category=stop.category.value, reason=blocked or "")
-        return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=blocked)
+        attempt, _ = self.company.fail_attempt(task.id, agent, stop, max_attempts=1)
+        return Outcome(agent, task.id, None, "stopped", failure=stop, blocked=attempt.blocked_reason)
 
     def _start_trigger_runs(self) -> list[Future]:
         spec = self._current_spec()
@@ -646,13 +645,9 @@ class Dispatcher:
                     return
                 run = self._unrecorded[0]
             finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6)}
-            blocked = self.company.record_failure(run.task_id, run.agent, run.failure,
-                                                  max_attempts=self.max_attempts).blocked_reason
+            self.company.fail_attempt(run.task_id, run.agent, run.failure, max_attempts=self.max_attempts)
             self.company.end_run(run.run_id, agent=run.agent, task_id=run.task_id, fencing_token=run.fencing_token,
                                  finish=finish)
-            if blocked:
-                self.company.escalate(run.task_id, from_agent=run.agent, category=run.failure.category.value,
-                                      reason=blocked)
             with self._lock:
                 self._unrecorded.pop(0)
             self.log(f"{run.agent} on task {run.task_id}: run {run.run_id} recorded as failed "

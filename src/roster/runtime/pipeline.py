@@ -254,12 +254,11 @@ class RunPipeline:
         if failure is not None and not state.stopped:  # a kill switch is not the task's fault: no blocker
             tried = {"transition": state.result.transition if state.result else None,
                      "writes": state.result.writes if state.result else None, "saved": state.saved}
-            state.blocked = self.company.record_failure(task.id, state.agent, failure,
-                                                        max_attempts=self.max_attempts, tried=tried).blocked_reason
+            attempt, step = self.company.fail_attempt(task.id, state.agent, failure, max_attempts=self.max_attempts,
+                                                      tried=tried)
+            state.blocked = attempt.blocked_reason
             self.log(f"{state.agent} on task {task.id}: {failure.category.value} failure: {failure.message}")
-            if state.blocked:  # the self step is over: up the ladder, to a peer or a human
-                step = self.company.escalate(task.id, from_agent=state.agent, category=failure.category.value,
-                                             reason=state.blocked)
+            if step is not None:
                 self.log(f"  escalated to {step.to} ({step.step}): {step.reason}")
         elif state.outcome == "succeeded" and state.previous:
             self.company.clear_attempts(task.id, state.agent)

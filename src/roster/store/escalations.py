@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from sqlalchemy import insert, select, update
 
 from roster.errors import NotFound, UsageError
+from roster.kernel.failures import Failure
 from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.runs import Attempt
 from roster.store.schema import attempts, escalations
 
 
@@ -92,6 +94,17 @@ class EscalationVerbs(CompanyBase):
                                                           "reason": why})
             audit.save_head(conn, head)
         return Escalation(escalation_id, task_id, from_agent, step, to, category, why, "open", now, None, None, "")
+
+    def fail_attempt(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int,
+                     tried: dict | None = None) -> tuple[Attempt, Escalation | None]:
+        """Count ``agent``'s failed attempt on the task (:meth:`~roster.store.runs.RunVerbs.record_failure`:
+        a retry with backoff, or a persisted blocker) and, once it is blocked, the self step is over: take
+        the next step up the ladder (:meth:`escalate`). Returns the attempt and the escalation, if any."""
+        attempt = self.record_failure(task_id, agent, failure, max_attempts=max_attempts, tried=tried)
+        if not attempt.blocked_reason:
+            return attempt, None
+        return attempt, self.escalate(task_id, from_agent=agent, category=failure.category.value,
+                                      reason=attempt.blocked_reason)
 
     def list_escalations(self, *, status: str | None = "open", actor: ActorRef | None = None) -> list[Escalation]:
         """Escalations, oldest first; agents see those from or to them, humans all."""
