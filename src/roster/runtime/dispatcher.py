@@ -35,26 +35,32 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from roster.errors import LeaseHeld, LostRace, RosterError, StoreBusy, UsageError
+from roster.errors import LostRace, RosterError, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec
 from roster.runtime.background import LeaseRenewals, NotifyListener, pid_alive
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.kpis import KpiMeter
-from roster.runtime.pipeline import CURRENT_RUN, OUTAGES, JudgmentCall, Outcome, RunPipeline, RunState
+from roster.runtime.pipeline import (
+    CURRENT_RUN,
+    OUTAGES,
+    JudgmentCall,
+    Outcome,
+    RunPipeline,
+    RunState,
+    outage_word,
+)
 from roster.runtime.runners import Brief, Runner, make_runner
 from roster.runtime.selection import LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Triggers
 from roster.store import CompanyStore, Task
 from roster.store.fleet import run_token_name
-from roster.store.leases import Lease
+from roster.store.leases import DEFAULT_LEASE_SECONDS, Lease
 from roster.store.runs import Candidate, new_run_id
 
 RUNTIME = "runtime"
 """Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
 CONSOLIDATION = "memory:consolidate"
-DEFAULT_LEASE_SECONDS = 60.0
-"""A run's lease (seconds); renewed every third of it while the run legitimately works, however long."""
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_BUSY_WAIT = 60.0
 """Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays unavailable."""
@@ -86,7 +92,6 @@ class _Unrecorded:
 @dataclass
 class _Flight:
     agent: str
-    task_id: int | None
     kind: str  # task, trigger, message
 
 
@@ -119,6 +124,8 @@ class Dispatcher:
         self._handed_out: set[str] = set()
         self._paused: list[str] | None = None
         self._served: list[str] = []
+        self._limits_of: CompanySpec | None = None
+        self._wide: dict[str, int] = {}
         self.log = log or (lambda _message: None)
         self.stopping = threading.Event()
         self._spec: CompanySpec | None = None
@@ -230,8 +237,15 @@ class Dispatcher:
 
     def capacity(self, agent: str, spec: CompanySpec | None = None) -> int:
         """How many runs ``agent`` may have in flight at once (``max_concurrent_runs``, default 1)."""
-        spec_agent = (spec or self._current_spec()).agents.get(agent)
-        return spec_agent.max_concurrent_runs if spec_agent else 1
+        return self._limits(spec or self._current_spec()).get(agent, 1)
+
+    def _limits(self, spec: CompanySpec) -> dict[str, int]:
+        """The agents of ``spec`` whose ``max_concurrent_runs`` is not 1 (kept while the spec is the same:
+        a cycle over thousands of agents asks for each)."""
+        if self._limits_of is not spec:
+            self._limits_of = spec
+            self._wide = {a: n.max_concurrent_runs for a, n in spec.agents.items() if n.max_concurrent_runs != 1}
+        return self._wide
 
     def in_flight(self) -> dict[str, int]:
         """Runs in flight per agent, now."""
@@ -283,7 +297,7 @@ class Dispatcher:
                 try:
                     outcomes = self.step()
                 except OUTAGES as exc:
-                    self.log(f"the store is {_outage_word(exc)}: {exc.message} Next cycle in {wait_s:g} s.")
+                    self.log(f"the store is {outage_word(exc)}: {exc.message} Next cycle in {wait_s:g} s.")
                     self.stopping.wait(wait_s)
                     wait_s = min(2 * wait_s, MAX_BUSY_WAIT)
                     continue
@@ -335,8 +349,8 @@ class Dispatcher:
             self._spec, self._paused = self.company.spec_and_paused()
             load = self.in_flight()
             everywhere = self.company.running_counts()  # other processes' runs count against an agent's limit
-            wide = {a: n.max_concurrent_runs for a, n in self._spec.agents.items() if n.max_concurrent_runs != 1}
-            room = {a: wide.get(a, 1) - max(load.get(a, 0), everywhere.get(a, 0)) for a in agents}
+            limits = self._limits(self._spec)
+            room = {a: limits.get(a, 1) - max(load.get(a, 0), everywhere.get(a, 0)) for a in agents}
             free = self.max_runs - sum(load.values())
             ready = [a for a in agents if room[a] > 0]
             offers = self.company.candidates_many(ready) if ready and free > 0 else {}
@@ -382,22 +396,32 @@ class Dispatcher:
                queue: tuple[int, ...] = ()) -> tuple[Outcome | None, Future | None]:
         """Claim ``task`` for ``agent`` in this thread and hand the run to a worker thread. Returns an
         outcome now (a budget stop, a cost stop, a lost race) or the run's future."""
-        stop = self._stop_before_claim(agent, task)
-        if stop is not None:
-            return stop, None
         runner = self._take_runner(agent)
-        state = RunState(agent, new_run_id(), trigger, runner)
         try:
-            self.pipeline.claim(state, task, queue)
-        except (LostRace, LeaseHeld):
-            self._give_back_runner(agent, runner)
-            with self._lock:
-                self.lost_races += 1
-            return Outcome(agent, task.id, None, "skipped"), None
+            claimed = self._claim(agent, task, runner, trigger=trigger, queue=queue)
         except BaseException:
             self._give_back_runner(agent, runner)
             raise
-        return None, self._submit(_Flight(agent, task.id, "task"), lambda: self._run_task(state))
+        if isinstance(claimed, Outcome):
+            self._give_back_runner(agent, runner)
+            return claimed, None
+        return None, self._submit(_Flight(agent, "task"), lambda: self._run_task(claimed))
+
+    def _claim(self, agent: str, task: Candidate | Task, runner: Runner, *, trigger: str,
+               queue: tuple[int, ...]) -> RunState | Outcome:
+        """The stop rules, then the claim, in this thread. An outcome when no run starts: a budget or cost
+        stop, or a lost race (counted, and nothing else)."""
+        stop = self._stop_before_claim(agent, task)
+        if stop is not None:
+            return stop
+        state = RunState(agent, new_run_id(), trigger, runner)
+        try:
+            self.pipeline.claim(state, task, queue)
+        except LostRace:
+            with self._lock:
+                self.lost_races += 1
+            return Outcome(agent, task.id, None, "skipped")
+        return state
 
     def _stop_before_claim(self, agent: str, task: Candidate | Task) -> Outcome | None:
         exhausted = self.enforce_budgets(agent, task.workflow)
@@ -464,7 +488,7 @@ class Dispatcher:
         runner = self._take_runner(agent)
         state = RunState(agent, new_run_id(), trigger, runner)
         kind = "trigger" if fired else "message"
-        return self._submit(_Flight(agent, None, kind), lambda: self._run_without_task(state, context, fired))
+        return self._submit(_Flight(agent, kind), lambda: self._run_without_task(state, context, fired))
 
     def _submit(self, flight: _Flight, work: Callable[[], Outcome]) -> Future:
         if self._pool is None:
@@ -555,23 +579,11 @@ class Dispatcher:
             raise UsageError(f"agent '{agent}' has no runner configured")
         self._register()
         if task is None:
-            exhausted = self.enforce_budgets(agent, None)
-            if exhausted:
-                return Outcome(agent, None, None, "stopped", blocked=exhausted)
-            state = RunState(agent, new_run_id(), trigger, runner)
-            outcome = self.pipeline.run_without_task(state, context or {})
-            self.enforce_budgets(agent, None)
-            return outcome
-        stop = self._stop_before_claim(agent, task)
-        if stop is not None:
-            return stop
-        state = RunState(agent, new_run_id(), trigger, runner)
-        try:
-            self.pipeline.claim(state, task, tuple(queue or ()))
-        except (LostRace, LeaseHeld):
-            self.lost_races += 1
-            return Outcome(agent, task.id, None, "skipped")
-        outcome = self.pipeline.run(state)
+            return self._run_without_task(RunState(agent, new_run_id(), trigger, runner), context or {}, [])
+        claimed = self._claim(agent, task, runner, trigger=trigger, queue=tuple(queue or ()))
+        if isinstance(claimed, Outcome):
+            return claimed
+        outcome = self.pipeline.run(claimed)
         self._after_run(agent, task.workflow, outcome)
         return outcome
 
@@ -707,6 +719,3 @@ class Dispatcher:
             self.log(f"memory: merged {len(done.merged)} group(s) of duplicates, dropped {len(done.expired)} "
                      "expired entr(ies)")
 
-
-def _outage_word(error: BaseException) -> str:
-    return "busy" if isinstance(error, StoreBusy) else "unavailable"

@@ -327,8 +327,7 @@ class RunPipeline:
             except OUTAGES as exc:
                 if time.monotonic() + wait > deadline:
                     raise
-                what = "busy" if isinstance(exc, StoreBusy) else "unavailable"
-                self.log(f"the store is {what} ({exc.message}); run {state_id} goes on in {wait:g} s")
+                self.log(f"the store is {outage_word(exc)} ({exc.message}); run {state_id} goes on in {wait:g} s")
                 self.sleep(wait)
                 wait = min(2 * wait, 15.0)
 
@@ -361,6 +360,11 @@ class RunPipeline:
                 m.text, actor=agent, kind=m.kind, confidence=m.confidence, provenance=provenance,
                 expires_in=m.expires_in)))
         return steps
+
+
+def outage_word(error: BaseException) -> str:
+    """How a log line names an outage: the store is ``busy`` (a lock) or ``unavailable`` (a server)."""
+    return "busy" if isinstance(error, StoreBusy) else "unavailable"
 
 
 def stopped_by_kill_switch(error: BaseException) -> bool:
