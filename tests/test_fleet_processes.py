@@ -601,3 +601,39 @@ def test_an_agent_with_max_concurrent_runs_1_works_one_task_at_a_time_across_pro
     assert sorted(c["task"] for c in ws.calls_of()) == ids  # each task once, whatever the limit
     # The spec: "Runs of this agent in flight at once (default 1: an agent works one task at a time)".
     assert _most_at_once(read_lines(ws.calls)) == {"p1": 1}
+
+
+# -- 6. two processes share a pool; one is killed mid-run, the other finishes its work -------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_when_one_of_two_roster_up_processes_is_killed_mid_run_the_other_finishes_its_tasks(fleet, backend):
+    ws = fleet(backend)
+    ws.write_spec({"fix-lint": "planner"}, {a: (["planner"], ws.command(2.0)) for a in ("p1", "p2")},
+                  max_concurrent_runs=2)
+    args = ("--lease-seconds", "3", "--poll", "0.2", "--max-runs", "2")
+    ups = [ws.up(*args) for _ in range(2)]
+    wait_for(lambda: len(ws.company.list_dispatchers()) == 2, 30, "both processes to register")
+    ids = ws.create(6)
+    victim, survivor = ups
+    wait_for(lambda: any(c["ppid"] == victim.pid for c in ws.calls_of()), 30, "the victim to start a run")
+    victim.kill()  # SIGKILL mid-run: its runs were working
+    wait_for(lambda: all(ws.company.get_task(t).state == "planned" for t in ids), 90,
+             "the survivor to finish every task")
+    assert survivor.proc.poll() is None, survivor.stderr()
+    survivor.proc.send_signal(signal.SIGTERM)
+    assert survivor.proc.wait(timeout=30) == 0, survivor.stderr()
+
+    transitions = ws.company.audit_log(action="task.transition", limit=1000)
+    assert sorted(int(e.subject.split(":")[1]) for e in transitions) == ids  # each task moved exactly once
+    runs = ws.company.list_runs(limit=1000)
+    pid_of = {d.id: d.pid for d in ws.company.list_dispatchers(live=False)}
+    crashed = [r for r in runs if r.outcome == "crashed"]
+    assert crashed and {pid_of[r.dispatcher_id] for r in crashed} == {victim.pid}
+    assert all(r.outcome in ("succeeded", "crashed") for r in runs)
+    assert {r.task_id for r in runs if r.outcome == "succeeded"} == set(ids)
+    assert all(pid_of[r.dispatcher_id] == survivor.pid for r in runs
+               if r.outcome == "succeeded" and r.task_id in {c.task_id for c in crashed})
+    assert ws.company.leases() == [] and ws.company.list_escalations(status=None) == []
+    verify = ws.cli("audit", "verify")
+    assert verify.returncode == 0, verify.stderr
