@@ -118,11 +118,11 @@ class RunState:
 class RunPipeline:
     """The steps of one run for one company (see the module docstring). ``renew(agent, lease)`` is a
     context manager that keeps a lease alive while the runner works; ``outage_patience`` (seconds) is how
-    long a run's end waits for an unavailable store; ``sleep`` waits between those tries."""
+    long a run's end waits for an unavailable store."""
 
     def __init__(self, company: CompanyStore, context: ContextAssembler, *, lease_seconds: float,
                  max_attempts: int, dispatcher_id: str | None, renew: Callable, log: Callable[[str], None],
-                 outage_patience: float = 300.0, sleep: Callable[[float], Any] = time.sleep) -> None:
+                 outage_patience: float = 300.0) -> None:
         self.company = company
         self.context = context
         self.lease_seconds = lease_seconds
@@ -131,7 +131,6 @@ class RunPipeline:
         self.renew = renew
         self.log = log
         self.outage_patience = outage_patience
-        self.sleep = sleep
 
     # -- claim --------------------------------------------------------------------------------------
 
@@ -328,7 +327,7 @@ class RunPipeline:
                 if time.monotonic() + wait > deadline:
                     raise
                 self.log(f"the store is {outage_word(exc)} ({exc.message}); run {state_id} goes on in {wait:g} s")
-                self.sleep(wait)
+                time.sleep(wait)
                 wait = min(2 * wait, 15.0)
 
     def _file_task(self, agent: str, new: Any, parent: Task | None) -> None:

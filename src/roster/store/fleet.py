@@ -13,6 +13,7 @@ Times are the store's clock; durations are seconds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -140,7 +141,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                                 fencing_token=lease.fencing_token, attempt=attempt, dispatcher_id=dispatcher_id)
             done = ClaimedRun(lease, claimed, attempt, previous)
             if then is not None:
-                done = ClaimedRun(lease, claimed, attempt, previous, then(conn, cache, done))
+                done = dataclasses.replace(done, prepared=then(conn, cache, done))
             audit.save_head(conn, head)
         return done
 
