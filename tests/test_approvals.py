@@ -1,18 +1,27 @@
 """Approval edges: a move or tool call on one opens a request with evidence instead of running;
 approving runs it atomically as the requester, rejecting leaves it undone with a note; nobody approves
 their own request; requests expire and go stale; the inbox, the per-edge counts, tenant isolation,
-and every step on the audit record. Real SQLite files, a clock the tests move."""
+and every step on the audit record. Real SQLite files and the real PostgreSQL, a clock the tests move."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, StepClock
+from conftest import FIX_LINT, GOOD_SPEC, StepClock, pg_reachable, pg_schema
 
-from roster.errors import ApprovalPending, ContractViolation, Denied, NotFound, StaleVersion, UsageError
+from roster.errors import (
+    ApprovalPending,
+    ApprovalStale,
+    ContractViolation,
+    Denied,
+    NotFound,
+    StaleVersion,
+    UsageError,
+)
 from roster.specfile import parse_spec
 from roster.store import Store
+from roster.store.approvals import REJECTIONS_SHOWN
 
 SPEC = """\
 company: acme
@@ -78,12 +87,23 @@ def clock() -> StepClock:
     return StepClock()
 
 
-@pytest.fixture
-def store(db_path, tmp_path, clock):
-    """A store on a real SQLite file whose clock the test holds (``clock.now += ...`` moves time)."""
-    opened = Store.open(f"sqlite:///{db_path}", clock=clock, artifact_root=tmp_path / "artifacts")
-    yield opened
-    opened.close()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, db_path, tmp_path, clock):
+    """A store whose clock the test holds (``clock.now += ...`` moves time): on a real SQLite file, or in a
+    fresh schema on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        opened = Store.open(f"sqlite:///{db_path}", clock=clock, artifact_root=tmp_path / "artifacts")
+        yield opened
+        opened.close()
+        return
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    with pg_schema("roster_approvals") as (_schema, url):
+        opened = Store.open(url, clock=clock, artifact_root=tmp_path / "artifacts")
+        try:
+            yield opened
+        finally:
+            opened.close()
 
 
 @pytest.fixture
@@ -304,12 +324,85 @@ def test_reject_keeps_the_task_and_the_requester_reads_the_note(acme):
     [mine] = acme.list_requests(actor="shipper")
     assert (mine.id, mine.status, mine.note) == (request_id, "rejected", "Not during the freeze; ask again on Monday.")
     assert acme.get_request(request_id, actor="shipper").note == "Not during the freeze; ask again on Monday."
-    # it is over: approving it now is refused, and asking again opens a new request
+    # it is over: approving it now is refused, and asking again needs a change (see the tests below)
     refused_decision(acme, lambda: acme.approve_request(request_id, actor="alice"), UsageError, "approve", "alice",
                      request_id)
     assert acme.get_task(task.id) == task
-    again = ask_ship(acme, task)
+    acme.record_check(task.id, "smoke", passed=True, actor="shipper")  # a new version of the task
+    again = ask_ship(acme, acme.get_task(task.id))
     assert again.created is True and again.request_id != request_id
+
+
+def rejections(company, task_id: int, agent: str) -> list[dict]:
+    with company.store.read() as conn:
+        return company.rejections_txn(conn, task_id, agent)
+
+
+def blocked(company, task_id: int, agent: str) -> dict[str, str]:
+    with company.store.read() as conn:
+        return company.ask_again_blocked_txn(conn, company.get_task(task_id), agent)
+
+
+def test_the_rejection_note_reaches_the_requester_and_asking_again_needs_a_change(acme):
+    task = release_task(acme)
+    request_id = ask_ship(acme, task).request_id
+    note = "Not during the freeze; ask again on Monday."
+    decided = acme.reject_request(request_id, actor="bob", note=note)
+
+    [rejection] = rejections(acme, task.id, "shipper")
+    assert rejection == {"request_id": request_id, "transition": "ship", "note": note, "decided_by": "bob",
+                         "decided_at": decided.decided_at, "task_version": task.version, "writes": SHIP_WRITES}
+    assert rejections(acme, task.id, "helper") == [] and rejections(acme, task.id + 1, "shipper") == []
+    [(transition, why)] = blocked(acme, task.id, "shipper").items()
+    assert transition == "ship"
+    assert f"request {request_id}" in why and note in why and "bob" in why
+    assert f"still version {task.version}" in why and "different writes" in why
+
+    # asking again for the same move, unchanged: refused naming the clause, audited, nothing opened
+    before = last_seq(acme)
+    with pytest.raises(ContractViolation) as refused:
+        acme.transition(task.id, "ship", actor="shipper", expected_version=task.version, writes=SHIP_WRITES,
+                        rationale="please")
+    assert (refused.value.clause, refused.value.task_id) == ("approval.rejected", task.id)
+    assert refused.value.detail == why and refused.value.exit_code == 5
+    [event] = since(acme, before)
+    assert (event.action, event.principal, event.data["error"]["clause"]) == (
+        "task.transition.rejected", "shipper", "approval.rejected")
+    assert [r.id for r in acme.list_requests()] == [request_id]
+    with acme.batch() as unit, pytest.raises(ContractViolation):  # the batch path judges it the same way
+        unit.transition(task.id, "ship", actor="shipper", expected_version=task.version, writes=SHIP_WRITES)
+    assert [r.id for r in acme.list_requests()] == [request_id]
+
+    # other writes are a change: a new request
+    other = ask_ship(acme, task, writes={**SHIP_WRITES, "notes": "Ship after the freeze."})
+    assert other.created and other.request_id != request_id
+    # a new version of the task is a change: the rejection stays in the brief, no longer blocking
+    acme.hold(task.id, actor="alice")
+    acme.edit_fields(task.id, {"notes": "Freeze is over."}, actor="alice")
+    acme.release_hold(task.id, actor="alice", note="go ahead")
+    changed = acme.get_task(task.id)
+    assert blocked(acme, task.id, "shipper") == {}
+    assert [r["request_id"] for r in rejections(acme, task.id, "shipper")] == [request_id]
+    again = ask_ship(acme, changed)
+    assert again.created and acme.get_request(again.request_id).task_version == changed.version
+    assert acme.verify_audit()[1] is None
+
+
+def test_rejections_are_newest_first_and_bounded(acme, clock):
+    task = release_task(acme)
+    ids = []
+    for n in range(7):  # seven rejected moves at one version, each with other writes
+        ids.append(ask_ship(acme, task, writes={"version": f"1.{n}"}).request_id)
+        clock.now += timedelta(minutes=1)
+        acme.reject_request(ids[-1], actor="alice", note=f"no {n}")
+    shown = rejections(acme, task.id, "shipper")
+    assert [r["request_id"] for r in shown] == list(reversed(ids))[:REJECTIONS_SHOWN]
+    assert [r["note"] for r in shown][:2] == ["no 6", "no 5"]
+    assert "no 6" in blocked(acme, task.id, "shipper")["ship"]  # the newest rejection explains it
+    for n in range(7):
+        with pytest.raises(ContractViolation, match=f"no {n}"):
+            acme.transition(task.id, "ship", actor="shipper", expected_version=task.version,
+                            writes={"version": f"1.{n}"})
 
 
 @pytest.mark.parametrize("note", ["", "   "])
@@ -426,27 +519,44 @@ def test_a_request_expires_after_its_edges_expires_in(acme, clock):
 # -- staleness -------------------------------------------------------------------------------------
 
 
-def test_approving_after_the_task_changed_marks_the_request_stale(lint):
+def test_a_request_goes_stale_the_moment_its_task_changes_and_deciding_it_says_why(lint):
     task = verified(lint)
     request_id = pending(lambda: lint.transition(task.id, "merge", actor="merger",
                                                  expected_version=task.version)).request_id
-    lint.record_artifact(task.id, "patch", b"changed after the request", actor="builder")  # bumps the version
-    changed = lint.get_task(task.id)
-    assert changed.version == task.version + 1
+    assert lint.get_request(request_id).status == "pending"
     before = last_seq(lint)
 
-    with pytest.raises(StaleVersion) as stale:
-        lint.approve_request(request_id, actor="alice")
+    lint.record_artifact(task.id, "patch", b"changed after the request", actor="builder")  # bumps the version
 
-    assert (stale.value.expected, stale.value.actual) == (task.version, changed.version)
+    changed = lint.get_task(task.id)
+    assert changed.version == task.version + 1
+    request = lint.get_request(request_id)  # stale at once, in the same transaction as the change
+    assert (request.status, request.decided_by) == ("stale", "builder")
+    why = (f"task {task.id} moved from version {task.version} to {changed.version} (artifact.record by 'builder') "
+           "after the request was made")
+    assert request.note == why
+    saved, stale = since(lint, before)
+    assert (saved.action, stale.action, stale.principal, stale.subject) == (
+        "artifact.record", "approval.stale", "builder", f"approval:{request_id}")
+    assert stale.data.items() >= {"task_id": task.id, "transition": "merge", "requested_by": "merger",
+                                  "from_version": task.version, "to_version": changed.version,
+                                  "cause": "artifact.record", "why": why}.items()
+    assert lint.inbox(actor="alice") == []  # nothing to decide: not in the inbox, not pending
+    assert [r.id for r in lint.list_requests(status="stale")] == [request_id]
+    assert lint.list_requests(status="pending") == []
+
+    # deciding it is refused with what happened and what to do, on the record, and changes nothing
+    for verb, call in (("approve", lambda: lint.approve_request(request_id, actor="alice")),
+                       ("reject", lambda: lint.reject_request(request_id, actor="bob", note="too late"))):
+        error, event = refused_decision(lint, call, ApprovalStale, verb, "alice" if verb == "approve" else "bob",
+                                        request_id)
+        assert isinstance(error, StaleVersion) and error.exit_code == StaleVersion.exit_code
+        assert (error.request_id, error.task_id, error.expected, error.actual) == (
+            request_id, task.id, task.version, changed.version)
+        assert why in error.message and "nothing to decide" in error.message and "asks again" in error.message
+        assert event.data["error"]["request_id"] == request_id
     assert lint.get_task(task.id) == changed
-    request = lint.get_request(request_id)
-    assert request.status == "stale"
-    [event] = since(lint, before)  # no approval.approve and no task.transition survived
-    assert (event.action, event.principal, event.subject) == ("approval.stale", "alice", f"approval:{request_id}")
-    assert event.data["error"]["error"] == "stale-version"
-    refused_decision(lint, lambda: lint.approve_request(request_id, actor="bob"), UsageError, "approve", "bob",
-                     request_id)
+    assert lint.get_request(request_id).status == "stale"
 
     # the merger asks again for the task as it is now, and that one goes through
     again = pending(lambda: lint.transition(task.id, "merge", actor="merger", expected_version=changed.version))
@@ -454,6 +564,39 @@ def test_approving_after_the_task_changed_marks_the_request_stale(lint):
     lint.approve_request(again.request_id, actor="alice")
     assert lint.get_task(task.id).state == "merged"
     assert lint.verify_audit()[1] is None
+
+
+@pytest.mark.parametrize("change", ["transition", "edit", "check", "assign", "adopt"])
+def test_every_write_that_moves_a_task_makes_its_pending_requests_stale(acme, change):
+    task = release_task(acme)
+    shipper = ask_ship(acme, task).request_id
+    other_writes = ask_ship(acme, task, writes={"version": "1.2"}).request_id
+    unrelated = ask_ship(acme, release_task(acme, "another release")).request_id
+    actor, cause = {
+        "transition": ("alice", "transition 'drop'"), "edit": ("alice", "task.edit"),
+        "check": ("shipper", "check.record"), "assign": ("alice", "task.assign"), "adopt": ("alice", "task.adopt"),
+    }[change]
+    if change == "transition":
+        acme.transition(task.id, "drop", actor="alice", expected_version=task.version)
+    elif change == "edit":
+        acme.hold(task.id, actor="alice")
+        acme.edit_fields(task.id, {"notes": "edited by hand"}, actor="alice")
+    elif change == "check":
+        acme.record_check(task.id, "smoke", passed=True, actor="shipper")
+    elif change == "assign":
+        acme.assign(task.id, actor="alice", priority=5)
+    else:
+        parent = simple_task(acme, "hotfix", "the parent")
+        acme.adopt(parent.id, task.id, actor="alice",
+                   packet={"subproblem": "ship it", "desired_output": "a release", "success_condition": "live"})
+
+    stale = {e.subject: e for e in acme.audit_log(action="approval.stale")}
+    assert sorted(stale) == sorted([f"approval:{shipper}", f"approval:{other_writes}"])
+    for event in stale.values():
+        assert (event.principal, event.data["cause"], event.data["from_version"]) == (actor, cause, task.version)
+    assert {r.id: r.status for r in acme.list_requests()} == {shipper: "stale", other_writes: "stale",
+                                                              unrelated: "pending"}
+    assert acme.verify_audit()[1] is None
 
 
 def test_approving_when_the_contract_or_rights_no_longer_hold_marks_the_request_stale(store, lint):
@@ -693,7 +836,7 @@ def test_every_step_of_an_approval_is_an_audit_event(acme, clock):
         acme.approve_request(hot, actor="alice")
     stale = ask_ship(acme, released, writes={"version": "2.0"}).request_id
     acme.record_check(released.id, "smoke", passed=True, actor="shipper")
-    with pytest.raises(StaleVersion):
+    with pytest.raises(ApprovalStale):
         acme.approve_request(stale, actor="alice")
     with pytest.raises(NotFound):
         acme.reject_request(9999, actor="alice", note="nothing")
@@ -712,7 +855,8 @@ def test_every_step_of_an_approval_is_an_audit_event(acme, clock):
         ("approval.expire", "system", f"approval:{hot}"),
         ("approval.approve.rejected", "alice", f"approval:{hot}"),
         ("approval.request", "shipper", f"task:{released.id}"),
-        ("approval.stale", "alice", f"approval:{stale}"),
+        ("approval.stale", "shipper", f"approval:{stale}"),  # when the shipper's check moved the task
+        ("approval.approve.rejected", "alice", f"approval:{stale}"),
         ("approval.reject.rejected", "alice", "approval:9999"),
     ]
     assert acme.verify_audit()[1] is None

@@ -7,8 +7,8 @@ their boundary; nothing below them prints or exits.
 Tiers:
 
 - :class:`SpecError`, :class:`UsageError`: the caller misused Roster (a bad spec, a bad argument).
-- :class:`ContractViolation`, :class:`InvalidFields`, :class:`StaleVersion`, :class:`PayloadTooLarge`:
-  a write was refused by a rule. The state is unchanged and the refusal is audited.
+- :class:`ContractViolation`, :class:`InvalidFields`, :class:`StaleVersion` (and :class:`ApprovalStale`),
+  :class:`PayloadTooLarge`: a write was refused by a rule. The state is unchanged and the refusal is audited.
 - :class:`NotFound`: the named task, principal or company does not exist in the caller's company.
 - :class:`ApplyRefused`: a spec change would orphan live tasks.
 - :class:`StoreBusy`: another process held the database lock for longer than the lock timeout.
@@ -94,7 +94,9 @@ class ContractViolation(RosterError):
     """A transition broke a clause of its contract. The task is unchanged; the attempt is audited.
 
     ``clause`` is one of: ``transition``, ``from``, ``by``, ``writes``, ``fields``, ``requires.fields``,
-    ``requires.artifacts``, ``produces``, ``requires.checks``, ``approval``, ``children`` (open delegated
+    ``requires.artifacts``, ``produces``, ``requires.checks``, ``approval``, ``approval.by`` (deciding a
+    request the edge does not name you for), ``approval.rejected`` (asking again for a move an approver
+    rejected, with the same writes, while the task has not changed since), ``children`` (open delegated
     children), or ``delegation-cycle`` (an adoption that would make the parent chain loop).
     """
 
@@ -153,6 +155,26 @@ class StaleVersion(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "task_id": self.task_id, "expected": self.expected, "actual": self.actual}
+
+
+class ApprovalStale(StaleVersion):
+    """An approval request whose task changed after it was asked for: it went ``stale`` and there is
+    nothing left to decide. Approving or rejecting it raises this; the requester asks again, against the
+    task as it is now, if the move is still needed. Same ``code`` and exit code as :class:`StaleVersion`
+    (``expected``: the version the request was made at; ``actual``: the task's version now)."""
+
+    def __init__(self, request_id: int, task_id: int, expected: int, actual: int, why: str) -> None:
+        super().__init__(task_id, expected, actual)
+        self.request_id = request_id
+        self.why = why
+        self.message = (f"request {request_id} is stale, so there is nothing to decide: {why}. Approving it would "
+                        f"apply a change judged against version {expected} of task {task_id}, which is now at "
+                        f"version {actual}. The requester asks again against the task as it is now if the move "
+                        f"is still needed (an agent does so on its next run); see 'roster task show {task_id}'")
+        self.args = (self.message,)
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "request_id": self.request_id, "why": self.why}
 
 
 class PayloadTooLarge(RosterError):

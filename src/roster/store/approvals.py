@@ -6,19 +6,37 @@ every other clause of its contract holds and the requester has the right to it, 
 (or the open one reused) and :class:`~roster.errors.ApprovalPending` is raised. Approving the request
 re-checks the whole contract with the approver recorded and commits the transition in the same database
 transaction; nobody approves their own request. Every step is an audit event.
+
+Two rules close the loop between requester and approver, each in one function here:
+
+- **A request whose task changed is stale at once** (:func:`stale_requests_txn`): whenever a write moves a
+  task's version (a transition, a field edit, an artifact, a check, an assignment, an adoption), its pending
+  requests made at an older version become ``stale`` in the same transaction, each with an
+  ``approval.stale`` event saying what moved it. Deciding a stale request raises
+  :class:`~roster.errors.ApprovalStale`: nothing is left to decide, the requester asks again.
+- **Asking again after a rejection needs a change since** (:func:`asks_again_unchanged`): a requester may
+  not ask again for a transition an approver rejected while the task is still at the version the rejected
+  request was made at and the writes are the same. Opening such a request is refused with
+  :class:`~roster.errors.ContractViolation` (clause ``approval.rejected``) and audited; nothing else is
+  written. A new version of the task (edit a field, save an artifact, record a check) or different
+  writes is a change. The requester's brief shows its rejections and their notes
+  (:meth:`ApprovalVerbs.rejections_txn`) and which moves are refused now
+  (:meth:`ApprovalVerbs.ask_again_blocked_txn`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
 
 from roster.errors import (
     ApprovalPending,
+    ApprovalStale,
     ContractViolation,
     Denied,
     NotFound,
@@ -31,10 +49,40 @@ from roster.kernel.rights import Resource
 from roster.kernel.spec import Approval, duration_seconds
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
-from roster.store.schema import approval_requests
+from roster.store.prepared import Prepared
+from roster.store.schema import approval_requests, tasks
 from roster.store.store import format_ts
 
+if TYPE_CHECKING:
+    from roster.store.tasks import Task
+
 _REFUSALS = (ContractViolation, StaleVersion, NotFound, UsageError, Denied)
+
+REJECTIONS_SHOWN = 5
+"""How many of a requester's rejected requests on one task :meth:`ApprovalVerbs.rejections_txn` returns
+(the newest): a brief stays bounded however often it was turned down."""
+
+# A task's pending requests made at a version older than the task's own: the ones a write that moved the
+# task makes stale. Over the requests' (company, status) index; only pending requests are looked at.
+_OUTDATED = Prepared(
+    select(approval_requests.c.id, approval_requests.c.task_version, approval_requests.c.transition,
+           approval_requests.c.requested_by, tasks.c.version)
+    .join(tasks, and_(tasks.c.company_id == approval_requests.c.company_id, tasks.c.id == approval_requests.c.task_id))
+    .where(approval_requests.c.company_id == bindparam("company"), approval_requests.c.status == "pending",
+           approval_requests.c.task_id == bindparam("task_id"), approval_requests.c.task_version < tasks.c.version)
+    .order_by(approval_requests.c.id))
+_REJECTED = (approval_requests.c.company_id == bindparam("company"), approval_requests.c.status == "rejected",
+             approval_requests.c.kind == "transition", approval_requests.c.task_id == bindparam("task_id"),
+             approval_requests.c.requested_by == bindparam("agent"))
+_REJECTION_COLUMNS = (approval_requests.c.id, approval_requests.c.transition, approval_requests.c.note,
+                      approval_requests.c.decided_by, approval_requests.c.decided_at,
+                      approval_requests.c.task_version, approval_requests.c.payload)
+_REJECTIONS = Prepared(select(*_REJECTION_COLUMNS).where(*_REJECTED)
+                       .order_by(approval_requests.c.decided_at.desc(), approval_requests.c.id.desc())
+                       .limit(bindparam("limit")))
+_REJECTIONS_AT = Prepared(select(*_REJECTION_COLUMNS).where(*_REJECTED,
+                                                           approval_requests.c.task_version == bindparam("version"))
+                          .order_by(approval_requests.c.decided_at.desc(), approval_requests.c.id.desc()))
 
 
 @dataclass(frozen=True)
@@ -74,6 +122,68 @@ def _request(row: Any) -> ApprovalRequest:
                            row.decided_at)
 
 
+def _rejection(row: Any) -> dict[str, Any]:
+    return {"request_id": row.id, "transition": row.transition, "note": row.note, "decided_by": row.decided_by,
+            "decided_at": row.decided_at, "task_version": row.task_version, "writes": json.loads(row.payload)}
+
+
+def asks_again_unchanged(rejection: Mapping[str, Any], task_version: int,
+                         writes: Mapping[str, Any] | None = None) -> bool:
+    """The one rule for asking again after a rejection: whether asking for ``rejection["transition"]``
+    again now would be the very move an approver turned down, with nothing changed since.
+
+    ``rejection`` is one of :meth:`ApprovalVerbs.rejections_txn`'s dicts; ``task_version`` is the task's
+    version now; ``writes`` the writes asked for (``None``: any writes, as a brief judges it before the
+    agent chose them). It holds (asking again is refused) while the task is still at the version the
+    rejected request was made at and the writes are the same. A change since the rejection is either a
+    new version of the task (a field edit, an artifact saved, a check recorded, an assignment) or
+    different writes."""
+    return rejection["task_version"] == task_version and (writes is None or dict(writes) == rejection["writes"])
+
+
+def ask_again_refusal(rejection: Mapping[str, Any], task_version: int) -> str:
+    """Why asking again is refused now and what would change that: one sentence for the requester (the
+    brief, the ``approval.rejected`` error)."""
+    writes = json.dumps(rejection["writes"], sort_keys=True)
+    if len(writes) > 200:
+        writes = writes[:197] + "..."
+    return (f"request {rejection['request_id']} for '{rejection['transition']}' with writes {writes} was rejected "
+            f"by {rejection['decided_by']} at {rejection['decided_at']} with the note \"{rejection['note']}\", and "
+            f"the task has not changed since (still version {task_version}). Asking again for the same move is "
+            "refused until something changes: act on the note by changing the task (a new version: edit a "
+            "field, save an artifact, record a check) or ask with different writes")
+
+
+def stale_requests_txn(conn: Connection, head: audit.ChainHead, cache: CompanyCache, *, company: str,
+                       task_id: int, workflow: str, by: str, cause: str, now: str) -> list[int]:
+    """The one rule for a request whose task changed: call it in the transaction of every write that moved
+    task ``task_id``'s version (its workflow ``workflow``), once the new version is written. Each pending
+    request on the task made at an older version becomes ``stale`` there and then: ``decided_by`` is
+    ``by`` (who moved the task), ``note`` says from which version to which and by what (``cause``, the
+    action: ``task.transition``, ``check.record``, ...), and an ``approval.stale`` event is appended.
+    The commit wakes the dispatchers (the requester may ask again). Returns the ids made stale.
+
+    Costs nothing for a workflow without approval edges: it cannot have such requests."""
+    assert cache.spec is not None
+    spec = cache.spec.workflows.get(workflow)
+    if spec is None or not any(t.approval is not None for t in spec.transitions.values()):
+        return []
+    rows = _OUTDATED.all(conn, {"company": company, "task_id": task_id})
+    for row in rows:
+        why = (f"task {task_id} moved from version {row.task_version} to {row.version} "
+               f"({cause} by '{by}') after the request was made")
+        conn.execute(update(approval_requests).where(approval_requests.c.company_id == company,
+                                                     approval_requests.c.id == row.id),
+                     {"status": "stale", "decided_by": by, "note": why, "decided_at": now})
+        audit.append(conn, head, ts=now, principal=by, action="approval.stale", subject=f"approval:{row.id}",
+                     data={"task_id": task_id, "transition": row.transition, "requested_by": row.requested_by,
+                           "from_version": row.task_version, "to_version": row.version, "cause": cause,
+                           "why": why})
+    if rows:
+        audit.note_work(conn, company)
+    return [row.id for row in rows]
+
+
 class ApprovalVerbs(CompanyBase):
     """Approval requests (mixed into ``CompanyStore``, after the task verbs it calls back into)."""
 
@@ -84,7 +194,16 @@ class ApprovalVerbs(CompanyBase):
                           task_id: int | None = None, workflow: str | None = None, transition: str | None = None,
                           tool: str | None = None, task_version: int | None = None) -> tuple[int, bool]:
         """Open a request, or find the same pending one (same edge, requester, task version and payload).
-        Returns ``(request id, created)``."""
+        Returns ``(request id, created)``. For a transition an approver already rejected with these writes
+        at this version of the task, raises :class:`ContractViolation` (clause ``approval.rejected``; see
+        :func:`asks_again_unchanged`)."""
+        if kind == "transition":
+            assert task_id is not None and task_version is not None
+            for rejection in self._rejections_at_txn(conn, task_id, who.handle, task_version):
+                if rejection["transition"] == transition and asks_again_unchanged(rejection, task_version, payload):
+                    raise ContractViolation(workflow=workflow or "-", transition=transition or "-",
+                                            clause="approval.rejected",
+                                            detail=ask_again_refusal(rejection, task_version), task_id=task_id)
         same = select(approval_requests.c.id, approval_requests.c.payload).where(
             approval_requests.c.company_id == self.company, approval_requests.c.status == "pending",
             approval_requests.c.kind == kind, approval_requests.c.requested_by == who.handle,
@@ -167,6 +286,33 @@ class ApprovalVerbs(CompanyBase):
             raise NotFound(f"no approval request {request_id} in company '{self.company}'")
         return _request(row)
 
+    def rejections_txn(self, conn: Connection, task_id: int, agent: str) -> list[dict[str, Any]]:
+        """``agent``'s rejected requests for transitions of task ``task_id``, newest decision first, at most
+        :data:`REJECTIONS_SHOWN`, inside ``conn``'s transaction (a trusted read: the caller checked the
+        agent may read the task). Each is ``{"request_id", "transition", "note", "decided_by",
+        "decided_at" (ISO 8601 UTC), "task_version" (the version the request was made at), "writes"}``."""
+        rows = _REJECTIONS.all(conn, {"company": self.company, "task_id": task_id, "agent": agent,
+                                      "limit": REJECTIONS_SHOWN})
+        return [_rejection(row) for row in rows]
+
+    def _rejections_at_txn(self, conn: Connection, task_id: int, agent: str, version: int) -> list[dict[str, Any]]:
+        """``agent``'s rejected requests on task ``task_id`` made at ``version``, newest first."""
+        rows = _REJECTIONS_AT.all(conn, {"company": self.company, "task_id": task_id, "agent": agent,
+                                         "version": version})
+        return [_rejection(row) for row in rows]
+
+    def ask_again_blocked_txn(self, conn: Connection, task: Task, agent: str) -> dict[str, str]:
+        """The transitions ``agent`` may not ask for again now with the writes it was refused, by name, each
+        with a sentence saying which rejection refuses it, its note, and what would change that (see
+        :func:`asks_again_unchanged`; judged without writes, so asking with different writes is still
+        open and the sentence says so). Empty when nothing was rejected at ``task.version``. A trusted
+        read inside ``conn``'s transaction; ``task`` needs ``id`` and ``version``."""
+        blocked: dict[str, str] = {}
+        for rejection in self._rejections_at_txn(conn, task.id, agent, task.version):  # newest first
+            if asks_again_unchanged(rejection, task.version) and rejection["transition"] not in blocked:
+                blocked[rejection["transition"]] = ask_again_refusal(rejection, task.version)
+        return blocked
+
     def inbox(self, *, actor: ActorRef) -> list[ApprovalRequest]:
         """Pending requests ``actor`` may decide: its ``approval.by`` names them, and they did not ask."""
         self.expire_requests()
@@ -219,6 +365,10 @@ class ApprovalVerbs(CompanyBase):
             ApprovalRequest, Actor]:
         who = self._actor(cache, actor)
         request = self._request_txn(conn, request_id)
+        if request.status == "stale" and request.kind == "transition":
+            assert request.task_id is not None and request.task_version is not None
+            raise ApprovalStale(request_id, request.task_id, request.task_version,
+                                self._task_version_txn(conn, request.task_id), request.note)
         if request.status != "pending":
             raise UsageError(f"request {request_id} is {request.status}, not pending")
         if request.expires_at <= self.store.now():
@@ -233,14 +383,30 @@ class ApprovalVerbs(CompanyBase):
             raise Denied(who.handle, "approve", f"its own request {request_id}",
                          "nobody approves their own request (separation of duties)", ("separation-of-duties",))
         self._authorize_decision(cache, who, request)
+        if request.kind == "transition":  # a request no write reached since it was made (older rows)
+            assert request.task_id is not None and request.task_version is not None
+            now_at = self._task_version_txn(conn, request.task_id)
+            if now_at != request.task_version:
+                raise _Stale(ApprovalStale(request_id, request.task_id, request.task_version, now_at,
+                                           f"task {request.task_id} moved from version {request.task_version} "
+                                           f"to {now_at} after the request was made"))
         return request, who
+
+    def _task_version_txn(self, conn: Connection, task_id: int) -> int:
+        version = conn.scalar(select(tasks.c.version).where(tasks.c.company_id == self.company,
+                                                            tasks.c.id == task_id))
+        if version is None:
+            raise NotFound(f"no task {task_id} in company '{self.company}'")
+        return int(version)
 
     def approve_request(self, request_id: int, *, actor: ActorRef, note: str = "") -> ApprovalRequest:
         """Approve and, for a transition, run it now: the whole contract is checked again, with this
-        approval, in one transaction with the decision. If the task changed since the request
-        (:class:`StaleVersion`) or its contract no longer holds, the request is marked ``stale`` and the
-        error raised. Raises :class:`ContractViolation` (``approval.by``), :class:`Denied` (own request,
-        rights), :class:`UsageError` (not pending, expired), :class:`NotFound`."""
+        approval, in one transaction with the decision. A request whose task changed since it was made is
+        ``stale`` (:func:`stale_requests_txn`) and raises :class:`ApprovalStale`, saying what moved the
+        task; if the contract or the requester's rights no longer hold, the request is marked ``stale``
+        and that error (:class:`ContractViolation`, :class:`Denied`) raised. Raises
+        :class:`ContractViolation` (``approval.by``), :class:`Denied` (own request, rights),
+        :class:`UsageError` (not pending, expired), :class:`NotFound`. Every refusal is audited."""
         try:
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
@@ -266,7 +432,9 @@ class ApprovalVerbs(CompanyBase):
         return self.get_request(request_id)
 
     def reject_request(self, request_id: int, *, actor: ActorRef, note: str) -> ApprovalRequest:
-        """Reject with a ``note`` the requester sees; the task is unchanged. Same checks as approve."""
+        """Reject with a ``note`` the requester sees (its next brief carries it: :meth:`rejections_txn`);
+        the task is unchanged, and the requester may not ask again for the same move until something
+        changes (:func:`asks_again_unchanged`). Same checks as approve, :class:`ApprovalStale` included."""
         try:
             if not note.strip():
                 raise UsageError("a rejection needs a note saying why, for the requester")
@@ -279,6 +447,9 @@ class ApprovalVerbs(CompanyBase):
                              subject=f"approval:{request_id}", data={"edge": request.edge, "note": note,
                                                                       "task_id": request.task_id})
                 audit.save_head(conn, head)
+        except _Stale as stale:
+            self._mark_stale(request_id, actor, stale.error)
+            raise stale.error from None
         except _REFUSALS as exc:
             self._audit_rejection(actor, "approval.reject", f"approval:{request_id}", exc, {"note": note})
             raise
@@ -314,7 +485,8 @@ class ApprovalVerbs(CompanyBase):
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             now = self.store.now()
-            self._set_status_txn(conn, request_id, "stale", self._handle(actor), error.message, now)
+            why = error.why if isinstance(error, ApprovalStale) else error.message
+            self._set_status_txn(conn, request_id, "stale", self._handle(actor), why, now)
             audit.append(conn, head, ts=now, principal=self._handle(actor), action="approval.stale",
                          subject=f"approval:{request_id}", data={"error": error.to_dict()})
             audit.save_head(conn, head)

@@ -35,7 +35,7 @@ from roster.kernel.audit import AuditEvent
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, apply_writes
 from roster.kernel.rights import Resource
 from roster.store import audit
-from roster.store.approvals import OpenedRequest
+from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
@@ -321,6 +321,8 @@ class TaskVerbs(CompanyBase):
             data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data=data)
+        stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
+                           by=who.handle, cause=f"transition '{name}'", now=now)
         return dataclasses.replace(task, state=transition.to, fields=new_fields, version=expected_version + 1,
                                    updated_at=now)
 
@@ -418,9 +420,10 @@ class TaskVerbs(CompanyBase):
     def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
                         right: str = "write", fencing_token: int | None = None) -> Iterator[_EvidenceWrite]:
         """One write transaction that adds evidence to a task: yields the locked chain head, the actor and
-        the task; the body inserts its row and appends its event. ``read`` and ``right`` on the task's
-        workflow are checked first. A refusal is audited as ``<action>.rejected`` after the rollback,
-        then re-raised."""
+        the task; the body inserts its row, moves the task's version and appends its event. ``read`` and
+        ``right`` on the task's workflow are checked first; once the body is done, the task's pending
+        approval requests made at an older version go stale (:func:`stale_requests_txn`). A refusal is
+        audited as ``<action>.rejected`` after the rollback, then re-raised."""
         try:
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
@@ -431,6 +434,8 @@ class TaskVerbs(CompanyBase):
                 self._check_lease(task, who, fencing_token)
                 write = _EvidenceWrite(conn, head, cache, who, task, self.store.now())
                 yield write
+                stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
+                                   by=who.handle, cause=action, now=write.now)
                 audit.save_head(conn, head)
         except _REFUSALS as exc:
             self._audit_rejection(actor, action, f"task:{task_id}", exc, request)
