@@ -19,7 +19,7 @@ from roster.store import Store
 PLANNER_LINE = "  planner: {reports_to: alice, tier: bounded-mutator}"
 MANDATORY = ("agent", "run_id", "company", "attempt", "fencing_token", "tools", "task", "idempotency_key", "fields_schema",
              "transitions")
-OPTIONAL = ("previous_failure", "handoff", "children", "messages", "memory", "events", "queue")
+OPTIONAL = ("rejections", "previous_failure", "handoff", "children", "messages", "memory", "events", "queue")
 V1 = "import os, sys\nprint(os.name)\n"
 V2 = "import os\nimport sys\nprint(os.name)\n"
 CRASH = Failure(FailureCategory.TRANSIENT, "runner-crashed", "it fell over")

@@ -12,21 +12,26 @@ names the largest):
   step the task is at (see :meth:`~roster.store.fleet.FleetVerbs.idempotency_key_txn`), for keying side
   effects outside Roster;
 - ``transitions``: what it may do next: each transition's target, who may take it, what it writes and
-  requires, and the clauses that block it now; ``tools``: the tools granted.
+  requires, and the clauses that block it now; ``tools``: the tools granted;
+- for a run without a task instead: ``trigger`` (why it was woken, in words), ``triggers`` (what fired,
+  with the events it carries) and ``workflows`` (what it may file tasks into).
 
 Optional parts, added in this priority order while they fit (lists are cut item by item, keeping the
 most important first):
 
-1. ``previous_failure``: what the previous attempt tried, how it failed, and what it saved;
-2. ``handoff``: what others changed since this agent last saw the task (fields, artifact diffs, notes);
+1. ``rejections``: this agent's requests for the task's approval edges that approvers rejected, with
+   their notes (see :meth:`~roster.store.approvals.ApprovalVerbs.rejections_txn`); a transition that may
+   not be asked for again unchanged is also blocked by an ``approval`` clause;
+2. ``previous_failure``: what the previous attempt tried, how it failed, and what it saved;
+3. ``handoff``: what others changed since this agent last saw the task (fields, artifact diffs, notes);
    if it does not fit whole, its artifact diffs are dropped first;
-3. ``children``: delegated child tasks, open ones and the results of finished ones;
-4. ``messages``: the agent's unread messages, oldest first (whatever task they are about, so an agent
+4. ``children``: delegated child tasks, open ones and the results of finished ones;
+5. ``messages``: the agent's unread messages, oldest first (whatever task they are about, so an agent
    that always has work still reads its mail; the run's result can answer them);
-5. ``memory``: the most relevant entries of the agent's pad and its portfolio's team pad (full-text
+6. ``memory``: the most relevant entries of the agent's pad and its portfolio's team pad (full-text
    recall on the task's title and text fields; at most :data:`MEMORY_ENTRIES`);
-6. ``events``: the task's latest :data:`RECENT_EVENTS` audit events, newest first;
-7. ``queue``: ids of the other tasks waiting for this agent.
+7. ``events``: the task's latest :data:`RECENT_EVENTS` audit events, newest first;
+8. ``queue``: ids of the other tasks waiting for this agent.
 
 Tokens are estimated as the UTF-8 length of the part's compact JSON divided by 4 (rounded up), a common
 rule of thumb for English text and JSON with BPE tokenizers; no tokenizer is downloaded. The brief's
@@ -75,13 +80,15 @@ def _compact(value: Any) -> str:
 @dataclass(frozen=True)
 class Wakeup:
     """Why and how a run starts: its id, the lease's fencing token (``None``: a preview or no task), the
-    attempt number, the other queued task ids and what fired (for runs without a task)."""
+    attempt number, the other queued task ids, and for runs without a task what fired and why in words
+    (``reason``: the schedule, event, watcher or unread messages)."""
 
     run_id: str
     fencing_token: int | None = None
     attempt: int = 1
     queue: tuple[int, ...] = ()
     fired: tuple[dict[str, Any], ...] = ()
+    reason: str = ""
 
 
 class ContextAssembler:
@@ -126,12 +133,15 @@ class ContextAssembler:
             mandatory["fields_schema"] = spec.workflows[task.workflow].fields
             children = company.children_rows_txn(conn, task.id)  # read once: for the contract and for the brief
             mandatory["transitions"] = self._transitions(conn, cache, agent, task, children)
+            asks = any(t["approval"] for t in mandatory["transitions"])  # rejections exist only on approval edges
+            optional.append(("rejections", company.rejections_txn(conn, task.id, agent) if asks else []))
             optional.append(("previous_failure", _previous_failure(previous)))
             optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
             optional.append(("children", company.children_txn(conn, cache, task.id, children)))
         else:
             mandatory["task"] = None
             mandatory["transitions"] = []
+            mandatory["trigger"] = wakeup.reason
             mandatory["triggers"] = list(wakeup.fired)
             mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
                                       for name, wf in spec.workflows.items()}
@@ -161,13 +171,17 @@ class ContextAssembler:
         evidence = (self.company.evidence_txn(conn, cache, task, children)
                     if any(machine.needs_evidence(name) for name, _ in offered) else Evidence())
         actor = cache.actors.get(agent)
+        refused = (self.company.ask_again_blocked_txn(conn, task, agent)
+                   if any(t.approval is not None for _, t in offered) else {})
         shown = []
         for name, t in offered:
-            blocked = machine.blocked_by(name, task.snapshot(), actor, evidence)
+            blocked = [{"clause": v.clause, "detail": v.detail}
+                       for v in machine.blocked_by(name, task.snapshot(), actor, evidence)]
+            if name in refused:
+                blocked.append({"clause": "approval", "detail": refused[name]})
             shown.append({"name": name, "to": t.to, "writes": list(t.writes),
                           "requires": t.requires.model_dump(), "produces": list(t.produces),
-                          "approval": t.approval is not None,
-                          "blocked": [{"clause": v.clause, "detail": v.detail} for v in blocked]})
+                          "approval": t.approval is not None, "blocked": blocked})
         return shown
 
     @staticmethod

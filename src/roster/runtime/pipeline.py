@@ -91,6 +91,8 @@ class RunState:
     previous: list[Attempt] = field(default_factory=list)
     brief: Brief | None = None
     unbriefed: Exception | None = None
+    delivered: bool = False
+    """Whether the runner showed the brief (a model answered; a program was started with it)."""
     result: RunResult | None = None
     started: float = field(default_factory=time.monotonic)
     outcome: str = "succeeded"
@@ -190,6 +192,7 @@ class RunPipeline:
         finally:
             CURRENT_RUN.reset(token)
             state.usage = getattr(state.runner, "last_usage", None) or Usage()
+            state.delivered = getattr(state.runner, "delivered", True)
 
     def apply(self, state: RunState) -> None:
         """Apply the result through the store with the fencing token: filed and delegated tasks,
@@ -247,8 +250,7 @@ class RunPipeline:
         ladder), or clear the earlier attempts of a success."""
         task = state.task
         assert task is not None
-        if state.brief is not None:  # read, whatever the outcome: a failing run must not see them forever
-            self.company.mark_read([m["id"] for m in state.brief.data.get("messages") or []], actor=state.agent)
+        self._mark_read(state)
         failure = state.failure
         if failure is not None and not state.stopped:  # a kill switch is not the task's fault: no blocker
             tried = {"transition": state.result.transition if state.result else None,
@@ -280,7 +282,8 @@ class RunPipeline:
         state.started = time.monotonic()
         try:
             fired = tuple(context.get("triggers", []))
-            state.brief = self.context.brief(state.agent, None, Wakeup(state.run_id, fired=fired))
+            state.brief = self.context.brief(state.agent, None, Wakeup(state.run_id, fired=fired,
+                                                                       reason=state.trigger))
             self.execute(state)
             result = state.result
             assert result is not None
@@ -299,13 +302,18 @@ class RunPipeline:
             self._failed(state, exc)
             self.log(f"{state.agent} ({state.trigger}): {state.failure.category.value} failure: "
                      f"{state.failure.message}")
-        if state.brief is not None:  # read, whatever the outcome: a failing run must not wake on them forever
-            self.company.mark_read([m["id"] for m in state.brief.data.get("messages") or []], actor=state.agent)
+        self._mark_read(state)
         self.company.finish_run(state.run_id, **state.finish())
         state.ended = True
         return state.outcome_record()
 
     # -- helpers ------------------------------------------------------------------------------------
+
+    def _mark_read(self, state: RunState) -> None:
+        """Mark the messages of the brief read once the runner showed it (whatever the outcome then: a
+        failing run must not wake on them forever); a run that never reached its model leaves them unread."""
+        if state.brief is not None and state.delivered:
+            self.company.mark_read([m["id"] for m in state.brief.data.get("messages") or []], actor=state.agent)
 
     def _failed(self, state: RunState, exc: BaseException) -> None:
         state.failure = classify(exc)
