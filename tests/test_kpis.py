@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, js, ok
+from conftest import FIX_LINT, GOOD_SPEC, js, ok, pg_reachable, pg_schema
 
 from roster.cli.context import operator_handle
-from roster.errors import Denied, NotFound, SpecError, UsageError
+from roster.errors import ApprovalPending, Denied, NotFound, SpecError, UsageError
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult
 from roster.specfile import parse_spec
-from roster.store import CompanyStore
+from roster.store import CompanyStore, Store
 
 KPI = "lint_findings"
 
@@ -222,6 +222,98 @@ def test_a_kpi_is_measured_after_the_transitions_it_names(opened, meter, tmp_pat
         "planner", task_id, "succeeded", "plan")
     # the value the program printed after the run's change, not before it
     assert readings(company) == ([(3.0, "system", f"after plan of task {task_id}")] if measured else [])
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A database URL: a SQLite file, or a fresh schema on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'acme.db'}"
+        return
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    with pg_schema("roster_kpis") as (_schema, url):
+        yield url
+
+
+def verified_task(company: CompanyStore) -> int:
+    """A fix-lint task walked to ``verified`` by the agents: merge, on an approval edge, is next."""
+    task_id = new_task(company)
+    task = company.transition(task_id, "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
+    company.record_artifact(task_id, "patch", b"--- a\n+++ b\n", actor="builder")
+    task = company.transition(task_id, "build", actor="builder", expected_version=task.version + 1,
+                              writes={"branch": "fix/e501"})
+    company.record_check(task_id, "lint_clean", passed=True, actor="qa")
+    company.transition(task_id, "verify", actor="qa", expected_version=task.version + 1)
+    return task_id
+
+
+def test_a_transition_run_by_roster_approve_is_measured_by_the_running_dispatcher(cli, db_url):
+    folder = cli.workspace / "acme"
+    folder.mkdir()
+    meter = Meter(folder)
+    meter.set(12)
+    spec_path = folder / "roster.yaml"
+    spec_path.write_text(kpi_spec(meter.measure(after=["merge"])), encoding="utf-8")
+
+    def roster(*args: str, token: str | None = None):
+        return cli("--spec", str(spec_path), "--db", db_url, *(("--token", token) if token else ()), *args)
+
+    ok(roster("apply"))
+    alice = js(roster("token", "issue", "alice", "--json"))["token"]
+    store = Store.open(db_url, artifact_root=folder / "art")
+    try:
+        company = store.company("acme")
+        dispatcher = Dispatcher(company, workdir=folder)  # no agent has a runner: it only keeps house
+        assert dispatcher.cycle() == []
+        task_id = verified_task(company)
+        with pytest.raises(ApprovalPending) as asked:
+            company.transition(task_id, "merge", actor="merger", expected_version=company.get_task(task_id).version)
+        dispatcher.cycle()
+        assert readings(company) == []  # plan, build and verify are not named by measure.after
+        meter.set(3)  # what the merge changed
+
+        approved = roster("approve", str(asked.value.request_id), token=alice)
+
+        assert approved.exit_code == 0, approved.output
+        assert f"task {task_id} took merge" in " ".join(approved.output.split())
+        assert company.get_task(task_id).state == "merged"
+        [moved] = company.audit_log(action="task.transition", task_id=task_id)[-1:]
+        assert (moved.principal, moved.data["approved_by"]) == ("merger", "alice")
+        dispatcher.cycle()
+        assert readings(company) == [(3.0, "system", f"after merge of task {task_id}")]
+        dispatcher.cycle()
+        assert len(readings(company)) == 1  # once
+        assert company.trigger_states("runtime")["kpi:transitions"].last_event_id >= moved.seq
+        dispatcher.close()
+    finally:
+        store.close()
+
+
+def test_transitions_are_followed_from_the_record_across_restarts_each_kpi_once_per_look(opened, meter, tmp_path):
+    meter.set(9)
+    company = opened(kpi_spec(meter.measure(after=["reject"])))
+    before = [new_task(company) for _ in range(2)]
+    company.transition(before[0], "reject", actor="alice", expected_version=1)  # before the runtime ever looked
+    first = Dispatcher(company, workdir=tmp_path)
+    first.cycle()
+    first.close()  # a clean stop: its leader lease goes back
+    assert readings(company) == []  # the first look starts from the head of the record
+
+    later = [new_task(company) for _ in range(5)]
+    for task_id in [before[1], *later]:  # a human moves six tasks while no runtime runs
+        company.transition(task_id, "reject", actor="alice", expected_version=1)
+    meter.set(4)
+    restarted = opened()
+    logs: list[str] = []
+    second = Dispatcher(restarted, workdir=tmp_path, log=logs.append)
+    second.cycle()
+    second.close()
+    source = f"after reject of task {before[1]}, reject of task {later[0]}, reject of task {later[1]} and 3 more"
+    assert readings(restarted) == [(4.0, "system", source)]  # one measurement for the six
+    assert logs == [f"KPI lint_findings: 4 findings ({source})"]
+    Dispatcher(opened(), workdir=tmp_path).cycle()
+    assert len(readings(restarted)) == 1  # the cursor was kept: no measurement twice
 
 
 @pytest.mark.parametrize(("value", "timeout", "why"), [

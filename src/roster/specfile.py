@@ -9,13 +9,15 @@ nodes while recording the line of every key path, then let pydantic check shapes
 from __future__ import annotations
 
 from pathlib import Path as FsPath
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from roster.errors import PayloadTooLarge, SpecError, SpecIssue
-from roster.kernel.spec import CompanySpec, reference_problems
+from roster.kernel.runner_spec import RUNNER_KINDS, did_you_mean
+from roster.kernel.spec import CompanySpec, idle_agent_problems, reference_problems
 
 MAX_SPEC_BYTES = 1_048_576
 """Largest spec file accepted, in bytes (1 MiB)."""
@@ -36,8 +38,29 @@ def load_spec(path: str | FsPath) -> CompanySpec:
     return parse_spec(path.read_text(encoding="utf-8"), str(path))
 
 
+def load_spec_with_warnings(path: str | FsPath) -> tuple[CompanySpec, list[SpecIssue]]:
+    """:func:`load_spec`, and the spec's warnings: agents that can never run (see
+    :func:`~roster.kernel.spec.idle_agent_problems`), each with its file, line and key path."""
+    path = FsPath(path)
+    size = path.stat().st_size
+    if size > MAX_SPEC_BYTES:
+        raise PayloadTooLarge(f"spec file {path}", size, MAX_SPEC_BYTES)
+    return parse_spec_with_warnings(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_spec_with_warnings(text: str, filename: str = "roster.yaml") -> tuple[CompanySpec, list[SpecIssue]]:
+    """:func:`parse_spec`, and the spec's warnings (see :func:`load_spec_with_warnings`)."""
+    spec, lines = _parse(text, filename)
+    return spec, [SpecIssue(filename, _line_of(path, lines), _dotted(path), msg)
+                  for path, msg in idle_agent_problems(spec)]
+
+
 def parse_spec(text: str, filename: str = "roster.yaml") -> CompanySpec:
     """Parse spec YAML ``text``; ``filename`` is only used in error messages. Raises :class:`SpecError`."""
+    return _parse(text, filename)[0]
+
+
+def _parse(text: str, filename: str) -> tuple[CompanySpec, dict[KeyPath, int]]:
     data, lines = _compose(text, filename)
     if not isinstance(data, dict):
         raise SpecError([SpecIssue(filename, 1, "", "expected a mapping with at least a 'company' key")])
@@ -48,7 +71,7 @@ def parse_spec(text: str, filename: str = "roster.yaml") -> CompanySpec:
     problems = reference_problems(spec)
     if problems:
         raise SpecError([SpecIssue(filename, _line_of(path, lines), _dotted(path), msg) for path, msg in problems])
-    return spec
+    return spec, lines
 
 
 def _compose(text: str, filename: str) -> tuple[Any, dict[KeyPath, int]]:
@@ -111,32 +134,101 @@ def _build(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], issues: li
 
 def _pydantic_issue(err: dict[str, Any], filename: str, lines: dict[KeyPath, int]) -> SpecIssue:
     loc: KeyPath = tuple(err["loc"])
-    # Drop union/validator tags pydantic adds to locations (e.g. 'list[...]'): keep real key path parts.
-    path = _known_prefix(loc, lines)
+    path, _ = _walk(loc)
     kind = err["type"]
     if kind == "extra_forbidden":
-        message = f"unknown key '{loc[-1]}'; it is not part of the spec here (check its spelling and indentation)"
+        _, parent = _walk(loc[:-1])
+        known = _keys_of(parent)
+        message = (f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}; "
+                   + (f"expected one of {', '.join(known)}" if known else "it is not part of the spec here")
+                   + " (check its spelling and indentation)")
     elif kind == "missing":
         message = f"required key '{loc[-1]}' is missing"
-        path = loc
+    elif kind == "union_tag_invalid":
+        tag = str(err["ctx"]["tag"])
+        tags = [t.strip(" '") for t in str(err["ctx"]["expected_tags"]).split(",")]
+        message = f"unknown {path[-1]} kind '{tag}'{did_you_mean(tag, tags)}; expected one of {', '.join(tags)}"
+        path = (*path, "kind")
+    elif kind == "union_tag_not_found":
+        key = str(err["ctx"]["discriminator"]).strip("'")
+        message = f"required key '{key}' is missing; expected one of {', '.join(RUNNER_KINDS)}"
     elif kind == "string_pattern_mismatch":
         message = (f"invalid name {err['input']!r}: expected lowercase letters, digits, '-' or '_', "
                    "starting with a letter, at most 63 characters")
+    elif kind == "value_error":
+        message = str(err["msg"]).removeprefix("Value error, ")
     else:
         message = f"{err['msg']} (got {_short(err.get('input'))})"
     return SpecIssue(filename, _line_of(path, lines), _dotted(path), message)
 
 
-def _known_prefix(loc: KeyPath, lines: dict[KeyPath, int]) -> KeyPath:
-    path: KeyPath = ()
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict"})
+"""Tags pydantic puts in an error's location for a member of a plain union (``str | None``...)."""
+
+
+def _walk(loc: KeyPath) -> tuple[KeyPath, type[BaseModel] | None]:
+    """The key path of a pydantic error location, without the tags pydantic adds for unions (a runner's
+    ``llm``, ``str``, ``list[...]``, a dict key's ``[key]``), and the model of the block at its end (``None``
+    if that is not a model)."""
+    path: list[str | int] = []
+    tp: Any = CompanySpec
     for part in loc:
-        if (*path, part) in lines:
-            path = (*path, part)
-        elif isinstance(part, str) and any(ch in part for ch in "[]()") or part in ("str", "list"):
+        tp = _plain(tp)
+        members = _union_members(tp)
+        if members is not None:
+            tagged = [m for m in members if _tag_of(m) == part]
+            if tagged:
+                tp = tagged[0]
+                continue  # the discriminator's value, not a key
+            tp = None
+        if isinstance(part, str) and (part in _TYPE_TAGS or any(ch in part for ch in "[]()")):
             continue
+        path.append(part)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = next((f for name, f in tp.model_fields.items() if part in (name, f.alias)), None)
+            tp = field.annotation if field is not None else None
+        elif get_origin(tp) in (dict, list):
+            tp = get_args(tp)[-1]
         else:
-            path = (*path, part)
-    return path
+            tp = None
+    tp = _plain(tp)
+    return tuple(path), tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    while get_origin(tp) is Annotated:
+        tp = get_args(tp)[0]
+    return tp
+
+
+def _plain(tp: Any) -> Any:
+    """``tp`` without ``Annotated`` and ``| None`` around it."""
+    tp = _unwrap(tp)
+    members = _union_members(tp)
+    while members is not None and len(members) == 1:
+        tp = _unwrap(members[0])
+        members = _union_members(tp)
+    return tp
+
+
+def _union_members(tp: Any) -> list[Any] | None:
+    if get_origin(tp) in (Union, UnionType):
+        return [m for m in get_args(tp) if m is not type(None)]
+    return None
+
+
+def _tag_of(model: Any) -> Any:
+    model = _unwrap(model)
+    if isinstance(model, type) and issubclass(model, BaseModel) and "kind" in model.model_fields:
+        return model.model_fields["kind"].default
+    return None
+
+
+def _keys_of(model: type[BaseModel] | None) -> list[str]:
+    """The keys a spec block of ``model`` accepts, spelled as in YAML."""
+    if model is None:
+        return []
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _line_of(path: KeyPath, lines: dict[KeyPath, int]) -> int | None:

@@ -19,7 +19,7 @@ from roster.cli.context import (
     workspace,
 )
 from roster.errors import UsageError
-from roster.specfile import load_spec
+from roster.specfile import load_spec, load_spec_with_warnings
 from roster.store import ApplyResult, CompanyStore
 from roster.store.principals import MAX_TOKEN_LIFETIME
 
@@ -65,16 +65,23 @@ def validate(
     file: Annotated[Path | None, typer.Argument(help="The spec (default: ./roster.yaml).")] = None,
     as_json: JSON = False,
 ) -> None:
-    """Check a spec. Exits 3 and lists every problem (file, line, key, what was expected) if it is invalid."""
+    """Check a spec. Exits 3 and lists every problem (file, line, key, what was expected) if it is invalid.
+    A valid spec may still have warnings (agents that can never run): they are printed, and it exits 0."""
     path = _existing(file or Path(SPEC_NAME))
-    spec = load_spec(path)
+    spec, warnings = load_spec_with_warnings(path)
     if as_json:
         emit_json({"valid": True, "company": spec.company, "workflows": sorted(spec.workflows),
-                   "agents": sorted(spec.agents), "humans": sorted(spec.humans)})
+                   "agents": sorted(spec.agents), "humans": sorted(spec.humans),
+                   "warnings": [{"file": w.file, "line": w.line, "key": w.key, "message": w.message}
+                                for w in warnings]})
         return
     console.print(f"{path}: valid - company '{spec.company}', {len(spec.workflows)} workflow(s), "
                   f"{len(spec.agents)} agent(s), {len(spec.humans)} human(s), {len(spec.tools)} tool(s), "
                   f"{len(spec.kpis)} KPI(s)")
+    if warnings:
+        console.print(f"{len(warnings)} warning(s):", style="yellow", highlight=False)
+        for warning in warnings:
+            console.print(f"  warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
 
 
 @reports_errors

@@ -26,7 +26,9 @@ from typing import Annotated, Any, Literal
 from croniter import croniter
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+
+from roster.kernel.runner_spec import KNOWN_PROVIDERS, RunnerSpec, did_you_mean, is_known_provider
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 """A name: lowercase letter first, then lowercase letters, digits, ``-`` or ``_``; at most 63 characters."""
@@ -148,11 +150,9 @@ class Workflow(_Model):
         }
 
 
-class Runner(BaseModel):
-    """How an agent thinks for one run. Only ``kind`` is checked here; each runner checks the rest."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    kind: Literal["program", "llm", "process"]
+Runner = RunnerSpec
+"""How an agent thinks for one run: a ``program``, ``llm`` or ``process`` block, each with its own keys
+(see :mod:`roster.kernel.runner_spec`)."""
 
 
 Tier = Literal["read-only", "bounded-mutator", "high-impact-executor", "coordinator"]
@@ -274,16 +274,50 @@ class Kpi(_Model):
 
 
 class Budget(_Model):
-    """A spending limit in USD over a calendar period (UTC), for an agent, a portfolio or the company.
+    """A spending limit over a calendar period (UTC), for an agent, a portfolio or the company: exactly one
+    of ``usd`` (US dollars, over the runs that could be priced) or ``tokens`` (model tokens in and out,
+    which every run reports, priced or not).
 
     ``scope`` is ``company``, ``agent:<handle>`` or ``portfolio:<workspace>/<portfolio>``. At
-    ``warn_at`` (a fraction) the runtime warns; at the full amount it is a hard stop.
+    ``warn_at`` (a fraction) the runtime warns; at the full amount it is a hard stop. A ``usd`` budget
+    over runs that could not be priced cannot be enforced in full: the runtime warns about it once per
+    period (``budget.unpriced``).
     """
 
     scope: str
-    usd: float = Field(gt=0)
+    usd: float | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
     period: Literal["day", "week", "month"] = "month"
     warn_at: float = Field(default=0.8, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _one_unit(self) -> Budget:
+        if (self.usd is None) == (self.tokens is None):
+            raise ValueError("a budget needs exactly one of 'usd' (US dollars) or 'tokens' (model tokens in and "
+                             "out)")
+        return self
+
+    @property
+    def unit(self) -> Literal["usd", "tokens"]:
+        """What the budget counts: ``usd`` or ``tokens``."""
+        return "usd" if self.usd is not None else "tokens"
+
+    @property
+    def limit(self) -> float:
+        """The amount, in :attr:`unit`."""
+        return float(self.usd if self.usd is not None else self.tokens or 0)
+
+
+class ModelPrice(_Model):
+    """The price of one model, in USD per million tokens (genai-prices' ``*_mtok`` terms). It extends and
+    overrides genai-prices' table for the ``llm`` runner's model string it is keyed by (``models:`` in
+    the spec, e.g. ``openai:my-finetune``). Cached input tokens are priced as input unless
+    ``cache_read_mtok`` / ``cache_write_mtok`` say otherwise."""
+
+    input_mtok: float = Field(ge=0)
+    output_mtok: float = Field(ge=0)
+    cache_read_mtok: float | None = Field(default=None, ge=0)
+    cache_write_mtok: float | None = Field(default=None, ge=0)
 
 
 class Limits(_Model):
@@ -312,6 +346,9 @@ class CompanySpec(_Model):
     tools: dict[Name, Tool] = {}
     kpis: dict[Name, Kpi] = {}
     budgets: list[Budget] = []
+    models: dict[str, ModelPrice] = {}
+    """Prices of models by the ``llm`` runner's model string (``provider:model``), in USD per million
+    tokens; they extend and override genai-prices' bundled table."""
     limits: Limits = Limits()
     memory: MemoryPolicy = MemoryPolicy()
 
@@ -457,7 +494,7 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
         if tool.approval is not None:
             check_actors(tool.approval.by, ("tools", tool_name, "approval", "by"), allow_agent_keyword=False)
 
-    seen_budgets: set[tuple[str, str]] = set()
+    seen_budgets: set[tuple[str, str, str]] = set()
     for i, budget in enumerate(spec.budgets):
         kind, _, name = budget.scope.partition(":")
         valid = (budget.scope == "company" or (kind == "agent" and name in spec.agents)
@@ -466,9 +503,16 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
             problems.append((("budgets", i, "scope"), f"unknown budget scope '{budget.scope}'; expected 'company', "
                              f"'agent:<handle>' ({_listing(spec.agents)}) or 'portfolio:<workspace>/<portfolio>' "
                              f"({_listing(structure)})"))
-        if (budget.scope, budget.period) in seen_budgets:
-            problems.append((("budgets", i), f"duplicate budget for {budget.scope} per {budget.period}"))
-        seen_budgets.add((budget.scope, budget.period))
+        if (budget.scope, budget.period, budget.unit) in seen_budgets:
+            problems.append((("budgets", i), f"duplicate {budget.unit} budget for {budget.scope} per {budget.period}"))
+        seen_budgets.add((budget.scope, budget.period, budget.unit))
+
+    for model in spec.models:
+        provider, sep, name = model.partition(":")
+        if not sep or not name or not is_known_provider(provider):
+            problems.append((("models", model), f"'{model}' is not a model string: expected 'provider:model' with "
+                             f"a provider pydantic-ai knows{did_you_mean(provider, KNOWN_PROVIDERS)}, as the llm "
+                             "runner's 'model' names it (e.g. 'openai:my-finetune')"))
 
     managers: dict[str, str] = {}
     for section, people in (("agents", spec.agents), ("humans", spec.humans)):
@@ -504,6 +548,37 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                 problems.append((("kpis", name, "measure", "after", i),
                                  f"unknown transition '{transition}': 'after' names transitions of the workflows "
                                  f"that list this KPI; expected one of {_listing(taken)}"))
+    return problems
+
+
+def idle_agent_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
+    """Agents that can never run, as ``(key path, message)`` warnings (a spec with them is still valid):
+    an agent with no runner (``roster up`` never runs it); one that no transition's ``by`` names (by
+    handle, role or ``agent``) and that has no trigger (nothing offers it work); one whose tier or
+    ``rights.transitions`` forbid every transition that names it."""
+    from roster.kernel.rights import agent_grants  # noqa: PLC0415 - rights builds on this module
+
+    problems: list[tuple[Path, str]] = []
+    for handle, agent in spec.agents.items():
+        base: Path = ("agents", handle)
+        if agent.runner is None:
+            problems.append((base, f"agent '{handle}' has no runner: 'roster up' never runs it (add a 'runner:' "
+                                   "block, or drive it with its token over the CLI, MCP or REST)"))
+        offered = sorted(f"{w}.{t}" for w, wf in spec.workflows.items() for t, tr in wf.transitions.items()
+                         if handle in tr.by or ANY_AGENT in tr.by or set(agent.roles) & set(tr.by))
+        if not offered:
+            if not agent.triggers:
+                problems.append((base, f"agent '{handle}' is offered no work: no transition names it in 'by' (by "
+                                       "handle, role or 'agent') and it has no triggers; add it to a transition's "
+                                       "'by' or give it a trigger"))
+            continue
+        if agent.tier == "read-only":
+            problems.append(((*base, "tier"), f"agent '{handle}' has tier read-only, which may take no transition, "
+                             f"yet {_listing(offered)} name(s) it in 'by'; give it tier bounded-mutator or higher"))
+            continue
+        if not set(agent_grants(spec, handle).transitions) & set(offered):
+            problems.append(((*base, "rights", "transitions"), f"agent '{handle}' has no right to take any "
+                             f"transition that names it ({_listing(offered)}); add them to rights.transitions"))
     return problems
 
 

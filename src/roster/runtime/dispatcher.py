@@ -559,14 +559,12 @@ class Dispatcher:
         return outcome
 
     def _after_run(self, agent: str, workflow: str | None, outcome: Outcome) -> None:
-        """After a run: KPIs named for its transition are measured (ground truth after the change, not a
-        report), and the budgets it counts toward are checked."""
+        """After a run: the budgets it counts toward are checked. (KPIs named for its transition are
+        measured by the leader from the record, like every transition: :meth:`_periodic_jobs`.)"""
         try:
-            if outcome.outcome == "succeeded" and outcome.transition is not None and workflow is not None:
-                self.kpis.after(self._current_spec(), workflow, outcome.transition, outcome.task_id)
             self.enforce_budgets(agent, workflow)
         except OUTAGES as exc:
-            self.log(f"{agent}: budgets and KPIs not checked after run {outcome.run_id}: {exc.message}")
+            self.log(f"{agent}: budgets not checked after run {outcome.run_id}: {exc.message}")
 
     def run_once(self, agent: str, task: Task | Candidate | None, *, trigger: str, queue: list[int] | None = None,
                  context: dict | None = None) -> Outcome:
@@ -615,6 +613,8 @@ class Dispatcher:
         names = {LEADER, *self._runtime_leases,
                  *(f"agent:{a}" for a in self.agents() if a in spec.agents and spec.agents[a].triggers)}
         self._runtime_leases = self.company.acquire_runtime_leases(self.id, names, ttl=self.lease_seconds)
+        if LEADER in self._runtime_leases:  # before any run: a leader's first look sets where KPIs follow from
+            self.kpis.follow(spec)
         live = sorted(d.id for d in self.company.list_dispatchers())
         self._peers = (len(live), live.index(self.id)) if self.id in live else (1, 0)
         for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
@@ -624,11 +624,13 @@ class Dispatcher:
                      + (f"; blocked: {crashed.blocked}" if crashed.blocked else ""))
 
     def _periodic_jobs(self) -> None:
-        """The runtime's own jobs, by the leader only: memory consolidation and KPI measurements."""
+        """The runtime's own jobs, by the leader only: memory consolidation and KPI measurements (on their
+        schedule, and after the transitions they name, wherever those were made: runs, approvals, humans)."""
         if LEADER not in self._runtime_leases:
             return
         spec = self._current_spec()
         self._consolidate_memory_if_due(spec)
+        self.kpis.follow(spec)
         self.kpis.measure_due(spec)
 
     def _heartbeat(self) -> None:

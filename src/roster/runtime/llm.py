@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 from pydantic_ai import Agent, ModelRetry, Tool, ToolOutput, capture_run_messages
 from pydantic_ai.exceptions import (
     ModelAPIError,
@@ -84,9 +84,10 @@ from roster.errors import (
 from roster.runtime.processes import run_in_session
 from roster.runtime.runners import ArtifactOut, Brief, FailureOut, RunResult, Usage
 
-OFFLINE = "offline"
 OFFLINE_TAG = "(scripted offline model)"
 """Every rationale and failure reason from the offline model says this, so no report can pass it off as a model."""
+from roster.kernel.runner_spec import OFFLINE, LlmRunnerSpec
+from roster.kernel.spec import ModelPrice
 PLACEHOLDER = "[offline scripted model]"
 OUTPUT_TOOL = "submit_decision"
 MAX_TOOL_OUTPUT = 20_000
@@ -111,53 +112,14 @@ _current_brief: contextvars.ContextVar[dict[str, Any] | None] = contextvars.Cont
 # -- configuration ---------------------------------------------------------------------------------
 
 
-class LLMConfig(BaseModel):
-    """The ``runner:`` block of an ``llm`` agent."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: Literal["llm"] = "llm"
-    model: str = Field(min_length=1)
-    base_url: str | None = None
-    api_key_env: str | None = None
-    timeout: float = Field(300.0, gt=0)
-    """Seconds one model request may take: reasoning models answer in minutes, not seconds."""
-    max_retries: int = Field(2, ge=0, le=10)
-    output_retries: int = Field(1, ge=0, le=10)
-    max_requests: int = Field(20, ge=1, le=200)
-    offline_script: str | None = None
-    """For ``model: offline`` only: ``module:function`` scripting its decisions (brief dict in, decision
-    dict out) instead of :func:`default_script`; its output is still labelled as scripted."""
-
-    @property
-    def provider(self) -> str | None:
-        return None if self.model == OFFLINE else self.model.partition(":")[0]
-
-    @property
-    def model_id(self) -> str:
-        return self.model.partition(":")[2]
+LLMConfig = LlmRunnerSpec
+"""The ``runner:`` block of an ``llm`` agent: the kernel's model, checked when the spec is loaded (see
+:class:`~roster.kernel.runner_spec.LlmRunnerSpec` for the keys and what each model string may be)."""
 
 
 def parse_config(config: Mapping[str, Any]) -> LLMConfig:
     """Validate an ``llm`` runner block. Raises :class:`UsageError` naming every problem."""
-    try:
-        parsed = LLMConfig.model_validate(dict(config))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'runner'}: {e['msg']}" for e in exc.errors())
-        raise UsageError(f"llm runner: {problems}") from None
-    if parsed.model != OFFLINE:
-        provider, sep, name = parsed.model.partition(":")
-        if not sep or not provider or not name:
-            raise UsageError(f"llm runner: model '{parsed.model}': expected 'provider:model' (e.g. "
-                             f"'openai:gpt-4o-mini', 'anthropic:claude-sonnet-4-5') or '{OFFLINE}'")
-        if provider not in ("openai", "anthropic") and (parsed.base_url or parsed.api_key_env):
-            raise UsageError(f"llm runner: base_url and api_key_env are supported for openai and anthropic "
-                             f"models, not '{provider}'")
-    elif parsed.base_url or parsed.api_key_env:
-        raise UsageError("llm runner: the offline model takes no base_url or api_key_env")
-    if parsed.offline_script and parsed.model != OFFLINE:
-        raise UsageError("llm runner: offline_script scripts the offline model; remove it to use "
-                         f"'{parsed.model}'")
-    return parsed
+    return parse_runner_config(LLMConfig, config)
 
 
 # -- the structured answer -------------------------------------------------------------------------

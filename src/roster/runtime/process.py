@@ -43,10 +43,11 @@ from pathlib import Path
 from typing import Any
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+from roster.kernel.runner_spec import DEFAULT_PROCESS_TIMEOUT, ProcessRunnerSpec
 from roster.runtime.processes import run_in_session
-from roster.runtime.runners import ArtifactOut, Brief, RunResult
+from roster.runtime.runners import ArtifactOut, Brief, RunResult, parse_runner_config
 
-DEFAULT_TIMEOUT = 3600.0
+DEFAULT_TIMEOUT = DEFAULT_PROCESS_TIMEOUT
 """Seconds an agent CLI may work on one run by default (an hour: they often work half an hour or more)."""
 LOG_TAIL = 8_000
 """Characters of stdout and of stderr kept in the run-log."""
@@ -61,17 +62,16 @@ class ProcessRunner:
 
     def __init__(self, config: dict[str, Any], *, workdir: Path, issue_token: IssueToken | None,
                  mcp_url: str | None = None) -> None:
-        unknown = set(config) - {"kind", "command", "timeout", "prompt_arg", "mcp_config"}
-        if unknown:
-            raise UsageError(f"process runner: unknown key(s) {', '.join(sorted(unknown))}; expected command, "
-                             "timeout, prompt_arg, mcp_config")
-        self.mcp_config = config.get("mcp_config", ".mcp.json")
+        if not config.get("command"):
+            raise UsageError("a process runner needs 'command: ...' (for example 'claude -p')")
+        spec = parse_runner_config(ProcessRunnerSpec, config)
+        self.mcp_config = spec.mcp_config
         self.mcp_url = mcp_url
-        self.argv = shlex.split(str(config.get("command", "")))
+        self.argv = shlex.split(spec.command)
         if not self.argv:
             raise UsageError("a process runner needs 'command: ...' (for example 'claude -p')")
-        self.timeout = float(config.get("timeout", DEFAULT_TIMEOUT))
-        self.prompt_arg = bool(config.get("prompt_arg", True))
+        self.timeout = spec.timeout
+        self.prompt_arg = spec.prompt_arg
         self.workdir = workdir
         self.issue_token = issue_token
 

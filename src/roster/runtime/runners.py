@@ -31,17 +31,18 @@ import json
 import os
 import shlex
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+from roster.kernel.runner_spec import DEFAULT_PROGRAM_TIMEOUT, ProgramRunnerSpec
 from roster.runtime.processes import OutputTooLarge, run_in_session
 
-DEFAULT_TIMEOUT = 600.0
+DEFAULT_TIMEOUT = DEFAULT_PROGRAM_TIMEOUT
 """Seconds a ``program`` command may run by default (10 minutes: room for a few model calls of minutes
 each); ``timeout:`` in the spec sets another."""
 MAX_OUTPUT_BYTES = 1_048_576
@@ -49,22 +50,36 @@ MAX_OUTPUT_BYTES = 1_048_576
 (:class:`MalformedOutput`), and no more than this plus one read is ever held in memory."""
 
 
+MAX_ID = 2**53 - 1
+"""Largest id a result (or an interface's request) may name: past it, no id exists and the audit chain's
+RFC 8785 hash could not represent it."""
+
+
 class ArtifactOut(BaseModel):
+    """An artifact the run saves on its task: ``content`` (text) becomes the next version of the artifact
+    ``name`` (default: ``kind``), with ``reason`` on record. Over MCP: the ``save_artifact`` tool."""
+
     model_config = ConfigDict(extra="forbid")
-    kind: str
-    name: str = ""
-    content: str
-    reason: str = ""
+    kind: str = Field(min_length=1, max_length=63, description="What it is, e.g. patch, plan, report.")
+    name: str = Field(default="", max_length=255, description="The artifact's name on the task (default: kind).")
+    content: str = Field(description="The text of this version.")
+    reason: str = Field(default="", max_length=4000, description="Why this version exists.")
 
 
 class CheckOut(BaseModel):
+    """The result of a named check the run ran on its task (``requires.checks`` counts the latest result
+    per name). Over MCP: the ``record_check`` tool; over REST: ``POST /tasks/{id}/checks``."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str
-    passed: bool
-    detail: str = ""
+    name: str = Field(min_length=1, max_length=63, description="The check's name, as the contract names it.")
+    passed: bool = Field(description="Whether it passed.")
+    detail: str = Field(default="", max_length=4000, description="What was checked and what it found.")
 
 
 class FailureOut(BaseModel):
+    """The run cannot finish: its failure category and why. The runtime counts the attempt and, once the
+    agent is blocked, takes the next step up the escalation ladder (over MCP/REST: ``escalate``)."""
+
     model_config = ConfigDict(extra="forbid")
     category: Literal["judgment", "deterministic", "transient", "governance"] = "judgment"
     reason: str
@@ -72,44 +87,52 @@ class FailureOut(BaseModel):
 
 class TaskOut(BaseModel):
     """A task the run files (a scout finding work, a coordinator delegating). ``key`` is its
-    idempotency key: filing the same finding again returns the existing task."""
+    idempotency key: filing the same finding again returns the existing task. Over MCP: ``file_task``,
+    or ``delegate`` with a packet; over REST: ``POST /tasks``, ``POST /tasks/{id}/children``."""
 
     model_config = ConfigDict(extra="forbid")
-    workflow: str
-    title: str
-    fields: dict[str, Any] = {}
-    key: str | None = None
-    priority: int = 0
-    owner: str | None = None
-    packet: dict[str, Any] | None = None
-    """A delegation packet: the task becomes a child of the run's task."""
-    artifacts: list[ArtifactOut] = []
-    """Saved on the task when it is created (not when its key finds an existing task)."""
+    workflow: str = Field(min_length=1, max_length=63, description="The workflow to file it in.")
+    title: str = Field(min_length=1, description="What the task is (at most 500 characters).")
+    fields: dict[str, Any] = Field(default={}, description="Typed fields, checked by the workflow's schemas.")
+    key: str | None = Field(default=None, description="Idempotency key (at most 255 characters): the same "
+                                                   "key files once.")
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000, description="Higher is more urgent.")
+    owner: str | None = Field(default=None, max_length=127, description="A principal's handle, if any.")
+    packet: dict[str, Any] | None = Field(default=None, description=(
+        "A delegation packet (subproblem, context, tried, desired_output, and success_condition and/or "
+        "blocking_threshold): the task becomes a child of the run's task."))
+    artifacts: list[ArtifactOut] = Field(default=[], description=(
+        "Saved on the task when it is created (not when its key finds an existing task)."))
 
 
 class MessageOut(BaseModel):
     """A message the run sends (an answer in a thread when ``thread_id`` is set). ``task_id`` defaults
-    to the run's task."""
+    to the run's task. Over MCP: ``message``; over REST: ``POST /messages``."""
 
     model_config = ConfigDict(extra="forbid")
-    to: str
-    body: str
-    thread_id: int | None = None
-    task_id: int | None = None
+    to: str = Field(min_length=1, max_length=127, description="A principal's handle in your company.")
+    body: str = Field(min_length=1, max_length=16_000)
+    thread_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="Set it to reply in a thread.")
+    task_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="The task it is about.")
 
 
 class MemoryOut(BaseModel):
-    """An entry the run adds to its agent's own memory pad (``expires_in`` in seconds)."""
+    """An entry the run adds to its agent's own memory pad (``expires_in`` in seconds). Over MCP:
+    ``remember``; over REST: ``POST /memory``."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["belief", "decision", "constraint", "preference", "lesson"] = "lesson"
-    text: str
-    confidence: float = 0.8
-    expires_in: float | None = None
+    text: str = Field(min_length=1, max_length=2000, description="One short statement.")
+    confidence: float = Field(default=0.8, ge=0, le=1)
+    expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400.0, description="Seconds to keep it.")
 
 
 class RunResult(BaseModel):
-    """What a run produced. A runner's output is validated into this; anything else is malformed."""
+    """What a run produced. A runner's output is validated into this; anything else is malformed.
+    Each key has its verb on every interface (the parity table in docs/api.md): ``transition`` (with
+    ``writes`` and ``rationale``), ``artifacts`` (save an artifact), ``checks`` (record a check),
+    ``tasks`` (file a task; with a ``packet``: delegate), ``messages`` (message; with ``thread_id``:
+    reply), ``memories`` (remember), ``failure`` (escalate, once the retries are spent)."""
 
     model_config = ConfigDict(extra="forbid")
     transition: str | None = None
@@ -254,10 +277,25 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
 
         return LLMRunner(config, authorize_tool=authorize_tool, tools=tools, workdir=workdir)
     if kind == "program":
-        if config.get("callable"):
-            return CallableRunner(str(config["callable"]))
-        if config.get("command"):
-            return CommandRunner(str(config["command"]), workdir=workdir,
-                                 timeout=float(config.get("timeout", DEFAULT_TIMEOUT)))
-        raise UsageError("a program runner needs 'callable: module:function' or 'command: ...'")
+        program = parse_runner_config(ProgramRunnerSpec, config)
+        if program.callable is not None:
+            return CallableRunner(program.callable)
+        assert program.command is not None
+        return CommandRunner(program.command, workdir=workdir, timeout=program.timeout)
     raise UsageError(f"unknown runner kind '{kind}'; expected program, llm or process")
+
+
+SpecModel = TypeVar("SpecModel", bound=BaseModel)
+
+
+def parse_runner_config(model: type[SpecModel], config: Mapping[str, Any]) -> SpecModel:
+    """A runner block validated by its kernel model (:mod:`roster.kernel.runner_spec`). Raises
+    :class:`UsageError` naming every problem, e.g. ``process runner: timout: Extra inputs are not
+    permitted``."""
+    try:
+        return model.model_validate(dict(config))
+    except ValidationError as exc:
+        kind = model.model_fields["kind"].default
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'runner'}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise UsageError(f"{kind} runner: {problems}") from None

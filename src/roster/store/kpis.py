@@ -9,6 +9,7 @@ audited (``kpi.reading``); a refused one as ``kpi.reading.rejected``.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ from roster.errors import Denied, NotFound, UsageError
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
-from roster.store.schema import kpi_readings
+from roster.store.schema import audit_events, kpi_readings
 
 MAX_SOURCE_CHARS = 500
 SYSTEM = "system"
@@ -55,6 +56,17 @@ class KpiSummary:
         return self.latest.value - self.first.value
 
 
+@dataclass(frozen=True)
+class TransitionMade:
+    """A transition on the record (a ``task.transition`` audit event), whoever made it: a run, an approval,
+    a human on the CLI, REST or MCP. ``seq`` is its audit sequence number."""
+
+    seq: int
+    task_id: int
+    workflow: str
+    transition: str
+
+
 def _reading(row) -> KpiReading:  # noqa: ANN001
     return KpiReading(row.id, row.kpi, row.value, row.measured_at, row.recorded_by, row.source)
 
@@ -62,6 +74,15 @@ def _reading(row) -> KpiReading:  # noqa: ANN001
 _LATEST = Prepared(select(kpi_readings).where(kpi_readings.c.company_id == bindparam("company"),
                                               kpi_readings.c.kpi == bindparam("kpi"))
                    .order_by(kpi_readings.c.id.desc()).limit(1))
+
+
+_HEAD_SEQ = (select(func.coalesce(func.max(audit_events.c.seq), 0))
+             .where(audit_events.c.company_id == bindparam("company")))
+_TRANSITIONS_AFTER = (
+    select(audit_events.c.seq, audit_events.c.subject, audit_events.c.data)
+    .where(audit_events.c.company_id == bindparam("company"), audit_events.c.action == "task.transition",
+           audit_events.c.seq > bindparam("after_seq"), audit_events.c.seq <= bindparam("head"))
+    .order_by(audit_events.c.seq).limit(bindparam("limit")))
 
 
 def latest_reading_txn(conn: Connection, company: str, name: str) -> KpiReading | None:
@@ -110,6 +131,26 @@ class KpiVerbs(CompanyBase):
                 self._audit_rejection(actor, "kpi.reading", f"kpi:{name}", exc, {"value": value, "source": source})
             raise
         return KpiReading(reading_id, name, float(value), now, recorder, source)
+
+    def transitions_after(self, after_seq: int | None, *, limit: int = 500) -> tuple[list[TransitionMade], int]:
+        """The transitions on the record after audit sequence number ``after_seq``, oldest first, at most
+        ``limit``, and how far the record was read: the last one's ``seq`` when ``limit`` were returned,
+        else the chain's head (so a cursor moves past events of other kinds too). ``after_seq=None``
+        returns none and the head: where to start following. A trusted read, for the runtime's KPI
+        measurements (``measure.after``)."""
+        if after_seq is None:
+            with self.store.read() as conn:
+                return [], int(conn.scalar(_HEAD_SEQ, {"company": self.company}) or 0)
+        with self.store.read() as conn:
+            head = int(conn.scalar(_HEAD_SEQ, {"company": self.company}) or 0)
+            rows = list(conn.execute(_TRANSITIONS_AFTER, {"company": self.company, "after_seq": after_seq,
+                                                          "head": head, "limit": limit}))
+        made = []
+        for row in rows:
+            data = json.loads(row.data)
+            made.append(TransitionMade(row.seq, int(row.subject.partition(":")[2]), data["workflow"],
+                                       data["transition"]))
+        return made, (made[-1].seq if len(made) == limit else max(head, after_seq))
 
     def kpi_readings(self, name: str, *, actor: ActorRef | None, limit: int = 100) -> list[KpiReading]:
         """The newest ``limit`` readings of ``name``, oldest first. Any active principal of the company
