@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from roster.cli.context import console, emit_json, reports_errors, workspace
+from roster.cli.context import console, emit_json, err_console, reports_errors, workspace
+from roster.errors import RosterError
 from roster.store.approvals import ApprovalRequest
 
 approvals_app = typer.Typer(help="Approval requests: list, show, and the volume per edge.", no_args_is_help=True)
@@ -24,14 +27,21 @@ def register(app: typer.Typer) -> None:
     app.add_typer(approvals_app, name="approvals")
 
 
-def _table(requests: list[ApprovalRequest], title: str) -> Table:
+def _table(requests: list[ApprovalRequest], title: str, *, decisions: bool = False) -> Table:
+    """The requests as a table; with ``decisions``, who decided each and their note (for a ``stale`` one:
+    what moved its task)."""
     table = Table("id", "edge", "task", "asked by", "status", "expires", "change", "rationale", box=None,
                   title=title, title_justify="left")
+    if decisions:
+        table.add_column("decision")
     for r in requests:
         diff = r.evidence.get("fields_diff") or r.evidence.get("arguments") or {}
         change = ", ".join(sorted(diff)) or "-"
-        table.add_row(str(r.id), r.edge, str(r.task_id or "-"), r.requested_by, r.status, r.expires_at[:16],
-                      change, r.rationale or "-")
+        row = [str(r.id), r.edge, str(r.task_id or "-"), r.requested_by, r.status, r.expires_at[:16], change,
+               r.rationale or "-"]
+        if decisions:
+            row.append(f"{r.decided_by}: {r.note}" if r.decided_by else "-")
+        table.add_row(*row)
     return table
 
 
@@ -57,35 +67,72 @@ def inbox(ctx: typer.Context, as_json: JSON = False) -> None:
         console.print(table)
 
 
+IDS = Annotated[list[int], typer.Argument(help="The requests' ids, from 'roster inbox'; each is decided on its own.")]
+
+
+def _decide_each(request_ids: list[int], decide: Callable[..., ApprovalRequest],
+                 done: Callable[[ApprovalRequest], str], as_json: bool) -> None:
+    """Decide each request on its own, in the order given: one refusal does not stop or undo the others.
+    One line per request (``request N ...`` or ``request N: error: ...``); exit 0 if every decision was
+    made, else the exit code of the first refusal. A single id keeps the single-request shapes: its
+    request as JSON on stdout, or its error on stderr."""
+    if len(request_ids) == 1:
+        request = decide(request_ids[0])
+        if as_json:
+            emit_json(asdict(request))
+        else:
+            console.print(done(request), highlight=False)
+        return
+    results: list[dict[str, Any]] = []
+    failed: RosterError | None = None
+    for request_id in request_ids:
+        try:
+            request = decide(request_id)
+        except RosterError as exc:
+            failed = failed or exc
+            results.append({"id": request_id, "ok": False, "error": exc.to_dict()})
+            if not as_json:
+                err_console.print(Text.assemble(f"request {request_id}: ", ("error: ", "bold red"), exc.message))
+            continue
+        results.append({"id": request_id, "ok": True, "request": asdict(request)})
+        if not as_json:
+            console.print(done(request), highlight=False)
+    if as_json:
+        emit_json(results)
+    if failed is not None:
+        raise typer.Exit(failed.exit_code)
+
+
 @reports_errors
 def approve(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="The request's id, from 'roster inbox'.")],
-    note: Annotated[str, typer.Option("--note", help="A note for the record.")] = "",
+    request_ids: IDS,
+    note: Annotated[str, typer.Option("--note", help="A note for the record (the same for each request).")] = "",
     as_json: JSON = False,
 ) -> None:
-    """Approve a request: its transition runs now, atomically, with you recorded as the approver."""
-    request = workspace(ctx).session().approve_request(request_id, note=note)
-    if as_json:
-        emit_json(asdict(request))
-    else:
+    """Approve requests: each one's transition runs now, atomically, with you recorded as the approver.
+    Several ids are decided one by one; the exit code is the first refusal's (0 if none)."""
+    session = workspace(ctx).session()
+
+    def done(request: ApprovalRequest) -> str:
         ran = f"; task {request.task_id} took {request.transition}" if request.kind == "transition" else ""
-        console.print(f"request {request.id} ({request.edge}) approved{ran}")
+        return f"request {request.id} ({request.edge}) approved{ran}"
+
+    _decide_each(request_ids, lambda rid: session.approve_request(rid, note=note), done, as_json)
 
 
 @reports_errors
 def reject(
     ctx: typer.Context,
-    request_id: Annotated[int, typer.Argument(help="The request's id, from 'roster inbox'.")],
-    note: Annotated[str, typer.Option("--note", help="Why: the requester sees it.")],
+    request_ids: IDS,
+    note: Annotated[str, typer.Option("--note", help="Why: the requester sees it (the same for each request).")],
     as_json: JSON = False,
 ) -> None:
-    """Reject a request with a note for the requester; nothing runs and the task is unchanged."""
-    request = workspace(ctx).session().reject_request(request_id, note=note)
-    if as_json:
-        emit_json(asdict(request))
-    else:
-        console.print(f"request {request.id} ({request.edge}) rejected: {request.note}")
+    """Reject requests with a note for each requester; nothing runs and the tasks are unchanged. Several
+    ids are decided one by one; the exit code is the first refusal's (0 if none)."""
+    session = workspace(ctx).session()
+    _decide_each(request_ids, lambda rid: session.reject_request(rid, note=note),
+                 lambda r: f"request {r.id} ({r.edge}) rejected: {r.note}", as_json)
 
 
 @approvals_app.command("list")
@@ -101,7 +148,7 @@ def approvals_list(
     if as_json:
         emit_json([asdict(r) for r in requests])
     else:
-        console.print(_table(requests, "approval requests") if requests else "no approval requests")
+        console.print(_table(requests, "approval requests", decisions=True) if requests else "no approval requests")
 
 
 @approvals_app.command("show")
