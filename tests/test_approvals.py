@@ -5,6 +5,7 @@ and every step on the audit record. Real SQLite files and the real PostgreSQL, a
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 import pytest
@@ -860,3 +861,65 @@ def test_every_step_of_an_approval_is_an_audit_event(acme, clock):
         ("approval.reject.rejected", "alice", "approval:9999"),
     ]
     assert acme.verify_audit()[1] is None
+
+
+# -- the CLI: bulk decisions -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A database URL: a SQLite file, or a fresh schema on the real PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'cli.db'}"
+        return
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    with pg_schema("roster_approvals_cli") as (_schema, url):
+        yield url
+
+
+def test_roster_approve_and_reject_decide_many_requests_each_on_its_own(cli, db_url, tmp_path):
+    spec_path = cli.workspace / "roster.yaml"
+    spec_path.write_text(FIX_LINT, encoding="utf-8")
+
+    def roster(*args: str, token: str | None = None):
+        return cli("--db", db_url, *(("--token", token) if token else ()), *args)
+
+    assert roster("apply").exit_code == 0
+    bob = json.loads(roster("token", "issue", "bob", "--json").output)["token"]
+    store = Store.open(db_url, artifact_root=tmp_path / "art")
+    try:
+        company = store.company("acme")
+        tasks = [verified(company) for _ in range(4)]
+        ids = [pending(lambda t=t: company.transition(t.id, "merge", actor="merger", expected_version=t.version))
+               .request_id for t in tasks]
+        company.record_check(tasks[1].id, "lint_clean", passed=True, actor="qa")  # the second request goes stale
+
+        approved = roster("approve", str(ids[0]), str(ids[1]), str(ids[2]), "--note", "merge them", token=bob)
+
+        assert approved.exit_code == ApprovalStale.exit_code == 6  # the first (here the only) refusal's
+        lines = " ".join(approved.stdout.split())
+        assert f"request {ids[0]} (fix-lint.merge) approved; task {tasks[0].id} took merge" in lines
+        assert f"request {ids[2]} (fix-lint.merge) approved; task {tasks[2].id} took merge" in lines
+        errors = " ".join(approved.stderr.split())
+        assert f"request {ids[1]}: error: request {ids[1]} is stale" in errors and "check.record by 'qa'" in errors
+        assert [company.get_task(t.id).state for t in tasks] == ["merged", "verified", "merged", "verified"]
+        assert {r.id: r.status for r in company.list_requests()} == {
+            ids[0]: "approved", ids[1]: "stale", ids[2]: "approved", ids[3]: "pending"}
+
+        # a list in JSON; one bad id does not stop the next
+        rejected = roster("reject", str(ids[3]), "9999", str(ids[0]), "--note", "not now", "--json", token=bob)
+        assert rejected.exit_code == NotFound.exit_code  # the first refusal: 9999
+        results = json.loads(rejected.stdout)
+        assert [(r["id"], r["ok"]) for r in results] == [(ids[3], True), (9999, False), (ids[0], False)]
+        assert results[0]["request"]["status"] == "rejected" and results[0]["request"]["note"] == "not now"
+        assert results[1]["error"]["error"] == "not-found" and results[2]["error"]["error"] == "usage"
+        assert company.get_request(ids[3]).status == "rejected"
+
+        # one id keeps the single-request shapes; the list shows why a stale request is stale
+        assert roster("approve", str(ids[1]), token=bob).exit_code == 6
+        listed = " ".join(roster("approvals", "list", token=bob).stdout.split())
+        assert f"qa: task {tasks[1].id} moved from version {tasks[1].version} to {tasks[1].version + 1}" in listed
+        assert all(roster("approve", str(i), "--json", token=bob).exit_code == 2 for i in ids[:1])
+    finally:
+        store.close()
