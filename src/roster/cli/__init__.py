@@ -2,28 +2,84 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
-from roster.cli import (
-    approval_cmd,
-    artifact_cmd,
-    audit_cmd,
-    brief_cmd,
-    demo_cmd,
-    kpi_cmd,
-    memory_cmd,
-    msg_cmd,
-    principal_cmd,
-    runtime_cmd,
-    serve_cmd,
-    spec_cmd,
-    task_cmd,
-)
 from roster.cli.context import Settings
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
+
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "spec_cmd": ("init", "validate", "apply"),
+    "demo_cmd": ("demo",),
+    "principal_cmd": ("pause", "resume", "principal", "token", "rights"),
+    "approval_cmd": ("inbox", "approve", "reject", "approvals"),
+    "runtime_cmd": ("up", "run", "status", "emit", "costs", "escalations"),
+    "brief_cmd": ("context",),
+    "serve_cmd": ("serve", "mcp"),
+    "task_cmd": ("task",),
+    "audit_cmd": ("audit",),
+    "artifact_cmd": ("artifact",),
+    "memory_cmd": ("memory",),
+    "msg_cmd": ("msg",),
+    "kpi_cmd": ("kpi",),
+}
+"""Each command module of ``roster.cli`` and the top-level commands it registers, in the order ``roster
+--help`` lists them. A module with a ``register(app)`` function registers its own commands; any other is
+one command group, its module's ``app``, under the one name given here."""
+
+
+def _register(app: typer.Typer, module_name: str) -> None:
+    module = importlib.import_module(f"roster.cli.{module_name}")
+    if hasattr(module, "register"):
+        module.register(app)
+    else:
+        (name,) = COMMANDS[module_name]
+        app.add_typer(module.app, name=name)
+
+
+class LazyCommands(TyperGroup):
+    """The root command group, importing a command's module only when that command is looked up.
+
+    ``roster task list`` imports :mod:`roster.cli.task_cmd` and what it needs, not the modules of the
+    other commands (the runtime's, say). Listing the commands (``roster --help``, a mistyped name) imports
+    them all, in :data:`COMMANDS` order, so help and suggestions are those of the eager CLI.
+    """
+
+    def _load(self, module_names: list[str]) -> None:
+        staging = typer.Typer()
+        for module_name in module_names:
+            _register(staging, module_name)
+        for name, command in typer.main.get_group(staging).commands.items():
+            self.commands.setdefault(name, command)
+
+    def _load_all(self) -> None:
+        if getattr(self, "_all_loaded", False):
+            return
+        loaded = dict(self.commands)
+        self.commands.clear()
+        self._load(list(COMMANDS))
+        for name, command in loaded.items():
+            self.commands.setdefault(name, command)
+        self._all_loaded = True
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_all()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            homes = [module for module, names in COMMANDS.items() if cmd_name in names]
+            if homes:
+                self._load(homes)
+            if cmd_name not in self.commands:
+                self._load_all()  # not where COMMANDS says, or a mistyped name: look everywhere
+        return super().get_command(ctx, cmd_name)
+
 
 app = typer.Typer(
     name="roster",
@@ -31,6 +87,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=LazyCommands,
 )
 
 
@@ -51,21 +108,6 @@ def _root(
     = DEFAULT_LOCK_TIMEOUT,
 ) -> None:
     ctx.obj = Settings(spec, db, token, company, lock_timeout)
-
-
-spec_cmd.register(app)
-demo_cmd.register(app)
-principal_cmd.register(app)
-approval_cmd.register(app)
-runtime_cmd.register(app)
-brief_cmd.register(app)
-serve_cmd.register(app)
-app.add_typer(task_cmd.app, name="task")
-app.add_typer(audit_cmd.app, name="audit")
-app.add_typer(artifact_cmd.app, name="artifact")
-app.add_typer(memory_cmd.app, name="memory")
-app.add_typer(msg_cmd.app, name="msg")
-app.add_typer(kpi_cmd.app, name="kpi")
 
 
 def main() -> None:

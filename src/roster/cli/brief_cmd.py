@@ -9,7 +9,6 @@ import typer
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import Denied, NotFound
-from roster.runtime.context import ContextAssembler, Wakeup
 
 JSON = Annotated[bool, typer.Option("--json", help="Print the brief alone, as JSON.")]
 
@@ -35,6 +34,8 @@ def context(
                      "an agent may preview only its own brief (its memory is private)")
     if agent not in session.company.spec().agents:
         raise NotFound(f"no agent '{agent}' in company '{session.company.company}'")
+    from roster.runtime.context import ContextAssembler, Wakeup  # the runtime only here
+
     brief = ContextAssembler(session.company).brief(agent, task, Wakeup("preview", task.fencing_token or None))
     if as_json:
         emit_json(brief.data)

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 import yaml
@@ -29,8 +29,10 @@ from rich.console import Console
 from rich.text import Text
 
 from roster.errors import RosterError, Unauthenticated, UsageError
-from roster.store import CompanyStore, Session, Store
 from roster.store.engine import sqlite_url
+
+if TYPE_CHECKING:
+    from roster.store import CompanyStore, Session, Store
 
 SPEC_NAME = "roster.yaml"
 STATE_DIR = ".roster"
@@ -88,6 +90,8 @@ class Workspace:
 
     def store(self, spec_path: Path | None = None) -> Store:
         if self._store is None:
+            from roster.store import Store  # the store's imports only for commands that use it
+
             path = (spec_path or self.spec_path).resolve()
             self._store = Store.open(self.db_url(path), artifact_root=path.parent / STATE_DIR / "artifacts",
                                      lock_timeout=self.settings.lock_timeout)

@@ -34,7 +34,7 @@ def demo(
 @reports_errors
 def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> None:
     """The agency lane on a copy of ``repo_path`` (or a scratch repository), in ``workspace_dir``."""
-    from roster.agency import demo as lane  # noqa: PLC0415 - loads ruff/git helpers only for the lane
+    from roster.agency import demo as lane  # loads ruff/git helpers only for the lane
     from roster.agency.lint import ruff_command
     from roster.cli.context import Settings, Workspace
     from roster.cli.spec_cmd import _apply_file

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import NotFound
-from roster.runtime.kpis import measure_value
-from roster.store.kpis import KpiReading
+
+if TYPE_CHECKING:
+    from roster.store.kpis import KpiReading
 
 app = typer.Typer(help="KPIs and their readings: before -> after, history, measure now.", no_args_is_help=True)
 
@@ -70,6 +71,8 @@ def measure(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A KPI 
     if kpi.measure is None:
         raise NotFound(f"KPI '{name}' has no measure program; add 'measure: {{command: ...}}' to it in the spec, "
                        f"or record a value with 'roster kpi record {name} VALUE'")
+    from roster.runtime.kpis import measure_value  # the runtime only for this command
+
     value = measure_value(kpi, workdir=ws.spec_path.resolve().parent)
     _print(session.record_kpi(name, value, source="measured by hand"), as_json)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
-from roster.store import Message
+
+if TYPE_CHECKING:
+    from roster.store import Message
 
 app = typer.Typer(help="Send and read messages; agents wake to read theirs.", no_args_is_help=True)
 

@@ -10,9 +10,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from roster.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
 from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
-from roster.cli.serve_cmd import HOST, PORT
+from roster.cli.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, HOST, PORT
 from roster.errors import Denied, NotFound, UsageError
 from roster.runtime.dispatcher import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Dispatcher, Outcome
 
@@ -182,6 +181,8 @@ def up(
                              agents=agents)
     api = None
     if not (no_serve or once):
+        from roster.api.server import ApiServer  # the web stack only when it is served
+
         api = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
         url = api.start()
         dispatcher.mcp_url = f"{url}/mcp/"

@@ -8,10 +8,13 @@ from typing import Annotated
 
 import typer
 
-from roster.api.server import DEFAULT_HOST, DEFAULT_PORT, ApiServer
 from roster.cli.context import console, reports_errors, workspace
 from roster.errors import Unauthenticated
 
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+"""Where ``roster serve`` and ``roster up`` listen unless told otherwise (this machine only). Kept here, not
+imported from roster.api.server, so that the CLI's other commands do not import the web stack."""
 HOST = Annotated[str, typer.Option("--host", help="Interface to bind (default: this machine only).")]
 PORT = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port of the REST API and MCP server.")]
 
@@ -29,6 +32,8 @@ def serve(
 ) -> None:
     """Serve the REST API (/api/v1) and the MCP server (/mcp/) without running agents. Every request
     authenticates with a bearer token (`roster token issue`). Stop with Ctrl-C."""
+    from roster.api.server import ApiServer  # the web stack only for the command that serves
+
     ws = workspace(ctx)
     server = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
     console.print(f"roster serve: REST at http://{host}:{port}/api/v1, MCP at http://{host}:{port}/mcp/",
@@ -44,7 +49,7 @@ def mcp(
 ) -> None:
     """Serve the MCP server over stdio as the principal of the token in $TOKEN_ENV (for agent CLIs that
     start MCP servers as subprocesses)."""
-    from roster.api.mcp_server import create_mcp_server
+    from roster.api.mcp_server import create_mcp_server  # the mcp SDK only for this command
 
     token = os.environ.get(token_env, "").strip()
     if not token:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import NotFound, UsageError
-from roster.kernel.spec import CompanySpec
-from roster.store import Task
+
+if TYPE_CHECKING:
+    from roster.kernel.spec import CompanySpec
+    from roster.store import Task
 
 app = typer.Typer(help="Create, list, show and move tasks.", no_args_is_help=True)
 
