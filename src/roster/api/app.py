@@ -3,6 +3,9 @@
 Every route depends on :func:`session`: the ``Authorization: Bearer <token>`` header is resolved to one
 principal's :class:`~roster.store.Session`, whose verbs act as that principal in its own company. Ids in
 paths are looked up in the token's company only, so another company's ids are simply not found (404).
+The MCP app sits behind :class:`BearerGate`, which answers the same 401 problem before the MCP server
+runs. :class:`CatchAll` turns an exception nothing else handled into a 500 problem, logged once on one
+line (see :mod:`roster.api.logs`): no traceback reaches the console.
 """
 
 from __future__ import annotations
@@ -12,16 +15,18 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, FastAPI, Header, Path, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roster import __version__
-from roster.api import problems
-from roster.errors import RosterError, Unauthenticated
+from roster.api import logs, problems
+from roster.api.auth import SESSION_STATE_KEY, session_from_header
+from roster.errors import RosterError
 from roster.store import Session, Store, audit
-from roster.store.company import authenticate
 
 API_PREFIX = "/api/v1"
 MAX_ID = 2**53 - 1
@@ -30,10 +35,7 @@ MAX_ID = 2**53 - 1
 
 def session(request: Request, authorization: Annotated[str | None, Header()] = None) -> Session:
     """The caller's session, from its bearer token. Raises :class:`Unauthenticated` (401)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthenticated("missing bearer token")
-    return authenticate(request.app.state.store, token.strip())
+    return session_from_header(request.app.state.store, authorization)
 
 
 Caller = Annotated[Session, Depends(session)]
@@ -60,6 +62,59 @@ class Attribution:
             audit.VIA.reset(token)
 
 
+class BearerGate:
+    """Pure ASGI wrapper around the mounted MCP app: every HTTP request is authenticated from its bearer
+    token before the MCP server sees it. A missing, malformed, unknown, revoked or expired token, or a
+    paused or retired principal, gets the REST API's 401 problem (``WWW-Authenticate: Bearer``), logged
+    once; the session of an accepted token is handed on in ``scope["state"]`` (``SESSION_STATE_KEY``),
+    so the MCP server does not authenticate the request again."""
+
+    def __init__(self, app: ASGIApp, store: Store) -> None:
+        self.app = app
+        self.store = store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        header = Headers(scope=scope).get("authorization")
+        try:
+            caller = await anyio.to_thread.run_sync(session_from_header, self.store, header)
+        except RosterError as exc:
+            response = problems.answer(scope["method"], scope["path"], exc)
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})[SESSION_STATE_KEY] = caller
+        await self.app(scope, receive, send)
+
+
+class CatchAll:
+    """Pure ASGI middleware: an exception that escapes every handler becomes a 500 problem with no
+    internals in it (if no response has started), logged once on one line with the exception's type and
+    message. It is not raised further, so the server prints no traceback."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        except Exception as exc:  # noqa: BLE001 - the one place an unexpected failure is answered and logged
+            logs.request_error(scope["method"], scope["path"], 500, "internal", logs.describe(exc))
+            if not started:
+                await problems.internal(scope, receive, send)
+
+
 def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Path | None = None) -> FastAPI:
     """The REST API over ``store`` under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``) and the MCP
     server over streamable HTTP at ``/mcp/``. ``host`` is the interface served on: the MCP transport
@@ -68,7 +123,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     from roster.api.mcp_server import create_mcp_server
 
     mcp_server = create_mcp_server(store, skills_dir=skills_dir)
-    mcp_app = mcp_server.streamable_http_app(streamable_http_path="/", host=host)
+    mcp_app = BearerGate(mcp_server.streamable_http_app(streamable_http_path="/", host=host), store)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -83,10 +138,10 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     app.state.store = store
 
     app.add_middleware(Attribution)
+    app.add_middleware(CatchAll)  # outermost of ours: inside it, every other error is already a problem
     app.add_exception_handler(RosterError, problems.roster_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(StarletteHTTPException, problems.http_error)
-    app.add_exception_handler(Exception, problems.internal_error)
     for module in (routes_tasks, routes_team, routes_records):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/mcp", mcp_app)

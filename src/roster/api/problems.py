@@ -4,7 +4,8 @@ A response is ``application/problem+json``: ``type`` (``/problems/<code>``, a UR
 the server, one per :class:`~roster.errors.RosterError` ``code``), ``title``, ``status``, ``detail`` (the
 error's message) and the error's own details as extension members (``clause`` for a contract violation,
 ``expected``/``actual`` for a stale version, ...). An unauthenticated request gets 401 with no detail of
-why (unknown, revoked or expired tokens look alike); the refusal is in the audit log.
+why (unknown, revoked or expired tokens look alike); the refusal is in the audit log. Every problem
+answered is logged once, on one line (:func:`roster.api.logs.request_error`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
+from roster.api import logs
 from roster.errors import RosterError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -80,8 +83,10 @@ def problem(code: str, detail: str, status: int | None = None, **extensions: Any
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-async def roster_error(_request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RosterError)
+def answer(method: str, path: str, exc: RosterError) -> JSONResponse:
+    """The problem for a Roster error (an unauthenticated request gets no detail of why), logged once."""
+    status = STATUS.get(exc.code, 500)
+    logs.request_error(method, path, status, exc.code, exc.message)
     if exc.code == "unauthenticated":
         return problem("unauthenticated", "a valid bearer token is required")
     extensions = {k: v for k, v in exc.to_dict().items() if k not in ("error", "message", "detail")}
@@ -90,27 +95,36 @@ async def roster_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.code, exc.message, **extensions)
 
 
-async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def roster_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RosterError)
+    return answer(request.method, request.url.path, exc)
+
+
+async def validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))} for e in exc.errors()]
     summary = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5])
+    logs.request_error(request.method, request.url.path, 422, "validation", summary)
     return problem("validation", f"the request is invalid: {summary}", errors=errors)
 
 
-async def http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
     """Starlette's own errors (no such route: 404, wrong method: 405) as problems too."""
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, f"http-{exc.status_code}")
+    logs.request_error(request.method, request.url.path, exc.status_code, code, str(exc.detail))
     response = problem(code, str(exc.detail), status=exc.status_code)
     for name, value in (exc.headers or {}).items():
         response.headers[name] = value
     return response
 
 
-async def internal_error(_request: Request, _exc: Exception) -> JSONResponse:
-    """An unexpected failure: a problem with no internals in it (the server log has the traceback)."""
-    return problem("internal", "the server failed to handle this request; nothing about it is shown here",
-                   status=500)
+async def internal(scope: Scope, receive: Receive, send: Send) -> None:
+    """Send the answer to an unexpected failure: a 500 problem with no internals in it (the caller
+    logged the failure, on one line)."""
+    response = problem("internal", "the server failed to handle this request; nothing about it is shown here",
+                       status=500)
+    await response(scope, receive, send)
 
 
 def documented(description: str) -> dict[str, Any]:

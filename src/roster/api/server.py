@@ -1,6 +1,7 @@
 """Serving the ASGI app with uvicorn: in the foreground (``roster serve``) or beside the dispatcher in a
 thread of its own (``roster up``). Binds to 127.0.0.1 by default: exposing Roster beyond the machine is
-a decision to take on purpose (``--host``)."""
+a decision to take on purpose (``--host``). uvicorn's loggers, the MCP SDK's and Roster's API log one
+line per event on stderr, never a traceback (:mod:`roster.api.logs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import uvicorn
 
+from roster.api import logs
 from roster.api.app import create_app
 from roster.errors import UsageError
 from roster.store import Store
@@ -18,12 +20,17 @@ DEFAULT_PORT = 8765
 
 
 class ApiServer:
-    """uvicorn serving :func:`create_app` over ``store`` at ``host:port`` (port 0: any free port)."""
+    """uvicorn serving :func:`create_app` over ``store`` at ``host:port`` (port 0: any free port).
+    ``log_level`` (``warning`` by default: server errors only; ``info`` adds one line per refused
+    request) applies to uvicorn, the MCP SDK and Roster's API loggers alike."""
 
     def __init__(self, store: Store, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 skills_dir: Path | None = None) -> None:
-        config = uvicorn.Config(create_app(store, host=host, skills_dir=skills_dir), host=host, port=port, log_level="warning", access_log=False,
-                                lifespan="on")
+                 skills_dir: Path | None = None, log_level: str = "warning") -> None:
+        app = create_app(store, host=host, skills_dir=skills_dir)
+        # log_config=None: uvicorn leaves its loggers to logs.configure (one line each, no traceback)
+        config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                                log_config=None)
+        logs.configure(log_level)
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 
