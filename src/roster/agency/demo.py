@@ -161,7 +161,8 @@ def report(company: CompanyStore) -> list[str]:
                        if isinstance(e.data.get("error"), dict))
     costs = company.costs()
     merged = states.get("merged", 0)
-    spent = sum(a["cost_usd"] for a in costs["agents"])
+    spent = sum(a["priced_cost_usd"] for a in costs["agents"])
+    unpriced = sum(a["unpriced_runs"] for a in costs["agents"])
     count, broken = company.verify_audit()
     lines = ["", "Report", f"  tasks by state: {', '.join(f'{s} {n}' for s, n in sorted(states.items())) or 'none'}",
              f"  transitions: {', '.join(f'{t} {n}' for t, n in sorted(transitions.items())) or 'none'}"]
@@ -173,11 +174,19 @@ def report(company: CompanyStore) -> list[str]:
         lines.append(f"  approval {r.id}: task {r.task_id} {r.status}" + (f" by {r.decided_by}" if r.decided_by else ""))
     for a in costs["agents"]:
         lines.append(f"  runs of {a['name']}: {a['runs']} ({a['successes']} succeeded), tokens {a['input_tokens']} in / "
-                     f"{a['output_tokens']} out, {a['cost_usd']:.4f} USD")
-    lines.append(f"  cost per merged fix: {spent / merged:.4f} USD" if merged else "  cost per merged fix: no merge yet")
+                     f"{a['output_tokens']} out, {_usd(a['cost_usd'], a['unpriced_runs'])}")
+    lines.append(f"  cost per merged fix: {_usd(spent / merged, unpriced)}" if merged
+                 else "  cost per merged fix: no merge yet")
     lines += _kpi_lines(company)
     lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))
     return lines
+
+
+def _usd(cost: float | None, unpriced_runs: int) -> str:
+    """A cost for the report: ``0.1234 USD``, or unknown when runs could not be priced (never 0)."""
+    if unpriced_runs:
+        return f"cost unknown ({unpriced_runs} run(s) could not be priced)"
+    return f"{cost or 0.0:.4f} USD"
 
 
 def _kpi_lines(company: CompanyStore) -> list[str]:

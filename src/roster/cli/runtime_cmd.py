@@ -71,30 +71,46 @@ def escalations_resolve(
 @reports_errors
 def costs(ctx: typer.Context, as_json: JSON = False) -> None:
     """Spend per agent and per portfolio: runs, successes, tokens, USD, cost per successful outcome; and
-    each budget of the spec against its period's spend."""
+    each budget of the spec against its period's spend. A cost that is not known in full (runs whose model
+    has no price) is printed as unknown, never as 0; in JSON, ``cost_usd`` is then null and
+    ``unpriced_runs`` counts those runs."""
     session = workspace(ctx).session()
     company = session.company
     report = company.costs()
     budgets = []
     for budget in company.spec().budgets:
         status_ = company.budget_status(budget)
-        budgets.append({**asdict(status_), "warn_at": budget.warn_at, "level": status_.level(budget.warn_at)})
+        budgets.append({"scope": status_.scope, "period": status_.period, "unit": status_.unit,
+                        "since": status_.since, "limit_usd": status_.limit_usd,
+                        "spent_usd": status_.spent_usd if status_.spent_known else None,
+                        "priced_spent_usd": status_.spent_usd, "unpriced_runs": status_.unpriced_runs,
+                        "limit_tokens": status_.limit_tokens, "spent_tokens": status_.spent_tokens,
+                        "warn_at": budget.warn_at, "level": status_.level(budget.warn_at),
+                        "summary": status_.describe()})
     if as_json:
         emit_json({**report, "budgets": budgets})
         return
+
+    def usd(row: dict, key: str) -> str:
+        if row[key] is not None:
+            return f"{row[key]:.4f}"
+        return "unknown" if row["unpriced_runs"] else "-"
+
     for title, rows in (("per agent", report["agents"]), ("per portfolio", report["portfolios"])):
         table = Table("name", "runs", "successes", "tokens in", "tokens out", "USD", "USD per success", box=None,
                       title=title, title_justify="left")
         for r in rows:
-            per = f"{r['cost_per_success_usd']:.4f}" if r["cost_per_success_usd"] is not None else "-"
             table.add_row(r["name"], str(r["runs"]), str(r["successes"]), str(r["input_tokens"]),
-                          str(r["output_tokens"]), f"{r['cost_usd']:.4f}", per)
+                          str(r["output_tokens"]), usd(r, "cost_usd"), usd(r, "cost_per_success_usd"))
         console.print(table if rows else f"{title}: no runs")
+    unpriced = sum(r["unpriced_runs"] for r in report["agents"])
+    if unpriced:
+        console.print(f"cost unknown: {unpriced} run(s) could not be priced (their models have no price in "
+                      "genai-prices); give them one under 'models:' in the spec", highlight=False)
     if budgets:
-        table = Table("scope", "period", "spent USD", "limit USD", "level", box=None, title="budgets",
-                      title_justify="left")
+        table = Table("scope", "period", "spent", "level", box=None, title="budgets", title_justify="left")
         for b in budgets:
-            table.add_row(b["scope"], b["period"], f"{b['spent_usd']:.4f}", f"{b['limit_usd']:.2f}", b["level"])
+            table.add_row(b["scope"], b["period"], b["summary"], b["level"])
         console.print(table)
 
 

@@ -54,6 +54,7 @@ from roster.runtime.runners import Brief, Runner, make_runner
 from roster.runtime.selection import LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Triggers
 from roster.store import CompanyStore, Task
+from roster.store.costs import BudgetStatus
 from roster.store.fleet import run_token_name
 from roster.store.leases import DEFAULT_LEASE_SECONDS, Lease
 from roster.store.runs import Candidate, new_run_id
@@ -670,23 +671,30 @@ class Dispatcher:
     # -- budgets ------------------------------------------------------------------------------------
 
     def enforce_budgets(self, agent: str, workflow: str | None) -> str | None:
-        """Check the budgets a run of ``agent`` counts toward. Past ``warn_at``: a ``budget.warn`` event,
-        once per budget and period. At 100%: a hard stop (``budget.exhausted``): the agent is paused (an
-        agent budget), or its portfolio (a portfolio budget) or every agent (the company budget), with
-        the reason, and their leases released. Returns that reason, or ``None`` if the run may go on."""
+        """Check the budgets a run of ``agent`` counts toward, in USD or in tokens. Past ``warn_at``: a
+        ``budget.warn`` event, once per budget and period. At 100%: a hard stop (``budget.exhausted``): the
+        agent is paused (an agent budget), or its portfolio (a portfolio budget) or every agent (the company
+        budget), with the reason, and their leases released. A USD budget over runs that could not be
+        priced cannot be enforced in full: a ``budget.unpriced`` event and a log line say so, once per
+        budget and period (what is known is still enforced). Returns the hard stop's reason, or ``None`` if
+        the run may go on."""
         reason = None
         spec = self._current_spec()
         if not spec.budgets:
             return None
         for budget in self.company.budgets_for(agent, workflow, spec=spec):
             status = self.company.budget_status(budget)
+            label = f"budget {budget.scope} per {budget.period}"
+            if not status.spent_known:
+                self._once("budget.unpriced", status, f"{label} cannot be enforced: {status.unpriced_runs} run(s) "
+                           f"since {status.since} could not be priced, so their cost is unknown; give their "
+                           "models a price under 'models:' in the spec, or set a 'tokens' budget")
             level = status.level(budget.warn_at)
-            if level == "ok":
+            if level in ("ok", "unknown"):
                 continue
-            why = (f"budget {budget.scope} per {budget.period}: {status.spent_usd:.4f} of {budget.usd:.2f} USD "
-                   f"spent since {status.since}")
+            why = f"{label}: {status.describe()} spent since {status.since}"
             if level == "warn":
-                self._warn_once(budget.scope, budget.period, status.since, why)
+                self._once("budget.warn", status, why)
                 continue
             reason = f"hard stop, {why}"
             self.company.note_budget_exhausted(budget.scope, reason)
@@ -701,11 +709,18 @@ class Dispatcher:
             self.log(f"{agent}: {reason}")
         return reason
 
-    def _warn_once(self, scope: str, period: str, since: str, why: str) -> None:
-        seen = self.company.audit_log(action="budget.warn", since=since)
-        if not any(e.data.get("scope") == scope and e.data.get("period") == period for e in seen):
-            self.company.note_budget_warning(scope, period, why)
-            self.log(f"warning: {why}")
+    def _once(self, action: str, status: BudgetStatus, why: str) -> None:
+        """Audit ``action`` (``budget.warn`` or ``budget.unpriced``) for a budget, and log it, unless it was
+        already audited for that budget (scope, period and unit) this period."""
+        seen = self.company.audit_log(action=action, since=status.since)
+        if any(e.data.get("scope") == status.scope and e.data.get("period") == status.period
+               and e.data.get("unit", "usd") == status.unit for e in seen):
+            return
+        if action == "budget.unpriced":
+            self.company.note_budget_unpriced(status.scope, status.period, status.unpriced_runs, why)
+        else:
+            self.company.note_budget_warning(status.scope, status.period, why, unit=status.unit)
+        self.log(f"warning: {why}")
 
     def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
         """Consolidate every memory pad each ``memory.consolidate_every`` (state kept in trigger_state)."""

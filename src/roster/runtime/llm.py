@@ -332,14 +332,34 @@ def compute_cost(usage: Any, model: str, *, provider: str | None = None,
     from genai_prices import Usage, calc_price
 
     if ":" in model and provider is None and provider_api_url is None:
+def spec_cost(usage: Any, price: ModelPrice) -> float:
+    """The cost in USD of ``usage`` at a price of the spec's ``models:`` table (USD per million tokens),
+    computed by genai-prices as for its own table (cached input at ``cache_read_mtok`` /
+    ``cache_write_mtok`` when set, else at ``input_mtok``)."""
+    from decimal import Decimal
+
+    from genai_prices import Usage
+    from genai_prices.types import ModelPrice as GenaiModelPrice
+
+    rates = {key: Decimal(str(value)) for key, value in price.model_dump().items() if value is not None}
+    return float(GenaiModelPrice(**rates).calc_price(Usage(**_token_counts(usage)))["total_price"])
+
+
+def _token_counts(usage: Any) -> dict[str, int]:
+    return {key: int(getattr(usage, key, 0) or 0)
+            for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
+
+
+PriceTable = Mapping[str, ModelPrice] | Callable[[], Mapping[str, ModelPrice]]
+"""The spec's ``models:`` prices by model string, or a function returning the current table."""
+
+
         provider, _, model = model.partition(":")
-    values = {key: int(getattr(usage, key, 0) or 0)
-              for key in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
     try:
         if provider_api_url:
-            price = calc_price(Usage(**values), model, provider_api_url=provider_api_url)
+            price = calc_price(Usage(**_token_counts(usage)), model, provider_api_url=provider_api_url)
         else:
-            price = calc_price(Usage(**values), model, provider_id=provider)
+            price = calc_price(Usage(**_token_counts(usage)), model, provider_id=provider)
     except (LookupError, ValueError):
         return 0.0, False
     return float(price.total_price), True
@@ -366,6 +386,10 @@ class LLMRunner:
         self.workdir = workdir
         self._model_override = model
         self.scripted = model is None and self.config.model == OFFLINE
+    prices: PriceTable | None = None
+    """The spec's ``models:`` table (see :func:`roster.runtime.runners.make_runner`): a price there for this
+    runner's model string extends and overrides genai-prices'."""
+
         self._reset_usage()
 
     # -- usage of the last run ----------------------------------------------------------------------
@@ -381,11 +405,20 @@ class LLMRunner:
 
     @property
     def last_usage(self) -> Usage:
-        """What the last run cost, for the dispatcher's run record (see :class:`Usage`)."""
-        return Usage(self.model_name, self.input_tokens, self.output_tokens, self.cost_usd, self.cost_known)
+        """What the last run cost, for the dispatcher's run record (see :class:`Usage`): ``cost_usd`` is
+        ``None`` when the model could not be priced (neither the spec's ``models:`` nor genai-prices know
+        it), and 0 for the offline scripted model, which calls no provider."""
+        """Keep the tokens of ``usage`` and price them: the spec's ``models:`` price for the configured model
+        string first, then genai-prices' (by the provider's API URL when ``base_url`` is set)."""
+        cost = self.cost_usd if self.cost_known or self.scripted else None
+        return Usage(self.model_name, self.input_tokens, self.output_tokens, cost)
 
+        table = self.prices() if callable(self.prices) else (self.prices or {})
+        price = table.get(self.config.model)
     def _record_usage(self, usage: Any) -> None:
         self.input_tokens = int(usage.input_tokens or 0)
+        elif price is not None:
+            self.cost_usd, self.cost_known = spec_cost(usage, price), True
         self.output_tokens = int(usage.output_tokens or 0)
         self.requests = int(getattr(usage, "requests", 0) or 0)
         if self.scripted:

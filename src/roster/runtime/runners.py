@@ -169,13 +169,18 @@ class Brief:
 
 @dataclass(frozen=True)
 class Usage:
-    """What a run cost: the model, tokens in and out, and USD (``cost_known`` False when no price)."""
+    """What a run cost: the model, tokens in and out, and USD. ``cost_usd`` is ``None`` when the run could
+    not be priced (a model neither the spec's ``models:`` nor genai-prices has a price for): the run's
+    cost is then recorded as unknown, never as 0. A run that called no model costs 0."""
 
     model: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float = 0.0
-    cost_known: bool = True
+    cost_usd: float | None = 0.0
+
+    @property
+    def cost_known(self) -> bool:
+        return self.cost_usd is not None
 
 
 class Runner(Protocol):

@@ -112,7 +112,8 @@ class RunRecord:
     model: str | None
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    cost_usd: float | None
+    """USD the run cost; ``None`` when it could not be priced (unknown, not 0)."""
     wall_seconds: float | None
     dispatcher_id: str | None = None
     """The ``roster up`` process that ran it (see :mod:`roster.store.fleet`)."""
@@ -251,8 +252,9 @@ class RunVerbs(CompanyBase):
 
     def finish_run(self, run_id: str, *, outcome: str, transition: str | None = None,
                    failure: Failure | None = None, model: str | None = None, input_tokens: int = 0,
-                   output_tokens: int = 0, cost_usd: float = 0.0, wall_seconds: float | None = None) -> None:
-        """Record how a run ended (``run.finish``): outcome, failure, model usage (tokens, USD), wall time (s)."""
+                   output_tokens: int = 0, cost_usd: float | None = 0.0, wall_seconds: float | None = None) -> None:
+        """Record how a run ended (``run.finish``): outcome, failure, model usage (tokens, USD: ``None`` when the
+        run could not be priced, kept as unknown), wall time (s)."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             self._finish_run_txn(conn, head, run_id, outcome=outcome, transition=transition, failure=failure,
@@ -262,7 +264,7 @@ class RunVerbs(CompanyBase):
 
     def _finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
                         transition: str | None = None, failure: Failure | None = None, model: str | None = None,
-                        input_tokens: int = 0, output_tokens: int = 0, cost_usd: float = 0.0,
+                        input_tokens: int = 0, output_tokens: int = 0, cost_usd: float | None = 0.0,
                         wall_seconds: float | None = None, agent: str | None = None) -> None:
         """The ``run.finish`` bookkeeping in ``conn``'s transaction (``agent``: the run's, when the caller
         knows it; otherwise it is read)."""
