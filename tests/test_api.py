@@ -782,3 +782,126 @@ def test_a_cursor_this_api_did_not_hand_out_is_a_400_not_a_crash(api, auth, curs
     # Found by schemathesis: str.isdigit() accepts '²', which int() then refused with a 500.
     for path in ("/tasks", "/audit", "/messages"):
         problem(api.get(f"{API}{path}", params={"cursor": cursor}, headers=auth("alice")), 400, "usage")
+
+
+# -- the verbs an agent has everywhere (issue 14, item 2) ------------------------------------------
+
+
+def test_a_check_recorded_over_rest_is_what_lets_verify_through(api, auth, company, store):
+    store.apply(parse_spec(RECORDS_SPEC), applied_by="alice")
+    auditor = {"Authorization": f"Bearer {company.issue_token('auditor', actor='alice').token}"}
+    task = create(api, auth)
+    company.transition(task["id"], "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
+    company.record_artifact(task["id"], "patch", b"-a\n+b\n", actor="builder")
+    version = company.get_task(task["id"]).version
+    company.transition(task["id"], "build", actor="builder", expected_version=version, writes={"branch": "b"})
+    url = f"{API}/tasks/{task['id']}"
+    version = company.get_task(task["id"]).version
+    early = problem(api.post(f"{url}/transitions", headers=auth("qa"),
+                             json={"transition": "verify", "expected_version": version}), 409, "contract-violation")
+    assert early["clause"] == "requires.checks"
+    problem(api.post(f"{url}/checks", headers=auditor, json={"name": "lint_clean", "passed": True}), 403, "denied")
+    problem(api.post(f"{url}/checks", headers=auth("qa"), json={"name": "lint_clean"}), 422, "validation")
+    problem(api.post(f"{API}/tasks/99/checks", headers=auth("qa"), json={"name": "x", "passed": True}), 404,
+            "not-found")
+    recorded = api.post(f"{url}/checks", headers=auth("qa"),
+                        json={"name": "lint_clean", "passed": True, "detail": "ruff: 0 findings"})
+    assert recorded.status_code == 201, recorded.text
+    assert recorded.json() == {"task_id": task["id"], "name": "lint_clean", "passed": True,
+                               "detail": "ruff: 0 findings", "version": version + 1}
+    moved = api.post(f"{url}/transitions", headers=auth("qa"),
+                     json={"transition": "verify", "expected_version": version + 1})
+    assert moved.status_code == 200 and moved.json()["state"] == "verified"
+    checks = [(e.principal, e.action, e.data.get("via")) for e in company.history(task["id"])
+              if e.action.startswith("check.record")]
+    assert checks == [("auditor", "check.record.rejected", "api"), ("qa", "check.record", "api")]
+
+
+def test_delegation_over_rest_files_a_child_with_its_packet_once_per_key(api, auth, company):
+    parent = create(api, auth)
+    url = f"{API}/tasks/{parent['id']}/children"
+    packet = {"subproblem": "Find which files break E501", "context": "ruff reports 12", "tried": [],
+              "desired_output": "a list of files", "success_condition": "every file named"}
+    body = {"workflow": "fix-lint", "title": "list E501 files", "fields": {"rule": "E501"}, "packet": packet,
+            "key": "e501-files", "artifacts": [{"kind": "notes", "content": "start with src/"}]}
+    first = api.post(url, headers=auth("alice"), json=body)
+    assert first.status_code == 201, first.text
+    child = first.json()
+    assert (child["parent_id"], child["title"], child["packet"]["subproblem"], child["created_by"]) == (
+        parent["id"], "list E501 files", "Find which files break E501", "alice")
+    again = api.post(url, headers=auth("alice"), json=body)
+    assert again.status_code == 200 and again.json()["id"] == child["id"]
+    assert [a.name for a in company.list_artifacts(child["id"])] == ["notes"]  # saved once
+    problem(api.post(url, headers=auth("alice"), json={**body, "packet": None}), 422, "validation")
+    problem(api.post(url, headers=auth("alice"), json={**body, "key": None, "packet": {"subproblem": "x"}}), 400,
+            "usage")
+    problem(api.post(url, headers=auth("planner"), json={**body, "key": "other"}), 403, "denied")
+    assert [t.id for t in company.children(parent["id"])] == [child["id"]]
+
+
+def test_escalation_over_rest_goes_up_the_ladder_and_is_on_the_record(api, auth, company, globex):
+    task = create(api, auth)
+    globex.create_task(workflow="fix-lint", title="globex work", actor="alice", fields={"rule": "G1"})
+    url = f"{API}/tasks/{task['id']}/escalations"
+    problem(api.post(url, headers=auth("planner"), json={"reason": "stuck", "category": "sloppy"}), 422,
+            "validation")
+    problem(api.post(f"{API}/tasks/99/escalations", headers=auth("planner"), json={"reason": "stuck"}), 404,
+            "not-found")
+    stepped = api.post(url, headers=auth("planner"), json={"reason": "the rule is ambiguous", "category": "judgment"})
+    assert stepped.status_code == 201, stepped.text
+    assert (stepped.json()["from_agent"], stepped.json()["step"], stepped.json()["to"]) == ("planner", "human", "human")
+    [escalation] = company.list_escalations()
+    assert (escalation.task_id, escalation.from_agent) == (task["id"], "planner")
+    [event] = company.audit_log(action="escalation.human")
+    assert (event.principal, event.data["via"]) == ("planner", "api")
+    assert globex.list_escalations() == []
+
+
+def test_messages_are_marked_read_over_rest_only_by_their_recipient(api, auth):
+    sent = api.post(f"{API}/messages", headers=auth("builder"), json={"to": "alice", "body": "Which rule first?"})
+    message_id = sent.json()["id"]
+
+    def unread(handle: str) -> list[int]:
+        return [m["id"] for m in api.get(f"{API}/messages", params={"unread": True}, headers=auth(handle))
+                .json()["items"]]
+
+    assert unread("alice") == [message_id]
+    assert api.post(f"{API}/messages/read", headers=auth("builder"), json={"ids": [message_id]}).json() == {
+        "marked": 0}
+    assert unread("alice") == [message_id]
+    assert api.post(f"{API}/messages/read", headers=auth("alice"), json={"ids": [message_id]}).json() == {
+        "marked": 1}
+    assert unread("alice") == []
+    problem(api.post(f"{API}/messages/read", headers=auth("alice"), json={"ids": []}), 422, "validation")
+
+
+def test_bulk_decisions_decide_each_request_on_its_own(api, auth, company):
+    requests = []
+    for title in ("first", "second", "third"):
+        task = create(api, auth, title)
+        version = to_verified(company, task["id"])
+        pending = api.post(f"{API}/tasks/{task['id']}/transitions", headers=auth("merger"),
+                           json={"transition": "merge", "expected_version": version})
+        requests.append((task["id"], problem(pending, 202, "approval-pending")["request_id"]))
+    (t1, r1), (t2, r2), (t3, r3) = requests
+    decided = api.post(f"{API}/approvals/decisions", headers=auth("alice"), json={"decisions": [
+        {"id": r1, "decision": "approve", "note": "ship it"},
+        {"id": r2, "decision": "reject"},  # no note: refused, and nothing else is undone
+        {"id": 999, "decision": "approve"},
+        {"id": r3, "decision": "reject", "note": "wrong branch"},
+        {"id": r1, "decision": "approve"},  # already decided
+    ]})
+    assert decided.status_code == 200, decided.text
+    results = decided.json()["results"]
+    assert [(r["id"], r["outcome"], r["error"]) for r in results] == [
+        (r1, "approved", None), (r2, "refused", "usage"), (999, "refused", "not-found"), (r3, "rejected", None),
+        (r1, "refused", "usage")]
+    assert "note" in results[1]["detail"] and results[0]["request"]["decided_by"] == "alice"
+    assert [company.get_task(t).state for t in (t1, t2, t3)] == ["merged", "verified", "verified"]
+    assert {r.id: r.status for r in company.list_requests()} == {r1: "approved", r2: "pending", r3: "rejected"}
+    merger = api.post(f"{API}/approvals/decisions", headers=auth("merger"),
+                      json={"decisions": [{"id": r2, "decision": "approve"}]}).json()["results"]
+    assert [(r["outcome"], r["error"]) for r in merger] == [("refused", "contract-violation")], merger  # its own
+    problem(api.post(f"{API}/approvals/decisions", headers=auth("alice"), json={"decisions": []}), 422, "validation")
+    problem(api.post(f"{API}/approvals/decisions", headers=auth("alice"),
+                     json={"decisions": [{"id": r2, "decision": "maybe"}]}), 422, "validation")

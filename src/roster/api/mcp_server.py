@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
@@ -383,7 +383,7 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
             return [m.to_dict() for m in caller.thread(thread_id)]
 
     @tool(description="Mark messages addressed to you as read; returns how many changed.")
-    def mark_read(message_ids: list[int] = Field(min_length=1, max_length=500)) -> dict[str, Any]:
+    def mark_read(message_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=500)) -> dict[str, Any]:
         with acting() as caller:
             return {"marked": caller.mark_read(list(message_ids))}
 

@@ -7,11 +7,13 @@ ISO 8601 UTC strings.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from roster.api.verbs import Decided, Decision
 from roster.kernel.audit import AuditEvent
+from roster.runtime.runners import CheckOut, MessageOut, TaskOut
 from roster.store import Message, Task
 from roster.store.kpis import KpiReading
 from roster.store.runs import RunRecord
@@ -77,12 +79,57 @@ class MemoryIn(BaseModel):
     provenance: JSONObject = {}
 
 
-class MessageIn(BaseModel):
+class MessageIn(MessageOut):
+    """A message to send: the fields of a run's :class:`~roster.runtime.runners.MessageOut`."""
+
+
+class ReadIn(BaseModel):
+    """Messages addressed to you to mark read."""
+
     model_config = ConfigDict(extra="forbid")
-    to: str = Field(min_length=1, max_length=127)
-    body: str = Field(min_length=1, max_length=16_000)
-    task_id: int | None = Field(default=None, ge=1, le=MAX_ID)
-    thread_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=500)
+
+
+class ReadOut(BaseModel):
+    marked: int = Field(description="How many messages changed from unread to read.")
+
+
+class CheckIn(CheckOut):
+    """A check's result: the fields of a run's :class:`~roster.runtime.runners.CheckOut`, and the fencing
+    token of your claim (if you hold one)."""
+
+    fencing_token: int | None = Field(default=None, ge=0, le=MAX_ID)
+
+
+class CheckRecorded(CheckOut):
+    task_id: int
+    version: int = Field(description="The task's version after the check (evidence moves it).")
+
+
+class DelegationIn(TaskOut):
+    """A child task: the fields of a run's :class:`~roster.runtime.runners.TaskOut`, with its delegation
+    ``packet`` required."""
+
+    packet: JSONObject = Field(description="subproblem, context, tried, desired_output, and success_condition "
+                                           "and/or blocking_threshold")
+
+
+class EscalationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=4000, description="What you tried and why you cannot finish.")
+    category: Literal["judgment", "deterministic", "transient", "governance"] = "judgment"
+
+
+class DecisionsIn(BaseModel):
+    """Approval decisions, each taken on its own, in order."""
+
+    model_config = ConfigDict(extra="forbid")
+    decisions: list[Decision] = Field(min_length=1, max_length=100)
+
+
+class DecisionsOut(BaseModel):
+    results: list[Decided] = Field(description="One per decision, in order: approved, rejected or refused "
+                                               "(with the error's code and message).")
 
 
 class MessagePage(BaseModel):

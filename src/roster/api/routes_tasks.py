@@ -1,5 +1,5 @@
-"""Tasks and their artifacts: list, create (idempotent), show, transition, hold/release, context, and
-artifact upload, versions, diff and download."""
+"""Tasks and their artifacts: list, create (idempotent), show, transition, claim, hold/release, context,
+checks, delegation, escalation, and artifact upload, versions, diff and download."""
 
 from __future__ import annotations
 
@@ -8,12 +8,27 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from roster.api import verbs
 from roster.api.app import Caller, Id
-from roster.api.models import ClaimIn, DiffOut, HoldIn, ReleaseIn, TaskCreate, TaskPage, TransitionIn
+from roster.api.models import (
+    CheckIn,
+    CheckRecorded,
+    ClaimIn,
+    DelegationIn,
+    DiffOut,
+    EscalationIn,
+    HoldIn,
+    ReleaseIn,
+    TaskCreate,
+    TaskPage,
+    TransitionIn,
+)
 from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.api.problems import documented
 from roster.runtime.context import ContextAssembler, Wakeup
+from roster.runtime.runners import CheckOut, TaskOut
 from roster.store import ArtifactRecord, Task
+from roster.store.escalations import Escalation
 from roster.store.leases import Lease
 
 router = APIRouter(tags=["tasks"])
@@ -77,6 +92,29 @@ def context(caller: Caller, task_id: Id) -> dict[str, Any]:
     task = caller.get_task(task_id)
     me = caller.principal.handle
     return ContextAssembler(caller.company).brief(me, task, Wakeup("preview", task.fencing_token or None)).data
+
+
+@router.post("/tasks/{task_id}/checks", response_model=CheckRecorded, status_code=201,
+             summary="Record the result of a named check (requires.checks counts the latest per name)")
+def record_check(caller: Caller, task_id: Id, body: CheckIn) -> Any:
+    check = CheckOut.model_validate(body.model_dump(include=set(CheckOut.model_fields)))
+    return verbs.record_check(caller, task_id, check, body.fencing_token)
+
+
+@router.post("/tasks/{task_id}/children", response_model=Task, status_code=201,
+             responses={200: {"model": Task, "description": "The existing child for a reused key"}},
+             summary="Delegate a subproblem as a child task carrying a delegation packet")
+def delegate(caller: Caller, task_id: Id, body: DelegationIn, response: Response) -> Any:
+    task, created = verbs.file_task(caller, TaskOut.model_validate(body.model_dump()), parent_id=task_id)
+    if not created:
+        response.status_code = 200
+    return task
+
+
+@router.post("/tasks/{task_id}/escalations", response_model=Escalation, status_code=201,
+             summary="Say you cannot finish the task: the next step up the ladder (a peer, else a human)")
+def escalate(caller: Caller, task_id: Id, body: EscalationIn) -> Any:
+    return verbs.escalate(caller, task_id, body.reason, body.category)
 
 
 @router.get("/tasks/{task_id}/artifacts", response_model=list[ArtifactRecord],

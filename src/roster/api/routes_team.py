@@ -6,8 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
+from roster.api import verbs
 from roster.api.app import Caller, Id
-from roster.api.models import DecisionIn, MemoryIn, MessageIn, MessagePage
+from roster.api.models import DecisionIn, DecisionsIn, DecisionsOut, MemoryIn, MessageIn, MessagePage, ReadIn, ReadOut
 from roster.api.pages import cursor_id, page
 from roster.store import MemoryEntry, Message, Principal
 from roster.store.approvals import ApprovalRequest
@@ -44,7 +45,13 @@ def recall(caller: Caller, q: Annotated[str, Query(max_length=1000)] = "",
 @router.post("/messages", response_model=Message, status_code=201, tags=["messages"],
              summary="Send a message to a principal of your company")
 def send(caller: Caller, body: MessageIn) -> Any:
-    return caller.send_message(body.to, body.body, task_id=body.task_id, thread_id=body.thread_id)
+    return verbs.send(caller, body)
+
+
+@router.post("/messages/read", response_model=ReadOut, tags=["messages"],
+             summary="Mark messages addressed to you as read")
+def mark_read(caller: Caller, body: ReadIn) -> Any:
+    return {"marked": caller.mark_read(body.ids)}
 
 
 @router.get("/messages", response_model=MessagePage, tags=["messages"], summary="Your inbox, newest first")
@@ -64,6 +71,12 @@ def thread(caller: Caller, thread_id: Id) -> Any:
             summary="Pending requests you may decide")
 def approval_inbox(caller: Caller) -> Any:
     return caller.inbox()
+
+
+@router.post("/approvals/decisions", response_model=DecisionsOut, tags=["approvals"],
+             summary="Approve or reject many requests, each on its own (one refusal undoes nothing else)")
+def decide(caller: Caller, body: DecisionsIn) -> Any:
+    return {"results": verbs.decide(caller, body.decisions)}
 
 
 @router.post("/approvals/{request_id}/approve", response_model=ApprovalRequest, tags=["approvals"], summary="Approve: the action runs now")
