@@ -706,6 +706,7 @@ def test_reject_without_a_note_exits_2(verified):
 
 def test_approvals_stats_json_counts_each_edge(verified):
     ok(verified("reject", str(ask_merge(verified)), "--note", "rebase first"))
+    ok(as_(verified, "qa", "task", "check", "1", "lint_clean", "--pass"))  # a change since the rejection
     ok(verified("approve", str(ask_merge(verified))))
     assert shown(verified)["state"] == "merged"
     assert js(verified("approvals", "stats", "--json")) == [

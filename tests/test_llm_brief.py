@@ -352,4 +352,4 @@ def test_a_rejection_note_reaches_the_requesters_next_brief(company, tmp_path):
 
     assert len(shown) == 2
     assert "Name the file in the spec first." in shown[1] and f"request {request.id}" in shown[1]
-    assert "Blocked now by 'approval'" in shown[1]
+    assert "Blocked now by 'approval.rejected'" in shown[1]

@@ -21,7 +21,7 @@ most important first):
 
 1. ``rejections``: this agent's requests for the task's approval edges that approvers rejected, with
    their notes (see :meth:`~roster.store.approvals.ApprovalVerbs.rejections_txn`); a transition that may
-   not be asked for again unchanged is also blocked by an ``approval`` clause;
+   not be asked for again unchanged is also blocked by an ``approval.rejected`` clause;
 2. ``previous_failure``: what the previous attempt tried, how it failed, and what it saved;
 3. ``handoff``: what others changed since this agent last saw the task (fields, artifact diffs, notes);
    if it does not fit whole, its artifact diffs are dropped first;
@@ -178,7 +178,7 @@ class ContextAssembler:
             blocked = [{"clause": v.clause, "detail": v.detail}
                        for v in machine.blocked_by(name, task.snapshot(), actor, evidence)]
             if name in refused:
-                blocked.append({"clause": "approval", "detail": refused[name]})
+                blocked.append({"clause": "approval.rejected", "detail": refused[name]})
             shown.append({"name": name, "to": t.to, "writes": list(t.writes),
                           "requires": t.requires.model_dump(), "produces": list(t.produces),
                           "approval": t.approval is not None, "blocked": blocked})
