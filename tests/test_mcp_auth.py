@@ -41,7 +41,7 @@ async def connect(url: str, headers: dict, statuses: list | None = None) -> dict
     """Connect with the official client; list the tools and read roster://me. ``statuses`` collects the
     HTTP status of every response the client received."""
 
-    async def seen(response) -> None:  # noqa: ANN001
+    async def seen(response) -> None:
         (statuses if statuses is not None else []).append(response.status_code)
 
     async with httpx2.AsyncClient(headers=headers, event_hooks={"response": [seen]}) as http:
@@ -89,7 +89,7 @@ def test_missing_bad_revoked_and_paused_tokens_get_401_before_the_mcp_server_run
                                              "status": 401, "detail": "a valid bearer token is required"}
         assert "mcp-session-id" not in raw.headers, name  # the MCP server never saw the request
         statuses: list[int] = []
-        with pytest.raises(BaseException) as refused:  # noqa: PT011 - the SDK raises an exception group
+        with pytest.raises(BaseException) as refused:
             asyncio.run(connect(served, headers, statuses))
         assert "MCPError" in flattened(refused.value), name
         assert statuses and set(statuses) == {401}, (name, statuses)  # every response the client got

@@ -383,7 +383,8 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
             return [m.to_dict() for m in caller.thread(thread_id)]
 
     @tool(description="Mark messages addressed to you as read; returns how many changed.")
-    def mark_read(message_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=500)) -> dict[str, Any]:
+    def mark_read(message_ids: Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]],
+                                        Field(min_length=1, max_length=500)]) -> dict[str, Any]:
         with acting() as caller:
             return {"marked": caller.mark_read(list(message_ids))}
 
@@ -410,7 +411,7 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
 
     @tool(description="Approve or reject approval requests, each on its own (one refusal does not undo the "
                       "others). A rejection needs a note saying why, for the requester.")
-    def decide(decisions: list[verbs.Decision] = Field(min_length=1, max_length=100)) -> list[dict[str, Any]]:
+    def decide(decisions: Annotated[list[verbs.Decision], Field(min_length=1, max_length=100)]) -> list[dict[str, Any]]:
         with acting() as caller:
             done = verbs.decide(caller, decisions)
             return [dataclasses.asdict(d) for d in done]

@@ -8,7 +8,16 @@ from fastapi import APIRouter, Query
 
 from roster.api import verbs
 from roster.api.app import Caller, Id
-from roster.api.models import DecisionIn, DecisionsIn, DecisionsOut, MemoryIn, MessageIn, MessagePage, ReadIn, ReadOut
+from roster.api.models import (
+    DecisionIn,
+    DecisionsIn,
+    DecisionsOut,
+    MemoryIn,
+    MessageIn,
+    MessagePage,
+    ReadIn,
+    ReadOut,
+)
 from roster.api.pages import cursor_id, page
 from roster.store import MemoryEntry, Message, Principal
 from roster.store.approvals import ApprovalRequest
