@@ -177,7 +177,8 @@ class Dispatcher:
                 config, workdir=self.workdir, tools=lambda: self.company.spec().tools,
                 authorize_tool=lambda tool, arguments: self.company.record_tool_call(
                     tool, actor=agent, arguments=arguments),
-                issue_token=self._issue_run_token, mcp_url=self.mcp_url)
+                issue_token=self._issue_run_token, mcp_url=self.mcp_url, company=self.company,
+                prices=lambda: self.company.spec().models)
         except UsageError as exc:
             self.log(f"agent {agent}: no runner: {exc.message}")
             return None

@@ -185,7 +185,9 @@ class Usage:
 
 class Runner(Protocol):
     """One small interface for every runner kind. A runner that uses a model also exposes
-    ``last_usage`` (a :class:`Usage`) after each run."""
+    ``last_usage`` (a :class:`Usage`) after each run, and ``delivered`` (whether the model was shown the
+    brief: the runtime marks the brief's messages read only then; a runner without it delivers the brief
+    by being called)."""
 
     kind: str
 
@@ -263,13 +265,17 @@ class CommandRunner:
 
 def make_runner(config: dict[str, Any] | None, *, workdir: Path,
                 authorize_tool: Callable[[str, dict[str, Any]], None] | None = None,
-                tools: Any = None, issue_token: Any = None, mcp_url: str | None = None) -> Runner | None:
+                tools: Any = None, issue_token: Any = None, mcp_url: str | None = None,
+                company: Any = None, prices: Any = None) -> Runner | None:
     """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
     ``authorize_tool(tool, arguments)`` and ``tools`` (the spec's tools) serve the ``llm`` runner, whose
     tool calls go through the rights check and the audit; ``issue_token(agent, lifetime)`` serves the
     ``process`` runner (a short-lived token per run), and ``mcp_url`` (Roster's MCP server, when served)
-    its MCP configuration. Raises :class:`UsageError` for a
-    configuration that cannot work, or a kind not built yet."""
+    its MCP configuration; ``company`` (the agent's :class:`~roster.store.CompanyStore`) the ``llm`` runner's
+    read tools; ``prices`` (the spec's ``models:`` table, or a function returning the current one) the
+    ``llm`` runner's pricing. The block is checked by the kernel's models
+    (:mod:`roster.kernel.runner_spec`), as at spec load. Raises :class:`UsageError` for a configuration
+    that cannot work, or a kind not built yet."""
     if not config:
         return None
     kind = config.get("kind")
@@ -280,7 +286,8 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
     if kind == "llm":
         from roster.runtime.llm import LLMRunner  # noqa: PLC0415 - pydantic-ai loads only for model agents
 
-        return LLMRunner(config, authorize_tool=authorize_tool, tools=tools, workdir=workdir)
+        return LLMRunner(config, authorize_tool=authorize_tool, tools=tools, workdir=workdir, company=company,
+                         prices=prices)
     if kind == "program":
         program = parse_runner_config(ProgramRunnerSpec, config)
         if program.callable is not None:
