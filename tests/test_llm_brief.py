@@ -347,9 +347,16 @@ def test_a_rejection_note_reaches_the_requesters_next_brief(company, tmp_path):
     assert [o.outcome for o in dispatcher.cycle()] == ["waiting"]
     [request] = company.inbox(actor="alice")
     company.reject_request(request.id, actor="alice", note="Name the file in the spec first.")
+
+    # Nothing changed since the rejection: asking again is blocked, and the planner is not woken for it.
+    unchanged = ContextAssembler(company).brief("planner", company.get_task(task.id), Wakeup("preview")).data
+    [plan] = [t for t in unchanged["transitions"] if t["name"] == "plan"]
+    assert [b["clause"] for b in plan["blocked"]] == ["approval", "approval.rejected"]
+    assert dispatcher.cycle() == [] and len(shown) == 1
+
+    # A human changes the task: the planner is woken and shown the note.
+    company.record_artifact(task.id, "context", b"a.py\n", actor="alice", name="context.md")
     while dispatcher.cycle():
         pass
-
     assert len(shown) == 2
     assert "Name the file in the spec first." in shown[1] and f"request {request.id}" in shown[1]
-    assert "Blocked now by 'approval.rejected'" in shown[1]

@@ -114,7 +114,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         """Claim ``task`` for a run of ``agent``, re-checking in the claim's own transaction that it is
         still offered to the agent as the work query saw it: the same state and version, no live lease,
         a transition the agent may take from that state (rights, ``by``), and not held back for it
-        (backoff, blocker, its own pending approval). Then record ``run.start`` (with the attempt number
+        (backoff, blocker, its own pending approval or one rejected at the task's version). Then record ``run.start`` (with the attempt number
         and ``dispatcher_id``) and call ``then(conn, cache, claimed)`` in the same transaction (the
         runtime builds the brief there); its value is :attr:`ClaimedRun.prepared`.
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, exists, insert, or_, select, union_all, update
+from sqlalchemy import Connection, and_, bindparam, delete, exists, insert, or_, select, union_all, update
 
 from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
@@ -42,12 +42,16 @@ _AVAILABLE = (tasks.c.company_id == bindparam("company"), tasks.c.workflow == bi
 _CANDIDATE_COLUMNS = (tasks.c.id, tasks.c.workflow, tasks.c.state, tasks.c.priority, tasks.c.version)
 _CANDIDATES = Prepared(select(*_CANDIDATE_COLUMNS).where(*_AVAILABLE)
                        .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
-# Held back for one agent: waiting out a backoff or blocked, or waiting on an approval request it opened.
+# Held back for one agent: waiting out a backoff or blocked, waiting on an approval request it opened, or
+# told no by an approver and nothing changed since (the request was rejected at the task's current version:
+# asking again unchanged would be refused, see store/approvals.py; a change to the task wakes it again).
 _ATTEMPT_HOLDS = or_(attempts.c.blocked_reason.is_not(None), attempts.c.next_at > bindparam("now"))
-_REQUEST_PENDING = approval_requests.c.status == "pending"
+_REQUEST_TASK = (approval_requests.c.company_id == tasks.c.company_id, approval_requests.c.task_id == tasks.c.id)
+_REQUEST_HOLDS = or_(approval_requests.c.status == "pending",
+                     and_(approval_requests.c.status == "rejected", approval_requests.c.task_version == tasks.c.version))
 _HELD_BACK_ATTEMPT = (attempts.c.company_id == tasks.c.company_id, attempts.c.task_id == tasks.c.id, _ATTEMPT_HOLDS)
-_HELD_BACK_REQUEST = (approval_requests.c.company_id == tasks.c.company_id, approval_requests.c.task_id == tasks.c.id,
-                      _REQUEST_PENDING)
+_HELD_BACK_REQUEST = (*_REQUEST_TASK, _REQUEST_HOLDS)
+_REQUESTS_WITH_TASKS = approval_requests.join(tasks, and_(*_REQUEST_TASK))
 # Over the id range of a page of candidates (a prebuilt statement; an IN list of ids would be rebuilt on
 # every call), straight from the attempts' primary key and the requests' (company, status) index: only
 # troubled tasks have such rows, so this is usually empty.
@@ -55,8 +59,8 @@ _HELD_BACK = Prepared(union_all(
     select(attempts.c.task_id, attempts.c.agent)
     .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id.between(bindparam("low"), bindparam("high")),
            _ATTEMPT_HOLDS),
-    select(approval_requests.c.task_id, approval_requests.c.requested_by)
-    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_PENDING,
+    select(approval_requests.c.task_id, approval_requests.c.requested_by).select_from(_REQUESTS_WITH_TASKS)
+    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_HOLDS,
            approval_requests.c.task_id.between(bindparam("low"), bindparam("high")))))
 # One agent's own page, when the shared page was all held back for it (many blocked tasks ahead of new ones).
 _CANDIDATES_FOR_AGENT = Prepared(
@@ -69,8 +73,8 @@ _HELD_BACK_FOR = Prepared(union_all(
     select(attempts.c.task_id)
     .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id == bindparam("task_id"),
            attempts.c.agent == bindparam("agent"), _ATTEMPT_HOLDS),
-    select(approval_requests.c.task_id)
-    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_PENDING,
+    select(approval_requests.c.task_id).select_from(_REQUESTS_WITH_TASKS)
+    .where(approval_requests.c.company_id == bindparam("company"), _REQUEST_HOLDS,
            approval_requests.c.task_id == bindparam("task_id"), approval_requests.c.requested_by == bindparam("agent"))))
 _TASKS_BY_ID = select(tasks).where(tasks.c.company_id == bindparam("company"),
                                    tasks.c.id.in_(bindparam("ids", expanding=True)))
@@ -154,8 +158,8 @@ class RunVerbs(CompanyBase):
                         scan: int | None = None) -> dict[str, list[Candidate]]:
         """For each agent, the tasks it could act on now, most urgent first (priority, then id): in a
         state one of its granted transitions starts from, with no live lease of someone else's run, not
-        waiting out a backoff or blocked for this agent, and not waiting on an approval request it
-        opened. One indexed query over the candidate tasks for all agents together (at most ``scan``
+        waiting out a backoff or blocked for this agent, not waiting on an approval request it
+        opened, and not refused one at the task's current version. One indexed query over the candidate tasks for all agents together (at most ``scan``
         rows: by default four times what the agents could be shown, at most 1,000), plus two small ones
         when there are candidates; no model call. Agents with no work are absent from the result."""
         now = self.store.now()
