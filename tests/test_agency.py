@@ -202,7 +202,7 @@ def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():
     assert offline.agents["planner"].runner.model_dump()["model"] == "offline"
     real = parse_spec(spec_text("op", "openai:gpt-4o-mini"))
     runner = real.agents["planner"].runner.model_dump()
-    assert runner["model"] == "openai:gpt-4o-mini" and "offline_script" not in runner
+    assert runner["model"] == "openai:gpt-4o-mini" and runner.get("offline_script") is None
     # ROSTER_BUILDER_AGENT: what ruff cannot fix goes to that agent CLI
     assert "--agent" not in offline.agents["builder"].runner.model_dump()["command"]
     handed = parse_spec(spec_text("op", None, "claude -p")).agents["builder"].runner.model_dump()["command"]

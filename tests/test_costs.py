@@ -175,8 +175,6 @@ def test_a_models_price_overrides_genai_prices(server, tmp_path):
     assert (runner.cost_usd, runner.cost_known, runner.last_usage.cost_usd) == (4.0, True, 4.0)
 
 
-@pytest.mark.xfail(strict=True, reason="the dispatcher does not pass the spec's models: to make_runner yet "
-                                       "(Dispatcher._make_runner needs prices=...; see issue 14 item 4)")
 def test_roster_up_prices_runs_from_the_spec_models(workspace, server, tmp_path):
     company = workspace(spec_text(server, f"models:\n  '{MODEL}': {{input_mtok: 2.0, output_mtok: 10.0}}\n"))
     plan_tasks(company, 1)

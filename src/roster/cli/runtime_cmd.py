@@ -282,7 +282,7 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
     if company.explain(session.principal.handle, "read", "company").allowed is False:
         runs = [r for r in runs if r["agent"] == session.principal.handle]
         in_flight = [r for r in in_flight if r["agent"] == session.principal.handle]
-    warnings = [f"{b.scope} per {b.period}: {s_.spent_usd:.4f} of {b.usd:.2f} USD ({s_.level(b.warn_at)})"
+    warnings = [f"{b.scope} per {b.period}: {s_.describe()} ({s_.level(b.warn_at)})"
                 for b in spec.budgets for s_ in [company.budget_status(b)] if s_.level(b.warn_at) != "ok"]
     if as_json:
         emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused(),

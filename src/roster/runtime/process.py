@@ -45,7 +45,7 @@ from typing import Any
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
 from roster.kernel.runner_spec import DEFAULT_PROCESS_TIMEOUT, ProcessRunnerSpec
 from roster.runtime.processes import run_in_session
-from roster.runtime.runners import ArtifactOut, Brief, RunResult, parse_runner_config
+from roster.runtime.runners import ArtifactOut, Brief, RunResult, Usage, parse_runner_config
 
 DEFAULT_TIMEOUT = DEFAULT_PROCESS_TIMEOUT
 """Seconds an agent CLI may work on one run by default (an hour: they often work half an hour or more)."""
@@ -58,7 +58,14 @@ IssueToken = Callable[[str, timedelta], tuple[str, Callable[[], None]]]
 
 
 class ProcessRunner:
+    """``process``: an external agent CLI works one run (see the module docstring). What its model calls
+    cost is not reported to Roster, so every run's cost is recorded as unknown (:attr:`last_usage`), never
+    as 0: a USD budget over such runs warns that it cannot be enforced; a token budget cannot count them
+    either."""
+
     kind = "process"
+    last_usage = Usage(model=None, cost_usd=None)
+    """What a run cost: unknown (the agent CLI's own model calls are not reported to Roster)."""
 
     def __init__(self, config: dict[str, Any], *, workdir: Path, issue_token: IssueToken | None,
                  mcp_url: str | None = None) -> None:

@@ -221,7 +221,7 @@ runs = Table(
     Column("model", Text, nullable=True),
     Column("input_tokens", Integer, nullable=False, server_default="0"),
     Column("output_tokens", Integer, nullable=False, server_default="0"),
-    Column("cost_usd", Float, nullable=False, server_default="0"),
+    Column("cost_usd", Float, nullable=True, server_default="0"),  # NULL: the run could not be priced (0013)
     Column("wall_seconds", Float, nullable=True),
     Column("dispatcher_id", String(32), nullable=True),  # the roster up process that ran it (dispatchers)
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
