@@ -161,3 +161,34 @@ def test_an_agent_with_a_trigger_is_not_idle_without_transitions(cli):
     path.write_text(NEVER_RUN.replace("  idle: {tier: bounded-mutator,", "  idle: {triggers: [{every: 1h}],"),
                     encoding="utf-8")
     assert "agents.idle" not in cli("validate").output
+
+
+def test_a_stored_revision_with_a_runner_typo_still_opens_and_a_corrected_spec_applies(tmp_path):
+    """A revision stored before runner blocks were checked may hold a typo: that agent never ran then. The
+    company still opens (the agent without a runner), and applying the corrected spec works."""
+    import json as json_
+
+    from sqlalchemy import update
+
+    from roster.store import Store
+    from roster.store.schema import spec_revisions
+
+    text = FIX_LINT.replace("planner: {reports_to: alice, tier: bounded-mutator}",
+                            "planner: {reports_to: alice, tier: bounded-mutator, runner: {kind: program, command: echo}}")
+    store = Store.open(f"sqlite:///{tmp_path / 'old.db'}", artifact_root=tmp_path / "art")
+    store.apply(parse_spec(text), applied_by="alice")
+    with store.write() as conn:  # what an older Roster let through
+        stored = json_.loads(conn.scalar(spec_revisions.select().with_only_columns(spec_revisions.c.spec_json)))
+        stored["agents"]["planner"]["runner"]["comand"] = "echo"
+        conn.execute(update(spec_revisions).values(spec_json=json_.dumps(stored)))
+    store.close()
+
+    store = Store.open(f"sqlite:///{tmp_path / 'old.db'}", artifact_root=tmp_path / "art")
+    try:
+        company = store.company("acme")
+        assert company.spec().agents["planner"].runner is None
+        assert company.spec().agents["builder"].runner is None and "qa" in company.spec().agents
+        result = store.apply(parse_spec(text.replace("command: echo", "command: echo fixed")), applied_by="alice")
+        assert result.changed and company.spec().agents["planner"].runner.command == "echo fixed"
+    finally:
+        store.close()

@@ -342,9 +342,24 @@ def _disconnect_errors(engine: Engine) -> tuple[type[BaseException], ...]:
 
 
 def load_spec_txn(conn: Connection, company: str, revision: int) -> CompanySpec:
+    """Spec revision ``revision`` of ``company``, as stored. A revision stored before runner blocks were
+    checked (issue 14) may hold a runner block that no longer validates (an unknown key, an unknown model
+    provider): such an agent never ran then, and it loads without a runner now, rather than the whole
+    company failing to open; ``roster validate`` and ``roster apply`` of the corrected spec say what to fix."""
+    from pydantic import ValidationError  # noqa: PLC0415 - pydantic is loaded already; the name only here
+
     text = conn.scalar(select(spec_revisions.c.spec_json).where(
         spec_revisions.c.company_id == company, spec_revisions.c.revision == revision))
-    return CompanySpec.model_validate(json.loads(text))
+    data = json.loads(text)
+    try:
+        return CompanySpec.model_validate(data)
+    except ValidationError as exc:
+        broken = {str(e["loc"][1]) for e in exc.errors() if e["loc"][:1] == ("agents",) and "runner" in e["loc"]}
+        if not broken:
+            raise
+        for handle in broken:
+            data["agents"][handle]["runner"] = None
+        return CompanySpec.model_validate(data)
 
 
 def _sync_principals(conn: Connection, spec: CompanySpec, now: str) -> None:
