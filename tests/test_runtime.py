@@ -896,9 +896,10 @@ def test_roster_up_waits_out_a_database_locked_past_the_timeout_and_goes_on(rws)
         one = create(rws, "first")
         wait_for(lambda: (ws / "marker").exists() or proc.poll() is not None, 20, "the worker to start")
         # The run is claimed and working; another process takes the write lock before its result is written.
+        # Held until the run's own end has met it (the cycle and the lease renewals meet it too, earlier).
         with lock_held(ws / ".roster" / "roster.db") as holder:
-            wait_for(lambda: "the store is busy" in err.read_text() or proc.poll() is not None, 20,
-                     "roster up to meet the lock")
+            wait_for(lambda: "goes on in" in err.read_text() or proc.poll() is not None, 20,
+                     "the run's result to meet the lock")
             time.sleep(0.5)
             assert proc.poll() is None, err.read_text()  # waited out, not stopped
             holder.release()
