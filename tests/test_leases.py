@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import FIX_LINT, GOOD_SPEC
 
-from roster.errors import LeaseHeld, StaleFencingToken, UsageError
+from roster.errors import Denied, LeaseHeld, StaleFencingToken, UsageError
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -188,3 +188,15 @@ def test_a_stalled_runner_that_wakes_up_after_losing_its_lease_cannot_write(real
     rejected = real_store.audit_log(action="task.transition.rejected")[-1]
     assert rejected.data["error"]["presented"] == token and rejected.data["error"]["current"] == token + 1
     assert real_store.verify_audit()[1] is None
+
+
+def test_only_who_could_move_a_task_may_claim_it(leased):
+    """A lease keeps everyone else off the task: an agent that may take no transition out of its state
+    (here the builder, on a task in 'found') is refused, audited, and the task stays free for the planner."""
+    company, task = leased
+    with pytest.raises(Denied) as refused:
+        company.claim(task.id, actor="builder", run_id="r-builder", ttl=3600)
+    assert "may take no transition out of that state" in refused.value.message
+    assert company.audit_log(action="lease.claim.rejected")[-1].principal == "builder"
+    assert company.get_task(task.id).lease_holder is None
+    assert company.claim(task.id, actor="planner", run_id="r1", ttl=30).holder == "planner"

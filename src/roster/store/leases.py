@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, select, update
 
 from roster.errors import ContractViolation, Denied, LeaseHeld, NotFound, StaleFencingToken, UsageError
 from roster.kernel.contracts import Actor
+from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.prepared import Prepared
@@ -77,18 +78,34 @@ class LeaseVerbs(CompanyBase):
               max_ttl: float = MAX_LEASE_SECONDS) -> Lease:
         """Claim the task for ``ttl`` seconds with a new fencing token. Raises :class:`LeaseHeld` if another
         principal's lease is live; a lease that expired is simply taken over (its holder's token goes
-        stale). Needs ``read`` on the task's workflow. ``then`` runs in the same transaction, with the
-        lease and the task as claimed (the runtime records the run's start and builds its brief there:
-        one commit instead of two). ``max_ttl`` is for holds (seconds)."""
+        stale). Needs ``read`` on the task's workflow and, for an agent, a transition out of the task's
+        state that it may take (:class:`Denied` otherwise: a lease keeps everyone else off the task, so
+        only who could move it may take one; a human's hold checks ``write`` instead). ``then`` runs in the
+        same transaction, with the lease and the task as claimed (the runtime records the run's start and
+        builds its brief there: one commit instead of two). ``max_ttl`` is for holds (seconds)."""
         _check_ttl(ttl, max_ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
+            if who.kind != "human":
+                self._may_move(self._refresh_txn(conn, head), who, row.workflow, row.state)
             lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
             if then is not None:
                 then(conn, head, lease, claimed)
             return lease
 
         return self._lease_write(task_id, actor, "lease.claim", {"run_id": run_id}, body)
+
+    def _may_move(self, cache: Any, who: Actor, workflow: str, state: str) -> None:
+        """Raise :class:`Denied` unless ``who`` may take some transition of ``workflow`` out of ``state``
+        (its ``by`` names it and the rights allow it)."""
+        machine = cache.machines[workflow]
+        for name, transition in machine.workflow.transitions.items():
+            if state in transition.from_ and who.matches(transition.by) and cache.rights.decide(
+                    who.handle, "transition", Resource("workflow", workflow), name).allowed:
+                return
+        raise Denied(who.handle, "claim", f"a task of workflow '{workflow}' in state '{state}'",
+                     "it may take no transition out of that state, and a lease would keep everyone who can "
+                     "off the task; claim tasks you will move (roster task options ID lists them)")
 
     def _claim_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, run_id: str,
                        ttl: float) -> tuple[Lease, Task]:
