@@ -905,3 +905,20 @@ def test_bulk_decisions_decide_each_request_on_its_own(api, auth, company):
     problem(api.post(f"{API}/approvals/decisions", headers=auth("alice"), json={"decisions": []}), 422, "validation")
     problem(api.post(f"{API}/approvals/decisions", headers=auth("alice"),
                      json={"decisions": [{"id": r2, "decision": "maybe"}]}), 422, "validation")
+
+
+def test_costs_say_unknown_for_a_run_that_could_not_be_priced(api, auth, company):
+    """A run whose model has no price: GET /costs answers 200 with cost_usd null and the run counted as
+    unpriced, never 0 (and GET /runs shows its cost as null)."""
+    priced = company.start_run("planner", trigger="test", task_id=None, fencing_token=None)
+    company.finish_run(priced, outcome="succeeded", model="openai:gpt-4o-mini", input_tokens=10, cost_usd=0.25)
+    unpriced = company.start_run("planner", trigger="test", task_id=None, fencing_token=None)
+    company.finish_run(unpriced, outcome="succeeded", model="openai:my-finetune", input_tokens=10, cost_usd=None)
+
+    response = api.get(f"{API}/costs", headers=auth("alice"))
+    assert response.status_code == 200, response.text
+    [planner] = [row for row in response.json()["agents"] if row["name"] == "planner"]
+    assert (planner["runs"], planner["cost_usd"], planner["priced_cost_usd"], planner["unpriced_runs"]) == (
+        2, None, 0.25, 1)
+    runs = {r["id"]: r["cost_usd"] for r in api.get(f"{API}/runs", headers=auth("alice")).json()["items"]}
+    assert (runs[priced], runs[unpriced]) == (0.25, None)

@@ -148,10 +148,16 @@ class RunPage(BaseModel):
 
 
 class SpendOut(BaseModel):
+    """Spend of one agent or portfolio. ``cost_usd`` is ``null`` when some run could not be priced (its
+    model has no price in the spec's ``models:`` nor in genai-prices): ``priced_cost_usd`` is then what the
+    ``runs - unpriced_runs`` priced runs cost, a lower bound, never passed off as the total."""
+
     name: str
     runs: int
     successes: int
-    cost_usd: float
+    cost_usd: float | None
+    priced_cost_usd: float
+    unpriced_runs: int
     input_tokens: int
     output_tokens: int
     cost_per_success_usd: float | None
