@@ -142,7 +142,7 @@ def test_a_runs_memories_and_delegated_tasks_are_kept_and_the_parent_brief_shows
         "memories": [{"kind": "lesson", "text": "E501 in a.py is all URLs", "confidence": 0.9,
                       "expires_in": 3600}],
         "tasks": [{"workflow": "fix-lint", "title": "a.py part", "fields": {"rule": "E501"}, "key": "a.py",
-                   "packet": PACKET},
+                   "packet": PACKET, "artifacts": [{"kind": "context", "name": "lines.txt", "content": "a.py:3"}]},
                   {"workflow": "fix-lint", "title": "W291 found on the way", "fields": {"rule": "W291"},
                    "key": "w291"}]}, {})
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": planner})
@@ -171,6 +171,7 @@ def test_a_runs_memories_and_delegated_tasks_are_kept_and_the_parent_brief_shows
     assert child.id in brief["queue"]
     assert [m["text"] for m in brief["memory"]] == ["E501 in a.py is all URLs"]  # recalled by 'e501'
     assert len(company.children(parent.id)) == 1  # the second run filed nothing again
+    assert [(a.name, a.version) for a in company.list_artifacts(child.id)] == [("lines.txt", 1)]  # saved once
     assert company.verify_audit()[1] is None
 
 

@@ -53,10 +53,9 @@ def file_task(caller: Session, new: TaskOut, parent_id: int | None = None) -> tu
         if parent_id is None:
             raise UsageError(f"task '{new.title}' carries a delegation packet but names no parent task; "
                              "delegate from the task you work on (parent_id), or file it without a packet")
-        task = caller.delegate(parent_id, workflow=new.workflow, title=new.title, packet=new.packet,
-                               fields=new.fields, owner=new.owner, priority=new.priority, idempotency_key=new.key)
-        # delegate() returns the existing child for a reused key: then it already has what it was filed with
-        created = new.key is None or (task.version == 1 and not caller.list_artifacts(task.id))
+        task, created = caller.delegate_filed(parent_id, workflow=new.workflow, title=new.title, packet=new.packet,
+                                              fields=new.fields, owner=new.owner, priority=new.priority,
+                                              idempotency_key=new.key)
     else:
         if parent_id is not None:
             raise UsageError(f"a child of task {parent_id} needs a delegation packet (subproblem, context, tried, "

@@ -343,12 +343,13 @@ class RunPipeline:
             raise MalformedOutput(f"task '{new.title}' carries a delegation packet, but this run has no task "
                                   "to delegate from; file it without a packet, or delegate from a task run")
         if new.packet is not None and parent is not None:
-            self.company.delegate(parent.id, actor=agent, workflow=new.workflow, title=new.title, packet=new.packet,
-                                  fields=new.fields, owner=new.owner, priority=new.priority, idempotency_key=new.key)
-            return
-        task, created = self.company.create_task(workflow=new.workflow, title=new.title, actor=agent,
-                                                 fields=new.fields, owner=new.owner, priority=new.priority,
-                                                 idempotency_key=new.key)
+            task, created = self.company.delegate_filed(
+                parent.id, actor=agent, workflow=new.workflow, title=new.title, packet=new.packet, fields=new.fields,
+                owner=new.owner, priority=new.priority, idempotency_key=new.key)
+        else:
+            task, created = self.company.create_task(workflow=new.workflow, title=new.title, actor=agent,
+                                                     fields=new.fields, owner=new.owner, priority=new.priority,
+                                                     idempotency_key=new.key)
         for artifact in new.artifacts if created else []:
             self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
                                          name=artifact.name, reason=artifact.reason)

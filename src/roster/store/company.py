@@ -54,7 +54,8 @@ class Session:
         "get_request", "list_requests", "emit_event", "list_escalations", "resolve_escalation",
         "artifact_history", "artifact", "artifact_diff", "remember", "recall", "list_memory", "forget",
         "share_memory", "consolidate_memory", "export_memory", "import_memory", "send_message", "message_inbox",
-        "thread", "mark_read", "delegate", "adopt", "children", "hold", "release_hold", "edit_fields", "handoff",
+        "thread", "mark_read", "delegate", "delegate_filed", "adopt", "children", "hold", "release_hold",
+        "edit_fields", "handoff",
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries",
     )
 

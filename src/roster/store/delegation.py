@@ -65,13 +65,20 @@ class DelegationVerbs(ArtifactVerbs):
         """Create a child task of ``parent_id`` in ``workflow`` carrying ``packet``. Needs ``read`` on the
         parent's workflow and ``read`` + ``create`` on ``workflow``. Raises :class:`UsageError` (a
         malformed packet), and whatever :meth:`create_task` raises."""
+        return self.delegate_filed(parent_id, actor=actor, workflow=workflow, title=title, packet=packet,
+                                   fields=fields, owner=owner, priority=priority, idempotency_key=idempotency_key)[0]
+
+    def delegate_filed(self, parent_id: int, *, actor: ActorRef, workflow: str, title: str, packet: Any,
+                       fields: dict[str, Any] | None = None, owner: str | None = None, priority: int = 0,
+                       idempotency_key: str | None = None) -> tuple[Task, bool]:
+        """:meth:`delegate`, and whether the child was created (``False``: ``idempotency_key`` found the
+        child filed before, as :meth:`create_task` says)."""
         checked = parse_packet(packet).model_dump()
         checked["delegated_by"] = self._handle(actor)
         self._check_open_parent(parent_id)
-        task, _ = self.create_task(workflow=workflow, title=title, actor=actor, fields=fields, owner=owner,
-                                   priority=priority, parent_id=parent_id, idempotency_key=idempotency_key,
-                                   packet=checked)
-        return task
+        return self.create_task(workflow=workflow, title=title, actor=actor, fields=fields, owner=owner,
+                                priority=priority, parent_id=parent_id, idempotency_key=idempotency_key,
+                                packet=checked)
 
     def _check_open_parent(self, parent_id: int) -> None:
         """A finished task takes no new children: nobody is left accountable for them."""
