@@ -59,6 +59,10 @@ def test_help_lists_every_command_without_the_web_stack_the_models_or_the_store(
     assert "Create, list, show and move tasks." in proc.stdout
     assert imported(modules, WEB_AND_MODELS) == []
     assert imported(modules, ("alembic", "roster.api")) == []
+    # Nor the store, the spec parser, the rights engine or the runtime: help text needs none of them.
+    assert imported(modules, ("sqlalchemy", "cedarpy", "jsonschema", "roster.specfile", "roster.kernel",
+                              "roster.runtime")) == []
+    assert [m for m in modules if m.startswith("roster.store.") and m != "roster.store.engine"] == []
 
 
 def test_task_list_imports_neither_the_web_stack_nor_the_models_nor_the_runtime(cli):
@@ -68,7 +72,8 @@ def test_task_list_imports_neither_the_web_stack_nor_the_models_nor_the_runtime(
     assert "E501 in app.py" in proc.stdout
     assert imported(modules, WEB_AND_MODELS) == []
     # The database is at the newest migration: no Alembic. Only the task commands' module is loaded.
-    assert imported(modules, ("alembic", "roster.api", "roster.runtime")) == []
+    assert imported(modules, ("alembic", "roster.api", "roster.runtime", "croniter")) == []
+    assert imported(modules, ("sqlalchemy.dialects.postgresql",)) == []  # a SQLite workspace
     assert "roster.cli.runtime_cmd" not in modules and "roster.cli.task_cmd" in modules
 
 

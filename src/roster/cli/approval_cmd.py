@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,7 +13,9 @@ from rich.text import Text
 
 from roster.cli.context import console, emit_json, err_console, reports_errors, workspace
 from roster.errors import RosterError
-from roster.store.approvals import ApprovalRequest
+
+if TYPE_CHECKING:
+    from roster.store.approvals import ApprovalRequest
 
 approvals_app = typer.Typer(help="Approval requests: list, show, and the volume per edge.", no_args_is_help=True)
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
+from roster.defaults import MEMORY_KINDS
 from roster.errors import UsageError
-from roster.store.memory import MEMORY_KINDS, MemoryEntry
+
+if TYPE_CHECKING:
+    from roster.store.memory import MemoryEntry
 
 app = typer.Typer(help="Memory pads: typed, private memory per agent, and team memory per portfolio.",
                   no_args_is_help=True)

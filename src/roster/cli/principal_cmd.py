@@ -11,9 +11,8 @@ import typer
 from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
+from roster.defaults import ACTIONS, DEFAULT_TOKEN_LIFETIME
 from roster.errors import UsageError
-from roster.kernel.rights import ACTIONS
-from roster.store.principals import DEFAULT_TOKEN_LIFETIME
 
 principal_app = typer.Typer(help="Humans and agents: add, list, show, pause, resume, retire.", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens: issue (shown once), revoke, list.", no_args_is_help=True)

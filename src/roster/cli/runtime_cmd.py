@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import signal
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
 from roster.cli.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, HOST, PORT
+from roster.defaults import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
 from roster.errors import Denied, NotFound, UsageError
-from roster.runtime.dispatcher import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, Dispatcher, Outcome
+
+if TYPE_CHECKING:  # the runtime loads only when a command runs (`roster --help` stays fast)
+    from roster.runtime.dispatcher import Dispatcher, Outcome
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -137,6 +140,7 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
                 max_task_cost: float | None = None, max_runs: int | None = None,
                 agents: str | None = None) -> Dispatcher:
     """Running the company's agents is an administrator's act: it needs a human with ``admin``."""
+    from roster.runtime.dispatcher import Dispatcher  # noqa: PLC0415 - see the imports
     session = ws.session()
     company = session.company
     decision = company.explain(session.principal.handle, "admin", "company")

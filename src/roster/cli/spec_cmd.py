@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,10 +18,11 @@ from roster.cli.context import (
     reports_errors,
     workspace,
 )
+from roster.defaults import MAX_TOKEN_LIFETIME
 from roster.errors import UsageError
-from roster.specfile import load_spec, load_spec_with_warnings
-from roster.store import ApplyResult, CompanyStore
-from roster.store.principals import MAX_TOKEN_LIFETIME
+
+if TYPE_CHECKING:  # the spec parser and the store load only when a command runs (`roster --help` stays fast)
+    from roster.store import ApplyResult, CompanyStore
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -68,6 +69,8 @@ def validate(
     """Check a spec. Exits 3 and lists every problem (file, line, key, what was expected) if it is invalid.
     A valid spec may still have warnings (agents that can never run): they are printed, and it exits 0."""
     path = _existing(file or Path(SPEC_NAME))
+    from roster.specfile import load_spec_with_warnings
+
     spec, warnings = load_spec_with_warnings(path)
     if as_json:
         emit_json({"valid": True, "company": spec.company, "workflows": sorted(spec.workflows),
@@ -108,6 +111,8 @@ def _apply_file(ws: Workspace, path: Path) -> ApplyResult:
     """Apply the spec at ``path``. A company's first apply is its bootstrap: the local operator becomes
     a human principal (if the spec does not already name them) and gets a token, saved for this
     workspace. Every later apply is made by the authenticated principal, who needs ``admin``."""
+    from roster.specfile import load_spec
+
     spec = load_spec(path)
     store = ws.store(path)
     if spec.company not in store.companies():

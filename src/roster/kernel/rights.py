@@ -47,7 +47,6 @@ import cedarpy
 
 from roster.kernel.spec import ANY_AGENT, CompanySpec
 
-ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin")
 TIERS = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
 COMPANY_SCOPE = "*"
 PRINCIPAL_CACHE = 4096

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from roster.defaults import DEFAULT_MAX_ATTEMPTS
 from roster.errors import LostRace, RosterError, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec
@@ -62,7 +63,6 @@ from roster.store.runs import Candidate, new_run_id
 RUNTIME = "runtime"
 """Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
 CONSOLIDATION = "memory:consolidate"
-DEFAULT_MAX_ATTEMPTS = 3
 MAX_BUSY_WAIT = 60.0
 """Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays unavailable."""
 LEADER = "leader"

@@ -14,11 +14,12 @@ rationales left. The same works from agent to agent.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import json
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from roster.errors import InvalidFields, NotFound, StaleVersion, UsageError
 from roster.kernel.contracts import apply_writes
@@ -38,9 +39,11 @@ _VIEW = Prepared(select(task_views.c.seq, task_views.c.version, task_views.c.fie
                         task_views.c.seen_at).where(*_VIEW_KEY))
 
 
-def _upsert_view(dialect_insert: Any) -> Prepared:
-    """Insert a principal's view of a task, or update the one it has: one statement (``dialect_insert``
-    is the dialect's own ``insert``, which knows ``ON CONFLICT``)."""
+@functools.cache
+def _upsert_view(dialect: str) -> Prepared:
+    """Insert a principal's view of a task, or update the one it has: one statement in ``dialect``'s own
+    ``insert``, which knows ``ON CONFLICT`` (built on first use: a read-only command never loads it)."""
+    dialect_insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
     statement = dialect_insert(task_views).values(
         company_id=bindparam("company"), task_id=bindparam("task_id"), principal=bindparam("principal"),
         seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
@@ -51,7 +54,6 @@ def _upsert_view(dialect_insert: Any) -> Prepared:
         set_={name: statement.excluded[name] for name in changed}))
 
 
-_UPSERT_VIEW = {"sqlite": _upsert_view(sqlite.insert), "postgresql": _upsert_view(postgresql.insert)}
 _LATEST_ARTIFACT_IDS = Prepared(select(artifacts.c.name, func.max(artifacts.c.id).label("id")).where(
     artifacts.c.company_id == bindparam("company"), artifacts.c.task_id == bindparam("task_id"))
     .group_by(artifacts.c.name))
@@ -166,7 +168,7 @@ class HandoffVerbs(DelegationVerbs):
         seen = {r.name: r.id for r in _LATEST_ARTIFACT_IDS.all(conn, key)}
         values = {**key, "principal": principal, "seq": head.audit_seq, "version": version,
                   "fields": fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
-        _UPSERT_VIEW[conn.dialect.name].rowcount(conn, values)
+        _upsert_view(conn.dialect.name).rowcount(conn, values)
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
         """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or

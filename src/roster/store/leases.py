@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
+from roster.defaults import DEFAULT_LEASE_SECONDS
 from roster.errors import ContractViolation, Denied, LeaseHeld, NotFound, StaleFencingToken, UsageError
 from roster.kernel.contracts import Actor
 from roster.kernel.rights import Resource
@@ -38,7 +39,6 @@ _SET_LEASE = Prepared(
     .values(fencing_token=bindparam("fencing_token"), lease_holder=bindparam("lease_holder"),
             lease_run=bindparam("lease_run"), lease_expires_at=bindparam("lease_expires_at")))
 
-DEFAULT_LEASE_SECONDS = 60.0
 MAX_LEASE_SECONDS = 3600.0
 _REFUSALS = (ContractViolation, NotFound, UsageError, Denied, StaleFencingToken, LeaseHeld)
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, delete, insert, select, text, update
 
+from roster.defaults import MEMORY_KINDS
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
 from roster.store import audit
@@ -42,7 +43,6 @@ from roster.store.prepared import Prepared
 from roster.store.schema import memory_entries, memory_shares
 from roster.store.store import format_ts
 
-MEMORY_KINDS = ("belief", "decision", "constraint", "preference", "lesson")
 MAX_ENTRY_CHARS = 2000
 """Longest entry text: memory is compact; put documents in artifacts."""
 EXPORT_FORMAT = "roster.memory/1"

@@ -21,6 +21,7 @@ from typing import Any
 
 from sqlalchemy import insert, select, update
 
+from roster.defaults import DEFAULT_TOKEN_LIFETIME, MAX_TOKEN_LIFETIME
 from roster.errors import (
     ContractViolation,
     Denied,
@@ -36,8 +37,6 @@ from roster.store.company_base import ActorRef, CompanyBase, Principal, principa
 from roster.store.schema import api_tokens, paused_scopes, principals, tasks
 from roster.store.store import format_ts
 
-DEFAULT_TOKEN_LIFETIME = timedelta(days=30)
-MAX_TOKEN_LIFETIME = timedelta(days=366)
 TOKEN_PREFIX = "rst"
 _HANDLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 READ_FIRST = frozenset({"create", "write", "transition", "approve", "assign"})

@@ -1,0 +1,23 @@
+"""Defaults and closed vocabularies that the layers and the command line's help share.
+
+This module imports nothing of Roster's and nothing heavy, so ``roster --help`` can print them without
+loading the store, the rights engine or the runtime. The modules that use them import them from here
+(``roster.store.leases.DEFAULT_LEASE_SECONDS`` is this module's), so each is defined once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin")
+"""The actions rights are granted for (see :mod:`roster.kernel.rights`)."""
+MEMORY_KINDS = ("belief", "decision", "constraint", "preference", "lesson")
+"""The kinds of memory entries (see :mod:`roster.store.memory`)."""
+DEFAULT_TOKEN_LIFETIME = timedelta(days=30)
+"""How long an API token lives unless its issuer says otherwise."""
+MAX_TOKEN_LIFETIME = timedelta(days=366)
+"""The longest an API token may live."""
+DEFAULT_LEASE_SECONDS = 60.0
+"""Seconds a run's lease on its task lasts before it must be renewed (renewed every third of it)."""
+DEFAULT_MAX_ATTEMPTS = 3
+"""Failed attempts of one agent at one task before a blocker is persisted and the task escalates."""
