@@ -151,6 +151,19 @@ def pg_schema(prefix: str = "roster_test"):
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path: Path):
+    """A database URL on each backend in turn: a SQLite file, or a fresh schema on the real PostgreSQL
+    server (the PostgreSQL case is skipped when no server answers)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    if not pg_reachable():
+        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    with pg_schema(f"roster_{request.node.module.__name__.removeprefix('test_')}") as (_schema, url):
+        yield url
+
+
 class Recorder:
     """A real runner: records each brief it is given (as the JSON a worker would see) and returns the
     next of ``results`` (the last one again once they run out; ``{}`` when none were given)."""

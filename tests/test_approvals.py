@@ -866,18 +866,6 @@ def test_every_step_of_an_approval_is_an_audit_event(acme, clock):
 # -- the CLI: bulk decisions -----------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A database URL: a SQLite file, or a fresh schema on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'cli.db'}"
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_approvals_cli") as (_schema, url):
-        yield url
-
-
 def test_roster_approve_and_reject_decide_many_requests_each_on_its_own(cli, db_url, tmp_path):
     spec_path = cli.workspace / "roster.yaml"
     spec_path.write_text(FIX_LINT, encoding="utf-8")

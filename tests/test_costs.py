@@ -13,10 +13,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, js, ok, pg_reachable, pg_schema
+from conftest import FIX_LINT, GOOD_SPEC, js, ok
 
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.llm import OUTPUT_TOOL
@@ -75,18 +74,6 @@ def spec_text(server: ThreadingHTTPServer, extra: str = "") -> str:
     runner = f"runner: {{kind: llm, model: '{MODEL}', base_url: '{url}'}}"
     return FIX_LINT.replace("  planner: {reports_to: alice, tier: bounded-mutator}",
                             f"  planner: {{reports_to: alice, tier: bounded-mutator, {runner}}}") + extra
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path) -> Iterator[str]:
-    """Where the workspace's store lives: a SQLite file, or a fresh schema on the real PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'costs.db'}"
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_costs") as (_schema, url):
-        yield url
 
 
 @pytest.fixture

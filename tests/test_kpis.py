@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, js, ok, pg_reachable, pg_schema
+from conftest import FIX_LINT, GOOD_SPEC, js, ok
 
 from roster.cli.context import operator_handle
 from roster.errors import ApprovalPending, Denied, NotFound, SpecError, UsageError
@@ -222,18 +222,6 @@ def test_a_kpi_is_measured_after_the_transitions_it_names(opened, meter, tmp_pat
         "planner", task_id, "succeeded", "plan")
     # the value the program printed after the run's change, not before it
     assert readings(company) == ([(3.0, "system", f"after plan of task {task_id}")] if measured else [])
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A database URL: a SQLite file, or a fresh schema on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'acme.db'}"
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_kpis") as (_schema, url):
-        yield url
 
 
 def verified_task(company: CompanyStore) -> int:

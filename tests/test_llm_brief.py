@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from conftest import GOOD_SPEC, pg_reachable, pg_schema
+from conftest import GOOD_SPEC
 from pydantic_ai import models
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -55,24 +55,13 @@ QUESTION = "Did you look at a.py before planning?"
 LESSON = "E501 in generated files: fix the generator, not the output."
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def company(request, tmp_path):
-    """The ``acme`` company of :data:`SPEC` on a SQLite file or a fresh schema on the real PostgreSQL."""
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'brief.db'}", artifact_root=tmp_path / "art")
-        store.apply(parse_spec(SPEC), applied_by="alice")
-        yield store.company("acme")
-        store.close()
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_brief") as (_schema, url):
-        store = Store.open(url, artifact_root=tmp_path / "art")
-        store.apply(parse_spec(SPEC), applied_by="alice")
-        try:
-            yield store.company("acme")
-        finally:
-            store.close()
+@pytest.fixture
+def company(db_url, tmp_path):
+    """The ``acme`` company of :data:`SPEC` on each backend (conftest's ``db_url``)."""
+    store = Store.open(db_url, artifact_root=tmp_path / "art")
+    store.apply(parse_spec(SPEC), applied_by="alice")
+    yield store.company("acme")
+    store.close()
 
 
 @pytest.fixture(autouse=True)
