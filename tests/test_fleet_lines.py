@@ -136,3 +136,18 @@ def test_the_runtime_calls_only_the_stores_public_entry_points():
     offenders = [f"{path.name}:{n}: {line.strip()}" for path in sorted(RUNTIME.glob("*.py"))
                  for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if private.search(line)]
     assert offenders == []
+
+
+def test_a_dead_dispatcher_with_no_run_in_flight_gives_its_runtime_leases_back_at_the_next_sweep(company):
+    """A process killed between runs held the leader's lease: the next sweep marks it stopped and frees its
+    runtime leases at once, so another process takes over the leader's jobs (KPIs, consolidation) now, not
+    a lease length later."""
+    company.register_dispatcher("dead", host="h1", pid=101, agents=None, max_runs=4, lease_seconds=60)
+    company.register_dispatcher("live", host="h1", pid=102, agents=None, max_runs=4, lease_seconds=60)
+    assert company.acquire_runtime_leases("dead", ["leader"], ttl=60) == {"leader"}
+    assert company.acquire_runtime_leases("live", ["leader"], ttl=60) == set()
+
+    assert company.end_crashed_runs(max_attempts=3, me="live", host="h1", alive=lambda pid: pid != 101) == []
+
+    assert [d.id for d in company.list_dispatchers()] == ["live"]
+    assert company.acquire_runtime_leases("live", ["leader"], ttl=60) == {"leader"}

@@ -106,6 +106,7 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
     try:
         return _cycle(company, dispatcher, operator, approve, say, max_cycles)
     finally:
+        dispatcher.close()  # record the stop: its runtime leases (the leader's jobs) go back for the next run
         signal.signal(signal.SIGINT, previous)
 
 

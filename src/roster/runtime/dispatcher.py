@@ -609,6 +609,12 @@ class Dispatcher:
         if now < self._housekeeping_due:
             return
         self._housekeeping_due = now + self.lease_seconds / 3
+        # The crash sweep first: a dead dispatcher's runs end and its runtime leases go back, to be taken now.
+        for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
+                                                     alive=pid_alive):
+            where = f"task {crashed.task_id}" if crashed.task_id is not None else "no task"
+            self.log(f"{crashed.agent} on {where}: run {crashed.run_id} crashed ({crashed.reason})"
+                     + (f"; blocked: {crashed.blocked}" if crashed.blocked else ""))
         # The leader's lease, the triggers' of each served agent that has triggers, and the ones held (an
         # agent's message wake-ups take theirs when mail arrives): not one per agent of a 10,000-agent fleet.
         spec = self.company.spec()
@@ -619,11 +625,6 @@ class Dispatcher:
             self.kpis.follow(spec)
         live = sorted(d.id for d in self.company.list_dispatchers())
         self._peers = (len(live), live.index(self.id)) if self.id in live else (1, 0)
-        for crashed in self.company.end_crashed_runs(max_attempts=self.max_attempts, me=self.id, host=self.host,
-                                                     alive=pid_alive):
-            where = f"task {crashed.task_id}" if crashed.task_id is not None else "no task"
-            self.log(f"{crashed.agent} on {where}: run {crashed.run_id} crashed ({crashed.reason})"
-                     + (f"; blocked: {crashed.blocked}" if crashed.blocked else ""))
 
     def _periodic_jobs(self) -> None:
         """The runtime's own jobs, by the leader only: memory consolidation and KPI measurements (on their

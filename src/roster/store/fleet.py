@@ -259,13 +259,15 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         recorded without a dispatcher counts as dead once its task's lease is no longer live). Each
         crash is a transient failure counted as an attempt of the run's agent on the task (so
         ``max_attempts`` ends a crash loop with a blocker, then an escalation); its lease is given back
-        and its run tokens are revoked. ``me`` (the sweeping dispatcher) is never dead. Audited:
+        and its run tokens are revoked. A dead dispatcher is marked stopped and its runtime leases go back
+        (with runs in flight or not). ``me`` (the sweeping dispatcher) is never dead. Audited:
         ``run.crash`` (naming why), ``lease.release``, ``run.blocked``. Returns the runs ended."""
         in_flight = select(runs).where(runs.c.company_id == self.company, runs.c.outcome == "running")
         if me is not None:
             in_flight = in_flight.where(runs.c.dispatcher_id.is_(None) | (runs.c.dispatcher_id != me))
         with self.store.read() as conn:  # usually nothing: no write lock taken for it
-            if conn.execute(in_flight.limit(1)).first() is None:
+            if conn.execute(in_flight.limit(1)).first() is None and not self._dead_dispatchers_txn(
+                    conn, self.store.clock(), me, host, alive):
                 return []
         with self.store.write() as conn:
             running = list(conn.execute(in_flight))
@@ -279,9 +281,13 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                 if reason is None:
                     continue
                 crashed.append(self._end_crashed_txn(conn, head, run, reason, max_attempts, stamp))
-            for dispatcher_id in dead:  # found dead: not looked at again (each crashed run names why)
+            for dispatcher_id in dead:  # found dead: not looked at again (each crashed run names why), and
+                # its runtime leases go back at once, as on a clean stop (the leader's jobs need not wait
+                # for them to expire)
                 conn.execute(update(dispatchers).where(dispatchers.c.company_id == self.company,
                                                        dispatchers.c.id == dispatcher_id), {"stopped_at": stamp})
+                conn.execute(runtime_leases.delete().where(runtime_leases.c.company_id == self.company,
+                                                           runtime_leases.c.holder == dispatcher_id))
             audit.save_head(conn, head)
         for run in crashed:
             if run.blocked and run.task_id is not None:  # the self step is over: up the ladder
