@@ -97,6 +97,12 @@ class Workspace:
                                      lock_timeout=self.settings.lock_timeout)
         return self._store
 
+    def close(self) -> None:
+        """Close the store if this invocation opened one (its pool's connections go back to the server)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def company_id(self) -> str:
         if self.settings.company is not None:
             return self.settings.company
@@ -156,6 +162,7 @@ def workspace(ctx: typer.Context) -> Workspace:
     root = ctx.find_root()
     if not isinstance(getattr(root, "meta", {}).get("workspace"), Workspace):
         root.meta["workspace"] = Workspace(root.obj)
+        root.call_on_close(root.meta["workspace"].close)  # when the command ends, in a process or in-process
     return root.meta["workspace"]
 
 
