@@ -151,3 +151,24 @@ def test_a_dead_dispatcher_with_no_run_in_flight_gives_its_runtime_leases_back_a
 
     assert [d.id for d in company.list_dispatchers()] == ["live"]
     assert company.acquire_runtime_leases("live", ["leader"], ttl=60) == {"leader"}
+
+
+def test_a_dispatchers_background_thread_stops_once_its_store_is_closed(tmp_path):
+    """An owner that closes the store but forgets the dispatcher: its heartbeat thread must not open
+    connections again (on PostgreSQL each beat reconnected, for the life of the process)."""
+    from roster.runtime.background import LeaseRenewals
+
+    store = Store.open(f"sqlite:///{tmp_path / 'closed.db'}")
+    store.apply(parse_spec(POOL), applied_by="alice")
+    beats: list[float] = []
+    renewals = LeaseRenewals(store.company("acme"), 0.3, tick=lambda: beats.append(time.monotonic()))
+    before = set(threading.enumerate())
+    renewals.start()
+    [thread] = set(threading.enumerate()) - before
+    time.sleep(0.35)
+    assert beats  # it beats while the store is open
+    store.close()
+    closed_at = time.monotonic()
+    time.sleep(0.5)
+    assert not [b for b in beats if b > closed_at + 0.15]
+    assert not thread.is_alive()

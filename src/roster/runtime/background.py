@@ -82,7 +82,7 @@ class LeaseRenewals:
     def _loop(self) -> None:
         next_tick = 0.0
         with self._changed:
-            while not self._stopped:
+            while not self._stopped and not self.company.store.closed:  # a closed store: its owner is done
                 now = time.monotonic()
                 for task_id, (agent, lease, due) in list(self._leases.items()):
                     if due > now:

@@ -92,7 +92,13 @@ class Store:
         return store
 
     def close(self) -> None:
+        """Give the pool's connections back to the server. :attr:`closed` tells background work (a
+        dispatcher left running by its owner) to stop instead of opening new ones."""
+        self.closed = True
         self.engine.dispose()
+
+    closed = False
+    """Whether :meth:`close` was called."""
 
     def now(self) -> str:
         return format_ts(self.clock())
