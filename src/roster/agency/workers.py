@@ -12,7 +12,7 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
   rule and file, then (with ``--agent CMD``) an external agent CLI for what ruff left, a commit, and the
   ``patch`` artifact. A finding nothing could fix is a judgment failure: it goes up the escalation
   ladder, never silently away.
-- ``qa``: the ground truth on the branch, never the builder's report: the findings are gone
+- ``qa`` (:mod:`roster.agency.qa`): the ground truth on the branch, never the builder's report: the findings are gone
   (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
 - ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main. (The
@@ -25,19 +25,18 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import shlex
 import subprocess
 import sys
-from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git, run_tool
+from roster.agency.lint import findings, git
+from roster.agency.qa import qa
+from roster.agency.worktrees import worktree
 from roster.errors import RosterError
 from roster.runtime.processes import run_in_session
 
@@ -76,31 +75,6 @@ def measure(repo: Path) -> int:
     """The KPI ``lint_findings``'s measure program: the number of findings on main, on stdout."""
     sys.stdout.write(f"{len(findings(repo))}\n")
     return 0
-
-
-@contextmanager
-def worktrees_locked(repo: Path) -> Iterator[None]:
-    """Hold the lane's lock on the repository's worktree list while the block runs: builders and QA run in
-    parallel (each its own process), and two ``git worktree add`` at once can trip over each other."""
-    lock = repo.parent / ".roster" / "worktrees.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def worktree(repo: Path, task_id: int) -> tuple[Path, str]:
-    """The task's worktree and branch, created from main's HEAD on first use."""
-    branch = f"roster/task-{task_id}"
-    path = (repo.parent / ".roster" / "worktrees" / f"task-{task_id}").resolve()
-    with worktrees_locked(repo):
-        if not path.exists():
-            exists = git(repo, "rev-parse", "--verify", "--quiet", branch, check=False).returncode == 0
-            git(repo, "worktree", "add", *([str(path), branch] if exists else ["-b", branch, str(path), "HEAD"]))
-    return path, branch
 
 
 AGENT_TIMEOUT = 1800
@@ -173,65 +147,6 @@ def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
         err = done.stderr.decode(errors="replace").strip()[-300:]
         return {"failure": {"category": "transient", "reason": f"'{agent}' exited {done.returncode}: {err or '(no stderr)'}"}}
     return None
-
-
-def _failing_tests(root: Path, command: str | None) -> set[str] | None:
-    """Test ids failing under ``command`` (default ``pytest -q`` when a tests folder exists), or ``None``
-    when the repository has no tests."""
-    if command is None:
-        if not any((root / name).is_dir() for name in ("tests", "test")):
-            return None
-        command = f"{sys.executable} -m pytest -q -rf -p no:cacheprovider"
-    done = run_tool("pytest", command.split(), cwd=root, timeout=1800)
-    if done.returncode == 5:  # no tests collected
-        return set()
-    return {line.split(" ", 2)[1] for line in done.stdout.splitlines() if line.startswith("FAILED ")}
-
-
-def base_tree(repo: Path, branch_tree: Path) -> Path:
-    """A worktree of the commit the branch started from (its merge base with main), kept detached under
-    ``.roster/worktrees/base-<commit>``: QA judges the branch against where it began, not against a main
-    that other merges have moved since. One per commit, never checked out again, so QA runs in parallel
-    share it read-only."""
-    main_head = git(repo, "rev-parse", "HEAD").stdout.strip()
-    base = git(branch_tree, "merge-base", "HEAD", main_head).stdout.strip()
-    path = (repo.parent / ".roster" / "worktrees" / f"base-{base[:12]}").resolve()
-    with worktrees_locked(repo):
-        if not path.exists():
-            git(repo, "worktree", "add", "--detach", str(path), base)
-    return path
-
-
-def _key(record: dict[str, Any]) -> tuple[str, str, str]:
-    """A finding, independent of where lines moved: rule, file and message."""
-    return record["code"], record["filename"], record["message"]
-
-
-def qa(brief: dict[str, Any], repo: Path, tests: str | None = None) -> dict[str, Any]:
-    task = brief["task"]
-    rule, filename = task["fields"]["rule"], task["fields"]["file"]
-    path, branch = worktree(repo, task["id"])
-    left = findings(path, select=[rule], paths=[filename])
-    base = base_tree(repo, path)  # what the branch started from: main may have moved on since
-    on_base, on_branch = findings(base), findings(path)
-    new = Counter(_key(r) for r in on_branch) - Counter(_key(r) for r in on_base)
-    baseline, now = _failing_tests(base, tests), _failing_tests(path, tests)
-    new_failures = sorted((now or set()) - (baseline or set()))
-    checks = [
-        {"name": "findings_gone", "passed": not left,
-         "detail": f"{len(left)} {rule} finding(s) left in {filename} on {branch}"},
-        {"name": "no_new_findings", "passed": not new,
-         "detail": (f"new on the branch: {', '.join(f'{c} in {f}' for c, f, _ in sorted(new))}" if new else
-                    f"ruff findings: base {len(on_base)}, branch {len(on_branch)}, none new")},
-        {"name": "tests_pass", "passed": not new_failures,
-         "detail": ("no tests in the repository" if now is None else
-                    f"newly failing: {', '.join(new_failures)}" if new_failures else
-                    f"no test fails that did not fail on the base ({len(baseline or ())} failed there already)")},
-    ]
-    passed = all(c["passed"] for c in checks)
-    return {"checks": checks, "transition": "verify" if passed else "rework",
-            "rationale": "every check passed on the branch" if passed else
-            "; ".join(c["detail"] for c in checks if not c["passed"])}
 
 
 def merger(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
