@@ -239,7 +239,7 @@ def test_qa_does_not_blame_the_patch_for_tests_that_failed_before_it(lane):
 
 
 def test_a_merge_conflict_sends_the_task_back_and_never_leaves_a_half_merge(lane):
-    from roster.agency.workers import merger
+    from roster.agency.merger import merger
 
     company, dispatcher, repo = lane
     git(repo, "checkout", "-q", "-b", "roster/task-99")

@@ -17,7 +17,7 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
 - ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main. (The
   scout's condition watcher is a shell one-liner in the spec: main's HEAD against :data:`SCANNED`.)
-- ``merger``: on a verified task, asks for the merge (an approval edge: a human decides); on an
+- ``merger`` (:mod:`roster.agency.merger`): on a verified task, asks for the merge (an approval edge: a human decides); on an
   approved one, merges the branch into main (``--no-ff``; a conflict is aborted, never half-merged, and
   the task goes back to the builder with the conflict) and reports the finding count after.
 """
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from roster.agency.lint import findings, git
+from roster.agency.merger import merger
 from roster.agency.qa import qa
 from roster.agency.worktrees import worktree
 from roster.errors import RosterError
@@ -147,28 +148,6 @@ def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
         err = done.stderr.decode(errors="replace").strip()[-300:]
         return {"failure": {"category": "transient", "reason": f"'{agent}' exited {done.returncode}: {err or '(no stderr)'}"}}
     return None
-
-
-def merger(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
-    task = brief["task"]
-    branch = task["fields"]["branch"]
-    if task["state"] == "verified":  # the approver sees the patch and QA's checks; this says the KPI effect
-        rule, filename = task["fields"]["rule"], task["fields"]["file"]
-        found = findings(repo)  # one ruff run: the task's findings are among them (the scout found them so)
-        on_main, removed = len(found), sum(1 for r in found if r["code"] == rule and r["filename"] == filename)
-        return {"transition": "request_merge",
-                "rationale": f"QA verified {branch}; merging it removes the {removed} {rule} finding(s) in {filename}: "
-                             f"lint_findings on main {on_main} -> {on_main - removed} expected. It needs a human's "
-                             "approval"}
-    before = len(findings(repo))
-    merged = git(repo, "merge", "--no-ff", "-m", f"Merge {branch} (roster task {task['id']})", branch, check=False)
-    if merged.returncode != 0:
-        git(repo, "merge", "--abort", check=False)
-        return {"transition": "conflict", "rationale": f"merging {branch} conflicts with main; nothing was "
-                                                       f"merged: {merged.stdout.strip()[-300:]}"}
-    after = len(findings(repo))
-    return {"transition": "merge", "writes": {"findings_after": after},
-            "rationale": f"merged {branch}; lint findings on main {before} -> {after}"}
 
 
 def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
