@@ -11,6 +11,7 @@ stopped: tasks are keyed by finding, leases and runs are in the store, and nothi
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -18,14 +19,17 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import textwrap
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import git
-from roster.errors import UsageError
+from roster.agency.lint import RULES, git
+from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
 
@@ -53,7 +57,14 @@ def spec_text(operator: str, model: str | None = None, builder_agent: str | None
 
 
 def prepare_repository(path: Path | None, target: Path) -> list[str]:
-    """Put the repository to work on at ``target``; returns lines that say what was done."""
+    """Put the repository to work on at ``target`` (a folder that does not exist yet); returns lines that
+    say what was done.
+
+    ``path`` is a git repository or any folder inside one (its enclosing repository is used, and the
+    lines say so); ``None`` assembles a scratch repository of :data:`STDLIB_MODULES`. The copy is a clone
+    of the committed HEAD, on a branch ``main``. Raises :class:`UsageError` (exit 2) when ``path`` does
+    not exist, is not in a git repository, has no commits, or git fails to read or copy it (with git's
+    own message). ``target`` may be left half-made on failure: :func:`undone_on_failure` removes it."""
     if path is None:
         stdlib = Path(sysconfig.get_paths()["stdlib"])
         target.mkdir(parents=True)
@@ -63,28 +74,182 @@ def prepare_repository(path: Path | None, target: Path) -> list[str]:
             if source.exists():
                 shutil.copy(source, target / source.name)
                 copied.append(source.name)
-        git(target, "init", "-q", "-b", "main")
-        git(target, "add", "-A")
-        git(target, "commit", "-q", "-m", "Modules from Python's standard library, for the Roster demo")
-        return [f"No repository given: a scratch repository of {len(copied)} modules of this Python's standard "
-                f"library ({', '.join(copied)}), real code written by others, from {stdlib}."]
+        _git(target, "init", "-q", "-b", "main", doing="create the scratch repository")
+        _git(target, "add", "-A", doing="create the scratch repository")
+        _git(target, "commit", "-q", "-m", "Modules from Python's standard library, for the Roster demo",
+             doing="commit the scratch repository")
+        return [(f"No repository given: a scratch repository of {len(copied)} modules of this Python's standard "
+                 f"library ({', '.join(copied)}), real code written by others, from {stdlib}.")]
+    source = find_source(path)
+    lines = [*source.notes, (f"Working on a copy of {source.root} (its committed HEAD); your working tree is "
+                             "never touched.")]
+    if _git(source.root, "status", "--porcelain", doing=f"read {source.root}").stdout.strip():
+        lines.append("It has uncommitted changes: they are not part of the copy.")
+    _git(source.root, "clone", "-q", "--no-hardlinks", str(source.root), str(target),
+         doing=f"copy {source.root}")
+    branch = _git(target, "rev-parse", "--abbrev-ref", "HEAD", doing=f"read the copy at {target}").stdout.strip()
+    if branch != "main":
+        _git(target, "checkout", "-q", "-B", "main", doing=f"put the copy at {target} on a branch main")
+    return lines
+
+
+@dataclass(frozen=True)
+class Source:
+    """The repository a PATH names: ``root`` is its top level (absolute, symlinks resolved); ``notes`` are
+    lines for the user (e.g. that PATH was a subdirectory of ``root``)."""
+
+    root: Path
+    notes: tuple[str, ...] = ()
+
+
+def find_source(path: Path) -> Source:
+    """The git repository at or enclosing ``path``, checked before anything is written.
+
+    Raises :class:`UsageError` (exit 2), saying what is wrong and how to fix it, when ``path`` does not
+    exist, is a file, is not inside a git work tree (git's own message included), or the repository has
+    no commit yet (a copy of HEAD would be empty)."""
     path = path.expanduser().resolve()
     if not path.exists():
-        raise UsageError(f"{path} does not exist; give the path of a git repository")
-    inside = subprocess.run(["git", "-C", str(path), "rev-parse", "--is-inside-work-tree"], capture_output=True,
-                            text=True)
-    if inside.returncode != 0 or inside.stdout.strip() != "true":
-        raise UsageError(f"{path} is not a git repository; give the path of one (or no path for a scratch "
+        raise UsageError(f"{path} does not exist; give the path of a git repository (or no path for a scratch "
                          "repository)")
-    lines = [f"Working on a copy of {path} (its committed HEAD); your working tree is never touched."]
-    if git(path, "status", "--porcelain").stdout.strip():
-        lines.append("It has uncommitted changes: they are not part of the copy.")
-    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(path), str(target)], check=True,
-                   capture_output=True)
-    branch = git(target, "rev-parse", "--abbrev-ref", "HEAD").stdout.strip()
-    if branch != "main":
-        git(target, "checkout", "-q", "-B", "main")
+    if not path.is_dir():
+        raise UsageError(f"{path} is a file; give the folder of a git repository (or no path for a scratch "
+                         "repository)")
+    top = git(path, "rev-parse", "--show-toplevel", check=False)
+    if top.returncode != 0 or not top.stdout.strip():
+        raise UsageError(f"{path} is not a git repository, or git cannot read it (git says: "
+                         f"{_said(top) or 'nothing'}); give the path of a git repository with a working tree "
+                         "(or no path for a scratch repository)")
+    root = Path(top.stdout.strip()).resolve()
+    notes = () if root == path else ((f"{path} is inside the git repository {root}: the demo works on that "
+                                      "whole repository."),)
+    if git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}", check=False).returncode != 0:
+        raise UsageError(f"{root} has no commits yet: the demo works on a copy of the committed HEAD, so there is "
+                         f"nothing to copy. Commit something first (git -C {shlex.quote(str(root))} add -A && "
+                         f"git -C {shlex.quote(str(root))} commit -m 'First commit'), then run the demo again")
+    return Source(root, notes)
+
+
+def check_workspace(where: Path, source: Source | None) -> None:
+    """Refuse a workspace the demo must not write to, before anything is written: one inside the source
+    repository (or the repository itself: the demo would write ``roster.yaml``, ``skills/``, ``.roster/``
+    and ``repo/`` into its working tree), or a path that exists and is not a folder. ``where`` is absolute.
+    Raises :class:`UsageError` (exit 2)."""
+    if where.exists() and not where.is_dir():
+        raise UsageError(f"the workspace {where} is a file; give --workspace a folder (new or empty), or leave "
+                         "it out for a new temporary folder")
+    if source is not None and (where == source.root or source.root in where.parents):
+        inside = "is the repository" if where == source.root else "is inside the repository"
+        raise UsageError(f"the workspace {where} {inside} {source.root}: the demo would write its "
+                         "spec, skills, store and copy into your working tree. Give --workspace a folder outside "
+                         f"{source.root}, or leave it out for a new temporary folder; nothing was written")
+
+
+@contextmanager
+def undone_on_failure(where: Path, *, ours: bool = False) -> Iterator[None]:
+    """Remove what the body created under ``where`` when it raises (Ctrl-C included), then re-raise.
+
+    ``ours``: ``where`` is a folder the caller just made for this (a temporary folder): all of it goes.
+    Otherwise, when ``where`` (or some of its parents) did not exist before, the topmost new folder goes;
+    when it existed, only the entries the body added, never what was there before."""
+    new_top = where
+    while not new_top.parent.exists():
+        new_top = new_top.parent
+    existed = where.exists()
+    before = set(os.listdir(where)) if existed and not ours else set()
+    try:
+        yield
+    except BaseException:
+        if ours or not existed:
+            shutil.rmtree(where if ours else new_top, ignore_errors=True)
+        else:
+            for name in set(os.listdir(where)) - before:
+                entry = where / name
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+        raise
+
+
+def _git(repo: Path, *args: str, doing: str) -> subprocess.CompletedProcess:
+    """``git -C repo ARGS``; a failure is a :class:`UsageError` (exit 2) with git's own message."""
+    done = git(repo, *args, check=False)
+    if done.returncode != 0:
+        raise UsageError(f"git could not {doing} (git {' '.join(args[:1])} exited {done.returncode}): "
+                         f"{_said(done) or 'no message'}; check that the repository is readable and git works "
+                         "here, then run the demo again")
+    return done
+
+
+def _said(done: subprocess.CompletedProcess) -> str:
+    """What git said: its stderr (else stdout), on one line, at most 500 characters."""
+    return " ".join((done.stderr.strip() or done.stdout.strip())[-500:].split())
+
+
+def rules_line(repo: Path) -> str:
+    """Which ruff configuration and Python floor the lane uses on ``repo`` (a checkout): one line, for the
+    report and ``--plan``."""
+    # The one place to change once roster.agency.lint.project_rules(repo) exists (issue 13, deliverable 1):
+    # return f"ruff configuration: {project_rules(repo).describe()}"
+    return (f"ruff configuration: the lane's own rule set ({', '.join(RULES)}; ruff --isolated, the project's "
+            "own configuration is not read); Python floor: not read")
+
+
+KPI = "lint_findings"
+"""The lane's KPI (see ``roster.yaml``): ruff findings on main, the scout's tasks' counts summed."""
+
+
+def plan(path: Path | None) -> list[str]:
+    """What ``roster demo PATH`` would file, as lines, changing nothing: the repository (``path`` as for
+    :func:`prepare_repository`, ``None`` for the scratch one) is cloned into a temporary folder, the
+    scout's own scan runs on the clone, and the folder is removed before returning, also on failure.
+
+    The lines give each task the scout would file (rule, file, finding count, how many ruff fixes
+    safely), the totals, and the expected KPI change: the findings ruff can fix safely go, the others need
+    a model or a person. Raises :class:`UsageError` (exit 2) on bad input or when the scan fails."""
+    from roster.agency.workers import scout  # the scout's own grouping: the plan is what it would file
+
+    scratch = Path(tempfile.mkdtemp(prefix="roster-plan-"))
+    try:
+        lines = prepare_repository(path, scratch / "repo")
+        try:
+            tasks = scout({}, scratch / "repo")["tasks"]
+        except RosterError as exc:
+            raise UsageError(f"the scan failed: {exc.message}") from None
+        lines.append(rules_line(scratch / "repo"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rows = [(t["fields"]["rule"], t["fields"]["file"], t["fields"]["count"], _safe_fixes(t), t["fields"]["fixable"])
+            for t in tasks]
+    total = sum(r[2] for r in rows)
+    safe = sum(r[3] for r in rows)
+    lines += ["", f"Plan: the scout would file {len(rows)} task(s), one per (rule, file):"]
+    if rows:
+        wide = max(len(r[1]) for r in rows)
+        lines.append(f"  {'rule':<8} {'file':<{wide}} {'count':>5}  fixable")
+        for rule, filename, count, fixes, fixable in rows:
+            how = (f"yes, {fixes} of {count} safely" if fixes else "only with an unsafe fix" if fixable
+                   else "no: needs a model or a person")
+            lines.append(f"  {rule:<8} {filename:<{wide}} {count:>5}  {how}")
+    rerun = "roster demo" + (f" {shlex.quote(str(path))}" if path is not None else "")
+    lines += [(f"  totals: {total} finding(s) of {len({r[0] for r in rows})} rule(s) in "
+               f"{len({r[1] for r in rows})} file(s); ruff fixes {safe} safely, {total - safe} need a model or a "
+               "person"),
+              f"  expected KPI {KPI}: {total} -> {total - safe} findings once every safe fix is merged",
+              (f"Nothing was changed: the scan ran on a scratch copy, now removed. Run the lane with: {rerun} "
+               "(add --yes to approve the merges as you)")]
     return lines
+
+
+def _safe_fixes(task: dict[str, Any]) -> int:
+    """How many of a scout task's findings ruff fixes safely, from its ``ruff-json`` artifact (ruff's own
+    records: ``fix.applicability`` is ``safe``, ``unsafe`` or ``display-only``)."""
+    for artifact in task.get("artifacts") or []:
+        if artifact.get("kind") == "ruff-json":
+            records = json.loads(artifact["content"])
+            return sum(1 for r in records if (r.get("fix") or {}).get("applicability") == "safe")
+    return 0
 
 
 def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: bool,
@@ -153,8 +318,9 @@ def _line(outcome: Outcome) -> str:
     return f"  {outcome.agent:>8} on {where}: {outcome.outcome}{what}{why}"
 
 
-def report(company: CompanyStore) -> list[str]:
-    """The closing report, as lines."""
+def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
+    """The closing report, as lines; with ``repo`` (the workspace's copy), which ruff configuration and
+    Python floor the lane used on it (:func:`rules_line`)."""
     states = company.task_counts()
     transitions = Counter(e.data.get("transition") for e in company.audit_log(action="task.transition"))
     rejected = Counter((e.data.get("transition"), e.data["error"].get("clause"))
@@ -179,6 +345,8 @@ def report(company: CompanyStore) -> list[str]:
     lines.append(f"  cost per merged fix: {_usd(spent / merged, unpriced)}" if merged
                  else "  cost per merged fix: no merge yet")
     lines += _kpi_lines(company)
+    if repo is not None:
+        lines.append(f"  {rules_line(repo)}")
     lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))
     return lines
 
