@@ -5,13 +5,16 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 ``repo``) in the workspace; the builder's branches live in git worktrees under
 ``.roster/worktrees/task-<id>``, so the main checkout is only ever changed by the merger.
 
-- ``scout`` (a run without a task): ruff over the repository with :data:`~roster.agency.lint.RULES`;
-  one task per (rule, file), keyed ``ruff:<rule>:<file>`` so rescans never duplicate work, carrying the
+- ``scout`` (a run without a task): ruff over the repository by the project's own rules
+  (:func:`~roster.agency.lint.project_rules`: its ruff configuration and Python floor, else
+  :data:`~roster.agency.lint.RULES` at that floor); one task per (rule, file), keyed ``ruff:<rule>:<file>`` so rescans never duplicate work, carrying the
   findings as fields and the raw ruff JSON as an artifact.
 - ``builder``: a worktree on branch ``roster/task-<id>``, ``ruff check --fix`` limited to the task's
-  rule and file, then (with ``--agent CMD``) an external agent CLI for what ruff left, a commit, and the
-  ``patch`` artifact. A finding nothing could fix is a judgment failure: it goes up the escalation
-  ladder, never silently away.
+  rule and file (its safe fixes only), then (with ``--agent CMD``) an external agent CLI for what ruff left,
+  a commit, and the ``patch`` artifact. A ruff fix that changes behaviour
+  (:func:`~roster.agency.safety.behaviour_changes`) is reverted and goes to the agent CLI with the reason,
+  or, with none, is a judgment failure. A finding nothing could fix is a judgment failure too: it goes up
+  the escalation ladder, never silently away.
 - ``qa`` (:mod:`roster.agency.qa`): the ground truth on the branch, never the builder's report: the findings are gone
   (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
   fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
@@ -34,9 +37,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git
+from roster.agency.lint import findings, git, project_rules
 from roster.agency.merger import merger
 from roster.agency.qa import qa
+from roster.agency.safety import behaviour_changes
 from roster.agency.worktrees import worktree
 from roster.errors import RosterError
 from roster.runtime.processes import run_in_session
@@ -50,8 +54,12 @@ watcher wakes the scout when main's HEAD differs from it."""
 
 
 def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
+    """One task per (rule, file) of ruff's findings on ``repo`` by the project's own rules; ``fixable`` says
+    whether ruff offers any fix (safe or not: the ``ruff-json`` artifact has each one's applicability). The
+    rationale names the rules used."""
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
-    found = findings(repo)
+    rules = project_rules(repo)
+    found = findings(repo, rules=rules)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in found:
         groups[(record["code"], record["filename"])].append(record)
@@ -69,11 +77,12 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     scanned.parent.mkdir(parents=True, exist_ok=True)
     scanned.write_text(head + "\n", encoding="utf-8")
     return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s) "
-                                         f"at {head[:12]}"}
+                                         f"at {head[:12]}, by {rules.describe()}"}
 
 
 def measure(repo: Path) -> int:
-    """The KPI ``lint_findings``'s measure program: the number of findings on main, on stdout."""
+    """The KPI ``lint_findings``'s measure program: the number of findings on main, by the project's own
+    rules (the scout's), on stdout."""
     sys.stdout.write(f"{len(findings(repo))}\n")
     return 0
 
@@ -83,8 +92,11 @@ AGENT_TIMEOUT = 1800
 
 
 def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict[str, Any]:
-    """ruff's own fix first (cheap, deterministic); what it leaves goes to ``agent`` (an agent CLI such as
-    ``claude -p`` or ``codex exec -``) when one is configured. Nothing fixed: a judgment failure."""
+    """ruff's own safe fix first (cheap, deterministic); what it leaves goes to ``agent`` (an agent CLI such
+    as ``claude -p`` or ``codex exec -``) when one is configured. A ruff fix that changes behaviour
+    (:func:`~roster.agency.safety.behaviour_changes` on the task's file) is reverted and handed to ``agent``
+    with the reasons, or, with no agent, is a judgment failure giving them. Nothing fixed: a judgment
+    failure. Returns the worker's result (``build`` with the ``patch`` artifact, or ``failure``)."""
     task = brief["task"]
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
     path, branch = worktree(repo, task["id"])
@@ -94,15 +106,37 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
         return {"failure": {"category": "judgment",
                             "reason": f"QA sent {branch} back ({reworked[0].get('rationale') or 'see its checks'}) "
                                       f"and ruff has nothing more to fix for {rule} in {filename}"}}
-    after = findings(path, select=[rule], paths=[filename], fix=True)
+    source = path / filename
+    original = source.read_bytes() if source.is_file() else None
+    after = findings(path, select=[rule], paths=[filename], fix=True)  # ruff's safe fixes only
     by = "ruff --fix"
-    if after and agent:
+    changes = (behaviour_changes(original.decode(errors="replace"), source.read_text(errors="replace"), rule,
+                                 path=filename, root=path)
+               if original is not None and source.is_file() else [])
+    if changes:  # ruff's "safe" fix does more than the rule intends: never applied without judgment
+        source.write_bytes(original)
+        if not agent:
+            return {"failure": {"category": "judgment",
+                                "reason": f"ruff's fix for {rule} in {filename} changes behaviour, so it was not "
+                                          f"applied: {'; '.join(changes)}. A model or a person must judge it: "
+                                          "configure an agent CLI (--agent), or fix it by hand"}}
+        after = findings(path, select=[rule], paths=[filename])
+        failure = hand_to_agent(agent, brief, path, after, why=changes)
+        if failure is not None:
+            return failure
+        after = findings(path, select=[rule], paths=[filename])
+        by = f"{agent}, as ruff's fix changed behaviour"
+    elif after and agent:
         failure = hand_to_agent(agent, brief, path, after)
         if failure is not None:
             return failure
         after = findings(path, select=[rule], paths=[filename])
         by = f"ruff --fix, then {agent}"
     if before and len(after) == len(before):
+        if changes:
+            return {"failure": {"category": "judgment",
+                                "reason": f"ruff's fix for {rule} in {filename} changes behaviour ({'; '.join(changes)}) "
+                                          f"and {agent} fixed none of the {len(after)} finding(s): a person must judge it"}}
         helper = f"nor could {agent}" if agent else "it needs a model or a person (configure an agent CLI)"
         return {"failure": {"category": "judgment",
                             "reason": f"ruff cannot fix {rule} in {filename} ({len(after)} finding(s) left); {helper}"}}
@@ -119,17 +153,25 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
 
 
 def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
-                  left: list[dict[str, Any]]) -> dict[str, Any] | None:
+                  left: list[dict[str, Any]], why: list[str] | None = None) -> dict[str, Any] | None:
     """Run the agent CLI in the task's worktree with a prompt (on stdin, and as the file named by
     ``ROSTER_PROMPT_FILE``); ``None`` when it finished, else a transient failure (retried with backoff,
-    then up the escalation ladder). Its changes are judged like ruff's: by re-running ruff, then QA."""
+    then up the escalation ladder). ``left``: ruff's records of the findings to fix; ``why``: the reasons
+    ruff's own fix was not applied (it changed behaviour), told to the agent. Its changes are judged like
+    ruff's: by re-running ruff, then QA."""
     task = brief["task"]
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
     listing = "\n".join(f"- line {r['location']['row']}, column {r['location']['column']}: {r['message']}"
                          for r in left)
     prompt = (f"You are the builder of a Roster agency lane. Task {task['id']}: {task['title']}.\n\n"
               f"Spec: {task['fields'].get('spec', '')}\n\nFix these ruff {rule} findings in {filename} "
-              f"(the current directory is a git worktree of the repository):\n{listing}\n\nChange only "
+              f"(the current directory is a git worktree of the repository):\n{listing}\n\n"
+              + ("ruff's automatic fix was not applied because it changes behaviour:\n"
+                 + "".join(f"- {reason}\n" for reason in why)
+                 + "\nFix the findings without that change in behaviour (e.g. keep an import a `try` guards and "
+                   "mark it `# noqa` or use importlib.util.find_spec), or leave the file as it is if it cannot be "
+                   "done.\n\n" if why else "")
+              + f"Change only "
               f"{filename}, keep its behaviour, and do not commit: Roster commits your change, and QA checks it "
               "with ruff and the repository's tests.\n")
     prompts = worktree_path.parent.parent / "prompts"
