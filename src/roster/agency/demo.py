@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import RULES, git
+from roster.agency.lint import git, project_rules
 from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
@@ -188,12 +188,11 @@ def _said(done: subprocess.CompletedProcess) -> str:
 
 
 def rules_line(repo: Path) -> str:
-    """Which ruff configuration and Python floor the lane uses on ``repo`` (a checkout): one line, for the
-    report and ``--plan``."""
-    # The one place to change once roster.agency.lint.project_rules(repo) exists (issue 13, deliverable 1):
-    # return f"ruff configuration: {project_rules(repo).describe()}"
-    return (f"ruff configuration: the lane's own rule set ({', '.join(RULES)}; ruff --isolated, the project's "
-            "own configuration is not read); Python floor: not read")
+    """Which ruff configuration and Python floor the lane uses on ``repo`` (a checkout), as
+    :func:`~roster.agency.lint.project_rules` decides them for the scout, the builder, QA and the KPI: one
+    line, for the report and ``--plan``. Raises :class:`UsageError` when the project's configuration is
+    not valid TOML."""
+    return f"The lane's rules: {project_rules(repo).describe()}"
 
 
 KPI = "lint_findings"
@@ -236,7 +235,8 @@ def plan(path: Path | None) -> list[str]:
     lines += [(f"  totals: {total} finding(s) of {len({r[0] for r in rows})} rule(s) in "
                f"{len({r[1] for r in rows})} file(s); ruff fixes {safe} safely, {total - safe} need a model or a "
                "person"),
-              f"  expected KPI {KPI}: {total} -> {total - safe} findings once every safe fix is merged",
+              (f"  expected KPI {KPI}: {total} -> {total - safe} findings once every safe fix is merged (at most: "
+               "a safe fix that would change behaviour goes to a model or a person instead)"),
               (f"Nothing was changed: the scan ran on a scratch copy, now removed. Run the lane with: {rerun} "
                "(add --yes to approve the merges as you)")]
     return lines
