@@ -85,7 +85,7 @@ def test_the_lane_fixes_what_ruff_can_merges_after_approval_and_escalates_the_re
     assert "Merge roster/task-" in git(repo, "log", "--oneline")
     # QA recorded every check the verify contract needs; the merge needed a human
     checks = {e.data["name"] for e in company.history(tasks["F401 in a.py"].id) if e.action == "check.record"}
-    assert checks == {"findings_gone", "no_new_findings", "tests_pass"}
+    assert checks == {"findings_gone", "no_new_findings", "behaviour_unchanged", "tests_pass"}
     approvals = company.list_requests(status="approved")
     assert {r.task_id for r in approvals} == {tasks["F401 in a.py"].id, tasks["W291 in c.py"].id}
     assert all(r.decided_by == "op" for r in approvals)
@@ -94,7 +94,7 @@ def test_the_lane_fixes_what_ruff_can_merges_after_approval_and_escalates_the_re
     [patch] = [a for a in shown["artifacts"] if a["kind"] == "patch"]
     assert "-import os" in patch["preview"] and patch["truncated"] is False
     assert {c["name"]: c["passed"] for c in shown["checks"]} == {
-        "findings_gone": True, "no_new_findings": True, "tests_pass": True}
+        "findings_gone": True, "no_new_findings": True, "behaviour_unchanged": True, "tests_pass": True}
     assert shown["kpis"] == ["lint_findings"] and shown["kpi_latest"]["lint_findings"]["value"] == before
     assert "removes the 1 F401 finding(s) in a.py" in shown["rationale"] and "expected" in shown["rationale"]
     # what ruff cannot fix reached the human inbox through the escalation ladder

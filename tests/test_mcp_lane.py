@@ -1,7 +1,7 @@
 """A Claude Code-style agent walks the agency lane's `verify` step over MCP (issue 14, item 2): the official
 MCP client over streamable HTTP against `roster serve`'s app under uvicorn, as QA with its own token, on
 the lane's real spec (src/roster/agency/roster.yaml) and a real SQLite file. `verify` requires the
-`patch` artifact and three passed checks: QA reads the brief, claims, reads the patch and its diff, is
+`patch` artifact and four passed checks: QA reads the brief, claims, reads the patch and its diff, is
 refused without the checks, records them, and moves the task with its fencing token."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from roster.agency.demo import spec_text
 from roster.api.server import ApiServer
 from roster.specfile import parse_spec
 
-CHECKS = ("findings_gone", "no_new_findings", "tests_pass")
+CHECKS = ("findings_gone", "no_new_findings", "behaviour_unchanged", "tests_pass")
 BEFORE = "import os\nimport sys\n\nprint(sys.argv)\n"
 AFTER = "import sys\n\nprint(sys.argv)\n"
 
@@ -72,7 +72,7 @@ def test_qa_over_mcp_walks_verify_from_claim_to_verified_with_checks(store):
                                                  detail=f"{name} on roster/task-{task.id}",
                                                  fencing_token=lease["fencing_token"]) for name in CHECKS]
                     seen["moved"] = await call("transition", task_id=task.id, transition="verify",
-                                               rationale="all three checks pass on the branch",
+                                               rationale="all four checks pass on the branch",
                                                fencing_token=lease["fencing_token"])
                     seen["lease"] = lease
                     return seen
@@ -101,8 +101,7 @@ def test_qa_over_mcp_walks_verify_from_claim_to_verified_with_checks(store):
     assert (final.state, final.version, final.lease_holder) == ("verified", seen["moved"]["version"], None)
     by_qa = [(e.action, e.data.get("via")) for e in lane.history(task.id) if e.principal == "qa"]
     assert by_qa == [("lease.claim", "mcp"), ("task.transition.rejected", "mcp"),
-                     ("check.record", "mcp"), ("check.record", "mcp"), ("check.record", "mcp"),
-                     ("task.transition", "mcp"), ("lease.release", "mcp")]
+                     *[("check.record", "mcp")] * len(CHECKS), ("task.transition", "mcp"), ("lease.release", "mcp")]
     [moved] = [e for e in lane.history(task.id) if e.action == "task.transition" and e.principal == "qa"]
-    assert (moved.data["to"], moved.data["rationale"]) == ("verified", "all three checks pass on the branch")
+    assert (moved.data["to"], moved.data["rationale"]) == ("verified", "all four checks pass on the branch")
     assert lane.verify_audit()[1] is None

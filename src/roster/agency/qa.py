@@ -5,6 +5,8 @@ the branch started from) returning ``{"name", "passed", "detail"}``:
 
 - ``findings_gone``: the task's findings are gone from its file on the branch;
 - ``no_new_findings``: no new ruff finding anywhere, against the commit the branch started from;
+- ``behaviour_unchanged``: nothing changed beyond the rule's intent, judged on the syntax trees
+  (:mod:`roster.agency.safety`), whoever made the change;
 - ``tests_pass``: the repository's tests, run against the branch's own code (see :func:`run_tests`), fail
   no more on the branch than on that base; a run that cannot collect, crashes, or leaves no result fails.
 
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from roster.agency.lint import findings, git, project_rules, run_tool
+from roster.agency.safety import behaviour_changes_in_diff
 from roster.agency.worktrees import base_tree, worktree
 
 TEST_TIMEOUT = 1800
@@ -427,7 +430,19 @@ def tests_pass(review: Review) -> dict[str, Any]:
                        f"on the branch, {where}; {note}")}
 
 
-CHECKS: list[Callable[[Review], dict[str, Any]]] = [findings_gone, no_new_findings, tests_pass]
+def behaviour_unchanged(review: Review) -> dict[str, Any]:
+    """The adversarial check: the branch changes nothing beyond the rule's intent, judged file by file on
+    the syntax trees (:func:`roster.agency.safety.behaviour_changes_in_diff`), whoever made the change
+    (ruff, an agent CLI)."""
+    start = git(review.base, "rev-parse", "HEAD").stdout.strip()
+    changed = git(review.path, "diff", "--name-only", f"{start}..HEAD").stdout.split()
+    reasons = behaviour_changes_in_diff(review.base, review.path, changed, review.rule)
+    return {"name": "behaviour_unchanged", "passed": not reasons,
+            "detail": "; ".join(reasons) or (f"no change beyond {review.rule}'s intent in "
+                                             f"{', '.join(changed) or 'no file'}")}
+
+
+CHECKS: list[Callable[[Review], dict[str, Any]]] = [findings_gone, no_new_findings, behaviour_unchanged, tests_pass]
 """QA's checks, in order; each returns ``{"name": str, "passed": bool, "detail": str}``. The ``verify``
 contract in ``roster.yaml`` names the ones it requires."""
 

@@ -15,9 +15,11 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
   (:func:`~roster.agency.safety.behaviour_changes`) is reverted and goes to the agent CLI with the reason,
   or, with none, is a judgment failure. A finding nothing could fix is a judgment failure too: it goes up
   the escalation ladder, never silently away.
-- ``qa`` (:mod:`roster.agency.qa`): the ground truth on the branch, never the builder's report: the findings are gone
-  (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), and the repository's tests
-  fail no more than on main (``tests_pass``). All pass: ``verify``; otherwise ``rework``.
+- ``qa`` (:mod:`roster.agency.qa`): the ground truth on the branch, never the builder's report: the
+  findings are gone (``findings_gone``), no new ones appeared anywhere (``no_new_findings``), nothing
+  changed beyond the rule's intent (``behaviour_unchanged``), and the repository's tests, run against the
+  branch's own code on the project's floor Python, fail no more than on the branch's base
+  (``tests_pass``, the base's result cached per commit). All pass: ``verify``; otherwise ``rework``.
 - ``measure`` (the KPI ``lint_findings``'s measure program) prints the finding count on main. (The
   scout's condition watcher is a shell one-liner in the spec: main's HEAD against :data:`SCANNED`.)
 - ``merger`` (:mod:`roster.agency.merger`): on a verified task, asks for the merge (an approval edge: a human decides); on an
@@ -38,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from roster.agency.lint import findings, git, project_rules
-from roster.agency.merger import merger
+from roster.agency.merger import MAX_CONFLICTS, merger
 from roster.agency.qa import qa
 from roster.agency.safety import behaviour_changes
-from roster.agency.worktrees import worktree
+from roster.agency.worktrees import fresh_worktree, worktree
 from roster.errors import RosterError
 from roster.runtime.processes import run_in_session
 
@@ -99,7 +101,9 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
     failure. Returns the worker's result (``build`` with the ``patch`` artifact, or ``failure``)."""
     task = brief["task"]
     rule, filename = task["fields"]["rule"], task["fields"]["file"]
-    path, branch = worktree(repo, task["id"])
+    # No branch yet, or a conflict cleared it (the merger discards a branch that conflicted): start from
+    # main's HEAD, never on a stale branch. QA's rework keeps `branch`, so a reworked task keeps its branch.
+    path, branch = (worktree if task["fields"].get("branch") else fresh_worktree)(repo, task["id"])
     before = findings(path, select=[rule], paths=[filename])
     reworked = [e for e in brief.get("events") or [] if e.get("transition") == "rework"]
     if not before and reworked:  # QA sent it back and ruff has nothing left to fix: a person must look
@@ -219,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "'claude -p' (the prompt comes on stdin).")
     parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
                                                       "folder exists).")
+    parser.add_argument("--max-conflicts", type=int, default=MAX_CONFLICTS,
+                        help=f"The merger escalates a task's N-th merge conflict to a human instead of sending it "
+                             f"back to the builder (default {MAX_CONFLICTS}).")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     if args.role in CHECKS:
@@ -233,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             result = qa(brief, repo, args.tests)
         elif args.role == "builder":
             result = builder(brief, repo, args.agent)
+        elif args.role == "merger":
+            result = merger(brief, repo, args.max_conflicts)
         else:
             result = ROLES[args.role](brief, repo)
     except RosterError as exc:
