@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import js, ok
 
 import roster.agency
 from roster.agency.lint import findings
@@ -193,6 +194,13 @@ def test_without_approval_the_lane_stops_at_the_inbox_with_the_exact_command(cli
     assert "fix.patch (patch, version 1" in shown.output and "\n--- a/" in shown.output
     assert '"kpi_latest"' in shown.output and "lint_findings on main 3 -> 2 expected" in "".join(
         shown.output.split("\n"))
+    # A human rejects that task instead: the next demo run removes its worktree and branch.
+    task_id = js(cli("--spec", str(ws / "roster.yaml"), "approvals", "show", "1", "--json"))["task_id"]
+    assert (ws / ".roster" / "worktrees" / f"task-{task_id}").is_dir()
+    ok(cli("--spec", str(ws / "roster.yaml"), "task", "move", str(task_id), "reject", "--rationale", "not now"))
+    assert cli("demo", "--workspace", str(ws)).exit_code == 0
+    assert not (ws / ".roster" / "worktrees" / f"task-{task_id}").exists()
+    assert f"roster/task-{task_id}" not in git(ws / "repo", "branch", "--list")
 
 
 def test_roster_model_replaces_the_scripted_planner_in_the_demo_spec():

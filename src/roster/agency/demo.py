@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from roster.agency.lint import git, project_rules
+from roster.agency.worktrees import remove_stale_worktrees
 from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
@@ -269,13 +270,13 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
 
     previous = signal.signal(signal.SIGINT, stop)
     try:
-        return _cycle(company, dispatcher, operator, approve, say, max_cycles)
+        return _cycle(company, dispatcher, workspace / "repo", operator, approve, say, max_cycles)
     finally:
         dispatcher.close()  # record the stop: its runtime leases (the leader's jobs) go back for the next run
         signal.signal(signal.SIGINT, previous)
 
 
-def _cycle(company: CompanyStore, dispatcher: Dispatcher, operator: str, approve: bool,
+def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: str, approve: bool,
            say: Callable[[str], None], max_cycles: int) -> dict[str, Any]:
     waiting: list = []
     runs = 0
@@ -294,9 +295,22 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, operator: str, approve
             waiting = []
         if outcomes:
             say(progress(company, runs, len(waiting)))
+            remove_stale_worktrees(repo, live=_open_task_ids(company))
         if not outcomes and not (approve and company.inbox(actor=operator)):
             break
+    # A task merged or rejected (a human may reject at any time, between runs too) keeps no worktree.
+    remove_stale_worktrees(repo, live=_open_task_ids(company))
     return {"waiting": waiting, "stopped": False}
+
+
+def _open_task_ids(company: CompanyStore) -> list[int]:
+    """Every task of the lane not merged or rejected, page by page (any other task's branch is removed)."""
+    ids: list[int] = []
+    after = 0
+    while page := company.list_tasks(workflow="lint-fix", after_id=after, limit=1000):
+        ids += [t.id for t in page if t.state not in ("merged", "rejected")]
+        after = page[-1].id
+    return ids
 
 
 _FAILURE_NOTE = re.compile(r"^\S+ on task \d+: \w+ failure: ")
