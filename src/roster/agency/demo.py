@@ -280,6 +280,7 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
            say: Callable[[str], None], max_cycles: int) -> dict[str, Any]:
     waiting: list = []
     runs = 0
+    rejected = company.task_counts(workflow="lint-fix").get("rejected", 0)
     for _ in range(max_cycles):
         if dispatcher.stopping.is_set():
             return {"waiting": [], "stopped": True}
@@ -295,10 +296,14 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
             waiting = []
         if outcomes:
             say(progress(company, runs, len(waiting)))
-            remove_stale_worktrees(repo, live=_open_task_ids(company))
+            # The merger removes a merged task's worktree; a task a human rejected meanwhile leaves its own.
+            now_rejected = company.task_counts(workflow="lint-fix").get("rejected", 0)
+            if now_rejected != rejected:
+                remove_stale_worktrees(repo, live=_open_task_ids(company))
+                rejected = now_rejected
         if not outcomes and not (approve and company.inbox(actor=operator)):
             break
-    # A task merged or rejected (a human may reject at any time, between runs too) keeps no worktree.
+    # A task rejected (a human may reject at any time, between runs too) keeps no worktree.
     remove_stale_worktrees(repo, live=_open_task_ids(company))
     return {"waiting": waiting, "stopped": False}
 
