@@ -259,3 +259,18 @@ def test_behaviour_changes_in_diff_finds_a_re_export_and_files_a_fix_should_not_
     (branch / "src" / "pkg" / "core.py").unlink()
     assert behaviour_changes_in_diff(base, branch, ["src/pkg/core.py"], "F401") == [
         "src/pkg/core.py: the fix deletes the file; a F401 fix edits a file in place"]
+
+
+def test_syntax_newer_than_the_floor_is_no_lint_task_and_no_kpi_finding(tmp_path, capsys):
+    """A project declaring Python 3.7 whose code uses `match`: ruff reports `invalid-syntax`, which no
+    rule's fix mends. The scout files no task for it (a task for it made the builder run `ruff --select
+    invalid-syntax`, which ruff refuses) and the KPI does not count it; the real findings still count."""
+    repo = repository(tmp_path / "repo", {
+        "pyproject.toml": '[project]\nname = "old"\nrequires-python = ">=3.7"\n',
+        "new.py": "import os\n\n\ndef f(x):\n    match x:\n        case 1:\n            return 1\n",
+    })
+    assert any(r["code"] == "invalid-syntax" for r in findings(repo))
+    tasks = scout({}, repo)["tasks"]
+    assert [t["fields"]["rule"] for t in tasks] == ["F401"]
+    assert measure(repo) == 0
+    assert capsys.readouterr().out == "1\n"

@@ -75,12 +75,17 @@ def prepare_repository(path: Path | None, target: Path) -> list[str]:
             if source.exists():
                 shutil.copy(source, target / source.name)
                 copied.append(source.name)
+        # The modules are this Python's: so is their floor (judged at 3.7, their newer syntax is an error).
+        floor = f"{sys.version_info.major}.{sys.version_info.minor}"
+        (target / "pyproject.toml").write_text(f'[project]\nname = "stdlib-sample"\nversion = "0"\n'
+                                               f'requires-python = ">={floor}"\n', encoding="utf-8")
         _git(target, "init", "-q", "-b", "main", doing="create the scratch repository")
         _git(target, "add", "-A", doing="create the scratch repository")
         _git(target, "commit", "-q", "-m", "Modules from Python's standard library, for the Roster demo",
              doing="commit the scratch repository")
         return [(f"No repository given: a scratch repository of {len(copied)} modules of this Python's standard "
-                 f"library ({', '.join(copied)}), real code written by others, from {stdlib}.")]
+                 f"library ({', '.join(copied)}), real code written by others, from {stdlib}, declaring "
+                 f"Python >={floor}.")]
     source = find_source(path)
     lines = [*source.notes, (f"Working on a copy of {source.root} (its committed HEAD); your working tree is "
                              "never touched.")]

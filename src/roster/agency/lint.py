@@ -221,6 +221,18 @@ def findings(root: Path, *, select: tuple[str, ...] | list[str] | None = None, p
     return records
 
 
+SYNTAX_ERROR = "invalid-syntax"
+"""The code ruff gives a syntax error (e.g. a ``match`` statement in a project whose floor is 3.7); older
+ruff versions gave none."""
+
+
+def rule_findings(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The findings of lint rules among ``records``: not syntax errors, which no rule's fix can mend (a
+    file newer than the project's Python floor, or broken): the scout files no task for them and the KPI
+    does not count them. QA still sees every record, so a branch that breaks the syntax fails."""
+    return [r for r in records if r.get("code") not in (None, SYNTAX_ERROR)]
+
+
 def git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run ``git`` in ``repo`` with Roster as author; raises :class:`RunnerExit` on failure when ``check``."""
     if shutil.which("git") is None:

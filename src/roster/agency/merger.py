@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git
+from roster.agency.lint import findings, git, rule_findings
 from roster.agency.worktrees import prune_base_trees, remove_worktree
 from roster.errors import UsageError
 
@@ -84,13 +84,13 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
             return _conflict(repo, task, max_conflicts, check.main, check.files,
                              f"{check.note} (git merge-tree, before asking for approval)")
         rule, filename = task["fields"]["rule"], task["fields"]["file"]
-        found = findings(repo)  # one ruff run: the task's findings are among them (the scout found them so)
+        found = rule_findings(findings(repo))  # one ruff run, counted as the KPI counts
         on_main, removed = len(found), sum(1 for r in found if r["code"] == rule and r["filename"] == filename)
         return {"transition": "request_merge",
                 "rationale": f"QA verified {branch}; {check.note}; merging it removes the {removed} {rule} "
                              f"finding(s) in {filename}: lint_findings on main {on_main} -> {on_main - removed} "
                              "expected. It needs a human's approval"}
-    before = len(findings(repo))
+    before = len(rule_findings(findings(repo)))
     main = git(repo, "rev-parse", "HEAD").stdout.strip()
     merged = git(repo, "merge", "--no-ff", "-m", f"Merge {branch} (roster task {task['id']})", branch, check=False)
     if merged.returncode != 0:
@@ -100,7 +100,7 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
         return _conflict(repo, task, max_conflicts, main, tuple(unmerged),
                          f"merging {branch} conflicts with main {main[:12]} in "
                          f"{', '.join(unmerged) or '(paths not named)'}; nothing was merged ({' '.join(said)})")
-    after = len(findings(repo))
+    after = len(rule_findings(findings(repo)))
     remove_worktree(repo, task["id"])  # merged: the branch is in main, its worktree is of no more use
     prune_base_trees(repo)
     return {"transition": "merge", "writes": {"findings_after": after},

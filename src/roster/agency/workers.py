@@ -39,7 +39,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git, project_rules
+from roster.agency.lint import findings, git, project_rules, rule_findings
 from roster.agency.merger import MAX_CONFLICTS, merger
 from roster.agency.qa import qa
 from roster.agency.safety import behaviour_changes
@@ -61,7 +61,7 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     rationale names the rules used."""
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
     rules = project_rules(repo)
-    found = findings(repo, rules=rules)
+    found = rule_findings(findings(repo, rules=rules))
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in found:
         groups[(record["code"], record["filename"])].append(record)
@@ -85,7 +85,7 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
 def measure(repo: Path) -> int:
     """The KPI ``lint_findings``'s measure program: the number of findings on main, by the project's own
     rules (the scout's), on stdout."""
-    sys.stdout.write(f"{len(findings(repo))}\n")
+    sys.stdout.write(f"{len(rule_findings(findings(repo)))}\n")
     return 0
 
 
