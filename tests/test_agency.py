@@ -34,9 +34,9 @@ def git(repo: Path, *args: str) -> str:
                           env=GIT_ENV).stdout
 
 
-def committed_repo(repo: Path) -> Path:
-    """A git repository at ``repo`` holding :data:`FILES`, committed on ``main``."""
-    for name, text in FILES.items():
+def committed_repo(repo: Path, files: dict[str, str] | None = None) -> Path:
+    """A git repository at ``repo`` holding ``files`` (default :data:`FILES`), committed on ``main``."""
+    for name, text in (FILES if files is None else files).items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
     git(repo, "init", "-q", "-b", "main")

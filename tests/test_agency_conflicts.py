@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agency import GIT_ENV, drive, git
+from test_agency import GIT_ENV, committed_repo, drive, git
 
 import roster.agency
 from roster.agency.merger import merge_check, merger
@@ -35,13 +35,7 @@ SAME_LINE = "class A(object):   \n    pass\n"  # UP004 and W291 on one line: the
 
 
 def make_repo(repo: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
+    return committed_repo(repo, files)
 
 
 def commit_on_main(repo: Path, name: str, text: str) -> str:

@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_agency import committed_repo as committed
+from test_agency import git
 
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
 FILES = {
     "pkg/a.py": "import os\nimport sys\n\n\ndef f():\n    return sys.argv\n",  # F401: ruff fixes it safely
     "pkg/b.py": "def g(l):\n    return l\n",  # E741: ruff has no fix
@@ -24,19 +24,8 @@ FILES = {
 }
 
 
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=GIT_ENV).stdout
-
-
 def committed_repo(repo: Path) -> Path:
-    for name, text in FILES.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
+    return committed(repo, FILES)
 
 
 class Demo:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_agency import git
+from test_agency import committed_repo, git
 
 from roster.agency.qa import qa
 from roster.agency.worktrees import worktree
@@ -31,13 +31,7 @@ PACKAGE = {
 
 def make_repo(ws: Path, files: dict[str, str]) -> Path:
     """``ws/repo``: a git repository holding ``files`` committed on ``main`` (the lane's workspace layout)."""
-    repo = ws / "repo"
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
+    repo = committed_repo(ws / "repo", files)
     (ws / ".roster").mkdir(exist_ok=True)
     return repo
 

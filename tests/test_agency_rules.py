@@ -9,22 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_agency import git
+from test_agency import committed_repo, git
 
 from roster.agency.lint import findings, project_rules, ruff_command
 from roster.agency.safety import behaviour_changes, behaviour_changes_in_diff
 from roster.agency.workers import builder, measure, scout
 
-
-def repository(root: Path, files: dict[str, str]) -> Path:
-    """A git repository at ``root`` holding ``files``, committed on ``main``."""
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(text)
-    git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", "init")
-    return root
+repository = committed_repo
+"""A git repository at ``root`` holding ``files``, committed on ``main``."""
 
 
 def own_ruff(root: Path, *args: str) -> list[dict]:
