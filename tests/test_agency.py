@@ -45,17 +45,24 @@ def committed_repo(repo: Path, files: dict[str, str] | None = None) -> Path:
     return repo
 
 
-@pytest.fixture
-def lane(tmp_path):
+def open_lane(tmp_path: Path, files: dict[str, str] | None = None):
+    """The lane's workspace at ``tmp_path/ws`` (its spec applied, ``repo`` holding ``files``, default
+    :data:`FILES`): ``(company, dispatcher, repo)``."""
     ws = tmp_path / "ws"
-    repo = committed_repo(ws / "repo")
+    repo = committed_repo(ws / "repo", files)
     spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
     spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
     (ws / "roster.yaml").write_text(spec)
     (ws / ".roster").mkdir()
     store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}", artifact_root=ws / ".roster" / "artifacts")
     store.apply(parse_spec(spec), applied_by="op")
-    return store.company("agency"), Dispatcher(store.company("agency"), workdir=ws), repo
+    company = store.company("agency")
+    return company, Dispatcher(company, workdir=ws), repo
+
+
+@pytest.fixture
+def lane(tmp_path):
+    return open_lane(tmp_path)
 
 
 def drive(company, dispatcher, cycles: int = 20) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_agency import GIT_ENV, committed_repo, drive, git
+from test_agency import GIT_ENV, committed_repo, drive, git, open_lane
 
-import roster.agency
 from roster.agency.merger import merge_check, merger
 from roster.agency.workers import builder
 from roster.agency.worktrees import (
@@ -27,9 +25,6 @@ from roster.agency.worktrees import (
     worktrees_dir,
 )
 from roster.errors import UsageError
-from roster.runtime.dispatcher import Dispatcher
-from roster.specfile import parse_spec
-from roster.store import Store
 
 SAME_LINE = "class A(object):   \n    pass\n"  # UP004 and W291 on one line: their fixes conflict
 
@@ -60,19 +55,6 @@ def brief(task_id: int, state: str, rule: str, filename: str, **fields: Any) -> 
                      "fields": {"rule": rule, "file": filename, "spec": f"Fix {rule} in {filename} with ruff's fix.",
                                 **fields}},
             "events": []}
-
-
-def open_lane(tmp_path: Path, files: dict[str, str]):
-    ws = tmp_path / "ws"
-    repo = make_repo(ws / "repo", files)
-    spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
-    spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
-    (ws / "roster.yaml").write_text(spec)
-    (ws / ".roster").mkdir()
-    store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}", artifact_root=ws / ".roster" / "artifacts")
-    store.apply(parse_spec(spec), applied_by="op")
-    company = store.company("agency")
-    return company, Dispatcher(company, workdir=ws), repo
 
 
 def test_a_conflicting_branch_is_discarded_and_rebuilt_from_the_current_main(tmp_path):
