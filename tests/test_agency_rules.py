@@ -266,3 +266,44 @@ def test_syntax_newer_than_the_floor_is_no_lint_task_and_no_kpi_finding(tmp_path
     assert [t["fields"]["rule"] for t in tasks] == ["F401"]
     assert measure(repo) == 0
     assert capsys.readouterr().out == "1\n"
+
+
+INTERACTING = {
+    "pyproject.toml": '[project]\nname = "mixed"\nrequires-python = ">=3.11"\n',
+    # an unused import in an unsorted block: fixing one re-sorts the other, so one task covers the file
+    "a.py": "import sys\nimport os\nimport json\n\n\ndef f():\n    return sys.argv, os.sep\n",
+    # no import sorting here: a task per rule
+    "b.py": "import json\n\nx = 1   \n",
+}
+
+
+def test_a_file_whose_rules_interact_is_one_task_fixed_and_verified_whole(tmp_path):
+    from roster.agency.qa import qa
+
+    repo = repository(tmp_path / "ws" / "repo", INTERACTING)
+    tasks = scout({}, repo)["tasks"]
+    assert [(t["fields"]["rule"], t["fields"]["file"], t["key"]) for t in tasks] == [
+        ("F401,I001", "a.py", "ruff:F401,I001:a.py"), ("F401", "b.py", "ruff:F401:b.py"),
+        ("W291", "b.py", "ruff:W291:b.py")]
+    assert tasks[0]["title"] == "F401, I001 in a.py" and tasks[0]["fields"]["count"] == 2
+
+    result = builder(brief_for(tasks[0]), repo)
+    assert result["transition"] == "build", result  # both rules fixed, and nothing beyond their intents
+    tree = repo.parent / ".roster" / "worktrees" / "task-1"
+    assert (tree / "a.py").read_text().startswith("import os\nimport sys\n")
+    checks = {c["name"]: c for c in qa({"task": {"id": 1, "fields": tasks[0]["fields"]}}, repo)["checks"]}
+    assert checks["findings_gone"]["passed"] and checks["behaviour_unchanged"]["passed"], checks
+
+    per_file = scout({}, repo, per_file=True)["tasks"]
+    assert [(t["fields"]["rule"], t["fields"]["file"]) for t in per_file] == [("F401,I001", "a.py"),
+                                                                              ("F401,W291", "b.py")]
+
+
+def test_the_intents_of_several_rules_compose():
+    before = "import sys\nimport os\nimport json\n\nprint(sys.argv, os.sep)\n"
+    fixed = "import os\nimport sys\n\nprint(sys.argv, os.sep)\n"
+    assert behaviour_changes(before, fixed, "F401,I001") == []
+    assert behaviour_changes(before, fixed, "F401") != []  # the re-sort is beyond F401 alone
+    beyond = "import os\nimport sys\n\nprint(sys.argv)\n"
+    [reason] = behaviour_changes(before, beyond, "F401,I001")
+    assert "changes more than F401,I001 intends" in reason

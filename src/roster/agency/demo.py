@@ -230,6 +230,8 @@ def plan(path: Path | None) -> list[str]:
     total = sum(r[2] for r in rows)
     safe = sum(r[3] for r in rows)
     lines += ["", f"Plan: the scout would file {len(rows)} task(s), one per (rule, file):"]
+    if any("," in row[0] for row in rows):
+        lines.append("(a file whose rules interact, such as import sorting, is one task for all its rules)")
     if rows:
         wide = max(len(r[1]) for r in rows)
         lines.append(f"  {'rule':<8} {'file':<{wide}} {'count':>5}  fixable")

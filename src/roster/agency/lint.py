@@ -221,6 +221,35 @@ def findings(root: Path, *, select: tuple[str, ...] | list[str] | None = None, p
     return records
 
 
+INTERACTING = frozenset({"I001", "I002"})
+"""Rules whose fixes interact with the other fixes of the same file (import sorting: removing an unused
+import re-sorts the block): a file with one of them gets one task for all its findings (:func:`group`)."""
+
+
+def task_rules(rule: str) -> list[str]:
+    """The ruff codes a task's ``rule`` field names: one (``F401``), or several joined by commas for a task
+    covering a whole file (``F401,I001``)."""
+    return [code for code in rule.split(",") if code]
+
+
+def group(records: list[dict[str, Any]], *, per_file: bool = False) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The scout's tasks: findings grouped by (rule, file), except that every finding of a file goes into one
+    group (its rule the sorted codes joined by commas) when ``per_file`` or when the file has a finding of
+    an :data:`INTERACTING` rule. Keys are ``(rule, file)``, in file order."""
+    by_file: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_file.setdefault(record["filename"], []).append(record)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for filename, found in sorted(by_file.items()):
+        codes = sorted({r["code"] for r in found})
+        if per_file or INTERACTING & set(codes):
+            groups[(",".join(codes), filename)] = found
+        else:
+            for code in codes:
+                groups[(code, filename)] = [r for r in found if r["code"] == code]
+    return groups
+
+
 SYNTAX_ERROR = "invalid-syntax"
 """The code ruff gives a syntax error (e.g. a ``match`` statement in a project whose floor is 3.7); older
 ruff versions gave none."""

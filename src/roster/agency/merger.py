@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git, rule_findings
+from roster.agency.lint import findings, git, rule_findings, task_rules
 from roster.agency.worktrees import prune_base_trees, remove_worktree
 from roster.errors import UsageError
 
@@ -85,7 +85,8 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
                              f"{check.note} (git merge-tree, before asking for approval)")
         rule, filename = task["fields"]["rule"], task["fields"]["file"]
         found = rule_findings(findings(repo))  # one ruff run, counted as the KPI counts
-        on_main, removed = len(found), sum(1 for r in found if r["code"] == rule and r["filename"] == filename)
+        codes = task_rules(rule)
+        on_main, removed = len(found), sum(1 for r in found if r["code"] in codes and r["filename"] == filename)
         return {"transition": "request_merge",
                 "rationale": f"QA verified {branch}; {check.note}; merging it removes the {removed} {rule} "
                              f"finding(s) in {filename}: lint_findings on main {on_main} -> {on_main - removed} "

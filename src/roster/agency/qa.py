@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git, project_rules, run_tool
+from roster.agency.lint import findings, git, project_rules, run_tool, task_rules
 from roster.agency.safety import behaviour_changes_in_diff
 from roster.agency.worktrees import base_tree, worktree
 
@@ -388,7 +388,7 @@ def _key(record: dict[str, Any]) -> tuple[str, str, str]:
 
 
 def findings_gone(review: Review) -> dict[str, Any]:
-    left = findings(review.path, select=[review.rule], paths=[review.filename])
+    left = findings(review.path, select=task_rules(review.rule), paths=[review.filename])
     return {"name": "findings_gone", "passed": not left,
             "detail": f"{len(left)} {review.rule} finding(s) left in {review.filename} on {review.branch}"}
 

@@ -248,25 +248,39 @@ def _imports_as_sets(tree: ast.AST) -> ast.AST:
 
 def _intent_mismatch(old: ast.Module, new: ast.Module, rule: str) -> list[str]:
     """Where the trees differ once the rule's intended change is accounted for; nothing for rules whose
-    intent this module does not model (their fixes rewrite expressions by design)."""
-    normalise: Callable[[ast.AST], ast.AST]
-    if rule in FORMATTING_ONLY:
-        normalise, intent = (lambda tree: tree), "layout only"
-    elif rule in IMPORT_SORTING:
-        normalise, intent = _imports_as_sets, "the order and grouping of imports only"
-    elif rule == "F401":
-        removed = set(_import_names(old) - _import_names(new))
-        normalise, intent = (lambda tree: _without_imports(tree, removed)), "removing unused imports only"
-    elif rule == "F841":
-        removed = set(_stores(old) - _stores(new))
-        normalise, intent = (lambda tree: _fill_empty(_WithoutAssignments(removed).visit(tree))), \
-            "removing unused assignments only"
-    else:
-        return []
+    intent this module does not model (their fixes rewrite expressions by design). ``rule`` may name
+    several codes (``"F401,I001"``, a task covering a whole file): their intents are composed, and if any
+    of them is not modelled, nothing is judged here."""
+    normalisers: list[Callable[[ast.AST], ast.AST]] = []
+    intents: list[str] = []
+    for code in [c for c in rule.split(",") if c]:
+        if code in FORMATTING_ONLY:
+            intents.append("layout only")
+        elif code in IMPORT_SORTING:
+            normalisers.append(_imports_as_sets)
+            intents.append("the order and grouping of imports only")
+        elif code == "F401":
+            removed_imports = set(_import_names(old) - _import_names(new))
+            normalisers.append(lambda tree, names=removed_imports: _without_imports(tree, names))
+            intents.append("removing unused imports only")
+        elif code == "F841":
+            removed_stores = set(_stores(old) - _stores(new))
+            normalisers.append(lambda tree, names=removed_stores:
+                               _fill_empty(_WithoutAssignments(names).visit(tree)))
+            intents.append("removing unused assignments only")
+        else:
+            return []
+
+    def normalise(tree: ast.AST) -> ast.AST:
+        for step in normalisers:  # removals first (F401, F841), then import sets: see the order above
+            tree = step(tree)
+        return tree
+
     was, now = normalise(_copy(old)), normalise(_copy(new))
     if ast.dump(was) == ast.dump(now):
         return []
-    return [f"the fix changes more than {rule} intends ({intent}): {_first_difference(was, now)}"]
+    return [f"the fix changes more than {rule} intends ({', '.join(dict.fromkeys(intents))}): "
+            f"{_first_difference(was, now)}"]
 
 
 def _copy(tree: ast.Module) -> ast.Module:

@@ -7,8 +7,9 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 
 - ``scout`` (a run without a task): ruff over the repository by the project's own rules
   (:func:`~roster.agency.lint.project_rules`: its ruff configuration and Python floor, else
-  :data:`~roster.agency.lint.RULES` at that floor); one task per (rule, file), keyed ``ruff:<rule>:<file>`` so rescans never duplicate work, carrying the
-  findings as fields and the raw ruff JSON as an artifact.
+  :data:`~roster.agency.lint.RULES` at that floor); one task per (rule, file), or per file where rules
+  interact or with ``--per-file`` (:func:`~roster.agency.lint.group`), keyed ``ruff:<rule(s)>:<file>`` so
+  rescans never duplicate work, carrying the findings as fields and the raw ruff JSON as an artifact.
 - ``builder``: a worktree on branch ``roster/task-<id>``, ``ruff check --fix`` limited to the task's
   rule and file (its safe fixes only), then (with ``--agent CMD``) an external agent CLI for what ruff left,
   a commit, and the ``patch`` artifact. A ruff fix that changes behaviour
@@ -35,11 +36,10 @@ import os
 import shlex
 import subprocess
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from roster.agency.lint import findings, git, project_rules, rule_findings
+from roster.agency.lint import findings, git, group, project_rules, rule_findings, task_rules
 from roster.agency.merger import MAX_CONFLICTS, merger
 from roster.agency.qa import qa
 from roster.agency.safety import behaviour_changes
@@ -55,20 +55,20 @@ SCANNED = Path(".roster") / "scout-head"
 watcher wakes the scout when main's HEAD differs from it."""
 
 
-def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
-    """One task per (rule, file) of ruff's findings on ``repo`` by the project's own rules; ``fixable`` says
-    whether ruff offers any fix (safe or not: the ``ruff-json`` artifact has each one's applicability). The
-    rationale names the rules used."""
+def scout(brief: dict[str, Any], repo: Path, *, per_file: bool = False) -> dict[str, Any]:
+    """One task per (rule, file) of ruff's findings on ``repo`` by the project's own rules, or one per file
+    (all its findings) when ``per_file`` or where rules interact (:func:`~roster.agency.lint.group`);
+    ``fixable`` says whether ruff offers any fix (safe or not: the ``ruff-json`` artifact has each one's
+    applicability). The rationale names the rules used."""
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
     rules = project_rules(repo)
     found = rule_findings(findings(repo, rules=rules))
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for record in found:
-        groups[(record["code"], record["filename"])].append(record)
+    groups = group(found, per_file=per_file)
     tasks = []
-    for (code, filename), records in sorted(groups.items()):
+    for (code, filename), records in groups.items():
         tasks.append({
-            "workflow": "lint-fix", "title": f"{code} in {filename}", "key": f"ruff:{code}:{filename}",
+            "workflow": "lint-fix", "title": f"{code.replace(',', ', ')} in {filename}",
+            "key": f"ruff:{code}:{filename}",
             "fields": {"rule": code, "file": filename, "count": len(records),
                        "fixable": any(r.get("fix") for r in records),
                        "findings": [{"line": r["location"]["row"], "column": r["location"]["column"],
@@ -78,7 +78,7 @@ def scout(brief: dict[str, Any], repo: Path) -> dict[str, Any]:
     scanned = repo.parent / SCANNED
     scanned.parent.mkdir(parents=True, exist_ok=True)
     scanned.write_text(head + "\n", encoding="utf-8")
-    return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} (rule, file) group(s) "
+    return {"tasks": tasks, "rationale": f"{len(found)} finding(s) in {len(groups)} task(s) "
                                          f"at {head[:12]}, by {rules.describe()}"}
 
 
@@ -104,7 +104,7 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
     # No branch yet, or a conflict cleared it (the merger discards a branch that conflicted): start from
     # main's HEAD, never on a stale branch. QA's rework keeps `branch`, so a reworked task keeps its branch.
     path, branch = (worktree if task["fields"].get("branch") else fresh_worktree)(repo, task["id"])
-    before = findings(path, select=[rule], paths=[filename])
+    before = findings(path, select=task_rules(rule), paths=[filename])
     reworked = [e for e in brief.get("events") or [] if e.get("transition") == "rework"]
     if not before and reworked:  # QA sent it back and ruff has nothing left to fix: a person must look
         return {"failure": {"category": "judgment",
@@ -112,7 +112,7 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
                                       f"and ruff has nothing more to fix for {rule} in {filename}"}}
     source = path / filename
     original = source.read_bytes() if source.is_file() else None
-    after = findings(path, select=[rule], paths=[filename], fix=True)  # ruff's safe fixes only
+    after = findings(path, select=task_rules(rule), paths=[filename], fix=True)  # ruff's safe fixes only
     by = "ruff --fix"
     changes = (behaviour_changes(original.decode(errors="replace"), source.read_text(errors="replace"), rule,
                                  path=filename, root=path)
@@ -124,17 +124,17 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
                                 "reason": f"ruff's fix for {rule} in {filename} changes behaviour, so it was not "
                                           f"applied: {'; '.join(changes)}. A model or a person must judge it: "
                                           "configure an agent CLI (--agent), or fix it by hand"}}
-        after = findings(path, select=[rule], paths=[filename])
+        after = findings(path, select=task_rules(rule), paths=[filename])
         failure = hand_to_agent(agent, brief, path, after, why=changes)
         if failure is not None:
             return failure
-        after = findings(path, select=[rule], paths=[filename])
+        after = findings(path, select=task_rules(rule), paths=[filename])
         by = f"{agent}, as ruff's fix changed behaviour"
     elif after and agent:
         failure = hand_to_agent(agent, brief, path, after)
         if failure is not None:
             return failure
-        after = findings(path, select=[rule], paths=[filename])
+        after = findings(path, select=task_rules(rule), paths=[filename])
         by = f"ruff --fix, then {agent}"
     if before and len(after) == len(before):
         if changes:
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       "'claude -p' (the prompt comes on stdin).")
     parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
                                                       "folder exists).")
+    parser.add_argument("--per-file", action="store_true",
+                        help="The scout files one task per file, covering all its findings (the default only "
+                             "where rules interact, e.g. import sorting); without it, one per (rule, file).")
     parser.add_argument("--max-conflicts", type=int, default=MAX_CONFLICTS,
                         help=f"The merger escalates a task's N-th merge conflict to a human instead of sending it "
                              f"back to the builder (default {MAX_CONFLICTS}).")
@@ -240,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             result = qa(brief, repo, args.tests)
         elif args.role == "builder":
             result = builder(brief, repo, args.agent)
+        elif args.role == "scout":
+            result = scout(brief, repo, per_file=args.per_file)
         elif args.role == "merger":
             result = merger(brief, repo, args.max_conflicts)
         else:
