@@ -274,6 +274,8 @@ INTERACTING = {
     "a.py": "import sys\nimport os\nimport json\n\n\ndef f():\n    return sys.argv, os.sep\n",
     # no import sorting here: a task per rule
     "b.py": "import json\n\nx = 1   \n",
+    # import sorting with a rule no fix mends: the import rules are one task, E741 one of its own
+    "c.py": "import sys\nimport os\n\n\ndef g(l):\n    return l, sys.argv, os.sep\n",
 }
 
 
@@ -284,7 +286,7 @@ def test_a_file_whose_rules_interact_is_one_task_fixed_and_verified_whole(tmp_pa
     tasks = scout({}, repo)["tasks"]
     assert [(t["fields"]["rule"], t["fields"]["file"], t["key"]) for t in tasks] == [
         ("F401,I001", "a.py", "ruff:F401,I001:a.py"), ("F401", "b.py", "ruff:F401:b.py"),
-        ("W291", "b.py", "ruff:W291:b.py")]
+        ("W291", "b.py", "ruff:W291:b.py"), ("I001", "c.py", "ruff:I001:c.py"), ("E741", "c.py", "ruff:E741:c.py")]
     assert tasks[0]["title"] == "F401, I001 in a.py" and tasks[0]["fields"]["count"] == 2
 
     result = builder(brief_for(tasks[0]), repo)
@@ -295,8 +297,8 @@ def test_a_file_whose_rules_interact_is_one_task_fixed_and_verified_whole(tmp_pa
     assert checks["findings_gone"]["passed"] and checks["behaviour_unchanged"]["passed"], checks
 
     per_file = scout({}, repo, per_file=True)["tasks"]
-    assert [(t["fields"]["rule"], t["fields"]["file"]) for t in per_file] == [("F401,I001", "a.py"),
-                                                                              ("F401,W291", "b.py")]
+    assert [(t["fields"]["rule"], t["fields"]["file"]) for t in per_file] == [
+        ("F401,I001", "a.py"), ("F401,W291", "b.py"), ("E741,I001", "c.py")]
 
 
 def test_the_intents_of_several_rules_compose():

@@ -231,7 +231,7 @@ def plan(path: Path | None) -> list[str]:
     safe = sum(r[3] for r in rows)
     lines += ["", f"Plan: the scout would file {len(rows)} task(s), one per (rule, file):"]
     if any("," in row[0] for row in rows):
-        lines.append("(a file whose rules interact, such as import sorting, is one task for all its rules)")
+        lines.append("(in a file with import sorting, the interacting rules I001 and F401 are one task)")
     if rows:
         wide = max(len(r[1]) for r in rows)
         lines.append(f"  {'rule':<8} {'file':<{wide}} {'count':>5}  fixable")

@@ -221,31 +221,39 @@ def findings(root: Path, *, select: tuple[str, ...] | list[str] | None = None, p
     return records
 
 
-INTERACTING = frozenset({"I001", "I002"})
-"""Rules whose fixes interact with the other fixes of the same file (import sorting: removing an unused
-import re-sorts the block): a file with one of them gets one task for all its findings (:func:`group`)."""
+IMPORT_SORTING = frozenset({"I001"})
+"""Rules whose fix reorders and regroups a file's imports and nothing else."""
+INTERACTING = IMPORT_SORTING | {"F401"}
+"""Rules whose fixes interact within one file: removing an unused import (F401) re-sorts the block that
+import sorting (I001) also rewrites, so as two tasks their branches conflict. In a file with an import
+sorting finding, these rules' findings are one task (:func:`group`); other rules keep a task each, so a
+finding no fix can mend does not hold back the ones that can be fixed."""
 
 
 def task_rules(rule: str) -> list[str]:
     """The ruff codes a task's ``rule`` field names: one (``F401``), or several joined by commas for a task
-    covering a whole file (``F401,I001``)."""
+    covering interacting rules, or a whole file (``F401,I001``)."""
     return [code for code in rule.split(",") if code]
 
 
-def group(records: list[dict[str, Any]], *, per_file: bool = False) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    """The scout's tasks: findings grouped by (rule, file), except that every finding of a file goes into one
-    group (its rule the sorted codes joined by commas) when ``per_file`` or when the file has a finding of
-    an :data:`INTERACTING` rule. Keys are ``(rule, file)``, in file order."""
+def group(records: list[dict[str, Any]], *,
+          per_file: bool = False) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """The scout's tasks: findings grouped by (rule, file). In a file with an :data:`IMPORT_SORTING`
+    finding, the findings of every :data:`INTERACTING` rule are one group; with ``per_file``, all of a
+    file's findings are one group. A group's rule is its sorted codes joined by commas. Keys are
+    ``(rule, file)``, in file order."""
     by_file: dict[str, list[dict[str, Any]]] = {}
     for record in records:
         by_file.setdefault(record["filename"], []).append(record)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for filename, found in sorted(by_file.items()):
         codes = sorted({r["code"] for r in found})
-        if per_file or INTERACTING & set(codes):
-            groups[(",".join(codes), filename)] = found
-        else:
-            for code in codes:
+        sorting = IMPORT_SORTING & set(codes)
+        together = set(codes) if per_file else (INTERACTING & set(codes) if sorting else set())
+        if together:
+            groups[(",".join(sorted(together)), filename)] = [r for r in found if r["code"] in together]
+        for code in codes:
+            if code not in together:
                 groups[(code, filename)] = [r for r in found if r["code"] == code]
     return groups
 

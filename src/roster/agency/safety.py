@@ -24,13 +24,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from roster.agency.lint import IMPORT_SORTING
+
 FORMATTING_ONLY = frozenset({"W191", "W291", "W292", "W293", "W391"} |
                             {f"E{n}" for n in (*range(101, 132), *range(201, 276), *range(301, 307))})
 """Rules whose fix changes only layout (whitespace, blank lines, indentation): the syntax tree must not
 change at all."""
-
-IMPORT_SORTING = frozenset({"I001"})
-"""Rules whose fix reorders and regroups imports and nothing else."""
 
 IMPORT_GUARDS = frozenset({"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
 """Exception names whose handler runs when an import fails: a ``try`` with one of them guards its imports."""

@@ -7,8 +7,8 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
 
 - ``scout`` (a run without a task): ruff over the repository by the project's own rules
   (:func:`~roster.agency.lint.project_rules`: its ruff configuration and Python floor, else
-  :data:`~roster.agency.lint.RULES` at that floor); one task per (rule, file), or per file where rules
-  interact or with ``--per-file`` (:func:`~roster.agency.lint.group`), keyed ``ruff:<rule(s)>:<file>`` so
+  :data:`~roster.agency.lint.RULES` at that floor); one task per (rule, file), one for a file's
+  interacting rules, or one per file with ``--per-file`` (:func:`~roster.agency.lint.group`), keyed ``ruff:<rule(s)>:<file>`` so
   rescans never duplicate work, carrying the findings as fields and the raw ruff JSON as an artifact.
 - ``builder``: a worktree on branch ``roster/task-<id>``, ``ruff check --fix`` limited to the task's
   rule and file (its safe fixes only), then (with ``--agent CMD``) an external agent CLI for what ruff left,
@@ -56,8 +56,9 @@ watcher wakes the scout when main's HEAD differs from it."""
 
 
 def scout(brief: dict[str, Any], repo: Path, *, per_file: bool = False) -> dict[str, Any]:
-    """One task per (rule, file) of ruff's findings on ``repo`` by the project's own rules, or one per file
-    (all its findings) when ``per_file`` or where rules interact (:func:`~roster.agency.lint.group`);
+    """One task per (rule, file) of ruff's findings on ``repo`` by the project's own rules, one for a file's
+    interacting rules (import sorting with unused imports), or one per file when ``per_file``
+    (:func:`~roster.agency.lint.group`);
     ``fixable`` says whether ruff offers any fix (safe or not: the ``ruff-json`` artifact has each one's
     applicability). The rationale names the rules used."""
     head = git(repo, "rev-parse", "HEAD").stdout.strip()
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", default=None, help="QA's test command (default: pytest -q when a tests "
                                                       "folder exists).")
     parser.add_argument("--per-file", action="store_true",
-                        help="The scout files one task per file, covering all its findings (the default only "
-                             "where rules interact, e.g. import sorting); without it, one per (rule, file).")
+                        help="The scout files one task per file, covering all its findings; without it, one "
+                             "per (rule, file), and one for a file's interacting rules (I001 with F401).")
     parser.add_argument("--max-conflicts", type=int, default=MAX_CONFLICTS,
                         help=f"The merger escalates a task's N-th merge conflict to a human instead of sending it "
                              f"back to the builder (default {MAX_CONFLICTS}).")
