@@ -452,6 +452,8 @@ class LLMRunner:
                              f"of one of the llm runner's own tools ({brief_text.names(sorted(reserved))}); "
                              "rename them in the spec")
         reads = list(READ_TOOLS.values()) if self.company is not None else []
+        reader = AgentReads(self.company, (brief.get("agent") or {}).get("handle", ""),
+                            (brief.get("task") or {}).get("id")) if reads else None
         agent = Agent(
             model,
             output_type=ToolOutput(_decision_type(brief), name=OUTPUT_TOOL,
@@ -460,7 +462,7 @@ class LLMRunner:
             instructions=instructions_for(brief, [(name, description) for name, description, _ in tools]
                                           + [(t.name, t.description) for t in reads]),
             tools=[self._tool(name, description, command) for name, description, command in tools]
-            + [self._read_tool(tool, brief) for tool in reads],
+            + [_read_tool(tool, reader) for tool in reads],
             retries={"tools": self.config.output_retries, "output": self.config.output_retries},
             model_settings=ModelSettings(timeout=self.config.timeout, max_retries=self.config.max_retries),
             name=f"roster-{(brief.get('agent') or {}).get('handle', 'agent')}",
@@ -567,15 +569,6 @@ class LLMRunner:
             granted.append((name, description, _get(spec, "command")))
         return granted
 
-    def _read_tool(self, tool: Any, brief: dict[str, Any]) -> Tool:
-        reads = AgentReads(self.company, (brief.get("agent") or {}).get("handle", ""),
-                           (brief.get("task") or {}).get("id"))
-
-        async def call(**arguments: Any) -> str:
-            return reads.call(tool.name, arguments)
-
-        return Tool.from_schema(call, name=tool.name, description=tool.description, json_schema=tool.json_schema())
-
     def _tool(self, name: str, description: str, command: str | None) -> Tool:
         async def call(**arguments: Any) -> str:
             if self.authorize_tool is None:
@@ -630,6 +623,15 @@ class LLMRunner:
         if isinstance(leaf, Exception):
             return RunnerCrashed(f"the llm run with model {model} failed: {type(leaf).__name__}: {leaf}")
         return exc
+
+
+def _read_tool(tool: Any, reader: AgentReads) -> Tool:
+    """The pydantic-ai tool of one read tool (:data:`~roster.runtime.llm_tools.READ_TOOLS`), answered by
+    ``reader``, the run's agent and task."""
+    async def call(**arguments: Any) -> str:
+        return reader.call(tool.name, arguments)
+
+    return Tool.from_schema(call, name=tool.name, description=tool.description, json_schema=tool.json_schema())
 
 
 def _get(spec: Any, key: str) -> Any:
