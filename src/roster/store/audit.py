@@ -101,7 +101,7 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
     _INSERT_EVENT.rowcount(conn, {
         "company_id": head.company, "seq": seq, "ts": ts, "principal": principal, "action": action,
         "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
-        "prev_hash": head.audit_head, "hash": digest,
+        "prev_hash": head.audit_head, "hash": digest, "state": None,
     })
     if action in WAKE_ACTIONS or action.startswith(("escalation.", "killswitch.resume", "principal.resume")):
         note_work(conn, head.company)

@@ -338,10 +338,27 @@ audit_events = Table(
     Column("data", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
+    # The rows the event produced, as canonical JSON [[table, key, sha256 or null], ...] (see
+    # roster.kernel.audit.row_hash); part of the event's hash when set. NULL: the event names no row.
+    Column("state", Text, nullable=True),
     # A task's latest events, newest first, without sorting its whole history.
     Index(None, "company_id", "subject", "seq"),
     Index(None, "company_id", "principal"),
     Index(None, "company_id", "action"),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    # A signed chain head (roster.kernel.checkpoints): the key that signed it, the head hash at ``seq``,
+    # when, and the Ed25519 signature (base64). The private key is never in the database.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("key_id", String(64), primary_key=True),
+    Column("head", String(64), nullable=False),
+    Column("ts", TS, nullable=False),
+    Column("signature", Text, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 
 memory_entries = Table(
