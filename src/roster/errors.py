@@ -20,6 +20,9 @@ Tiers:
   task another principal holds.
 - :class:`CorruptArtifact`: stored artifact content no longer matches its SHA-256.
 - :class:`ContextOverBudget`: the mandatory parts of a brief alone exceed its token budget.
+- :class:`InvalidValue`: a value that could not be stored and read back (too deeply nested, a NUL in
+  text, a name outside its character set); nothing is stored.
+- :class:`TooManyAttempts`: too many failed authentications from one client or against one company.
 """
 
 from __future__ import annotations
@@ -47,6 +50,21 @@ class UsageError(RosterError):
 
     code = "usage"
     exit_code = 2
+
+
+class InvalidValue(UsageError):
+    """A value Roster refuses to store because it could not be stored or read back whole: JSON nested
+    deeper than its limit, a NUL character in text, a name outside its character set or length. ``what``
+    names the value (``"task fields"``, ``"artifact name"``); nothing was stored."""
+
+    code = "invalid-value"
+
+    def __init__(self, what: str, problem: str) -> None:
+        self.what = what
+        super().__init__(f"{what}: {problem}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "what": self.what}
 
 
 @dataclass(frozen=True)
@@ -262,6 +280,23 @@ class Unauthenticated(RosterError):
 
     code = "unauthenticated"
     exit_code = 12
+
+
+class TooManyAttempts(RosterError):
+    """Too many failed authentications from one client address or against one company in a window:
+    try again after ``retry_after`` seconds (whole seconds, at least 1)."""
+
+    code = "too-many-attempts"
+    exit_code = 12
+
+    def __init__(self, scope: str, retry_after: int) -> None:
+        self.scope = scope
+        self.retry_after = max(1, int(retry_after))
+        super().__init__(f"too many failed authentications from this {scope}; retry after "
+                         f"{self.retry_after} s with a valid token")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "retry_after": self.retry_after}
 
 
 class ApprovalPending(RosterError):
