@@ -433,7 +433,7 @@ def test_artifact_upload_versions_download_and_diff(api, auth, company, store):
     events = company.audit_log(task_id=task["id"], action="artifact.record")
     assert [(e.principal, e.data["artifact_version"]) for e in events] == [("builder", 1), ("builder", 2)]
     # stored data that no longer matches its hash is a 500 problem, not the bytes
-    store.blobs.path(hashlib.sha256(v2_bytes).hexdigest()).write_bytes(b"tampered\n")
+    store.blobs.path(company.company, hashlib.sha256(v2_bytes).hexdigest()).write_bytes(b"tampered\n")
     corrupt = problem(api.get(f"{url}/content", headers=auth("planner")), 500, "corrupt-artifact")
     assert corrupt["sha256"] == hashlib.sha256(v2_bytes).hexdigest() and "tampered" not in corrupt["detail"]
 
@@ -448,7 +448,7 @@ def test_an_artifact_over_the_specs_limit_is_413_and_nothing_is_stored(api, auth
     assert (body["size"], body["limit"]) == (101, 100)
     assert company.list_artifacts(task["id"]) == []
     assert company.get_task(task["id"]).version == task["version"]
-    assert not store.blobs.path(hashlib.sha256(big).hexdigest()).exists()
+    assert not store.blobs.path(company.company, hashlib.sha256(big).hexdigest()).exists()
     problem(api.get(f"{url}/versions", headers=auth("builder")), 404, "not-found")
     assert [e.principal for e in company.audit_log(action="artifact.record.rejected")] == ["builder"]
     at_limit = api.put(url, params={"kind": "patch"}, content=b"y" * 100, headers=auth("builder"))

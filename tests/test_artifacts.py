@@ -163,7 +163,7 @@ def test_content_over_the_spec_limit_is_refused_and_nothing_is_stored(store, tmp
 def test_a_changed_blob_on_disk_is_reported_not_served(store, company, new_task):
     task = new_task()
     record = company.record_artifact(task.id, "patch", V1, actor="builder")
-    path = store.blobs.path(record.sha256)
+    path = store.blobs.path(company.company, record.sha256)
     assert path.read_bytes() == V1
     path.write_bytes(b"line one\nline TWO\nline three\n")
     with pytest.raises(CorruptArtifact) as info:
@@ -176,7 +176,7 @@ def test_a_changed_blob_on_disk_is_reported_not_served(store, company, new_task)
 def test_a_missing_blob_is_reported_as_corrupt(store, company, new_task):
     task = new_task()
     record = company.record_artifact(task.id, "patch", V1, actor="builder")
-    store.blobs.path(record.sha256).unlink()
+    store.blobs.path(company.company, record.sha256).unlink()
     with pytest.raises(CorruptArtifact) as info:
         company.artifact(task.id, "patch")
     assert "missing" in str(info.value)
@@ -187,7 +187,7 @@ def test_identical_content_is_stored_once_on_disk(store, company, new_task, tmp_
     a = company.record_artifact(first.id, "patch", V1, actor="builder")
     b = company.record_artifact(second.id, "patch", V1, actor="builder")
     assert a.sha256 == b.sha256 and a.id != b.id
-    assert blob_files(tmp_path / "artifacts") == [store.blobs.path(a.sha256)]
+    assert blob_files(tmp_path / "artifacts") == [store.blobs.path(company.company, a.sha256)]
 
 
 def test_produces_is_refused_until_the_artifact_is_saved(company, new_task):
@@ -240,11 +240,11 @@ def test_the_audit_chain_verifies_after_artifact_work(company, new_task):
     assert problem is None and checked >= 4
 
 
-def test_artifacts_survive_reopening_the_store(store, company, new_task, db_path, tmp_path):
+def test_artifacts_survive_reopening_the_store(store, company, new_task, databases, tmp_path):
     task = new_task()
     two_versions(company, task.id)
     store.close()
-    reopened = Store.open(f"sqlite:///{db_path}", artifact_root=tmp_path / "artifacts")
+    reopened = Store.open(databases("roster"), artifact_root=tmp_path / "artifacts")
     try:
         record, content = reopened.company("acme").artifact(task.id, "fix.diff", 1)
         assert (record.version, content) == (1, V1)
@@ -255,7 +255,7 @@ def test_artifacts_survive_reopening_the_store(store, company, new_task, db_path
 def test_saving_the_content_again_repairs_a_corrupt_blob(store, company, new_task):
     first, second = new_task(), new_task()
     record = company.record_artifact(first.id, "patch", V1, actor="builder")
-    store.blobs.path(record.sha256).write_bytes(b"tampered")
+    store.blobs.path(company.company, record.sha256).write_bytes(b"tampered")
     with pytest.raises(CorruptArtifact):
         company.artifact(first.id, "patch")
     company.record_artifact(second.id, "patch", V1, actor="builder")

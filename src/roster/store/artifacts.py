@@ -3,8 +3,9 @@
 An artifact is named on its task (``name``, default: its ``kind``). Each new content saved under that
 name is its next version (1, 2, ...); each version records its author (a human or agent principal), the
 run that made it (if any), the reason, and its parent version. Content lives in the store's
-:class:`~roster.store.blobs.BlobStore` by SHA-256 and is re-hashed on every read, so a corrupt blob is
-detected (:class:`~roster.errors.CorruptArtifact`) rather than served.
+:class:`~roster.store.blobs.BlobStore` by SHA-256, kept apart per company (identical bytes saved by two
+companies are two blobs, so a dedupe is never observable across tenants), and is re-hashed on every read,
+so a corrupt blob is detected (:class:`~roster.errors.CorruptArtifact`) rather than served.
 
 Contracts look at artifacts by kind (``requires.artifacts``, ``produces``; see
 :mod:`roster.kernel.contracts`): work that is not saved here does not count.
@@ -19,6 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from roster.errors import NotFound, PayloadTooLarge, RosterError, UsageError
+from roster.kernel.names import check_artifact
 from roster.store import audit
 from roster.store.company_base import ActorRef
 from roster.store.schema import artifacts
@@ -72,6 +74,7 @@ class ArtifactVerbs(TaskVerbs):
         ``limits.artifact_bytes``; nothing is stored), :class:`NotFound`, :class:`Denied`,
         :class:`LeaseHeld`, :class:`StaleFencingToken`, :class:`UsageError` (no blob store)."""
         name = name or kind
+        check_artifact(kind, name)  # the names' character set and length: roster.kernel.names
         with self._evidence_write(task_id, actor, "artifact.record", {"kind": kind, "name": name,
                                                                       "size": len(content)},
                                   fencing_token=fencing_token) as write:
@@ -82,7 +85,7 @@ class ArtifactVerbs(TaskVerbs):
             if self.store.blobs is None:
                 raise UsageError("this store has no artifact storage; open it with artifact_root=")
             latest = self._latest_txn(write.conn, task_id, name)
-            digest = self.store.blobs.put(content)
+            digest = self.store.blobs.put(self.company, content)
             if latest is not None and latest.sha256 == digest and latest.kind == kind:
                 return latest
             row = {"company_id": self.company, "task_id": task_id, "kind": kind, "name": name, "sha256": digest,
@@ -127,7 +130,7 @@ class ArtifactVerbs(TaskVerbs):
                     "sha256": record.sha256}
             if self.store.blobs is not None:
                 try:
-                    text = self.store.blobs.get(record.sha256).decode("utf-8")
+                    text = self.store.blobs.get(self.company, record.sha256).decode("utf-8")
                     item["preview"] = text[:PREVIEW_CHARS]
                     item["truncated"] = len(text) > PREVIEW_CHARS
                 except (UnicodeDecodeError, RosterError):  # binary, or a blob that fails its check: no preview
@@ -161,7 +164,7 @@ class ArtifactVerbs(TaskVerbs):
         record = self._version(task_id, name, version, actor)
         if self.store.blobs is None:
             raise UsageError("this store has no artifact storage; open it with artifact_root=")
-        return record, self.store.blobs.get(record.sha256)
+        return record, self.store.blobs.get(self.company, record.sha256)
 
     def artifact_diff(self, task_id: int, name: str, from_version: int | None = None,
                       to_version: int | None = None, *, actor: ActorRef | None = None) -> str:

@@ -219,8 +219,8 @@ class HandoffVerbs(DelegationVerbs):
         if self.store.blobs is None:
             return ""
         try:
-            old_content = self.store.blobs.get(old.sha256) if old else b""
-            new_content = self.store.blobs.get(new.sha256)
+            old_content = self.store.blobs.get(self.company, old.sha256) if old else b""
+            new_content = self.store.blobs.get(self.company, new.sha256)
         except Exception as exc:  # noqa: BLE001 - a corrupt blob must not stop the brief; say so instead
             return f"(diff unavailable: {exc})\n"
         return unified_diff(name, old, old_content, new, new_content, max_lines=min(HANDOFF_DIFF_LINES,

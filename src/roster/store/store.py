@@ -27,10 +27,10 @@ from roster.kernel.audit import GENESIS_HASH
 from roster.kernel.contracts import WorkflowMachine
 from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
-from roster.store import audit
+from roster.store import audit, text_guard
 from roster.store.blobs import BlobStore, FileBlobStore
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
-from roster.store.schema import companies, principals, spec_revisions, tasks
+from roster.store.schema import artifacts, companies, principals, spec_revisions, tasks
 
 if TYPE_CHECKING:
     from roster.store.company import CompanyStore, Session
@@ -61,13 +61,15 @@ class Store:
     """A Roster database. Open with :meth:`open`; get a company's handle with :meth:`company`.
 
     ``clock`` returns the current time (tests pass their own); ``artifact_root`` is the directory where
-    artifact content is kept by SHA-256 (a :class:`~roster.store.blobs.FileBlobStore`); ``blobs`` is any
-    other :class:`~roster.store.blobs.BlobStore`. With neither, no artifact content can be saved.
+    artifact content is kept by SHA-256, one directory per company (a
+    :class:`~roster.store.blobs.FileBlobStore`); ``blobs`` is any other :class:`~roster.store.blobs.BlobStore`.
+    With neither, no artifact content can be saved.
     """
 
     def __init__(self, engine: Engine, *, clock: Clock = utc_now, artifact_root: Path | None = None,
                  lock_timeout: float = DEFAULT_LOCK_TIMEOUT, blobs: BlobStore | None = None) -> None:
         self.engine = engine
+        text_guard.install(engine)  # no NUL reaches a text column (issue 15)
         self.clock = clock
         self.artifact_root = artifact_root
         self.blobs = blobs if blobs is not None else (FileBlobStore(artifact_root) if artifact_root else None)
@@ -89,7 +91,24 @@ class Store:
         store = cls(engine, clock=clock, artifact_root=artifact_root, lock_timeout=lock_timeout, blobs=blobs)
         with store.translate_errors():
             migrate(engine)
+            store._adopt_legacy_blobs()
         return store
+
+    def _adopt_legacy_blobs(self) -> None:
+        """Move blobs left in the shared layout of stores written before blobs were kept per company into
+        the directory of each company whose artifacts name them (see :mod:`roster.store.blobs`)."""
+        if not isinstance(self.blobs, FileBlobStore):
+            return
+        digests = self.blobs.legacy_digests()
+        if not digests:
+            return
+        owners: list[tuple[str, str]] = []
+        with self.read() as conn:
+            for start in range(0, len(digests), 500):
+                owners += [(r.company_id, r.sha256) for r in conn.execute(
+                    select(artifacts.c.company_id, artifacts.c.sha256).distinct()
+                    .where(artifacts.c.sha256.in_(digests[start:start + 500])))]
+        self.blobs.adopt_legacy(owners)
 
     def close(self) -> None:
         """Give the pool's connections back to the server. :attr:`closed` tells background work (a
