@@ -40,6 +40,12 @@ def check_artifact_name(what: str, name: str) -> None:
                                  "or a bare '.' or '..'")
 
 
+def check_artifact(kind: str, name: str) -> None:
+    """Refuse an artifact whose ``kind`` or ``name`` breaks the rule of :func:`check_artifact_name`."""
+    check_artifact_name("artifact kind", kind)
+    check_artifact_name("artifact name", name)
+
+
 def check_handle(handle: str) -> None:
     """Refuse a principal ``handle`` outside the rule above. Raises :class:`InvalidValue`."""
     if not HANDLE.fullmatch(handle) or handle in RESERVED_HANDLES:

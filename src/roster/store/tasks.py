@@ -34,6 +34,7 @@ from roster.errors import (
 from roster.kernel.audit import AuditEvent
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, apply_writes
 from roster.kernel.rights import Resource
+from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
@@ -554,6 +555,7 @@ def _dumps(value: Any) -> str:
 
 
 def _check_size(what: str, value: Any, limit: int) -> None:
+    check_json(what, value)  # nesting and read-back first: a value too deep for json.dumps never reaches it
     size = len(_dumps(value).encode())
     if size > limit:
         raise PayloadTooLarge(what, size, limit)
