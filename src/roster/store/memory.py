@@ -37,6 +37,7 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 from roster.defaults import MEMORY_KINDS
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
+from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
@@ -196,6 +197,7 @@ class MemoryVerbs(CompanyBase):
         :class:`UsageError` (unknown kind, confidence outside [0, 1], empty text), :class:`PayloadTooLarge`
         (text over :data:`MAX_ENTRY_CHARS`), :class:`Denied`, :class:`NotFound` (no such pad)."""
         _check_entry(kind, text_, confidence)
+        check_json("memory provenance", provenance or {})  # depth and read-back: roster.kernel.values
         if expires_in is not None and expires_in <= 0:
             raise UsageError(f"expires_in is in seconds and must be positive, not {expires_in}")
 
