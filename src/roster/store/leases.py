@@ -78,22 +78,31 @@ class LeaseVerbs(CompanyBase):
               max_ttl: float = MAX_LEASE_SECONDS) -> Lease:
         """Claim the task for ``ttl`` seconds with a new fencing token. Raises :class:`LeaseHeld` if another
         principal's lease is live; a lease that expired is simply taken over (its holder's token goes
-        stale). Needs ``read`` on the task's workflow and, for an agent, a transition out of the task's
-        state that it may take (:class:`Denied` otherwise: a lease keeps everyone else off the task, so
-        only who could move it may take one; a human's hold checks ``write`` instead). ``then`` runs in the
-        same transaction, with the lease and the task as claimed (the runtime records the run's start and
-        builds its brief there: one commit instead of two). ``max_ttl`` is for holds (seconds)."""
+        stale). Needs ``read`` on the task's workflow and :meth:`_may_claim` (:class:`Denied` otherwise,
+        audited, and no lease is taken). ``then`` runs in the same transaction, with the lease and the task
+        as claimed (the runtime records the run's start and builds its brief there: one commit instead of
+        two). ``max_ttl`` is for holds (seconds)."""
         _check_ttl(ttl, max_ttl)
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
-            if who.kind != "human":
-                self._may_move(self._refresh_txn(conn, head), who, row.workflow, row.state)
+            self._may_claim(self._refresh_txn(conn, head), who, row.workflow, row.state)
             lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
             if then is not None:
                 then(conn, head, lease, claimed)
             return lease
 
         return self._lease_write(task_id, actor, "lease.claim", {"run_id": run_id}, body)
+
+    def _may_claim(self, cache: Any, who: Actor, workflow: str, state: str) -> None:
+        """The one rule for taking a task's lease by :meth:`claim` (and so by a hold; a run's claim checks
+        its offer, which needs the same transition): a lease keeps everyone
+        else off the task, so only who may change it may take one. An agent needs a transition out of
+        ``state`` that names it and that its rights allow (:meth:`_may_move`); a human needs ``write`` on
+        the workflow (humans hold tasks to edit them, whoever moves them next). Raises :class:`Denied`."""
+        if who.kind == "human":
+            self._authorize(cache, who, "write", Resource("workflow", workflow))
+        else:
+            self._may_move(cache, who, workflow, state)
 
     def _may_move(self, cache: Any, who: Actor, workflow: str, state: str) -> None:
         """Raise :class:`Denied` unless ``who`` may take some transition of ``workflow`` out of ``state``
