@@ -82,29 +82,32 @@ class Session:
         return self.company.explain(principal or self.principal.handle, action, resource, transition)
 
 
-def authenticate(store: Store, token: str) -> Session:
+def authenticate(store: Store, token: str, *, audit_refusal: bool = True) -> Session:
     """Check ``token`` and return its principal's :class:`Session`.
 
     Raises :class:`Unauthenticated` for a malformed, unknown, revoked or expired token, or one whose
-    principal is paused or retired; each refusal with a known company is audited as ``auth.rejected``.
+    principal is paused or retired; each refusal with a known company is audited as ``auth.rejected``
+    (unless ``audit_refusal`` is false: the HTTP interface's rate limiter, once a company's failures are
+    over their limit, so failing on purpose cannot flood its chain).
     """
     company, token_id, secret = parse_token(token)
     with store.read() as conn:  # a read: the last-used stamp is written at most once a minute
         head = audit.read_head(conn, company)
+        now = store.now()
+        handle, reason, stale = authenticate_txn(conn, company, token_id, secret, now)  # same work, known or not
         if head is None:
             raise Unauthenticated("unknown token")
-        now = store.now()
-        handle, reason, stale = authenticate_txn(conn, company, token_id, secret, now)
         if not reason:
             principal = principal_row_txn(conn, company, handle)
     if not reason and stale:
         with store.write() as conn:
             stamp_token_txn(conn, company, token_id, now)
-    if reason:
+    if reason and audit_refusal:
         with store.write() as conn:
             head = audit.read_head(conn, company)
             audit.append(conn, head, ts=store.now(), principal=handle or "unknown", action="auth.rejected",
                          subject=f"token:{token_id}", data={"reason": reason})
             audit.save_head(conn, head)
+    if reason:
         raise Unauthenticated(f"token refused: {reason}")
     return Session(store.shared_company(company), principal)

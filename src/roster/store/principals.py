@@ -32,13 +32,18 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.rights import COMPANY_SCOPE, Decision, Resource
+from roster.kernel.names import HANDLE, check_handle
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, Principal, principal_from_row
 from roster.store.schema import api_tokens, paused_scopes, principals, tasks
 from roster.store.store import format_ts
 
 TOKEN_PREFIX = "rst"
-_HANDLE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+_TOKEN_ID = re.compile(r"[0-9a-f]{1,32}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_NO_SECRET = "0" * 64
+"""Compared against when no token row was found, so an unknown company or token id costs the same
+hashing and comparing as a wrong secret."""
 READ_FIRST = frozenset({"create", "write", "transition", "approve", "assign"})
 """Actions whose verbs first need ``read`` on the workflow (see ``TaskVerbs``)."""
 _REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)
@@ -67,13 +72,22 @@ class IssuedToken:
 
 
 def hash_secret(secret: str) -> str:
+    """SHA-256 (hex) of a token's secret: what the table stores and what a presented secret is compared to."""
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
+MAX_TOKEN_CHARS = 300
+"""Longest token string looked at; anything longer is malformed (real tokens are about 70 characters)."""
+
+
 def parse_token(token: str) -> tuple[str, str, str]:
-    """``(company, token id, secret)`` of a token string. Raises :class:`Unauthenticated` if malformed."""
-    parts = token.strip().split(".")
-    if len(parts) != 4 or parts[0] != TOKEN_PREFIX or not all(parts):
+    """``(company, token id, secret)`` of a token string. Raises :class:`Unauthenticated` if malformed:
+    not ``rst.<company>.<id>.<secret>``, a company that is not a handle, an id that is not 1-32 hex digits,
+    a secret that is not 1-128 URL-safe characters, or over :data:`MAX_TOKEN_CHARS` characters. Bounding
+    every part here keeps whatever a refusal records (its audit subject) short."""
+    parts = token.strip().split(".") if len(token) <= MAX_TOKEN_CHARS else []
+    if (len(parts) != 4 or parts[0] != TOKEN_PREFIX or not HANDLE.fullmatch(parts[1])
+            or not _TOKEN_ID.fullmatch(parts[2]) or not _SECRET.fullmatch(parts[3])):
         raise Unauthenticated("malformed token: expected rst.<company>.<id>.<secret>, as 'roster token issue' "
                               "prints it")
     return parts[1], parts[2], parts[3]
@@ -127,9 +141,7 @@ class PrincipalVerbs(CompanyBase):
         or taken handle, :class:`Denied`."""
 
         def body(conn, head, cache, who):  # noqa: ANN001, ANN202
-            if not _HANDLE.match(handle) or handle in ("human", "agent", "system"):
-                raise UsageError(f"invalid handle '{handle}': lowercase letters, digits, '-' or '_', starting "
-                                 "with a letter; not 'human', 'agent' or 'system'")
+            check_handle(handle)
             if kind not in ("human", "agent"):
                 raise UsageError(f"kind must be 'human' or 'agent', not '{kind}'")
             if handle in cache.principals:
@@ -373,7 +385,10 @@ def authenticate_txn(conn, company: str, token_id: str, secret: str, now: str) -
     (the caller stamps it in a write: :func:`stamp_token_txn`)."""
     row = conn.execute(select(api_tokens).where(api_tokens.c.company_id == company,
                                                 api_tokens.c.id == token_id)).first()
-    if row is None or not hmac.compare_digest(row.secret_sha256, hash_secret(secret)):
+    # Always one hash and one constant-time comparison, found or not: an unknown company or token id is
+    # refused after the same work as a wrong secret.
+    matches = hmac.compare_digest(row.secret_sha256 if row is not None else _NO_SECRET, hash_secret(secret))
+    if row is None or not matches:
         return None, "unknown token", False
     if row.revoked_at is not None:
         return row.principal, f"token {token_id} was revoked at {row.revoked_at}", False
