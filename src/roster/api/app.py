@@ -4,7 +4,8 @@ Every route depends on :func:`session`: the ``Authorization: Bearer <token>`` he
 principal's :class:`~roster.store.Session`, whose verbs act as that principal in its own company. Ids in
 paths are looked up in the token's company only, so another company's ids are simply not found (404).
 The MCP app sits behind :class:`BearerGate`, which answers the same 401 problem before the MCP server
-runs. :class:`CatchAll` turns an exception nothing else handled into a 500 problem, logged once on one
+runs. :class:`~roster.api.limits.BodyLimit`, outermost, refuses an oversized or too deeply nested body
+before anything parses it or authenticates anyone. :class:`CatchAll` turns an exception nothing else handled into a 500 problem, logged once on one
 line (see :mod:`roster.api.logs`): no traceback reaches the console.
 """
 
@@ -24,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from roster import __version__
 from roster.api import logs, problems
-from roster.api.auth import SESSION_STATE_KEY, session_from_header
+from roster.api.auth import SESSION_STATE_KEY, AuthLimits, FailureLimiter, session_from_header
+from roster.api.limits import BodyLimit, HttpLimits
 from roster.errors import RosterError
 from roster.store import Session, Store, audit
 
@@ -34,8 +36,16 @@ MAX_ID = 2**53 - 1
 
 
 def session(request: Request, authorization: Annotated[str | None, Header()] = None) -> Session:
-    """The caller's session, from its bearer token. Raises :class:`Unauthenticated` (401)."""
-    return session_from_header(request.app.state.store, authorization)
+    """The caller's session, from its bearer token. Raises :class:`Unauthenticated` (401),
+    :class:`TooManyAttempts` (429: too many failed authentications from this client or company)."""
+    return session_from_header(request.app.state.store, authorization, client_address(request.scope),
+                               request.app.state.auth_limiter)
+
+
+def client_address(scope: Scope) -> str:
+    """The peer address of a request (what failed authentications are counted by), ``unknown`` if none."""
+    client = scope.get("client")
+    return client[0] if client else "unknown"
 
 
 Caller = Annotated[Session, Depends(session)]
@@ -69,9 +79,10 @@ class BearerGate:
     once; the session of an accepted token is handed on in ``scope["state"]`` (``SESSION_STATE_KEY``),
     so the MCP server does not authenticate the request again."""
 
-    def __init__(self, app: ASGIApp, store: Store) -> None:
+    def __init__(self, app: ASGIApp, store: Store, limiter: FailureLimiter) -> None:
         self.app = app
         self.store = store
+        self.limiter = limiter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,7 +90,8 @@ class BearerGate:
             return
         header = Headers(scope=scope).get("authorization")
         try:
-            caller = await anyio.to_thread.run_sync(session_from_header, self.store, header)
+            caller = await anyio.to_thread.run_sync(session_from_header, self.store, header, client_address(scope),
+                                                    self.limiter)
         except RosterError as exc:
             response = problems.answer(scope["method"], scope["path"], exc)
             await response(scope, receive, send)
@@ -115,15 +127,19 @@ class CatchAll:
                 await problems.internal(scope, receive, send)
 
 
-def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Path | None = None) -> FastAPI:
+def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Path | None = None,
+               limits: HttpLimits | None = None, auth_limits: AuthLimits | None = None) -> FastAPI:
     """The REST API over ``store`` under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``) and the MCP
     server over streamable HTTP at ``/mcp/``. ``host`` is the interface served on: the MCP transport
-    accepts only requests addressed to it (DNS-rebinding protection)."""
+    accepts only requests addressed to it (DNS-rebinding protection). ``limits``: body size and JSON
+    depth, enforced before parsing and authentication (:mod:`roster.api.limits`; default
+    :class:`HttpLimits`); ``auth_limits``: failed authentications tolerated (:mod:`roster.api.auth`)."""
     from roster.api import routes_records, routes_tasks, routes_team
     from roster.api.mcp_server import create_mcp_server
 
     mcp_server = create_mcp_server(store, skills_dir=skills_dir)
-    mcp_app = BearerGate(mcp_server.streamable_http_app(streamable_http_path="/", host=host), store)
+    limiter = FailureLimiter(auth_limits)
+    mcp_app = BearerGate(mcp_server.streamable_http_app(streamable_http_path="/", host=host), store, limiter)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -136,9 +152,11 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
                               "acts as the principal of its bearer token, under the same rules as the CLI.",
                   responses=problems.DOCUMENTED)
     app.state.store = store
+    app.state.auth_limiter = limiter
 
     app.add_middleware(Attribution)
-    app.add_middleware(CatchAll)  # outermost of ours: inside it, every other error is already a problem
+    app.add_middleware(CatchAll)  # inside it, every other error is already a problem
+    app.add_middleware(BodyLimit, limits=limits or HttpLimits())  # outermost: before parsing and authentication
     app.add_exception_handler(RosterError, problems.roster_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(StarletteHTTPException, problems.http_error)

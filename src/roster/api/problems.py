@@ -43,6 +43,8 @@ STATUS: dict[str, int] = {
     "corrupt-artifact": 500,
     "context-over-budget": 422,
     "validation": 422,
+    "invalid-value": 422,
+    "too-many-attempts": 429,
 }
 """HTTP status per error code. ``approval-pending`` is 202: the request was accepted and waits for an
 approver. ``corrupt-artifact`` is 500: stored data no longer matches its hash."""
@@ -60,6 +62,8 @@ TITLES: dict[str, str] = {
     "stale-fencing-token": "Stale fencing token",
     "lease-held": "Lease held",
     "validation": "Request validation failed",
+    "invalid-value": "Invalid value",
+    "too-many-attempts": "Too many failed authentications",
     "method-not-allowed": "Method not allowed",
     "internal": "Internal server error",
 }
@@ -92,7 +96,10 @@ def answer(method: str, path: str, exc: RosterError) -> JSONResponse:
     extensions = {k: v for k, v in exc.to_dict().items() if k not in ("error", "message", "detail")}
     if exc.code == "contract-violation":
         extensions["violation"] = getattr(exc, "detail", "")
-    return problem(exc.code, exc.message, **extensions)
+    response = problem(exc.code, exc.message, **extensions)
+    if exc.code == "too-many-attempts":
+        response.headers["Retry-After"] = str(extensions.get("retry_after", 60))
+    return response
 
 
 async def roster_error(request: Request, exc: Exception) -> JSONResponse:
@@ -141,7 +148,10 @@ DOCUMENTED: dict[int | str, dict[str, Any]] = {
     405: documented("Method not allowed"),
     409: documented("A contract violation, stale version, stale fencing token or held lease"),
     413: documented("Payload over its limit"),
-    422: documented("The request or the task's fields fail their schema"),
+    422: documented("The request or the task's fields fail their schema, or a value could not be stored "
+                    "(nested too deep, a NUL in text, a name outside its character set)"),
+    429: documented("Too many failed authentications from this client or against this company; "
+                    "see Retry-After"),
     500: documented("Stored data no longer matches its hash, or an internal error"),
     503: documented("The database stayed locked past the lock timeout"),
 }

@@ -12,6 +12,7 @@ import uvicorn
 
 from roster.api import logs
 from roster.api.app import create_app
+from roster.api.limits import HttpLimits
 from roster.errors import UsageError
 from roster.store import Store
 
@@ -22,11 +23,13 @@ DEFAULT_PORT = 8765
 class ApiServer:
     """uvicorn serving :func:`create_app` over ``store`` at ``host:port`` (port 0: any free port).
     ``log_level`` (``warning`` by default: server errors only; ``info`` adds one line per refused
-    request) applies to uvicorn, the MCP SDK and Roster's API loggers alike."""
+    request) applies to uvicorn, the MCP SDK and Roster's API loggers alike. The body limits come from the
+    environment (:meth:`~roster.api.limits.HttpLimits.from_env`: ``ROSTER_MAX_BODY_BYTES``,
+    ``ROSTER_MAX_UPLOAD_BYTES``, ``ROSTER_MAX_JSON_DEPTH``)."""
 
     def __init__(self, store: Store, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  skills_dir: Path | None = None, log_level: str = "warning") -> None:
-        app = create_app(store, host=host, skills_dir=skills_dir)
+        app = create_app(store, host=host, skills_dir=skills_dir, limits=HttpLimits.from_env())
         # log_config=None: uvicorn leaves its loggers to logs.configure (one line each, no traceback)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                                 log_config=None)
