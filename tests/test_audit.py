@@ -62,10 +62,13 @@ def raw_events(db: Path, company: str = "acme") -> list[sqlite3.Row]:
         conn.close()
 
 
-def canonical_hash(*, seq, ts, company, principal, action, subject, data, prev_hash) -> str:
-    """SHA-256 over RFC 8785 canonical JSON, written here from the documented format, not imported."""
+def canonical_hash(*, seq, ts, company, principal, action, subject, data, prev_hash, state=None) -> str:
+    """SHA-256 over RFC 8785 canonical JSON, written here from the documented format, not imported.
+    ``state`` (the rows the event produced) is in the hashed object only when the event has one."""
     payload = {"seq": seq, "ts": ts, "company": company, "principal": principal, "action": action,
                "subject": subject, "data": data, "prev_hash": prev_hash}
+    if state is not None:
+        payload["state"] = state
     return hashlib.sha256(rfc8785.dumps(payload)).hexdigest()
 
 
@@ -310,7 +313,8 @@ def test_stored_hash_is_sha256_of_rfc8785_canonical_json(chain, db_path):
     for row in rows:
         recomputed = canonical_hash(seq=row["seq"], ts=row["ts"], company=row["company_id"],
                                     principal=row["principal"], action=row["action"], subject=row["subject"],
-                                    data=json.loads(row["data"]), prev_hash=row["prev_hash"])
+                                    data=json.loads(row["data"]), prev_hash=row["prev_hash"],
+                                    state=json.loads(row["state"]) if row["state"] is not None else None)
         assert recomputed == row["hash"], f"seq {row['seq']}"
     assert re.fullmatch(r"[0-9a-f]{64}", rows[2]["hash"])
 

@@ -4,8 +4,12 @@ Each event's ``hash`` is SHA-256 (hex) over the RFC 8785 (JSON Canonicalization 
 ``rfc8785`` package, of the object::
 
     {"seq": int, "ts": str, "company": str, "principal": str, "action": str,
-     "subject": str, "data": object, "prev_hash": str}
+     "subject": str, "data": object, "prev_hash": str, "state": [[table, key, sha256 | null], ...]}
 
+``state`` is present only when the event names rows it produced (see :func:`named_rows`): for each,
+the table, the row's key (a string) and :func:`row_hash` of the row as it stood when the event's
+transaction wrote it (``null``: no such row). Events written before state hashes existed have none, and
+hash as they always did.
 ``prev_hash`` is the previous event's ``hash``, or :data:`GENESIS_HASH` for ``seq == 1``. Changing,
 deleting, inserting or reordering any event breaks the chain at that event or the one after it, and
 :func:`first_break` names the first bad sequence number. The chain is per company.
@@ -37,14 +41,61 @@ class AuditEvent:
     data: Any
     prev_hash: str
     hash: str
+    state: Any = None
+    """``[[table, key, sha256 or None], ...]`` of the rows this event produced, or ``None``."""
 
 
 def event_hash(*, seq: int, ts: str, company: str, principal: str, action: str, subject: str, data: Any,
-               prev_hash: str) -> str:
-    """SHA-256 hex digest of the canonical JSON of an event's content (everything but ``hash``)."""
+               prev_hash: str, state: Any = None) -> str:
+    """SHA-256 hex digest of the canonical JSON of an event's content (everything but ``hash``; ``state``
+    only when not ``None``). Raises ``rfc8785.CanonicalizationError`` for content JSON cannot carry."""
     payload = {"seq": seq, "ts": ts, "company": company, "principal": principal, "action": action,
                "subject": subject, "data": data, "prev_hash": prev_hash}
+    if state is not None:
+        payload["state"] = state
     return hashlib.sha256(rfc8785.dumps(payload)).hexdigest()
+
+
+STATE_TABLES = ("tasks", "principals", "api_tokens", "approval_requests")
+"""The tables whose rows the chain covers. A task's lease is part of its row."""
+
+UNHASHED_COLUMNS = {"tasks": frozenset({"lease_expires_at"}), "api_tokens": frozenset({"last_used_at"})}
+"""Columns that change without an event, left out of :func:`row_hash`: a lease's renewal (a long run
+renews often, unaudited) and a token's last use (every authenticated request)."""
+
+ALL = "*"
+"""The key of a :func:`named_rows` reference to every row of the table (``spec.apply``: principals)."""
+
+
+def row_hash(table: str, row: dict[str, Any]) -> str:
+    """SHA-256 hex of the RFC 8785 JSON of ``row`` (column name -> value as stored: str, int, bool or
+    None), without the :data:`UNHASHED_COLUMNS` of ``table``."""
+    skip = UNHASHED_COLUMNS.get(table, frozenset())
+    return hashlib.sha256(rfc8785.dumps({k: v for k, v in row.items() if k not in skip})).hexdigest()
+
+
+def named_rows(action: str, subject: str, data: Any) -> list[tuple[str, str]]:
+    """The rows an event produced, as ``(table, key)``: from its subject (``task:ID``, ``principal:HANDLE``,
+    which also names that principal's tokens, ``approval:ID``) and, for a transition run by an approval,
+    the request (``data.approval_request``; ``data.request_id`` when one is opened). ``spec.apply`` names every principal (``key`` :data:`ALL`).
+    A refusal (``*.rejected``) produced nothing and names nothing."""
+    if action.endswith(".rejected"):
+        return []
+    if action == "spec.apply":
+        return [("principals", ALL)]
+    kind, _, key = subject.partition(":")
+    refs: list[tuple[str, str]] = []
+    if kind == "task" and key:
+        refs.append(("tasks", key))
+    elif kind == "principal" and key:
+        refs.append(("principals", key))
+    elif kind == "approval" and key:
+        refs.append(("approval_requests", key))
+    if isinstance(data, dict):
+        for name in ("approval_request", "request_id"):  # a transition an approval ran; a request opened
+            if isinstance(data.get(name), int) and not isinstance(data.get(name), bool):
+                refs.append(("approval_requests", str(data[name])))
+    return refs
 
 
 def first_break(events: Iterable[AuditEvent], *, head: tuple[int, str] | None = None) -> tuple[int, str] | None:
@@ -65,7 +116,7 @@ def first_break(events: Iterable[AuditEvent], *, head: tuple[int, str] | None = 
         try:
             recomputed = event_hash(seq=event.seq, ts=event.ts, company=event.company, principal=event.principal,
                                     action=event.action, subject=event.subject, data=event.data,
-                                    prev_hash=event.prev_hash)
+                                    prev_hash=event.prev_hash, state=event.state)
         except rfc8785.CanonicalizationError:
             recomputed = None  # content no append could have written: it was edited
         if recomputed != event.hash:

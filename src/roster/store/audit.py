@@ -3,6 +3,13 @@
 The chain head (last ``seq`` and ``hash``) is kept on the company row and updated in the same transaction
 as each append, which serialises appends per company (a row lock on PostgreSQL, the write lock on
 SQLite) and lets :func:`verify` notice events deleted from the end.
+
+State covered by the chain: :func:`append` takes its ``seq`` at once but writes the event when the
+transaction saves its head (:func:`save_head`, or at the latest just before commit, see
+:func:`before_commit`). By then every row of the transaction is written, so each event records the
+:func:`~roster.kernel.audit.row_hash` of the rows it names (:func:`~roster.kernel.audit.named_rows`) as
+committed: a row named by several events of one transaction is hashed on the last of them. The
+hashes are part of the event's hash. :func:`verify_state` recomputes them from the tables.
 """
 
 from __future__ import annotations
@@ -10,17 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 
 from roster.errors import UsageError
-from roster.kernel.audit import AuditEvent, event_hash, first_break
+from roster.kernel.audit import ALL, AuditEvent, event_hash, first_break, named_rows, row_hash
 from roster.kernel.contracts import canonical_problems
 from roster.store.prepared import Prepared
-from roster.store.schema import audit_events, companies
+from roster.store.schema import api_tokens, approval_requests, audit_events, companies, principals, tasks
 
 
 @dataclass
@@ -34,6 +41,19 @@ class ChainHead:
     spec_revision: int
     rights_revision: int = 0
     dirty: bool = False
+    pending: list[_Pending] = field(default_factory=list)
+    """Events appended in this transaction and not yet written (see the module's docstring)."""
+
+
+@dataclass
+class _Pending:
+    seq: int
+    ts: str
+    principal: str
+    action: str
+    subject: str
+    data: Any
+    refs: list[tuple[str, str]]
 
 
 # Hot-path statements are built once: building a statement per call costs more than running it.
@@ -84,39 +104,137 @@ def note_work(conn: Connection, company: str) -> None:
 
 
 def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,
-           data: Any) -> AuditEvent:
-    """Append one event after ``head`` and advance ``head`` in memory (see :func:`save_head`)."""
+           data: Any) -> int:
+    """Append one event after ``head`` and advance ``head`` in memory; returns its ``seq``. The event is
+    written, with the hashes of the rows it names, by :func:`save_head` in the same transaction. Raises
+    (there) :class:`UsageError` if ``data`` cannot be represented as RFC 8785 JSON."""
     via = VIA.get()
     if via is not None and isinstance(data, dict):
         data = {**data, "via": via}
     seq = head.audit_seq + 1
-    try:
-        digest = event_hash(seq=seq, ts=ts, company=head.company, principal=principal, action=action,
-                            subject=subject, data=data, prev_hash=head.audit_head)
-    except rfc8785.CanonicalizationError as exc:
-        # The hash is over RFC 8785 JSON: refuse what it cannot represent, before anything is written,
-        # and say where (the diagnosis walks the value only when it failed: appends are the hot path).
-        problems = canonical_problems(data, "data") or [str(exc)]
-        raise UsageError(f"cannot record {action}: {'; '.join(problems[:3])}") from None
-    _INSERT_EVENT.rowcount(conn, {
-        "company_id": head.company, "seq": seq, "ts": ts, "principal": principal, "action": action,
-        "subject": subject, "data": json.dumps(data, separators=(",", ":"), sort_keys=True),
-        "prev_hash": head.audit_head, "hash": digest, "state": None,
-    })
+    head.pending.append(_Pending(seq, ts, principal, action, subject, data, named_rows(action, subject, data)))
+    if not head.pending[1:]:
+        conn.info.setdefault("roster_heads", []).append(head)
     if action in WAKE_ACTIONS or action.startswith(("escalation.", "killswitch.resume", "principal.resume")):
         note_work(conn, head.company)
-    event = AuditEvent(seq, ts, head.company, principal, action, subject, data, head.audit_head, digest)
-    head.audit_seq, head.audit_head, head.dirty = seq, digest, True
-    return event
+    head.audit_seq, head.dirty = seq, True
+    return seq
+
+
+_STATE_KEYS: dict[str, tuple[Table, str]] = {
+    "tasks": (tasks, "id"), "principals": (principals, "handle"), "api_tokens": (api_tokens, "id"),
+    "approval_requests": (approval_requests, "id"),
+}
+
+
+def _rows(conn: Connection, company: str, table: str, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The rows of ``table`` with these keys (all of them with :data:`ALL`), by key as a string."""
+    model, key = _STATE_KEYS[table]
+    query = select(model).where(model.c.company_id == company)
+    if ALL not in keys:
+        column = model.c[key]
+        wanted = [int(k) for k in keys if k.isdigit()] if column.type.python_type is int else list(keys)
+        if not wanted:
+            return {}
+        query = query.where(column.in_(wanted))
+    return {str(row._mapping[key]): dict(row._mapping) for row in conn.execute(query)}
+
+
+def _state_of(conn: Connection, company: str, wanted: dict[tuple[str, str], int],
+              count: int) -> list[list[list[Any]] | None]:
+    """For each of ``count`` pending events, the ``state`` entries of the refs whose last event it is."""
+    by_table: dict[str, set[str]] = {}
+    for table, key in wanted:
+        by_table.setdefault(table, set()).add(key)
+    rows = {table: _rows(conn, company, table, keys) for table, keys in by_table.items()}
+    # A principal's event names its tokens too (issue, revoke, retire): read them by principal.
+    handles = by_table.get("principals", set())
+    tokens: dict[str, dict[str, dict[str, Any]]] = {}
+    if handles:
+        query = select(api_tokens).where(api_tokens.c.company_id == company)
+        if ALL not in handles:
+            query = query.where(api_tokens.c.principal.in_(sorted(handles)))
+        for row in conn.execute(query):
+            tokens.setdefault(row.principal, {})[row.id] = dict(row._mapping)
+    states: list[list[list[Any]] | None] = [None] * count
+    for (table, key), index in wanted.items():
+        entries = states[index] if states[index] is not None else []
+        if key == ALL:
+            found = rows[table]
+            entries.extend([table, k, row_hash(table, r)] for k, r in found.items())
+        else:
+            row = rows[table].get(key)
+            entries.append([table, key, row_hash(table, row) if row is not None else None])
+            found = {key: row} if row is not None else {}
+        if table == "principals":
+            for handle in found:
+                entries.extend(["api_tokens", token_id, row_hash("api_tokens", token)]
+                               for token_id, token in tokens.get(handle, {}).items())
+        states[index] = entries
+    return [sorted(entries) if entries else None for entries in states]
+
+
+def _flush(conn: Connection, head: ChainHead) -> None:
+    """Write ``head``'s pending events: hash the rows they name as they now stand, then chain them."""
+    pending, head.pending = head.pending, []
+    wanted: dict[tuple[str, str], int] = {}
+    for index, event in enumerate(pending):
+        for ref in event.refs:
+            wanted[ref] = index  # a row named twice is hashed on its last event
+    states = _state_of(conn, head.company, wanted, len(pending)) if wanted else [None] * len(pending)
+    prev, rows = head.audit_head, []
+    for event, state in zip(pending, states, strict=True):
+        try:
+            digest = event_hash(seq=event.seq, ts=event.ts, company=head.company, principal=event.principal,
+                                action=event.action, subject=event.subject, data=event.data, prev_hash=prev,
+                                state=state)
+        except rfc8785.CanonicalizationError as exc:
+            # The hash is over RFC 8785 JSON: refuse what it cannot represent, before anything commits,
+            # and say where (the diagnosis walks the value only when it failed: appends are the hot path).
+            problems = canonical_problems(event.data, "data") or [str(exc)]
+            raise UsageError(f"cannot record {event.action}: {'; '.join(problems[:3])}") from None
+        rows.append({
+            "company_id": head.company, "seq": event.seq, "ts": event.ts, "principal": event.principal,
+            "action": event.action, "subject": event.subject,
+            "data": json.dumps(event.data, separators=(",", ":"), sort_keys=True),
+            "prev_hash": prev, "hash": digest,
+            "state": json.dumps(state, separators=(",", ":")) if state is not None else None,
+        })
+        prev = digest
+    if len(rows) == 1:
+        _INSERT_EVENT.rowcount(conn, rows[0])
+    else:
+        conn.execute(insert(audit_events), rows)
+    head.audit_head = prev
 
 
 def save_head(conn: Connection, head: ChainHead) -> None:
-    """Write the advanced head (task counter, rights revision) back to the company row, if anything changed."""
+    """Write the pending events, then the advanced head (task counter, rights revision) back to the
+    company row, if anything changed. Records the head in ``conn.info["roster_saved_heads"]``
+    (company -> (seq, hash)) for what runs after commit (checkpoints)."""
+    if head.pending:
+        _flush(conn, head)
     if head.dirty:
         _SAVE_HEAD.rowcount(conn, {"company": head.company, "audit_seq": head.audit_seq,
                                   "audit_head": head.audit_head, "task_seq": head.task_seq,
                                   "rights_revision": head.rights_revision})
         head.dirty = False
+        conn.info.setdefault("roster_saved_heads", {})[head.company] = (head.audit_seq, head.audit_head)
+
+
+def before_commit(conn: Connection) -> None:
+    """Save every head of ``conn``'s transaction that still has pending events (a verb that appended and
+    did not call :func:`save_head`): no event is lost, and the rows are hashed after the last write.
+    :meth:`Store.write <roster.store.store.Store.write>` calls it just before commit."""
+    for head in conn.info.pop("roster_heads", []):
+        if head.pending:
+            save_head(conn, head)
+
+
+def forget(conn: Connection) -> None:
+    """Drop what a transaction of ``conn`` left in ``conn.info`` (it outlives the transaction)."""
+    conn.info.pop("roster_heads", None)
+    conn.info.pop("roster_saved_heads", None)
 
 
 def iter_events(conn: Connection, company: str, *, principal: str | None = None, subject: str | None = None,
@@ -180,5 +298,6 @@ def _event(row: Any) -> AuditEvent:
         data = json.loads(row.data)
     except ValueError:
         data = {"unparseable": row.data}
+    state = json.loads(row.state) if row.state is not None else None
     return AuditEvent(row.seq, row.ts, row.company_id, row.principal, row.action, row.subject, data,
-                      row.prev_hash, row.hash)
+                      row.prev_hash, row.hash, state)

@@ -78,6 +78,8 @@ class Store:
         self._local = threading.local()  # per thread: the pinned connection and the read it has open
         self._driver_disconnects: tuple[type[BaseException], ...] = _disconnect_errors(engine)
         self._work_listeners: list[Callable[[str], None]] = []
+        self.after_commit_hooks: list[Callable[[Store, dict[str, tuple[int, str]]], None]] = []
+        """Called after a commit that saved chain heads, with company -> (seq, hash) (audit checkpoints)."""
         self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
 
     @classmethod
@@ -170,14 +172,21 @@ class Store:
         A committed transaction that made work for agents (:func:`~roster.store.audit.note_work`) then
         calls the listeners of :meth:`on_work`."""
         woke: set[str] = set()
+        saved = None
         with self._one_writer(), self.translate_errors(), self._connection() as conn:
             conn.execution_options(sqlite_begin="IMMEDIATE")  # in place (SQLAlchemy 2): set on every begin
             try:
                 with conn.begin():
                     yield conn
+                    audit.before_commit(conn)  # events appended without save_head: hash and write them
                 woke = conn.info.pop("roster_work", set())
+                saved = conn.info.pop("roster_saved_heads", None)
             finally:
                 conn.info.pop("roster_work", None)
+                audit.forget(conn)
+        if saved:
+            for hook in list(self.after_commit_hooks):
+                hook(self, saved)
         for company in woke:
             for listener in list(self._work_listeners):
                 listener(company)
