@@ -12,7 +12,9 @@ Tiers:
 - :class:`NotFound`: the named task, principal or company does not exist in the caller's company.
 - :class:`ApplyRefused`: a spec change would orphan live tasks.
 - :class:`StoreBusy`: another process held the database lock for longer than the lock timeout.
-- :class:`AuditChainBroken`: ``audit verify`` found an edited, deleted, inserted or reordered event.
+- :class:`AuditChainBroken`: ``audit verify`` found an edited, deleted, inserted or reordered event, or
+  a chain that disagrees with a signed checkpoint (rewritten or truncated), or a forged checkpoint.
+- :class:`AuditStateMismatch`: ``audit verify --state`` found rows that differ from what the chain recorded.
 - :class:`Denied`: the principal's rights do not allow the action (audited).
 - :class:`Unauthenticated`: a token that is unknown, revoked or expired, or whose principal is not active.
 - :class:`ApprovalPending`: the action is on an approval edge; a request now waits for an approver.
@@ -250,6 +252,24 @@ class AuditChainBroken(RosterError):
 
     def to_dict(self) -> dict:
         return {**super().to_dict(), "company": self.company, "seq": self.seq, "reason": self.reason}
+
+
+class AuditStateMismatch(RosterError):
+    """``audit verify --state`` found rows that do not match the chain: ``problems`` are
+    ``{"table", "key", "what"}`` (edited, inserted or deleted outside roster)."""
+
+    code = "audit-state-mismatch"
+    exit_code = 9
+
+    def __init__(self, company: str, problems: list[dict]) -> None:
+        self.company = company
+        self.problems = problems
+        named = "; ".join(f"{p['table']} {p['key']}: {p['what']}" for p in problems[:5])
+        more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+        super().__init__(f"the state of company '{company}' does not match its audit chain: {named}{more}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "company": self.company, "problems": self.problems}
 
 
 class Denied(RosterError):
