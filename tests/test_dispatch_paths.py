@@ -215,7 +215,7 @@ def test_a_database_error_while_briefing_rolls_the_claim_back(still, tmp_path):
     company = still
     task = make_task(company)
     with company.store.engine.begin() as conn:  # the brief's memory recall will fail on the missing table
-        conn.execute(text("ALTER TABLE memory_fts RENAME TO memory_fts_gone"))
+        conn.execute(text("ALTER TABLE memory_entries RENAME TO memory_entries_gone"))
     runner = Scripted(PLAN)
     dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner})
     before = len(company.audit_log())

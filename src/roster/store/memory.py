@@ -15,6 +15,15 @@ Retrieval is full text: SQLite FTS5 (porter stemming, unicode61) or PostgreSQL `
 The query's words are OR-ed. Ranking: text relevance (FTS5 ``bm25``; PostgreSQL ``ts_rank``) weighted by
 ``0.5 + 0.5 * confidence``, best first; ties go to the newest entry. Expired entries are never returned.
 
+Ranking statistics never cross companies. FTS5's ``bm25`` uses statistics of the whole index (how many
+rows, their average length, how many rows hold each word), so on SQLite each company has an index of its
+own, the FTS5 table :func:`fts_table` (rowid = ``memory_entries.id``), created on the company's first
+entry and filled from ``memory_entries`` (migration 0015 made one for each company that had entries, and
+dropped the shared ``memory_fts``). A company's scores therefore depend on its own entries only, never on
+whether a word occurs in another company's memory. PostgreSQL's ``ts_rank`` scores each entry from its
+own text and the query alone (no statistics over other rows), so one expression index serves every
+company. Within a company the statistics span all its pads (see docs/security.md for what that shows).
+
 Consolidation (:meth:`MemoryVerbs.consolidate_memory`) drops expired entries and merges duplicates
 (same pad, kind and words, ignoring case and punctuation) into the entry with the highest confidence
 (the newest on a tie), which keeps the others' provenance. Every decision is an audit event.
@@ -48,6 +57,7 @@ MAX_ENTRY_CHARS = 2000
 """Longest entry text: memory is compact; put documents in artifacts."""
 EXPORT_FORMAT = "roster.memory/1"
 TEAM_PREFIX = "team:"
+_COMPANY_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 Kind = Literal["belief", "decision", "constraint", "preference", "lesson"]
 
@@ -200,6 +210,7 @@ class MemoryVerbs(CompanyBase):
         check_json("memory provenance", provenance or {})  # depth and read-back: roster.kernel.values
         if expires_in is not None and expires_in <= 0:
             raise UsageError(f"expires_in is in seconds and must be positive, not {expires_in}")
+        self._ensure_memory_index()
 
         def body(conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor, target: str) -> MemoryEntry:
             now = self.store.clock()
@@ -218,7 +229,8 @@ class MemoryVerbs(CompanyBase):
                "created_at": now}
         entry_id = conn.execute(insert(memory_entries), row).inserted_primary_key[0]
         if conn.dialect.name == "sqlite":
-            conn.execute(text("INSERT INTO memory_fts(rowid, text) VALUES (:id, :text)"), {"id": entry_id, "text": text_})
+            conn.execute(text(f'INSERT INTO "{fts_table(self.company)}"(rowid, text) VALUES (:id, :text)'),
+                         {"id": entry_id, "text": text_})
         audit.append(conn, head, ts=now, principal=by, action=action, subject=f"memory:{pad}",
                      data={"id": entry_id, "kind": kind, "confidence": confidence, "provenance": provenance,
                            "expires_at": expires_at, "sha256": hashlib.sha256(text_.encode()).hexdigest()})
@@ -231,7 +243,28 @@ class MemoryVerbs(CompanyBase):
                                                   memory_entries.c.id.in_(ids)))
         if conn.dialect.name == "sqlite":
             for entry_id in ids:
-                conn.execute(text("DELETE FROM memory_fts WHERE rowid = :id"), {"id": entry_id})
+                conn.execute(text(f'DELETE FROM "{fts_table(self.company)}" WHERE rowid = :id'), {"id": entry_id})
+
+    _memory_index_ready = False
+    """Whether this company's full-text index is known to exist (SQLite; see :meth:`_ensure_memory_index`)."""
+
+    def _ensure_memory_index(self) -> None:
+        """Make sure the company's FTS5 index exists (SQLite; PostgreSQL needs none), creating it in a
+        transaction of its own, filled from the company's entries, before the first entry is written. It
+        is marked ready only once committed, so a write that rolls back never leaves a stale mark."""
+        if self._memory_index_ready:
+            return
+        with self.store.write() as conn:
+            if conn.dialect.name == "sqlite" and not _fts_exists(conn, self.company):
+                create_fts_txn(conn, self.company)
+        self._memory_index_ready = True
+
+    def _memory_index_txn(self, conn: Connection) -> bool:
+        """Whether the company's FTS5 index exists (read inside ``conn``'s transaction; remembered once
+        seen, as an index is never dropped while the store is open)."""
+        if not self._memory_index_ready and _fts_exists(conn, self.company):
+            self._memory_index_ready = True
+        return self._memory_index_ready
 
     def list_memory(self, *, actor: ActorRef | None, pads: list[str] | None = None, kind: str | None = None,
                     limit: int = 100, kinds: list[str] | None = None) -> list[MemoryEntry]:
@@ -275,11 +308,16 @@ class MemoryVerbs(CompanyBase):
         params: dict[str, Any] = {"company": self.company, "now": self.store.now(), "limit": limit,
                                   **{f"pad{i}": p for i, p in enumerate(pads)},
                                   **{f"kind{i}": k for i, k in enumerate(kinds or [])}}
+        table = None
         if conn.dialect.name == "sqlite":
             params["q"] = " OR ".join(f'"{w}"' for w in words)
+            table = fts_table(self.company)
+            if not self._memory_index_txn(conn) and conn.execute(select(memory_entries.c.id).where(
+                    memory_entries.c.company_id == self.company).limit(1)).first() is None:
+                return []  # no index yet, and nothing it would hold: the company never saved an entry
         else:
             params["q"] = " | ".join(words)
-        sql = _recall_sql(conn.dialect.name, len(pads), len(kinds or []))
+        sql = _recall_sql(conn.dialect.name, table, len(pads), len(kinds or []))
         return [_entry(r, float(r.score)) for r in sql.all(conn, params)]
 
     def forget(self, entry_id: int, *, actor: ActorRef, reason: str = "") -> MemoryEntry:
@@ -422,6 +460,7 @@ class MemoryVerbs(CompanyBase):
         source = f"{parsed.company}/{parsed.pad}"
         now = self.store.now()
         live = [e for e in parsed.entries if e.expires_at is None or e.expires_at > now]  # expired: nothing to take
+        self._ensure_memory_index()
 
         def body(conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor, target: str) -> list:
             return [self._insert_txn(conn, head, who.handle, target, e.kind, e.text, e.confidence,
@@ -433,17 +472,43 @@ class MemoryVerbs(CompanyBase):
                                   body)
 
 
-@functools.lru_cache(maxsize=64)
-def _recall_sql(dialect: str, pads: int, kinds: int) -> Prepared:
-    """The recall query for a number of pads and kinds, built once (see the module docstring's ranking)."""
+def fts_table(company: str) -> str:
+    """The name of ``company``'s SQLite FTS5 index of memory entries: ``memory_fts_<company>_index``.
+
+    The ``_index`` ending keeps names apart from FTS5's own shadow tables (``<name>_data``, ``_idx``,
+    ``_content``, ``_docsize``, ``_config``): no company's index name can equal another's shadow table.
+    Raises :class:`UsageError` for a company id outside the spec's ``[a-z][a-z0-9_-]{0,62}``."""
+    if not _COMPANY_ID.match(company):
+        raise UsageError(f"company id '{company}' is not [a-z][a-z0-9_-]{{0,62}}; no memory index can be named for it")
+    return f"memory_fts_{company}_index"
+
+
+def create_fts_txn(conn: Connection, company: str) -> None:
+    """Create ``company``'s FTS5 index in ``conn``'s transaction (SQLite only) and fill it from its entries."""
+    table = fts_table(company)
+    conn.execute(text(f'CREATE VIRTUAL TABLE "{table}" USING fts5(text, tokenize = \'porter unicode61\')'))
+    conn.execute(text(f'INSERT INTO "{table}"(rowid, text) SELECT id, text FROM memory_entries '
+                      "WHERE company_id = :company ORDER BY id"), {"company": company})
+
+
+def _fts_exists(conn: Connection, company: str) -> bool:
+    return conn.execute(text("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = :name"),
+                        {"name": fts_table(company)}).first() is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _recall_sql(dialect: str, table: str | None, pads: int, kinds: int) -> Prepared:
+    """The recall query for a company's index (``table``, SQLite) and a number of pads and kinds, built once
+    (see the module docstring's ranking)."""
     weight = "(0.5 + 0.5 * m.confidence)"
     where = (f"m.company_id = :company AND m.pad IN ({', '.join(f':pad{i}' for i in range(pads))}) "
              "AND (m.expires_at IS NULL OR m.expires_at > :now)")
     if kinds:
         where += f" AND m.kind IN ({', '.join(f':kind{i}' for i in range(kinds))})"
     if dialect == "sqlite":
-        return Prepared(text(f"SELECT m.*, -bm25(memory_fts) * {weight} AS score FROM memory_fts "
-                             f"JOIN memory_entries m ON m.id = memory_fts.rowid WHERE memory_fts MATCH :q AND {where} "
+        fts = f'"{table}"'
+        return Prepared(text(f"SELECT m.*, -bm25({fts}) * {weight} AS score FROM {fts} "
+                             f"JOIN memory_entries m ON m.id = {fts}.rowid WHERE {fts} MATCH :q AND {where} "
                              "ORDER BY score DESC, m.id DESC LIMIT :limit"))
     vector = "to_tsvector('english', m.text)"
     return Prepared(text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
