@@ -113,8 +113,8 @@ def test_an_inserted_token_row_is_named(store, company):
             "name": "backdoor", "created_by": "alice", "created_at": "2026-01-01T00:00:00.000000Z",
             "expires_at": "2027-01-01T00:00:00.000000Z"})
     assert chain_ok(store)
-    assert problems(store) == ["api_tokens deadbeef0001: no audit event records this row (it was inserted "
-                               "outside roster)"]
+    assert problems(store) == [("api_tokens deadbeef0001: no audit event records this row (it was inserted "
+                               "outside roster)")]
 
 
 def test_reviving_a_revoked_token_and_deleting_a_task_are_named(store, company):
@@ -156,7 +156,8 @@ def test_roster_audit_verify_state_exits_9_naming_the_edited_task_and_the_insert
     ok(cli("task", "create", "fix-lint", "--title", "E501 in app.py", "--set", "rule=E501"))
     report = js(cli("audit", "verify", "--state", "--json"))
     assert report["valid"] is True and report["state"]["problems"] == []
-    assert "rows of tasks, principals, tokens and approvals match the chain" in ok(cli("audit", "verify", "--state"))
+    said = " ".join(ok(cli("audit", "verify", "--state")).split())
+    assert "rows of tasks, principals, tokens and approvals match the chain" in said
 
     db = cli.workspace / ".roster" / "roster.db"
     import sqlite3
@@ -172,9 +173,10 @@ def test_roster_audit_verify_state_exits_9_naming_the_edited_task_and_the_insert
     assert "verifies" in ok(cli("audit", "verify"))  # without --state: the chain itself is intact
     result = cli("audit", "verify", "--state")
     assert result.exit_code == 9, result.stdout + result.stderr
-    assert "tasks 1: differs from the row event" in result.stderr
-    assert "state is 'merged'" in result.stderr
-    assert "api_tokens cafe00000001: no audit event records this row" in result.stderr
+    said = " ".join(result.stderr.split())
+    assert "tasks 1: differs from the row event" in said
+    assert "state is 'merged'" in said
+    assert "api_tokens cafe00000001: no audit event records this row" in said
 
 
 def test_events_before_state_hashes_are_skipped_not_reported(store, company):

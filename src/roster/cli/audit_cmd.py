@@ -127,7 +127,8 @@ def checkpoint(
     ring = _keyring(ws, key)
     targets = configured_witnesses(witness or [])
     private = ring.private_key()
-    report = verify_chain(ws.store(), company, ring.trusted())
+    witnessed, names = _witnessed([])
+    report = verify_chain(ws.store(), company, ring.trusted(), witnessed, names)
     if report.broken is not None:
         raise AuditChainBroken(company, *report.broken)
     for result in report.checkpoints:

@@ -96,6 +96,7 @@ class KeyRing:
                 raise UsageError(f"no audit signing key at {self.path}; run 'roster audit checkpoint' to "
                                  f"create one, or point {KEY_ENV} at yours")
             key = Ed25519PrivateKey.generate()
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             self._trust(key.public_key())
             _write_private(self.path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
             return key
@@ -180,7 +181,7 @@ class WebhookWitness:
     def send(self, line: dict) -> None:
         try:
             response = httpx.post(self.url, json=line, timeout=self.timeout)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise UsageError(f"cannot POST the checkpoint to {self.url}: {exc}") from None
         if not response.is_success:
             raise UsageError(f"the witness {self.url} answered {response.status_code} to the checkpoint")
@@ -199,14 +200,14 @@ class GitWitness:
         git = ["git", "-C", str(self.repo), "-c", "user.name=roster", "-c", "user.email=roster@localhost",
                "-c", "commit.gpgsign=false"]
         try:
-            inside = subprocess.run([*git, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True)
+            inside = subprocess.run([*git, "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True, check=False)
             if inside.returncode != 0 or inside.stdout.strip() != "true":
                 raise UsageError(f"the git witness {self.repo} is not a git work tree; 'git init' it first")
             _append_line(self.repo / relative, json.dumps(line, sort_keys=True), 0o644)
             for args in (["add", "--", str(relative)],
                          ["commit", "-q", "-m", f"roster checkpoint {line['company']} seq {line['seq']}", "--",
                           str(relative)]):
-                done = subprocess.run([*git, *args], capture_output=True, text=True)
+                done = subprocess.run([*git, *args], capture_output=True, text=True, check=False)
                 if done.returncode != 0:
                     raise UsageError(f"git {args[0]} in the witness {self.repo} failed: "
                                      f"{(done.stderr or done.stdout).strip()}")
@@ -220,7 +221,7 @@ def witness(spec: str) -> Witness:
         return WebhookWitness(spec)
     if spec.startswith("git:"):
         return GitWitness(Path(spec[4:]).expanduser())
-    path = spec[5:] if spec.startswith("file:") else spec
+    path = spec.removeprefix("file:")
     if not path:
         raise UsageError("a witness is file:PATH, http(s)://URL or git:DIR; got an empty one")
     return FileWitness(Path(path).expanduser())
