@@ -41,15 +41,22 @@ MAX_CYCLES = 400
 
 
 BUILDER_COMMAND = "__PYTHON__ -m roster.agency.workers builder"
+MERGER_RUNNER = 'runner: {kind: program, command: "__PYTHON__ -m roster.agency.workers merger", timeout: 600}'
+BATCH_MERGER_RUNNER = ('runner: {kind: program, command: "__PYTHON__ -m roster.agency.workers merger --batch", '
+                       'timeout: 600, token: true}')
 OFFLINE_PLANNER = 'runner: {kind: llm, model: offline, offline_script: "roster.agency.workers:plan_offline"}'
 
 
-def spec_text(operator: str, model: str | None = None, builder_agent: str | None = None) -> str:
+def spec_text(operator: str, model: str | None = None, builder_agent: str | None = None,
+              batch_merge: bool = False) -> str:
     """The agency spec, filled in for this machine: this Python runs the workers; ``operator`` is the
     human; ``model`` (e.g. ``openai:gpt-4o-mini``, from ``ROSTER_MODEL``) replaces the planner's scripted
     offline model; ``builder_agent`` (an agent CLI such as ``claude -p``, from ``ROSTER_BUILDER_AGENT``)
-    takes what ruff cannot fix."""
+    takes what ruff cannot fix; ``batch_merge`` makes the merger batch verified fixes onto one review
+    branch (:mod:`roster.agency.review`), with a token for its runs to land them."""
     text = (Path(__file__).parent / SPEC_NAME).read_text(encoding="utf-8")
+    if batch_merge:
+        text = text.replace(MERGER_RUNNER, BATCH_MERGER_RUNNER)
     if model:
         text = text.replace(OFFLINE_PLANNER, f"runner: {{kind: llm, model: {json.dumps(model)}}}")
     if builder_agent:
@@ -260,11 +267,37 @@ def _safe_fixes(task: dict[str, Any]) -> int:
     return 0
 
 
+def batch_mode(company: CompanyStore) -> bool:
+    """Whether the workspace's spec has the merger batch fixes onto a review branch (``--batch-merge``)."""
+    merger = company.spec().agents["merger"].runner
+    return " --batch" in ((merger.model_dump().get("command") if merger else None) or "")
+
+
+def file_review(company: CompanyStore, repo: Path, operator: str) -> Any | None:
+    """In batch mode, once the lane is idle: file one review task (as ``operator``, who asked for the batch)
+    for every ``batched`` fix, pinned to the review branch's current commit. Returns the task, or ``None``
+    when no fix is batched or a review is still open or approved (its approval covers what it pinned)."""
+    from roster.agency.review import REVIEW_BRANCH, REVIEW_WORKFLOW
+
+    if any(company.list_tasks(workflow=REVIEW_WORKFLOW, state=state, limit=1) for state in ("open", "approved")):
+        return None
+    ids = _task_ids(company, "batched")
+    if not ids:
+        return None
+    head = git(repo, "rev-parse", "--verify", f"refs/heads/{REVIEW_BRANCH}").stdout.strip()
+    task, _ = company.create_task(workflow=REVIEW_WORKFLOW, title=f"Review: {len(ids)} lint fix(es) on {REVIEW_BRANCH}",
+                                  actor=operator, fields={"branch": REVIEW_BRANCH, "head": head, "tasks": ids},
+                                  idempotency_key=f"review:{head}")
+    return task
+
+
 def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: bool,
              say: Callable[[str], None], max_cycles: int = MAX_CYCLES) -> dict[str, Any]:
     """Cycle the dispatcher until the lane has nothing left to do, approving merges as ``operator`` when
     ``approve``; returns what the report needs. Progress goes to ``say``: one line per run and per KPI
-    reading, and after each busy cycle the tasks per state, the runs so far and the approvals waiting."""
+    reading, and after each busy cycle the tasks per state, the runs so far and the approvals waiting.
+    In batch mode (:func:`batch_mode`) an idle lane with batched fixes gets a review task
+    (:func:`file_review`), and cycling goes on."""
     def log(line: str) -> None:  # the runtime's notes (KPI readings, escalations), less what _line says
         if not _FAILURE_NOTE.match(line):
             say(f"  {line}")
@@ -287,6 +320,7 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
            say: Callable[[str], None], max_cycles: int) -> dict[str, Any]:
     waiting: list = []
     runs = 0
+    batch = batch_mode(company)
     rejected = company.task_counts(workflow="lint-fix").get("rejected", 0)
     for _ in range(max_cycles):
         if dispatcher.stopping.is_set():
@@ -309,18 +343,28 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
                 remove_stale_worktrees(repo, live=_open_task_ids(company))
                 rejected = now_rejected
         if not outcomes and not (approve and company.inbox(actor=operator)):
-            break
+            review = file_review(company, repo, operator) if batch else None
+            if review is None:
+                break
+            say(f"  filed review task {review.id}: {len(review.fields['tasks'])} batched fix(es) on "
+                f"{review.fields['branch']} at {review.fields['head'][:12]}, merged with one approval")
     # A task rejected (a human may reject at any time, between runs too) keeps no worktree.
     remove_stale_worktrees(repo, live=_open_task_ids(company))
     return {"waiting": waiting, "stopped": False}
 
 
 def _open_task_ids(company: CompanyStore) -> list[int]:
-    """Every task of the lane not merged or rejected, page by page (any other task's branch is removed)."""
+    """Every task of the lane not merged or rejected (any other task's branch is removed)."""
+    done = set(_task_ids(company, "merged")) | set(_task_ids(company, "rejected"))
+    return [t for t in _task_ids(company) if t not in done]
+
+
+def _task_ids(company: CompanyStore, state: str | None = None) -> list[int]:
+    """The ids of the lane's fixes (in ``state``, when given), page by page."""
     ids: list[int] = []
     after = 0
-    while page := company.list_tasks(workflow="lint-fix", after_id=after, limit=1000):
-        ids += [t.id for t in page if t.state not in ("merged", "rejected")]
+    while page := company.list_tasks(workflow="lint-fix", state=state, after_id=after, limit=1000):
+        ids += [t.id for t in page]
         after = page[-1].id
     return ids
 
@@ -347,7 +391,8 @@ def _line(outcome: Outcome) -> str:
 def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     """The closing report, as lines; with ``repo`` (the workspace's copy), which ruff configuration and
     Python floor the lane used on it (:func:`rules_line`)."""
-    states = company.task_counts()
+    states = company.task_counts(workflow="lint-fix")
+    reviews = company.task_counts(workflow="review")
     transitions = Counter(e.data.get("transition") for e in company.audit_log(action="task.transition"))
     rejected = Counter((e.data.get("transition"), e.data["error"].get("clause"))
                        for e in company.audit_log(action="task.transition.rejected")
@@ -359,6 +404,8 @@ def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     count, broken = company.verify_audit()
     lines = ["", "Report", f"  tasks by state: {', '.join(f'{s} {n}' for s, n in sorted(states.items())) or 'none'}",
              f"  transitions: {', '.join(f'{t} {n}' for t, n in sorted(transitions.items())) or 'none'}"]
+    if reviews:
+        lines.insert(3, f"  reviews (batch merge) by state: {', '.join(f'{s} {n}' for s, n in sorted(reviews.items()))}")
     lines += [f"  contract rejections: {t} refused by clause '{c}' x{n}" for (t, c), n in sorted(rejected.items())]
     for e in company.list_escalations():
         lines.append(f"  escalation: task {e.task_id} to {e.to} ({e.step}): "

@@ -81,7 +81,7 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
     if task["state"] == "verified":  # the approver sees the patch and QA's checks; this says the base and the KPI
         check = merge_check(repo, branch)
         if check.clean is False:  # asking a human to approve what cannot merge wastes everyone's time
-            return _conflict(repo, task, max_conflicts, check.main, check.files,
+            return conflict(repo, task, max_conflicts, check.main, check.files,
                              f"{check.note} (git merge-tree, before asking for approval)")
         rule, filename = task["fields"]["rule"], task["fields"]["file"]
         found = rule_findings(findings(repo))  # one ruff run, counted as the KPI counts
@@ -98,7 +98,7 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
         unmerged = git(repo, "diff", "--name-only", "--diff-filter=U", check=False).stdout.split()
         git(repo, "merge", "--abort", check=False)
         said = merged.stdout.strip().splitlines()[-1:] or merged.stderr.strip().splitlines()[-1:]
-        return _conflict(repo, task, max_conflicts, main, tuple(unmerged),
+        return conflict(repo, task, max_conflicts, main, tuple(unmerged),
                          f"merging {branch} conflicts with main {main[:12]} in "
                          f"{', '.join(unmerged) or '(paths not named)'}; nothing was merged ({' '.join(said)})")
     after = len(rule_findings(findings(repo)))
@@ -109,7 +109,7 @@ def merger(brief: dict[str, Any], repo: Path, max_conflicts: int = MAX_CONFLICTS
                          "are removed"}
 
 
-def _conflict(repo: Path, task: dict[str, Any], max_conflicts: int, main: str, files: tuple[str, ...],
+def conflict(repo: Path, task: dict[str, Any], max_conflicts: int, main: str, files: tuple[str, ...],
               what: str) -> dict[str, Any]:
     """The task's branch conflicts with main: back to the builder with the stale branch discarded, or, at
     the ``max_conflicts``-th conflict, a judgment failure for the escalation ladder (the branch is kept

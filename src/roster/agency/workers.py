@@ -25,7 +25,9 @@ command runner does (see :mod:`roster.runtime.runners`). The repository lives at
   scout's condition watcher is a shell one-liner in the spec: main's HEAD against :data:`SCANNED`.)
 - ``merger`` (:mod:`roster.agency.merger`): on a verified task, asks for the merge (an approval edge: a human decides); on an
   approved one, merges the branch into main (``--no-ff``; a conflict is aborted, never half-merged, and
-  the task goes back to the builder with the conflict) and reports the finding count after.
+  the task goes back to the builder with the conflict) and reports the finding count after. With
+  ``--batch`` (:mod:`roster.agency.review`) it adds verified fixes to one review branch instead, and merges
+  that branch with one approval.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import Any
 from roster.agency.lint import findings, git, group, project_rules, rule_findings, task_rules
 from roster.agency.merger import MAX_CONFLICTS, merger
 from roster.agency.qa import qa
+from roster.agency.review import REVIEW_WORKFLOW, batch, review
 from roster.agency.safety import behaviour_changes
 from roster.agency.worktrees import fresh_worktree, worktree
 from roster.errors import RosterError
@@ -211,6 +214,17 @@ def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
     return {"transition": "plan", "writes": {"spec": spec}, "rationale": "a spec from ruff's findings"}
 
 
+def _merger(brief: dict[str, Any], repo: Path, max_conflicts: int, batched: bool) -> dict[str, Any]:
+    """The merger's run: a review task (:func:`~roster.agency.review.review`), a verified fix in batch mode
+    (:func:`~roster.agency.review.batch`), or a fix merged on its own (:func:`~roster.agency.merger.merger`)."""
+    task = brief["task"]
+    if task.get("workflow") == REVIEW_WORKFLOW:
+        return review(brief, repo)
+    if batched and task["state"] == "verified":
+        return batch(brief, repo, max_conflicts)
+    return merger(brief, repo, max_conflicts)
+
+
 ROLES = {"scout": scout, "builder": builder, "qa": qa, "merger": merger}
 CHECKS = {"measure": measure}
 """Programs that take no brief: the KPI's measure program."""
@@ -230,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-conflicts", type=int, default=MAX_CONFLICTS,
                         help=f"The merger escalates a task's N-th merge conflict to a human instead of sending it "
                              f"back to the builder (default {MAX_CONFLICTS}).")
+    parser.add_argument("--batch", action="store_true",
+                        help="The merger adds verified fixes to one review branch, merged into main with one "
+                             "approval (roster.agency.review), instead of asking for each merge.")
     args = parser.parse_args(argv)
     repo = Path(args.repo).resolve()
     if args.role in CHECKS:
@@ -247,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.role == "scout":
             result = scout(brief, repo, per_file=args.per_file)
         elif args.role == "merger":
-            result = merger(brief, repo, args.max_conflicts)
+            result = _merger(brief, repo, args.max_conflicts, args.batch)
         else:
             result = ROLES[args.role](brief, repo)
     except RosterError as exc:

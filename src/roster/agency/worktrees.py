@@ -88,6 +88,21 @@ def remove_worktree(repo: Path, task_id: int) -> bool:
         return _remove_task(repo, task_id)
 
 
+@contextmanager
+def scratch_tree(repo: Path, commit: str, name: str) -> Iterator[Path]:
+    """A detached worktree of ``commit`` at ``<worktrees>/<name>`` for the block (made anew, removed after,
+    also on failure): e.g. to count findings on a commit no branch checks out."""
+    path = worktrees_dir(repo) / name
+    with worktrees_locked(repo):
+        _remove_tree(repo, path)
+        git(repo, "worktree", "add", "--detach", str(path), commit)
+    try:
+        yield path
+    finally:
+        with worktrees_locked(repo):
+            _remove_tree(repo, path)
+
+
 def prune_base_trees(repo: Path) -> list[Path]:
     """Remove QA's base trees (``base-<commit>``) that no task branch starts from any more: a base is
     kept while some ``roster/task-*`` branch's merge base with main's HEAD is its commit. Returns the

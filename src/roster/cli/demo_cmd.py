@@ -35,12 +35,15 @@ def demo(
                                                        "continue.")] = None,
     plan: Annotated[bool, typer.Option("--plan", help="Show what the lane would file (tasks, totals, the expected "
                                        "KPI change) and stop, changing nothing.")] = False,
+    batch_merge: Annotated[bool, typer.Option("--batch-merge", help="Put every verified fix on one review branch, "
+                                              "merged into main with one approval, instead of one approval and "
+                                              "one merge per fix.")] = False,
 ) -> None:
     """The main job: the agency lane works a real git repository, from scout to merge, and reports."""
     if plan:
         plan_demo(path, workspace_dir)
     else:
-        lane_demo(path, workspace_dir, yes)
+        lane_demo(path, workspace_dir, yes, batch_merge)
 
 
 @reports_errors
@@ -59,7 +62,7 @@ def plan_demo(repo_path: Path | None, workspace_dir: Path | None) -> None:
 
 
 @reports_errors
-def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> None:
+def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool, batch_merge: bool = False) -> None:
     """The agency lane on a copy of ``repo_path`` (or a scratch repository), in ``workspace_dir``.
 
     Bad input (see :func:`roster.agency.demo.find_source` and :func:`~roster.agency.demo.check_workspace`) is
@@ -87,10 +90,13 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
             if repo_path is not None:
                 console.print(f"(PATH {repo_path} is not copied again: the workspace already has its repository.)",
                               highlight=False, markup=False)
+            if batch_merge and not lane.batch_mode(ws.store().company("agency")):
+                raise UsageError(f"the workspace {where} was made without --batch-merge, and its merges are asked "
+                                 "one by one; continue without --batch-merge, or start a new workspace with it")
         else:
             with lane.undone_on_failure(where, ours=ours):
                 try:
-                    _make_workspace(lane, ws, repo_path, where, operator)
+                    _make_workspace(lane, ws, repo_path, where, operator, batch_merge)
                 except BaseException:
                     ws.close()  # the store's files go with the half-made workspace
                     raise
@@ -99,7 +105,8 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool) -> 
         ws.close()
 
 
-def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, where: Path, operator: str) -> None:
+def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, where: Path, operator: str,
+                    batch_merge: bool) -> None:
     """Copy the repository into ``where/repo``, write the spec and the skills, and apply the spec."""
     from roster.cli.spec_cmd import _apply_file
 
@@ -109,7 +116,7 @@ def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, whe
         console.print(line, highlight=False, markup=False)
     model = os.environ.get("ROSTER_MODEL", "").strip() or None
     builder_agent = os.environ.get("ROSTER_BUILDER_AGENT", "").strip() or None
-    spec_path.write_text(lane.spec_text(operator, model, builder_agent), encoding="utf-8")
+    spec_path.write_text(lane.spec_text(operator, model, builder_agent, batch_merge), encoding="utf-8")
     shutil.copytree(Path(lane.__file__).parent / "skills", where / "skills")  # the agents' SKILL.md briefs
     (where / ".roster").mkdir(exist_ok=True)
     _apply_file(ws, spec_path)
@@ -129,6 +136,9 @@ def _run(lane: ModuleType, ws: Workspace, where: Path, operator: str, yes: bool)
         console.print(f"The builder hands what ruff cannot fix to the agent CLI {command.split(' --agent ', 1)[1]}.",
                       highlight=False)
     console.print(lane.rules_line(where / "repo"), highlight=False, markup=False)
+    if lane.batch_mode(company):
+        console.print("Batch merge: verified fixes go onto one review branch, merged into main with one approval.",
+                      highlight=False)
     result = lane.run_lane(company, where, operator=operator, approve=yes,
                            say=lambda line: console.print(line, highlight=False))
     if result["stopped"]:

@@ -54,12 +54,19 @@ class ProgramRunnerSpec(_RunnerSpec):
     command: str | None = Field(None, min_length=1)
     timeout: float = Field(DEFAULT_PROGRAM_TIMEOUT, gt=0)
     """Seconds a ``command`` may run (it does not apply to a ``callable``, which no timeout can stop)."""
+    token: bool = False
+    """Whether a ``command`` gets a token of its own for the run, in ``ROSTER_TOKEN`` (revoked when the run
+    ends), to act through the CLI or the store's ``Session`` as its agent, with its rights: e.g. to take
+    a transition that is not offered (``offered: false``) on another task."""
 
     @model_validator(mode="after")
     def _one_way_to_run(self) -> ProgramRunnerSpec:
         if (self.callable is None) == (self.command is None):
             raise ValueError("a program runner needs exactly one of 'callable: module:function' or "
                              "'command: ...'")
+        if self.token and self.command is None:
+            raise ValueError("'token: true' is for a 'command' (a callable runs inside Roster and acts through "
+                             "its result only); drop 'token' or use 'command'")
         if self.callable is not None:
             module, _, function = self.callable.partition(":")
             if not module or not function:

@@ -110,6 +110,10 @@ class Transition(_Model):
     produces: NameList = []
     """Artifact kinds the transition must have produced (they must exist on the task when it commits)."""
     approval: Approval | None = None
+    offered: bool = True
+    """Whether the runtime offers a task in a ``from`` state to the agents this transition names (starts
+    a run for it). ``false``: no run is started for this transition; an agent takes it through the API
+    while working on something else, e.g. the merger landing every fix of a review it merged."""
     allow_open_children: bool = False
     """Whether the transition may finish the task (reach a terminal state) while delegated children are
     still open. By default it may not: the delegator stays accountable."""

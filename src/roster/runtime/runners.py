@@ -33,6 +33,7 @@ import shlex
 import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -228,7 +229,8 @@ class CommandRunner:
     kind = "program"
 
     def __init__(self, command: str, *, workdir: Path, timeout: float = DEFAULT_TIMEOUT,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None,
+                 issue_token: Callable[[str, timedelta], tuple[str, Callable[[], None]]] | None = None) -> None:
         self.argv = shlex.split(command)
         if not self.argv:
             raise UsageError("runner command is empty")
@@ -236,9 +238,16 @@ class CommandRunner:
         self.workdir = workdir
         self.timeout = timeout
         self.env = env
+        self.issue_token = issue_token
 
     def run(self, brief: Brief) -> RunResult:
+        """Run the command once on ``brief``; with ``issue_token`` (the spec's ``token: true``) it gets a
+        token of its own in ``ROSTER_TOKEN``, revoked once it has exited."""
         env = {**os.environ, **(self.env or {})}
+        revoke: Callable[[], None] = lambda: None  # noqa: E731
+        if self.issue_token is not None:
+            token, revoke = self.issue_token(brief.data["agent"]["handle"], timedelta(seconds=self.timeout + 60))
+            env["ROSTER_TOKEN"] = token
         try:
             done = run_in_session(self.argv, cwd=self.workdir, timeout=self.timeout, input=brief.to_json().encode(),
                                   env=env, max_output=MAX_OUTPUT_BYTES)
@@ -250,6 +259,8 @@ class CommandRunner:
         except OutputTooLarge as exc:
             raise MalformedOutput(f"'{self.command}' printed more than {exc.limit} bytes on stdout, the limit, and "
                                   "was killed. Write large output to an artifact file instead") from None
+        finally:
+            revoke()
         stdout, stderr = done.stdout, done.stderr
         if done.returncode < 0:
             raise RunnerCrashed(f"'{self.command}' was killed by signal {-done.returncode}")
@@ -270,7 +281,7 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
     """The runner an agent's spec ``runner:`` describes, or ``None`` for an agent without one.
     ``authorize_tool(tool, arguments)`` and ``tools`` (the spec's tools) serve the ``llm`` runner, whose
     tool calls go through the rights check and the audit; ``issue_token(agent, lifetime)`` serves the
-    ``process`` runner (a short-lived token per run), and ``mcp_url`` (Roster's MCP server, when served)
+    ``process`` runner and a ``program`` command with ``token: true`` (a short-lived token per run), and ``mcp_url`` (Roster's MCP server, when served)
     its MCP configuration; ``company`` (the agent's :class:`~roster.store.CompanyStore`) the ``llm`` runner's
     read tools; ``prices`` (the spec's ``models:`` table, or a function returning the current one) the
     ``llm`` runner's pricing. The block is checked by the kernel's models
@@ -293,7 +304,8 @@ def make_runner(config: dict[str, Any] | None, *, workdir: Path,
         if program.callable is not None:
             return CallableRunner(program.callable)
         assert program.command is not None
-        return CommandRunner(program.command, workdir=workdir, timeout=program.timeout)
+        return CommandRunner(program.command, workdir=workdir, timeout=program.timeout,
+                             issue_token=issue_token if program.token else None)
     raise UsageError(f"unknown runner kind '{kind}'; expected program, llm or process")
 
 

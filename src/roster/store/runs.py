@@ -212,7 +212,8 @@ class RunVerbs(CompanyBase):
         return chosen
 
     def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, frozenset[str]]:
-        """Per workflow, the states from which ``agent`` may take some transition (rights and ``by``).
+        """Per workflow, the states from which ``agent`` may take some offered transition (rights, ``by``
+        and :attr:`~roster.kernel.spec.Transition.offered`).
         Kept on ``cache`` (one revision of spec, principals and rights): an idle cycle over thousands of
         agents asks it again for each, every cycle."""
         known = cache.actionable.get(agent)
@@ -225,7 +226,7 @@ class RunVerbs(CompanyBase):
                 if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
                     continue
                 for t_name, t in wf.transitions.items():
-                    if cache.actors[agent].matches(t.by) and cache.rights.decide(
+                    if t.offered and cache.actors[agent].matches(t.by) and cache.rights.decide(
                             agent, "transition", Resource("workflow", wf_name), t_name).allowed:
                         states.setdefault(wf_name, set()).update(t.from_)
         frozen = {wf: frozenset(sts) for wf, sts in states.items()}
