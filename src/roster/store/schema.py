@@ -365,7 +365,8 @@ memory_entries = Table(
     "memory_entries",
     metadata,
     # One entry of a memory pad. ``pad`` is an agent's handle (its private pad) or ``team:<workspace>/<portfolio>``.
-    # On SQLite an FTS5 table ``memory_fts`` (rowid = id, created by migration 0010) indexes ``text``.
+    # On SQLite an FTS5 table per company, ``memory_fts_<company>_index`` (rowid = id; see store/memory.py,
+    # migration 0015), indexes ``text``; PostgreSQL a GIN index on ``to_tsvector('english', text)``.
     Column("id", Integer, primary_key=True),
     Column("company_id", HANDLE, nullable=False),
     Column("pad", String(127), nullable=False),
