@@ -48,11 +48,11 @@ class Checkpoint:
         """Raises ``KeyError``/``TypeError``/``ValueError`` for a value that is not a checkpoint."""
         seq = value["seq"]
         if not isinstance(seq, int) or isinstance(seq, bool):
-            raise ValueError(f"seq must be an integer, not {seq!r}")
+            raise TypeError(f"seq must be an integer, not {seq!r}")
         fields = {name: value[name] for name in ("company", "head", "ts", "key_id", "signature")}
         for name, item in fields.items():
             if not isinstance(item, str):
-                raise ValueError(f"{name} must be a string, not {item!r}")
+                raise TypeError(f"{name} must be a string, not {item!r}")
         return cls(seq=seq, **fields)
 
 

@@ -27,7 +27,14 @@ from roster.errors import NotFound, RosterError, UsageError
 from roster.kernel import checkpoints as kc
 from roster.kernel.audit import STATE_TABLES, AuditEvent, first_break, row_hash
 from roster.store import audit
-from roster.store.schema import api_tokens, approval_requests, audit_checkpoints, audit_events, principals, tasks
+from roster.store.schema import (
+    api_tokens,
+    approval_requests,
+    audit_checkpoints,
+    audit_events,
+    principals,
+    tasks,
+)
 from roster.store.witness import Witness, witness_line
 
 if TYPE_CHECKING:
