@@ -178,7 +178,7 @@ def test_artifact_content_is_kept_by_sha256(company, new_task, tmp_path):
     record = company.record_artifact(task.id, "patch", content, actor="builder", reason="ruff fix")
     digest = hashlib.sha256(content).hexdigest()
     assert record.sha256 == digest
-    assert (tmp_path / "artifacts" / digest[:2] / digest).read_bytes() == content
+    assert (tmp_path / "artifacts" / "acme" / digest[:2] / digest).read_bytes() == content
     assert company.get_task(task.id).version == 2
     assert [a.kind for a in company.list_artifacts(task.id)] == ["patch"]
 
