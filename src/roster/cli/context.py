@@ -3,7 +3,8 @@
 Resolution, in order of precedence:
 
 - spec: ``--spec FILE`` / ``ROSTER_SPEC``, else the nearest ``roster.yaml`` in this folder or above;
-- store: ``--db URL`` / ``ROSTER_DB``, else SQLite at ``.roster/roster.db`` beside the spec;
+- store: ``--db URL`` / ``ROSTER_DB``, else SQLite at ``.roster/roster.db`` beside the spec (the
+  directory created 0700, the database 0600: :func:`private_dir`, :func:`private_file`);
 - company: ``--company ID`` / ``ROSTER_COMPANY``, else the spec's ``company`` key;
 - identity: ``--token TOKEN`` / ``ROSTER_TOKEN``, else the local operator's token that ``roster init`` (or
   the first ``roster apply`` of a company) saved in ``.roster/credentials.json`` (mode 0600). There is no
@@ -12,6 +13,7 @@ Resolution, in order of precedence:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import json
@@ -84,9 +86,8 @@ class Workspace:
     def db_url(self, spec_path: Path | None = None) -> str:
         if self.settings.db:
             return self.settings.db
-        state = (spec_path or self.spec_path).resolve().parent / STATE_DIR
-        state.mkdir(exist_ok=True)
-        return sqlite_url(state / "roster.db")
+        state = private_dir((spec_path or self.spec_path).resolve().parent / STATE_DIR)
+        return sqlite_url(private_file(state / "roster.db"))
 
     def store(self, spec_path: Path | None = None) -> Store:
         if self._store is None:
@@ -146,12 +147,31 @@ class Workspace:
         path = self._credentials_path(spec_path)
         saved = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
         saved[company] = token
-        path.parent.mkdir(exist_ok=True)
+        private_dir(path.parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump(saved, handle, indent=2)
         os.chmod(path, 0o600)
         return path
+
+
+def private_dir(path: Path) -> Path:
+    """Create ``path`` (the workspace's ``.roster/``) readable by its owner only (0700), and take an existing
+    one back to 0700 (it holds the database, the artifacts and the operator's token)."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):  # not ours to change: leave it, the files in it are still 0600
+        os.chmod(path, 0o700)
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create ``path`` empty with mode 0600 if it does not exist (SQLite then takes an empty file as a new
+    database, and gives its -wal and -shm files the same mode), and take an existing one back to 0600."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o600)
+    return path
 
 
 def settings(ctx: typer.Context) -> Settings:
