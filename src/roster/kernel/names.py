@@ -42,8 +42,8 @@ def check_artifact_name(what: str, name: str) -> None:
 
 def check_artifact(kind: str, name: str) -> None:
     """Refuse an artifact whose ``kind`` or ``name`` breaks the rule of :func:`check_artifact_name`."""
-    check_artifact_name("artifact kind", kind)
     check_artifact_name("artifact name", name)
+    check_artifact_name("artifact kind", kind)
 
 
 def check_handle(handle: str) -> None:

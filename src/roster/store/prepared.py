@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.sql import Executable
 
+from roster.store import text_guard
+
 
 class Prepared:
     """One statement. ``execute(conn, params)`` returns the driver's cursor; ``first`` a row or ``None``."""
@@ -40,6 +42,7 @@ class Prepared:
         sql, names, defaults = self._compiled(conn)
         if defaults:
             params = {**defaults, **params}
+        text_guard.check_parameters(sql, params)  # no NUL reaches a text column, as for every other statement
         cursor = conn.connection.driver_connection.cursor()
         cursor.execute(sql, [params[name] for name in names] if names is not None else params)
         return cursor

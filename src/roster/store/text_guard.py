@@ -21,15 +21,20 @@ _NUL = "\x00"
 
 
 def install(engine: Engine) -> None:
-    """Check every statement ``engine`` runs (idempotent per engine)."""
-    if not event.contains(engine, "before_cursor_execute", _check_parameters):
-        event.listen(engine, "before_cursor_execute", _check_parameters)
+    """Check every statement ``engine`` runs through SQLAlchemy (idempotent per engine); statements run
+    straight on the driver's cursor (:mod:`roster.store.prepared`) call :func:`check_parameters`."""
+    if not event.contains(engine, "before_cursor_execute", _on_execute):
+        event.listen(engine, "before_cursor_execute", _on_execute)
 
 
-def _check_parameters(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any,
-                      executemany: bool) -> None:
+def check_parameters(statement: str, params: Any) -> None:
+    """Refuse (:class:`~roster.errors.InvalidValue`) a statement whose parameters (a dict, a sequence,
+    or ``None``) hold text with NUL. Costs one ``in`` test per string parameter."""
+    for value in (params.values() if isinstance(params, dict) else (params or ())):
+        if isinstance(value, str) and _NUL in value:
+            check_text(f"a text value of '{' '.join(statement.split()[:3])[:60]}'", value)
+
+
+def _on_execute(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool) -> None:
     for params in (parameters if executemany else (parameters,)):
-        values = params.values() if isinstance(params, dict) else (params or ())
-        for value in values:
-            if isinstance(value, str) and _NUL in value:
-                check_text(f"a text value of '{' '.join(statement.split()[:3])[:60]}'", value)
+        check_parameters(statement, params)
