@@ -11,11 +11,12 @@ from datetime import timedelta
 
 import pytest
 import rfc8785
-from conftest import GOOD_SPEC, js, ok
+from conftest import FIX_LINT, GOOD_SPEC, js, ok
 from sqlalchemy import delete, insert, select, text, update
 
 from roster.errors import ApprovalPending
 from roster.kernel.audit import row_hash
+from roster.specfile import parse_spec
 from roster.store.checkpoints import verify_chain, verify_state
 from roster.store.schema import api_tokens, audit_events, tasks
 
@@ -192,4 +193,21 @@ def test_a_token_used_later_still_matches(store, company):
     issued = company.issue_token("planner", actor="alice", lifetime=timedelta(days=1))
     for _ in range(2):
         store.session(issued.token)
+    assert problems(store) == []
+
+
+def test_a_tool_call_that_uses_up_its_approval_records_the_request(store):
+    """The request's status becomes ``used`` in the tool call's transaction; no event's subject names it."""
+    text_ = FIX_LINT.replace("merger: {reports_to: alice, tier: high-impact-executor}",
+                             "merger: {reports_to: alice, tier: high-impact-executor, tools: [deploy]}")
+    store.apply(parse_spec(text_ + "tools:\n  deploy: {command: deploy, approval: {by: [human]}}\n"),
+                applied_by="alice")
+    acme = store.company("acme")
+    with pytest.raises(ApprovalPending) as pending:
+        acme.record_tool_call("deploy", actor="merger", arguments={"env": "prod"})
+    acme.approve_request(pending.value.request_id, actor="alice")
+    acme.record_tool_call("deploy", actor="merger", arguments={"env": "prod"})
+    assert acme.get_request(pending.value.request_id).status == "used"
+    [call] = [e for e in acme.audit_log() if e.action == "tool.call"]
+    assert [entry[:2] for entry in call.state] == [["approval_requests", str(pending.value.request_id)]]
     assert problems(store) == []

@@ -506,6 +506,7 @@ class ApprovalVerbs(CompanyBase):
         for row in rows:
             if json.loads(row.payload) == arguments:
                 conn.execute(update(approval_requests).where(approval_requests.c.id == row.id), {"status": "used"})
+                audit.touch(head, "approval_requests", row.id)  # the tool.call event records it
                 return None
         evidence = {"requested_by": who.handle, "tool": tool, "arguments": arguments, "rationale": rationale}
         request_id, created = self._open_request_txn(conn, head, who, edge, kind="tool", payload=arguments,

@@ -43,6 +43,8 @@ class ChainHead:
     dirty: bool = False
     pending: list[_Pending] = field(default_factory=list)
     """Events appended in this transaction and not yet written (see the module's docstring)."""
+    touched: list[tuple[str, str]] = field(default_factory=list)
+    """Rows written in this transaction that no event's subject names (see :func:`touch`)."""
 
 
 @dataclass
@@ -121,6 +123,13 @@ def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action
     return seq
 
 
+def touch(head: ChainHead, table: str, key: object) -> None:
+    """Record that this transaction wrote row ``key`` of ``table`` (one of
+    :data:`~roster.kernel.audit.STATE_TABLES`) though no event's subject names it (a tool call using up
+    its approval): the transaction's last event records the row's hash."""
+    head.touched.append((table, str(key)))
+
+
 _STATE_KEYS: dict[str, tuple[Table, str]] = {
     "tasks": (tasks, "id"), "principals": (principals, "handle"), "api_tokens": (api_tokens, "id"),
     "approval_requests": (approval_requests, "id"),
@@ -181,6 +190,9 @@ def _flush(conn: Connection, head: ChainHead) -> None:
     for index, event in enumerate(pending):
         for ref in event.refs:
             wanted[ref] = index  # a row named twice is hashed on its last event
+    for ref in head.touched:
+        wanted[ref] = len(pending) - 1
+    head.touched = []
     states = _state_of(conn, head.company, wanted, len(pending)) if wanted else [None] * len(pending)
     prev, rows = head.audit_head, []
     for event, state in zip(pending, states, strict=True):
