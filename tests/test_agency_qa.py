@@ -212,3 +212,55 @@ def test_qa_writes_no_bytecode_or_pytest_cache_into_the_worktrees_it_tests(tmp_p
     path, _ = worktree(repo, 1)
     assert git(path, "status", "--porcelain", "--untracked-files=all") == ""  # the builder's `add -A` adds nothing
     assert os.listdir(tmp_path / "ws" / ".roster" / "qa-cache")
+
+
+def helper_wheel(folder: Path) -> Path:
+    """A wheel of a one-module distribution ``helperdep`` (``four()`` returns 4), built by hand: a
+    dependency the project declares and this environment lacks, installable without a network."""
+    import zipfile
+
+    wheel = folder / "helperdep-1.0-py3-none-any.whl"
+    files = {"helperdep.py": "def four():\n    return 4\n",
+             "helperdep-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: helperdep\nVersion: 1.0\n",
+             "helperdep-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                              "Tag: py3-none-any\n"}
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+        archive.writestr("helperdep-1.0.dist-info/RECORD", "".join(f"{n},,\n" for n in files)
+                         + "helperdep-1.0.dist-info/RECORD,,\n")
+    return wheel
+
+
+def package_needing(requirement: str) -> dict[str, str]:
+    """:data:`PACKAGE` whose tests import ``helperdep``, declared as its ``test`` extra."""
+    return {**PACKAGE,
+            "pyproject.toml": PACKAGE["pyproject.toml"] + f'\n[project.optional-dependencies]\ntest = ["{requirement}"]\n',
+            "tests/test_core.py": "import helperdep\nfrom pkg.core import double\n\n\ndef test_double():\n"
+                                  "    assert double(2) == helperdep.four()\n"}
+
+
+def test_the_projects_declared_test_dependencies_are_installed_once_and_the_tests_really_run(tmp_path):
+    wheel = helper_wheel(tmp_path)
+    repo = make_repo(tmp_path / "ws", package_needing(f"helperdep @ {wheel.as_uri()}"))
+    honest = qa(built(repo, 1, {"src/pkg/core.py": FIXED}), repo)
+    assert honest["transition"] == "verify", honest
+    assert "1 test(s) on the branch" in check(honest)["detail"]
+    assert "declared dependenc(ies) installed in" in check(honest)["detail"]
+    sabotaged = qa(built(repo, 2, {"src/pkg/core.py": FIXED.replace("2 * x", "2 * x + 1")}), repo)
+    assert not check(sabotaged)["passed"]
+    assert check(sabotaged)["detail"].startswith("newly failing: tests/test_core.py::test_double")
+    assert "(reused)" in check(sabotaged)["detail"]  # built once per workspace
+    envs = [p for p in (tmp_path / "ws" / ".roster" / "qa-env").iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert len(envs) == 1 and (envs[0] / "helperdep.py").is_file()
+
+
+def test_dependencies_that_cannot_be_installed_are_named_and_nothing_tested_fails_the_check(tmp_path):
+    missing = (tmp_path / "nowhere" / "helperdep-1.0-py3-none-any.whl").as_uri()
+    repo = make_repo(tmp_path / "ws", package_needing(f"helperdep @ {missing}"))
+    result = qa(built(repo, 1, {"src/pkg/core.py": FIXED}), repo)
+    assert result["transition"] == "rework"
+    detail = check(result)["detail"]
+    assert detail.startswith("nothing was tested on roster/task-1: none of its 1 test module(s) could be collected "
+                             "(tests/test_core.py)")
+    assert "could not be installed with" in detail and "the tests ran without them" in detail

@@ -26,7 +26,12 @@ How the tests run (``docs/agency.md``, "How QA tests"):
 - **The project's oldest supported Python** (the floor :func:`~roster.agency.lint.project_rules` finds) runs the tests when it is installed
   with pytest (``uv python find`` without downloads, then ``pythonX.Y`` on ``PATH``); otherwise the
   check's detail says the floor was not tested.
-- **Base results are cached** per (base commit, test command, interpreter) in
+- **The project's own dependencies** (``[project].dependencies``, its test extras and groups, its test
+  requirements files) are installed once per workspace into a folder of their own, on the import path
+  after the tree (:mod:`roster.agency.testdeps`); when they cannot be installed, the detail says so.
+- **Something must be tested**: a branch run where no test module could be collected fails the check,
+  even when the base was no better.
+- **Base results are cached** per (base commit, test command, interpreter, dependencies) in
   ``<workspace>/.roster/qa-cache/<key>.json``, written atomically under a lock: concurrent QA runs on one
   base run its tests once.
 """
@@ -52,6 +57,7 @@ from typing import Any
 
 from roster.agency.lint import findings, git, project_rules, run_tool, task_rules
 from roster.agency.safety import behaviour_changes_in_diff
+from roster.agency.testdeps import dependency_dir
 from roster.agency.worktrees import base_tree, worktree
 
 TEST_TIMEOUT = 1800
@@ -132,23 +138,24 @@ def _top_level_names(roots: list[Path]) -> list[str]:
     return sorted(names - {"setup", "conftest", "noxfile", "tasks"})
 
 
-def _env(tree: Path) -> dict[str, str]:
-    """The test environment: the tree's import roots first on ``PYTHONPATH``; no bytecode written into
-    the (shared, committed-from) worktrees."""
-    paths = [str(p) for p in import_roots(tree)]
+def _env(tree: Path, deps: Path | None = None) -> dict[str, str]:
+    """The test environment: the tree's import roots first on ``PYTHONPATH``, then ``deps`` (the project's
+    own dependencies, :mod:`roster.agency.testdeps`); no bytecode written into the (shared,
+    committed-from) worktrees."""
+    paths = [str(p) for p in import_roots(tree)] + ([str(deps)] if deps else [])
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def probe(python: str, tree: Path | None = None) -> dict[str, Any] | None:
+def probe(python: str, tree: Path | None = None, deps: Path | None = None) -> dict[str, Any] | None:
     """What ``python`` reports (see :data:`PROBE`): ``{"version": "X.Y", "executable", "pytest": bool,
     "origins": {name: path}}`` for the top-level modules of ``tree`` under the test environment; ``None``
     when the interpreter does not run."""
     names = _top_level_names(import_roots(tree)) if tree else []
     try:
         done = run_tool("python", [python, "-c", PROBE, *names], cwd=tree, timeout=60,
-                        env=_env(tree) if tree else None)
+                        env=_env(tree, deps) if tree else None)
         return json.loads(done.stdout) if done.returncode == 0 else None
     except (OSError, subprocess.TimeoutExpired, ValueError):
         return None
@@ -184,17 +191,18 @@ def _is_pytest(argv: list[str]) -> bool:
         argv[i] == "-m" and argv[i + 1] == "pytest" for i in range(len(argv) - 1))
 
 
-def run_tests(tree: Path, argv: list[str], python: str | None) -> SuiteRun:
+def run_tests(tree: Path, argv: list[str], python: str | None, deps: Path | None = None) -> SuiteRun:
     """Run the test command ``argv`` in ``tree`` against the tree's own code, and read its result.
 
     ``python``: the interpreter the command runs on (probed first: where the tree's modules import from,
-    and its version), ``None`` for a command that is not a Python one. A pytest command gets
+    and its version), ``None`` for a command that is not a Python one; ``deps``: the folder of the
+    project's own dependencies, on the import path after the tree. A pytest command gets
     ``--junitxml`` (xunit1) and ``--continue-on-collection-errors``; its result is read from that report.
     Any other command is judged by its exit code alone. Never raises for a failed run: a run that cannot
     be trusted comes back with ``broken`` saying why and how to fix it."""
     result = SuiteRun()
     if python:
-        found = probe(python, tree)
+        found = probe(python, tree, deps)
         if found is None:
             return SuiteRun(broken=f"the test interpreter {python} did not run: check that it exists and works")
         result.python = found["version"]
@@ -213,7 +221,7 @@ def run_tests(tree: Path, argv: list[str], python: str | None) -> SuiteRun:
     extra = ([f"--junitxml={report}", "-o", "junit_family=xunit1", "--continue-on-collection-errors"]
              + ([] if "no:cacheprovider" in argv else ["-p", "no:cacheprovider"])) if pytest else []
     try:
-        done = run_tool("pytest", [*argv, *extra], cwd=tree, timeout=TEST_TIMEOUT, env=_env(tree))
+        done = run_tool("pytest", [*argv, *extra], cwd=tree, timeout=TEST_TIMEOUT, env=_env(tree, deps))
         parsed = _junit_results(report) if pytest else None
     except subprocess.TimeoutExpired:
         result.broken = f"the tests did not finish within {TEST_TIMEOUT}s and were stopped"
@@ -314,14 +322,16 @@ def _command(tree: Path, tests: str | None) -> tuple[list[str], str | None, str]
 # --- the base cache ----------------------------------------------------------------------------------
 
 
-def _cache_key(commit: str, argv: list[str], python: str | None) -> str:
-    """The cache key of a base result: the base commit, the test command, and the interpreter (its path and
-    the file it resolves to, so a replaced interpreter is a new key)."""
+def _cache_key(commit: str, argv: list[str], python: str | None, deps: Path | None = None) -> str:
+    """The cache key of a base result: the base commit, the test command, the interpreter (its path and
+    the file it resolves to, so a replaced interpreter is a new key), and the dependencies' folder."""
     interpreter = [python, os.path.realpath(python)] if python else None
-    return hashlib.sha256(json.dumps([CACHE_VERSION, commit, argv, interpreter]).encode()).hexdigest()[:32]
+    return hashlib.sha256(json.dumps([CACHE_VERSION, commit, argv, interpreter, str(deps) if deps else None])
+                          .encode()).hexdigest()[:32]
 
 
-def base_results(repo: Path, base: Path, argv: list[str], python: str | None) -> tuple[SuiteRun, bool]:
+def base_results(repo: Path, base: Path, argv: list[str], python: str | None,
+                 deps: Path | None = None) -> tuple[SuiteRun, bool]:
     """The base tree's test results and whether they came from the cache
     (``<workspace>/.roster/qa-cache/<key>.json``, see :func:`_cache_key`). The first QA run on a base runs
     its tests under the key's lock file, so concurrent runs wait for it and read its result; results are
@@ -330,7 +340,7 @@ def base_results(repo: Path, base: Path, argv: list[str], python: str | None) ->
     commit = git(base, "rev-parse", "HEAD").stdout.strip()
     cache = repo.parent / ".roster" / "qa-cache"
     cache.mkdir(parents=True, exist_ok=True)
-    key = _cache_key(commit, argv, python)
+    key = _cache_key(commit, argv, python, deps)
     entry = cache / f"{key}.json"
     with (cache / f"{key}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -339,7 +349,7 @@ def base_results(repo: Path, base: Path, argv: list[str], python: str | None) ->
                 return SuiteRun.from_json(json.loads(entry.read_text())["result"]), True
             except (OSError, ValueError, KeyError, TypeError):
                 pass  # no entry yet, or an unreadable one: run the tests
-            result = run_tests(base, argv, python)
+            result = run_tests(base, argv, python, deps)
             if result.broken is None or "did not finish" not in result.broken:
                 fd, temp = tempfile.mkstemp(dir=cache, prefix=f".{key}.", suffix=".tmp")
                 with os.fdopen(fd, "w") as out:
@@ -409,11 +419,13 @@ def tests_pass(review: Review) -> dict[str, Any]:
     if planned is None:
         return {"name": "tests_pass", "passed": True, "detail": "no tests in the repository"}
     argv, python, note = planned
-    now = run_tests(review.path, argv, python)
+    deps, installed = dependency_dir(review.repo.parent / ".roster", python, review.path) if python else (None, "")
+    note = f"{note}; {installed}" if installed else note
+    now = run_tests(review.path, argv, python, deps)
     if now.broken:
         return {"name": "tests_pass", "passed": False,
                 "detail": f"the tests could not be judged on {review.branch}: {now.broken}; {note}"}
-    baseline, cached = base_results(review.repo, review.base, argv, python)
+    baseline, cached = base_results(review.repo, review.base, argv, python, deps)
     new_failures = sorted(now.failing - baseline.failing)
     vanished = sorted(baseline.ran - now.ran) if len(now.ran) < len(baseline.ran) else []
     where = "cached base result" if cached else "base run now"
@@ -423,6 +435,10 @@ def tests_pass(review: Review) -> dict[str, Any]:
             f"{len(vanished)} test(s) that ran on the base no longer run: {', '.join(vanished[:10])}"
             if vanished else "") if part)
         return {"name": "tests_pass", "passed": False, "detail": f"{detail} ({where}); {note}"}
+    if now.ran and not any("::" in name for name in now.ran - {"pytest::internal"}):  # only modules: none collected
+        return {"name": "tests_pass", "passed": False,
+                "detail": (f"nothing was tested on {review.branch}: none of its {len(now.ran)} test module(s) could be "
+                           f"collected ({', '.join(sorted(now.ran)[:5])}), on the base neither; {note}")}
     base_state = (f"the base's run was not usable either ({baseline.broken})" if baseline.broken else
                   f"{len(baseline.failing)} failed there already")
     return {"name": "tests_pass", "passed": True,
