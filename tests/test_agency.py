@@ -45,13 +45,14 @@ def committed_repo(repo: Path, files: dict[str, str] | None = None) -> Path:
     return repo
 
 
-def open_lane(tmp_path: Path, files: dict[str, str] | None = None):
-    """The lane's workspace at ``tmp_path/ws`` (its spec applied, ``repo`` holding ``files``, default
-    :data:`FILES`): ``(company, dispatcher, repo)``."""
+def open_lane(tmp_path: Path, files: dict[str, str] | None = None, spec: str | None = None):
+    """The lane's workspace at ``tmp_path/ws`` (``spec``, default the lane's own, applied; ``repo`` holding
+    ``files``, default :data:`FILES`): ``(company, dispatcher, repo)``."""
     ws = tmp_path / "ws"
     repo = committed_repo(ws / "repo", files)
-    spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
-    spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
+    if spec is None:
+        spec = (Path(roster.agency.__file__).parent / "roster.yaml").read_text()
+        spec = spec.replace("__PYTHON__", sys.executable).replace("__OPERATOR__", "op")
     (ws / "roster.yaml").write_text(spec)
     (ws / ".roster").mkdir()
     store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}", artifact_root=ws / ".roster" / "artifacts")

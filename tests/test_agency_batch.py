@@ -40,8 +40,8 @@ def test_batch_merge_lands_every_fix_with_one_approval_and_one_merge_commit(cli,
     shown = js(cli("--spec", spec, "task", "show", str(requests[0]["task_id"]), "--json"))
     review = shown["task"]
     assert review["workflow"] == "review" and review["state"] == "merged"
-    assert merges_on_main(ws / "repo") == [f"Merge review {review['id']}: 3 lint fix(es) (roster tasks "
-                                           f"{', '.join(map(str, review['fields']['tasks']))})"]
+    tasks = ", ".join(map(str, review["fields"]["tasks"]))
+    assert merges_on_main(ws / "repo") == [f"Merge review {review['id']}: 3 lint fix(es) (roster tasks {tasks})"]
     for name in ("a.py", "c.py", "d.py"):  # each fix is on main
         assert "import os" not in (ws / "repo" / name).read_text() and "   \n" not in (ws / "repo" / name).read_text()
     # Each fix went verified -> batched -> merged, the landing taken by the merger through its own run token.
@@ -89,15 +89,7 @@ def test_continuing_a_workspace_made_without_batch_merge_with_it_is_refused(cli,
 
 def batch_lane(tmp_path: Path):
     """The lane's workspace in batch mode, driven by a dispatcher: ``(company, dispatcher, repo)``."""
-    ws = tmp_path / "ws"
-    repo = committed_repo(ws / "repo", BATCH_FILES)
-    spec = demo.spec_text("op", batch_merge=True)
-    (ws / "roster.yaml").write_text(spec)
-    (ws / ".roster").mkdir()
-    store = Store.open(f"sqlite:///{ws / '.roster' / 'roster.db'}", artifact_root=ws / ".roster" / "artifacts")
-    store.apply(parse_spec(spec), applied_by="op")
-    company = store.company("agency")
-    return company, Dispatcher(company, workdir=ws), repo
+    return open_lane(tmp_path, BATCH_FILES, demo.spec_text("op", batch_merge=True))
 
 
 def idle(dispatcher: Dispatcher, cycles: int = 30) -> None:
