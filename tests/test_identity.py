@@ -66,7 +66,7 @@ def test_add_principal_refuses_invalid_handles(company, handle):
     with pytest.raises(UsageError, match="invalid handle"):
         company.add_principal(handle, kind="human", actor="alice")
     assert handle not in {p.handle for p in company.list_principals()}
-    assert company.audit_log(action="principal.add.rejected")[-1].data["error"]["error"] == "usage"
+    assert company.audit_log(action="principal.add.rejected")[-1].data["error"]["error"] == "invalid-value"
 
 
 @pytest.mark.parametrize("handle", ["planner", "alice"])
