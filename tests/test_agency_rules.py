@@ -185,6 +185,32 @@ def test_a_behaviour_changing_fix_goes_to_the_agent_cli_with_the_reason(tmp_path
     assert "as ruff's fix changed behaviour" in result["rationale"]
 
 
+SLOPPY_AGENT = """
+import pathlib
+source = pathlib.Path("shell.py")
+source.write_text(source.read_text().replace("    import readline\\n", "    pass\\n"))
+pathlib.Path("notes.txt").write_text("I also wrote this")
+"""
+
+
+def test_an_agent_clis_edit_that_changes_behaviour_is_not_committed_and_goes_to_a_person(tmp_path):
+    repo = repository(tmp_path / "ws" / "repo", {"shell.py": GUARDED})
+    agent = tmp_path / "agent.py"
+    agent.write_text(SLOPPY_AGENT)
+    [task] = scout({}, repo)["tasks"]
+    result = builder(brief_for(task), repo, agent=f"{sys.executable} {agent}")
+    assert result["failure"]["category"] == "judgment", result
+    reason = result["failure"]["reason"]
+    assert "edit for F401 changes more than the rule intends, so it was not committed" in reason
+    assert "shell.py: " in reason and "`import readline`" in reason
+    assert "notes.txt: the fix creates the file" in reason
+    tree = repo.parent / ".roster" / "worktrees" / "task-1"
+    assert (tree / "shell.py").read_text() == GUARDED and not (tree / "notes.txt").exists()  # reset
+    assert git(tree, "rev-parse", "HEAD") == git(repo, "rev-parse", "HEAD")  # nothing committed
+    kept = repo.parent / ".roster" / "prompts" / "task-1.rejected.patch"
+    assert "+    pass" in kept.read_text() and "I also wrote this" in kept.read_text()
+
+
 # --- behaviour_changes, unit by unit ------------------------------------------------------------------
 
 

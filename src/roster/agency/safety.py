@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from roster.agency.lint import IMPORT_SORTING
+from roster.agency.lint import IMPORT_SORTING, git
 
 FORMATTING_ONLY = frozenset({"W191", "W291", "W292", "W293", "W391"} |
                             {f"E{n}" for n in (*range(101, 132), *range(201, 276), *range(301, 307))})
@@ -70,11 +70,32 @@ def behaviour_changes_in_diff(base_dir: Path, branch_dir: Path, files: list[str]
     checkouts: ``base_dir`` (where the branch started) and ``branch_dir`` (the branch). Each reason starts
     with its file. A file created or deleted, or a changed file that is not Python (``.py``/``.pyi``), is a
     reason too: a lint fix edits Python files in place. Empty when every change is the rule's intent."""
+    return _file_changes(((name, _read(base_dir / name), _read(branch_dir / name)) for name in files), rule,
+                         branch_dir)
+
+
+def behaviour_changes_in_worktree(tree: Path, rule: str) -> list[str]:
+    """:func:`behaviour_changes_in_diff` for what is not committed yet in the git worktree ``tree``
+    (tracked changes and new files) against its ``HEAD``: e.g. an agent CLI's edit, before it is
+    committed. Stages every change (``git add -A``), as the commit that follows would."""
+    git(tree, "add", "-A")
+    files = git(tree, "diff", "--cached", "--name-only", "HEAD").stdout.splitlines()
+
+    def at_head(name: str) -> str | None:
+        shown = git(tree, "show", f"HEAD:{name}", check=False)
+        return shown.stdout if shown.returncode == 0 else None
+
+    return _file_changes(((name, at_head(name), _read(tree / name)) for name in files), rule, tree)
+
+
+def _read(path: Path) -> str | None:
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
+def _file_changes(changed: Iterable[tuple[str, str | None, str | None]], rule: str, root: Path) -> list[str]:
+    """The reasons for ``(name, before, after)`` texts (``None``: no such file) of a fix for ``rule``."""
     reasons = []
-    for name in files:
-        old, new = base_dir / name, branch_dir / name
-        before = old.read_text(encoding="utf-8", errors="replace") if old.is_file() else None
-        after = new.read_text(encoding="utf-8", errors="replace") if new.is_file() else None
+    for name, before, after in changed:
         if before == after:
             continue
         if before is None or after is None:
@@ -83,12 +104,8 @@ def behaviour_changes_in_diff(base_dir: Path, branch_dir: Path, files: list[str]
         elif not name.endswith((".py", ".pyi")):
             reasons.append(f"{name}: not a Python file, and a {rule} fix changes only Python files")
         else:
-            reasons += [f"{name}: {reason}" for reason in behaviour_changes(before, after, rule, path=name,
-                                                                            root=branch_dir)]
+            reasons += [f"{name}: {reason}" for reason in behaviour_changes(before, after, rule, path=name, root=root)]
     return reasons
-
-
-# --- import guards -------------------------------------------------------------------------------------
 
 
 def _guard(node: ast.AST) -> str | None:

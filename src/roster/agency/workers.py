@@ -45,7 +45,7 @@ from roster.agency.lint import findings, git, group, project_rules, rule_finding
 from roster.agency.merger import MAX_CONFLICTS, merger
 from roster.agency.qa import qa
 from roster.agency.review import REVIEW_WORKFLOW, batch, review
-from roster.agency.safety import behaviour_changes
+from roster.agency.safety import behaviour_changes, behaviour_changes_in_worktree
 from roster.agency.worktrees import fresh_worktree, worktree
 from roster.errors import RosterError
 from roster.runtime.processes import run_in_session
@@ -140,6 +140,10 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
             return failure
         after = findings(path, select=task_rules(rule), paths=[filename])
         by = f"ruff --fix, then {agent}"
+    if by != "ruff --fix":  # an agent CLI edited the worktree: judged as ruff's fix is, before it is committed
+        judged = _agent_edit_judged(path, rule, task["id"], agent)
+        if judged is not None:
+            return judged
     if before and len(after) == len(before):
         if changes:
             return {"failure": {"category": "judgment",
@@ -158,6 +162,24 @@ def builder(brief: dict[str, Any], repo: Path, agent: str | None = None) -> dict
             "artifacts": [{"kind": "patch", "name": "fix.patch", "content": patch,
                            "reason": f"{by} for {rule} in {filename}"}],
             "rationale": f"fixed {len(before) - len(after)} of {len(before)} {rule} finding(s) on {branch} ({by})"}
+
+
+def _agent_edit_judged(path: Path, rule: str, task_id: int, agent: str | None) -> dict[str, Any] | None:
+    """``None`` when the agent CLI's uncommitted edit in the worktree ``path`` changes nothing beyond the
+    rule's intent (:func:`~roster.agency.safety.behaviour_changes_in_worktree`); otherwise a judgment
+    failure giving the reasons, with the edit kept as a patch beside the prompts for the person who looks
+    and the worktree reset to its commit (QA would only send it back, round after round)."""
+    reasons = behaviour_changes_in_worktree(path, rule)
+    if not reasons:
+        return None
+    kept = path.parent.parent / "prompts" / f"task-{task_id}.rejected.patch"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(git(path, "diff", "--cached", "HEAD").stdout, encoding="utf-8")
+    git(path, "reset", "-q", "--hard", "HEAD")
+    git(path, "clean", "-q", "-fd")
+    return {"failure": {"category": "judgment", "reason": (
+        f"{agent}'s edit for {rule} changes more than the rule intends, so it was not committed: "
+        f"{'; '.join(reasons)}. A person must judge it: the edit is kept in {kept}")}}
 
 
 def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
