@@ -261,3 +261,18 @@ def test_a_store_with_the_shared_fts5_index_is_upgraded_to_one_index_per_company
         assert [e.id for e in upgraded.company("globex").recall("initech", actor="planner")] == [theirs.id]
     finally:
         upgraded.close()
+
+
+def test_two_processes_stores_share_a_companys_index_made_by_either(db_url):
+    """Two stores on one database (as two processes have): the index one creates is the other's too."""
+    first, second = Store.open(db_url, clock=StepClock()), Store.open(db_url, clock=StepClock())
+    try:
+        first.apply(parse_spec(FIX_LINT), applied_by="alice")
+        assert second.company("acme").recall("parser", actor="planner") == []  # nothing saved: no index yet
+        one = first.company("acme").remember("the parser chokes on tabs", actor="planner")
+        two_ = second.company("acme").remember("the parser is slow", actor="planner")
+        for store in (first, second):
+            assert {e.id for e in store.company("acme").recall("parser", actor="planner")} == {one.id, two_.id}
+    finally:
+        first.close()
+        second.close()
