@@ -211,3 +211,18 @@ def test_a_tool_call_that_uses_up_its_approval_records_the_request(store):
     [call] = [e for e in acme.audit_log() if e.action == "tool.call"]
     assert [entry[:2] for entry in call.state] == [["approval_requests", str(pending.value.request_id)]]
     assert problems(store) == []
+
+
+def test_a_crashed_run_whose_token_is_revoked_leaves_the_state_matching(store, company):
+    """Ending a dead dispatcher's run revokes the run's token in the ``run.crash`` transaction."""
+    from roster.store.fleet import run_token_name
+
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E501"})
+    company.register_dispatcher("deadbeef", host="elsewhere", pid=1, agents=None, max_runs=4, lease_seconds=0.5)
+    company.claim_run(company.get_task(task.id), agent="planner", run_id="r-dead", trigger="task arrival", ttl=60,
+                      dispatcher_id="deadbeef")
+    issued = company.issue_token("planner", actor=None, name=run_token_name("r-dead"))
+    [crashed] = company.end_crashed_runs(max_attempts=3, me=None, host="here", alive=lambda pid: True)
+    assert crashed.run_id == "r-dead"
+    assert next(t for t in company.list_tokens() if t.id == issued.record.id).revoked_at is not None
+    assert problems(store) == []

@@ -339,6 +339,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                                               api_tokens.c.principal == run.agent,
                                               api_tokens.c.name == run_token_name(run.id),
                                               api_tokens.c.revoked_at.is_(None)), {"revoked_at": stamp})
+        audit.touch(head, "principals", run.agent)  # the run's token revoked: run.crash records it
         if run.task_id is None:
             return CrashedRun(run.id, run.agent, None, reason)
         task = _SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
