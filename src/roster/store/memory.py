@@ -252,10 +252,10 @@ class MemoryVerbs(CompanyBase):
         """Make sure the company's FTS5 index exists (SQLite; PostgreSQL needs none), creating it in a
         transaction of its own, filled from the company's entries, before the first entry is written. It
         is marked ready only once committed, so a write that rolls back never leaves a stale mark."""
-        if self._memory_index_ready:
+        if self._memory_index_ready or self.store.engine.dialect.name != "sqlite":
             return
         with self.store.write() as conn:
-            if conn.dialect.name == "sqlite" and not _fts_exists(conn, self.company):
+            if not _fts_exists(conn, self.company):
                 create_fts_txn(conn, self.company)
         self._memory_index_ready = True
 
