@@ -180,13 +180,21 @@ def test_roster_audit_verify_state_exits_9_naming_the_edited_task_and_the_insert
     assert "api_tokens cafe00000001: no audit event records this row" in said
 
 
-def test_events_before_state_hashes_are_skipped_not_reported(store, company):
-    """A chain written before migration 0014 has no state: its rows cannot be checked, and are not named."""
+def test_rows_of_events_before_state_hashes_are_skipped_but_an_inserted_token_is_still_named(store, company):
+    """A chain written before migration 0014 has no state: its rows cannot be checked, and are not named;
+    a token no event issued still is."""
     company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E501"})
+    company.issue_token("planner", actor="alice")
     with store.engine.begin() as conn:
         conn.execute(text("UPDATE audit_events SET state = NULL"))
     checked, found = verify_state(store, "acme")
-    assert found == [] and checked > 0
+    assert found == [] and checked == 1 + 6 + 1
+    with store.engine.begin() as conn:
+        conn.execute(insert(api_tokens), {
+            "company_id": "acme", "id": "deadbeef0002", "principal": "planner", "secret_sha256": "0" * 64,
+            "name": "x", "created_by": "alice", "created_at": "2026-01-01T00:00:00.000000Z",
+            "expires_at": "2027-01-01T00:00:00.000000Z"})
+    assert [p.key for p in verify_state(store, "acme")[1]] == ["deadbeef0002"]
 
 
 def test_a_token_used_later_still_matches(store, company):

@@ -21,11 +21,11 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, insert, select
 
 from roster.errors import NotFound, RosterError, UsageError
 from roster.kernel import checkpoints as kc
-from roster.kernel.audit import STATE_TABLES, AuditEvent, first_break, row_hash
+from roster.kernel.audit import ALL, STATE_TABLES, AuditEvent, first_break, named_rows, row_hash
 from roster.store import audit
 from roster.store.schema import (
     api_tokens,
@@ -205,7 +205,7 @@ def verify_state(store: Store, company: str) -> tuple[int, list[StateProblem]]:
     """Compare every row of the covered tables (:data:`~roster.kernel.audit.STATE_TABLES`) with the hash
     the latest event naming it recorded. Returns ``(rows checked, problems)``: a row whose hash differs
     (edited outside roster), a row no event names (inserted outside roster), a row an event recorded
-    that is gone (deleted). Rows whose last event predates state hashes (no ``state``) are skipped."""
+    that is gone (deleted). A row named only by events from before state hashes (no ``state``) is skipped."""
     latest: dict[tuple[str, str], tuple[int, str | None]] = {}
     with store.read() as conn:
         query = (select(audit_events.c.seq, audit_events.c.state)
@@ -219,8 +219,7 @@ def verify_state(store: Store, company: str) -> tuple[int, list[StateProblem]]:
             for entry in entries if isinstance(entries, list) else []:
                 if isinstance(entry, list) and len(entry) == 3:
                     latest[(str(entry[0]), str(entry[1]))] = (seq, entry[2])
-        legacy = conn.scalar(select(func.count()).select_from(audit_events).where(
-            audit_events.c.company_id == company, audit_events.c.state.is_(None))) or 0
+        legacy = _legacy_refs(conn, company)
         problems: list[StateProblem] = []
         checked = 0
         seen: set[tuple[str, str]] = set()
@@ -233,8 +232,8 @@ def verify_state(store: Store, company: str) -> tuple[int, list[StateProblem]]:
                 seen.add(ref)
                 recorded = latest.get(ref)
                 if recorded is None:
-                    if legacy and name != "api_tokens":
-                        continue  # may have been written before state hashes; nothing to compare with
+                    if ref in legacy or (name == "principals" and (name, ALL) in legacy):
+                        continue  # produced by an event from before state hashes: nothing to compare with
                     problems.append(StateProblem(name, ref[1], "no audit event records this row (it was "
                                                  "inserted outside roster)"))
                     continue
@@ -251,6 +250,24 @@ def verify_state(store: Store, company: str) -> tuple[int, list[StateProblem]]:
             problems.append(StateProblem(name, key, f"event {seq} recorded this row but it is gone (deleted "
                                          "outside roster)"))
     return checked, problems
+
+
+def _legacy_refs(conn: Connection, company: str) -> set[tuple[str, str]]:
+    """The rows named by events written before state hashes (``state`` NULL; migration 0014): their own
+    refs, and for a token the event that issued it (``data.token_id``), not every token of its principal."""
+    refs: set[tuple[str, str]] = set()
+    query = (select(audit_events.c.action, audit_events.c.subject, audit_events.c.data)
+             .where(audit_events.c.company_id == company, audit_events.c.state.is_(None))
+             .execution_options(yield_per=1000))
+    for action, subject, raw in conn.execute(query):
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        refs.update(named_rows(action, subject, data))
+        if isinstance(data, dict) and isinstance(data.get("token_id"), str):
+            refs.add(("api_tokens", data["token_id"]))
+    return refs
 
 
 def _changed(conn: Connection, company: str, seq: int, values: dict[str, Any]) -> str:
