@@ -1,14 +1,16 @@
-"""Shared fixtures: a real SQLite file per test, the example spec, and a CLI runner."""
+"""Shared fixtures: a database per test on each backend (a real SQLite file, then a fresh schema on the real
+PostgreSQL server), the example spec, and a CLI runner."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import secrets
 import signal
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -121,9 +123,16 @@ def keep_signals():
 PG_DSN = "host=127.0.0.1 port=5432 user=root dbname=test"
 """The PostgreSQL server of this machine kind (trust auth, database ``test``)."""
 
+BACKENDS = ("sqlite", "postgresql")
+"""The backends every store and runtime test runs on (the ``db_backend`` parameter)."""
+
+IN_CI = bool(os.environ.get("CI"))
+"""Set in CI (``.ci/run`` exports ``CI=1``): a test that needs PostgreSQL fails when no server answers,
+instead of being skipped, so a suite that silently ran on SQLite only cannot pass."""
+
 
 def pg_reachable() -> bool:
-    """Whether the PostgreSQL server at :data:`PG_DSN` answers (tests on it skip otherwise)."""
+    """Whether the PostgreSQL server at :data:`PG_DSN` answers."""
     try:
         import psycopg
 
@@ -133,6 +142,18 @@ def pg_reachable() -> bool:
     return True
 
 
+def need_pg() -> None:
+    """Call at the start of a test (or fixture) that needs the PostgreSQL server: when none answers, the
+    test fails in CI (:data:`IN_CI`) and is skipped elsewhere (a laptop without a server)."""
+    if pg_reachable():
+        return
+    message = ("no PostgreSQL server at 127.0.0.1:5432 (database test); start it with "
+               "'pg_ctlcluster --skip-systemctl-redirect 15 main start' (.ci/run does)")
+    if IN_CI:
+        pytest.fail(message + " - in CI the PostgreSQL tests may not be skipped", pytrace=False)
+    pytest.skip(message)
+
+
 @contextmanager
 def pg_schema(prefix: str = "roster_test"):
     """A fresh schema on the PostgreSQL server, dropped afterwards: yields ``(schema, url)`` where ``url``
@@ -140,7 +161,7 @@ def pg_schema(prefix: str = "roster_test"):
     (``application_name``, so a test can find and kill exactly its own connections)."""
     import psycopg
 
-    schema = f"{prefix}_{secrets.token_hex(4)}"
+    schema = f"{prefix}_{secrets.token_hex(4)}"[:63]
     with psycopg.connect(PG_DSN, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
@@ -151,17 +172,53 @@ def pg_schema(prefix: str = "roster_test"):
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path: Path):
-    """A database URL on each backend in turn: a SQLite file, or a fresh schema on the real PostgreSQL
-    server (the PostgreSQL case is skipped when no server answers)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'store.db'}"
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema(f"roster_{request.node.module.__name__.removeprefix('test_')}") as (_schema, url):
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only(reason): run this store test on SQLite only (it reads or "
+                                       "edits the database file itself); the reason says why")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that (through any fixture) asks for ``db_backend`` runs once per backend in
+    :data:`BACKENDS`; on SQLite only when it is marked ``sqlite_only`` or names ``db_path`` among its own
+    arguments (it reads or edits the SQLite file itself, as the audit tamper tests do with ``sqlite3``)."""
+    if "db_backend" in metafunc.fixturenames:
+        only = (metafunc.definition.get_closest_marker("sqlite_only") is not None
+                or "db_path" in inspect.signature(metafunc.function).parameters)
+        metafunc.parametrize("db_backend", ["sqlite"] if only else list(BACKENDS), indirect=True)
+
+
+@pytest.fixture
+def db_backend(request) -> str:
+    """``sqlite`` or ``postgresql``: the backend of this run of the test (see :func:`pytest_generate_tests`)."""
+    return request.param
+
+
+@pytest.fixture
+def databases(db_backend: str, request, tmp_path: Path):
+    """``databases(name)``: the URL of the database called ``name`` on this test's backend, the same URL
+    for the same name: a SQLite file ``tmp_path/NAME.db``, or a fresh schema on the real PostgreSQL
+    server (dropped after the test). The one place where store and runtime tests get a database."""
+    made: dict[str, str] = {}
+    with ExitStack() as stack:
+        def url(name: str) -> str:
+            if name not in made:
+                if db_backend == "sqlite":
+                    made[name] = f"sqlite:///{tmp_path / f'{name}.db'}"
+                else:
+                    need_pg()
+                    module = request.node.module.__name__.removeprefix("test_")
+                    _schema, made[name] = stack.enter_context(pg_schema(f"roster_{module}"))
+            return made[name]
+
+        url.backend = db_backend
         yield url
+
+
+@pytest.fixture
+def db_url(databases) -> str:
+    """A database URL on each backend in turn: a SQLite file, or a fresh schema on the real PostgreSQL
+    server."""
+    return databases("store")
 
 
 class Recorder:
@@ -188,14 +245,14 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def opened(tmp_path, clock):
-    """``opened(spec_text)`` opens (a new :class:`Store` on) the SQLite file ``tmp_path/acme.db`` with the
-    manual clock, applies the spec if one is given, and returns the ``acme`` company. Calling it again
-    opens the same file again: a restart."""
+def opened(databases, tmp_path, clock):
+    """``opened(spec_text)`` opens (a new :class:`Store` on) the database ``acme`` (on each backend) with
+    the manual clock, applies the spec if one is given, and returns the ``acme`` company. Calling it again
+    opens the same database again: a restart."""
     stores: list[Store] = []
 
     def open_company(text: str | None = None) -> CompanyStore:
-        store = Store.open(f"sqlite:///{tmp_path / 'acme.db'}", clock=clock, artifact_root=tmp_path / "art")
+        store = Store.open(databases("acme"), clock=clock, artifact_root=tmp_path / "art")
         stores.append(store)
         if text is not None:
             store.apply(parse_spec(text), applied_by="alice")
@@ -207,10 +264,10 @@ def opened(tmp_path, clock):
 
 
 @pytest.fixture
-def still(tmp_path, clock):
-    """A company (FIX_LINT) in a store whose clock stands still: backoffs and leases only pass when the
-    test advances the clock."""
-    opened = Store.open(f"sqlite:///{tmp_path / 'still.db'}", clock=clock, artifact_root=tmp_path / "still-art")
+def still(databases, tmp_path, clock):
+    """A company (FIX_LINT) in a store (on each backend) whose clock stands still: backoffs and leases
+    only pass when the test advances the clock."""
+    opened = Store.open(databases("still"), clock=clock, artifact_root=tmp_path / "still-art")
     opened.apply(parse_spec(FIX_LINT), applied_by="alice")
     yield opened.company("acme")
     opened.close()
@@ -223,12 +280,16 @@ def spec() -> CompanySpec:
 
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
+    """The SQLite file of :func:`store`. A test that names ``db_path`` among its arguments runs on SQLite
+    only (see :func:`pytest_generate_tests`)."""
     return tmp_path / "roster.db"
 
 
 @pytest.fixture
-def store(db_path: Path, tmp_path: Path) -> Store:
-    opened = Store.open(f"sqlite:///{db_path}", clock=StepClock(), artifact_root=tmp_path / "artifacts")
+def store(databases, tmp_path: Path) -> Store:
+    """A store on each backend (``databases("roster")``: the file :func:`db_path` on SQLite) with a
+    clock that steps one second per reading."""
+    opened = Store.open(databases("roster"), clock=StepClock(), artifact_root=tmp_path / "artifacts")
     yield opened
     opened.close()
 

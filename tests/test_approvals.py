@@ -9,7 +9,7 @@ import json
 from datetime import datetime, timedelta
 
 import pytest
-from conftest import FIX_LINT, GOOD_SPEC, StepClock, pg_reachable, pg_schema
+from conftest import FIX_LINT, GOOD_SPEC, StepClock
 
 from roster.errors import (
     ApprovalPending,
@@ -88,23 +88,12 @@ def clock() -> StepClock:
     return StepClock()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, db_path, tmp_path, clock):
-    """A store whose clock the test holds (``clock.now += ...`` moves time): on a real SQLite file, or in a
-    fresh schema on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        opened = Store.open(f"sqlite:///{db_path}", clock=clock, artifact_root=tmp_path / "artifacts")
-        yield opened
-        opened.close()
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_approvals") as (_schema, url):
-        opened = Store.open(url, clock=clock, artifact_root=tmp_path / "artifacts")
-        try:
-            yield opened
-        finally:
-            opened.close()
+@pytest.fixture
+def store(db_url, tmp_path, clock):
+    """A store whose clock the test holds (``clock.now += ...`` moves time), on each backend."""
+    opened = Store.open(db_url, clock=clock, artifact_root=tmp_path / "artifacts")
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

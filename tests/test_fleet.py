@@ -10,7 +10,7 @@ import time
 from collections import Counter
 
 import pytest
-from conftest import GOOD_SPEC, pg_reachable, pg_schema, wait_for
+from conftest import GOOD_SPEC, need_pg, pg_schema, wait_for
 
 from roster.runtime.dispatcher import Dispatcher, LeastLoaded
 from roster.runtime.runners import RunResult
@@ -39,24 +39,13 @@ humans:
 PLAN = {"transition": "plan", "writes": {"spec": GOOD_SPEC}}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def pool_store(request, tmp_path):
-    """A store with the POOL spec applied: a SQLite file, or a fresh schema on the real PostgreSQL."""
-    if request.param == "sqlite":
-        store = Store.open(f"sqlite:///{tmp_path / 'pool.db'}", artifact_root=tmp_path / "art")
-        store.apply(parse_spec(POOL), applied_by="alice")
-        yield store
-        store.close()
-        return
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
-    with pg_schema("roster_fleet") as (_schema, url):
-        store = Store.open(url, artifact_root=tmp_path / "art")
-        store.apply(parse_spec(POOL), applied_by="alice")
-        try:
-            yield store
-        finally:
-            store.close()
+@pytest.fixture
+def pool_store(databases, tmp_path):
+    """A store with the POOL spec applied, on each backend."""
+    store = Store.open(databases("pool"), artifact_root=tmp_path / "art")
+    store.apply(parse_spec(POOL), applied_by="alice")
+    yield store
+    store.close()
 
 
 class Timed:
@@ -348,8 +337,7 @@ def test_two_dispatchers_on_one_company_fire_a_schedule_once_and_take_turns_lead
 
 
 def test_on_postgresql_a_commit_in_another_process_wakes_the_dispatcher_by_notify(tmp_path):
-    if not pg_reachable():
-        pytest.skip("no PostgreSQL server at 127.0.0.1:5432 (database test)")
+    need_pg()
     with pg_schema("roster_notify") as (_schema, url):
         mine, theirs = Store.open(url), Store.open(url)  # two engines: nothing in-process connects them
         try:

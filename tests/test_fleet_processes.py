@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import GOOD_SPEC, alive, read_lines, wait_for
+from conftest import GOOD_SPEC, alive, need_pg, pg_reachable, read_lines, wait_for
 
 from roster.cli.context import operator_handle
 from roster.store import Store
@@ -68,18 +68,7 @@ WORKFLOW = """\
 """
 
 
-def _pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        psycopg.connect(PG_DSN, connect_timeout=3).close()
-    except Exception:  # noqa: BLE001
-        return False
-    return True
-
-
-needs_pg = pytest.mark.skipif(not _pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=needs_pg)]
+BACKENDS = ["sqlite", "postgresql"]
 
 
 def _pg(sql: str, *params: object) -> list[tuple]:
@@ -134,6 +123,7 @@ class Fleet:
         self.schema: str | None = None
         self.url: str | None = None
         if backend == "postgresql":
+            need_pg()
             self.schema = f"roster_fleetp_{secrets.token_hex(4)}"
             _pg(f"CREATE SCHEMA {self.schema}")
             self.url = f"{SERVER}?options=-csearch_path%3D{self.schema}"
@@ -468,8 +458,8 @@ def _after_outage(ws: Fleet, up: Up, ids: list[int], application: str) -> None:
     _no_runtime_errors(up)
 
 
-@needs_pg
 def test_roster_up_outlives_its_postgresql_connections_killed_mid_run(fleet):
+    need_pg()
     ws, up, application, ids = _outage_fleet(fleet)
     wait_for(lambda: len(ws.calls_of()) >= 4, 30, "four runs to be in flight")
     assert _terminate(application) >= 1  # the pool's connections, the lease renewals', the LISTEN one
@@ -510,8 +500,8 @@ def _other_clients(mine: set[str]) -> list[tuple]:
                "AND pid <> pg_backend_pid() AND NOT (application_name = ANY(%s))", list(mine))
 
 
-@needs_pg
 def test_roster_up_outlives_a_postgresql_server_restart_mid_run(fleet):
+    need_pg()
     restart = _cluster()
     if restart is None:
         pytest.skip("cannot restart the PostgreSQL server here (needs root and pg_ctlcluster)")
@@ -522,7 +512,7 @@ def test_roster_up_outlives_a_postgresql_server_restart_mid_run(fleet):
         pytest.skip(f"other clients use the PostgreSQL server (a restart would break them): {others}")
     done = subprocess.run(restart, check=False, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    wait_for(_pg_reachable, 30, "the server to be back")
+    wait_for(pg_reachable, 30, "the server to be back")
     assert up.proc.poll() is None, up.stderr()
     _after_outage(ws, up, ids, application)
     err = " ".join(up.stderr().split())

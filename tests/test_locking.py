@@ -147,6 +147,7 @@ def test_reads_work_while_another_process_holds_the_write_lock(company, new_task
         holder.release()
 
 
+@pytest.mark.sqlite_only  # SQLite's pragmas: PostgreSQL has none of them
 def test_store_connections_use_wal_normal_sync_and_foreign_keys(store):
     with store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -8,8 +8,7 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-from conftest import FIX_LINT, GOOD_SPEC, PG_DSN, pg_reachable, pg_schema, wait_for
+from conftest import FIX_LINT, GOOD_SPEC, PG_DSN, need_pg, pg_schema, wait_for
 from test_locking import lock_held
 
 from roster.errors import StoreBusy
@@ -133,8 +132,8 @@ def test_the_renewal_thread_survives_a_locked_store_and_renews_after(tmp_path):
     store.close()
 
 
-@pytest.mark.skipif(not pg_reachable(), reason="no PostgreSQL server at 127.0.0.1:5432 (database test)")
 def test_postgresql_connections_killed_under_runs_in_flight_do_not_lose_or_double_anything(tmp_path):
+    need_pg()
     import psycopg
 
     with pg_schema("roster_outage") as (schema, url):

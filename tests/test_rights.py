@@ -280,9 +280,9 @@ def test_pause_of_an_unknown_scope_is_not_found(tiers):
     assert tiers.paused() == []
 
 
-def test_pausing_an_agent_takes_effect_at_once_in_another_store_on_the_same_file(tiers, db_path, tmp_path):
+def test_pausing_an_agent_takes_effect_at_once_in_another_store_on_the_same_file(tiers, databases, tmp_path):
     task = _task(tiers)
-    other_store = Store.open(f"sqlite:///{db_path}", clock=StepClock(), artifact_root=tmp_path / "artifacts")
+    other_store = Store.open(databases("roster"), clock=StepClock(), artifact_root=tmp_path / "artifacts")
     try:
         other = other_store.company("acme")
         assert other.get_task(task.id, actor="mutator") == task  # warms the other process's cache
