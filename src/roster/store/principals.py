@@ -39,7 +39,7 @@ from roster.store.schema import api_tokens, paused_scopes, principals, tasks
 from roster.store.store import format_ts
 
 TOKEN_PREFIX = "rst"
-_TOKEN_ID = re.compile(r"[0-9a-f]{1,32}")
+_TOKEN_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _NO_SECRET = "0" * 64
 """Compared against when no token row was found, so an unknown company or token id costs the same
@@ -82,9 +82,9 @@ MAX_TOKEN_CHARS = 300
 
 def parse_token(token: str) -> tuple[str, str, str]:
     """``(company, token id, secret)`` of a token string. Raises :class:`Unauthenticated` if malformed:
-    not ``rst.<company>.<id>.<secret>``, a company that is not a handle, an id that is not 1-32 hex digits,
-    a secret that is not 1-128 URL-safe characters, or over :data:`MAX_TOKEN_CHARS` characters. Bounding
-    every part here keeps whatever a refusal records (its audit subject) short."""
+    not ``rst.<company>.<id>.<secret>``, a company that is not a handle, an id of other than 1-32 or a
+    secret of other than 1-128 URL-safe characters, or over :data:`MAX_TOKEN_CHARS` characters in all.
+    Bounding every part here keeps whatever a refusal records (its audit subject) short."""
     parts = token.strip().split(".") if len(token) <= MAX_TOKEN_CHARS else []
     if (len(parts) != 4 or parts[0] != TOKEN_PREFIX or not HANDLE.fullmatch(parts[1])
             or not _TOKEN_ID.fullmatch(parts[2]) or not _SECRET.fullmatch(parts[3])):
