@@ -202,12 +202,15 @@ class Fleet:
             done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
         return done
 
-    def up(self, *args: str, application: str = "roster-up", name: str | None = None) -> Up:
+    def up(self, *args: str, application: str = "roster-up", name: str | None = None,
+           env: dict[str, str] | None = None) -> Up:
+        """Start ``roster up --no-serve ARGS`` (``env``: more variables for it, such as ``ROSTER_FAULTS``)."""
         name = name or f"up{len(self.ups)}"
         out, err = self.root / f"{name}.out", self.root / f"{name}.err"
         with out.open("w") as stdout, err.open("w") as stderr:
             proc = subprocess.Popen([PY, "-m", "roster", "up", "--no-serve", *args], cwd=self.root,
-                                    env=self.env(application), stdout=stdout, stderr=stderr, start_new_session=True)
+                                    env=self.env(application, env), stdout=stdout, stderr=stderr,
+                                    start_new_session=True)
         up = Up(proc, out, err)
         self.ups.append(up)
         return up

@@ -40,7 +40,7 @@ from roster.errors import (
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import Brief, Runner, RunResult, Usage
-from roster.store import CompanyStore, Task
+from roster.store import CompanyStore, Task, faults
 from roster.store.fleet import ClaimedRun
 from roster.store.leases import Lease
 from roster.store.runs import Attempt, Candidate
@@ -171,6 +171,7 @@ class RunPipeline:
         with self.renew(state.agent, state.lease):
             try:
                 self.execute(state)
+                if faults.ARMED: faults.hit("run.mid_run")  # tests only (roster.store.faults)
                 self._patiently(lambda: self.apply(state), state.run_id)
             except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
                 if isinstance(exc, OUTAGES):

@@ -27,7 +27,7 @@ from roster.kernel.audit import GENESIS_HASH
 from roster.kernel.contracts import WorkflowMachine
 from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
-from roster.store import audit, text_guard
+from roster.store import audit, faults, text_guard
 from roster.store.blobs import BlobStore, FileBlobStore
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
 from roster.store.schema import artifacts, companies, principals, spec_revisions, tasks
@@ -179,6 +179,8 @@ class Store:
                 with conn.begin():
                     yield conn
                     audit.before_commit(conn)  # events appended without save_head: hash and write them
+                    if faults.ARMED: faults.hit("store.before_commit")  # tests only (store/faults.py)
+                if faults.ARMED: faults.hit("store.after_commit")  # committed, not yet acknowledged
                 woke = conn.info.pop("roster_work", set())
                 saved = conn.info.pop("roster_saved_heads", None)
             finally:
