@@ -5,11 +5,13 @@
 - a ``Content-Length`` over the limit is answered 413 at once, without reading a byte of the body;
 - a body sent without one (chunked) is read only up to the limit: the request is cut there and answered
   413 (if the app has not answered already);
-- a JSON body (any request but an artifact upload) is read whole up to ``max_body_bytes`` and scanned
-  (:func:`roster.kernel.values.scan_json`: brackets outside strings, ``\\u0000`` inside them) before the
-  app parses it: nesting over ``max_json_depth`` or a NUL escape is answered 422 (``invalid-value``);
-- an artifact upload (``application/octet-stream``) is streamed to its route under ``max_upload_bytes``;
-  the route then applies the company spec's own ``limits.artifact_bytes`` after authentication.
+- any other body (all but an artifact upload) is read whole up to ``max_body_bytes``; a JSON one (no
+  content type, ``application/json`` or ``+json``) is then scanned (:func:`roster.kernel.values.scan_json`:
+  brackets outside strings, ``\\u0000`` inside them) before the app parses it: nesting over
+  ``max_json_depth`` or a NUL escape is answered 422 (``invalid-value``);
+- an artifact upload (``PUT /api/v1/tasks/{id}/artifacts/{name}``) is streamed to its route under
+  ``max_upload_bytes``; the route then applies the company spec's own ``limits.artifact_bytes`` after
+  authentication.
 
 The settings come from the environment of ``roster serve`` / ``roster up`` (:meth:`HttpLimits.from_env`).
 """
@@ -17,6 +19,7 @@ The settings come from the environment of ``roster serve`` / ``roster up`` (:met
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -28,6 +31,8 @@ from roster.errors import InvalidValue, PayloadTooLarge, UsageError
 from roster.kernel.values import MAX_JSON_DEPTH, scan_json
 
 MIB = 1_048_576
+_UPLOAD_PATH = re.compile(r"/api/v1/tasks/[^/]+/artifacts/[^/]+")
+"""The one route whose body is raw content (``PUT``): an artifact upload, streamed, never scanned."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,9 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        upload = headers.get("content-type", "").split(";")[0].strip().lower() == "application/octet-stream"
+        upload = scope["method"] == "PUT" and _UPLOAD_PATH.fullmatch(scope["path"]) is not None
+        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        json_body = media in ("", "application/json") or media.endswith("+json")
         limit = self.limits.max_upload_bytes if upload else self.limits.max_body_bytes
         what = "an artifact upload" if upload else "a request body"
         declared = headers.get("content-length")
@@ -93,7 +100,7 @@ class BodyLimit:
                 await self._refuse(scope, receive, send, PayloadTooLarge(f"{what} (cut while read)", len(body),
                                                                          limit))
                 return
-        wrong = scan_json(bytes(body), self.limits.max_json_depth) if body else None
+        wrong = scan_json(bytes(body), self.limits.max_json_depth) if body and json_body else None
         if wrong:
             await self._refuse(scope, receive, send, InvalidValue("request body", wrong))
             return
