@@ -326,7 +326,7 @@ def test_failures_against_one_company_stop_flooding_its_chain_but_its_tokens_kee
 
 
 def test_a_huge_token_writes_no_long_subject_into_the_chain(acme):
-    store, company = acme
+    store, _company = acme
     before = count(store, audit_events, audit_events.c.company_id == "acme")
     with make_client(store) as api:
         for token in (f"rst.acme.{'a' * 60_000}.secret", f"rst.acme.abc.{'s' * 60_000}",
@@ -378,7 +378,7 @@ def test_an_unknown_company_and_a_wrong_token_do_the_same_work(acme, monkeypatch
 
 @pytest.mark.parametrize("name", ["..", ".", "a\\b", "a\x00b", "x" * 201, " lead", "tab\tname", "a/b"])
 def test_artifact_names_outside_the_rule_are_refused_in_process(acme, name):
-    store, company = acme
+    _store, company = acme
     task = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E501"})[0]
     with pytest.raises(InvalidValue, match="artifact name"):
         company.record_artifact(task.id, "patch", b"content", name=name, actor="builder")
@@ -386,7 +386,7 @@ def test_artifact_names_outside_the_rule_are_refused_in_process(acme, name):
 
 
 def test_artifact_names_over_rest(acme, rest):
-    store, company = acme
+    _store, company = acme
     api, auth = rest
     task = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E501"})[0]
     headers = {**auth("builder"), "Content-Type": "application/octet-stream"}

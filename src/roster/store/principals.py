@@ -31,8 +31,8 @@ from roster.errors import (
     Unauthenticated,
     UsageError,
 )
-from roster.kernel.rights import COMPANY_SCOPE, Decision, Resource
 from roster.kernel.names import HANDLE, check_handle
+from roster.kernel.rights import COMPANY_SCOPE, Decision, Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, Principal, principal_from_row
 from roster.store.schema import api_tokens, paused_scopes, principals, tasks
