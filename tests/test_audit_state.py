@@ -12,6 +12,8 @@ from datetime import timedelta
 import pytest
 import rfc8785
 from conftest import FIX_LINT, GOOD_SPEC, js, ok
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, text, update
 
 from roster.errors import ApprovalPending
@@ -234,3 +236,14 @@ def test_a_crashed_run_whose_token_is_revoked_leaves_the_state_matching(store, c
     assert crashed.run_id == "r-dead"
     assert next(t for t in company.list_tokens() if t.id == issued.record.id).revoked_at is not None
     assert problems(store) == []
+
+
+@given(st.dictionaries(st.text(alphabet=st.characters(max_codepoint=127), max_size=12),
+                       st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1),
+                                 st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)),
+                       max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_a_row_hash_is_sha256_of_the_rfc8785_json_of_the_row(row):
+    """The fast encoding of a row gives RFC 8785's bytes (control characters, quotes, non-ASCII, emoji)."""
+    expected = {k: int(v) if isinstance(v, bool) else v for k, v in row.items()}
+    assert row_hash("principals", row) == hashlib.sha256(rfc8785.dumps(expected)).hexdigest()

@@ -18,6 +18,7 @@ deleting, inserting or reordering any event breaks the chain at that event or th
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -67,11 +68,28 @@ ALL = "*"
 """The key of a :func:`named_rows` reference to every row of the table (``spec.apply``: principals)."""
 
 
+_SAFE_INT = 2**53 - 1
+
+
 def row_hash(table: str, row: dict[str, Any]) -> str:
     """SHA-256 hex of the RFC 8785 JSON of ``row`` (column name -> value as stored: str, int, bool or
-    None), without the :data:`UNHASHED_COLUMNS` of ``table``."""
+    None; a bool as 0 or 1, as SQLite's driver returns it), without the :data:`UNHASHED_COLUMNS` of ``table``.
+
+    A row of ASCII column names and only such values is encoded with :func:`json.dumps` (sorted keys, no
+    spaces, no ASCII escaping), which gives the same bytes as RFC 8785 for them (the same escapes, keys
+    sorted by code point equal to UTF-16 order for ASCII) at a fraction of the cost; anything else goes
+    through ``rfc8785``. Raises ``rfc8785.CanonicalizationError`` for a value JSON cannot carry."""
     skip = UNHASHED_COLUMNS.get(table, frozenset())
-    return hashlib.sha256(rfc8785.dumps({k: v for k, v in row.items() if k not in skip})).hexdigest()
+    kept = {k: int(v) if isinstance(v, bool) else v for k, v in row.items() if k not in skip}
+    if all(k.isascii() and (v is None or isinstance(v, str)
+                            or (type(v) is int and -_SAFE_INT <= v <= _SAFE_INT)) for k, v in kept.items()):
+        try:
+            encoded = json.dumps(kept, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:  # a lone surrogate: let rfc8785 refuse it
+            encoded = rfc8785.dumps(kept)
+    else:
+        encoded = rfc8785.dumps(kept)
+    return hashlib.sha256(encoded).hexdigest()
 
 
 def named_rows(action: str, subject: str, data: Any) -> list[tuple[str, str]]:
@@ -111,8 +129,8 @@ def first_break(events: Iterable[AuditEvent], *, head: tuple[int, str] | None = 
                 return expected_seq, f"event {expected_seq} is missing (next present is {event.seq})"
             return event.seq, f"sequence goes backwards or repeats (expected {expected_seq})"
         if event.prev_hash != prev:
-            return event.seq, "prev_hash does not match the previous event's hash (an event was changed, " \
-                              "removed or inserted before it)"
+            return event.seq, ("prev_hash does not match the previous event's hash (an event was changed, "
+                               "removed or inserted before it)")
         try:
             recomputed = event_hash(seq=event.seq, ts=event.ts, company=event.company, principal=event.principal,
                                     action=event.action, subject=event.subject, data=event.data,

@@ -136,17 +136,26 @@ _STATE_KEYS: dict[str, tuple[Table, str]] = {
 }
 
 
+_ROW_BY_KEY = {name: Prepared(select(model).where(model.c.company_id == bindparam("company"),
+                                                  model.c[key] == bindparam("key")))
+               for name, (model, key) in _STATE_KEYS.items()}
+
+
 def _rows(conn: Connection, company: str, table: str, keys: set[str]) -> dict[str, dict[str, Any]]:
     """The rows of ``table`` with these keys (all of them with :data:`ALL`), by key as a string."""
     model, key = _STATE_KEYS[table]
-    query = select(model).where(model.c.company_id == company)
-    if ALL not in keys:
-        column = model.c[key]
-        wanted = [int(k) for k in keys if k.isdigit()] if column.type.python_type is int else list(keys)
-        if not wanted:
-            return {}
-        query = query.where(column.in_(wanted))
-    return {str(row._mapping[key]): dict(row._mapping) for row in conn.execute(query)}
+    if ALL in keys:
+        query = select(model).where(model.c.company_id == company)
+        return {str(row._mapping[key]): dict(row._mapping) for row in conn.execute(query)}
+    numeric = model.c[key].type.python_type is int
+    found = {}
+    for wanted in keys:  # usually one: a prepared statement per key beats building an IN query
+        if numeric and not wanted.isdigit():
+            continue
+        row = _ROW_BY_KEY[table].first(conn, {"company": company, "key": int(wanted) if numeric else wanted})
+        if row is not None:
+            found[wanted] = row._asdict()
+    return found
 
 
 def _state_of(conn: Connection, company: str, wanted: dict[tuple[str, str], int],
