@@ -337,3 +337,22 @@ def test_cli_key_from_the_environment(cli, tmp_path, monkeypatch):
     result = cli("audit", "verify")  # the workspace's default key file trusts nothing: refused
     assert result.exit_code == 9 and "not a trusted key" in flat(result.stderr)
     assert os.environ.get("ROSTER_AUDIT_KEY") is None
+
+
+def test_cli_commands_sign_checkpoints_on_their_own_every_n_events(cli, tmp_path, monkeypatch):
+    witness = tmp_path / "auto-witness.jsonl"
+    monkeypatch.setenv("ROSTER_CHECKPOINT_EVENTS", "3")
+    monkeypatch.setenv("ROSTER_AUDIT_WITNESS", str(witness))
+    ok(cli("init"))
+    for n in range(3):
+        ok(cli("task", "create", "fix-lint", "--title", f"task {n}", "--set", "rule=E501"))
+    signed = read_witness(witness)
+    assert signed and all(b.seq - a.seq >= 3 for a, b in zip(signed, signed[1:], strict=False))
+    key = cli.workspace / ".roster" / "audit-key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    report = js(cli("audit", "verify", "--json"))
+    assert report["valid"] and [c["seq"] for c in report["checkpoints"] if c["source"] == "stored"] == [
+        c.seq for c in signed]
+    monkeypatch.setenv("ROSTER_CHECKPOINT_EVENTS", "many")
+    result = cli("task", "list")
+    assert result.exit_code == 2 and "ROSTER_CHECKPOINT_EVENTS must be a number" in " ".join(result.stderr.split())

@@ -96,6 +96,9 @@ class Workspace:
             path = (spec_path or self.spec_path).resolve()
             self._store = Store.open(self.db_url(path), artifact_root=path.parent / STATE_DIR / "artifacts",
                                      lock_timeout=self.settings.lock_timeout)
+            from roster.store.checkpoints import attach_default
+
+            attach_default(self._store, path.parent / STATE_DIR)  # signed audit checkpoints (docs/security.md)
         return self._store
 
     def close(self) -> None:

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -35,7 +36,7 @@ from roster.store.schema import (
     principals,
     tasks,
 )
-from roster.store.witness import Witness, witness_line
+from roster.store.witness import KeyRing, Witness, configured_witnesses, key_path, witness_line
 
 if TYPE_CHECKING:
     from roster.store.store import Store
@@ -365,3 +366,13 @@ def _parse(ts: str) -> datetime:
 def attach(store: Store, auto: AutoCheckpoints) -> None:
     """Run ``auto`` after each of ``store``'s commits that saved a chain head."""
     store.after_commit_hooks.append(auto)
+
+
+def attach_default(store: Store, state_dir: Path) -> AutoCheckpoints:
+    """Automatic checkpoints for a workspace's store: the key of :func:`~roster.store.witness.key_path`
+    (created on the first checkpoint), the witnesses of ``$ROSTER_AUDIT_WITNESS``, the intervals of
+    ``$ROSTER_CHECKPOINT_EVENTS`` and ``$ROSTER_CHECKPOINT_MINUTES``. Raises :class:`UsageError` for a
+    bad setting."""
+    auto = AutoCheckpoints.from_env(KeyRing(key_path(state_dir)).private_key, configured_witnesses())
+    attach(store, auto)
+    return auto
