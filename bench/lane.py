@@ -12,7 +12,7 @@ Every call of ruff, git and pytest, in every worker and measure process, appends
 file (``ROSTER_TOOL_TIMES``, see ``roster.agency.lint.run_tool``). Overhead = wall time - tool time: the
 dispatcher, the store and audit, and the worker processes' own start-up (a Python interpreter per run).
 
-Usage: python bench/lane.py [--files 1000] [--planted 40] [--only default|large]
+Usage: python bench/lane.py [--files 1000] [--planted 40] [--only default|large] [--batch-merge]
 """
 
 from __future__ import annotations
@@ -60,13 +60,13 @@ def generate(repo: Path, files: int, planted: int) -> None:
     git(repo, "commit", "-q", "-m", "A generated repository for bench/lane.py")
 
 
-def measure(name: str, prepare) -> dict:  # noqa: ANN001
+def measure(name: str, prepare, batch_merge: bool = False) -> dict:  # noqa: ANN001
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp)
         prepare(where / "repo")
         py_files = sum(1 for _ in (where / "repo").rglob("*.py"))
         before = len(findings(where / "repo"))
-        (where / "roster.yaml").write_text(spec_text("bench"), encoding="utf-8")
+        (where / "roster.yaml").write_text(spec_text("bench", batch_merge=batch_merge), encoding="utf-8")
         (where / ".roster").mkdir()
         times = where / "tool-times.txt"
         os.environ[TOOL_TIMES] = str(times)
@@ -86,7 +86,9 @@ def measure(name: str, prepare) -> dict:  # noqa: ANN001
         runs = company.list_runs(limit=1_000_000)
         result = {"repository": name, "py_files": py_files, "findings": f"{before} -> {len(findings(where / 'repo'))}",
                   "tasks": company.task_counts(), "runs": len(runs), "wall_s": wall, "tools": dict(tools),
-                  "calls": dict(calls), "in_runs_s": sum(r.wall_seconds or 0 for r in runs)}
+                  "calls": dict(calls), "in_runs_s": sum(r.wall_seconds or 0 for r in runs),
+                  "merges": len(git(where / "repo", "log", "--first-parent", "--merges", "--format=%h").stdout.split()),
+                  "approvals": len(company.list_requests())}
         assert company.verify_audit()[1] is None
         store.close()
         return result
@@ -96,7 +98,8 @@ def report(result: dict) -> None:
     tool_s = sum(result["tools"].values())
     overhead = result["wall_s"] - tool_s
     print(f"\n{result['repository']}: {result['py_files']} Python files, lint findings {result['findings']}, "
-          f"tasks {result['tasks']}, {result['runs']} runs")
+          f"tasks {result['tasks']}, {result['runs']} runs, {result['approvals']} approval(s), "
+          f"{result['merges']} merge commit(s) on main")
     print(f"  wall {result['wall_s']:.1f} s; in ruff/git/pytest {tool_s:.1f} s "
           + ", ".join(f"({t} {s:.1f} s in {result['calls'][t]} calls)" for t, s in sorted(result["tools"].items())))
     print(f"  Roster's overhead (wall - tools) {overhead:.1f} s = {100 * overhead / result['wall_s']:.0f}% of wall, "
@@ -109,12 +112,16 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--planted", type=int, default=40)
     parser.add_argument("--only", choices=["default", "large"])
+    parser.add_argument("--batch-merge", action="store_true",
+                        help="The lane as `roster demo --batch-merge`: one review branch, one approval.")
     args = parser.parse_args()
+    mode = " --batch-merge" if args.batch_merge else ""
     if args.only in (None, "default"):
-        report(measure("default (8 standard-library modules)", lambda repo: prepare_repository(None, repo)))
+        report(measure(f"default (8 standard-library modules){mode}", lambda repo: prepare_repository(None, repo),
+                       args.batch_merge))
     if args.only in (None, "large"):
-        report(measure(f"large (generated, {args.files} modules)",
-                       lambda repo: generate(repo, args.files, args.planted)))
+        report(measure(f"large (generated, {args.files} modules){mode}",
+                       lambda repo: generate(repo, args.files, args.planted), args.batch_merge))
 
 
 if __name__ == "__main__":
