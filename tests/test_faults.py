@@ -7,6 +7,8 @@ by the next process, once."""
 from __future__ import annotations
 
 import signal
+import threading
+import time
 from collections import Counter
 
 import pytest
@@ -144,3 +146,58 @@ def test_a_roster_up_killed_mid_run_has_the_run_counted_as_a_crash_and_the_next_
     assert status["leases"] == [] and status["fleet"]["in_flight"] == []
     verify = ws.cli("audit", "verify")
     assert verify.returncode == 0, verify.stderr
+
+
+# -- two processes sweeping the same crashed run at once -----------------------------------------------
+
+
+def test_two_sweeps_at_once_end_a_dead_dispatchers_run_once_and_count_one_attempt(db_url, tmp_path):
+    """Found by the chaos test on PostgreSQL: each sweep read the runs in flight before it locked the
+    company row, so a second sweep queued behind the first ended the same run again (two ``run.crash``
+    events, two attempts counted). Three stores on one database: one holds the company row's lock while
+    two sweeps queue behind it, then lets them go."""
+    from conftest import FIX_LINT
+
+    from roster.specfile import parse_spec
+    from roster.store import Store
+    from roster.store.audit import read_head
+
+    stores = [Store.open(db_url, artifact_root=tmp_path / "art") for _ in range(3)]
+    try:
+        stores[0].apply(parse_spec(FIX_LINT), applied_by="alice")
+        company = stores[0].company("acme")
+        task, _ = _create(company)
+        company.register_dispatcher("deadbeef", host="elsewhere", pid=1, agents=None, max_runs=4, lease_seconds=0.2)
+        seen = company.candidates_many(["planner"])["planner"][0]
+        company.claim_run(seen, agent="planner", run_id="r-dead", trigger="task arrival", ttl=60,
+                          dispatcher_id="deadbeef")
+        time.sleep(0.3)  # the dead dispatcher's heartbeat is now older than its lease
+        sweepers = [s.company("acme") for s in stores[1:]]
+        swept: list[list] = []
+        errors: list[BaseException] = []
+
+        def sweep(sweeper) -> None:  # noqa: ANN001
+            try:
+                swept.append(sweeper.end_crashed_runs(max_attempts=5, me=None, host="here", alive=lambda _pid: True))
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        with stores[0].write() as conn:
+            read_head(conn, "acme")  # the company row, locked (on SQLite: the write lock) until the block ends
+            threads = [threading.Thread(target=sweep, args=(s,)) for s in sweepers]
+            for thread in threads:
+                thread.start()
+            time.sleep(1.0)  # both sweeps have seen the run in flight and wait for the lock
+        for thread in threads:
+            thread.join(timeout=30)
+        assert errors == []
+        assert sorted(len(s) for s in swept) == [0, 1]  # one sweep ended it; the other found nothing left
+        assert len(company.audit_log(action="run.crash")) == 1
+        [attempt] = company.attempts_of(task.id)
+        assert attempt.failures == 1
+        [run] = company.list_runs(task_id=task.id)
+        assert (run.id, run.outcome) == ("r-dead", "crashed")
+        assert company.verify_audit()[1] is None
+    finally:
+        for store in stores:
+            store.close()

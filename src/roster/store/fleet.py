@@ -270,8 +270,10 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                     conn, self.store.clock(), me, host, alive):
                 return []
         with self.store.write() as conn:
-            running = list(conn.execute(in_flight))
+            # The company row's lock first, then the runs: a sweep queued behind another (PostgreSQL) must
+            # see the runs that one ended, or it ends them again (a second run.crash, a second attempt).
             head, _ = self._head_txn(conn)
+            running = list(conn.execute(in_flight))
             now = self.store.clock()
             stamp = format_ts(now)
             dead = self._dead_dispatchers_txn(conn, now, me, host, alive)
