@@ -179,8 +179,10 @@ def test_a_cycle_claims_on_one_connection_from_one_read_and_the_run_moves_in_a_w
     workers = [mode for thread, mode in begins if thread.startswith("roster-run")]
     # The agents, the spec, the kill switches and the work come from one read; the run's brief is read in
     # the claim's transaction, on the dispatcher's one connection. The run moves the task in a worker.
-    assert mine[0] == "DEFERRED" and mine[1] == "IMMEDIATE", begins
-    assert mine.count("DEFERRED") <= 3, begins  # + the message trigger's and the memory schedule's reads
+    # On a server the claim looks first in a read of its own (store/fleet.py: a lost race queues behind no lock).
+    look = ["DEFERRED"] if company.store.engine.dialect.name != "sqlite" else []
+    assert mine[:2 + len(look)] == ["DEFERRED", *look, "IMMEDIATE"], begins
+    assert mine.count("DEFERRED") <= 3 + len(look), begins  # + the message trigger's and the memory schedule's reads
     assert workers == ["IMMEDIATE"], begins  # the transition, the release and the run's end: one commit
     assert len([c for thread, c in checkouts if thread == me]) == 1
     # Outside a cycle, each transaction takes a connection from the pool and gives it back.
