@@ -46,7 +46,6 @@ from pydantic.fields import FieldInfo
 from roster.api import logs, verbs
 from roster.api.auth import SESSION_STATE_KEY, session_from_header
 from roster.errors import RosterError, UsageError
-from roster.kernel.rights import agent_grants
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import MAX_ID, ArtifactOut, CheckOut, MemoryOut, MessageOut, TaskOut
 from roster.store import Session, Store, audit
@@ -78,31 +77,17 @@ _CALLER: contextvars.ContextVar[Session | None] = contextvars.ContextVar("roster
 _TOOL: contextvars.ContextVar[str] = contextvars.ContextVar("roster_mcp_tool", default="")
 
 
+TOOL_SET_OF: dict[str, tuple[str, ...]] = {
+    "everyone": EVERYONE, "movers": MOVERS, "evidence": EVIDENCE, "gated": GATED, "creators": CREATORS,
+    "approvers": APPROVERS, "holders": HOLDERS}
+"""Each tool set Cedar's ``tool.see`` decides (:data:`roster.kernel.rights.TOOL_SETS`) and its tools."""
+
+
 def granted_tools(session: Session) -> set[str]:
-    """The MCP tools ``session``'s principal sees in ``tools/list`` (see :data:`TOOL_GRANTS`)."""
-    principal = session.principal
-    if principal.kind == "human":
-        return set(TOOL_GRANTS)
-    spec = session.company.spec()
-    tools = set(EVERYONE)
-    agent = spec.agents.get(principal.handle)
-    if agent is None or agent.tier == "read-only":
-        return tools
-    grants = agent_grants(spec, principal.handle)
-    if grants.transitions:
-        tools.update(MOVERS)
-    if grants.write and agent.tier in ("bounded-mutator", "high-impact-executor"):
-        tools.update(EVIDENCE)
-    if agent.tier == "high-impact-executor" and any(
-            spec.workflows[w].transitions[t].approval is not None
-            for w, _, t in (ref.partition(".") for ref in grants.transitions)
-            if w in spec.workflows and t in spec.workflows[w].transitions):
-        tools.update(GATED)
-    if grants.create:
-        tools.update(CREATORS)
-    if grants.approve:
-        tools.update(APPROVERS)
-    return tools
+    """The MCP tools ``session``'s principal sees in ``tools/list``: the tools of each set whose
+    ``tool.see`` the store's decision allows (the rule is Cedar's; :data:`TOOL_GRANTS` says it in words)."""
+    return {tool for name, tools in TOOL_SET_OF.items()
+            if session.explain("tool.see", f"toolset:{name}").allowed for tool in tools}
 
 
 def model_tool(model: type[BaseModel], *before: tuple[str, Any, FieldInfo],

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
-from roster.errors import Denied, NotFound
+from roster.errors import NotFound
 
 JSON = Annotated[bool, typer.Option("--json", help="Print the brief alone, as JSON.")]
 
@@ -28,10 +28,7 @@ def context(
     preview any agent's brief; an agent only its own. Nothing is recorded as seen."""
     session = workspace(ctx).session()
     task = session.get_task(task_id)  # the caller must be able to read the task
-    principal = session.principal
-    if principal.kind != "human" and principal.handle != agent:
-        raise Denied(principal.handle, "preview the brief of", f"agent '{agent}'",
-                     "an agent may preview only its own brief (its memory is private)")
+    session.authorize("brief.preview", f"principal:{agent}")  # humans any; an agent its own (brief:own)
     if agent not in session.company.spec().agents:
         raise NotFound(f"no agent '{agent}' in company '{session.company.company}'")
     from roster.runtime.context import ContextAssembler, Wakeup  # the runtime only here

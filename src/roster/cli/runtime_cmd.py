@@ -13,7 +13,7 @@ from rich.table import Table
 from roster.cli.context import Workspace, console, emit_json, err_console, reports_errors, workspace
 from roster.cli.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, HOST, PORT
 from roster.defaults import DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS
-from roster.errors import Denied, NotFound, UsageError
+from roster.errors import NotFound, UsageError
 
 if TYPE_CHECKING:  # the runtime loads only when a command runs (`roster --help` stays fast)
     from roster.runtime.dispatcher import Dispatcher, Outcome
@@ -143,10 +143,7 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
     from roster.runtime.dispatcher import Dispatcher  # noqa: PLC0415 - see the imports
     session = ws.session()
     company = session.company
-    decision = company.explain(session.principal.handle, "admin", "company")
-    if not decision.allowed:
-        raise Denied(session.principal.handle, "run the agents of", "this company", decision.explain(),
-                     decision.policies)
+    session.authorize("admin", "company")  # Denied (audited) unless the decision allows it
     only = None
     if agents is not None:
         only = [a.strip() for a in agents.split(",") if a.strip()]

@@ -12,23 +12,53 @@ The model (entity types live in the ``Roster`` namespace):
   ``Group::"agent"``, ``Group::"tier:<tier>"`` and ``Group::"role:<role>"``.
 - ``Scope::"*"`` (the company) > ``Scope::"<workspace>"`` > ``Scope::"<workspace>/<portfolio>"`` >
   ``Workflow::"<name>"``; ``Tool::"<name>"`` lives in ``Scope::"*"``. A task is judged as its workflow.
-- Actions: ``read``, ``create`` (a task), ``write`` (evidence on a task: artifacts, checks), ``assign``
-  (owner, priority: routing), ``transition`` (with context ``transition``, ``approval_gated``,
-  ``writes_fields``), ``approve`` (context ``transition``), ``call_tool``, ``admin`` (spec, principals,
-  tokens, kill switch).
+- ``Pad::"<pad>"`` (a memory pad: a principal's handle, with attribute ``owner``, or ``team:<ws>/<pf>``),
+  ``Kpi::"<name>"`` and ``ToolSet::"<set>"`` (a set of MCP tools, :data:`TOOL_SETS`); a principal is also
+  the resource of ``message`` and ``brief.preview``.
+- Actions (:data:`roster.defaults.ACTIONS`): ``read``, ``create`` (a task), ``write`` (evidence on a task:
+  artifacts, checks), ``assign`` (owner, priority: routing), ``transition`` (with context ``transition``,
+  ``approval_gated``, ``writes_fields``), ``approve`` (context ``transition``, ``own_request``),
+  ``call_tool``, ``admin`` (spec, principals, tokens, kill switch, running the agents), ``claim`` (a task's
+  lease; context as ``transition`` for one transition out of the task's state, plus ``named``: its ``by``
+  names the principal), ``hold`` (a human's lease to edit), ``memory.read``, ``memory.write`` (a pad;
+  context ``shared``: the pad's owner shared it with the principal), ``message`` (a principal),
+  ``kpi.record`` (a reading by hand), ``brief.preview`` (an agent's brief), ``tool.see`` (a tool set in
+  the MCP tool list).
+
+Every request carries every context key (:data:`CONTEXT`), defaulted; the store fills in the facts that
+live in tables (a pad's shares, a request's requester, whether a ``by`` list names the principal), so
+the rules themselves are all in the policy text.
 
 Policies generated, by ``@id``:
 
 - ``humans``: humans may do anything in their company (they still obey contracts' ``by`` lists).
-- ``agent:<h>:read:<scope>``, ``agent:<h>:write:<scope>``, ``agent:<h>:create:<scope>``,
-  ``agent:<h>:assign:<scope>``, ``agent:<h>:transition:<workflow>.<t>``, ``agent:<h>:approve:<workflow>.<t>``,
-  ``agent:<h>:tool:<tool>``: an agent's grants, from its ``rights`` (defaults below) and ``tools``.
-- ``tier:read-only``: read-only agents may not create, write, assign, transition, approve or admin.
-- ``tier:coordinator``: coordinators may not write evidence, nor take transitions that write fields.
-- ``tier:approval-gated``: only high-impact executors (and humans) may take approval-gated transitions.
+- ``agent:<h>:read:<scope>``, ``agent:<h>:write:<scope>`` (also ``hold``), ``agent:<h>:create:<scope>``,
+  ``agent:<h>:assign:<scope>``, ``agent:<h>:transition:<workflow>.<t>`` (also ``claim`` from ``t``'s
+  states), ``agent:<h>:approve:<workflow>.<t>``, ``agent:<h>:tool:<tool>``, ``agent:<h>:message:<name>``
+  (from ``rights.message``), ``agent:<h>:see:<set>``: an agent's grants, from its
+  ``rights`` (defaults below), ``tools`` and tier.
+- ``tier:read-only``: read-only agents may not create, write, assign, transition, claim, hold, approve or
+  admin.
+- ``tier:coordinator``: coordinators may not write evidence or hold, nor take (or claim by) transitions
+  that write fields.
+- ``tier:approval-gated``: only high-impact executors (and humans) may take (or claim by)
+  approval-gated transitions.
 - ``agents-never-admin``: no agent administers the company.
 - ``inactive-principal``: a paused or retired principal may do nothing.
 - ``kill-switch:<scope>``: agents may do nothing in a paused portfolio, or anywhere if ``*`` is paused.
+- ``claim:named``: an agent claims a task only by a transition whose ``by`` names it.
+- ``separation-of-duties``: nobody approves (or rejects) their own request.
+- ``memory:own-pad``: a principal reads and writes its own pad; ``memory:shared``: it reads a pad shared
+  with it; ``memory:team:<ws>/<pf>:read`` and ``:write``: the portfolio's ``team_memory`` lists.
+- ``message:default``: an agent whose ``rights.message`` is left out (it is in
+  ``Group::"message:default"``) may message humans.
+- ``kpi:measured-not-reported``: no agent records a KPI reading (the runtime measures, humans record).
+- ``brief:own``: an agent previews its own brief (humans any, by ``humans``).
+- ``tool.see:everyone``: everyone sees the ``everyone`` tool set; the other sets come with grants:
+  ``movers`` (a transition grant), ``evidence`` (a write grant, tier bounded-mutator or
+  high-impact-executor), ``gated`` (a granted approval-gated transition, tier high-impact-executor),
+  ``creators`` (a create grant), ``approvers`` (an approve grant); ``holders`` are humans'. A read-only
+  agent sees ``everyone`` only.
 
 Defaults when an agent's ``rights`` leave a grant out: ``transitions`` = every transition whose ``by``
 names the agent (by handle, role or ``agent``); ``read`` and ``write`` = the workflows of those
@@ -45,13 +75,24 @@ from functools import cached_property, lru_cache
 
 import cedarpy
 
-from roster.kernel.spec import ANY_AGENT, CompanySpec
+from roster.kernel.spec import ANY_AGENT, ANY_HUMAN, CompanySpec
 
 TIERS = ("read-only", "bounded-mutator", "high-impact-executor", "coordinator")
 COMPANY_SCOPE = "*"
+TEAM_PAD_PREFIX = "team:"
+"""A portfolio's team memory pad is ``team:<workspace>/<portfolio>``."""
+DEFAULT_MESSAGE_GRANT = ("human",)
+"""Whom an agent may message when its ``rights.message`` is left out (policy ``message:default``, for
+the agents in ``Group::"message:default"``)."""
+MESSAGE_DEFAULT_GROUP = "message:default"
 PRINCIPAL_CACHE = 4096
 """How many principals' compiled policy sets and entities (and sets of grant templates) a
 :class:`Rights` keeps, least recently used dropped first; a dropped one is rebuilt when next needed."""
+TOOL_SETS = ("everyone", "movers", "evidence", "gated", "creators", "approvers", "holders")
+"""The sets of MCP tools that ``tool.see`` decides (see the module docstring for who sees which)."""
+CONTEXT: dict[str, str | bool] = {"transition": "", "approval_gated": False, "writes_fields": False,
+                                  "named": False, "own_request": False, "shared": False}
+"""Every request's context keys and their defaults; :meth:`Rights.decide` takes the facts as keywords."""
 _SLOT = "?principal"
 _TEMPLATE = "template:"
 
@@ -85,14 +126,21 @@ class Decision:
 
 @dataclass(frozen=True)
 class Resource:
-    """What an action is on: ``kind`` is ``workflow``, ``tool`` or ``company``; ``name`` its name."""
+    """What an action is on: ``kind`` is one of :data:`RESOURCE_KINDS` (``workflow``, ``tool``,
+    ``company``, ``pad``, ``principal``, ``kpi``, ``toolset``); ``name`` its name (a pad: a handle or
+    ``team:<ws>/<pf>``)."""
 
     kind: str
     name: str
 
     def uid(self) -> dict[str, str]:
-        entity = {"workflow": "Workflow", "tool": "Tool", "company": "Scope"}[self.kind]
-        return {"type": f"Roster::{entity}", "id": COMPANY_SCOPE if self.kind == "company" else self.name}
+        return {"type": f"Roster::{RESOURCE_KINDS[self.kind]}",
+                "id": COMPANY_SCOPE if self.kind == "company" else self.name}
+
+
+RESOURCE_KINDS = {"workflow": "Workflow", "tool": "Tool", "company": "Scope", "pad": "Pad",
+                  "principal": "Principal", "kpi": "Kpi", "toolset": "ToolSet"}
+"""Resource kinds and their Cedar entity types."""
 
 
 @dataclass
@@ -127,7 +175,7 @@ class Rights:
         self.spec = spec
         self.principals = {p.handle: p for p in principals}
         self.paused_scopes = sorted(set(paused_scopes))
-        self._shared_text = _policy_text(shared_policies(self.paused_scopes))
+        self._shared_text = _policy_text(shared_policies(self.paused_scopes, spec))
         self._shared = cedarpy.PolicySet.from_str(self._shared_text)
         self._scope_entities = cedarpy.Entities.from_json_str(json.dumps(scope_entities(spec)))
         # Sized to the company: a cycle asks a few questions of every agent, and an LRU smaller than
@@ -179,8 +227,13 @@ class Rights:
         ids = {t["id_annotation"]: t["id"] for t in policies.templates()}
         return policies, [ids[f"{_TEMPLATE}{i}"] for i in range(len(grants))]
 
-    def _request(self, principal: str, action: str, resource: Resource, transition: str) -> dict:
-        context = {"transition": transition, "approval_gated": False, "writes_fields": False}
+    def _request(self, principal: str, action: str, resource: Resource, transition: str,
+                 facts: dict[str, bool] | None = None) -> dict:
+        facts = facts or {}
+        unknown = set(facts) - set(CONTEXT)
+        if unknown:
+            raise TypeError(f"unknown request facts {sorted(unknown)}; the context keys are {sorted(CONTEXT)}")
+        context = {**CONTEXT, **facts, "transition": transition}
         if resource.kind == "workflow" and transition:
             workflow = self.spec.workflows.get(resource.name)
             t = workflow.transitions.get(transition) if workflow else None
@@ -194,22 +247,69 @@ class Rights:
             "context": context,
         }
 
-    def _decide(self, principal: str, action: str, resource: Resource, transition: str = "") -> Decision:
-        """Decide one request. ``transition`` names the transition for ``transition``/``approve``."""
+    def _decide(self, principal: str, action: str, resource: Resource, transition: str = "",
+                **facts: bool) -> Decision:
+        """Decide one request (cached: it is a pure function of its arguments and this instance).
+        ``transition`` names the transition for ``transition``, ``claim`` and ``approve``; ``facts`` are
+        the boolean context keys of :data:`CONTEXT` (``named``, ``own_request``, ``shared``), default
+        false. Raises :class:`TypeError` for a fact not in :data:`CONTEXT`."""
         if principal not in self.principals:
             return Decision(False, (), (f"unknown principal '{principal}'",))
         policies, entities = self._compiled(principal)
-        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition),
+        extra = self._resource_entities(principal, resource)
+        if extra:
+            entities = entities.with_added_json_str(json.dumps(extra))
+        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition, facts),
                                                policies, entities))
 
+    def decide_claim(self, principal: str, workflow: str, state: str) -> Decision:
+        """Decide ``claim`` of a task of ``workflow`` in ``state``: one Cedar request per transition out
+        of ``state`` (context ``transition`` and ``named``: whether its ``by`` names the principal), allowed
+        by the first one allowed; a human's is one request with no transition. Denied: the forbid policies
+        of every request (empty: none permitted it). Cached as :meth:`decide` is."""
+        facts = self.principals.get(principal)
+        wf = self.spec.workflows.get(workflow)
+        target = Resource("workflow", workflow)
+        if facts is None or facts.kind != "agent" or wf is None:
+            return self.decide(principal, "claim", target)
+        forbids: set[str] = set()
+        errors: list[str] = []
+        for name, transition in wf.transitions.items():
+            if state in transition.from_:
+                named = principal in transition.by or ANY_AGENT in transition.by or bool(
+                    facts.roles & set(transition.by))
+                decision = self.decide(principal, "claim", target, name, named=named)
+                if decision.allowed:
+                    return decision
+                forbids.update(decision.policies)
+                errors.extend(decision.errors)
+        return Decision(False, tuple(sorted(forbids)), tuple(errors))
+
+    def _resource_entities(self, principal: str, resource: Resource) -> list[dict]:
+        """The entities a request on a pad or a principal needs beyond the principal's own: a principal's
+        pad with its ``owner``; another principal with its groups (those the asking principal's entities
+        do not already hold)."""
+        if resource.kind == "pad" and resource.name in self.principals:
+            return [{"uid": _uid("Pad", resource.name),
+                     "attrs": {"owner": {"__entity": _uid("Principal", resource.name)}}, "parents": []}]
+        if resource.kind == "principal" and resource.name in self.principals and resource.name != principal:
+            held = {g["uid"]["id"] for g in principal_entities(self.spec, self.principals[principal])[1:]}
+            return [e for e in principal_entities(self.spec, self.principals[resource.name])
+                    if e["uid"]["type"] != "Roster::Group" or e["uid"]["id"] not in held]
+        return []
+
     def _decide_by_whole_set(self, principal: str, action: str, resource: Resource,
-                             transition: str = "") -> Decision:
+                             transition: str = "", **facts: bool) -> Decision:
         """The same request decided against the whole policy set and entity graph, as before decisions
         were scoped to their principal: uncached and O(agents) each; for tests that the two agree."""
         if principal not in self.principals:
             return Decision(False, (), (f"unknown principal '{principal}'",))
-        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition),
-                                               *self._whole_set))
+        policies, entities = self._whole_set
+        extra = [e for e in self._resource_entities(principal, resource) if e["uid"]["type"] == "Roster::Pad"]
+        if extra:
+            entities = entities.with_added_json_str(json.dumps(extra))
+        return _decision(cedarpy.is_authorized(self._request(principal, action, resource, transition, facts),
+                                               policies, entities))
 
     @cached_property
     def _whole_set(self) -> tuple[cedarpy.PolicySet, cedarpy.Entities]:
@@ -266,9 +366,43 @@ def _policy_text(policies: list[str]) -> str:
     return "\n\n".join(policies) + "\n"
 
 
-def shared_policies(paused_scopes: Iterable[str] = ()) -> list[str]:
+def _names(entity: str, names: Iterable[str]) -> str:
+    """A Cedar condition: ``entity`` (``principal`` or ``resource``) is named by one of ``names``, as a
+    ``by`` list names an actor (:meth:`roster.kernel.contracts.Actor.matches`): its handle, one of its
+    roles, ``human`` or ``agent``; ``*`` names everyone."""
+    terms = []
+    for name in sorted(set(names)):
+        if name == "*":
+            return "true"
+        if name in (ANY_HUMAN, ANY_AGENT):
+            terms.append(f'{entity} in Roster::Group::"{name}"')
+        else:
+            terms.append(f'{entity} == Roster::Principal::"{name}" || {entity} in Roster::Group::"role:{name}"')
+    return " || ".join(terms) or "false"
+
+
+def team_memory_policies(spec: CompanySpec) -> list[str]:
+    """``memory:team:<ws>/<pf>:read`` and ``:write`` for each portfolio whose ``team_memory`` names
+    someone: its ``read`` list may read the pad ``team:<ws>/<pf>``, its ``write`` list read and write it."""
+    a = 'Roster::Action::'
+    lines = []
+    for ws_name, ws in sorted(spec.workspaces.items()):
+        for pf_name, pf in sorted(ws.portfolios.items()):
+            pad = f'Roster::Pad::"{TEAM_PAD_PREFIX}{ws_name}/{pf_name}"'
+            for key, actions in (("read", f'action == {a}"memory.read"'),
+                                 ("write", f'action in [{a}"memory.read", {a}"memory.write"]')):
+                names = getattr(pf.team_memory, key)
+                if names:
+                    lines.append(f'@id("memory:team:{ws_name}/{pf_name}:{key}")\npermit(principal, {actions}, '
+                                 f'resource == {pad}) when {{ {_names("principal", names)} }};')
+    return lines
+
+
+def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None = None) -> list[str]:
     """Every policy but the agents' grants: ``humans``, the forbids of the tiers, ``agents-never-admin``,
-    ``inactive-principal`` and a ``kill-switch:<scope>`` per paused scope. They apply to any principal."""
+    ``inactive-principal``, the rules of claims, approvals, pads, KPI readings, brief previews and tool
+    sets, the team pads' grants of ``spec`` and a ``kill-switch:<scope>`` per paused scope. They apply
+    to any principal."""
     a = 'Roster::Action::'
     lines = [
         '@id("humans")\npermit(principal in Roster::Group::"human", action, resource);',
@@ -276,14 +410,32 @@ def shared_policies(paused_scopes: Iterable[str] = ()) -> list[str]:
         '@id("agents-never-admin")\nforbid(principal in Roster::Group::"agent", action == Roster::Action::"admin", '
         'resource);',
         '@id("tier:read-only")\nforbid(principal in Roster::Group::"tier:read-only", action in '
-        f'[{a}"create", {a}"write", {a}"assign", {a}"transition", {a}"approve", {a}"admin"], resource);',
-        f'@id("tier:coordinator")\nforbid(principal in Roster::Group::"tier:coordinator", action == {a}"write", '
+        f'[{a}"create", {a}"write", {a}"assign", {a}"transition", {a}"claim", {a}"hold", {a}"approve", '
+        f'{a}"admin"], resource);',
+        f'@id("tier:coordinator")\nforbid(principal in Roster::Group::"tier:coordinator", action in [{a}"write", '
+        f'{a}"hold"], resource);',
+        f'@id("tier:coordinator:transitions")\nforbid(principal in Roster::Group::"tier:coordinator", action in '
+        f'[{a}"transition", {a}"claim"], resource) when {{ context.writes_fields }};',
+        f'@id("tier:approval-gated")\nforbid(principal in Roster::Group::"agent", action in [{a}"transition", '
+        f'{a}"claim"], resource) when {{ context.approval_gated }} unless {{ principal in '
+        'Roster::Group::"tier:high-impact-executor" };',
+        f'@id("claim:named")\nforbid(principal in Roster::Group::"agent", action == {a}"claim", resource) '
+        'unless { context.named };',
+        f'@id("separation-of-duties")\nforbid(principal, action == {a}"approve", resource) '
+        'when { context.own_request };',
+        f'@id("memory:own-pad")\npermit(principal, action in [{a}"memory.read", {a}"memory.write"], resource) '
+        'when { resource has owner && resource.owner == principal };',
+        f'@id("memory:shared")\npermit(principal, action == {a}"memory.read", resource) when {{ context.shared }};',
+        f'@id("kpi:measured-not-reported")\nforbid(principal in Roster::Group::"agent", action == {a}"kpi.record", '
         'resource);',
-        f'@id("tier:coordinator:transitions")\nforbid(principal in Roster::Group::"tier:coordinator", action == {a}"transition", '
-        'resource) when { context.writes_fields };',
-        f'@id("tier:approval-gated")\nforbid(principal in Roster::Group::"agent", action == {a}"transition", '
-        'resource) when { context.approval_gated } unless { principal in Roster::Group::"tier:high-impact-executor" };',
+        f'@id("brief:own")\npermit(principal, action == {a}"brief.preview", resource) when {{ resource == principal }};',
+        f'@id("message:default")\npermit(principal in Roster::Group::"{MESSAGE_DEFAULT_GROUP}", action == '
+        f'{a}"message", resource) when {{ {_names("resource", DEFAULT_MESSAGE_GRANT)} }};',
+        f'@id("tool.see:everyone")\npermit(principal, action == {a}"tool.see", resource == '
+        'Roster::ToolSet::"everyone");',
     ]
+    if spec is not None:
+        lines.extend(team_memory_policies(spec))
     for scope in sorted(set(paused_scopes)):
         lines.append(f'@id("kill-switch:{scope}")\nforbid(principal in Roster::Group::"agent", action, '
                      f'resource in {_scope_uid(scope)});')
@@ -296,20 +448,54 @@ def agent_grant_policies(spec: CompanySpec, handle: str, who: str) -> list[tuple
     a = 'Roster::Action::'
     grants = agent_grants(spec, handle)
     policies = []
+    also = {"write": f'[{a}"write", {a}"hold"]', "transition": f'[{a}"transition", {a}"claim"]'}
     for action in ("read", "write", "create", "assign"):
+        actions = f"action in {also[action]}" if action in also else f'action == {a}"{action}"'
         for scope in sorted(getattr(grants, action)):
-            policies.append((f"{action}:{scope}", f'permit(principal == {who}, action == {a}"{action}", '
+            policies.append((f"{action}:{scope}", f'permit(principal == {who}, {actions}, '
                                                   f'resource in {_scope_uid(scope)});'))
     for action, refs in (("transition", grants.transitions), ("approve", grants.approve)):
+        actions = f"action in {also[action]}" if action in also else f'action == {a}"{action}"'
         for ref in sorted(refs):
             workflow, _, transition = ref.partition(".")
-            policies.append((f"{action}:{ref}", f'permit(principal == {who}, action == {a}"{action}", '
+            policies.append((f"{action}:{ref}", f'permit(principal == {who}, {actions}, '
                                                 f'resource == Roster::Workflow::"{workflow}") '
                                                 f'when {{ context.transition == "{transition}" }};'))
-    for tool in sorted(spec.agents[handle].tools):
+    agent = spec.agents[handle]
+    for tool in sorted(agent.tools):
         policies.append((f"tool:{tool}", f'permit(principal == {who}, action == {a}"call_tool", '
                                          f'resource == Roster::Tool::"{tool}");'))
+    for name in sorted(set(agent.rights.message or [])):
+        policies.append((f"message:{name}", f'permit(principal == {who}, action == {a}"message", resource) '
+                                            f'when {{ {_names("resource", [name])} }};'))
+    for toolset in sorted(tool_sets(spec, handle, grants)):
+        policies.append((f"see:{toolset}", f'permit(principal == {who}, action == {a}"tool.see", '
+                                           f'resource == Roster::ToolSet::"{toolset}");'))
     return policies
+
+
+def tool_sets(spec: CompanySpec, handle: str, grants: _Grants | None = None) -> set[str]:
+    """The tool sets (:data:`TOOL_SETS`) beyond ``everyone`` that agent ``handle``'s grants and tier
+    bring (the ``agent:<h>:see:<set>`` grants; see the module docstring)."""
+    agent = spec.agents[handle]
+    if agent.tier == "read-only":
+        return set()
+    grants = grants or agent_grants(spec, handle)
+    sets = set()
+    if grants.transitions:
+        sets.add("movers")
+    if grants.write and agent.tier in ("bounded-mutator", "high-impact-executor"):
+        sets.add("evidence")
+    if agent.tier == "high-impact-executor" and any(
+            spec.workflows[w].transitions[t].approval is not None
+            for w, _, t in (ref.partition(".") for ref in grants.transitions)
+            if w in spec.workflows and t in spec.workflows[w].transitions):
+        sets.add("gated")
+    if grants.create:
+        sets.add("creators")
+    if grants.approve:
+        sets.add("approvers")
+    return sets
 
 
 def agent_policies(spec: CompanySpec, handle: str) -> list[str]:
@@ -353,6 +539,8 @@ def _principal_entity(spec: CompanySpec, facts: PrincipalFacts) -> tuple[dict, l
     tier = spec.agents[facts.handle].tier if facts.kind == "agent" and facts.handle in spec.agents else (
         "read-only" if facts.kind == "agent" else "human")
     member_of = [facts.kind, f"tier:{tier}", *(f"role:{r}" for r in sorted(facts.roles))]
+    if facts.kind == "agent" and (facts.handle not in spec.agents or spec.agents[facts.handle].rights.message is None):
+        member_of.append(MESSAGE_DEFAULT_GROUP)
     return ({"uid": _uid("Principal", facts.handle),
              "attrs": {"kind": facts.kind, "tier": tier, "status": facts.status},
              "parents": [_uid("Group", g) for g in member_of]}, member_of)

@@ -263,7 +263,7 @@ class ApprovalVerbs(CompanyBase):
             edge = self._edge(cache, request)
         except UsageError:
             return False
-        if who.handle == request.requested_by or not who.matches(edge.by):
+        if not who.matches(edge.by):
             return False
         try:
             self._authorize_decision(cache, who, request)
@@ -272,12 +272,16 @@ class ApprovalVerbs(CompanyBase):
         return True
 
     def _authorize_decision(self, cache: CompanyCache, who: Actor, request: ApprovalRequest) -> None:
+        """Raise :class:`Denied` unless ``approve`` is allowed (``read`` first, on a transition's
+        workflow); nobody decides their own request (``separation-of-duties``, context ``own_request``)."""
+        own = who.handle == request.requested_by
+        why = "nobody approves their own request (separation of duties)" if own else ""
         if request.kind == "transition":
             self._may_read(cache, who, request.workflow or "")
             self._authorize(cache, who, "approve", Resource("workflow", request.workflow or ""),
-                            request.transition or "")
+                            request.transition or "", why=why, own_request=own)
         else:
-            self._authorize(cache, who, "approve", Resource("tool", request.tool or ""))
+            self._authorize(cache, who, "approve", Resource("tool", request.tool or ""), why=why, own_request=own)
 
     def _request_txn(self, conn: Connection, request_id: int) -> ApprovalRequest:
         row = conn.execute(select(approval_requests).where(approval_requests.c.company_id == self.company,
@@ -379,9 +383,6 @@ class ApprovalVerbs(CompanyBase):
                                     f"tool:{request.tool}", clause="approval.by",
                                     detail=f"'{who.handle}' may not decide it; approvers: {', '.join(edge.by)}",
                                     task_id=request.task_id)
-        if who.handle == request.requested_by:
-            raise Denied(who.handle, "approve", f"its own request {request_id}",
-                         "nobody approves their own request (separation of duties)", ("separation-of-duties",))
         self._authorize_decision(cache, who, request)
         if request.kind == "transition":  # a request no write reached since it was made (older rows)
             assert request.task_id is not None and request.task_version is not None

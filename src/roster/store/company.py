@@ -56,7 +56,7 @@ class Session:
         "share_memory", "consolidate_memory", "export_memory", "import_memory", "send_message", "message_inbox",
         "thread", "mark_read", "delegate", "delegate_filed", "adopt", "children", "hold", "release_hold",
         "edit_fields", "handoff",
-        "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries",
+        "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:

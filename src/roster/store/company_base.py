@@ -14,12 +14,13 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
-from roster.errors import Denied, NotFound, RosterError
+from roster.defaults import ACTIONS
+from roster.errors import Denied, NotFound, RosterError, UsageError
 from roster.kernel.contracts import Actor, WorkflowMachine
-from roster.kernel.rights import Decision, PrincipalFacts, Resource, Rights
+from roster.kernel.rights import TEAM_PAD_PREFIX, Decision, PrincipalFacts, Resource, Rights
 from roster.kernel.spec import CompanySpec
 from roster.store import audit
-from roster.store.schema import paused_scopes, principals
+from roster.store.schema import approval_requests, memory_shares, paused_scopes, principals, tasks
 from roster.store.store import Store, load_spec_txn
 
 
@@ -145,15 +146,64 @@ class CompanyBase:
             raise Denied(handle, "act", "", f"the principal is {principal.status}", ("inactive-principal",))
         return cache.actors[handle]
 
-    def _authorize(self, cache: CompanyCache, who: Actor, action: str, resource: Resource,
-                   transition: str = "") -> Decision:
-        """Ask Cedar; raise :class:`Denied` (naming the deciding policies) unless allowed."""
+    def _decide(self, cache: CompanyCache, handle: str, action: str, resource: Resource, transition: str = "",
+                *, state: str | None = None, **facts: bool) -> Decision:
+        """THE authorization decision: every store verb's check, :meth:`authorize` and :meth:`decide`
+        (``rights explain``, the interfaces) come here, and it asks Cedar (:class:`Rights`) and nothing
+        else. ``action`` is one of :data:`roster.defaults.ACTIONS`; ``transition`` the transition of
+        ``transition``, ``approve`` and ``claim``; ``facts`` the request's context facts looked up in tables
+        (``shared``, ``own_request``, ``named``). ``claim`` with a task's ``state`` (no ``transition``) is
+        decided over the transitions out of that state (:meth:`Rights.decide_claim`)."""
         assert cache.rights is not None
-        decision = cache.rights.decide(who.handle, action, resource, transition)
+        if action == "claim" and state is not None and not transition:
+            return cache.rights.decide_claim(handle, resource.name, state)
+        return cache.rights.decide(handle, action, resource, transition, **facts)
+
+    def _authorize(self, cache: CompanyCache, who: Actor, action: str, resource: Resource,
+                   transition: str = "", *, why: str = "", state: str | None = None, **facts: bool) -> Decision:
+        """:meth:`_decide`, raising :class:`Denied` (naming the deciding policies, then ``why``: what the
+        rule means in the field's words) unless allowed."""
+        decision = self._decide(cache, who.handle, action, resource, transition, state=state, **facts)
         if not decision.allowed:
             target = f"{resource.kind} '{resource.name}'" if resource.kind != "company" else "this company"
             verb = f"{action} '{transition}' on" if transition else action
-            raise Denied(who.handle, verb, target, decision.explain(), decision.policies)
+            raise Denied(who.handle, verb, target, decision.explain() + (f"; {why}" if why else ""),
+                         decision.policies)
+        return decision
+
+    # -- the public entry points: interfaces ask, they never decide ----------------------------------
+
+    def decide(self, principal: str, action: str, resource: str, transition: str = "") -> Decision:
+        """The decision enforcement takes for ``principal`` (a handle) doing ``action`` on ``resource``,
+        with the deciding policies (``rights explain``; an interface asking before it shows something).
+        ``resource`` is ``task:<id>``, ``workflow:<name>``, ``tool:<name>``, ``company``, ``pad:<pad>``,
+        ``principal:<handle>``, ``kpi:<name>``, ``toolset:<set>`` or ``approval:<id>``. The facts a verb
+        looks up are looked up the same way (a task's state for ``claim`` and ``hold``, a pad's shares, a
+        request's requester), and for actions on a task a ``read`` denial decides first, as in the verbs.
+        Raises :class:`NotFound` (no such task or request), :class:`UsageError` (a malformed resource or
+        an unknown action)."""
+        with self.store.read() as conn:
+            cache = self.current_txn(conn)
+            return decide_request_txn(self, conn, cache, principal, action, resource, transition)
+
+    def authorize(self, action: str, resource: str, *, actor: ActorRef, transition: str = "") -> Decision:
+        """:meth:`decide` for ``actor`` (who must be an active principal of this company), raising
+        :class:`Denied` unless allowed; the refusal is audited as ``<action>.rejected``. For an interface
+        that must refuse before it acts (``roster up`` needs ``admin``, ``roster context`` needs
+        ``brief.preview``). Raises :class:`Denied`, :class:`NotFound`, :class:`UsageError`."""
+        try:
+            with self.store.read() as conn:
+                cache = self.current_txn(conn)
+                who = self._actor(cache, actor)
+                decision = decide_request_txn(self, conn, cache, who.handle, action, resource, transition)
+        except Denied as exc:
+            self._audit_rejection(actor, action, resource, exc, {})
+            raise
+        if not decision.allowed:
+            verb = f"{action} '{transition}' on" if transition else action
+            denial = Denied(who.handle, verb, resource, decision.explain(), decision.policies)
+            self._audit_rejection(actor, action, resource, denial, {})
+            raise denial
         return decision
 
     @contextmanager
@@ -182,3 +232,71 @@ class CompanyBase:
             audit.append(conn, head, ts=self.store.now(), principal=self._handle(principal),
                          action=f"{action}.rejected", subject=subject, data={**data, "error": error.to_dict()})
             audit.save_head(conn, head)
+
+
+READ_FIRST = frozenset({"create", "write", "assign", "transition", "claim", "hold", "approve"})
+"""Actions on a task or workflow whose verbs check ``read`` on the workflow first."""
+_RESOURCES = "task:<id>, workflow:<name>, tool:<name>, company, pad:<pad>, principal:<handle>, kpi:<name>, " \
+             "toolset:<set> or approval:<id>"
+
+
+def shared_with_txn(conn: Connection, company: str, pad: str, handle: str) -> bool:
+    """Whether ``pad``'s owner shared it with ``handle`` (the ``shared`` fact of ``memory.read``)."""
+    return conn.execute(select(memory_shares.c.pad).where(
+        memory_shares.c.company_id == company, memory_shares.c.pad == pad,
+        memory_shares.c.grantee == handle)).first() is not None
+
+
+def decide_request_txn(base: CompanyBase, conn: Connection, cache: CompanyCache, principal: str, action: str,
+                       resource: str, transition: str = "") -> Decision:
+    """:meth:`CompanyBase.decide` inside ``conn``'s transaction: resolve ``resource`` and the facts the
+    verbs look up, then ask :meth:`CompanyBase._decide`. Raises :class:`NotFound`, :class:`UsageError`."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown action '{action}'; expected one of {', '.join(ACTIONS)}")
+    kind, _, name = resource.partition(":")
+    facts: dict[str, bool] = {}
+    state = None
+    if kind in ("task", "approval"):
+        if not name.isdigit():
+            raise UsageError(f"resource '{resource}': {kind}:<id>, with a number")
+    if kind == "task":
+        row = conn.execute(select(tasks.c.workflow, tasks.c.state).where(
+            tasks.c.company_id == base.company, tasks.c.id == int(name))).first()
+        if row is None:
+            raise NotFound(f"no task {name} in company '{base.company}'")
+        target, state = Resource("workflow", row.workflow), row.state
+    elif kind == "approval":
+        row = conn.execute(select(approval_requests).where(approval_requests.c.company_id == base.company,
+                                                           approval_requests.c.id == int(name))).first()
+        if row is None:
+            raise NotFound(f"no approval request {name} in company '{base.company}'")
+        target = Resource("workflow", row.workflow) if row.kind == "transition" else Resource("tool", row.tool)
+        transition = transition or (row.transition or "")
+        facts["own_request"] = row.requested_by == principal
+    elif kind == "pad" and name:
+        target = Resource("pad", name)
+        if not name.startswith(TEAM_PAD_PREFIX) and name != principal:
+            facts["shared"] = shared_with_txn(conn, base.company, name, principal)
+    elif kind in ("workflow", "tool", "principal", "kpi", "toolset") and name:
+        target = Resource(kind, name)
+    elif kind == "company" and not name:
+        target = Resource("company", base.company)
+    else:
+        raise UsageError(f"resource '{resource}': expected {_RESOURCES}")
+    if target.kind == "workflow" and action in READ_FIRST:
+        read = base._decide(cache, principal, "read", target)
+        if not read.allowed:
+            return read
+    if action == "hold" and state is not None:
+        claim = base._decide(cache, principal, "claim", target, state=state)
+        if not claim.allowed:
+            return claim
+    if action == "claim" and not transition and state is None:
+        raise UsageError(f"claim is decided on a task (task:<id>), or on a workflow with its transition "
+                         f"(claim:NAME); got '{resource}'")
+    if action == "claim" and transition:
+        machine = base._machine(cache, target.name)
+        spec_t = machine.workflow.transitions.get(transition)
+        who = cache.actors.get(principal)
+        facts["named"] = bool(spec_t is not None and who is not None and who.matches(spec_t.by))
+    return base._decide(cache, principal, action, target, transition, state=state, **facts)

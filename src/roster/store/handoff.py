@@ -84,14 +84,15 @@ class HandoffVerbs(DelegationVerbs):
 
     def hold(self, task_id: int, *, actor: ActorRef, ttl: float = DEFAULT_HOLD_SECONDS, note: str = "") -> Lease:
         """Take the task's lease as a principal for ``ttl`` seconds (default 8 h, at most 7 days), so no
-        agent works on it meanwhile. Needs ``write`` on the task's workflow (a hold exists to edit; a
-        read-only agent may not keep others off a task). Raises :class:`LeaseHeld` (someone else holds
+        agent works on it meanwhile. Needs ``claim`` (as :meth:`claim`) and ``hold`` on the task's
+        workflow (granted with ``write``: a hold exists to edit; a read-only agent may not keep others off
+        a task). Raises :class:`LeaseHeld` (someone else holds
         it), :class:`NotFound`, :class:`Denied`, :class:`UsageError` (ttl)."""
         handle = self._handle(actor)
 
         def noted(conn: Connection, head: audit.ChainHead, lease: Lease, task: Task) -> None:
             cache = self._refresh_txn(conn, head)
-            self._authorize(cache, cache.actors[lease.holder], "write", Resource("workflow", task.workflow))
+            self._authorize(cache, cache.actors[lease.holder], "hold", Resource("workflow", task.workflow))
             audit.append(conn, head, ts=self.store.now(), principal=lease.holder, action="task.hold",
                          subject=f"task:{task_id}", data={"note": note, "expires_at": lease.expires_at,
                                                           "fencing_token": lease.fencing_token})

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, func, insert, select
 
 from roster.errors import Denied, NotFound, UsageError
+from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
@@ -114,10 +115,9 @@ class KpiVerbs(CompanyBase):
                 recorder = SYSTEM
                 if actor is not None:
                     who = self._actor(cache, actor)
-                    if who.kind != "human":
-                        raise Denied(who.handle, "kpi.record", f"kpi:{name}",
-                                     "KPI readings are measured by the runtime or recorded by a human; an agent "
-                                     "cannot report its own KPI")
+                    self._authorize(cache, who, "kpi.record", Resource("kpi", name),
+                                    why="KPI readings are measured by the runtime or recorded by a human; an "
+                                        "agent cannot report its own KPI")
                     recorder = who.handle
                 now = self.store.now()
                 reading_id = conn.execute(insert(kpi_readings), {

@@ -95,26 +95,15 @@ class LeaseVerbs(CompanyBase):
 
     def _may_claim(self, cache: Any, who: Actor, workflow: str, state: str) -> None:
         """The one rule for taking a task's lease by :meth:`claim` (and so by a hold; a run's claim checks
-        its offer, which needs the same transition): a lease keeps everyone
+        its offer, which needs the same transition), decided as ``claim`` by Cedar: a lease keeps everyone
         else off the task, so only who may change it may take one. An agent needs a transition out of
-        ``state`` that names it and that its rights allow (:meth:`_may_move`); a human needs ``write`` on
-        the workflow (humans hold tasks to edit them, whoever moves them next). Raises :class:`Denied`."""
-        if who.kind == "human":
-            self._authorize(cache, who, "write", Resource("workflow", workflow))
-        else:
-            self._may_move(cache, who, workflow, state)
-
-    def _may_move(self, cache: Any, who: Actor, workflow: str, state: str) -> None:
-        """Raise :class:`Denied` unless ``who`` may take some transition of ``workflow`` out of ``state``
-        (its ``by`` names it and the rights allow it)."""
-        machine = cache.machines[workflow]
-        for name, transition in machine.workflow.transitions.items():
-            if state in transition.from_ and who.matches(transition.by) and cache.rights.decide(
-                    who.handle, "transition", Resource("workflow", workflow), name).allowed:
-                return
-        raise Denied(who.handle, "claim", f"a task of workflow '{workflow}' in state '{state}'",
-                     "it may take no transition out of that state, and a lease would keep everyone who can "
-                     "off the task; claim tasks you will move (roster task options ID lists them)")
+        ``state`` whose ``by`` names it (``claim:named``) and that its rights allow (its transition grant
+        permits ``claim`` too, and the tiers' forbids on transitions apply); a human is allowed by
+        ``humans``. Raises :class:`Denied`."""
+        self._authorize(cache, who, "claim", Resource("workflow", workflow), state=state,
+                        why=f"it may take no transition out of that state ('{state}'), and a lease would keep "
+                            "everyone who can off the task; claim tasks you will move (roster task options ID "
+                            "lists them)")
 
     def _claim_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, run_id: str,
                        ttl: float) -> tuple[Lease, Task]:

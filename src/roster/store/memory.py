@@ -46,9 +46,10 @@ from sqlalchemy import Connection, delete, insert, select, text, update
 from roster.defaults import MEMORY_KINDS
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
+from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
-from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, shared_with_txn
 from roster.store.prepared import Prepared
 from roster.store.schema import memory_entries, memory_shares
 from roster.store.store import format_ts
@@ -133,33 +134,25 @@ class MemoryVerbs(CompanyBase):
     # -- who may use a pad --------------------------------------------------------------------------
 
     def _pad_access(self, conn: Connection, cache: CompanyCache, who: Actor, pad: str, write: bool) -> None:
-        """Raise :class:`NotFound` for a pad that does not exist, :class:`Denied` unless ``who`` may read
-        (or, with ``write``, write) it. The rule is the module docstring's."""
+        """Raise :class:`NotFound` for a pad that does not exist, :class:`Denied` unless the decision on
+        ``memory.write`` (or ``memory.read``) of the pad allows ``who``; the rule is Cedar's
+        (``memory:own-pad``, ``memory:shared``, ``memory:team:...``, ``humans``)."""
         assert cache.spec is not None
+        action = "memory.write" if write else "memory.read"
         if pad.startswith(TEAM_PREFIX):
             portfolio_path = pad[len(TEAM_PREFIX):]
             workspace, _, portfolio = portfolio_path.partition("/")
             ws = cache.spec.workspaces.get(workspace)
             if ws is None or portfolio not in ws.portfolios:
                 raise NotFound(f"no portfolio '{portfolio_path}' in company '{self.company}', so no pad '{pad}'")
-            if who.kind == "human":
-                return
-            grants = ws.portfolios[portfolio].team_memory
-            allowed = grants.write if write else [*grants.read, *grants.write]
-            if who.matches(allowed):
-                return
-            raise Denied(who.handle, "write" if write else "read", f"memory pad '{pad}'",
-                         f"not named in {pad[len(TEAM_PREFIX):]}'s team_memory.{'write' if write else 'read'}")
+            self._authorize(cache, who, action, Resource("pad", pad),
+                            why=f"not named in {portfolio_path}'s team_memory.{'write' if write else 'read'}")
+            return
         if pad not in cache.principals:
             raise NotFound(f"no principal '{pad}' in company '{self.company}', so no memory pad '{pad}'")
-        if who.kind == "human" or who.handle == pad:
-            return
-        if not write and conn.execute(select(memory_shares.c.pad).where(
-                memory_shares.c.company_id == self.company, memory_shares.c.pad == pad,
-                memory_shares.c.grantee == who.handle)).first() is not None:
-            return
-        raise Denied(who.handle, "write" if write else "read", f"memory pad '{pad}'",
-                     "an agent's memory is private" + ("" if write else "; its owner or a human can share it"))
+        shared = not write and who.handle != pad and shared_with_txn(conn, self.company, pad, who.handle)
+        self._authorize(cache, who, action, Resource("pad", pad), shared=shared,
+                        why="an agent's memory is private" + ("" if write else "; its owner or a human can share it"))
 
     def _memory_write(self, actor: ActorRef, action: str, pad: str | None, request: dict[str, Any], body):  # noqa: ANN001, ANN202
         """One write transaction on a pad (default: the actor's own); refusals are audited."""

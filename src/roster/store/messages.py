@@ -18,6 +18,7 @@ from sqlalchemy import Connection, bindparam, func, insert, or_, select, update
 
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.contracts import Actor
+from roster.kernel.rights import DEFAULT_MESSAGE_GRANT, Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
@@ -30,7 +31,6 @@ _UNREAD = Prepared(select(messages).where(messages.c.company_id == bindparam("co
                                           messages.c.recipient == bindparam("recipient"),
                                           messages.c.read_at.is_(None))
                    .order_by(messages.c.id).limit(bindparam("limit")))
-DEFAULT_MESSAGE_GRANT = ["human"]
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,13 @@ class MessageVerbs(CompanyBase):
     """Send, read and answer messages (mixed into ``CompanyStore``)."""
 
     def _may_message(self, cache: CompanyCache, who: Actor, recipient: str) -> None:
+        """Raise :class:`Denied` unless the ``message`` decision on the recipient allows ``who`` (Cedar:
+        ``humans``, or the agent's ``agent:<h>:message:<name>`` grants from ``rights.message``)."""
         assert cache.spec is not None
-        if who.kind == "human":
-            return
         agent = cache.spec.agents.get(who.handle)
         grant = agent.rights.message if agent and agent.rights.message is not None else DEFAULT_MESSAGE_GRANT
-        target = cache.actors[recipient]
-        if "*" in grant or target.matches(grant):
-            return
-        raise Denied(who.handle, "message", f"principal '{recipient}'",
-                     f"rights.message grants only {', '.join(grant) or 'nobody'}")
+        self._authorize(cache, who, "message", Resource("principal", recipient),
+                        why=f"rights.message grants only {', '.join(grant) or 'nobody'}")
 
     def send_message(self, recipient: str, body: str, *, actor: ActorRef, task_id: int | None = None,
                      thread_id: int | None = None) -> Message:

@@ -35,7 +35,7 @@ from roster.kernel.names import HANDLE, check_handle
 from roster.kernel.rights import COMPANY_SCOPE, Decision, Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, Principal, principal_from_row
-from roster.store.schema import api_tokens, paused_scopes, principals, tasks
+from roster.store.schema import api_tokens, paused_scopes, principals
 from roster.store.store import format_ts
 
 TOKEN_PREFIX = "rst"
@@ -44,8 +44,6 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _NO_SECRET = "0" * 64
 """Compared against when no token row was found, so an unknown company or token id costs the same
 hashing and comparing as a wrong secret."""
-READ_FIRST = frozenset({"create", "write", "transition", "approve", "assign"})
-"""Actions whose verbs first need ``read`` on the workflow (see ``TaskVerbs``)."""
 _REFUSALS = (ContractViolation, StaleVersion, PayloadTooLarge, NotFound, UsageError, Denied)
 
 
@@ -244,14 +242,15 @@ class PrincipalVerbs(CompanyBase):
         return self._admin_write(actor, "token.revoke", f"token:{token_id}", {}, body)
 
     def list_tokens(self, *, actor: ActorRef | None = None, principal: str | None = None) -> list[TokenRecord]:
-        """Token metadata, newest first. An agent sees only its own tokens; humans see all."""
+        """Token metadata, newest first. A principal with ``admin`` (a human) sees all; anyone else
+        (an agent) only its own."""
         with self.store.read() as conn:
             cache = self.current_txn(conn)
             query = select(api_tokens).where(api_tokens.c.company_id == self.company)
             if actor is not None:
                 who = self._actor(cache, actor)
-                if who.kind != "human":
-                    principal = who.handle
+                if not self._decide(cache, who.handle, "admin", Resource("company", self.company)).allowed:
+                    principal = who.handle  # without admin, one's own tokens only
             if principal is not None:
                 query = query.where(api_tokens.c.principal == principal)
             return [_token_record(r) for r in conn.execute(query.order_by(api_tokens.c.created_at.desc()))]
@@ -339,34 +338,9 @@ class PrincipalVerbs(CompanyBase):
         return rights.policy_text
 
     def explain(self, principal: str, action: str, resource: str, transition: str = "") -> Decision:
-        """The decision enforcement would take for ``principal`` doing ``action`` on ``resource``
-        (``task:<id>``, ``workflow:<name>``, ``tool:<name>`` or ``company``), with the deciding policies.
-        It is the same decision function the verbs call, in the same order: for actions on a task, a
-        ``read`` denial decides first. Raises :class:`NotFound`, :class:`UsageError`."""
-        with self.store.read() as conn:
-            cache = self.current_txn(conn)
-            kind, _, name = resource.partition(":")
-            if kind == "task":
-                if not name.isdigit():
-                    raise UsageError(f"resource '{resource}': a task is task:<id>, with a number")
-                row = conn.execute(select(tasks.c.workflow).where(tasks.c.company_id == self.company,
-                                                                  tasks.c.id == int(name))).first()
-                if row is None:
-                    raise NotFound(f"no task {name} in company '{self.company}'")
-                target = Resource("workflow", row.workflow)
-            elif kind in ("workflow", "tool") and name:
-                target = Resource(kind, name)
-            elif kind == "company":
-                target = Resource("company", self.company)
-            else:
-                raise UsageError(f"resource '{resource}': expected task:<id>, workflow:<name>, tool:<name> or company")
-            assert cache.rights is not None
-            if target.kind == "workflow" and action in READ_FIRST:
-                # The verbs check read on the workflow before anything else; so does the explanation.
-                read = cache.rights.decide(principal, "read", target)
-                if not read.allowed:
-                    return read
-            return cache.rights.decide(principal, action, target, transition)
+        """``rights explain``: :meth:`~roster.store.company_base.CompanyBase.decide`, the decision
+        enforcement takes, with the deciding policies. Raises :class:`NotFound`, :class:`UsageError`."""
+        return self.decide(principal, action, resource, transition)
 
 
 def _token_record(row: Any) -> TokenRecord:

@@ -226,7 +226,7 @@ class TaskVerbs(CompanyBase):
             if who is not None:
                 assert cache.rights is not None
                 readable = [w for w in cache.machines
-                            if cache.rights.decide(who.handle, "read", Resource("workflow", w)).allowed]
+                            if self._decide(cache, who.handle, "read", Resource("workflow", w)).allowed]
                 query = query.where(tasks.c.workflow.in_(readable))
             return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 

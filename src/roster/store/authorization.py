@@ -1,0 +1,99 @@
+"""Which authorization decision each public store verb takes: the map a reader (and a test) checks.
+
+Every decision is taken by one function, :meth:`roster.store.company_base.CompanyBase._decide`, which asks
+Cedar (:class:`roster.kernel.rights.Rights`); interfaces ask it through :meth:`CompanyBase.decide` and
+:meth:`CompanyBase.authorize` (``Session.explain``, ``Session.authorize``). This module only *lists* what
+each verb decides, so that ``tests/test_authorization.py`` can check, for every public verb, that the list
+is complete and that calling the verb reaches the decision with those actions: a verb added without an
+authorization decision fails that test until it takes one (or is listed here, with its reason, as one
+that acts only on its caller's own rows or as a trusted runtime call that takes no principal).
+"""
+
+from __future__ import annotations
+
+VERB_DECISIONS: dict[str, tuple[str, ...]] = {
+    # tasks
+    "create_task": ("read", "create"),
+    "get_task": ("read",),
+    "list_tasks": ("read",),
+    "transition": ("read", "transition"),
+    "assign": ("read", "assign"),
+    "options": ("read",),
+    "history": ("read",),
+    "delegate": ("read", "create"),
+    "delegate_filed": ("read", "create"),
+    "adopt": ("read",),
+    "children": ("read",),
+    # evidence
+    "record_artifact": ("read", "write"),
+    "list_artifacts": ("read",),
+    "artifact_history": ("read",),
+    "artifact": ("read",),
+    "artifact_diff": ("read",),
+    "record_check": ("read", "write"),
+    "edit_fields": ("read", "write"),
+    # leases and holds
+    "claim": ("read", "claim"),
+    "renew": ("read",),
+    "release": ("read",),
+    "hold": ("read", "claim", "hold"),
+    "release_hold": ("read",),
+    "handoff": ("read",),
+    # the record
+    "audit_log": ("read",),
+    "verify_audit": ("read",),
+    "costs": ("read",),
+    # administration
+    "add_principal": ("admin",),
+    "set_status": ("admin",),
+    "issue_token": ("admin",),
+    "revoke_token": ("admin",),
+    "list_tokens": ("admin",),
+    "pause": ("admin",),
+    "resume": ("admin",),
+    # tools and approvals
+    "record_tool_call": ("call_tool",),
+    "inbox": ("approve",),
+    "approve_request": ("approve",),
+    "reject_request": ("approve",),
+    "get_request": ("approve",),
+    # memory
+    "remember": ("memory.write",),
+    "forget": ("memory.write",),
+    "share_memory": ("memory.write",),
+    "consolidate_memory": ("memory.write",),
+    "import_memory": ("memory.write",),
+    "recall": ("memory.read",),
+    "list_memory": ("memory.read",),
+    "export_memory": ("memory.read",),
+    # messages, KPIs, the interfaces' own questions
+    "send_message": ("message",),
+    "record_kpi": ("kpi.record",),
+    "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
+}
+"""Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""
+
+OWN_ROWS: dict[str, str] = {
+    "message_inbox": "the caller's own messages",
+    "thread": "a thread the caller takes part in (others get NotFound)",
+    "mark_read": "messages addressed to the caller",
+    "list_principals": "the company's directory, open to every active principal of it",
+    "get_principal": "one entry of that directory",
+    "list_requests": "requests the caller made or could decide (filtered by the approve decision)",
+    "emit_event": "an event any active principal may emit (agents' event triggers decide what it wakes)",
+    "list_escalations": "escalations the caller raised or is asked to resolve",
+    "resolve_escalation": "an escalation routed to the caller",
+    "list_runs": "runs; an agent sees its own",
+    "kpi_readings": "readings of the company's KPIs, open to every active principal of it",
+    "kpi_summaries": "the same, summarised",
+}
+"""Public verbs taking an ``actor`` that take no Cedar decision of their own, and why: each acts on its
+caller's own rows, or on the company's directory that every active principal of it may see. The caller
+is still resolved to an active principal of this company (tenancy, :meth:`CompanyBase._actor`)."""
+
+INTERFACE_DECISIONS: dict[str, str] = {
+    "brief.preview": "roster context TASK --as AGENT (Session.authorize)",
+    "tool.see": "the MCP server's tools/list (Session.explain, per tool set)",
+    "admin": "roster up / roster run (Session.authorize), besides the administration verbs",
+}
+"""Actions decided for an interface before it acts, through the public entry points."""
