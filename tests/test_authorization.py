@@ -353,6 +353,25 @@ def test_mcp_tool_visibility_is_the_decision(acme):
     assert company.explain("builder", "tool.see", "toolset:movers").policies == ("agent:builder:see:movers",)
 
 
+def test_mcp_agent_profiles_are_the_decision(acme):
+    store, company = acme
+    token = {h: company.issue_token(h, actor="alice").token for h in ("reader", "alice")}
+
+    async def read(handle: str, profile: str) -> str:
+        async with Client(create_mcp_server(store, token=token[handle])) as client:
+            try:
+                result = await client.read_resource(f"roster://agents/{profile}")
+            except Exception as exc:  # noqa: BLE001 - the SDK raises its own error type for a refused read
+                return f"refused: {exc}"
+            return json.loads(result.contents[0].text)["handle"]
+
+    assert asyncio.run(read("reader", "reader")) == "reader"
+    assert asyncio.run(read("reader", "builder")).startswith("refused")
+    assert asyncio.run(read("alice", "builder")) == "builder"
+    assert company.explain("reader", "profile.read", "principal:reader").policies == ("profile:own",)
+    assert not company.explain("reader", "profile.read", "principal:builder").allowed
+
+
 # -- the CLI: brief previews, administration, rights explain -------------------------------------------
 
 
@@ -399,7 +418,8 @@ EXPLAINED = (
     ("assign", "task:{task}"), ("transition", "workflow:fix-lint"), ("approve", "approval:{request}"),
     ("call_tool", "tool:lint"), ("admin", "company"), ("claim", "task:{task}"), ("hold", "task:{task}"),
     ("memory.read", "pad:builder"), ("memory.write", f"pad:{TEAM_PAD}"), ("message", "principal:reader"),
-    ("kpi.record", "kpi:lint"), ("brief.preview", "principal:builder"), ("tool.see", "toolset:movers"),
+    ("kpi.record", "kpi:lint"), ("brief.preview", "principal:builder"), ("profile.read", "principal:builder"),
+    ("tool.see", "toolset:movers"),
 )
 
 

@@ -404,7 +404,7 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
     # -- resources -----------------------------------------------------------------------------------
 
     def profile(caller: Session, handle: str) -> str:
-        if caller.principal.kind != "human" and caller.principal.handle != handle:
+        if not caller.explain("profile.read", f"principal:{handle}").allowed:  # profile:own, humans
             raise ResourceError(f"'{caller.principal.handle}' may read only its own profile; read roster://me")
         spec = caller.company.spec()
         agent = spec.agents.get(handle)

@@ -14,7 +14,7 @@ The model (entity types live in the ``Roster`` namespace):
   ``Workflow::"<name>"``; ``Tool::"<name>"`` lives in ``Scope::"*"``. A task is judged as its workflow.
 - ``Pad::"<pad>"`` (a memory pad: a principal's handle, with attribute ``owner``, or ``team:<ws>/<pf>``),
   ``Kpi::"<name>"`` and ``ToolSet::"<set>"`` (a set of MCP tools, :data:`TOOL_SETS`); a principal is also
-  the resource of ``message`` and ``brief.preview``.
+  the resource of ``message``, ``brief.preview`` and ``profile.read``.
 - Actions (:data:`roster.defaults.ACTIONS`): ``read``, ``create`` (a task), ``write`` (evidence on a task:
   artifacts, checks), ``assign`` (owner, priority: routing), ``transition`` (with context ``transition``,
   ``approval_gated``, ``writes_fields``), ``approve`` (context ``transition``, ``own_request``),
@@ -22,8 +22,8 @@ The model (entity types live in the ``Roster`` namespace):
   lease; context as ``transition`` for one transition out of the task's state, plus ``named``: its ``by``
   names the principal), ``hold`` (a human's lease to edit), ``memory.read``, ``memory.write`` (a pad;
   context ``shared``: the pad's owner shared it with the principal), ``message`` (a principal),
-  ``kpi.record`` (a reading by hand), ``brief.preview`` (an agent's brief), ``tool.see`` (a tool set in
-  the MCP tool list).
+  ``kpi.record`` (a reading by hand), ``brief.preview`` (an agent's brief), ``profile.read`` (an agent's
+  profile: mission, role, KPIs, skills), ``tool.see`` (a tool set in the MCP tool list).
 
 Every request carries every context key (:data:`CONTEXT`), defaulted; the store fills in the facts that
 live in tables (a pad's shares, a request's requester, whether a ``by`` list names the principal), so
@@ -53,7 +53,8 @@ Policies generated, by ``@id``:
 - ``message:default``: an agent whose ``rights.message`` is left out (it is in
   ``Group::"message:default"``) may message humans.
 - ``kpi:measured-not-reported``: no agent records a KPI reading (the runtime measures, humans record).
-- ``brief:own``: an agent previews its own brief (humans any, by ``humans``).
+- ``brief:own``: an agent previews its own brief (humans any, by ``humans``); ``profile:own``: an agent
+  reads its own profile (the MCP resource ``roster://agents/{handle}``; humans any).
 - ``tool.see:everyone``: everyone sees the ``everyone`` tool set; the other sets come with grants:
   ``movers`` (a transition grant), ``evidence`` (a write grant, tier bounded-mutator or
   high-impact-executor), ``gated`` (a granted approval-gated transition, tier high-impact-executor),
@@ -431,6 +432,7 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
         f'@id("brief:own")\npermit(principal, action == {a}"brief.preview", resource) when {{ resource == principal }};',
         f'@id("message:default")\npermit(principal in Roster::Group::"{MESSAGE_DEFAULT_GROUP}", action == '
         f'{a}"message", resource) when {{ {_names("resource", DEFAULT_MESSAGE_GRANT)} }};',
+        f'@id("profile:own")\npermit(principal, action == {a}"profile.read", resource) when {{ resource == principal }};',
         f'@id("tool.see:everyone")\npermit(principal, action == {a}"tool.see", resource == '
         'Roster::ToolSet::"everyone");',
     ]

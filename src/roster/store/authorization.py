@@ -94,6 +94,7 @@ is still resolved to an active principal of this company (tenancy, :meth:`Compan
 INTERFACE_DECISIONS: dict[str, str] = {
     "brief.preview": "roster context TASK --as AGENT (Session.authorize)",
     "tool.see": "the MCP server's tools/list (Session.explain, per tool set)",
+    "profile.read": "the MCP resource roster://agents/{handle} (Session.explain)",
     "admin": "roster up / roster run (Session.authorize), besides the administration verbs",
 }
 """Actions decided for an interface before it acts, through the public entry points."""

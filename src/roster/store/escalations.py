@@ -69,10 +69,10 @@ class EscalationVerbs(CompanyBase):
         actor = cache.actors.get(agent)
         if wf is None or actor is None or cache.principals[agent].status != "active":
             return set()
-        if not cache.rights.decide(agent, "read", Resource("workflow", workflow)).allowed:
+        if not self._decide(cache, agent, "read", Resource("workflow", workflow)).allowed:
             return set()
         return {name for name, t in wf.transitions.items() if state in t.from_ and actor.matches(t.by)
-                and cache.rights.decide(agent, "transition", Resource("workflow", workflow), name).allowed}
+                and self._decide(cache, agent, "transition", Resource("workflow", workflow), name).allowed}
 
     def escalate(self, task_id: int, *, from_agent: str, category: str, reason: str) -> Escalation:
         """Take the next step up the ladder for ``from_agent``'s failure on the task: a peer if one fits

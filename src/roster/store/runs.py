@@ -223,11 +223,11 @@ class RunVerbs(CompanyBase):
         states: dict[str, set[str]] = {}
         if principal is not None and principal.status == "active":
             for wf_name, wf in cache.spec.workflows.items():
-                if not cache.rights.decide(agent, "read", Resource("workflow", wf_name)).allowed:
+                if not self._decide(cache, agent, "read", Resource("workflow", wf_name)).allowed:
                     continue
                 for t_name, t in wf.transitions.items():
-                    if t.offered and cache.actors[agent].matches(t.by) and cache.rights.decide(
-                            agent, "transition", Resource("workflow", wf_name), t_name).allowed:
+                    if t.offered and cache.actors[agent].matches(t.by) and self._decide(
+                            cache, agent, "transition", Resource("workflow", wf_name), t_name).allowed:
                         states.setdefault(wf_name, set()).update(t.from_)
         frozen = {wf: frozenset(sts) for wf, sts in states.items()}
         cache.actionable[agent] = frozen

@@ -323,9 +323,9 @@ class Store:
         """Changing an existing company's spec needs ``admin`` on it (humans have it; agents never)."""
         from roster.store.company import CompanyStore  # noqa: PLC0415 - company.py builds on this module
 
-        cache = CompanyStore(self, head.company)._refresh_txn(conn, head)
-        assert cache.rights is not None
-        decision = cache.rights.decide(applied_by, "admin", Resource("company", head.company))
+        company = CompanyStore(self, head.company)
+        cache = company._refresh_txn(conn, head)
+        decision = company._decide(cache, applied_by, "admin", Resource("company", head.company))
         if not decision.allowed:
             raise Denied(applied_by, "apply a spec to", "this company", decision.explain(), decision.policies)
 
