@@ -28,8 +28,8 @@ RUNTIME = Path(__file__).resolve().parent.parent / "src" / "roster" / "runtime"
 
 
 @pytest.fixture
-def pool(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'lines.db'}", artifact_root=tmp_path / "art")
+def pool(databases, tmp_path):
+    store = Store.open(databases("lines"), artifact_root=tmp_path / "art")
     store.apply(parse_spec(POOL), applied_by="alice")
     yield store.company("acme")
     store.close()

@@ -42,9 +42,9 @@ FILLER = [
 
 
 @pytest.fixture
-def mem(tmp_path, clock):
+def mem(databases, tmp_path, clock):
     """Company 'acme' with team memory in a store driven by the manual ``clock``."""
-    opened = Store.open(f"sqlite:///{tmp_path / 'memory.db'}", clock=clock, artifact_root=tmp_path / "artifacts")
+    opened = Store.open(databases("memory"), clock=clock, artifact_root=tmp_path / "artifacts")
     opened.apply(parse_spec(MEMORY_SPEC), applied_by="alice")
     yield opened.company("acme")
     opened.close()

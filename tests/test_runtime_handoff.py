@@ -40,13 +40,13 @@ def planner_with(extra: str, text: str = FIX_LINT) -> str:
 
 
 @pytest.fixture
-def still(tmp_path, clock):
+def still(databases, tmp_path, clock):
     """``still(spec_text)``: the ``acme`` company in a store whose clock stands still until the test
     moves it (calling it again opens the same file anew and applies the spec given)."""
     stores: list[Store] = []
 
     def open_company(text: str = FIX_LINT):
-        store = Store.open(f"sqlite:///{tmp_path / 'still.db'}", clock=clock, artifact_root=tmp_path / "art")
+        store = Store.open(databases("still"), clock=clock, artifact_root=tmp_path / "art")
         stores.append(store)
         store.apply(parse_spec(text), applied_by="alice")
         return store.company("acme")
