@@ -39,8 +39,8 @@ def make_task(company, title: str = "fix E501", priority: int = 0):  # noqa: ANN
                                fields={"rule": "E501"})[0]
 
 
-def test_a_long_run_keeps_its_lease_by_renewal_and_no_renewal_outlives_the_run(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'renew.db'}")  # the real clock: leases really run out
+def test_a_long_run_keeps_its_lease_by_renewal_and_no_renewal_outlives_the_run(databases, tmp_path):
+    store = Store.open(databases("renew"))  # the real clock: leases really run out
     store.apply(parse_spec(FIX_LINT), applied_by="alice")
     company = store.company("acme")
     task = make_task(company)
@@ -190,8 +190,8 @@ def test_a_cycle_claims_on_one_connection_from_one_read_and_the_run_moves_in_a_w
     assert company.store._local.__dict__.get("pinned") is None
 
 
-def test_a_brief_that_cannot_be_built_fails_the_run_and_gives_the_lease_back(tmp_path, clock):
-    store = Store.open(f"sqlite:///{tmp_path / 'tight.db'}", clock=clock)
+def test_a_brief_that_cannot_be_built_fails_the_run_and_gives_the_lease_back(databases, tmp_path, clock):
+    store = Store.open(databases("tight"), clock=clock)
     store.apply(parse_spec(FIX_LINT.replace("planner: {reports_to: alice,",
                                             "planner: {context_budget: 500, reports_to: alice,")), applied_by="alice")
     company = store.company("acme")
