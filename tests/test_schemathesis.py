@@ -1,0 +1,161 @@
+"""schemathesis over the whole REST API, on SQLite and on PostgreSQL, with a valid token: every operation
+of the OpenAPI document with schema-valid and schema-breaking input, and stateful sequences that chain
+operations through the links schemathesis infers from the document (a task created by ``POST /tasks``
+is then read, claimed, held, released, moved, given artifacts and checks...). No request may get a
+server error (5xx); the valid ones must also get the documented status, media type and schema.
+
+Sized for CI (under a minute per backend): ``EXAMPLES`` cases per operation and mode, ``SCENARIOS``
+stateful sequences of up to ``STEPS`` calls. ``test_openapi.py`` runs the deeper stateless pass on
+SQLite; this one adds the other backend, the negative mode and the stateful sequences."""
+
+from __future__ import annotations
+
+import pytest
+import schemathesis
+from conftest import FIX_LINT
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition
+from schemathesis import GenerationMode, checks
+
+from roster.api import create_app
+from roster.specfile import parse_spec
+from roster.store import Store
+
+EXAMPLES = {GenerationMode.POSITIVE: 8, GenerationMode.NEGATIVE: 4}
+SCENARIOS = 40
+STEPS = 8
+CONFORMANCE = [checks.not_a_server_error, checks.status_code_conformance, checks.content_type_conformance,
+               checks.response_schema_conformance]
+"""What a schema-valid request's response must satisfy (as in ``test_openapi.py``)."""
+NO_SERVER_ERROR = [checks.not_a_server_error]
+"""What any response must satisfy: a schema-breaking request is refused with a 4xx, never a 5xx."""
+INT4 = 2**31 - 1
+"""PostgreSQL's ``integer`` (the id columns). The API admits ids up to 2**53 - 1; on PostgreSQL a larger
+one than this answers 500 (see :func:`test_an_id_past_postgresqls_integer_range_is_a_404_not_a_500`),
+so the fuzzing on PostgreSQL keeps its integers within this range, to find the other faults."""
+QUIET = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None, "derandomize": True}
+
+
+@pytest.fixture
+def store(db_url, tmp_path):
+    """A store (each backend) with FIX_LINT and three tasks."""
+    opened = Store.open(db_url, artifact_root=tmp_path / "artifacts")
+    opened.apply(parse_spec(FIX_LINT), applied_by="alice")
+    company = opened.company("acme")
+    for i in range(3):
+        company.create_task(workflow="fix-lint", title=f"task {i}", actor="alice", fields={"rule": "E501"})
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def served(store, db_backend):
+    """``(schema, token, fit)``: schemathesis's view of the app, a human's token, and what to do to each
+    case before it is sent (on PostgreSQL: keep its integers within :data:`INT4`)."""
+    token = store.company("acme").issue_token("alice", actor="alice").token
+    fit = _fit_int4 if db_backend == "postgresql" else (lambda case: None)
+    return schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(store)), token, fit
+
+
+def _clamped(value):  # noqa: ANN001, ANN202
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and abs(value) > INT4:  # 2805264275963008.0 is an id to pydantic too
+        return type(value)(INT4 if value > 0 else -INT4 - 1)
+    if isinstance(value, dict):
+        return {k: _clamped(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clamped(v) for v in value]
+    return value
+
+
+def _fit_int4(case) -> None:  # noqa: ANN001
+    for part in ("path_parameters", "query", "body"):
+        value = getattr(case, part, None)
+        if isinstance(value, (dict, list)):
+            setattr(case, part, _clamped(value))
+
+
+def test_an_id_past_postgresqls_integer_range_is_a_404_not_a_500(store, db_backend, request):
+    if db_backend == "postgresql":
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "ids are PostgreSQL 'integer' columns, while the API admits ids up to 2**53 - 1 (api/app.py MAX_ID): "
+            "GET /api/v1/tasks/2147483648 raises NumericValueOutOfRange, a 500")))
+    token = store.company("acme").issue_token("alice", actor="alice").token
+    with TestClient(create_app(store), raise_server_exceptions=False) as client:
+        answer = client.get(f"/api/v1/tasks/{INT4 + 1}", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 404, answer.text
+
+
+def _run_every_operation(served, mode: GenerationMode, wanted: list) -> tuple[int, list[str]]:
+    schema, token, fit = served
+    failures: list[str] = []
+    operations = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        operations += 1
+
+        @given(operation.as_strategy(generation_mode=mode))
+        @settings(max_examples=EXAMPLES[mode], phases=[Phase.generate], **QUIET)
+        def check(case) -> None:  # noqa: ANN001
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+            fit(case)
+            try:
+                case.call_and_validate(checks=wanted)
+            except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
+                failures.append(f"{operation.label}: {str(exc)[:600]}")  # noqa: B023 - called in this iteration
+                raise
+
+        try:
+            check()
+        except Exception:  # noqa: BLE001, S112 - recorded above
+            continue
+    return operations, failures
+
+
+def test_every_operation_with_valid_input_answers_as_documented_and_never_5xx(served):
+    operations, failures = _run_every_operation(served, GenerationMode.POSITIVE, CONFORMANCE)
+    assert operations >= 30
+    assert failures == [], "\n".join(sorted(set(failures)))
+
+
+def test_every_operation_with_schema_breaking_input_is_refused_without_a_server_error(served):
+    operations, failures = _run_every_operation(served, GenerationMode.NEGATIVE, NO_SERVER_ERROR)
+    assert operations >= 30
+    assert failures == [], "\n".join(sorted(set(failures)))
+
+
+def test_stateful_sequences_over_the_inferred_links_never_get_a_server_error(served):
+    schema, token, fit = served
+    steps: list[tuple[str, int]] = []
+    errors: list[str] = []
+
+    class Workflow(schema.as_state_machine()):
+        def before_call(self, case):  # noqa: ANN001, ANN201
+            fit(case)
+
+        def get_call_kwargs(self, case):  # noqa: ANN001, ANN201
+            return {"headers": {"Authorization": f"Bearer {token}"}}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):  # noqa: ANN001, ANN201, ARG002
+            steps.append((case.operation.label, response.status_code))
+            if response.status_code >= 500:
+                errors.append(f"{case.method} {case.formatted_path} query={case.query} body={case.body!r:.300} "
+                              f"-> {response.status_code} {response.text[:300]}")
+            case.validate_response(response, checks=NO_SERVER_ERROR)
+
+    rules = [name for name in dir(Workflow) if "__" in name and name.split("__")[0].startswith(("GET_", "POST_"))]
+    assert len(rules) >= 20, "schemathesis inferred fewer links between the operations than expected"
+    try:
+        Workflow.run(settings=settings(max_examples=SCENARIOS, stateful_step_count=STEPS, phases=[Phase.generate],
+                                       **QUIET))
+    except FlakyStrategyDefinition:
+        # The store outlives each scenario, so the same choices can meet other responses (new ids, moved
+        # tasks) and Hypothesis stops; every response so far was checked and recorded in ``steps``.
+        pass
+    assert not errors, "\n".join(errors)
+    assert len(steps) >= SCENARIOS, f"only {len(steps)} calls were made"
+    # The sequences really chained operations on real tasks: some reached a task by an id they were given.
+    reached = {label for label, status in steps if "{task_id}" in label and status < 400}
+    assert reached, sorted(set(steps))[:40]
