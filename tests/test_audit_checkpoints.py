@@ -11,6 +11,7 @@ import sqlite3
 import stat
 import subprocess
 import threading
+from itertools import pairwise
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -347,7 +348,7 @@ def test_cli_commands_sign_checkpoints_on_their_own_every_n_events(cli, tmp_path
     for n in range(3):
         ok(cli("task", "create", "fix-lint", "--title", f"task {n}", "--set", "rule=E501"))
     signed = read_witness(witness)
-    assert signed and all(b.seq - a.seq >= 3 for a, b in zip(signed, signed[1:], strict=False))
+    assert signed and all(b.seq - a.seq >= 3 for a, b in pairwise(signed))
     key = cli.workspace / ".roster" / "audit-key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     report = js(cli("audit", "verify", "--json"))
@@ -356,3 +357,14 @@ def test_cli_commands_sign_checkpoints_on_their_own_every_n_events(cli, tmp_path
     monkeypatch.setenv("ROSTER_CHECKPOINT_EVENTS", "many")
     result = cli("task", "list")
     assert result.exit_code == 2 and "ROSTER_CHECKPOINT_EVENTS must be a number" in " ".join(result.stderr.split())
+
+
+def test_an_automatic_checkpoint_that_fails_never_fails_the_commit(store, company, tmp_path, caplog):
+    unreadable = tmp_path / "not-a-key"
+    unreadable.write_text("garbage")
+    attach(store, AutoCheckpoints(KeyRing(unreadable).private_key, [], events=1, minutes=0))
+    task, _ = company.create_task(workflow="fix-lint", title="t", actor="alice", fields={"rule": "E501"})
+    assert company.get_task(task.id).title == "t"
+    assert "automatic audit checkpoint of acme failed" in caplog.text and "cannot read the audit signing key" in caplog.text
+    with store.read() as conn:
+        assert conn.scalar(select(audit_checkpoints.c.seq)) is None
