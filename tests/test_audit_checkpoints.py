@@ -11,8 +11,8 @@ import sqlite3
 import stat
 import subprocess
 import threading
-from itertools import pairwise
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 
 import pytest
 from conftest import GOOD_SPEC, js, ok
