@@ -285,6 +285,7 @@ def test_only_humans_record_kpi_readings_over_rest(acme, rest):
     api, auth = rest
     refused = api.post(f"{API}/kpis/lint/readings", json={"value": 0}, headers=auth("builder"))
     assert refused.status_code == 403, refused.text
+    assert refused.json()["policies"] == ["kpi:measured-not-reported"]
     assert rejected(company, "kpi.reading.rejected") == ["builder"]
     assert api.post(f"{API}/kpis/lint/readings", json={"value": 2}, headers=auth("bob")).status_code in (200, 201)
     assert [r.value for r in company.kpi_readings("lint", actor="alice")] == [2.0]
