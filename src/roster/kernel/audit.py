@@ -77,12 +77,17 @@ def canonical_json(value: Any) -> bytes:
     no spaces, UTF-8) when the value is plain (see :func:`_plain`), which gives the same bytes many times
     faster, else by the ``rfc8785`` package. Raises ``rfc8785.CanonicalizationError`` for what JSON cannot
     carry (a lone surrogate, an integer out of range, NaN)."""
-    if _plain(value):
-        try:
-            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-        except UnicodeEncodeError:  # a lone surrogate: rfc8785 names the problem
-            pass
-    return rfc8785.dumps(value)
+    return _encode(value) if _plain(value) else rfc8785.dumps(value)
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _encode(plain: Any) -> bytes:
+    try:
+        return _ENCODER.encode(plain).encode()
+    except UnicodeEncodeError:  # a lone surrogate: rfc8785 names the problem
+        return rfc8785.dumps(plain)
 
 
 STATE_TABLES = ("tasks", "principals", "api_tokens", "approval_requests")
@@ -104,8 +109,20 @@ def row_hash(table: str, row: dict[str, Any]) -> str:
     None; a bool as 0 or 1, as SQLite's driver returns it), without the :data:`UNHASHED_COLUMNS` of ``table``
     (see :func:`canonical_json`). Raises ``rfc8785.CanonicalizationError`` for a value JSON cannot carry."""
     skip = UNHASHED_COLUMNS.get(table, frozenset())
-    kept = {k: int(v) if isinstance(v, bool) else v for k, v in row.items() if k not in skip}
-    encoded = canonical_json(kept)
+    kept: dict[str, Any] = {}
+    plain = True  # column names are ASCII: only the values decide (see canonical_json)
+    for name, value in row.items():
+        if name in skip:
+            continue
+        kind = value.__class__
+        if kind is bool:
+            value = int(value)
+        elif kind is int:
+            plain = plain and -_SAFE_INT <= value <= _SAFE_INT
+        elif value is not None and kind is not str:
+            plain = False
+        kept[name] = value
+    encoded = _encode(kept) if plain else rfc8785.dumps(kept)
     return hashlib.sha256(encoded).hexdigest()
 
 
