@@ -189,7 +189,11 @@ def verb_calls(store: Store, company: CompanyStore):
         ("export_memory", lease("doc", lambda: bob.export_memory("bob"))),
         ("import_memory", lambda: bob.import_memory("bob", state["doc"])),
         ("consolidate_memory", lambda: bob.consolidate_memory(pads=["bob", TEAM_PAD])),
-        ("send_message", lambda: bob.send_message("builder", "please look at task 1")),
+        ("send_message", lease("message", lambda: bob.send_message("builder", "please look at task 1"))),
+        ("thread", lambda: bob.thread(state["message"].thread_id)),
+        ("list_runs", lambda: bob.list_runs()),
+        ("list_requests", lambda: bob.list_requests()),
+        ("list_escalations", lambda: bob.list_escalations()),
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),
         ("resume", lambda: bob.resume("default/default")),
@@ -420,7 +424,7 @@ EXPLAINED = (
     ("call_tool", "tool:lint"), ("admin", "company"), ("claim", "task:{task}"), ("hold", "task:{task}"),
     ("memory.read", "pad:builder"), ("memory.write", f"pad:{TEAM_PAD}"), ("message", "principal:reader"),
     ("kpi.record", "kpi:lint"), ("brief.preview", "principal:builder"), ("profile.read", "principal:builder"),
-    ("tool.see", "toolset:movers"),
+    ("tool.see", "toolset:movers"), ("oversee", "company"),
 )
 
 
@@ -446,6 +450,9 @@ def test_rights_explain_covers_every_action_and_names_the_deciding_policy(ws):
     assert seen[("builder", "brief.preview")] == (True, ["brief:own"])
     assert seen[("reader", "tool.see")] == (False, [])
     assert seen[("builder", "admin")] == (False, ["agents-never-admin"])
+    assert seen[("builder", "oversee")] == (False, [])
+    assert json.loads(ws("rights", "explain", "alice", "oversee", "company", "--json").stdout)["policies"] == [
+        "humans"]
     text = ws("rights", "explain", "reader", "memory.write", f"pad:{TEAM_PAD}")
     assert text.exit_code == 0 and text.stdout.startswith("DENY") and "default deny" in text.stdout
     unknown = ws("rights", "explain", "reader", "fly", "company")

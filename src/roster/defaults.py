@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin", "claim", "hold",
-           "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see")
+           "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see", "oversee")
 """Every Cedar action an authorization decision is taken for (see :mod:`roster.kernel.rights` for the
 policies and resources of each; ``roster rights explain`` takes any of them)."""
 MEMORY_KINDS = ("belief", "decision", "constraint", "preference", "lesson")

@@ -23,7 +23,9 @@ The model (entity types live in the ``Roster`` namespace):
   names the principal), ``hold`` (a human's lease to edit), ``memory.read``, ``memory.write`` (a pad;
   context ``shared``: the pad's owner shared it with the principal), ``message`` (a principal),
   ``kpi.record`` (a reading by hand), ``brief.preview`` (an agent's brief), ``profile.read`` (an agent's
-  profile: mission, role, KPIs, skills), ``tool.see`` (a tool set in the MCP tool list).
+  profile: mission, role, KPIs, skills), ``tool.see`` (a tool set in the MCP tool list), ``oversee``
+  (the company: see every principal's runs, approval requests, threads and escalations; without it a
+  principal sees its own). No policy but ``humans`` permits ``oversee``: agents are denied by default.
 
 Every request carries every context key (:data:`CONTEXT`), defaulted; the store fills in the facts that
 live in tables (a pad's shares, a request's requester, whether a ``by`` list names the principal), so

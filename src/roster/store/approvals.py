@@ -331,8 +331,9 @@ class ApprovalVerbs(CompanyBase):
         """Requests, newest last. An agent sees only its own requests; humans see all."""
         self.expire_requests()
         query = select(approval_requests).where(approval_requests.c.company_id == self.company)
-        with self._reading(actor, "approval.list", f"company:{self.company}") as (conn, _cache, who):
-            if who is not None and who.kind != "human":
+        with self._reading(actor, "approval.list", f"company:{self.company}") as (conn, cache, who):
+            if who is not None and not self._decide(cache, who.handle, "oversee",
+                                                    Resource("company", self.company)).allowed:
                 requested_by = who.handle
             if status is not None:
                 query = query.where(approval_requests.c.status == status)

@@ -69,21 +69,21 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     # messages, KPIs, the interfaces' own questions
     "send_message": ("message",),
     "record_kpi": ("kpi.record",),
+    "list_runs": ("oversee",),
+    "list_requests": ("oversee",),
+    "thread": ("oversee",),
+    "list_escalations": ("oversee",),
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""
 
 OWN_ROWS: dict[str, str] = {
     "message_inbox": "the caller's own messages",
-    "thread": "a thread the caller takes part in (others get NotFound)",
     "mark_read": "messages addressed to the caller",
     "list_principals": "the company's directory, open to every active principal of it",
     "get_principal": "one entry of that directory",
-    "list_requests": "requests the caller made or could decide (filtered by the approve decision)",
     "emit_event": "an event any active principal may emit (agents' event triggers decide what it wakes)",
-    "list_escalations": "escalations the caller raised or is asked to resolve",
-    "resolve_escalation": "an escalation routed to the caller",
-    "list_runs": "runs; an agent sees its own",
+    "resolve_escalation": "an escalation, by a human (a UsageError for an agent: not a Cedar decision yet)",
     "kpi_readings": "readings of the company's KPIs, open to every active principal of it",
     "kpi_summaries": "the same, summarised",
 }

@@ -111,10 +111,11 @@ class EscalationVerbs(CompanyBase):
         query = select(escalations).where(escalations.c.company_id == self.company)
         if status is not None:
             query = query.where(escalations.c.status == status)
-        with self._reading(actor, "escalation.read", f"company:{self.company}") as (conn, _cache, who):
+        with self._reading(actor, "escalation.read", f"company:{self.company}") as (conn, cache, who):
             found = [_escalation(r) for r in conn.execute(query.order_by(escalations.c.id))]
-        if who is not None and who.kind != "human":
-            found = [e for e in found if who.handle in (e.from_agent, e.to)]
+            if who is not None and not self._decide(cache, who.handle, "oversee",
+                                                    Resource("company", self.company)).allowed:
+                found = [e for e in found if who.handle in (e.from_agent, e.to)]
         return found
 
     def resolve_escalation(self, escalation_id: int, *, actor: ActorRef, note: str) -> Escalation:

@@ -142,11 +142,12 @@ class MessageVerbs(CompanyBase):
     def thread(self, thread_id: int, *, actor: ActorRef | None) -> list[Message]:
         """Every message of a thread, oldest first. Only its participants and humans may read it.
         Raises :class:`NotFound` (also for a thread the actor is not in: existence does not leak)."""
-        with self._reading(actor, "message.read", f"thread:{thread_id}") as (conn, _cache, who):
+        with self._reading(actor, "message.read", f"thread:{thread_id}") as (conn, cache, who):
             rows = [_message(r) for r in conn.execute(select(messages).where(
                 messages.c.company_id == self.company, messages.c.thread_id == thread_id).order_by(messages.c.id))]
-        if not rows or (who is not None and who.kind != "human"
-                        and who.handle not in {m.sender for m in rows} | {m.recipient for m in rows}):
+            oversees = who is None or self._decide(cache, who.handle, "oversee",
+                                                   Resource("company", self.company)).allowed
+        if not rows or (not oversees and who.handle not in {m.sender for m in rows} | {m.recipient for m in rows}):
             raise NotFound(f"no thread {thread_id} in company '{self.company}'")
         return rows
 

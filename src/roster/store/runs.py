@@ -366,9 +366,9 @@ class RunVerbs(CompanyBase):
         its own runs; a human sees all (audited denial otherwise is not needed: it is a filter)."""
         query = select(runs).where(runs.c.company_id == self.company)
         if actor is not None:
-            with self._reading(actor, "run.read", f"company:{self.company}") as (_conn, _cache, who):
+            with self._reading(actor, "run.read", f"company:{self.company}") as (_conn, cache, who):
                 assert who is not None
-                if who.kind != "human":
+                if not self._decide(cache, who.handle, "oversee", Resource("company", self.company)).allowed:
                     agent = who.handle
         if before is not None:
             query = query.where(runs.c.started_at < before)
