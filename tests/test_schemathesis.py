@@ -19,6 +19,7 @@ from hypothesis.errors import FlakyStrategyDefinition
 from schemathesis import GenerationMode, checks
 
 from roster.api import create_app
+from roster.defaults import MAX_ID
 from roster.specfile import parse_spec
 from roster.store import Store
 
@@ -30,10 +31,6 @@ CONFORMANCE = [checks.not_a_server_error, checks.status_code_conformance, checks
 """What a schema-valid request's response must satisfy (as in ``test_openapi.py``)."""
 NO_SERVER_ERROR = [checks.not_a_server_error]
 """What any response must satisfy: a schema-breaking request is refused with a 4xx, never a 5xx."""
-INT4 = 2**31 - 1
-"""PostgreSQL's ``integer`` (the id columns). The API admits ids up to 2**53 - 1; on PostgreSQL a larger
-one than this answers 500 (see :func:`test_an_id_past_postgresqls_integer_range_is_a_404_not_a_500`),
-so the fuzzing on PostgreSQL keeps its integers within this range, to find the other faults."""
 QUIET = {"deadline": None, "suppress_health_check": list(HealthCheck), "database": None, "derandomize": True}
 
 
@@ -50,46 +47,27 @@ def store(db_url, tmp_path):
 
 
 @pytest.fixture
-def served(store, db_backend):
-    """``(schema, token, fit)``: schemathesis's view of the app, a human's token, and what to do to each
-    case before it is sent (on PostgreSQL: keep its integers within :data:`INT4`)."""
+def served(store):
+    """``(schema, token)``: schemathesis's view of the app and a human's token."""
     token = store.company("acme").issue_token("alice", actor="alice").token
-    fit = _fit_int4 if db_backend == "postgresql" else (lambda case: None)
-    return schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(store)), token, fit
+    return schemathesis.openapi.from_asgi("/api/v1/openapi.json", create_app(store)), token
 
 
-def _clamped(value):  # noqa: ANN001, ANN202
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and abs(value) > INT4:  # 2805264275963008.0 is an id to pydantic too
-        return type(value)(INT4 if value > 0 else -INT4 - 1)
-    if isinstance(value, dict):
-        return {k: _clamped(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clamped(v) for v in value]
-    return value
-
-
-def _fit_int4(case) -> None:  # noqa: ANN001
-    for part in ("path_parameters", "query", "body"):
-        value = getattr(case, part, None)
-        if isinstance(value, (dict, list)):
-            setattr(case, part, _clamped(value))
-
-
-def test_an_id_past_postgresqls_integer_range_is_a_404_not_a_500(store, db_backend, request):
-    if db_backend == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "ids are PostgreSQL 'integer' columns, while the API admits ids up to 2**53 - 1 (api/app.py MAX_ID): "
-            "GET /api/v1/tasks/2147483648 raises NumericValueOutOfRange, a 500")))
+def test_an_id_past_the_id_range_is_refused_as_invalid_input_not_a_500(store):
+    """Ids are PostgreSQL ``integer`` columns: one past :data:`~roster.defaults.MAX_ID` exists nowhere, and
+    PostgreSQL could not even compare it (it answered 500); every interface refuses it as input (422)."""
     token = store.company("acme").issue_token("alice", actor="alice").token
     with TestClient(create_app(store), raise_server_exceptions=False) as client:
-        answer = client.get(f"/api/v1/tasks/{INT4 + 1}", headers={"Authorization": f"Bearer {token}"})
-    assert answer.status_code == 404, answer.text
+        answer = client.get(f"/api/v1/tasks/{MAX_ID + 1}", headers={"Authorization": f"Bearer {token}"})
+        held = client.post(f"/api/v1/tasks/{MAX_ID + 1}/hold", headers={"Authorization": f"Bearer {token}"})
+        read = client.post("/api/v1/messages/read", json={"ids": [1, 2805264275963008]},
+                           headers={"Authorization": f"Bearer {token}"})
+    assert [answer.status_code, held.status_code, read.status_code] == [422, 422, 422], answer.text
+    assert str(MAX_ID) in answer.text
 
 
 def _run_every_operation(served, mode: GenerationMode, wanted: list) -> tuple[int, list[str]]:
-    schema, token, fit = served
+    schema, token = served
     failures: list[str] = []
     operations = 0
     for result in schema.get_all_operations():
@@ -100,7 +78,6 @@ def _run_every_operation(served, mode: GenerationMode, wanted: list) -> tuple[in
         @settings(max_examples=EXAMPLES[mode], phases=[Phase.generate], **QUIET)
         def check(case) -> None:  # noqa: ANN001
             case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
-            fit(case)
             try:
                 case.call_and_validate(checks=wanted)
             except Exception as exc:  # noqa: BLE001 - collect every operation's failure, then report
@@ -127,14 +104,11 @@ def test_every_operation_with_schema_breaking_input_is_refused_without_a_server_
 
 
 def test_stateful_sequences_over_the_inferred_links_never_get_a_server_error(served):
-    schema, token, fit = served
+    schema, token = served
     steps: list[tuple[str, int]] = []
     errors: list[str] = []
 
     class Workflow(schema.as_state_machine()):
-        def before_call(self, case):  # noqa: ANN001, ANN201
-            fit(case)
-
         def get_call_kwargs(self, case):  # noqa: ANN001, ANN201
             return {"headers": {"Authorization": f"Bearer {token}"}}
 

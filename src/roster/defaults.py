@@ -23,3 +23,8 @@ DEFAULT_LEASE_SECONDS = 60.0
 """Seconds a run's lease on its task lasts before it must be renewed (renewed every third of it)."""
 DEFAULT_MAX_ATTEMPTS = 3
 """Failed attempts of one agent at one task before a blocker is persisted and the task escalates."""
+
+MAX_ID = 2**31 - 1
+"""Largest id (of a task, approval request, message or thread) and fencing token that anything may name:
+ids are 32-bit ``integer`` columns on PostgreSQL, so past it no id exists, and PostgreSQL could not even
+compare one (it answered 500). Interfaces refuse a larger one as invalid input (422)."""

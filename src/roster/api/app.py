@@ -27,12 +27,11 @@ from roster import __version__
 from roster.api import logs, problems
 from roster.api.auth import SESSION_STATE_KEY, AuthLimits, FailureLimiter, session_from_header
 from roster.api.limits import BodyLimit, HttpLimits
+from roster.defaults import MAX_ID
 from roster.errors import RosterError
 from roster.store import Session, Store, audit
 
 API_PREFIX = "/api/v1"
-MAX_ID = 2**53 - 1
-"""Largest id a request may name (ids beyond it exist nowhere; the database could not even compare them)."""
 
 
 def session(request: Request, authorization: Annotated[str | None, Header()] = None) -> Session:

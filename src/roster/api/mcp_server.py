@@ -45,9 +45,10 @@ from pydantic.fields import FieldInfo
 
 from roster.api import logs, verbs
 from roster.api.auth import SESSION_STATE_KEY, session_from_header
+from roster.defaults import MAX_ID
 from roster.errors import RosterError, UsageError
 from roster.runtime.context import ContextAssembler, Wakeup
-from roster.runtime.runners import MAX_ID, ArtifactOut, CheckOut, MemoryOut, MessageOut, TaskOut
+from roster.runtime.runners import ArtifactOut, CheckOut, MemoryOut, MessageOut, TaskOut
 from roster.store import Session, Store, audit
 
 DEFAULT_CLAIM_SECONDS = 300.0

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from roster.api.verbs import Decided, Decision
+from roster.defaults import MAX_ID
 from roster.kernel.audit import AuditEvent
 from roster.runtime.runners import CheckOut, MessageOut, TaskOut
 from roster.store import Message, Task
@@ -19,8 +20,6 @@ from roster.store.kpis import KpiReading
 from roster.store.runs import RunRecord
 
 JSONObject = dict[str, Any]
-MAX_ID = 2**53 - 1
-"""Largest id a request body may name (the same bound as ``roster.api.app.MAX_ID``)."""
 
 
 class TaskPage(BaseModel):
@@ -41,10 +40,10 @@ class TaskCreate(BaseModel):
 class TransitionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     transition: str = Field(min_length=1, max_length=63)
-    expected_version: int = Field(ge=1, le=2**53 - 1)
+    expected_version: int = Field(ge=1, le=MAX_ID)
     writes: JSONObject = {}
     rationale: str = Field(default="", max_length=4000)
-    fencing_token: int | None = Field(default=None, ge=0, le=2**53 - 1)
+    fencing_token: int | None = Field(default=None, ge=0, le=MAX_ID)
 
 
 class ClaimIn(BaseModel):

@@ -6,9 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from roster.api.app import MAX_ID, Caller
+from roster.api.app import Caller
 from roster.api.models import AuditPage, CostsOut, KpiOut, KpiReadingIn, RunPage, VerifyOut
 from roster.api.pages import MAX_PAGE, cursor_id, page
+from roster.defaults import MAX_ID
 from roster.store.kpis import KpiReading
 
 router = APIRouter()
@@ -16,7 +17,7 @@ router = APIRouter()
 
 @router.get("/runs", response_model=RunPage, tags=["runs"],
             summary="Runs, newest first (agents see their own); next_cursor pages back in time")
-def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None, Query(ge=1, le=2**53 - 1)] = None,
+def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
          cursor: Annotated[str | None, Query(max_length=64)] = None,
          limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100) -> Any:
     found = caller.list_runs(agent=agent, task_id=task_id, limit=limit + 1, before=cursor or None)

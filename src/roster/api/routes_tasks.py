@@ -25,6 +25,7 @@ from roster.api.models import (
 )
 from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.api.problems import documented
+from roster.defaults import MAX_ID
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import CheckOut, TaskOut
 from roster.store import ArtifactRecord, Task
@@ -130,7 +131,7 @@ def list_artifacts(caller: Caller, task_id: Id, all_versions: bool = False) -> A
 async def put_artifact(caller: Caller, request: Request, task_id: Id, name: str,
                        kind: Annotated[str | None, Query(max_length=63)] = None,
                        reason: Annotated[str, Query(max_length=4000)] = "",
-                       fencing_token: Annotated[int | None, Query(ge=0, le=2**53 - 1)] = None) -> Any:
+                       fencing_token: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None) -> Any:
     # Read at most one byte past the spec's limit: the store then refuses (and audits) the upload, so
     # an oversized body never sits in memory whole.
     limit = caller.company.spec().limits.artifact_bytes

@@ -39,6 +39,7 @@ from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from roster.defaults import MAX_ID
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
 from roster.kernel.runner_spec import DEFAULT_PROGRAM_TIMEOUT, ProgramRunnerSpec
 from roster.runtime.processes import OutputTooLarge, run_in_session
@@ -51,9 +52,6 @@ MAX_OUTPUT_BYTES = 1_048_576
 (:class:`MalformedOutput`), and no more than this plus one read is ever held in memory."""
 
 
-MAX_ID = 2**53 - 1
-"""Largest id a result (or an interface's request) may name: past it, no id exists and the audit chain's
-RFC 8785 hash could not represent it."""
 
 
 class ArtifactOut(BaseModel):
