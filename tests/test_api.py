@@ -507,11 +507,7 @@ def test_a_holder_writes_with_its_fencing_token_and_a_stale_one_is_refused(api, 
 # -- memory ----------------------------------------------------------------------------------------
 
 
-def test_memory_is_written_and_searched_in_ones_own_pad(api, auth, company, db_backend, request):
-    if db_backend == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "PostgreSQL's to_tsvector('english') (store/memory.py) reads 'tool.ruff' as one token, so a search "
-            "for 'ruff' does not find 'under tool.ruff'; SQLite's FTS5 tokenizer splits it")))
+def test_memory_is_written_and_searched_in_ones_own_pad(api, auth, company):
     added = api.post(f"{API}/memory", headers=auth("builder"),
                      json={"text": "The lint settings live in pyproject.toml under tool.ruff",
                            "kind": "lesson", "confidence": 0.9, "provenance": {"task": 1}})

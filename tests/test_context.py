@@ -184,11 +184,7 @@ def test_after_a_failed_run_the_next_brief_says_what_was_tried_and_what_was_save
     assert brief_of(company, "builder", task.id)["previous_failure"] is None
 
 
-def test_memory_is_recalled_by_the_tasks_words_from_the_agents_own_pad_only(company, new_task, db_backend, request):
-    if db_backend == "postgresql":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "PostgreSQL's ts_rank (store/memory.py) ranks 'Wrap E501 lines at 88 characters' (one of the task's "
-            "words, confidence 0.9) above the entry with more of them (confidence 0.8); FTS5's bm25 does not")))
+def test_memory_is_recalled_by_the_tasks_words_from_the_agents_own_pad_only(company, new_task):
     task = new_task(title="fix E501 in parser.py")
     wanted = company.remember("E501 in parser.py: the long lines are SQL strings", actor="planner",
                               kind="lesson")

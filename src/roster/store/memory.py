@@ -489,6 +489,11 @@ def _fts_exists(conn: Connection, company: str) -> bool:
                         {"name": fts_table(company)}).first() is not None
 
 
+PG_SEPARATORS = "[^[:alnum:]_]+"
+"""On PostgreSQL, what separates words before ``to_tsvector`` (as FTS5's unicode61 tokenizer separates them
+on SQLite): without it the default parser reads ``tool.ruff`` or ``a/b.py`` as one token."""
+
+
 @functools.lru_cache(maxsize=1024)
 def _recall_sql(dialect: str, table: str | None, pads: int, kinds: int) -> Prepared:
     """The recall query for a company's index (``table``, SQLite) and a number of pads and kinds, built once
@@ -503,7 +508,7 @@ def _recall_sql(dialect: str, table: str | None, pads: int, kinds: int) -> Prepa
         return Prepared(text(f"SELECT m.*, -bm25({fts}) * {weight} AS score FROM {fts} "
                              f"JOIN memory_entries m ON m.id = {fts}.rowid WHERE {fts} MATCH :q AND {where} "
                              "ORDER BY score DESC, m.id DESC LIMIT :limit"))
-    vector = "to_tsvector('english', m.text)"
+    vector = f"to_tsvector('english', regexp_replace(m.text, '{PG_SEPARATORS}', ' ', 'g'))"  # migration 0016's index
     return Prepared(text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
                          f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
                          "ORDER BY score DESC, m.id DESC LIMIT :limit"))
