@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
@@ -179,6 +178,8 @@ class WebhookWitness:
         return self.url
 
     def send(self, line: dict) -> None:
+        import httpx  # only a webhook witness needs it: every CLI command loads this module
+
         try:
             response = httpx.post(self.url, json=line, timeout=self.timeout)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
