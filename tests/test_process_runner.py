@@ -55,8 +55,7 @@ def test_an_external_agent_acts_with_its_own_short_lived_token(tmp_path, monkeyp
     assert company.audit_log(action="task.transition")[-1].principal == "planner"  # its own identity
     kinds = {a.kind: a for a in company.list_artifacts(task.id)}
     assert {"run-log", "changes"} <= set(kinds)
-    changes = json.loads((root / ".roster" / "artifacts" / kinds["changes"].sha256[:2] / kinds["changes"].sha256)
-                         .read_text())
+    changes = json.loads(company.artifact(task.id, kinds["changes"].name)[1])
     assert changes == {"added": ["notes.txt"]}
     [token] = company.list_tokens(principal="planner")
     [run] = company.list_runs()
