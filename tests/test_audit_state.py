@@ -15,6 +15,7 @@ from conftest import FIX_LINT, GOOD_SPEC, js, ok
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert, select, text, update
+from test_approvals import verified
 
 from roster.errors import ApprovalPending
 from roster.kernel.audit import row_hash
@@ -30,17 +31,6 @@ def problems(store, company="acme"):
 def chain_ok(store, company="acme") -> bool:
     report = verify_chain(store, company, {})
     return report.broken is None
-
-
-def verified(company):
-    """A fix-lint task walked to ``verified`` (merge needs an approval next)."""
-    task, _ = company.create_task(workflow="fix-lint", title="fix E501", actor="alice", fields={"rule": "E501"})
-    task = company.transition(task.id, "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
-    company.record_artifact(task.id, "patch", b"--- a\n+++ b\n", actor="builder")
-    task = company.transition(task.id, "build", actor="builder", expected_version=task.version + 1,
-                              writes={"branch": "fix/e501"})
-    company.record_check(task.id, "lint_clean", passed=True, actor="qa")
-    return company.transition(task.id, "verify", actor="qa", expected_version=task.version + 1)
 
 
 def test_every_verb_that_writes_a_covered_row_leaves_the_state_matching_the_chain(store, company, spec):
