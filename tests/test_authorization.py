@@ -373,6 +373,7 @@ def test_mcp_agent_profiles_are_the_decision(acme):
     assert asyncio.run(read("reader", "reader")) == "reader"
     assert asyncio.run(read("reader", "builder")).startswith("refused")
     assert asyncio.run(read("alice", "builder")) == "builder"
+    assert "no agent 'nobody' in company 'acme'" in asyncio.run(read("alice", "nobody"))  # an answer, not a crash
     assert company.explain("reader", "profile.read", "principal:reader").policies == ("profile:own",)
     assert not company.explain("reader", "profile.read", "principal:builder").allowed
 

@@ -410,7 +410,8 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
         spec = caller.company.spec()
         agent = spec.agents.get(handle)
         if agent is None:
-            raise ResourceError(f"no agent '{handle}' in company '{caller.company.id}'")
+            raise ResourceError(f"no agent '{handle}' in company '{caller.principal.company}': the agents are "
+                                f"{', '.join(sorted(spec.agents)) or 'none'}")
         summaries = caller.kpi_summaries() if agent.kpis else {}
         latest = {name: ({"value": s.latest.value, "measured_at": s.latest.measured_at}
                          if (s := summaries.get(name)) is not None and s.latest is not None else None)
