@@ -108,7 +108,7 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool, bat
 def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, where: Path, operator: str,
                     batch_merge: bool) -> None:
     """Copy the repository into ``where/repo``, write the spec and the skills, and apply the spec."""
-    from roster.cli.spec_cmd import _apply_file
+    from roster.cli.spec_cmd import apply_file
 
     spec_path = where / lane.SPEC_NAME
     where.mkdir(parents=True, exist_ok=True)
@@ -119,7 +119,7 @@ def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, whe
     spec_path.write_text(lane.spec_text(operator, model, builder_agent, batch_merge), encoding="utf-8")
     shutil.copytree(Path(lane.__file__).parent / "skills", where / "skills")  # the agents' SKILL.md briefs
     (where / ".roster").mkdir(exist_ok=True)
-    _apply_file(ws, spec_path)
+    apply_file(ws, spec_path)
 
 
 def _run(lane: ModuleType, ws: Workspace, where: Path, operator: str, yes: bool) -> None:

@@ -50,7 +50,7 @@ def init(
     spec_path.write_text(template.replace("__OPERATOR__", operator), encoding="utf-8")
     (directory / STATE_DIR).mkdir(exist_ok=True)
     (directory / STATE_DIR / ".gitignore").write_text("*\n", encoding="utf-8")
-    result = _apply_file(workspace(ctx), spec_path)
+    result = apply_file(workspace(ctx), spec_path)
     if as_json:
         emit_json({"spec": str(spec_path), "company": result.company, "revision": result.revision,
                    "operator": operator})
@@ -95,7 +95,7 @@ def apply(
 ) -> None:
     """Load a spec into the store. Idempotent; refuses changes that would orphan live tasks (exit 7)."""
     ws = workspace(ctx)
-    result = _apply_file(ws, _existing(file) if file else ws.spec_path)
+    result = apply_file(ws, _existing(file) if file else ws.spec_path)
     if as_json:
         emit_json({"company": result.company, "revision": result.revision, "changed": result.changed,
                    "changes": result.changes})
@@ -107,7 +107,7 @@ def apply(
             console.print(f"  {change}", highlight=False)
 
 
-def _apply_file(ws: Workspace, path: Path) -> ApplyResult:
+def apply_file(ws: Workspace, path: Path) -> ApplyResult:
     """Apply the spec at ``path``. A company's first apply is its bootstrap: the local operator becomes
     a human principal (if the spec does not already name them) and gets a token, saved for this
     workspace. Every later apply is made by the authenticated principal, who needs ``admin``."""

@@ -189,7 +189,7 @@ class ApprovalVerbs(CompanyBase):
 
     # -- opening ------------------------------------------------------------------------------------
 
-    def _open_request_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, edge: Approval, *,
+    def open_request_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, edge: Approval, *,
                           kind: str, payload: dict[str, Any], evidence: dict[str, Any], rationale: str,
                           task_id: int | None = None, workflow: str | None = None, transition: str | None = None,
                           tool: str | None = None, task_version: int | None = None) -> tuple[int, bool]:
@@ -419,7 +419,7 @@ class ApprovalVerbs(CompanyBase):
                              subject=f"approval:{request_id}", data={"edge": request.edge, "note": note})
                 if request.kind == "transition":
                     try:
-                        self._transition_txn(conn, head, cache, request.task_id, request.transition,
+                        self.transition_txn(conn, head, cache, request.task_id, request.transition,
                                              request.requested_by, request.task_version, request.payload,
                                              approver=who, request_id=request_id)
                     except (StaleVersion, ContractViolation, Denied) as exc:
@@ -495,7 +495,7 @@ class ApprovalVerbs(CompanyBase):
 
     # -- tool calls ---------------------------------------------------------------------------------
 
-    def _consume_tool_approval_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, tool: str,
+    def consume_tool_approval_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, tool: str,
                                    edge: Approval, arguments: dict[str, Any], rationale: str) -> OpenedRequest | None:
         """For a tool on an approval edge: use up an approved request for exactly these arguments (returns
         ``None``: go ahead), or open one and return it (the caller commits, then raises
@@ -511,7 +511,7 @@ class ApprovalVerbs(CompanyBase):
                 audit.touch(head, "approval_requests", row.id)  # the tool.call event records it
                 return None
         evidence = {"requested_by": who.handle, "tool": tool, "arguments": arguments, "rationale": rationale}
-        request_id, created = self._open_request_txn(conn, head, who, edge, kind="tool", payload=arguments,
+        request_id, created = self.open_request_txn(conn, head, who, edge, kind="tool", payload=arguments,
                                                      evidence=evidence, rationale=rationale, tool=tool)
         return OpenedRequest(request_id, tuple(edge.by), created)
 

@@ -24,7 +24,7 @@ from roster.kernel.names import check_artifact
 from roster.store import audit
 from roster.store.company_base import ActorRef
 from roster.store.schema import artifacts
-from roster.store.tasks import Task, TaskVerbs, _task
+from roster.store.tasks import Task, TaskVerbs, task_from_row
 
 PREVIEW_CHARS = 4000
 """Characters of each text artifact an approver is shown in the request itself."""
@@ -93,7 +93,7 @@ class ArtifactVerbs(TaskVerbs):
                    "version": latest.version + 1 if latest else 1, "parent_id": latest.id if latest else None,
                    "run_id": run_id}
             artifact_id = write.conn.execute(insert(artifacts), row).inserted_primary_key[0]
-            task_version = self._bump_txn(write)
+            task_version = self.bump_txn(write)
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
                          action="artifact.record", subject=f"task:{task_id}",
                          data={"kind": kind, "name": name, "sha256": digest, "size": len(content), "reason": reason,
@@ -143,7 +143,7 @@ class ArtifactVerbs(TaskVerbs):
         """The task's artifacts: the latest version of each name (every version with ``all_versions``),
         in the order they were saved. Needs ``read`` on the workflow. Raises :class:`NotFound`."""
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
+            self._may_read(cache, who, task_from_row(self.task_row_txn(conn, task_id)).workflow)
             if all_versions:
                 return self._versions_txn(conn, task_id)
             return sorted(self.latest_artifacts_txn(conn, task_id).values(), key=lambda r: r.id)
@@ -151,7 +151,7 @@ class ArtifactVerbs(TaskVerbs):
     def artifact_history(self, task_id: int, name: str, *, actor: ActorRef | None = None) -> list[ArtifactRecord]:
         """Every version of the task's artifact ``name``, oldest first. Raises :class:`NotFound`."""
         with self._reading(actor, "artifact.read", f"task:{task_id}") as (conn, cache, who):
-            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
+            self._may_read(cache, who, task_from_row(self.task_row_txn(conn, task_id)).workflow)
             versions = self._versions_txn(conn, task_id, name)
         if not versions:
             raise NotFound(self._no_artifact(task_id, name))

@@ -47,6 +47,14 @@ ActorRef = str | Principal
 """Who acts: a :class:`Principal` (from authentication), or a handle of this company (trusted callers)."""
 
 
+def recorded_handle(company: str, actor: ActorRef) -> str:
+    """The handle to record for ``actor`` in ``company``'s rows and events: another company's principal
+    is recorded by its full id (``company/handle``)."""
+    if isinstance(actor, Principal):
+        return actor.handle if actor.company == company else actor.id
+    return actor
+
+
 @dataclass
 class CompanyCache:
     """The spec, compiled workflows, principals and rights of one (spec, rights) revision pair."""
@@ -102,6 +110,12 @@ class CompanyBase:
         revision moved. Raises :class:`NotFound` if the company is gone."""
         return self._head_txn(conn)[1]
 
+    def decide_txn(self, conn: Connection, head: audit.ChainHead, principal: str, action: str,
+                   resource: Resource) -> Decision:
+        """:meth:`decide` inside ``conn``'s transaction, as of ``head`` (the company row it has locked),
+        for a composition that must decide before it writes (``Store.apply`` on an existing company)."""
+        return self._decide(self._refresh_txn(conn, head), principal, action, resource)
+
     def spec(self) -> CompanySpec:
         """The company's current spec (the last one applied)."""
         with self.store.read() as conn:
@@ -126,10 +140,7 @@ class CompanyBase:
     # -- who acts, and may they ---------------------------------------------------------------------
 
     def _handle(self, actor: ActorRef) -> str:
-        """The handle to record for ``actor``: another company's principal is recorded by its full id."""
-        if isinstance(actor, Principal):
-            return actor.handle if actor.company == self.company else actor.id
-        return actor
+        return recorded_handle(self.company, actor)
 
     def _actor(self, cache: CompanyCache, actor: ActorRef) -> Actor:
         """Resolve ``actor`` to an active principal of this company, or raise :class:`Denied`.

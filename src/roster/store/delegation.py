@@ -23,7 +23,7 @@ from roster.store import audit
 from roster.store.artifacts import ArtifactVerbs
 from roster.store.company_base import ActorRef, CompanyCache
 from roster.store.schema import tasks
-from roster.store.tasks import MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task, finished
+from roster.store.tasks import MAX_FIELDS_BYTES, Task, check_size, dump_json, task_from_row, finished
 
 MAX_DELEGATION_DEPTH = 32
 
@@ -84,7 +84,7 @@ class DelegationVerbs(ArtifactVerbs):
         """A finished task takes no new children: nobody is left accountable for them."""
         with self.store.read() as conn:
             cache = self.current_txn(conn)
-            row = self._row_txn(conn, parent_id)
+            row = self.task_row_txn(conn, parent_id)
         if finished(cache, row.workflow, row.state):
             raise UsageError(f"task {parent_id} is finished (state '{row.state}'); delegate from an open task")
 
@@ -94,10 +94,10 @@ class DelegationVerbs(ArtifactVerbs):
         ``delegation-cycle``) if ``parent_id`` is ``child_id`` or one of its descendants."""
         checked = parse_packet(packet).model_dump()
         checked["delegated_by"] = self._handle(actor)
-        _check_size("delegation packet", checked, MAX_FIELDS_BYTES)
+        check_size("delegation packet", checked, MAX_FIELDS_BYTES)
         self._check_open_parent(parent_id)
         with self._evidence_write(child_id, actor, "task.adopt", {"parent_id": parent_id}, right="assign") as write:
-            parent = _task(self._row_txn(write.conn, parent_id))
+            parent = task_from_row(self.task_row_txn(write.conn, parent_id))
             self._may_read(write.cache, write.actor, parent.workflow)
             chain = self._ancestors_txn(write.conn, parent_id)
             if child_id in chain:
@@ -107,7 +107,7 @@ class DelegationVerbs(ArtifactVerbs):
                                                f"delegation would loop ({loop})", task_id=child_id)
             version = write.task.version + 1
             write.conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == child_id),
-                               {"parent_id": parent_id, "packet": _dumps(checked), "version": version,
+                               {"parent_id": parent_id, "packet": dump_json(checked), "version": version,
                                 "updated_at": write.now})
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="task.adopt",
                          subject=f"task:{child_id}", data={"parent_id": parent_id, "packet": checked,
@@ -128,7 +128,7 @@ class DelegationVerbs(ArtifactVerbs):
     def children(self, parent_id: int, *, actor: ActorRef | None = None) -> list[Task]:
         """The tasks delegated from ``parent_id`` (that the actor may read), oldest first."""
         with self._reading(actor, "task.read", f"task:{parent_id}") as (conn, cache, who):
-            self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
+            self._may_read(cache, who, task_from_row(self.task_row_txn(conn, parent_id)).workflow)
             rows = self.children_rows_txn(conn, parent_id)
             if who is None:
                 return rows

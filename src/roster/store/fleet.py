@@ -28,10 +28,10 @@ from roster.store import audit
 from roster.store.company_base import CompanyCache
 from roster.store.leases import Lease, LeaseVerbs
 from roster.store.prepared import Prepared
-from roster.store.runs import _HELD_BACK_FOR, Attempt, Candidate, RunRecord, RunVerbs, run_record
+from roster.store.runs import HELD_BACK_FOR, Attempt, Candidate, RunRecord, RunVerbs, run_record
 from roster.store.schema import api_tokens, audit_events, dispatchers, runs, runtime_leases
 from roster.store.store import format_ts
-from roster.store.tasks import _SELECT_TASK, Task
+from roster.store.tasks import SELECT_TASK, Task
 
 _STEP_EVENT = Prepared(
     select(func.max(audit_events.c.seq))
@@ -132,12 +132,12 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             self._check_offered_txn(conn, cache, agent, row, task, self.store.now())
             try:
                 who = self._actor(cache, agent)
-                lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
+                lease, claimed = self.claim_row_txn(conn, head, who, row, run_id, ttl)
             except (Denied, LeaseHeld) as exc:
                 raise LostRace(task.id, agent, exc.message) from None
             previous = [a for a in self.attempts_txn(conn, task.id) if a.agent == agent]
             attempt = 1 + sum(a.failures for a in previous)
-            self._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
+            self.start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task.id,
                                 fencing_token=lease.fencing_token, attempt=attempt, dispatcher_id=dispatcher_id)
             done = ClaimedRun(lease, claimed, attempt, previous)
             if then is not None:
@@ -146,7 +146,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         return done
 
     def _task_row(self, conn: Connection, task_id: int) -> Any:
-        row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+        row = SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'")
         return row
@@ -158,7 +158,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                                           f"it was seen in '{seen.state}' (version {seen.version})")
         if row.lease_holder is not None and (row.lease_expires_at or "") > now:
             raise LostRace(row.id, agent, f"'{row.lease_holder}' holds its lease until {row.lease_expires_at}")
-        if row.state not in self._actionable_states(cache, agent).get(row.workflow, ()):
+        if row.state not in self.actionable_states(cache, agent).get(row.workflow, ()):
             raise LostRace(row.id, agent, f"no transition from '{row.state}' is offered to it (rights, 'by', or "
                                           "the agent is not active)")
         spec_agent = cache.spec.agents.get(agent)
@@ -166,7 +166,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         running = _RUNNING_OF.first(conn, {"company": self.company, "agent": agent})[0]
         if running >= limit:  # its runs in flight in every process, not only the claiming one's
             raise LostRace(row.id, agent, f"it has {running} run(s) in flight, its max_concurrent_runs ({limit})")
-        if _HELD_BACK_FOR.first(conn, {"company": self.company, "task_id": row.id, "agent": agent, "now": now}):
+        if HELD_BACK_FOR.first(conn, {"company": self.company, "task_id": row.id, "agent": agent, "now": now}):
             raise LostRace(row.id, agent, "it is held back for the agent: a backoff, a blocker or an approval "
                                           "request it opened")
 
@@ -177,15 +177,15 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         Returns whether the lease was given back."""
         with self.store.write() as conn:
             head, cache = self._head_txn(conn)
-            row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+            row = SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
             released = False
             if row is not None:
                 try:
-                    self._release_row_txn(conn, head, self._actor(cache, agent), row, task_id, fencing_token)
+                    self.release_row_txn(conn, head, self._actor(cache, agent), row, task_id, fencing_token)
                     released = True
                 except (StaleFencingToken, Denied):
                     pass  # taken over, or released by the kill switch: nothing to give back
-            self._finish_run_txn(conn, head, run_id, agent=agent, **finish)
+            self.finish_run_txn(conn, head, run_id, agent=agent, **finish)
             if released:
                 self.record_view_txn(conn, head, task_id, agent)
             audit.save_head(conn, head)
@@ -198,7 +198,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
 
         def end(conn: Connection, head: audit.ChainHead, cache: CompanyCache, moved: Task) -> None:
             self.release_txn(conn, head, self._actor(cache, agent), moved.id, fencing_token, row=moved)
-            self._finish_run_txn(conn, head, run_id, agent=agent, **finish())
+            self.finish_run_txn(conn, head, run_id, agent=agent, **finish())
             self.record_view_txn(conn, head, moved.id, agent, task=moved)
 
         return end
@@ -323,7 +323,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             return "its dispatcher has stopped" if known is not None and known.stopped_at is not None else None
         if run.task_id is None:
             return None  # a run by hand with no task and no dispatcher: nothing tells whether it lives
-        task = _SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
+        task = SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
         live = task is not None and task.lease_run == run.id and (task.lease_expires_at or "") > stamp
         return None if live else "its lease expired or was taken over while it was recorded as running"
 
@@ -344,10 +344,10 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
         audit.touch(head, "principals", run.agent)  # the run's token revoked: run.crash records it
         if run.task_id is None:
             return CrashedRun(run.id, run.agent, None, reason)
-        task = _SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
+        task = SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
         if task is not None and task.lease_run == run.id:
-            self._drop_lease_txn(conn, head, task, by="runtime", reason=CRASHED, now=stamp)
-        attempt = self._record_failure_txn(conn, head, run.task_id, run.agent,
+            self.drop_lease_txn(conn, head, task, by="runtime", reason=CRASHED, now=stamp)
+        attempt = self.record_failure_txn(conn, head, run.task_id, run.agent,
                                            Failure(FailureCategory.TRANSIENT, CRASHED, message),
                                            max_attempts=max_attempts, tried={"crashed_run": run.id})
         return CrashedRun(run.id, run.agent, run.task_id, reason, attempt.blocked_reason)

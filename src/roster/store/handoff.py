@@ -31,7 +31,7 @@ from roster.store.delegation import DelegationVerbs
 from roster.store.leases import Lease
 from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, audit_events, task_views, tasks
-from roster.store.tasks import _SELECT_TASK, MAX_FIELDS_BYTES, Task, _check_size, _dumps, _task
+from roster.store.tasks import SELECT_TASK, MAX_FIELDS_BYTES, Task, check_size, dump_json, task_from_row
 
 _VIEW_KEY = (task_views.c.company_id == bindparam("company"), task_views.c.task_id == bindparam("task_id"),
              task_views.c.principal == bindparam("principal"))
@@ -127,7 +127,7 @@ class HandoffVerbs(DelegationVerbs):
         request = {"fields": sorted(writes)}
         try:
             with self._evidence_write(task_id, actor, "task.edit", request, fencing_token=fencing_token) as write:
-                _check_size("field edits", writes, MAX_FIELDS_BYTES)
+                check_size("field edits", writes, MAX_FIELDS_BYTES)
                 task = write.task
                 live = task.lease_holder == write.actor.handle and (task.lease_expires_at or "") > write.now
                 if not live:
@@ -143,7 +143,7 @@ class HandoffVerbs(DelegationVerbs):
                 version = task.version + 1
                 write.conn.execute(
                     tasks.update().where(tasks.c.company_id == self.company, tasks.c.id == task_id),
-                    {"fields": _dumps(new_fields), "version": version, "updated_at": write.now})
+                    {"fields": dump_json(new_fields), "version": version, "updated_at": write.now})
                 audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
                              action="task.edit", subject=f"task:{task_id}",
                              data={"writes": writes, "note": note, "version": version})
@@ -160,9 +160,9 @@ class HandoffVerbs(DelegationVerbs):
         (``task``, when the caller has it as of this transaction; read otherwise)."""
         key = {"company": self.company, "task_id": task_id}
         if task is not None:
-            version, fields = task.version, _dumps(task.fields)
+            version, fields = task.version, dump_json(task.fields)
         else:
-            row = _SELECT_TASK.first(conn, key)
+            row = SELECT_TASK.first(conn, key)
             if row is None:
                 raise NotFound(f"no task {task_id} in company '{self.company}'")
             version, fields = row.version, row.fields
@@ -230,7 +230,7 @@ class HandoffVerbs(DelegationVerbs):
     def handoff(self, task_id: int, principal: str, *, actor: ActorRef | None = None) -> dict[str, Any] | None:
         """:meth:`handoff_txn` in a read of its own (``roster context`` shows it)."""
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            task = _task(self._row_txn(conn, task_id))
+            task = task_from_row(self.task_row_txn(conn, task_id))
             self._may_read(cache, who, task.workflow)
             if principal not in cache.principals:
                 raise NotFound(f"no principal '{principal}' in company '{self.company}'")

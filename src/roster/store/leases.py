@@ -28,9 +28,9 @@ from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.prepared import Prepared
 from roster.store.schema import tasks
 from roster.store.store import format_ts
-from roster.store.tasks import _SELECT_TASK, Task, _task
+from roster.store.tasks import SELECT_TASK, Task, task_from_row
 
-# Hot-path statements, built once (see store/prepared.py). The task is read whole (_SELECT_TASK): a claim
+# Hot-path statements, built once (see store/prepared.py). The task is read whole (SELECT_TASK): a claim
 # hands it to its caller, which would otherwise read it again.
 _SET_LEASE = Prepared(
     update(tasks)
@@ -62,7 +62,7 @@ class LeaseVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+                row = SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
                 if row is None:
                     raise NotFound(f"no task {task_id} in company '{self.company}'")
                 self._may_read(cache, who, row.workflow)
@@ -86,7 +86,7 @@ class LeaseVerbs(CompanyBase):
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> Lease:  # noqa: ANN001
             self._may_claim(self._refresh_txn(conn, head), who, row.workflow, row.state)
-            lease, claimed = self._claim_row_txn(conn, head, who, row, run_id, ttl)
+            lease, claimed = self.claim_row_txn(conn, head, who, row, run_id, ttl)
             if then is not None:
                 then(conn, head, lease, claimed)
             return lease
@@ -105,7 +105,7 @@ class LeaseVerbs(CompanyBase):
                             "everyone who can off the task; claim tasks you will move (roster task options ID "
                             "lists them)")
 
-    def _claim_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, run_id: str,
+    def claim_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, run_id: str,
                        ttl: float) -> tuple[Lease, Task]:
         """Take the lease of the task ``row`` (read in this transaction) with the next fencing token, or
         raise :class:`LeaseHeld`; returns the lease and the task as claimed."""
@@ -124,7 +124,7 @@ class LeaseVerbs(CompanyBase):
         audit.append(conn, head, ts=stamp, principal=who.handle, action="lease.claim", subject=f"task:{task_id}",
                      data={"run_id": run_id, "fencing_token": token, "expires_at": expires,
                            "took_over": row.lease_holder if row.lease_holder and not live else None})
-        claimed = dataclasses.replace(_task(row), fencing_token=token, lease_holder=who.handle, lease_run=run_id,
+        claimed = dataclasses.replace(task_from_row(row), fencing_token=token, lease_holder=who.handle, lease_run=run_id,
                                       lease_expires_at=expires)
         return Lease(task_id, who.handle, run_id, token, expires), claimed
 
@@ -150,7 +150,7 @@ class LeaseVerbs(CompanyBase):
         ``then`` runs in the same transaction (the runtime records the run's end there)."""
 
         def body(conn: Connection, head: audit.ChainHead, who: Actor, row) -> None:  # noqa: ANN001
-            self._release_row_txn(conn, head, who, row, task_id, fencing_token)
+            self.release_row_txn(conn, head, who, row, task_id, fencing_token)
             if then is not None:
                 then(conn, head)
 
@@ -162,12 +162,12 @@ class LeaseVerbs(CompanyBase):
         its rights (the runtime, ending a run in its transition's transaction). ``row``: the task's lease
         columns (``fencing_token``, ``lease_holder``) as read in this transaction, if the caller has them
         (a :class:`~roster.store.tasks.Task` will do). Raises :class:`StaleFencingToken`, :class:`NotFound`."""
-        row = row if row is not None else _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+        row = row if row is not None else SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'")
-        self._release_row_txn(conn, head, who, row, task_id, fencing_token)
+        self.release_row_txn(conn, head, who, row, task_id, fencing_token)
 
-    def _release_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, task_id: int,
+    def release_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, task_id: int,
                          fencing_token: int) -> None:
         if row.fencing_token != fencing_token or row.lease_holder != who.handle:
             raise StaleFencingToken(task_id, fencing_token, row.fencing_token)
@@ -177,7 +177,7 @@ class LeaseVerbs(CompanyBase):
         audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="lease.release",
                      subject=f"task:{task_id}", data={"fencing_token": fencing_token, "reason": "done"})
 
-    def _release_leases_txn(self, conn: Connection, head: audit.ChainHead, *, reason: str, by: str,
+    def release_leases_txn(self, conn: Connection, head: audit.ChainHead, *, reason: str, by: str,
                             holders: list[str], workflows: list[str] | None = None) -> list[int]:
         """Release, in this transaction, every lease held by one of ``holders`` (restricted to tasks of
         ``workflows`` when given); each release is audited with ``reason``. Returns the task ids."""
@@ -188,10 +188,10 @@ class LeaseVerbs(CompanyBase):
                                  .where(and_(*clauses)).order_by(tasks.c.id)))
         now = self.store.now()
         for row in rows:
-            self._drop_lease_txn(conn, head, row, by=by, reason=reason, now=now)
+            self.drop_lease_txn(conn, head, row, by=by, reason=reason, now=now)
         return [row.id for row in rows]
 
-    def _drop_lease_txn(self, conn: Connection, head: audit.ChainHead, row: Any, *, by: str, reason: str,
+    def drop_lease_txn(self, conn: Connection, head: audit.ChainHead, row: Any, *, by: str, reason: str,
                         now: str) -> None:
         """Release the lease of task ``row`` (its ``id``, ``lease_holder``, ``fencing_token``) on behalf of
         ``by``, not its holder (the kill switch, the crash sweep), audited with ``reason``."""

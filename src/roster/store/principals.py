@@ -181,7 +181,7 @@ class PrincipalVerbs(CompanyBase):
                                                       api_tokens.c.principal == handle,
                                                       api_tokens.c.revoked_at.is_(None)), {"revoked_at": now})
             if status != "active":  # the kill switch: its leases go at once, so others may take the work
-                self._release_leases_txn(conn, head, reason=f"principal {status}", by=who, holders=[handle])
+                self.release_leases_txn(conn, head, reason=f"principal {status}", by=who, holders=[handle])
             head.rights_revision += 1
             verb = {"active": "resume", "paused": "pause", "retired": "retire"}[status]
             audit.append(conn, head, ts=now, principal=who, action=f"principal.{verb}",
@@ -285,7 +285,7 @@ class PrincipalVerbs(CompanyBase):
                 agents = [h for h, p in cache.principals.items() if p.kind == "agent"]
                 workflows = None if scope == COMPANY_SCOPE else [
                     name for name, wf in cache.spec.workflows.items() if wf.portfolio == scope]
-                self._release_leases_txn(conn, head, reason=f"scope {scope} paused", by=who, holders=agents,
+                self.release_leases_txn(conn, head, reason=f"scope {scope} paused", by=who, holders=agents,
                                          workflows=workflows)
             elif verb == "resume" and exists is not None:
                 conn.execute(paused_scopes.delete().where(paused_scopes.c.company_id == self.company,
@@ -318,7 +318,7 @@ class PrincipalVerbs(CompanyBase):
                 self._authorize(cache, who, "call_tool", Resource("tool", tool))
                 opened = None
                 if spec_tool.approval is not None:
-                    opened = self._consume_tool_approval_txn(conn, head, who, tool, spec_tool.approval, arguments,
+                    opened = self.consume_tool_approval_txn(conn, head, who, tool, spec_tool.approval, arguments,
                                                              rationale)
                 if opened is None:
                     audit.append(conn, head, ts=self.store.now(), principal=who.handle, action="tool.call",

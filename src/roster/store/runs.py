@@ -24,7 +24,7 @@ from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.prepared import Prepared
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
-from roster.store.tasks import Task, _task
+from roster.store.tasks import Task, task_from_row
 
 _ATTEMPTS_OF = Prepared(select(attempts).where(attempts.c.company_id == bindparam("company"),
                                                attempts.c.task_id == bindparam("task_id"))
@@ -69,7 +69,7 @@ _CANDIDATES_FOR_AGENT = Prepared(
            ~exists().where(*_HELD_BACK_ATTEMPT, attempts.c.agent == bindparam("agent")),
            ~exists().where(*_HELD_BACK_REQUEST, approval_requests.c.requested_by == bindparam("agent")))
     .order_by(tasks.c.priority.desc(), tasks.c.id).limit(bindparam("scan")))
-_HELD_BACK_FOR = Prepared(union_all(
+HELD_BACK_FOR = Prepared(union_all(
     select(attempts.c.task_id)
     .where(attempts.c.company_id == bindparam("company"), attempts.c.task_id == bindparam("task_id"),
            attempts.c.agent == bindparam("agent"), _ATTEMPT_HOLDS),
@@ -151,7 +151,7 @@ class RunVerbs(CompanyBase):
         if not wanted:
             return {}
         with self.store.read() as conn:
-            full = {r.id: _task(r) for r in conn.execute(_TASKS_BY_ID, {"company": self.company, "ids": wanted})}
+            full = {r.id: task_from_row(r) for r in conn.execute(_TASKS_BY_ID, {"company": self.company, "ids": wanted})}
         return {agent: [full[c.id] for c in picks if c.id in full] for agent, picks in chosen.items()}
 
     def candidates_many(self, agents: list[str], *, limit: int = 20,
@@ -168,7 +168,7 @@ class RunVerbs(CompanyBase):
             cache = self.current_txn(conn)
             if cache.rights is None or cache.spec is None:
                 return {}
-            states = {agent: self._actionable_states(cache, agent) for agent in agents}
+            states = {agent: self.actionable_states(cache, agent) for agent in agents}
             union: dict[str, set[str]] = {}
             seen: set[tuple[str, frozenset[str]]] = set()
             for per_agent in states.values():
@@ -211,7 +211,7 @@ class RunVerbs(CompanyBase):
                     chosen[agent] = [Candidate(r.id, r.workflow, r.state, r.priority, r.version) for r in mine[:limit]]
         return chosen
 
-    def _actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, frozenset[str]]:
+    def actionable_states(self, cache: CompanyCache, agent: str) -> dict[str, frozenset[str]]:
         """Per workflow, the states from which ``agent`` may take some offered transition (rights, ``by``
         and :attr:`~roster.kernel.spec.Transition.offered`).
         Kept on ``cache`` (one revision of spec, principals and rights): an idle cycle over thousands of
@@ -240,12 +240,12 @@ class RunVerbs(CompanyBase):
         run_id = run_id or new_run_id()
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            self._start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task_id,
+            self.start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task_id,
                                 fencing_token=fencing_token, attempt=attempt, dispatcher_id=dispatcher_id)
             audit.save_head(conn, head)
         return run_id
 
-    def _start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
+    def start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
                        task_id: int | None, fencing_token: int | None, attempt: int,
                        dispatcher_id: str | None = None) -> None:
         now = self.store.now()
@@ -262,12 +262,12 @@ class RunVerbs(CompanyBase):
         run could not be priced, kept as unknown), wall time (s)."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            self._finish_run_txn(conn, head, run_id, outcome=outcome, transition=transition, failure=failure,
+            self.finish_run_txn(conn, head, run_id, outcome=outcome, transition=transition, failure=failure,
                                  model=model, input_tokens=input_tokens, output_tokens=output_tokens,
                                  cost_usd=cost_usd, wall_seconds=wall_seconds)
             audit.save_head(conn, head)
 
-    def _finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
+    def finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
                         transition: str | None = None, failure: Failure | None = None, model: str | None = None,
                         input_tokens: int = 0, output_tokens: int = 0, cost_usd: float | None = 0.0,
                         wall_seconds: float | None = None, agent: str | None = None) -> None:
@@ -309,12 +309,12 @@ class RunVerbs(CompanyBase):
         ``tried`` (JSON) is what the attempt tried and what of it was saved; the next brief shows it."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
-            attempt = self._record_failure_txn(conn, head, task_id, agent, failure, max_attempts=max_attempts,
+            attempt = self.record_failure_txn(conn, head, task_id, agent, failure, max_attempts=max_attempts,
                                                tried=tried)
             audit.save_head(conn, head)
         return attempt
 
-    def _record_failure_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, agent: str,
+    def record_failure_txn(self, conn: Connection, head: audit.ChainHead, task_id: int, agent: str,
                             failure: Failure, *, max_attempts: int, tried: dict | None = None) -> Attempt:
         """:meth:`record_failure` inside ``conn``'s transaction (the caller saves the head)."""
         row = conn.execute(select(attempts).where(attempts.c.company_id == self.company,

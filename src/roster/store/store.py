@@ -323,9 +323,8 @@ class Store:
         """Changing an existing company's spec needs ``admin`` on it (humans have it; agents never)."""
         from roster.store.company import CompanyStore  # noqa: PLC0415 - company.py builds on this module
 
-        company = CompanyStore(self, head.company)
-        cache = company._refresh_txn(conn, head)
-        decision = company._decide(cache, applied_by, "admin", Resource("company", head.company))
+        decision = CompanyStore(self, head.company).decide_txn(conn, head, applied_by, "admin",
+                                                               Resource("company", head.company))
         if not decision.allowed:
             raise Denied(applied_by, "apply a spec to", "this company", decision.explain(), decision.policies)
 

@@ -37,7 +37,7 @@ from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
-from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, recorded_handle
 from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, check_results, tasks
@@ -49,7 +49,7 @@ MAX_IDEMPOTENCY_KEY_CHARS = 255
 
 
 # Hot-path statements are built once: building a statement per call costs more than running it.
-_SELECT_TASK = Prepared(
+SELECT_TASK = Prepared(
     select(tasks).where(tasks.c.company_id == bindparam("company"), tasks.c.id == bindparam("task_id")))
 _UPDATE_TASK = Prepared(
     update(tasks)
@@ -141,8 +141,8 @@ class TaskVerbs(CompanyBase):
                    "parent_id": parent_id, "idempotency_key": idempotency_key}
         try:
             if packet is not None:
-                _check_size("delegation packet", packet, MAX_FIELDS_BYTES)
-            _check_size("task fields", fields, MAX_FIELDS_BYTES)
+                check_size("delegation packet", packet, MAX_FIELDS_BYTES)
+            check_size("task fields", fields, MAX_FIELDS_BYTES)
             if len(title) > MAX_TITLE_CHARS:
                 raise PayloadTooLarge("task title", len(title.encode()), MAX_TITLE_CHARS)
             if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY_CHARS:
@@ -165,19 +165,19 @@ class TaskVerbs(CompanyBase):
             row = conn.execute(select(tasks).where(tasks.c.company_id == self.company,
                                                    tasks.c.idempotency_key == idempotency_key)).first()
             if row is not None:
-                return _task(row), False
+                return task_from_row(row), False
         machine.check_new_fields(fields)
         if owner is not None and owner not in cache.actors:
             raise NotFound(f"owner '{owner}' is not a principal of company '{self.company}'")
         if parent_id is not None:
-            self._may_read(cache, who, _task(self._row_txn(conn, parent_id)).workflow)
+            self._may_read(cache, who, task_from_row(self.task_row_txn(conn, parent_id)).workflow)
         now = self.store.now()
         head.task_seq += 1
         row = {"company_id": self.company, "id": head.task_seq, "workflow": workflow,
-               "state": machine.workflow.initial, "title": title, "fields": _dumps(fields), "owner": owner,
+               "state": machine.workflow.initial, "title": title, "fields": dump_json(fields), "owner": owner,
                "priority": priority, "parent_id": parent_id, "idempotency_key": idempotency_key, "version": 1,
                "created_by": who.handle, "created_at": now, "updated_at": now,
-               "packet": _dumps(packet) if packet is not None else None}
+               "packet": dump_json(packet) if packet is not None else None}
         conn.execute(insert(tasks), row)
         data = {"workflow": workflow, "state": row["state"], "title": title, "fields": fields, "owner": owner,
                 "priority": priority, "parent_id": parent_id, "idempotency_key": idempotency_key, "version": 1}
@@ -191,12 +191,12 @@ class TaskVerbs(CompanyBase):
     def get_task(self, task_id: int, *, actor: ActorRef | None = None) -> Task:
         """The task with id ``task_id``. Raises :class:`NotFound`, :class:`Denied` (``read``)."""
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            task = _task(self._row_txn(conn, task_id))
+            task = task_from_row(self.task_row_txn(conn, task_id))
             self._may_read(cache, who, task.workflow)
             return task
 
-    def _row_txn(self, conn: Connection, task_id: int) -> Any:
-        row = _SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
+    def task_row_txn(self, conn: Connection, task_id: int) -> Any:
+        row = SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")
         return row
@@ -228,7 +228,7 @@ class TaskVerbs(CompanyBase):
                 readable = [w for w in cache.machines
                             if self._decide(cache, who.handle, "read", Resource("workflow", w)).allowed]
                 query = query.where(tasks.c.workflow.in_(readable))
-            return [_task(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
+            return [task_from_row(r) for r in conn.execute(query.order_by(tasks.c.id).limit(limit))]
 
     def transition(self, task_id: int, name: str, *, actor: ActorRef, expected_version: int,
                    writes: Mapping[str, Any] | None = None, rationale: str = "",
@@ -253,10 +253,10 @@ class TaskVerbs(CompanyBase):
         """
         writes = dict(writes or {})
         try:
-            _check_size("transition writes", writes, MAX_FIELDS_BYTES)
+            check_size("transition writes", writes, MAX_FIELDS_BYTES)
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
-                result = self._transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
+                result = self.transition_txn(conn, head, cache, task_id, name, actor, expected_version, writes,
                                               rationale=rationale, fencing_token=fencing_token)
                 if then is not None and not isinstance(result, OpenedRequest):
                     then(conn, head, cache, result)
@@ -282,7 +282,7 @@ class TaskVerbs(CompanyBase):
             yield TransitionBatch(self, conn, head, cache)
             audit.save_head(conn, head)
 
-    def _transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, task_id: int, name: str,
+    def transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, task_id: int, name: str,
                         actor: ActorRef, expected_version: int, writes: dict[str, Any], *, rationale: str = "",
                         approver: Actor | None = None, request_id: int | None = None,
                         fencing_token: int | None = None) -> Task | OpenedRequest:
@@ -290,7 +290,7 @@ class TaskVerbs(CompanyBase):
         ``approver``, opens (or finds) the approval request and returns it instead; ``approve_request``
         calls back with the ``approver`` to run it."""
         who = self._actor(cache, actor)
-        task = _task(self._row_txn(conn, task_id))
+        task = task_from_row(self.task_row_txn(conn, task_id))
         self._may_read(cache, who, task.workflow)
         if approver is None:  # an approved request runs whatever lease the task has now
             self._check_lease(task, who, fencing_token)
@@ -310,10 +310,10 @@ class TaskVerbs(CompanyBase):
         now = self.store.now()
         updated = _UPDATE_TASK.rowcount(conn, {
             "company": self.company, "task_id": task_id, "expected_version": expected_version,
-            "state": transition.to, "fields": _dumps(new_fields), "version": expected_version + 1, "updated_at": now,
+            "state": transition.to, "fields": dump_json(new_fields), "version": expected_version + 1, "updated_at": now,
         })
         if updated != 1:  # only reachable if a writer bypassed the company lock
-            raise StaleVersion(task_id, expected_version, _task(self._row_txn(conn, task_id)).version)
+            raise StaleVersion(task_id, expected_version, task_from_row(self.task_row_txn(conn, task_id)).version)
         data = {"workflow": task.workflow, "transition": name, "from": task.state, "to": transition.to,
                 "writes": writes, "version": expected_version + 1}
         if rationale:
@@ -358,7 +358,7 @@ class TaskVerbs(CompanyBase):
                     "kpis": list(workflow.kpis) or (list(requester.kpis) if requester else []),
                     "rationale": rationale}
         evidence.update(self._approval_evidence_txn(conn, task, evidence["kpis"]))
-        request_id, created = self._open_request_txn(
+        request_id, created = self.open_request_txn(
             conn, head, who, transition.approval, kind="transition", payload=writes, evidence=evidence,
             rationale=rationale, task_id=task.id, workflow=task.workflow, transition=name, task_version=task.version)
         return OpenedRequest(request_id, tuple(transition.approval.by), created)
@@ -381,7 +381,7 @@ class TaskVerbs(CompanyBase):
         With ``actor`` given the ``by`` clause is judged for that principal; otherwise it is skipped.
         """
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            task = _task(self._row_txn(conn, task_id))
+            task = task_from_row(self.task_row_txn(conn, task_id))
             self._may_read(cache, who, task.workflow)
             machine = cache.machines.get(task.workflow)
             if machine is None:
@@ -393,7 +393,7 @@ class TaskVerbs(CompanyBase):
     def history(self, task_id: int, *, actor: ActorRef | None = None) -> list[AuditEvent]:
         """The task's audit events (creation, transitions, evidence, refusals) in order."""
         with self._reading(actor, "task.read", f"task:{task_id}") as (conn, cache, who):
-            self._may_read(cache, who, _task(self._row_txn(conn, task_id)).workflow)
+            self._may_read(cache, who, task_from_row(self.task_row_txn(conn, task_id)).workflow)
             return list(audit.iter_events(conn, self.company, subject=f"task:{task_id}"))
 
     # -- evidence: artifacts, checks, approvals -----------------------------------------------------
@@ -401,7 +401,7 @@ class TaskVerbs(CompanyBase):
     def children_rows_txn(self, conn: Connection, parent_id: int) -> list[Task]:
         """The tasks delegated from ``parent_id``, oldest first (a trusted read)."""
         rows = _CHILD_ROWS.all(conn, {"company": self.company, "parent_id": parent_id})
-        return sorted((_task(row) for row in rows), key=lambda task: task.id)
+        return sorted((task_from_row(row) for row in rows), key=lambda task: task.id)
 
     def evidence_txn(self, conn: Connection, cache: CompanyCache, task: Task,
                       children: list[Task] | None = None) -> Evidence:
@@ -419,7 +419,7 @@ class TaskVerbs(CompanyBase):
 
     @contextmanager
     def _evidence_write(self, task_id: int, actor: ActorRef, action: str, request: Mapping[str, Any],
-                        right: str = "write", fencing_token: int | None = None) -> Iterator[_EvidenceWrite]:
+                        right: str = "write", fencing_token: int | None = None) -> Iterator[EvidenceWrite]:
         """One write transaction that adds evidence to a task: yields the locked chain head, the actor and
         the task; the body inserts its row, moves the task's version and appends its event. ``read`` and
         ``right`` on the task's workflow are checked first; once the body is done, the task's pending
@@ -429,11 +429,11 @@ class TaskVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                task = _task(self._row_txn(conn, task_id))
+                task = task_from_row(self.task_row_txn(conn, task_id))
                 self._may_read(cache, who, task.workflow)
                 self._authorize(cache, who, right, Resource("workflow", task.workflow))
                 self._check_lease(task, who, fencing_token)
-                write = _EvidenceWrite(conn, head, cache, who, task, self.store.now())
+                write = EvidenceWrite(conn, head, cache, who, task, self.store.now())
                 yield write
                 stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
                                    by=who.handle, cause=action, now=write.now)
@@ -442,7 +442,7 @@ class TaskVerbs(CompanyBase):
             self._audit_rejection(actor, action, f"task:{task_id}", exc, request)
             raise
 
-    def _bump_txn(self, write: _EvidenceWrite) -> int:
+    def bump_txn(self, write: EvidenceWrite) -> int:
         """Evidence changed: the task's version goes up, so approvals given before no longer count."""
         write.conn.execute(update(tasks).where(tasks.c.company_id == self.company, tasks.c.id == write.task.id),
                            {"version": write.task.version + 1, "updated_at": write.now})
@@ -479,7 +479,7 @@ class TaskVerbs(CompanyBase):
             write.conn.execute(insert(check_results), {
                 "company_id": self.company, "task_id": task_id, "name": name, "passed": passed, "detail": detail,
                 "recorded_by": write.actor.handle, "created_at": write.now})
-            version = self._bump_txn(write)
+            version = self.bump_txn(write)
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="check.record",
                          subject=f"task:{task_id}",
                          data={"name": name, "passed": passed, "detail": detail, "version": version})
@@ -509,7 +509,7 @@ class TaskVerbs(CompanyBase):
 
 
 @dataclass
-class _EvidenceWrite:
+class EvidenceWrite:
     conn: Connection
     head: audit.ChainHead
     cache: CompanyCache
@@ -529,11 +529,11 @@ class TransitionBatch:
                    writes: Mapping[str, Any] | None = None, fencing_token: int | None = None) -> Task:
         writes = dict(writes or {})
         try:
-            _check_size("transition writes", writes, MAX_FIELDS_BYTES)
-            result = self._company._transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
+            check_size("transition writes", writes, MAX_FIELDS_BYTES)
+            result = self._company.transition_txn(self._conn, self._head, self._cache, task_id, name, actor,
                                                    expected_version, writes, fencing_token=fencing_token)
         except _REFUSALS as exc:
-            audit.append(self._conn, self._head, ts=self._company.store.now(), principal=self._company._handle(actor),
+            audit.append(self._conn, self._head, ts=self._company.store.now(), principal=recorded_handle(self._company.company, actor),
                          action="task.transition.rejected", subject=f"task:{task_id}",
                          data={**_transition_request(name, expected_version, writes), "error": exc.to_dict()})
             raise
@@ -550,13 +550,13 @@ def _transition_request(name: str, expected_version: int, writes: Mapping[str, A
     return {"transition": name, "expected_version": expected_version, "written_fields": sorted(writes)}
 
 
-def _dumps(value: Any) -> str:
+def dump_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
-def _check_size(what: str, value: Any, limit: int) -> None:
+def check_size(what: str, value: Any, limit: int) -> None:
     check_json(what, value)  # nesting and read-back first: a value too deep for json.dumps never reaches it
-    size = len(_dumps(value).encode())
+    size = len(dump_json(value).encode())
     if size > limit:
         raise PayloadTooLarge(what, size, limit)
 
@@ -567,7 +567,7 @@ def finished(cache: CompanyCache, workflow: str, state: str) -> bool:
     return machine is not None and state in machine.terminal
 
 
-def _task(row: Any) -> Task:
+def task_from_row(row: Any) -> Task:
     return Task(row.company_id, row.id, row.workflow, row.state, row.title, json.loads(row.fields), row.owner,
                 row.priority, row.parent_id, row.idempotency_key, row.version, row.created_by, row.created_at,
                 row.updated_at, row.fencing_token, row.lease_holder, row.lease_run, row.lease_expires_at,
