@@ -18,7 +18,7 @@ from roster.errors import CorruptArtifact
 from roster.specfile import parse_spec
 from roster.store import Store
 from roster.store.engine import shipped_head
-from roster.store.memory import fts_table
+from roster.store.dialects import fts_table
 
 GLOBEX = FIX_LINT.replace("company: acme", "company: globex")
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from roster.errors import RosterError
 from roster.runtime.pipeline import OUTAGES
 from roster.store import CompanyStore
-from roster.store.audit import WAKE_CHANNEL
+from roster.store.dialects import WAKE_CHANNEL
 from roster.store.leases import Lease
 
 
@@ -113,7 +113,7 @@ class LeaseRenewals:
 
 class NotifyListener:
     """PostgreSQL only: a thread on a connection of its own that ``LISTEN``s on
-    :data:`~roster.store.audit.WAKE_CHANNEL` and sets ``wake`` when another process commits work for this
+    :data:`~roster.store.dialects.WAKE_CHANNEL` and sets ``wake`` when another process commits work for this
     company. It reconnects with backoff after any error (a server restart), so it never dies."""
 
     def __init__(self, company: CompanyStore, wake: threading.Event, log: Callable[[str], None]) -> None:

@@ -648,7 +648,7 @@ class Dispatcher:
 
     def _listen(self) -> None:
         """On PostgreSQL, wake on other processes' commits (``LISTEN``); elsewhere polling stays the way."""
-        if self.company.store.engine.dialect.name == "postgresql" and self._listener is None:
+        if self.company.store.dialect.listens and self._listener is None:
             self._listener = NotifyListener(self.company, self.wake, self.log)
             self._listener.start()
 

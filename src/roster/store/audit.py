@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from roster.errors import UsageError
 from roster.kernel.audit import ALL, AuditEvent, event_hash, first_break, named_rows, row_hash
 from roster.kernel.contracts import canonical_problems
+from roster.store.dialects import dialect_of
 from roster.store.prepared import Prepared
 from roster.store.schema import api_tokens, approval_requests, audit_events, companies, principals, tasks
 
@@ -89,8 +90,6 @@ WAKE_ACTIONS = frozenset({"task.create", "task.transition", "task.assign", "task
 """Actions after which some agent may have work it did not have: a task created, moved, re-routed or given
 back (a lease released, a hold handed back), a message sent, an approval decided, an event emitted, an
 escalation resolved, an agent or a scope resumed. Their commit wakes the dispatchers (see :func:`note_work`)."""
-WAKE_CHANNEL = "roster_work"
-"""The PostgreSQL ``LISTEN``/``NOTIFY`` channel on which a commit that made work wakes other processes."""
 
 
 def note_work(conn: Connection, company: str) -> None:
@@ -101,8 +100,7 @@ def note_work(conn: Connection, company: str) -> None:
     if company in woke:
         return
     woke.add(company)
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_notify('{WAKE_CHANNEL}', %(company)s)", {"company": company})
+    dialect_of(conn).notify_work(conn, company)
 
 
 def append(conn: Connection, head: ChainHead, *, ts: str, principal: str, action: str, subject: str,

@@ -1,4 +1,4 @@
-"""Opening a database: the engine, the SQLite pragmas (set in one connect hook) and schema migrations.
+"""Opening a database: the engine (its connection settings from :mod:`roster.store.dialects`) and schema migrations.
 
 SQLite is the default (``.roster/roster.db`` beside the spec). Every connection sets, explicitly:
 
@@ -41,36 +41,16 @@ def make_engine(url: str, *, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Engi
     """An engine for ``url`` with Roster's connection settings. ``lock_timeout`` is in seconds."""
     from sqlalchemy import create_engine  # see the module docstring
 
+    from roster.store.dialects import dialect_of  # with SQLAlchemy, as above
+
     # A dispatcher's runs end in worker threads, each transaction on a connection of its own: the pool
     # keeps up to POOL_SIZE + POOL_OVERFLOW of them rather than making runs queue for one (30 s at most).
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": lock_timeout}, pool_size=POOL_SIZE,
                                max_overflow=POOL_OVERFLOW)
-        _configure_sqlite(engine, lock_timeout)
+        dialect_of(engine).configure(engine, lock_timeout)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
-
-
-def _configure_sqlite(engine: Engine, lock_timeout: float) -> None:
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record):
-        # Let SQLAlchemy's begin event, not the driver, decide how transactions start.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {int(lock_timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache per connection, not 2 MiB
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection):
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        # Straight to the driver: this runs once per transaction, on the hot path.
-        connection.connection.driver_connection.execute(f"BEGIN {mode}")
 
 
 VERSION_TABLE = "alembic_version"

@@ -120,7 +120,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
 
         Raises :class:`LostRace` (nothing written, nothing audited: losing a race is not an act), or
         whatever ``then`` raises (the claim rolls back)."""
-        if self.store.engine.dialect.name != "sqlite":
+        if self.store.dialect.server:
             # A server: look first without the company row's lock, so a race already lost does not queue
             # behind every other process's writes (on SQLite one process writes at a time anyway).
             with self.store.read() as conn:

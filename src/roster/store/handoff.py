@@ -15,7 +15,6 @@ rationales left. The same works from agent to agent.
 from __future__ import annotations
 
 import functools
-import importlib
 import json
 from typing import Any
 
@@ -28,6 +27,7 @@ from roster.store import audit
 from roster.store.artifacts import MAX_DIFF_LINES, ArtifactRecord, artifact_record, unified_diff
 from roster.store.company_base import ActorRef, CompanyCache
 from roster.store.delegation import DelegationVerbs
+from roster.store.dialects import Dialect
 from roster.store.leases import Lease
 from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, audit_events, task_views, tasks
@@ -40,18 +40,14 @@ _VIEW = Prepared(select(task_views.c.seq, task_views.c.version, task_views.c.fie
 
 
 @functools.cache
-def _upsert_view(dialect: str) -> Prepared:
-    """Insert a principal's view of a task, or update the one it has: one statement in ``dialect``'s own
-    ``insert``, which knows ``ON CONFLICT`` (built on first use: a read-only command never loads it)."""
-    dialect_insert = importlib.import_module(f"sqlalchemy.dialects.{dialect}").insert
-    statement = dialect_insert(task_views).values(
-        company_id=bindparam("company"), task_id=bindparam("task_id"), principal=bindparam("principal"),
-        seq=bindparam("seq"), version=bindparam("version"), fields=bindparam("fields"),
-        artifacts=bindparam("artifacts"), seen_at=bindparam("seen_at"))
-    changed = ("seq", "version", "fields", "artifacts", "seen_at")
-    return Prepared(statement.on_conflict_do_update(
-        index_elements=[task_views.c.company_id, task_views.c.task_id, task_views.c.principal],
-        set_={name: statement.excluded[name] for name in changed}))
+def _upsert_view(dialect: Dialect) -> Prepared:
+    """Insert a principal's view of a task, or update the one it has: one statement (built on first use)."""
+    values = {name: bindparam(name) for name in ("task_id", "principal", *_VIEW_CHANGES)}
+    return Prepared(dialect.upsert(task_views, {"company_id": bindparam("company"), **values},
+                                   key=("company_id", "task_id", "principal"), update=_VIEW_CHANGES))
+
+
+_VIEW_CHANGES = ("seq", "version", "fields", "artifacts", "seen_at")
 
 
 _LATEST_ARTIFACT_IDS = Prepared(select(artifacts.c.name, func.max(artifacts.c.id).label("id")).where(
@@ -169,7 +165,7 @@ class HandoffVerbs(DelegationVerbs):
         seen = {r.name: r.id for r in _LATEST_ARTIFACT_IDS.all(conn, key)}
         values = {**key, "principal": principal, "seq": head.audit_seq, "version": version,
                   "fields": fields, "artifacts": json.dumps(seen, sort_keys=True), "seen_at": self.store.now()}
-        _upsert_view(conn.dialect.name).rowcount(conn, values)
+        _upsert_view(self.store.dialect).rowcount(conn, values)
 
     def handoff_txn(self, conn: Connection, cache: CompanyCache, task: Task, principal: str) -> dict[str, Any] | None:
         """What others changed on ``task`` since ``principal`` last saw it, or ``None`` (never seen, or

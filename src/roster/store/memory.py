@@ -17,7 +17,7 @@ The query's words are OR-ed. Ranking: text relevance (FTS5 ``bm25``; PostgreSQL 
 
 Ranking statistics never cross companies. FTS5's ``bm25`` uses statistics of the whole index (how many
 rows, their average length, how many rows hold each word), so on SQLite each company has an index of its
-own, the FTS5 table :func:`fts_table` (rowid = ``memory_entries.id``), created on the company's first
+own, the FTS5 table :func:`~roster.store.dialects.fts_table` (rowid = ``memory_entries.id``), created on the company's first
 entry and filled from ``memory_entries`` (migration 0015 made one for each company that had entries, and
 dropped the shared ``memory_fts``). A company's scores therefore depend on its own entries only, never on
 whether a word occurs in another company's memory. PostgreSQL's ``ts_rank`` scores each entry from its
@@ -31,7 +31,6 @@ Consolidation (:meth:`MemoryVerbs.consolidate_memory`) drops expired entries and
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import re
@@ -41,7 +40,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, update
 
 from roster.defaults import MEMORY_KINDS
 from roster.errors import Denied, NotFound, PayloadTooLarge, RosterError, UsageError
@@ -50,7 +49,6 @@ from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, shared_with_txn
-from roster.store.prepared import Prepared
 from roster.store.schema import memory_entries, memory_shares
 from roster.store.store import format_ts
 
@@ -58,7 +56,6 @@ MAX_ENTRY_CHARS = 2000
 """Longest entry text: memory is compact; put documents in artifacts."""
 EXPORT_FORMAT = "roster.memory/1"
 TEAM_PREFIX = "team:"
-_COMPANY_ID = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 
 Kind = Literal["belief", "decision", "constraint", "preference", "lesson"]
 
@@ -221,9 +218,7 @@ class MemoryVerbs(CompanyBase):
                "provenance": json.dumps(provenance, sort_keys=True), "expires_at": expires_at, "created_by": by,
                "created_at": now}
         entry_id = conn.execute(insert(memory_entries), row).inserted_primary_key[0]
-        if conn.dialect.name == "sqlite":
-            conn.execute(text(f'INSERT INTO "{fts_table(self.company)}"(rowid, text) VALUES (:id, :text)'),
-                         {"id": entry_id, "text": text_})
+        self.store.dialect.index_memory(conn, self.company, entry_id, text_)
         audit.append(conn, head, ts=now, principal=by, action=action, subject=f"memory:{pad}",
                      data={"id": entry_id, "kind": kind, "confidence": confidence, "provenance": provenance,
                            "expires_at": expires_at, "sha256": hashlib.sha256(text_.encode()).hexdigest()})
@@ -234,28 +229,29 @@ class MemoryVerbs(CompanyBase):
             return
         conn.execute(delete(memory_entries).where(memory_entries.c.company_id == self.company,
                                                   memory_entries.c.id.in_(ids)))
-        if conn.dialect.name == "sqlite":
-            for entry_id in ids:
-                conn.execute(text(f'DELETE FROM "{fts_table(self.company)}" WHERE rowid = :id'), {"id": entry_id})
+        self.store.dialect.unindex_memory(conn, self.company, ids)
 
     _memory_index_ready = False
-    """Whether this company's full-text index is known to exist (SQLite; see :meth:`_ensure_memory_index`)."""
+    """Whether this company's full-text index is known to exist (where the dialect keeps one; see
+    :meth:`_ensure_memory_index`)."""
 
     def _ensure_memory_index(self) -> None:
-        """Make sure the company's FTS5 index exists (SQLite; PostgreSQL needs none), creating it in a
-        transaction of its own, filled from the company's entries, before the first entry is written. It
-        is marked ready only once committed, so a write that rolls back never leaves a stale mark."""
-        if self._memory_index_ready or self.store.engine.dialect.name != "sqlite":
+        """Make sure the company's full-text index exists (SQLite's FTS5 table; PostgreSQL needs none),
+        creating it in a transaction of its own, filled from the company's entries, before the first entry
+        is written. It is marked ready only once committed, so a write that rolls back never leaves a
+        stale mark."""
+        dialect = self.store.dialect
+        if self._memory_index_ready or not dialect.keeps_memory_index:
             return
         with self.store.write() as conn:
-            if not _fts_exists(conn, self.company):
-                create_fts_txn(conn, self.company)
+            if not dialect.memory_index_exists(conn, self.company):
+                dialect.create_memory_index(conn, self.company)
         self._memory_index_ready = True
 
     def _memory_index_txn(self, conn: Connection) -> bool:
-        """Whether the company's FTS5 index exists (read inside ``conn``'s transaction; remembered once
+        """Whether the company's full-text index exists (read inside ``conn``'s transaction; remembered once
         seen, as an index is never dropped while the store is open)."""
-        if not self._memory_index_ready and _fts_exists(conn, self.company):
+        if not self._memory_index_ready and self.store.dialect.memory_index_exists(conn, self.company):
             self._memory_index_ready = True
         return self._memory_index_ready
 
@@ -301,16 +297,12 @@ class MemoryVerbs(CompanyBase):
         params: dict[str, Any] = {"company": self.company, "now": self.store.now(), "limit": limit,
                                   **{f"pad{i}": p for i, p in enumerate(pads)},
                                   **{f"kind{i}": k for i, k in enumerate(kinds or [])}}
-        table = None
-        if conn.dialect.name == "sqlite":
-            params["q"] = " OR ".join(f'"{w}"' for w in words)
-            table = fts_table(self.company)
-            if not self._memory_index_txn(conn) and conn.execute(select(memory_entries.c.id).where(
-                    memory_entries.c.company_id == self.company).limit(1)).first() is None:
-                return []  # no index yet, and nothing it would hold: the company never saved an entry
-        else:
-            params["q"] = " | ".join(words)
-        sql = _recall_sql(conn.dialect.name, table, len(pads), len(kinds or []))
+        dialect = self.store.dialect
+        params["q"] = dialect.memory_query(words)
+        if dialect.keeps_memory_index and not self._memory_index_txn(conn) and conn.execute(
+                select(memory_entries.c.id).where(memory_entries.c.company_id == self.company).limit(1)).first() is None:
+            return []  # no index yet, and nothing it would hold: the company never saved an entry
+        sql = dialect.recall_sql(self.company, len(pads), len(kinds or []))
         return [_entry(r, float(r.score)) for r in sql.all(conn, params)]
 
     def forget(self, entry_id: int, *, actor: ActorRef, reason: str = "") -> MemoryEntry:
@@ -463,55 +455,6 @@ class MemoryVerbs(CompanyBase):
 
         return self._memory_write(actor, "memory.import", pad, {"from": source, "entries": len(parsed.entries)},
                                   body)
-
-
-def fts_table(company: str) -> str:
-    """The name of ``company``'s SQLite FTS5 index of memory entries: ``memory_fts_<company>_index``.
-
-    The ``_index`` ending keeps names apart from FTS5's own shadow tables (``<name>_data``, ``_idx``,
-    ``_content``, ``_docsize``, ``_config``): no company's index name can equal another's shadow table.
-    Raises :class:`UsageError` for a company id outside the spec's ``[a-z][a-z0-9_-]{0,62}``."""
-    if not _COMPANY_ID.match(company):
-        raise UsageError(f"company id '{company}' is not [a-z][a-z0-9_-]{{0,62}}; no memory index can be named for it")
-    return f"memory_fts_{company}_index"
-
-
-def create_fts_txn(conn: Connection, company: str) -> None:
-    """Create ``company``'s FTS5 index in ``conn``'s transaction (SQLite only) and fill it from its entries."""
-    table = fts_table(company)
-    conn.execute(text(f'CREATE VIRTUAL TABLE "{table}" USING fts5(text, tokenize = \'porter unicode61\')'))
-    conn.execute(text(f'INSERT INTO "{table}"(rowid, text) SELECT id, text FROM memory_entries '
-                      "WHERE company_id = :company ORDER BY id"), {"company": company})
-
-
-def _fts_exists(conn: Connection, company: str) -> bool:
-    return conn.execute(text("SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = :name"),
-                        {"name": fts_table(company)}).first() is not None
-
-
-PG_SEPARATORS = "[^[:alnum:]_]+"
-"""On PostgreSQL, what separates words before ``to_tsvector`` (as FTS5's unicode61 tokenizer separates them
-on SQLite): without it the default parser reads ``tool.ruff`` or ``a/b.py`` as one token."""
-
-
-@functools.lru_cache(maxsize=1024)
-def _recall_sql(dialect: str, table: str | None, pads: int, kinds: int) -> Prepared:
-    """The recall query for a company's index (``table``, SQLite) and a number of pads and kinds, built once
-    (see the module docstring's ranking)."""
-    weight = "(0.5 + 0.5 * m.confidence)"
-    where = (f"m.company_id = :company AND m.pad IN ({', '.join(f':pad{i}' for i in range(pads))}) "
-             "AND (m.expires_at IS NULL OR m.expires_at > :now)")
-    if kinds:
-        where += f" AND m.kind IN ({', '.join(f':kind{i}' for i in range(kinds))})"
-    if dialect == "sqlite":
-        fts = f'"{table}"'
-        return Prepared(text(f"SELECT m.*, -bm25({fts}) * {weight} AS score FROM {fts} "
-                             f"JOIN memory_entries m ON m.id = {fts}.rowid WHERE {fts} MATCH :q AND {where} "
-                             "ORDER BY score DESC, m.id DESC LIMIT :limit"))
-    vector = f"to_tsvector('english', regexp_replace(m.text, '{PG_SEPARATORS}', ' ', 'g'))"  # migration 0016's index
-    return Prepared(text(f"SELECT m.*, ts_rank({vector}, to_tsquery('english', :q)) * {weight} AS score "
-                         f"FROM memory_entries m WHERE {vector} @@ to_tsquery('english', :q) AND {where} "
-                         "ORDER BY score DESC, m.id DESC LIMIT :limit"))
 
 
 def _check_entry(kind: str, text_: str, confidence: float) -> None:

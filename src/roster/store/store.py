@@ -29,6 +29,7 @@ from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec
 from roster.store import audit, faults, text_guard
 from roster.store.blobs import BlobStore, FileBlobStore
+from roster.store.dialects import dialect_of
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT, make_engine, migrate
 from roster.store.schema import artifacts, companies, principals, spec_revisions, tasks
 
@@ -76,11 +77,13 @@ class Store:
         self._handles: dict[str, CompanyStore] = {}
         self.lock_timeout = lock_timeout
         self._local = threading.local()  # per thread: the pinned connection and the read it has open
-        self._driver_disconnects: tuple[type[BaseException], ...] = _disconnect_errors(engine)
+        self.dialect = dialect_of(engine)
+        """What differs between SQLite and PostgreSQL (:mod:`roster.store.dialects`)."""
+        self._driver_disconnects = self.dialect.disconnect_errors(engine)
         self._work_listeners: list[Callable[[str], None]] = []
         self.after_commit_hooks: list[Callable[[Store, dict[str, tuple[int, str]]], None]] = []
         """Called after a commit that saved chain heads, with company -> (seq, hash) (audit checkpoints)."""
-        self._writer = threading.RLock() if engine.dialect.name == "sqlite" else None
+        self._writer = self.dialect.writer_lock()
 
     @classmethod
     def open(cls, url: str, *, clock: Clock = utc_now, artifact_root: Path | None = None,
@@ -136,17 +139,17 @@ class Store:
         except (OperationalError, sqlite3.OperationalError) as exc:
             # Raw driver errors come from the statements store/prepared.py runs on the cursor.
             driver_error = exc.orig if isinstance(exc, OperationalError) else exc
-            if isinstance(driver_error, sqlite3.OperationalError) and "locked" in str(driver_error):
+            if self.dialect.lock_timed_out(driver_error):
                 raise StoreBusy(
                     f"the database {self.engine.url.database} is locked by another process; waited "
                     f"{self.lock_timeout:g} s. Let the other roster command finish, or raise the wait with "
                     "--lock-timeout / ROSTER_LOCK_TIMEOUT. Nothing was changed."
                 ) from None
-            if self.engine.dialect.name != "sqlite":
+            if self.dialect.server:
                 raise self._unavailable(driver_error) from None
             raise
         except DBAPIError as exc:
-            if self.engine.dialect.name != "sqlite" and (exc.connection_invalidated
+            if self.dialect.server and (exc.connection_invalidated
                                                          or isinstance(exc.orig, self._driver_disconnects)):
                 raise self._unavailable(exc.orig) from None
             raise
@@ -365,15 +368,6 @@ class Store:
                          data={"revision": revision, "spec_hash": spec_hash, "changes": changes})
             audit.save_head(conn, head)
         return ApplyResult(spec.company, revision, True, changes)
-
-
-def _disconnect_errors(engine: Engine) -> tuple[type[BaseException], ...]:
-    """The driver's errors for a lost or refused connection (none for SQLite, a file: its only wait is
-    the lock, :class:`StoreBusy`)."""
-    if engine.dialect.name == "sqlite":
-        return ()
-    dbapi = engine.dialect.loaded_dbapi
-    return (dbapi.OperationalError, dbapi.InterfaceError)
 
 
 def load_spec_txn(conn: Connection, company: str, revision: int) -> CompanySpec:
