@@ -26,7 +26,13 @@ from roster.errors import ApprovalPending, Denied
 from roster.kernel.rights import TOOL_SETS
 from roster.specfile import parse_spec
 from roster.store import Store
-from roster.store.authorization import INTERFACE_DECISIONS, OWN_ROWS, VERB_DECISIONS
+from roster.store.authorization import (
+    INTERFACE_DECISIONS,
+    OWN_ROWS,
+    SESSION_DECISIONS,
+    SESSION_OPEN,
+    VERB_DECISIONS,
+)
 from roster.store.company import CompanyStore, Session
 from roster.store.company_base import CompanyBase
 
@@ -103,6 +109,19 @@ def test_every_public_verb_is_mapped_to_its_decision_or_says_why_it_takes_none()
     decided = {a for actions in VERB_DECISIONS.values() for a in actions} | set(INTERFACE_DECISIONS)
     assert decided == set(ACTIONS)
     assert set(TOOL_SET_OF) == set(TOOL_SETS)
+
+
+def test_every_public_session_method_is_a_verb_or_says_what_it_decides():
+    """What an interface can call on a Session: the verbs above (actor bound), and the few methods of
+    SESSION_DECISIONS (with their actions) and SESSION_OPEN (with why they take no decision). A method added
+    to Session without an entry here fails; so does a stale entry."""
+    public = {name for name, member in inspect.getmembers(Session, callable) if not name.startswith("_")}
+    extra = set(SESSION_DECISIONS) | set(SESSION_OPEN)
+    assert set(SESSION_DECISIONS) & set(SESSION_OPEN) == set()
+    assert set(Session.VERBS) & extra == set()
+    assert public == set(Session.VERBS) | extra, sorted(public ^ (set(Session.VERBS) | extra))
+    assert {a for actions in SESSION_DECISIONS.values() for a in actions} <= set(ACTIONS)
+    assert all(why.strip() for why in SESSION_OPEN.values())
 
 
 @pytest.fixture
@@ -218,6 +237,32 @@ def test_every_mapped_verb_reaches_the_one_decision_with_its_actions(acme, decid
         decided.clear()
         bob.authorize(action, resource.format(task=1, request=1))
         assert ("bob", action) in decided, action
+
+
+def test_the_session_only_methods_reach_the_one_decision(acme, decided):
+    """escalate decides read on its task; company_for decides what it is asked, refuses (audited) before it
+    hands over the company, and hands it over once allowed."""
+    store, company = acme
+    task = new_task(company)
+    builder = session_of(store, company, "builder")
+    decided.clear()
+    builder.escalate(task, category="judgment", reason="stuck")
+    assert ("builder", "read") in decided
+    assert [e.task_id for e in company.list_escalations(actor="alice")] == [task]
+    decided.clear()
+    assert isinstance(builder.company_for("brief.preview", "principal:builder"), CompanyStore)  # its own
+    assert ("builder", "brief.preview") in decided
+    for action, resource in (("brief.preview", "principal:reader"), ("admin", "company"), ("oversee", "company"),
+                             ("read", "company")):
+        decided.clear()
+        with pytest.raises(Denied):
+            builder.company_for(action, resource)
+        assert ("builder", action) in decided, action
+        assert rejected(company, f"{action}.rejected") == ["builder"], action
+    bob = session_of(store, company, "bob")
+    for action, resource in (("admin", "company"), ("oversee", "company"), ("read", "company"),
+                             ("brief.preview", "principal:builder")):
+        assert isinstance(bob.company_for(action, resource), CompanyStore), action
 
 
 def test_a_denied_verb_is_refused_by_a_policy_of_the_decision(acme):
@@ -417,6 +462,19 @@ def test_brief_preview_and_roster_up_ask_the_decision(ws):
     assert up.exit_code == Denied.exit_code, up.output
     assert "agents-never-admin" in up.output
     assert audit_actions(ws, "admin.rejected") == ["builder"]
+
+
+def test_status_and_costs_ask_the_decision_before_they_read_the_whole_company(ws):
+    """roster status shows every agent's queue, the leases and the fleet: overseeing (humans); roster costs
+    shows the company's spend and budgets: read on the whole company. An agent is refused, audited."""
+    builder = cli_token(ws, "builder")
+    status = ws("--token", builder, "status", "--json")
+    assert status.exit_code == Denied.exit_code, status.output
+    assert audit_actions(ws, "oversee.rejected") == ["builder"]
+    costs = ws("--token", builder, "costs", "--json")
+    assert costs.exit_code == Denied.exit_code, costs.output
+    assert ws("status", "--json").exit_code == 0  # the operator is a human
+    assert ws("costs", "--json").exit_code == 0
 
 
 EXPLAINED = (

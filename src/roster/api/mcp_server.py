@@ -209,7 +209,7 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
     @tool(description="The tasks you could act on now, most urgent first.")
     def my_tasks(limit: int = Field(default=20, ge=1, le=100)) -> list[dict[str, Any]]:
         with acting() as caller:
-            work = caller.company.pending_work(caller.principal.handle, limit=limit)
+            work = caller.pending_work(limit=limit)
             return [{"id": t.id, "workflow": t.workflow, "state": t.state, "title": t.title,
                      "priority": t.priority, "version": t.version} for t in work]
 
@@ -221,7 +221,8 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
             task = caller.get_task(task_id)
             me = caller.principal.handle
             token_ = task.fencing_token if task.lease_holder == me else None
-            return ContextAssembler(caller.company).brief(me, task, Wakeup(f"mcp:{me}", token_)).data
+            company = caller.company_for("brief.preview", f"principal:{me}")  # your own (brief:own; humans any)
+            return ContextAssembler(company).brief(me, task, Wakeup(f"mcp:{me}", token_)).data
 
     # -- the lease and the move ----------------------------------------------------------------------
 
@@ -407,7 +408,7 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
     def profile(caller: Session, handle: str) -> str:
         if not caller.explain("profile.read", f"principal:{handle}").allowed:  # profile:own, humans
             raise ResourceError(f"'{caller.principal.handle}' may read only its own profile; read roster://me")
-        spec = caller.company.spec()
+        spec = caller.spec()
         agent = spec.agents.get(handle)
         if agent is None:
             raise ResourceError(f"no agent '{handle}' in company '{caller.principal.company}': the agents are "

@@ -32,7 +32,7 @@ def costs(caller: Caller, since: str | None = None) -> Any:
 @router.get("/kpis", response_model=list[KpiOut], tags=["runs"],
             summary="The KPIs the company tracks, each with its first and latest readings")
 def kpis(caller: Caller) -> Any:
-    spec = caller.company.spec()
+    spec = caller.spec()
     return [{"name": name, **spec.kpis[name].model_dump(), "first": s.first, "latest": s.latest,
              "readings": s.readings, "change": s.change} for name, s in caller.kpi_summaries().items()]
 

@@ -92,7 +92,8 @@ def release(caller: Caller, task_id: Id, body: ReleaseIn) -> Response:
 def context(caller: Caller, task_id: Id) -> dict[str, Any]:
     task = caller.get_task(task_id)
     me = caller.principal.handle
-    return ContextAssembler(caller.company).brief(me, task, Wakeup("preview", task.fencing_token or None)).data
+    company = caller.company_for("brief.preview", f"principal:{me}")  # your own brief (brief:own; humans any)
+    return ContextAssembler(company).brief(me, task, Wakeup("preview", task.fencing_token or None)).data
 
 
 @router.post("/tasks/{task_id}/checks", response_model=CheckRecorded, status_code=201,
@@ -134,7 +135,7 @@ async def put_artifact(caller: Caller, request: Request, task_id: Id, name: str,
                        fencing_token: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None) -> Any:
     # Read at most one byte past the spec's limit: the store then refuses (and audits) the upload, so
     # an oversized body never sits in memory whole.
-    limit = caller.company.spec().limits.artifact_bytes
+    limit = caller.spec().limits.artifact_bytes
     content = bytearray()
     async for chunk in request.stream():
         content += chunk

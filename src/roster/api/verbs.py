@@ -87,8 +87,7 @@ def escalate(caller: Session, task_id: int, reason: str, category: str = "judgme
         raise UsageError(f"category '{category}' is not one of {', '.join(CATEGORIES)}")
     if not reason.strip():
         raise UsageError("an escalation needs a reason: what you tried and why you cannot finish")
-    caller.get_task(task_id)  # must be readable by the caller: existence does not leak
-    return caller.company.escalate(task_id, from_agent=caller.principal.handle, category=category, reason=reason)
+    return caller.escalate(task_id, category=category, reason=reason)  # of a task the caller may read
 
 
 def request_approval(caller: Session, task_id: int, transition: str, writes: dict[str, Any] | None = None,

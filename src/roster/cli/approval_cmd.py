@@ -189,7 +189,7 @@ def approvals_show(ctx: typer.Context, request_id: int, as_json: JSON = False) -
 def approvals_stats(ctx: typer.Context, as_json: JSON = False) -> None:
     """Requests per approval edge and how they were decided: an edge that is nearly always approved may
     not be worth a human's time."""
-    stats = workspace(ctx).session().company.approval_stats()  # any principal of the company may see counts
+    stats = workspace(ctx).session().approval_stats()  # any principal of the company may see counts
     if as_json:
         emit_json(stats)
         return

@@ -28,12 +28,12 @@ def context(
     preview any agent's brief; an agent only its own. Nothing is recorded as seen."""
     session = workspace(ctx).session()
     task = session.get_task(task_id)  # the caller must be able to read the task
-    session.authorize("brief.preview", f"principal:{agent}")  # humans any; an agent its own (brief:own)
-    if agent not in session.company.spec().agents:
-        raise NotFound(f"no agent '{agent}' in company '{session.company.company}'")
+    company = session.company_for("brief.preview", f"principal:{agent}")  # humans any; an agent its own
+    if agent not in session.spec().agents:
+        raise NotFound(f"no agent '{agent}' in company '{session.principal.company}'")
     from roster.runtime.context import ContextAssembler, Wakeup  # the runtime only here
 
-    brief = ContextAssembler(session.company).brief(agent, task, Wakeup("preview", task.fencing_token or None))
+    brief = ContextAssembler(company).brief(agent, task, Wakeup("preview", task.fencing_token or None))
     if as_json:
         emit_json(brief.data)
         return

@@ -27,7 +27,7 @@ def _stamp(reading: KpiReading | None) -> str:
 def list_kpis(ctx: typer.Context, as_json: JSON = False) -> None:
     """Each KPI: its first and latest readings (before -> after), the change and the target."""
     session = workspace(ctx).session()
-    spec = session.company.spec()
+    spec = session.spec()
     summaries = session.kpi_summaries()
     if as_json:
         emit_json([{"name": name, **spec.kpis[name].model_dump(mode="json"), "readings": s.readings,
@@ -65,7 +65,7 @@ def measure(ctx: typer.Context, name: Annotated[str, typer.Argument(help="A KPI 
     """Run the KPI's measure program now and record the value as yours."""
     ws = workspace(ctx)
     session = ws.session()
-    kpi = session.company.spec().kpis.get(name)
+    kpi = session.spec().kpis.get(name)
     if kpi is None:
         raise NotFound(f"no KPI '{name}' in the spec; see 'roster kpi list'")
     if kpi.measure is None:

@@ -200,7 +200,7 @@ def rights_explain(
 @reports_errors
 def rights_policies(ctx: typer.Context) -> None:
     """Print the Cedar policies compiled from the spec and the kill switches in force."""
-    print(workspace(ctx).session().company.policy_text(), end="")
+    print(workspace(ctx).session().policy_text(), end="")
 
 
 # -- kill switch ------------------------------------------------------------------------------------

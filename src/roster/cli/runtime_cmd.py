@@ -78,10 +78,10 @@ def costs(ctx: typer.Context, as_json: JSON = False) -> None:
     has no price) is printed as unknown, never as 0; in JSON, ``cost_usd`` is then null and
     ``unpriced_runs`` counts those runs."""
     session = workspace(ctx).session()
-    company = session.company
-    report = company.costs()
+    report = session.costs()  # read on the whole company (humans; agents by a grant of '*'), else Denied
+    company = session.company_for("read", "company")  # the budgets' spend is the same company-wide read
     budgets = []
-    for budget in company.spec().budgets:
+    for budget in session.spec().budgets:
         status_ = company.budget_status(budget)
         budgets.append({"scope": status_.scope, "period": status_.period, "unit": status_.unit,
                         "since": status_.since, "limit_usd": status_.limit_usd,
@@ -142,12 +142,11 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
     """Running the company's agents is an administrator's act: it needs a human with ``admin``."""
     from roster.runtime.dispatcher import Dispatcher  # noqa: PLC0415 - see the imports
     session = ws.session()
-    company = session.company
-    session.authorize("admin", "company")  # Denied (audited) unless the decision allows it
+    company = session.company_for("admin", "company")  # Denied (audited) unless the decision allows it
     only = None
     if agents is not None:
         only = [a.strip() for a in agents.split(",") if a.strip()]
-        spec = company.spec()
+        spec = session.spec()
         unknown = [a for a in only if not a.startswith("role:") and a not in spec.agents]
         if unknown or not only:
             known = ", ".join(sorted(spec.agents)) or "none"
@@ -260,12 +259,14 @@ def run(
 
 @reports_errors
 def status(ctx: typer.Context, as_json: JSON = False) -> None:
-    """Agents, their queues and blockers, live leases, and the latest runs."""
+    """Agents, their queues and blockers, live leases, and the latest runs: overseeing the company (humans)."""
     session = workspace(ctx).session()
-    company = session.company
-    spec = company.spec()
+    # every agent's queue, the leases, the fleet and the budgets: overseeing the company (humans), as
+    # list_runs decides for the runs of all agents; Denied (audited) otherwise
+    company = session.company_for("oversee", "company")
+    spec = session.spec()
     agents = []
-    for p in company.list_principals(actor=session.principal):
+    for p in session.list_principals():
         if p.kind != "agent":
             continue
         runner = spec.agents[p.handle].runner if p.handle in spec.agents else None
@@ -273,14 +274,14 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
         agents.append({"agent": p.handle, "status": p.status, "runner": runner.kind if runner else None,
                        "pending": [t.id for t in pending]})
     leases = [asdict(lease) for lease in company.leases()]
-    runs = [asdict(r) for r in company.list_runs(limit=10)]
+    runs = [asdict(r) for r in session.list_runs(limit=10)]
     fleet = company.fleet_stats()
     in_flight = [{"run": r.id, "agent": r.agent, "task_id": r.task_id, "seconds": round(sec, 1),
                   "dispatcher_id": r.dispatcher_id} for r, sec in fleet.in_flight]
     processes = [{"id": d.id, "host": d.host, "pid": d.pid, "agents": d.agents, "max_runs": d.max_runs,
                   "runs_in_flight": d.runs_in_flight, "runs_started": d.runs_started, "lost_races": d.lost_races,
                   "heartbeat_at": d.heartbeat_at} for d in fleet.dispatchers]
-    if company.explain(session.principal.handle, "read", "company").allowed is False:
+    if session.explain("read", "company").allowed is False:
         runs = [r for r in runs if r["agent"] == session.principal.handle]
         in_flight = [r for r in in_flight if r["agent"] == session.principal.handle]
     warnings = [f"{b.scope} per {b.period}: {s_.describe()} ({s_.level(b.warn_at)})"

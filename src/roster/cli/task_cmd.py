@@ -63,7 +63,7 @@ def create(
 ) -> None:
     """Create a task in the workflow's initial state."""
     session = workspace(ctx).session()
-    fields = parse_assignments(session.company.spec(), workflow, assignments or [])
+    fields = parse_assignments(session.spec(), workflow, assignments or [])
     task, created = session.create_task(workflow=workflow, title=title, fields=fields, owner=owner,
                                         priority=priority, parent_id=parent, idempotency_key=key)
     if as_json:
@@ -193,7 +193,7 @@ def move(
         session.transition(task_id, transition, expected_version=expect_version or 0,
                            writes=dict.fromkeys(unset or []))
         raise
-    writes = parse_assignments(session.company.spec(), current.workflow, assignments or [])
+    writes = parse_assignments(session.spec(), current.workflow, assignments or [])
     writes.update(dict.fromkeys(unset or []))
     version = current.version if expect_version is None else expect_version
     task = session.transition(task_id, transition, expected_version=version, writes=writes, rationale=rationale)
@@ -305,7 +305,7 @@ def edit(
     """Change fields outside a transition, while you hold the task (validated by the workflow's schema)."""
     session = workspace(ctx).session()
     current = session.get_task(task_id)
-    writes = parse_assignments(session.company.spec(), current.workflow, assignments or [])
+    writes = parse_assignments(session.spec(), current.workflow, assignments or [])
     writes.update(dict.fromkeys(unset or []))
     task = session.edit_fields(task_id, writes, note=note, expected_version=current.version)
     if as_json:
@@ -336,7 +336,7 @@ def delegate(
     packet = {"subproblem": subproblem, "context": context_text, "tried": tried or [],
               "desired_output": desired_output, "success_condition": success_condition,
               "blocking_threshold": blocking_threshold}
-    fields = parse_assignments(session.company.spec(), workflow, assignments or [])
+    fields = parse_assignments(session.spec(), workflow, assignments or [])
     task = session.delegate(parent, workflow=workflow, title=title, packet=packet, fields=fields, owner=owner)
     if as_json:
         emit_json(_task_json(task))

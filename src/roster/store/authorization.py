@@ -2,11 +2,18 @@
 
 Every decision is taken by one function, :meth:`roster.store.company_base.CompanyBase._decide`, which asks
 Cedar (:class:`roster.kernel.rights.Rights`); interfaces ask it through :meth:`CompanyBase.decide` and
-:meth:`CompanyBase.authorize` (``Session.explain``, ``Session.authorize``). This module only *lists* what
-each verb decides, so that ``tests/test_authorization.py`` can check, for every public verb, that the list
-is complete and that calling the verb reaches the decision with those actions: a verb added without an
-authorization decision fails that test until it takes one (or is listed here, with its reason, as one
-that acts only on its caller's own rows or as a trusted runtime call that takes no principal).
+:meth:`CompanyBase.authorize` (``Session.explain``, ``Session.authorize``, ``Session.company_for``). This
+module only *lists* what each verb decides, so that ``tests/test_authorization.py`` can check, for every
+public verb, that the list is complete and that calling the verb reaches the decision with those actions: a
+verb added without an authorization decision fails that test until it takes one (or is listed here, with
+its reason, as one that acts only on its caller's own rows or as a trusted runtime call that takes no
+principal).
+
+Interfaces hold a :class:`~roster.store.company.Session`, never the :class:`CompanyStore`: its methods are
+the verbs of :data:`VERB_DECISIONS` and :data:`OWN_ROWS` with the actor bound, plus the few of
+:data:`SESSION_DECISIONS` and :data:`SESSION_OPEN` (each listed with its decision, or why it takes none).
+The whole company handle, which the runtime needs (a dispatcher, a brief's assembler, budgets), is had only
+through ``Session.company_for(action, resource)``, after that decision allowed it.
 """
 
 from __future__ import annotations
@@ -92,9 +99,31 @@ caller's own rows, or on the company's directory that every active principal of 
 is still resolved to an active principal of this company (tenancy, :meth:`CompanyBase._actor`)."""
 
 INTERFACE_DECISIONS: dict[str, str] = {
-    "brief.preview": "roster context TASK --as AGENT (Session.authorize)",
+    "brief.preview": "roster context TASK --as AGENT, and your own brief over REST and MCP (Session.company_for)",
     "tool.see": "the MCP server's tools/list (Session.explain, per tool set)",
     "profile.read": "the MCP resource roster://agents/{handle} (Session.explain)",
-    "admin": "roster up / roster run (Session.authorize), besides the administration verbs",
+    "admin": "roster up / roster run (Session.company_for), besides the administration verbs",
 }
-"""Actions decided for an interface before it acts, through the public entry points."""
+"""Actions decided for an interface before it acts, through the public entry points. Besides these,
+``roster status`` takes ``oversee`` (every agent's queue, the leases, the fleet: as :data:`VERB_DECISIONS`
+has it for ``list_runs``) and ``roster costs`` takes ``read`` on the company (as ``costs``), both through
+``Session.company_for``."""
+
+SESSION_DECISIONS: dict[str, tuple[str, ...]] = {
+    "escalate": ("read",),  # the task escalated from, as get_task decides it (from_agent: the caller)
+    "company_for": (),  # decides the action it is given (Session.authorize), then hands over the company
+}
+"""Session methods that are not :class:`CompanyStore` verbs with an actor, and the Cedar actions they
+decide for the session's principal."""
+
+SESSION_OPEN: dict[str, str] = {
+    "spec": "the company's spec, open to every active principal of it (the token was checked at authentication)",
+    "pending_work": "the caller's own work: the tasks its rights and contracts offer it, as the work query "
+                    "decides them for the runtime",
+    "approval_stats": "request counts per approval edge, company-wide, open to every principal of the company "
+                      "as roster approval stats always was",
+    "policy_text": "the Cedar policies in force, open to every principal of the company as roster rights "
+                   "policies always was",
+    "explain": "rights explain: it answers the decision for an action, refusing nothing",
+}
+"""Session methods beyond the verbs that take no Cedar decision of their own, and why."""
