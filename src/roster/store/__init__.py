@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from roster.store.artifacts import ArtifactRecord
-    from roster.store.company import CompanyStore, Session
+    from roster.store.company import CompanyStore, Session, open_session
     from roster.store.company_base import Principal
     from roster.store.memory import MemoryEntry
     from roster.store.messages import Message
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 _HOMES = {
     "ArtifactRecord": "roster.store.artifacts",
-    **dict.fromkeys(("CompanyStore", "Session"), "roster.store.company"),
+    **dict.fromkeys(("CompanyStore", "Session", "open_session"), "roster.store.company"),
     "Principal": "roster.store.company_base",
     "MemoryEntry": "roster.store.memory",
     "Message": "roster.store.messages",
@@ -46,4 +46,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["ApplyResult", "ArtifactRecord", "CompanyStore", "IssuedToken", "MemoryEntry", "Message", "Principal",
-           "Session", "Store", "Task", "TokenRecord", "TransitionOption"]
+           "Session", "Store", "Task", "TokenRecord", "TransitionOption", "open_session"]

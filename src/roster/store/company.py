@@ -9,6 +9,7 @@ the actor fixed to the token's principal, so nothing reached through a session c
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from roster.defaults import DEFAULT_LEASE_SECONDS, DEFAULT_TOKEN_LIFETIME
@@ -17,6 +18,7 @@ from roster.store import audit
 from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
 from roster.store.costs import CostVerbs
+from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.handoff import DEFAULT_HOLD_SECONDS, HandoffVerbs
@@ -35,8 +37,9 @@ from roster.store.store import Store
 from roster.store.triggers import TriggerVerbs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Callable, Iterator, Mapping
     from datetime import timedelta
+    from pathlib import Path
 
     from sqlalchemy import Connection
 
@@ -471,3 +474,22 @@ def authenticate(store: Store, token: str, *, audit_refusal: bool = True) -> Ses
         raise Unauthenticated(f"token refused: {reason}")
     return Session(store.shared_company(company), principal)
 
+
+@contextmanager
+def open_session(url: str, token: str, *, state_dir: Path | None = None,
+                 lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> Iterator[Session]:
+    """Open the store at ``url``, authenticate ``token`` and yield its :class:`Session`; the store is closed
+    on the way out. With ``state_dir`` (a workspace's ``.roster/``), artifacts are under its ``artifacts/``
+    and the workspace's signed audit checkpoints are taken after commits, as for the CLI. For a process
+    that acts through its own token outside the CLI (a program runner's ``token: true``). Raises
+    :class:`Unauthenticated`, :class:`~roster.errors.StoreBusy`, :class:`~roster.errors.UsageError`."""
+    store = Store.open(url, artifact_root=state_dir / "artifacts" if state_dir is not None else None,
+                       lock_timeout=lock_timeout)
+    try:
+        if state_dir is not None:
+            from roster.store.checkpoints import attach_default  # only with a workspace
+
+            attach_default(store, state_dir)
+        yield store.session(token)
+    finally:
+        store.close()
