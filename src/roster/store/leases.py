@@ -169,6 +169,8 @@ class LeaseVerbs(CompanyBase):
 
     def release_row_txn(self, conn: Connection, head: audit.ChainHead, who: Actor, row: Any, task_id: int,
                          fencing_token: int) -> None:
+        """Release ``who``'s lease on the task in ``row`` (read in this transaction) and audit it. Raises
+        :class:`StaleFencingToken` unless ``who`` holds the lease with ``fencing_token``."""
         if row.fencing_token != fencing_token or row.lease_holder != who.handle:
             raise StaleFencingToken(task_id, fencing_token, row.fencing_token)
         _SET_LEASE.rowcount(conn, {

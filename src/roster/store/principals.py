@@ -127,6 +127,7 @@ class PrincipalVerbs(CompanyBase):
             return [cache.principals[h] for h in sorted(cache.principals)]
 
     def get_principal(self, handle: str, *, actor: ActorRef | None = None) -> Principal:
+        """The principal ``handle`` of this company. Raises :class:`NotFound`."""
         for principal in self.list_principals(actor=actor):
             if principal.handle == handle:
                 return principal
@@ -267,6 +268,7 @@ class PrincipalVerbs(CompanyBase):
         self._switch(scope, "resume", actor)
 
     def paused(self) -> list[str]:
+        """The scopes whose kill switch is on (``company``, ``<workspace>/<portfolio>``), sorted."""
         with self.store.read() as conn:
             return list(conn.scalars(select(paused_scopes.c.scope).where(
                 paused_scopes.c.company_id == self.company).order_by(paused_scopes.c.scope)))

@@ -248,6 +248,7 @@ class RunVerbs(CompanyBase):
     def start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
                        task_id: int | None, fencing_token: int | None, attempt: int,
                        dispatcher_id: str | None = None) -> None:
+        """Record run ``run_id`` of ``agent`` as started (``running``) and audit ``run.start``."""
         now = self.store.now()
         _START_RUN.rowcount(conn, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
                                    "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
@@ -345,6 +346,7 @@ class RunVerbs(CompanyBase):
                        json.loads(values["last_attempt"]))
 
     def clear_attempts(self, task_id: int, agent: str) -> None:
+        """Forget ``agent``'s failed attempts on the task (after it succeeded there), so no backoff remains."""
         with self.store.write() as conn:
             conn.execute(delete(attempts).where(attempts.c.company_id == self.company, attempts.c.task_id == task_id,
                                                 attempts.c.agent == agent))

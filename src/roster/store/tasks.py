@@ -196,6 +196,7 @@ class TaskVerbs(CompanyBase):
             return task
 
     def task_row_txn(self, conn: Connection, task_id: int) -> Any:
+        """Task ``task_id``'s row as of ``conn``'s transaction. Raises :class:`NotFound`."""
         row = SELECT_TASK.first(conn, {"company": self.company, "task_id": task_id})
         if row is None:
             raise NotFound(f"no task {task_id} in company '{self.company}'; list tasks with 'roster task list'")

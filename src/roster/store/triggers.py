@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select
 
 from roster.errors import ContractViolation, Denied, NotFound, PayloadTooLarge, UsageError
 from roster.kernel.spec import TaskCondition
@@ -63,12 +63,14 @@ class TriggerVerbs(CompanyBase):
         return Event(event_id, name, json.loads(payload), who.handle, now)
 
     def events_after(self, name: str, after_id: int, *, limit: int = 100) -> list[Event]:
+        """Events called ``name`` with an id above ``after_id``, oldest first, at most ``limit``."""
         with self.store.read() as conn:
             rows = conn.execute(select(events).where(events.c.company_id == self.company, events.c.name == name,
                                                      events.c.id > after_id).order_by(events.c.id).limit(limit))
             return [Event(r.id, r.name, json.loads(r.data), r.emitted_by, r.created_at) for r in rows]
 
     def latest_event_id(self) -> int:
+        """The id of the company's newest event (0 when none was emitted)."""
         with self.store.read() as conn:
             return conn.scalar(select(func.coalesce(func.max(events.c.id), 0)).where(
                 events.c.company_id == self.company)) or 0
@@ -83,18 +85,18 @@ class TriggerVerbs(CompanyBase):
             return conn.scalar(query) or 0
 
     def trigger_states(self, agent: str) -> dict[str, TriggerState]:
+        """What each of ``agent``'s triggers has seen, by trigger key (see :meth:`save_trigger_state`)."""
         with self.store.read() as conn:
             rows = conn.execute(select(trigger_state).where(trigger_state.c.company_id == self.company,
                                                             trigger_state.c.agent == agent))
             return {r.trigger: TriggerState(r.last_fired_at, r.last_event_id, bool(r.holding)) for r in rows}
 
     def save_trigger_state(self, agent: str, key: str, state: TriggerState) -> None:
+        """Save what trigger ``key`` of ``agent`` has seen (its last firing, event id, hold), replacing
+        what was saved before: one upsert."""
+        changed = ("last_fired_at", "last_event_id", "holding")
+        values = {"company_id": self.company, "agent": agent, "trigger": key, "last_fired_at": state.last_fired_at,
+                  "last_event_id": state.last_event_id, "holding": state.holding}
         with self.store.write() as conn:
-            values = {"last_fired_at": state.last_fired_at, "last_event_id": state.last_event_id,
-                      "holding": state.holding}
-            changed = conn.execute(update(trigger_state).where(
-                trigger_state.c.company_id == self.company, trigger_state.c.agent == agent,
-                trigger_state.c.trigger == key), values).rowcount
-            if not changed:
-                conn.execute(insert(trigger_state), {"company_id": self.company, "agent": agent, "trigger": key,
-                                                     **values})
+            conn.execute(self.store.dialect.upsert(trigger_state, values, key=("company_id", "agent", "trigger"),
+                                                   update=changed))
