@@ -26,7 +26,8 @@ from roster.errors import InvalidValue
 MAX_JSON_DEPTH = 64
 """Deepest nesting of objects and arrays a stored JSON value (or a request body) may have."""
 
-_NUL = "\x00"
+NUL = "\x00"
+"""The one character no stored text may hold."""
 _SCALARS = (str, int, float, bool, type(None))
 _STRUCTURE = re.compile(rb'["\\\[\]{}]')
 
@@ -34,8 +35,8 @@ _STRUCTURE = re.compile(rb'["\\\[\]{}]')
 def check_text(what: str, text: str) -> None:
     """Refuse ``text`` (a title, note, message, memory entry) if it holds a NUL character.
     Raises :class:`InvalidValue`."""
-    if _NUL in text:
-        raise InvalidValue(what, f"text may not contain a NUL character (U+0000, at offset {text.index(_NUL)}); "
+    if NUL in text:
+        raise InvalidValue(what, f"text may not contain a NUL character (U+0000, at offset {text.index(NUL)}); "
                                  "remove it")
 
 
@@ -56,13 +57,13 @@ def check_json(what: str, value: Any, max_depth: int = MAX_JSON_DEPTH) -> None:
                     if not isinstance(key, str):
                         raise InvalidValue(what, f"a key at {_short(path)} is a {type(key).__name__}, not a "
                                                  "string")
-                    if _NUL in key:
+                    if NUL in key:
                         raise InvalidValue(what, f"a key at {_short(path)} contains a NUL character (U+0000)")
                     stack.append((child, depth + 1, f"{path}.{key[:40]}"))
             else:
                 stack.extend((child, depth + 1, f"{path}[{index}]") for index, child in enumerate(item))
         elif isinstance(item, str):
-            if _NUL in item:
+            if NUL in item:
                 raise InvalidValue(what, f"the text at {_short(path)} contains a NUL character (U+0000); remove it")
         elif isinstance(item, float):
             if not math.isfinite(item):

@@ -15,9 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-from roster.kernel.values import check_text
-
-_NUL = "\x00"
+from roster.kernel.values import NUL, check_text
 
 
 def install(engine: Engine) -> None:
@@ -31,7 +29,7 @@ def check_parameters(statement: str, params: Any) -> None:
     """Refuse (:class:`~roster.errors.InvalidValue`) a statement whose parameters (a dict, a sequence,
     or ``None``) hold text with NUL. Costs one ``in`` test per string parameter."""
     for value in (params.values() if isinstance(params, dict) else (params or ())):
-        if isinstance(value, str) and _NUL in value:
+        if isinstance(value, str) and NUL in value:
             check_text(f"a text value of '{' '.join(statement.split()[:3])[:60]}'", value)
 
 
