@@ -98,9 +98,11 @@ def new_task(company: CompanyStore, **fields) -> int:
 def test_every_public_verb_is_mapped_to_its_decision_or_says_why_it_takes_none():
     """A public verb that takes an actor must name the actions it decides (or be one that acts only on
     its caller's own rows); one without an actor is a trusted runtime call. Every action is decided by
-    some verb or interface, and every mapped action is one rights explain accepts."""
+    some verb or interface, and every mapped action is one rights explain accepts. A composition helper
+    (``*_txn``) is no verb: it runs inside the transaction of the verb that called it, which decided."""
     takes_actor = {name for name, member in inspect.getmembers(CompanyStore, inspect.isfunction)
-                   if not name.startswith("_") and "actor" in inspect.signature(member).parameters}
+                   if not name.startswith("_") and not name.endswith("_txn")
+                   and "actor" in inspect.signature(member).parameters}
     assert set(Session.VERBS) <= takes_actor
     unmapped = takes_actor - set(VERB_DECISIONS) - set(OWN_ROWS)
     assert unmapped == set(), f"verbs with no authorization decision on record: {sorted(unmapped)}"
@@ -151,6 +153,7 @@ def verb_calls(store: Store, company: CompanyStore):
         with pytest.raises(ApprovalPending) as pending:
             company.transition(t, "ship", actor="alice", expected_version=2)
         requests.append(pending.value.request_id)
+    escalation = company.escalate(t1, from_agent="builder", category="governance", reason="stuck")
     bob = session_of(store, company, "bob")
     state: dict = {}
 
@@ -213,6 +216,7 @@ def verb_calls(store: Store, company: CompanyStore):
         ("list_runs", lambda: bob.list_runs()),
         ("list_requests", lambda: bob.list_requests()),
         ("list_escalations", lambda: bob.list_escalations()),
+        ("resolve_escalation", lambda: bob.resolve_escalation(escalation.id, note="unblocked")),
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),
         ("resume", lambda: bob.resume("default/default")),

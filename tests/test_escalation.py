@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import FIX_LINT
 
-from roster.errors import UsageError
+from roster.errors import Denied, UsageError
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.runners import RunResult
 from roster.specfile import parse_spec
@@ -79,8 +79,10 @@ def test_resolving_an_escalation_lets_the_agents_try_again(two, tmp_path):
     runner = Scripted(BAD_PLAN)
     Dispatcher(company, workdir=tmp_path, runners={"planner": runner}).run_once("planner", task, trigger="test")
     [escalation] = company.list_escalations()
-    with pytest.raises(UsageError):
+    with pytest.raises(Denied, match="oversee"):
         company.resolve_escalation(escalation.id, actor="planner", note="done")
+    [refusal] = company.audit_log(action="escalation.resolve.rejected")
+    assert refusal.principal == "planner" and refusal.data["error"]["error"] == "denied"
     with pytest.raises(UsageError):
         company.resolve_escalation(escalation.id, actor="alice", note=" ")
     company.resolve_escalation(escalation.id, actor="alice", note="fixed the worker's prompt")

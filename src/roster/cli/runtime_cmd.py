@@ -281,9 +281,6 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
     processes = [{"id": d.id, "host": d.host, "pid": d.pid, "agents": d.agents, "max_runs": d.max_runs,
                   "runs_in_flight": d.runs_in_flight, "runs_started": d.runs_started, "lost_races": d.lost_races,
                   "heartbeat_at": d.heartbeat_at} for d in fleet.dispatchers]
-    if session.explain("read", "company").allowed is False:
-        runs = [r for r in runs if r["agent"] == session.principal.handle]
-        in_flight = [r for r in in_flight if r["agent"] == session.principal.handle]
     warnings = [f"{b.scope} per {b.period}: {s_.describe()} ({s_.level(b.warn_at)})"
                 for b in spec.budgets for s_ in [company.budget_status(b)] if s_.level(b.warn_at) != "ok"]
     if as_json:

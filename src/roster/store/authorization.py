@@ -80,6 +80,7 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "list_requests": ("oversee",),
     "thread": ("oversee",),
     "list_escalations": ("oversee",),
+    "resolve_escalation": ("oversee",),
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""
@@ -90,7 +91,6 @@ OWN_ROWS: dict[str, str] = {
     "list_principals": "the company's directory, open to every active principal of it",
     "get_principal": "one entry of that directory",
     "emit_event": "an event any active principal may emit (agents' event triggers decide what it wakes)",
-    "resolve_escalation": "an escalation, by a human (a UsageError for an agent: not a Cedar decision yet)",
     "kpi_readings": "readings of the company's KPIs, open to every active principal of it",
     "kpi_summaries": "the same, summarised",
 }

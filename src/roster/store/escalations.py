@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import insert, select, update
 
-from roster.errors import NotFound, UsageError
+from roster.errors import Denied, NotFound, UsageError
 from roster.kernel.failures import Failure
 from roster.kernel.rights import Resource
 from roster.store import audit
@@ -120,14 +120,23 @@ class EscalationVerbs(CompanyBase):
 
     def resolve_escalation(self, escalation_id: int, *, actor: ActorRef, note: str) -> Escalation:
         """Close an escalation with a note (a human, once the task is dealt with). Clears the agents'
-        blockers on the task so they may work it again. Raises :class:`NotFound`, :class:`UsageError`."""
+        blockers on the task so they may work it again. Needs ``oversee`` on the company (humans; an
+        agent is :class:`Denied`, audited as ``escalation.resolve.rejected``). Raises :class:`NotFound`,
+        :class:`UsageError` (no note, an escalation no longer open), :class:`Denied`."""
         if not note.strip():
             raise UsageError("resolving an escalation needs a note saying what was done")
+        try:
+            return self._resolve_escalation(escalation_id, actor, note)
+        except Denied as exc:
+            self._audit_rejection(actor, "escalation.resolve", f"escalation:{escalation_id}", exc, {"note": note})
+            raise
+
+    def _resolve_escalation(self, escalation_id: int, actor: ActorRef, note: str) -> Escalation:
         with self.store.write() as conn:
             head, cache = self._head_txn(conn)
             who = self._actor(cache, actor)
-            if who.kind != "human":
-                raise UsageError("only a human resolves an escalation")
+            self._authorize(cache, who, "oversee", Resource("company", self.company),
+                            why="escalations are resolved by humans, who oversee the agents")
             row = conn.execute(select(escalations).where(escalations.c.company_id == self.company,
                                                          escalations.c.id == escalation_id)).first()
             if row is None:
