@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+SPEC_NAME = "roster.yaml"
+"""The spec's file name, looked for in the working folder and the folders above it."""
+
 ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin", "claim", "hold",
            "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see", "oversee")
 """Every Cedar action an authorization decision is taken for (see :mod:`roster.kernel.rights` for the

@@ -15,12 +15,31 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from roster.errors import PayloadTooLarge, SpecError, SpecIssue
+from roster.defaults import SPEC_NAME
+from roster.errors import PayloadTooLarge, SpecError, SpecIssue, UsageError
 from roster.kernel.runner_spec import RUNNER_KINDS, did_you_mean
 from roster.kernel.spec import CompanySpec, idle_agent_problems, reference_problems
 
 MAX_SPEC_BYTES = 1_048_576
 """Largest spec file accepted, in bytes (1 MiB)."""
+
+
+def nearest_spec(start: FsPath, *, hint: str) -> FsPath:
+    """The nearest :data:`SPEC_NAME` in ``start`` or a folder above it. Raises :class:`UsageError`
+    naming ``start``, followed by ``hint`` (what the caller can do instead)."""
+    for folder in (start, *start.parents):
+        if (folder / SPEC_NAME).is_file():
+            return folder / SPEC_NAME
+    raise UsageError(f"no {SPEC_NAME} in {start} or any folder above it; {hint}")
+
+
+def spec_company(path: FsPath, *, hint: str) -> str:
+    """The ``company`` key of the spec at ``path``, read without checking the rest (a command that only
+    needs to know which company it acts in). Raises :class:`UsageError`, followed by ``hint``."""
+    try:
+        return str(yaml.safe_load(path.read_text(encoding="utf-8"))["company"])
+    except (OSError, yaml.YAMLError, TypeError, KeyError):
+        raise UsageError(f"cannot read the 'company' key from {path}; {hint}") from None
 
 KeyPath = tuple[str | int, ...]
 

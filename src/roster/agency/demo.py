@@ -30,13 +30,13 @@ from typing import Any
 
 from roster.agency.lint import git, project_rules
 from roster.agency.worktrees import remove_stale_worktrees
+from roster.defaults import SPEC_NAME
 from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
 
 STDLIB_MODULES = ("colorsys", "fnmatch", "shlex", "textwrap", "graphlib", "sched", "bisect", "tabnanny")
 """Standard-library modules the default scratch repository is made of."""
-SPEC_NAME = "roster.yaml"
 MAX_CYCLES = 400
 
 

@@ -31,12 +31,11 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from roster.agency.lint import findings, git, rule_findings
 from roster.agency.merger import MergeCheck, conflict, merge_check
 from roster.agency.worktrees import prune_base_trees, remove_worktree, scratch_tree
 from roster.errors import Unauthenticated, UsageError
+from roster.specfile import nearest_spec, spec_company
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -159,9 +158,6 @@ def _merge(task: dict[str, Any], repo: Path, head: str, ids: list[int], acting: 
                          f"landed its tasks; lint findings on main {before} -> {after}"}
 
 
-SPEC_NAME = "roster.yaml"
-
-
 @contextmanager
 def run_session() -> Iterator[Session]:
     """The run's own :class:`~roster.store.Session`, from ``ROSTER_TOKEN`` (the runner's ``token: true``), on
@@ -176,30 +172,12 @@ def run_session() -> Iterator[Session]:
     if not token:
         raise UsageError("the merger lands a review's fixes as itself and needs a token of its own for the run: give "
                          "its runner 'token: true' in the spec (roster demo --batch-merge does)")
-    spec = _spec_path(os.environ.get("ROSTER_SPEC", "").strip())
+    given = os.environ.get("ROSTER_SPEC", "").strip()
+    spec = Path(given) if given else nearest_spec(Path.cwd(), hint="and ROSTER_SPEC is not set")
     state_dir = spec.resolve().parent / ".roster"
     url = os.environ.get("ROSTER_DB", "").strip() or sqlite_url(state_dir / "roster.db")
     with open_session(url, token, state_dir=state_dir, lock_timeout=30.0) as session:
-        company = os.environ.get("ROSTER_COMPANY", "").strip() or _spec_company(spec)
+        company = os.environ.get("ROSTER_COMPANY", "").strip() or spec_company(spec, hint="set ROSTER_COMPANY")
         if session.principal.company != company:
             raise Unauthenticated(f"this token belongs to company '{session.principal.company}', not '{company}'")
         yield session
-
-
-def _spec_path(given: str) -> Path:
-    """``given``, else the nearest :data:`SPEC_NAME` in the working directory or above it."""
-    if given:
-        return Path(given)
-    here = Path.cwd()
-    for folder in (here, *here.parents):
-        if (folder / SPEC_NAME).is_file():
-            return folder / SPEC_NAME
-    raise UsageError(f"no {SPEC_NAME} in {here} or any folder above it, and ROSTER_SPEC is not set")
-
-
-def _spec_company(spec: Path) -> str:
-    """The ``company`` key of the spec at ``spec``."""
-    try:
-        return str(yaml.safe_load(spec.read_text(encoding="utf-8"))["company"])
-    except (OSError, yaml.YAMLError, TypeError, KeyError):
-        raise UsageError(f"cannot read the 'company' key from {spec}; set ROSTER_COMPANY") from None

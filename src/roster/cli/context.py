@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-import yaml
 from rich.console import Console
 from rich.text import Text
 
@@ -36,7 +35,6 @@ from roster.store.engine import sqlite_url
 if TYPE_CHECKING:
     from roster.store import CompanyStore, Session, Store
 
-SPEC_NAME = "roster.yaml"
 STATE_DIR = ".roster"
 
 console = Console()
@@ -72,12 +70,9 @@ class Workspace:
     def spec_path(self) -> Path:
         if self.settings.spec is not None:
             return self.settings.spec
-        here = Path.cwd()
-        for folder in (here, *here.parents):
-            if (folder / SPEC_NAME).is_file():
-                return folder / SPEC_NAME
-        raise UsageError(f"no {SPEC_NAME} in {here} or any folder above it; run 'roster init' to create one, "
-                         "or pass --spec FILE")
+        from roster.specfile import nearest_spec  # pydantic and the spec models only when a spec is read
+
+        return nearest_spec(Path.cwd(), hint="run 'roster init' to create one, or pass --spec FILE")
 
     @property
     def state_dir(self) -> Path:
@@ -110,12 +105,9 @@ class Workspace:
     def company_id(self) -> str:
         if self.settings.company is not None:
             return self.settings.company
-        try:
-            data = yaml.safe_load(self.spec_path.read_text(encoding="utf-8"))
-            return str(data["company"])
-        except (OSError, yaml.YAMLError, TypeError, KeyError):
-            raise UsageError(f"cannot read the 'company' key from {self.spec_path}; run 'roster validate' "
-                             "or pass --company ID") from None
+        from roster.specfile import spec_company
+
+        return spec_company(self.spec_path, hint="run 'roster validate' or pass --company ID")
 
     def company(self) -> CompanyStore:
         return self.store().company(self.company_id())

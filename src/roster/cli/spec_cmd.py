@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roster.cli.context import (
-    SPEC_NAME,
     STATE_DIR,
     Workspace,
     console,
@@ -18,7 +17,7 @@ from roster.cli.context import (
     reports_errors,
     workspace,
 )
-from roster.defaults import MAX_TOKEN_LIFETIME
+from roster.defaults import MAX_TOKEN_LIFETIME, SPEC_NAME
 from roster.errors import UsageError
 
 if TYPE_CHECKING:  # the spec parser and the store load only when a command runs (`roster --help` stays fast)

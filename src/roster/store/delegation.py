@@ -23,7 +23,7 @@ from roster.store import audit
 from roster.store.artifacts import ArtifactVerbs
 from roster.store.company_base import ActorRef, CompanyCache
 from roster.store.schema import tasks
-from roster.store.tasks import MAX_FIELDS_BYTES, Task, check_size, dump_json, task_from_row, finished
+from roster.store.tasks import MAX_FIELDS_BYTES, Task, check_size, dump_json, finished, task_from_row
 
 MAX_DELEGATION_DEPTH = 32
 

@@ -31,7 +31,7 @@ from roster.store.dialects import Dialect
 from roster.store.leases import Lease
 from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, audit_events, task_views, tasks
-from roster.store.tasks import SELECT_TASK, MAX_FIELDS_BYTES, Task, check_size, dump_json, task_from_row
+from roster.store.tasks import MAX_FIELDS_BYTES, SELECT_TASK, Task, check_size, dump_json, task_from_row
 
 _VIEW_KEY = (task_views.c.company_id == bindparam("company"), task_views.c.task_id == bindparam("task_id"),
              task_views.c.principal == bindparam("principal"))
