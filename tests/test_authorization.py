@@ -23,6 +23,7 @@ from roster.api import create_app
 from roster.api.mcp_server import TOOL_SET_OF, create_mcp_server
 from roster.defaults import ACTIONS
 from roster.errors import ApprovalPending, Denied
+from roster.kernel.goals import GoalBudget, GoalCheck
 from roster.kernel.rights import TOOL_SETS
 from roster.specfile import parse_spec
 from roster.store import Store
@@ -154,6 +155,8 @@ def verb_calls(store: Store, company: CompanyStore):
             company.transition(t, "ship", actor="alice", expected_version=2)
         requests.append(pending.value.request_id)
     escalation = company.escalate(t1, from_agent="builder", category="governance", reason="stuck")
+    goal = company.set_goal("builder", "no E501 left", actor="alice", check=GoalCheck(command="true"),
+                            budget=GoalBudget(runs=5))
     bob = session_of(store, company, "bob")
     state: dict = {}
 
@@ -217,6 +220,11 @@ def verb_calls(store: Store, company: CompanyStore):
         ("list_requests", lambda: bob.list_requests()),
         ("list_escalations", lambda: bob.list_escalations()),
         ("resolve_escalation", lambda: bob.resolve_escalation(escalation.id, note="unblocked")),
+        ("set_goal", lambda: bob.set_goal("reader", "read the backlog", check=GoalCheck(command="true"),
+                                          budget=GoalBudget(runs=3))),
+        ("get_goal", lambda: bob.get_goal(goal.id)),
+        ("list_goals", lambda: bob.list_goals()),
+        ("move_goal", lambda: bob.move_goal(goal.id, "pause", note="waiting for the release")),
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),
         ("resume", lambda: bob.resume("default/default")),
@@ -487,7 +495,7 @@ EXPLAINED = (
     ("call_tool", "tool:lint"), ("admin", "company"), ("claim", "task:{task}"), ("hold", "task:{task}"),
     ("memory.read", "pad:builder"), ("memory.write", f"pad:{TEAM_PAD}"), ("message", "principal:reader"),
     ("kpi.record", "kpi:lint"), ("brief.preview", "principal:builder"), ("profile.read", "principal:builder"),
-    ("tool.see", "toolset:movers"), ("oversee", "company"),
+    ("tool.see", "toolset:movers"), ("oversee", "company"), ("goal.set", "principal:builder"),
 )
 
 

@@ -13,7 +13,8 @@ SPEC_NAME = "roster.yaml"
 """The spec's file name, looked for in the working folder and the folders above it."""
 
 ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin", "claim", "hold",
-           "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see", "oversee")
+           "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see", "oversee",
+           "goal.set")
 """Every Cedar action an authorization decision is taken for (see :mod:`roster.kernel.rights` for the
 policies and resources of each; ``roster rights explain`` takes any of them)."""
 MEMORY_KINDS = ("belief", "decision", "constraint", "preference", "lesson")

@@ -24,8 +24,10 @@ The model (entity types live in the ``Roster`` namespace):
   context ``shared``: the pad's owner shared it with the principal), ``message`` (a principal),
   ``kpi.record`` (a reading by hand), ``brief.preview`` (an agent's brief), ``profile.read`` (an agent's
   profile: mission, role, KPIs, skills), ``tool.see`` (a tool set in the MCP tool list), ``oversee``
-  (the company: see every principal's runs, approval requests, threads and escalations; without it a
-  principal sees its own). No policy but ``humans`` permits ``oversee``: agents are denied by default.
+  (the company: see every principal's runs, approval requests, threads, escalations and goals; without
+  it a principal sees its own). No policy but ``humans`` permits ``oversee``: agents are denied by
+  default. ``goal.set`` (a principal: set, pause, resume or abandon a goal of that agent; context
+  ``manages``: the agent ``reports_to`` the principal, read from the spec).
 
 Every request carries every context key (:data:`CONTEXT`), defaulted; the store fills in the facts that
 live in tables (a pad's shares, a request's requester, whether a ``by`` list names the principal), so
@@ -57,6 +59,8 @@ Policies generated, by ``@id``:
 - ``kpi:measured-not-reported``: no agent records a KPI reading (the runtime measures, humans record).
 - ``brief:own``: an agent previews its own brief (humans any, by ``humans``); ``profile:own``: an agent
   reads its own profile (the MCP resource ``roster://agents/{handle}``; humans any).
+- ``goal:own``: an agent sets goals for itself; ``goal:reports``: and for the agents that report to it
+  (``reports_to``), as a manager delegates; the ``tier:read-only`` forbid covers ``goal.set`` too.
 - ``tool.see:everyone``: everyone sees the ``everyone`` tool set; the other sets come with grants:
   ``movers`` (a transition grant), ``evidence`` (a write grant, tier bounded-mutator or
   high-impact-executor), ``gated`` (a granted approval-gated transition, tier high-impact-executor),
@@ -94,7 +98,7 @@ PRINCIPAL_CACHE = 4096
 TOOL_SETS = ("everyone", "movers", "evidence", "gated", "creators", "approvers", "holders")
 """The sets of MCP tools that ``tool.see`` decides (see the module docstring for who sees which)."""
 CONTEXT: dict[str, str | bool] = {"transition": "", "approval_gated": False, "writes_fields": False,
-                                  "named": False, "own_request": False, "shared": False}
+                                  "named": False, "own_request": False, "shared": False, "manages": False}
 """Every request's context keys and their defaults; :meth:`Rights.decide` takes the facts as keywords."""
 _SLOT = "?principal"
 _TEMPLATE = "template:"
@@ -237,6 +241,9 @@ class Rights:
         if unknown:
             raise TypeError(f"unknown request facts {sorted(unknown)}; the context keys are {sorted(CONTEXT)}")
         context = {**CONTEXT, **facts, "transition": transition}
+        if resource.kind == "principal":  # whether the principal manages it: its reports_to (goal.set)
+            person = self.spec.agents.get(resource.name) or self.spec.humans.get(resource.name)
+            context["manages"] = person is not None and person.reports_to == principal
         if resource.kind == "workflow" and transition:
             workflow = self.spec.workflows.get(resource.name)
             t = workflow.transitions.get(transition) if workflow else None
@@ -414,7 +421,7 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
         'resource);',
         '@id("tier:read-only")\nforbid(principal in Roster::Group::"tier:read-only", action in '
         f'[{a}"create", {a}"write", {a}"assign", {a}"transition", {a}"claim", {a}"hold", {a}"approve", '
-        f'{a}"admin"], resource);',
+        f'{a}"admin", {a}"goal.set"], resource);',
         f'@id("tier:coordinator")\nforbid(principal in Roster::Group::"tier:coordinator", action in [{a}"write", '
         f'{a}"hold"], resource);',
         f'@id("tier:coordinator:transitions")\nforbid(principal in Roster::Group::"tier:coordinator", action in '
@@ -437,6 +444,8 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
         f'@id("profile:own")\npermit(principal, action == {a}"profile.read", resource) when {{ resource == principal }};',
         f'@id("tool.see:everyone")\npermit(principal, action == {a}"tool.see", resource == '
         'Roster::ToolSet::"everyone");',
+        f'@id("goal:own")\npermit(principal, action == {a}"goal.set", resource) when {{ resource == principal }};',
+        f'@id("goal:reports")\npermit(principal, action == {a}"goal.set", resource) when {{ context.manages }};',
     ]
     if spec is not None:
         lines.extend(team_memory_policies(spec))

@@ -81,6 +81,11 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "thread": ("oversee",),
     "list_escalations": ("oversee",),
     "resolve_escalation": ("oversee",),
+    # goals
+    "set_goal": ("goal.set",),
+    "move_goal": ("goal.set",),
+    "get_goal": ("oversee",),  # unless the goal is the caller's own or one it set
+    "list_goals": ("oversee",),  # without it, the caller's own goals and those it set
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""

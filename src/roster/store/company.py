@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from roster.defaults import DEFAULT_LEASE_SECONDS, DEFAULT_TOKEN_LIFETIME
 from roster.errors import Unauthenticated
+from roster.kernel.goals import DEFAULT_EVERY_SECONDS, DEFAULT_STALL_AFTER
 from roster.store import audit
 from roster.store.approvals import ApprovalVerbs
 from roster.store.company_base import Principal
@@ -21,6 +22,7 @@ from roster.store.costs import CostVerbs
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fleet import FleetVerbs
+from roster.store.goals import GoalVerbs
 from roster.store.handoff import DEFAULT_HOLD_SECONDS, HandoffVerbs
 from roster.store.kpis import KpiVerbs
 from roster.store.leases import MAX_LEASE_SECONDS
@@ -44,12 +46,14 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
     from roster.kernel.audit import AuditEvent
+    from roster.kernel.goals import GoalBudget, GoalCheck
     from roster.kernel.rights import Decision
     from roster.kernel.spec import CompanySpec
     from roster.store.approvals import ApprovalRequest
     from roster.store.artifacts import ArtifactRecord
     from roster.store.company_base import CompanyCache
     from roster.store.escalations import Escalation
+    from roster.store.goals import Goal
     from roster.store.kpis import KpiReading, KpiSummary
     from roster.store.leases import Lease
     from roster.store.memory import Consolidation, MemoryEntry
@@ -60,7 +64,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -88,6 +92,7 @@ class Session:
         "thread", "mark_read", "delegate", "delegate_filed", "adopt", "children", "hold", "release_hold",
         "edit_fields", "handoff",
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
+        "set_goal", "get_goal", "list_goals", "move_goal",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -261,6 +266,26 @@ class Session:
     def resolve_escalation(self, escalation_id: int, *, note: str) -> Escalation:
         """:meth:`CompanyStore.resolve_escalation`, as :attr:`principal`."""
         return self._company.resolve_escalation(escalation_id, note=note, actor=self.principal)
+
+    def set_goal(self, agent: str, objective: str, *, check: GoalCheck, budget: GoalBudget,
+                 every_seconds: int = DEFAULT_EVERY_SECONDS, stall_after: int = DEFAULT_STALL_AFTER,
+                 deadline_at: str | None = None) -> Goal:
+        """:meth:`CompanyStore.set_goal`, as :attr:`principal`."""
+        return self._company.set_goal(agent, objective, check=check, budget=budget, every_seconds=every_seconds,
+                                      stall_after=stall_after, deadline_at=deadline_at, actor=self.principal)
+
+    def get_goal(self, goal_id: int) -> Goal:
+        """:meth:`CompanyStore.get_goal`, as :attr:`principal`."""
+        return self._company.get_goal(goal_id, actor=self.principal)
+
+    def list_goals(self, *, agent: str | None = None, state: str | None = None, limit: int = 100) -> list[Goal]:
+        """:meth:`CompanyStore.list_goals`, as :attr:`principal`."""
+        return self._company.list_goals(agent=agent, state=state, limit=limit, actor=self.principal)
+
+    def move_goal(self, goal_id: int, verb: str, *, note: str = "", expected_version: int | None = None) -> Goal:
+        """:meth:`CompanyStore.move_goal`, as :attr:`principal`."""
+        return self._company.move_goal(goal_id, verb, note=note, expected_version=expected_version,
+                                       actor=self.principal)
 
     def artifact_history(self, task_id: int, name: str) -> list[ArtifactRecord]:
         """:meth:`CompanyStore.artifact_history`, as :attr:`principal`."""

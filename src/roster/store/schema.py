@@ -224,6 +224,7 @@ runs = Table(
     Column("cost_usd", Float, nullable=True, server_default="0"),  # NULL: the run could not be priced (0013)
     Column("wall_seconds", Float, nullable=True),
     Column("dispatcher_id", String(32), nullable=True),  # the roster up process that ran it (dispatchers)
+    Column("goal_id", Integer, nullable=True),  # the goal the run worked toward (0017): its spend is the goal's
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
@@ -278,6 +279,36 @@ attempts = Table(
     # JSON: what the failed attempt tried (transition, writes) and what of it was saved before it failed
     Column("last_attempt", Text, nullable=False, server_default="{}"),
     ForeignKeyConstraint(["company_id", "task_id"], ["tasks.company_id", "tasks.id"]),
+)
+
+goals = Table(
+    "goals",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=False),  # numbered per company
+    Column("agent", HANDLE, nullable=False),
+    Column("objective", Text, nullable=False),
+    Column("check_spec", Text, nullable=False),  # JSON: roster.kernel.goals.GoalCheck
+    Column("budget", Text, nullable=False),  # JSON: roster.kernel.goals.GoalBudget
+    Column("every_seconds", Integer, nullable=False),
+    Column("stall_after", Integer, nullable=False),
+    Column("deadline_at", TS, nullable=True),
+    Column("state", String(16), nullable=False),  # roster.kernel.goals.GOAL_STATES
+    Column("reason", Text, nullable=False, server_default=""),  # why it reached its state
+    Column("spent_usd", Float, nullable=False, server_default="0"),
+    Column("spent_tokens", Integer, nullable=False, server_default="0"),
+    Column("spent_runs", Integer, nullable=False, server_default="0"),
+    Column("spent_seconds", Float, nullable=False, server_default="0"),
+    Column("unpriced_runs", Integer, nullable=False, server_default="0"),
+    Column("idle_runs", Integer, nullable=False, server_default="0"),  # goal runs in a row that changed nothing
+    Column("last_check", Text, nullable=True),  # JSON: the evidence of the last check
+    Column("checked_at", TS, nullable=True),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    Column("version", Integer, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "agent", "state"),
 )
 
 escalations = Table(

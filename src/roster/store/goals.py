@@ -1,0 +1,294 @@
+"""Goals: set, read and move an agent's goals; record their checks and what work toward them spent.
+
+The rules of a goal (its check, budget, states and moves) are :mod:`roster.kernel.goals`; this module
+keeps goals in the ``goals`` table, numbered per company, and audits every change:
+
+- ``goal.set``: a goal was set (by a human, by the agent itself, or by the agent it reports to; the
+  Cedar action ``goal.set`` on ``principal:<agent>`` decides);
+- ``goal.pause``, ``goal.resume``, ``goal.abandon``: moved by whoever may set it, with a note;
+- ``goal.check``: a check's result and evidence, recorded by the runtime; ``goal.met`` when it passed;
+- ``goal.spend``: a goal run's spend, recorded by the runtime; ``goal.exhausted`` when it reached a
+  limit of the budget, ``goal.stalled`` after ``stall_after`` goal runs in a row that changed nothing.
+
+Reading goals: an agent sees its own goals and those it set; ``oversee`` (humans) sees every goal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, func, insert, select, update
+
+from roster.errors import Denied, NotFound, StaleVersion, UsageError
+from roster.kernel.contracts import Actor
+from roster.kernel.goals import (
+    CLOSED_STATES,
+    DEFAULT_EVERY_SECONDS,
+    DEFAULT_STALL_AFTER,
+    GOAL_STATES,
+    MAX_OBJECTIVE_CHARS,
+    GoalBudget,
+    GoalCheck,
+    GoalSpend,
+    exhausted_by,
+    move,
+)
+from roster.kernel.rights import Resource
+from roster.kernel.values import check_json
+from roster.store import audit
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.schema import goals
+
+SYSTEM = "system"
+"""Who records what the runtime decides (checks, spend): no principal."""
+MAX_EVIDENCE_CHARS = 4000
+"""Longest text of a check's evidence kept (a command's output is cut to its tail)."""
+
+
+@dataclass(frozen=True)
+class Goal:
+    """One goal of one agent. ``spend`` against ``budget``; ``last_check`` the evidence of the newest
+    check (``{"passed": bool, ...}``) at ``checked_at``; ``idle_runs`` goal runs in a row that changed
+    nothing; ``reason`` why it reached its state (a note, the check, the limit reached)."""
+
+    id: int
+    agent: str
+    objective: str
+    check: GoalCheck
+    budget: GoalBudget
+    spend: GoalSpend
+    every_seconds: int
+    stall_after: int
+    deadline_at: str | None
+    state: str
+    reason: str
+    idle_runs: int
+    last_check: dict[str, Any] | None
+    checked_at: str | None
+    created_by: str
+    created_at: str
+    updated_at: str
+    version: int
+
+    @property
+    def exhausted_by(self) -> str | None:
+        """The limit of the budget the spend has reached, as a sentence, or None."""
+        return exhausted_by(self.budget, self.spend)
+
+
+def goal_from_row(row: Any) -> Goal:
+    spend = GoalSpend(usd=row.spent_usd, tokens=row.spent_tokens, runs=row.spent_runs, seconds=row.spent_seconds,
+                      unpriced_runs=row.unpriced_runs)
+    return Goal(row.id, row.agent, row.objective, GoalCheck.model_validate_json(row.check_spec),
+                GoalBudget.model_validate_json(row.budget), spend, row.every_seconds, row.stall_after,
+                row.deadline_at, row.state, row.reason, row.idle_runs,
+                json.loads(row.last_check) if row.last_check else None, row.checked_at, row.created_by,
+                row.created_at, row.updated_at, row.version)
+
+
+class GoalVerbs(CompanyBase):
+    """Goals (mixed into ``CompanyStore``)."""
+
+    def set_goal(self, agent: str, objective: str, *, actor: ActorRef, check: GoalCheck, budget: GoalBudget,
+                 every_seconds: int = DEFAULT_EVERY_SECONDS, stall_after: int = DEFAULT_STALL_AFTER,
+                 deadline_at: str | None = None) -> Goal:
+        """Set a goal for ``agent``: ``active`` at once. ``every_seconds`` is its cadence (at least 60),
+        ``stall_after`` how many goal runs in a row may change nothing before it stalls, ``deadline_at``
+        an ISO 8601 UTC time. Decides ``goal.set`` on ``principal:<agent>`` (humans; the agent itself;
+        the agent it reports to). Raises :class:`NotFound` (no such agent), :class:`UsageError` (an
+        empty or over-long objective, a cadence under a minute, a KPI the spec does not define),
+        :class:`Denied` (audited as ``goal.set.rejected``)."""
+        objective = objective.strip()
+        if not objective:
+            raise UsageError("a goal needs an objective: what the agent should achieve, in a sentence")
+        if len(objective) > MAX_OBJECTIVE_CHARS:
+            raise UsageError(f"a goal's objective is at most {MAX_OBJECTIVE_CHARS} characters; got {len(objective)}")
+        if every_seconds < 60:
+            raise UsageError(f"a goal's cadence is at least 60 seconds, not {every_seconds}: a goal never loops tightly")
+        if stall_after < 1:
+            raise UsageError(f"stall_after is a number of goal runs, at least 1; not {stall_after}")
+        if deadline_at is not None:
+            _check_time("deadline", deadline_at)
+        request = {"agent": agent, "objective": objective, "check": check.model_dump(exclude_none=True),
+                   "budget": budget.model_dump(exclude_none=True)}
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                who = self._actor(cache, actor)
+                self._goal_agent(cache, agent)
+                self._authorize(cache, who, "goal.set", Resource("principal", agent),
+                                why="an agent sets goals for itself and for the agents that report to it")
+                if check.kpi is not None and cache.spec is not None and check.kpi not in cache.spec.kpis:
+                    known = ", ".join(sorted(cache.spec.kpis)) or "none"
+                    raise UsageError(f"no KPI '{check.kpi}' in the spec to check against; KPIs: {known}")
+                goal_id = (conn.scalar(select(func.max(goals.c.id)).where(goals.c.company_id == self.company))
+                           or 0) + 1
+                now = self.store.now()
+                conn.execute(insert(goals), {
+                    "company_id": self.company, "id": goal_id, "agent": agent, "objective": objective,
+                    "check_spec": check.model_dump_json(exclude_none=True),
+                    "budget": budget.model_dump_json(exclude_none=True), "every_seconds": every_seconds,
+                    "stall_after": stall_after, "deadline_at": deadline_at, "state": "active",
+                    "created_by": who.handle, "created_at": now, "updated_at": now, "version": 1})
+                audit.append(conn, head, ts=now, principal=who.handle, action="goal.set", subject=f"goal:{goal_id}",
+                             data={**request, "every_seconds": every_seconds, "stall_after": stall_after,
+                                   "deadline_at": deadline_at})
+                audit.save_head(conn, head)
+                return goal_from_row(self._goal_row_txn(conn, goal_id))
+        except Denied as exc:
+            self._audit_rejection(actor, "goal.set", f"principal:{agent}", exc, request)
+            raise
+
+    def get_goal(self, goal_id: int, *, actor: ActorRef | None) -> Goal:
+        """Goal ``goal_id``: the agent's own or one it set, or any with ``oversee``. Raises
+        :class:`NotFound` (also for a goal the actor may not see: its existence is not told)."""
+        with self._reading(actor, "goal.read", f"goal:{goal_id}") as (conn, cache, who):
+            row = conn.execute(select(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id)).first()
+            if row is None or not self._sees_goal(cache, who, row):
+                raise NotFound(f"no goal {goal_id} in company '{self.company}'; list goals with 'roster goal list'")
+            return goal_from_row(row)
+
+    def list_goals(self, *, actor: ActorRef | None, agent: str | None = None, state: str | None = None,
+                   limit: int = 100) -> list[Goal]:
+        """Goals, newest first, at most ``limit``: of ``agent`` and in ``state`` when given. An agent
+        without ``oversee`` sees its own and those it set. Raises :class:`UsageError` (an unknown state)."""
+        if state is not None and state not in GOAL_STATES:
+            raise UsageError(f"no goal state '{state}'; states: {', '.join(GOAL_STATES)}")
+        query = select(goals).where(goals.c.company_id == self.company)
+        if agent is not None:
+            query = query.where(goals.c.agent == agent)
+        if state is not None:
+            query = query.where(goals.c.state == state)
+        with self._reading(actor, "goal.read", f"company:{self.company}") as (conn, cache, who):
+            if who is not None and not self._decide(cache, who.handle, "oversee",
+                                                    Resource("company", self.company)).allowed:
+                query = query.where((goals.c.agent == who.handle) | (goals.c.created_by == who.handle))
+            return [goal_from_row(r) for r in conn.execute(query.order_by(goals.c.id.desc()).limit(limit))]
+
+    def move_goal(self, goal_id: int, verb: str, *, actor: ActorRef, note: str = "",
+                  expected_version: int | None = None) -> Goal:
+        """``pause``, ``resume`` or ``abandon`` goal ``goal_id``, with ``note`` (why). Decides ``goal.set``
+        on the goal's agent. Raises :class:`NotFound`, :class:`UsageError` (a move its state does not
+        allow, or one only the runtime makes), :class:`StaleVersion`, :class:`Denied` (audited)."""
+        if verb not in ("pause", "resume", "abandon"):
+            raise UsageError(f"a goal is paused, resumed or abandoned by hand; '{verb}' is decided by the runtime")
+        try:
+            with self.store.write() as conn:
+                head, cache = self._head_txn(conn)
+                who = self._actor(cache, actor)
+                row = self._goal_row_txn(conn, goal_id)
+                self._authorize(cache, who, "goal.set", Resource("principal", row.agent),
+                                why="an agent moves the goals of itself and of the agents that report to it")
+                if expected_version is not None and row.version != expected_version:
+                    raise StaleVersion(goal_id, expected_version, row.version)
+                return self._move_txn(conn, head, row, verb, who.handle, note or f"{verb} by {who.handle}")
+        except Denied as exc:
+            self._audit_rejection(actor, f"goal.{verb}", f"goal:{goal_id}", exc, {"note": note})
+            raise
+
+    # -- what the runtime records (trusted: no actor) --------------------------------------------------
+
+    def active_goals(self, *, agent: str | None = None) -> list[Goal]:
+        """The goals in state ``active`` (of ``agent`` when given), oldest first: what the runtime works
+        toward and checks."""
+        query = select(goals).where(goals.c.company_id == self.company, goals.c.state == "active")
+        if agent is not None:
+            query = query.where(goals.c.agent == agent)
+        with self.store.read() as conn:
+            return [goal_from_row(r) for r in conn.execute(query.order_by(goals.c.id))]
+
+    def record_goal_check(self, goal_id: int, *, passed: bool, evidence: Mapping[str, Any]) -> Goal:
+        """Record a check of goal ``goal_id`` (``evidence``: what the check saw, text cut to
+        :data:`MAX_EVIDENCE_CHARS`); a pass meets the goal (``goal.met``), unless it is closed already.
+        Raises :class:`NotFound`, :class:`~roster.errors.InvalidValue` (evidence that is no JSON value)."""
+        kept = {**_cut(evidence), "passed": passed}
+        check_json("goal check evidence", kept)
+        with self.store.write() as conn:
+            head = self._head_txn(conn)[0]
+            row = self._goal_row_txn(conn, goal_id)
+            now = self.store.now()
+            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id),
+                         {"last_check": json.dumps(kept, sort_keys=True), "checked_at": now})
+            audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.check", subject=f"goal:{goal_id}",
+                         data={"passed": passed})
+            if passed and row.state not in CLOSED_STATES:
+                self._move_txn(conn, head, self._goal_row_txn(conn, goal_id), "meet", SYSTEM,
+                               "the check passed: " + GoalCheck.model_validate_json(row.check_spec).describe())
+            else:
+                audit.save_head(conn, head)
+            return goal_from_row(self._goal_row_txn(conn, goal_id))
+
+    def record_goal_spend(self, goal_id: int, *, usd: float | None, tokens: int, seconds: float,
+                          changed: bool) -> Goal:
+        """Add one goal run's spend to goal ``goal_id`` (``usd=None``: the run could not be priced) and
+        whether it changed anything. An active goal whose spend reaches a limit of its budget goes
+        ``exhausted``; one whose last ``stall_after`` runs changed nothing goes ``stalled``. Raises
+        :class:`NotFound`."""
+        with self.store.write() as conn:
+            head = self._head_txn(conn)[0]
+            row = self._goal_row_txn(conn, goal_id)
+            spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds)
+            idle = 0 if changed else row.idle_runs + 1
+            now = self.store.now()
+            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
+                "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_runs": spend.runs,
+                "spent_seconds": spend.seconds, "unpriced_runs": spend.unpriced_runs, "idle_runs": idle,
+                "updated_at": now})
+            audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.spend", subject=f"goal:{goal_id}",
+                         data={"usd": usd, "tokens": tokens, "seconds": seconds, "changed": changed})
+            row = self._goal_row_txn(conn, goal_id)
+            limit = exhausted_by(GoalBudget.model_validate_json(row.budget), spend)
+            if row.state == "active" and limit is not None:
+                self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
+            elif row.state == "active" and idle >= row.stall_after:
+                self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
+            else:
+                audit.save_head(conn, head)
+            return goal_from_row(self._goal_row_txn(conn, goal_id))
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _goal_row_txn(self, conn: Connection, goal_id: int) -> Any:
+        row = conn.execute(select(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id)).first()
+        if row is None:
+            raise NotFound(f"no goal {goal_id} in company '{self.company}'; list goals with 'roster goal list'")
+        return row
+
+    def _goal_agent(self, cache: CompanyCache, agent: str) -> None:
+        principal = cache.principals.get(agent)
+        if principal is None or principal.kind != "agent":
+            agents = ", ".join(sorted(h for h, p in cache.principals.items() if p.kind == "agent")) or "none"
+            raise NotFound(f"no agent '{agent}' in company '{self.company}' to set a goal for; agents: {agents}")
+
+    def _sees_goal(self, cache: CompanyCache, who: Actor | None, row: Any) -> bool:
+        return (who is None or row.agent == who.handle or row.created_by == who.handle
+                or self._decide(cache, who.handle, "oversee", Resource("company", self.company)).allowed)
+
+    def _move_txn(self, conn: Connection, head: audit.ChainHead, row: Any, verb: str, by: str, reason: str) -> Goal:
+        state = move(row.state, verb)
+        now = self.store.now()
+        conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
+                     {"state": state, "reason": reason, "updated_at": now, "version": row.version + 1,
+                      **({"idle_runs": 0} if verb == "resume" else {})})
+        action = {"meet": "goal.met", "exhaust": "goal.exhausted", "stall": "goal.stalled"}.get(verb, f"goal.{verb}")
+        audit.append(conn, head, ts=now, principal=by, action=action, subject=f"goal:{row.id}",
+                     data={"from": row.state, "to": state, "reason": reason})
+        audit.save_head(conn, head)
+        return goal_from_row(self._goal_row_txn(conn, row.id))
+
+
+def _check_time(what: str, text: str) -> None:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"the {what} is an ISO 8601 time such as 2026-12-31T00:00:00Z, not '{text[:40]}'") from None
+
+
+def _cut(evidence: Mapping[str, Any]) -> dict[str, Any]:
+    """``evidence`` with each text cut to its last :data:`MAX_EVIDENCE_CHARS` characters."""
+    return {k: (v[-MAX_EVIDENCE_CHARS:] if isinstance(v, str) else v) for k, v in evidence.items()}
+

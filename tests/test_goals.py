@@ -1,0 +1,211 @@
+"""Goals (issue 16, first part): the records, who may set and move them, their checks and their spend.
+
+Run on SQLite and PostgreSQL. Checks run real commands in real processes; KPI checks read real readings.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import select
+
+from roster.errors import Denied, InvalidValue, NotFound, StaleVersion, UsageError
+from roster.kernel.goals import GoalBudget, GoalCheck
+from roster.runtime.goal_checks import check_goal
+from roster.specfile import parse_spec
+from roster.store import Store
+from roster.store.schema import goals
+
+SPEC = """
+company: {company}
+humans:
+  alice: {{}}
+agents:
+  lead: {{mission: keep main clean, tier: coordinator, reports_to: alice}}
+  ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead}}
+  bob: {{mission: fix lint, tier: bounded-mutator}}
+  ro: {{mission: watch, reports_to: lead}}
+kpis:
+  lint_findings: {{direction: down}}
+workflows:
+  fix:
+    states: [open, done]
+    initial: open
+    transitions:
+      finish: {{from: open, to: done, by: [ann, bob]}}
+"""
+TRUE = GoalCheck(command="true")
+RUNS5 = GoalBudget(runs=5)
+
+
+@pytest.fixture
+def acme(databases, tmp_path, clock):
+    store = Store.open(databases("goals"), clock=clock, artifact_root=tmp_path / "art")
+    for name in ("acme", "globex"):
+        store.apply(parse_spec(SPEC.format(company=name)), applied_by="alice")
+    yield store.company("acme")
+    store.close()
+
+
+def test_a_human_sets_a_goal_numbered_per_company_and_audited(acme):
+    globex = acme.store.company("globex")
+    goal = acme.set_goal("ann", "no E501 left on main", actor="alice",
+                         check=GoalCheck.parse_kpi("lint_findings<=5"), budget=GoalBudget(usd=2.5, runs=10))
+    other = globex.set_goal("bob", "fewer findings", actor="alice", check=TRUE, budget=RUNS5)
+    assert (goal.id, other.id) == (1, 1)  # numbered per company: no count leaks across tenants
+    assert (goal.state, goal.agent, goal.created_by, goal.every_seconds) == ("active", "ann", "alice", 900)
+    assert goal.check.describe() == "lint_findings <= 5"
+    [event] = acme.audit_log(action="goal.set")
+    assert (event.principal, event.subject) == ("alice", "goal:1")
+    assert event.data["check"] == {"kpi": "lint_findings", "op": "<=", "target": 5.0, "timeout": 300.0}
+    with acme.store.read() as conn:
+        rows = conn.execute(select(goals.c.company_id, goals.c.id, goals.c.state)).all()
+    assert sorted(tuple(r) for r in rows) == [("acme", 1, "active"), ("globex", 1, "active")]
+    assert acme.list_goals(actor="alice") == [goal]  # globex's goal is not acme's
+
+
+def test_an_agent_sets_goals_for_itself_and_its_reports_only(acme):
+    assert acme.set_goal("ann", "mine", actor="ann", check=TRUE, budget=RUNS5).created_by == "ann"
+    assert acme.set_goal("ann", "for my report", actor="lead", check=TRUE, budget=RUNS5).agent == "ann"
+    with pytest.raises(Denied, match="goal.set"):
+        acme.set_goal("bob", "not my report", actor="ann", check=TRUE, budget=RUNS5)
+    with pytest.raises(Denied, match="tier:read-only"):
+        acme.set_goal("ro", "read-only agents set no goals", actor="ro", check=TRUE, budget=RUNS5)
+    refused = [(e.principal, e.subject) for e in acme.audit_log(action="goal.set.rejected")]
+    assert refused == [("ann", "principal:bob"), ("ro", "principal:ro")]
+    assert len(acme.list_goals(actor="alice")) == 2
+
+
+def test_an_agent_sees_its_own_goals_and_those_it_set_a_human_sees_all(acme):
+    mine = acme.set_goal("ann", "mine", actor="alice", check=TRUE, budget=RUNS5)
+    set_by_lead = acme.set_goal("ann", "from lead", actor="lead", check=TRUE, budget=RUNS5)
+    bobs = acme.set_goal("bob", "bob's", actor="alice", check=TRUE, budget=RUNS5)
+    assert {g.id for g in acme.list_goals(actor="ann")} == {mine.id, set_by_lead.id}
+    assert {g.id for g in acme.list_goals(actor="lead")} == {set_by_lead.id}
+    assert {g.id for g in acme.list_goals(actor="alice")} == {mine.id, set_by_lead.id, bobs.id}
+    with pytest.raises(NotFound):
+        acme.get_goal(bobs.id, actor="ann")  # not told it exists
+    assert acme.get_goal(bobs.id, actor="alice").objective == "bob's"
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda c: c.set_goal("ann", "  ", actor="alice", check=TRUE, budget=RUNS5), UsageError, "objective"),
+    (lambda c: c.set_goal("ann", "x", actor="alice", check=TRUE, budget=RUNS5, every_seconds=5), UsageError,
+     "at least 60 seconds"),
+    (lambda c: c.set_goal("nobody", "x", actor="alice", check=TRUE, budget=RUNS5), NotFound, "agents: ann, bob"),
+    (lambda c: c.set_goal("alice", "x", actor="alice", check=TRUE, budget=RUNS5), NotFound, "no agent 'alice'"),
+    (lambda c: c.set_goal("ann", "x", actor="alice", check=GoalCheck.parse_kpi("uptime>=99"), budget=RUNS5),
+     UsageError, "no KPI 'uptime'"),
+    (lambda c: c.set_goal("ann", "x", actor="alice", check=TRUE, budget=RUNS5, deadline_at="friday"),
+     UsageError, "ISO 8601"),
+    (lambda c: c.set_goal("ann", "x\x00y", actor="alice", check=TRUE, budget=RUNS5), InvalidValue, "NUL"),
+])
+def test_a_bad_goal_is_refused_with_what_to_fix_and_nothing_is_saved(acme, call, error, message):
+    with pytest.raises(error, match=message):
+        call(acme)
+    assert acme.list_goals(actor="alice") == []
+
+
+def test_a_check_and_a_budget_must_say_something():
+    with pytest.raises(ValidationError, match="exactly one of a command"):
+        GoalCheck()
+    with pytest.raises(ValidationError, match="exactly one of a command"):
+        GoalCheck(command="true", kpi="lint")
+    with pytest.raises(ValidationError, match="needs a budget"):
+        GoalBudget()
+    with pytest.raises(UsageError, match="NAME<=VALUE"):
+        GoalCheck.parse_kpi("lint_findings is low")
+    with pytest.raises(UsageError, match="not a finite number"):
+        GoalCheck.parse_kpi("lint_findings<=inf")
+
+
+def test_moves_follow_the_states_and_are_audited(acme):
+    goal = acme.set_goal("ann", "x", actor="alice", check=TRUE, budget=RUNS5)
+    paused = acme.move_goal(goal.id, "pause", actor="lead", note="release freeze")
+    assert (paused.state, paused.reason, paused.version) == ("paused", "release freeze", 2)
+    with pytest.raises(UsageError, match="cannot be paused; only one that is active, stalled"):
+        acme.move_goal(goal.id, "pause", actor="alice")
+    with pytest.raises(StaleVersion):
+        acme.move_goal(goal.id, "resume", actor="alice", expected_version=1)
+    assert acme.move_goal(goal.id, "resume", actor="alice", expected_version=2).state == "active"
+    assert acme.move_goal(goal.id, "abandon", actor="ann", note="obsolete").state == "abandoned"
+    with pytest.raises(UsageError, match="abandoned cannot be resumed"):
+        acme.move_goal(goal.id, "resume", actor="alice")
+    with pytest.raises(UsageError, match="decided by the runtime"):
+        acme.move_goal(goal.id, "meet", actor="alice")
+    with pytest.raises(Denied):
+        acme.move_goal(goal.id, "pause", actor="bob")
+    actions = [e.action for e in acme.audit_log() if e.subject == f"goal:{goal.id}"]
+    assert actions == ["goal.set", "goal.pause", "goal.resume", "goal.abandon", "goal.pause.rejected"]
+
+
+def test_a_command_check_that_passes_meets_the_goal_with_its_evidence(acme, tmp_path):
+    (tmp_path / "done.txt").write_text("ok\n")
+    goal = acme.set_goal("ann", "the file exists", actor="alice", check=GoalCheck(command="test -f done.txt"),
+                         budget=RUNS5)
+    met = check_goal(acme, goal, workdir=tmp_path)
+    assert (met.state, met.last_check["exit_code"], met.last_check["passed"]) == ("met", 0, True)
+    assert met.reason == "the check passed: `test -f done.txt` exits 0"
+    assert [e.action for e in acme.audit_log() if e.subject == "goal:1"] == ["goal.set", "goal.check", "goal.met"]
+    with pytest.raises(UsageError):  # met is closed
+        acme.move_goal(goal.id, "resume", actor="alice")
+
+
+@pytest.mark.parametrize(("command", "timeout", "exit_code", "error"), [
+    (f"{sys.executable} -c 'import sys; print(\"3 left\"); sys.exit(3)'", 30, 3, None),
+    ("no-such-program-anywhere --check", 30, None, "cannot start"),
+    ("sleep 30", 0.5, None, "ran past the check's timeout of 0.5 s"),
+])
+def test_a_check_that_fails_or_cannot_run_is_recorded_and_the_goal_stays_active(acme, tmp_path, command,
+                                                                                   timeout, exit_code, error):
+    goal = acme.set_goal("ann", "x", actor="alice", check=GoalCheck(command=command, timeout=timeout),
+                         budget=RUNS5)
+    checked = check_goal(acme, goal, workdir=tmp_path)
+    assert checked.state == "active"
+    assert (checked.last_check["passed"], checked.last_check["exit_code"]) == (False, exit_code)
+    if error:
+        assert error in checked.last_check["error"]
+    else:
+        assert checked.last_check["output"] == "3 left" and checked.last_check["error"] is None
+    assert checked.checked_at is not None
+
+
+def test_a_kpi_check_reads_the_latest_reading(acme, tmp_path):
+    goal = acme.set_goal("ann", "fewer findings", actor="alice", check=GoalCheck.parse_kpi("lint_findings<=5"),
+                         budget=RUNS5)
+    unread = check_goal(acme, goal, workdir=tmp_path)
+    assert (unread.state, unread.last_check["value"]) == ("active", None)  # no reading yet: not met
+    acme.record_kpi("lint_findings", 9, actor=None)
+    assert check_goal(acme, goal, workdir=tmp_path).state == "active"
+    acme.record_kpi("lint_findings", 4, actor=None)
+    met = check_goal(acme, goal, workdir=tmp_path)
+    assert (met.state, met.last_check["value"], met.last_check["target"]) == ("met", 4.0, 5.0)
+
+
+def test_spend_exhausts_the_budget_and_idle_runs_stall_the_goal(acme):
+    spent = acme.set_goal("ann", "x", actor="alice", check=TRUE, budget=GoalBudget(runs=3, usd=1.0))
+    acme.record_goal_spend(spent.id, usd=0.4, tokens=1000, seconds=2.0, changed=True)
+    acme.record_goal_spend(spent.id, usd=None, tokens=500, seconds=1.0, changed=True)  # not priced
+    second = acme.get_goal(spent.id, actor="alice")
+    assert (second.state, second.spend.runs, second.spend.usd, second.spend.unpriced_runs) == ("active", 2, 0.4, 1)
+    exhausted = acme.record_goal_spend(spent.id, usd=0.1, tokens=10, seconds=1.0, changed=True)
+    assert (exhausted.state, exhausted.reason) == ("exhausted", "runs budget spent: 3 of 3")
+    idle = acme.set_goal("bob", "y", actor="alice", check=TRUE, budget=GoalBudget(runs=100), stall_after=2)
+    acme.record_goal_spend(idle.id, usd=0.0, tokens=0, seconds=1.0, changed=False)
+    acme.record_goal_spend(idle.id, usd=0.0, tokens=0, seconds=1.0, changed=True)  # progress resets the count
+    acme.record_goal_spend(idle.id, usd=0.0, tokens=0, seconds=1.0, changed=False)
+    stalled = acme.record_goal_spend(idle.id, usd=0.0, tokens=0, seconds=1.0, changed=False)
+    assert (stalled.state, stalled.reason) == ("stalled", "2 goal runs in a row changed nothing")
+    resumed = acme.move_goal(idle.id, "resume", actor="alice", note="new approach")
+    assert (resumed.state, resumed.idle_runs) == ("active", 0)
+    assert [e.action for e in acme.audit_log(action="goal.exhausted")] == ["goal.exhausted"]
+    assert acme.active_goals() == [resumed]
+
+
+def test_evidence_that_is_no_json_value_is_refused_before_it_is_saved(acme):
+    goal = acme.set_goal("ann", "x", actor="alice", check=TRUE, budget=RUNS5)
+    with pytest.raises(InvalidValue):
+        acme.record_goal_check(goal.id, passed=True, evidence={"value": float("nan")})
+    assert acme.get_goal(goal.id, actor="alice").state == "active"
