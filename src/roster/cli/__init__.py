@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "memory_cmd": ("memory",),
     "msg_cmd": ("msg",),
     "kpi_cmd": ("kpi",),
+    "goal_cmd": ("goal",),
 }
 """Each command module of ``roster.cli`` and the top-level commands it registers, in the order ``roster
 --help`` lists them. A module with a ``register(app)`` function registers its own commands; any other is

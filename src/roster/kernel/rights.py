@@ -61,6 +61,9 @@ Policies generated, by ``@id``:
   reads its own profile (the MCP resource ``roster://agents/{handle}``; humans any).
 - ``goal:own``: an agent sets goals for itself; ``goal:reports``: and for the agents that report to it
   (``reports_to``), as a manager delegates; the ``tier:read-only`` forbid covers ``goal.set`` too.
+- ``goal:commands-by-humans``: only a human sets a goal whose check is a command (context
+  ``runs_command``): the runtime runs that command on its host, so an agent's goals are checked
+  against KPIs.
 - ``tool.see:everyone``: everyone sees the ``everyone`` tool set; the other sets come with grants:
   ``movers`` (a transition grant), ``evidence`` (a write grant, tier bounded-mutator or
   high-impact-executor), ``gated`` (a granted approval-gated transition, tier high-impact-executor),
@@ -98,7 +101,8 @@ PRINCIPAL_CACHE = 4096
 TOOL_SETS = ("everyone", "movers", "evidence", "gated", "creators", "approvers", "holders")
 """The sets of MCP tools that ``tool.see`` decides (see the module docstring for who sees which)."""
 CONTEXT: dict[str, str | bool] = {"transition": "", "approval_gated": False, "writes_fields": False,
-                                  "named": False, "own_request": False, "shared": False, "manages": False}
+                                  "named": False, "own_request": False, "shared": False, "manages": False,
+                                  "runs_command": False}
 """Every request's context keys and their defaults; :meth:`Rights.decide` takes the facts as keywords."""
 _SLOT = "?principal"
 _TEMPLATE = "template:"
@@ -446,6 +450,8 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
         'Roster::ToolSet::"everyone");',
         f'@id("goal:own")\npermit(principal, action == {a}"goal.set", resource) when {{ resource == principal }};',
         f'@id("goal:reports")\npermit(principal, action == {a}"goal.set", resource) when {{ context.manages }};',
+        f'@id("goal:commands-by-humans")\nforbid(principal in Roster::Group::"agent", action == {a}"goal.set", '
+        'resource) when { context.runs_command };',
     ]
     if spec is not None:
         lines.extend(team_memory_policies(spec))

@@ -99,7 +99,7 @@ class GoalVerbs(CompanyBase):
         """Set a goal for ``agent``: ``active`` at once. ``every_seconds`` is its cadence (at least 60),
         ``stall_after`` how many goal runs in a row may change nothing before it stalls, ``deadline_at``
         an ISO 8601 UTC time. Decides ``goal.set`` on ``principal:<agent>`` (humans; the agent itself;
-        the agent it reports to). Raises :class:`NotFound` (no such agent), :class:`UsageError` (an
+        the agent it reports to; a command check only a human, as the runtime runs it on its host). Raises :class:`NotFound` (no such agent), :class:`UsageError` (an
         empty or over-long objective, a cadence under a minute, a KPI the spec does not define),
         :class:`Denied` (audited as ``goal.set.rejected``)."""
         objective = objective.strip()
@@ -121,7 +121,9 @@ class GoalVerbs(CompanyBase):
                 who = self._actor(cache, actor)
                 self._goal_agent(cache, agent)
                 self._authorize(cache, who, "goal.set", Resource("principal", agent),
-                                why="an agent sets goals for itself and for the agents that report to it")
+                                runs_command=check.command is not None,
+                                why="an agent sets goals for itself and for the agents that report to it, checked "
+                                    "against a KPI (a command check runs on the runtime's host: a human's to set)")
                 if check.kpi is not None and cache.spec is not None and check.kpi not in cache.spec.kpis:
                     known = ", ".join(sorted(cache.spec.kpis)) or "none"
                     raise UsageError(f"no KPI '{check.kpi}' in the spec to check against; KPIs: {known}")
