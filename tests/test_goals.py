@@ -274,3 +274,97 @@ def test_an_agent_token_sets_a_kpi_goal_for_itself_but_no_command(goal_cli):
                        "--budget-runs", "5", "--json"))
     assert (mine["created_by"], mine["state"]) == ("ann", "active")
     assert js(goal_cli("--token", token, "goal", "list", "--json"))[0]["id"] == mine["id"]
+
+
+# -- the goal loop: a real dispatcher, real runs, real rows --------------------------------------------
+
+
+@pytest.fixture
+def loop(acme, tmp_path, clock):
+    """acme's dispatcher, with ann's runner a Recorder that remembers something each run (progress)."""
+    from conftest import Recorder
+
+    from roster.runtime.dispatcher import Dispatcher
+
+    runner = Recorder({"memories": [{"text": "tried splitting the long lines"}]})
+    dispatcher = Dispatcher(acme, workdir=tmp_path, runners={"ann": runner}, agents=["ann"])
+    yield acme, dispatcher, runner, clock
+    dispatcher.close()
+
+
+def goal_runs(company, goal_id):
+    with company.store.read() as conn:
+        from roster.store.schema import runs
+        return conn.execute(select(runs.c.id, runs.c.outcome).where(runs.c.company_id == company.company,
+                                                                    runs.c.goal_id == goal_id)).all()
+
+
+def test_an_active_goal_wakes_its_idle_agent_at_its_cadence_and_is_charged_and_checked(loop):
+    company, dispatcher, runner, clock = loop
+    goal = company.set_goal("ann", "no more than 5 lint findings", actor="alice", check=KPI,
+                            budget=GoalBudget(runs=10), every_seconds=3600)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 1
+    brief = runner.briefs[0]
+    assert brief["task"] is None and brief["goal"]["objective"] == "no more than 5 lint findings"
+    assert brief["goal"]["check"] == "lint_findings <= 5"
+    [(run_id, outcome)] = goal_runs(company, goal.id)  # the run is attributed to the goal
+    assert outcome == "succeeded"
+    charged = company.get_goal(goal.id, actor="alice")
+    assert (charged.spend.runs, charged.idle_runs, charged.last_check["passed"]) == (1, 0, False)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 1  # not due again before its cadence: no tight loop
+    clock.advance(3600)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 2
+    assert [r["run_id"] for r in runner.briefs[1]["goal"]["earlier_runs"]] == [run_id]  # what it did before
+    company.record_kpi("lint_findings", 3, actor=None)
+    clock.advance(3600)
+    dispatcher.cycle()
+    met = company.get_goal(goal.id, actor="alice")
+    assert (met.state, met.spend.runs) == ("met", 3)
+    clock.advance(86400)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 3  # a met goal wakes nobody
+
+
+def test_a_goal_runs_only_when_its_agent_has_no_task_work(loop):
+    company, dispatcher, runner, clock = loop
+    company.set_goal("ann", "x", actor="alice", check=KPI, budget=RUNS5)
+    company.create_task(workflow="fix", title="a real task", actor="alice")
+    runner.results = [{"transition": "finish"}, {}]
+    dispatcher.cycle()
+    assert [b["task"]["title"] if b["task"] else "goal" for b in runner.briefs] == ["a real task"]
+    dispatcher.cycle()
+    assert [b["task"]["title"] if b["task"] else "goal" for b in runner.briefs] == ["a real task", "goal"]
+
+
+def test_a_budget_spent_mid_run_exhausts_the_goal_and_no_run_follows(loop):
+    company, dispatcher, runner, clock = loop
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=2), every_seconds=60)
+    for _ in range(4):
+        dispatcher.cycle()
+        clock.advance(60)
+    exhausted = company.get_goal(goal.id, actor="alice")
+    assert (exhausted.state, exhausted.reason, len(runner.briefs)) == ("exhausted", "runs budget spent: 2 of 2", 2)
+    assert [e.action for e in company.audit_log(action="goal.exhausted")] == ["goal.exhausted"]
+
+
+def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
+    company, dispatcher, runner, clock = loop
+    runner.results = [{}]  # a run that files nothing, says nothing, remembers nothing
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=RUNS5, every_seconds=60, stall_after=3)
+    dispatcher.cycle()
+    clock.advance(60)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 1  # one idle run: the next turn is two cadences away
+    clock.advance(60)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 2 and runner.briefs[1]["goal"]["idle_runs"] == 1
+    clock.advance(240)  # two idle runs: four cadences
+    dispatcher.cycle()
+    stalled = company.get_goal(goal.id, actor="alice")
+    assert (stalled.state, len(runner.briefs)) == ("stalled", 3)
+    clock.advance(86400)
+    dispatcher.cycle()
+    assert len(runner.briefs) == 3  # a stalled goal waits for a human

@@ -349,3 +349,31 @@ def test_a_rejection_note_reaches_the_requesters_next_brief(company, tmp_path):
         pass
     assert len(shown) == 2
     assert "Name the file in the spec first." in shown[1] and f"request {request.id}" in shown[1]
+
+
+def test_a_goal_run_shows_the_model_its_goal_check_spend_and_earlier_runs(company, tmp_path):
+    """The goal loop's brief, as the model receives it: every string of the ``goal`` part is in the
+    instructions, with the objective labelled as data and the check's verdict in words."""
+    from roster.kernel.goals import GoalBudget, GoalCheck
+
+    goal = company.set_goal("planner", "Keep the fix specs under review below three", actor="alice",
+                            check=GoalCheck(command="false"), budget=GoalBudget(runs=5, usd=1.0))
+    company.record_goal_check(goal.id, passed=False, evidence={"kind": "command", "exit_code": 1,
+                                                               "output": "4 specs waiting"})
+    brief = ContextAssembler(company).brief("planner", None, Wakeup("run-y", goal_id=goal.id)).data  # as the run's
+    seen: list[str] = []
+
+    def decide(instructions: str, messages, info) -> dict:  # noqa: ANN001
+        seen.append(instructions)
+        return {"rationale": "filed one", "tasks": [{"workflow": "fix-lint", "title": "review spec 1",
+                                                     "fields": {"rule": "E501"}}]}
+
+    [outcome] = Dispatcher(company, workdir=tmp_path, runners={"planner": Model(decide).runner(company)}).cycle()
+    assert outcome.outcome == "succeeded"
+    [shown] = seen
+    assert "You were woken for your goal 1." in shown
+    assert "Keep the fix specs under review below three" in shown
+    assert "Its check: `false` exits 0; last result: not met (checked " in shown and "4 specs waiting" in shown
+    for leaf in _strings(brief["goal"]):
+        assert leaf in shown or json.dumps(leaf, ensure_ascii=False)[1:-1] in shown, leaf
+    assert company.get_goal(goal.id, actor="alice").spend.runs == 1

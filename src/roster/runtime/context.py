@@ -14,7 +14,8 @@ names the largest):
 - ``transitions``: what it may do next: each transition's target, who may take it, what it writes and
   requires, and the clauses that block it now; ``tools``: the tools granted;
 - for a run without a task instead: ``trigger`` (why it was woken, in words), ``triggers`` (what fired,
-  with the events it carries) and ``workflows`` (what it may file tasks into).
+  with the events it carries), ``goal`` (for a goal run: the objective, the check and its last result,
+  spend against budget, and what the last goal runs did) and ``workflows`` (what it may file tasks into).
 
 Optional parts, added in this priority order while they fit (lists are cut item by item, keeping the
 most important first):
@@ -89,6 +90,8 @@ class Wakeup:
     queue: tuple[int, ...] = ()
     fired: tuple[dict[str, Any], ...] = ()
     reason: str = ""
+    goal_id: int | None = None
+    """The goal a goal run works toward (see :mod:`roster.store.goals`)."""
 
 
 class ContextAssembler:
@@ -143,6 +146,8 @@ class ContextAssembler:
             mandatory["transitions"] = []
             mandatory["trigger"] = wakeup.reason
             mandatory["triggers"] = list(wakeup.fired)
+            if wakeup.goal_id is not None:
+                mandatory["goal"] = company.goal_brief_txn(conn, wakeup.goal_id, run_id=wakeup.run_id)
             mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
                                       for name, wf in spec.workflows.items()}
             optional.append(("previous_failure", None))

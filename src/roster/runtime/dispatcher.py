@@ -41,6 +41,7 @@ from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.spec import CompanySpec
 from roster.runtime.background import LeaseRenewals, NotifyListener, pid_alive
 from roster.runtime.context import ContextAssembler, Wakeup
+from roster.runtime.goal_checks import check_goal
 from roster.runtime.kpis import KpiMeter
 from roster.runtime.pipeline import (
     CURRENT_RUN,
@@ -57,6 +58,7 @@ from roster.runtime.triggers import Fired, Periodic, Triggers
 from roster.store import CompanyStore, Task
 from roster.store.costs import BudgetStatus
 from roster.store.fleet import run_token_name
+from roster.store.goals import Goal
 from roster.store.leases import DEFAULT_LEASE_SECONDS, Lease
 from roster.store.runs import Candidate, new_run_id
 
@@ -93,7 +95,7 @@ class _Unrecorded:
 @dataclass
 class _Flight:
     agent: str
-    kind: str  # task, trigger, message
+    kind: str  # task, trigger, message, goal
 
 
 class Dispatcher:
@@ -125,6 +127,8 @@ class Dispatcher:
         self._handed_out: set[str] = set()
         self._paused: list[str] | None = None
         self._served: list[str] = []
+        self._with_work: set[str] = set()
+        """The agents the last cycle offered task work (a goal wakes an agent only without it)."""
         self._limits_of: CompanySpec | None = None
         self._wide: dict[str, int] = {}
         self.log = log or (lambda _message: None)
@@ -266,6 +270,8 @@ class Dispatcher:
                 outcomes += self._wait(self._start_trigger_runs())
                 ran = {o.agent for o in outcomes}
                 outcomes += self._wait(self._start_message_runs(exclude=ran))
+                ran = {o.agent for o in outcomes}
+                outcomes += self._wait(self._start_goal_runs(exclude=ran))
             self._periodic_jobs()
         return outcomes
 
@@ -277,6 +283,7 @@ class Dispatcher:
             if not self._company_paused():
                 self._start_trigger_runs()
                 self._start_message_runs(exclude=set(self.in_flight()))
+                self._start_goal_runs(exclude=set(self.in_flight()))
             self._periodic_jobs()
         with self._lock:
             finished, self._finished = self._finished, []
@@ -356,6 +363,7 @@ class Dispatcher:
             free = self.max_runs - sum(load.values())
             ready = [a for a in agents if room[a] > 0]
             offers = self.company.candidates_many(ready) if ready and free > 0 else {}
+            self._with_work = {a for a, found in offers.items() if found}
         for task, agent in self._assign(offers, room, load, free):
             if self.stopping.is_set():
                 break
@@ -467,6 +475,49 @@ class Dispatcher:
                 break
             futures.append(self._start_without_task(agent, f"{len(unread[agent])} unread message(s)", {}, []))
         return futures
+
+    def _start_goal_runs(self, exclude: set[str]) -> list[Future]:
+        """The goal loop: an agent with a due active goal, no task work and no run this cycle wakes for
+        its longest-due goal (one goal run per agent at a time). The goal's turn moves a cadence ahead
+        when the run is taken (:meth:`~roster.store.goals.GoalVerbs.start_goal_run`), and after the run
+        by its backoff; so a goal never loops tightly, even if its run fails or is never recorded."""
+        spec = self._current_spec()
+        idle = [a for a in self._served if a in spec.agents and a not in exclude and a not in self._with_work]
+        due: dict[str, Goal] = {}
+        for goal in self.company.due_goals(idle):
+            due.setdefault(goal.agent, goal)
+        if not due:
+            return []
+        missing = [f"agent:{a}" for a in due if f"agent:{a}" not in self._runtime_leases]
+        if missing:  # as for messages: the agent's runtime lease, so one process wakes it
+            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
+        futures = []
+        for agent in self._may_wake(list(due), spec):
+            if self.stopping.is_set():
+                break
+            goal = self.company.start_goal_run(due[agent].id)
+            if goal is None:  # met, moved or taken since the query
+                continue
+            runner = self._take_runner(agent)
+            state = RunState(agent, new_run_id(), f"goal {goal.id}: {goal.objective[:120]}", runner)
+            futures.append(self._submit(_Flight(agent, "goal"), lambda s=state, g=goal: self._run_goal(s, g)))
+        return futures
+
+    def _run_goal(self, state: RunState, goal: Goal) -> Outcome:
+        """One goal run (in a worker thread): the run, its spend charged to the goal (which may exhaust or
+        stall it), then the goal's check (which may meet it)."""
+        outcome = self._run_without_task(state, {"goal_id": goal.id}, [])
+        try:
+            if outcome.run_id is not None and outcome.outcome != "stopped":
+                result = state.result
+                changed = outcome.outcome == "succeeded" and result is not None and bool(
+                    result.tasks or result.messages or result.memories)
+                goal = self.company.record_goal_run(goal.id, outcome.run_id, changed=changed)
+            if goal.state in ("active", "paused", "stalled"):
+                check_goal(self.company, goal, workdir=self.workdir)
+        except OUTAGES as exc:  # the goal's turn already moved on: it is charged and checked next time
+            self.log(f"{state.agent} (goal {goal.id}): not recorded: {exc.message}")
+        return outcome
 
     def _may_wake(self, agents: list[str], spec: CompanySpec) -> list[str]:
         """Which of ``agents`` this dispatcher may wake without a task now: it holds the agent's runtime

@@ -276,15 +276,16 @@ class RunPipeline:
     # -- a run without a task -----------------------------------------------------------------------
 
     def run_without_task(self, state: RunState, context: dict) -> Outcome:
-        """A run woken by a schedule, event, condition or messages: it holds no lease and may only file
-        tasks, send messages and remember."""
+        """A run woken by a schedule, event, condition, messages or a goal (``context["goal_id"]``): it
+        holds no lease and may only file tasks, send messages and remember."""
+        goal_id = context.get("goal_id")
         state.run_id = self.company.start_run(state.agent, trigger=state.trigger, task_id=None, fencing_token=None,
-                                              run_id=state.run_id, dispatcher_id=self.dispatcher_id)
+                                              run_id=state.run_id, dispatcher_id=self.dispatcher_id, goal_id=goal_id)
         state.started = time.monotonic()
         try:
             fired = tuple(context.get("triggers", []))
             state.brief = self.context.brief(state.agent, None, Wakeup(state.run_id, fired=fired,
-                                                                       reason=state.trigger))
+                                                                       reason=state.trigger, goal_id=goal_id))
             self.execute(state)
             result = state.result
             assert result is not None

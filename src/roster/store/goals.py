@@ -16,9 +16,9 @@ Reading goals: an agent sees its own goals and those it set; ``oversee`` (humans
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -41,7 +41,9 @@ from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
-from roster.store.schema import goals
+from roster.store.runs import RunRecord, run_record
+from roster.store.schema import goals, runs
+from roster.store.store import format_ts
 
 SYSTEM = "system"
 """Who records what the runtime decides (checks, spend): no principal."""
@@ -203,6 +205,67 @@ class GoalVerbs(CompanyBase):
         with self.store.read() as conn:
             return [goal_from_row(r) for r in conn.execute(query.order_by(goals.c.id))]
 
+    def due_goals(self, agents: Iterable[str], *, limit: int = 100) -> list[Goal]:
+        """The active goals of ``agents`` that are due (their cadence, or their backoff, has passed), the
+        longest due first, at most ``limit``: one query, for the dispatcher's cycle."""
+        wanted = list(agents)
+        if not wanted:
+            return []
+        now = self.store.now()
+        query = (select(goals).where(goals.c.company_id == self.company, goals.c.state == "active",
+                                     goals.c.agent.in_(wanted), (goals.c.due_at.is_(None)) | (goals.c.due_at <= now))
+                 .order_by(func.coalesce(goals.c.due_at, goals.c.created_at), goals.c.id).limit(limit))
+        with self.store.read() as conn:
+            return [goal_from_row(r) for r in conn.execute(query)]
+
+    def start_goal_run(self, goal_id: int) -> Goal | None:
+        """Take goal ``goal_id``'s due turn for a run: if it is still active and due, its next turn moves a
+        cadence ahead (so neither this process nor another starts a second run for it meanwhile, and a
+        run that never records its end does not loop), and the goal is returned; else None."""
+        with self.store.write() as conn:
+            row = conn.execute(select(goals).where(goals.c.company_id == self.company,
+                                                   goals.c.id == goal_id)).first()
+            now = self.store.clock()
+            if row is None or row.state != "active" or (row.due_at is not None and row.due_at > format_ts(now)):
+                return None
+            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id),
+                         {"due_at": format_ts(now + timedelta(seconds=row.every_seconds))})
+            return goal_from_row(row)
+
+    def goal_runs(self, goal_id: int, *, limit: int = 5) -> list[RunRecord]:
+        """The newest ``limit`` runs that worked toward goal ``goal_id``, newest first."""
+        with self.store.read() as conn:
+            return self.goal_runs_txn(conn, goal_id, limit=limit)
+
+    def goal_runs_txn(self, conn: Connection, goal_id: int, *, limit: int = 5) -> list[RunRecord]:
+        """:meth:`goal_runs` inside ``conn``'s transaction (the brief's read)."""
+        return [run_record(r) for r in conn.execute(
+            select(runs).where(runs.c.company_id == self.company, runs.c.goal_id == goal_id)
+            .order_by(runs.c.started_at.desc(), runs.c.id.desc()).limit(limit))]
+
+    def goal_brief_txn(self, conn: Connection, goal_id: int, *, run_id: str | None = None) -> dict[str, Any]:
+        """What a goal run's brief shows of goal ``goal_id``: the objective, the check and its last result,
+        the spend against the budget, and what the last goal runs before ``run_id`` (the run being briefed)
+        did. Raises :class:`NotFound`."""
+        goal = goal_from_row(self._goal_row_txn(conn, goal_id))
+        return {"id": goal.id, "objective": goal.objective, "check": goal.check.describe(), "state": goal.state,
+                "last_check": goal.last_check, "checked_at": goal.checked_at,
+                "budget": goal.budget.model_dump(exclude_none=True), "spend": goal.spend.model_dump(),
+                "deadline_at": goal.deadline_at, "idle_runs": goal.idle_runs,
+                "earlier_runs": [{"run_id": r.id, "started_at": r.started_at, "outcome": r.outcome,
+                                  "failure": r.failure_message}
+                                 for r in self.goal_runs_txn(conn, goal_id, limit=6) if r.id != run_id][:5]}
+
+    def record_goal_run(self, goal_id: int, run_id: str, *, changed: bool) -> Goal:
+        """Charge run ``run_id`` (ended) to goal ``goal_id``: its USD (None if it could not be priced),
+        tokens in and out and wall seconds, as :meth:`record_goal_spend`. Raises :class:`NotFound`."""
+        with self.store.read() as conn:
+            row = conn.execute(select(runs).where(runs.c.company_id == self.company, runs.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no run '{run_id}' in company '{self.company}'")
+        return self.record_goal_spend(goal_id, usd=row.cost_usd, tokens=row.input_tokens + row.output_tokens,
+                                      seconds=row.wall_seconds or 0.0, changed=changed)
+
     def record_goal_check(self, goal_id: int, *, passed: bool, evidence: Mapping[str, Any]) -> Goal:
         """Record a check of goal ``goal_id`` (``evidence``: what the check saw, text cut to
         :data:`MAX_EVIDENCE_CHARS`); a pass meets the goal (``goal.met``), unless it is closed already.
@@ -228,18 +291,21 @@ class GoalVerbs(CompanyBase):
                           changed: bool) -> Goal:
         """Add one goal run's spend to goal ``goal_id`` (``usd=None``: the run could not be priced) and
         whether it changed anything. An active goal whose spend reaches a limit of its budget goes
-        ``exhausted``; one whose last ``stall_after`` runs changed nothing goes ``stalled``. Raises
-        :class:`NotFound`."""
+        ``exhausted``; one whose last ``stall_after`` runs changed nothing goes ``stalled``. Its next turn
+        is a cadence away, doubled for each run in a row that changed nothing (at most 16 cadences): a
+        goal that is getting nowhere backs off. Raises :class:`NotFound`."""
         with self.store.write() as conn:
             head = self._head_txn(conn)[0]
             row = self._goal_row_txn(conn, goal_id)
             spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds)
             idle = 0 if changed else row.idle_runs + 1
-            now = self.store.now()
+            clock = self.store.clock()
+            now = format_ts(clock)
+            due = format_ts(clock + timedelta(seconds=row.every_seconds * 2 ** min(idle, 4)))
             conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
                 "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_runs": spend.runs,
                 "spent_seconds": spend.seconds, "unpriced_runs": spend.unpriced_runs, "idle_runs": idle,
-                "updated_at": now})
+                "updated_at": now, "due_at": due})
             audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.spend", subject=f"goal:{goal_id}",
                          data={"usd": usd, "tokens": tokens, "seconds": seconds, "changed": changed})
             row = self._goal_row_txn(conn, goal_id)
@@ -275,7 +341,7 @@ class GoalVerbs(CompanyBase):
         now = self.store.now()
         conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
                      {"state": state, "reason": reason, "updated_at": now, "version": row.version + 1,
-                      **({"idle_runs": 0} if verb == "resume" else {})})
+                      **({"idle_runs": 0, "due_at": None} if verb == "resume" else {})})
         action = {"meet": "goal.met", "exhaust": "goal.exhausted", "stall": "goal.stalled"}.get(verb, f"goal.{verb}")
         audit.append(conn, head, ts=now, principal=by, action=action, subject=f"goal:{row.id}",
                      data={"from": row.state, "to": state, "reason": reason})

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column('spent_seconds', sa.Float(), server_default='0', nullable=False),
         sa.Column('unpriced_runs', sa.Integer(), server_default='0', nullable=False),
         sa.Column('idle_runs', sa.Integer(), server_default='0', nullable=False),
+        sa.Column('due_at', sa.String(length=32), nullable=True),
         sa.Column('last_check', sa.Text(), nullable=True),
         sa.Column('checked_at', sa.String(length=32), nullable=True),
         sa.Column('created_by', sa.String(length=63), nullable=False),
