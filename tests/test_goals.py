@@ -319,13 +319,12 @@ def test_an_active_goal_wakes_its_idle_agent_at_its_cadence_and_is_charged_and_c
     assert len(runner.briefs) == 2
     assert [r["run_id"] for r in runner.briefs[1]["goal"]["earlier_runs"]] == [run_id]  # what it did before
     company.record_kpi("lint_findings", 3, actor=None)
-    clock.advance(3600)
     dispatcher.cycle()
     met = company.get_goal(goal.id, actor="alice")
-    assert (met.state, met.spend.runs) == ("met", 3)
+    assert (met.state, met.spend.runs, met.reason) == ("met", 2, "the check passed: lint_findings <= 5")
     clock.advance(86400)
     dispatcher.cycle()
-    assert len(runner.briefs) == 3  # a met goal wakes nobody
+    assert len(runner.briefs) == 2  # a met goal wakes nobody
 
 
 def test_a_goal_runs_only_when_its_agent_has_no_task_work(loop):
@@ -368,3 +367,28 @@ def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     clock.advance(86400)
     dispatcher.cycle()
     assert len(runner.briefs) == 3  # a stalled goal waits for a human
+
+
+def test_a_goal_pauses_with_its_agent_and_waits_for_a_human(acme):
+    goal = acme.set_goal("ann", "x", actor="alice", check=KPI, budget=RUNS5)
+    other = acme.set_goal("bob", "y", actor="alice", check=KPI, budget=RUNS5)
+    acme.set_status("ann", "paused", actor="alice", reason="too many rejections")
+    paused = acme.get_goal(goal.id, actor="alice")
+    assert (paused.state, paused.reason) == ("paused", "its agent was paused")
+    assert acme.get_goal(other.id, actor="alice").state == "active"
+    acme.set_status("ann", "active", actor="alice")
+    assert acme.get_goal(goal.id, actor="alice").state == "paused"  # a human resumes the goal
+    [event] = acme.audit_log(action="goal.pause")
+    assert (event.principal, event.data["reason"]) == ("alice", "its agent was paused")
+
+
+def test_a_kpi_reading_makes_the_goals_checked_against_it_due_at_once(loop):
+    company, dispatcher, runner, clock = loop
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=RUNS5, every_seconds=3600)
+    dispatcher.cycle()
+    dispatcher.cycle()
+    assert len(runner.briefs) == 1  # not due for an hour
+    company.record_kpi("lint_findings", 2, actor="alice")
+    dispatcher.cycle()
+    assert company.get_goal(goal.id, actor="alice").state == "met"  # woken at once, and met by its check
+    assert len(runner.briefs) == 1  # before any model call: a KPI check costs nothing

@@ -505,7 +505,16 @@ class Dispatcher:
 
     def _run_goal(self, state: RunState, goal: Goal) -> Outcome:
         """One goal run (in a worker thread): the run, its spend charged to the goal (which may exhaust or
-        stall it), then the goal's check (which may meet it)."""
+        stall it), then the goal's check (which may meet it). A KPI check costs nothing, so it is taken
+        first too: a goal its KPI already meets is closed without waking the agent's model."""
+        if goal.check.kpi is not None:
+            try:
+                goal = check_goal(self.company, goal, workdir=self.workdir)
+            except OUTAGES as exc:
+                self.log(f"{state.agent} (goal {goal.id}): not checked: {exc.message}")
+            if goal.state == "met":
+                self._give_back_runner(state.agent, state.runner)
+                return Outcome(state.agent, None, None, "stopped", blocked=f"goal {goal.id} met: {goal.reason}")
         outcome = self._run_without_task(state, {"goal_id": goal.id}, [])
         try:
             if outcome.run_id is not None and outcome.outcome != "stopped":

@@ -189,7 +189,9 @@ class GoalVerbs(CompanyBase):
                                 why="an agent moves the goals of itself and of the agents that report to it")
                 if expected_version is not None and row.version != expected_version:
                     raise StaleVersion(goal_id, expected_version, row.version)
-                return self._move_txn(conn, head, row, verb, who.handle, note or f"{verb} by {who.handle}")
+                moved = self._move_txn(conn, head, row, verb, who.handle, note or f"{verb} by {who.handle}")
+                audit.save_head(conn, head)
+                return moved
         except Denied as exc:
             self._audit_rejection(actor, f"goal.{verb}", f"goal:{goal_id}", exc, {"note": note})
             raise
@@ -283,8 +285,7 @@ class GoalVerbs(CompanyBase):
             if passed and row.state not in CLOSED_STATES:
                 self._move_txn(conn, head, self._goal_row_txn(conn, goal_id), "meet", SYSTEM,
                                "the check passed: " + GoalCheck.model_validate_json(row.check_spec).describe())
-            else:
-                audit.save_head(conn, head)
+            audit.save_head(conn, head)
             return goal_from_row(self._goal_row_txn(conn, goal_id))
 
     def record_goal_spend(self, goal_id: int, *, usd: float | None, tokens: int, seconds: float,
@@ -314,8 +315,7 @@ class GoalVerbs(CompanyBase):
                 self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
             elif row.state == "active" and idle >= row.stall_after:
                 self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
-            else:
-                audit.save_head(conn, head)
+            audit.save_head(conn, head)
             return goal_from_row(self._goal_row_txn(conn, goal_id))
 
     # -- helpers --------------------------------------------------------------------------------------
@@ -345,8 +345,25 @@ class GoalVerbs(CompanyBase):
         action = {"meet": "goal.met", "exhaust": "goal.exhausted", "stall": "goal.stalled"}.get(verb, f"goal.{verb}")
         audit.append(conn, head, ts=now, principal=by, action=action, subject=f"goal:{row.id}",
                      data={"from": row.state, "to": state, "reason": reason})
-        audit.save_head(conn, head)
         return goal_from_row(self._goal_row_txn(conn, row.id))
+
+    def pause_goals_txn(self, conn: Connection, head: audit.ChainHead, agent: str, *, by: str, reason: str) -> int:
+        """Pause ``agent``'s active and stalled goals inside ``conn``'s transaction (its agent was paused or
+        retired: its goals wait with it, and a human resumes them). Returns how many."""
+        rows = conn.execute(select(goals).where(goals.c.company_id == self.company, goals.c.agent == agent,
+                                                goals.c.state.in_(("active", "stalled")))).all()
+        for row in rows:
+            self._move_txn(conn, head, row, "pause", by, reason)
+        return len(rows)
+
+    def wake_goals_txn(self, conn: Connection, kpi: str) -> None:
+        """Make the active goals checked against ``kpi`` due now, inside the transaction that recorded a
+        reading of it: something they depend on changed."""
+        for row in conn.execute(select(goals.c.id, goals.c.check_spec).where(
+                goals.c.company_id == self.company, goals.c.state == "active")).all():
+            if GoalCheck.model_validate_json(row.check_spec).kpi == kpi:
+                conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
+                             {"due_at": None})
 
 
 def _check_time(what: str, text: str) -> None:

@@ -183,6 +183,7 @@ class PrincipalVerbs(CompanyBase):
                                                       api_tokens.c.revoked_at.is_(None)), {"revoked_at": now})
             if status != "active":  # the kill switch: its leases go at once, so others may take the work
                 self.release_leases_txn(conn, head, reason=f"principal {status}", by=who, holders=[handle])
+                self.pause_goals_txn(conn, head, handle, by=who, reason=f"its agent was {status}")
             head.rights_revision += 1
             verb = {"active": "resume", "paused": "pause", "retired": "retire"}[status]
             audit.append(conn, head, ts=now, principal=who, action=f"principal.{verb}",
