@@ -392,3 +392,18 @@ def test_a_kpi_reading_makes_the_goals_checked_against_it_due_at_once(loop):
     dispatcher.cycle()
     assert company.get_goal(goal.id, actor="alice").state == "met"  # woken at once, and met by its check
     assert len(runner.briefs) == 1  # before any model call: a KPI check costs nothing
+
+
+def test_roster_costs_shows_each_goals_spend(goal_cli, db_url):
+    js(goal_cli("goal", "add", "ann", "fewer findings", "--kpi", "lint_findings<=5", "--budget-runs", "5",
+                "--budget-usd", "1", "--json"))
+    store = Store.open(db_url)
+    try:
+        store.company("acme").record_goal_spend(1, usd=0.25, tokens=1200, seconds=3.0, changed=True)
+    finally:
+        store.close()
+    [goal] = js(goal_cli("costs", "--json"))["goals"]
+    assert (goal["id"], goal["runs"], goal["tokens"], goal["cost_usd"]) == (1, 1, 1200, 0.25)
+    assert goal["budget"] == {"usd": 1.0, "runs": 5}
+    shown = goal_cli("costs")
+    assert "per goal" in shown.output and "0.2500" in shown.output

@@ -73,8 +73,8 @@ def escalations_resolve(
 
 @reports_errors
 def costs(ctx: typer.Context, as_json: JSON = False) -> None:
-    """Spend per agent and per portfolio: runs, successes, tokens, USD, cost per successful outcome; and
-    each budget of the spec against its period's spend. A cost that is not known in full (runs whose model
+    """Spend per agent and per portfolio: runs, successes, tokens, USD, cost per successful outcome; each
+    goal's spend against its budget; and each budget of the spec against its period's spend. A cost that is not known in full (runs whose model
     has no price) is printed as unknown, never as 0; in JSON, ``cost_usd`` is then null and
     ``unpriced_runs`` counts those runs."""
     session = workspace(ctx).session()
@@ -90,8 +90,13 @@ def costs(ctx: typer.Context, as_json: JSON = False) -> None:
                         "limit_tokens": status_.limit_tokens, "spent_tokens": status_.spent_tokens,
                         "warn_at": budget.warn_at, "level": status_.level(budget.warn_at),
                         "summary": status_.describe()})
+    goals = [{"id": g.id, "agent": g.agent, "objective": g.objective, "state": g.state,
+              "runs": g.spend.runs, "tokens": g.spend.tokens, "seconds": round(g.spend.seconds, 3),
+              "cost_usd": None if g.spend.unpriced_runs else g.spend.usd, "priced_cost_usd": g.spend.usd,
+              "unpriced_runs": g.spend.unpriced_runs, "budget": g.budget.model_dump(exclude_none=True)}
+             for g in session.list_goals(limit=1000)]
     if as_json:
-        emit_json({**report, "budgets": budgets})
+        emit_json({**report, "goals": goals, "budgets": budgets})
         return
 
     def usd(row: dict, key: str) -> str:
@@ -106,6 +111,14 @@ def costs(ctx: typer.Context, as_json: JSON = False) -> None:
             table.add_row(r["name"], str(r["runs"]), str(r["successes"]), str(r["input_tokens"]),
                           str(r["output_tokens"]), usd(r, "cost_usd"), usd(r, "cost_per_success_usd"))
         console.print(table if rows else f"{title}: no runs")
+    if goals:
+        table = Table("goal", "agent", "state", "runs", "tokens", "USD", "budget", box=None, title="per goal",
+                      title_justify="left")
+        for g in goals:
+            table.add_row(f"{g['id']}: {g['objective'][:40]}", g["agent"], g["state"], str(g["runs"]),
+                          str(g["tokens"]), usd(g, "cost_usd"),
+                          ", ".join(f"{k} {v:g}" for k, v in g["budget"].items()))
+        console.print(table)
     unpriced = sum(r["unpriced_runs"] for r in report["agents"])
     if unpriced:
         console.print(f"cost unknown: {unpriced} run(s) could not be priced (their models have no price in "
