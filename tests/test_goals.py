@@ -347,6 +347,13 @@ def test_a_budget_spent_mid_run_exhausts_the_goal_and_no_run_follows(loop):
     exhausted = company.get_goal(goal.id, actor="alice")
     assert (exhausted.state, exhausted.reason, len(runner.briefs)) == ("exhausted", "runs budget spent: 2 of 2", 2)
     assert [e.action for e in company.audit_log(action="goal.exhausted")] == ["goal.exhausted"]
+    [escalation] = company.list_escalations(actor="alice")  # to the human who set it, with a summary
+    assert (escalation.goal_id, escalation.task_id, escalation.to, escalation.category) == (goal.id, None, "alice",
+                                                                                            "governance")
+    assert escalation.reason.startswith("goal 1 exhausted before its check passed: runs budget spent: 2 of 2.")
+    assert "Objective: x. Check: lint_findings <= 5; its last check was not met. Spent 2 run(s)" in escalation.reason
+    resolved = company.resolve_escalation(escalation.id, actor="alice", note="raised the budget in goal 2")
+    assert (resolved.status, resolved.goal_id) == ("resolved", goal.id)
 
 
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
@@ -364,6 +371,8 @@ def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     dispatcher.cycle()
     stalled = company.get_goal(goal.id, actor="alice")
     assert (stalled.state, len(runner.briefs)) == ("stalled", 3)
+    [escalation] = company.list_escalations(actor="alice")  # a judgment failure: up to a human
+    assert (escalation.category, escalation.to, escalation.from_agent) == ("judgment", "alice", "ann")
     clock.advance(86400)
     dispatcher.cycle()
     assert len(runner.briefs) == 3  # a stalled goal waits for a human
@@ -407,3 +416,13 @@ def test_roster_costs_shows_each_goals_spend(goal_cli, db_url):
     assert goal["budget"] == {"usd": 1.0, "runs": 5}
     shown = goal_cli("costs")
     assert "per goal" in shown.output and "0.2500" in shown.output
+
+
+def test_a_goal_an_agent_set_is_escalated_to_the_first_human_up_the_chain(acme):
+    goal = acme.set_goal("ann", "x", actor="lead", check=KPI, budget=GoalBudget(runs=1))
+    exhausted = acme.record_goal_spend(goal.id, usd=None, tokens=0, seconds=1.0, changed=True)
+    assert exhausted.state == "exhausted"
+    [escalation] = acme.list_escalations(actor="alice")
+    assert (escalation.to, escalation.goal_id) == ("alice", goal.id)  # ann -> lead (an agent) -> alice
+    assert "(+1 unpriced run(s))" in escalation.reason
+    assert [e.task_id for e in acme.list_escalations(actor="ann")] == [None]  # the agent sees its own

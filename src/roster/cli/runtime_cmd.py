@@ -42,16 +42,17 @@ def escalations_list(
     everything: Annotated[bool, typer.Option("--all", help="Resolved ones too.")] = False,
     as_json: JSON = False,
 ) -> None:
-    """Open escalations (or all): task, from which agent, to a peer or a human, and why."""
+    """Open escalations (or all): the task or goal, from which agent, to a peer or a human, and why."""
     if ctx.invoked_subcommand is not None:
         return
     found = workspace(ctx).session().list_escalations(status=None if everything else "open")
     if as_json:
         emit_json([asdict(e) for e in found])
         return
-    table = Table("id", "task", "from", "step", "to", "category", "status", "reason", box=None)
+    table = Table("id", "about", "from", "step", "to", "category", "status", "reason", box=None)
     for e in found:
-        table.add_row(str(e.id), str(e.task_id), e.from_agent, e.step, e.to, e.category, e.status, e.reason)
+        about = f"task {e.task_id}" if e.task_id is not None else f"goal {e.goal_id}"
+        table.add_row(str(e.id), about, e.from_agent, e.step, e.to, e.category, e.status, e.reason)
     console.print(table if found else "no escalations")
 
 
@@ -68,7 +69,8 @@ def escalations_resolve(
     if as_json:
         emit_json(asdict(resolved))
     else:
-        console.print(f"escalation {resolved.id} on task {resolved.task_id} resolved")
+        about = f"task {resolved.task_id}" if resolved.task_id is not None else f"goal {resolved.goal_id}"
+        console.print(f"escalation {resolved.id} on {about} resolved")
 
 
 @reports_errors

@@ -9,14 +9,15 @@ says so. Each step is an audit event (``escalation.peer``, ``escalation.human``)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from roster.errors import Denied, NotFound, UsageError
 from roster.kernel.failures import Failure
 from roster.kernel.rights import Resource
 from roster.store import audit
-from roster.store.company_base import ActorRef, CompanyBase
+from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.runs import Attempt
 from roster.store.schema import attempts, escalations
 
@@ -24,7 +25,7 @@ from roster.store.schema import attempts, escalations
 @dataclass(frozen=True)
 class Escalation:
     id: int
-    task_id: int
+    task_id: int | None
     from_agent: str
     step: str
     to: str
@@ -35,11 +36,13 @@ class Escalation:
     resolved_by: str | None
     resolved_at: str | None
     note: str
+    goal_id: int | None = None
+    """The goal escalated (exhausted or stalled), for an escalation with no task."""
 
 
 def _escalation(row) -> Escalation:  # noqa: ANN001
     return Escalation(row.id, row.task_id, row.from_agent, row.step, row.to, row.category, row.reason, row.status,
-                      row.created_at, row.resolved_by, row.resolved_at, row.note)
+                      row.created_at, row.resolved_by, row.resolved_at, row.note, row.goal_id)
 
 
 class EscalationVerbs(CompanyBase):
@@ -95,6 +98,22 @@ class EscalationVerbs(CompanyBase):
             audit.save_head(conn, head)
         return Escalation(escalation_id, task_id, from_agent, step, to, category, why, "open", now, None, None, "")
 
+    def escalate_goal_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, goal: Any, *,
+                          category: str, reason: str) -> int:
+        """Escalate goal ``goal`` (its row, just exhausted or stalled) to a human, inside ``conn``'s
+        transaction: whoever set it if a human did, else the first human up its agent's ``reports_to``
+        chain, else any human. A goal has no task a peer could take, so the ladder's step is a human's.
+        Returns the escalation's id."""
+        to = goal.created_by if _kind(cache, goal.created_by) == "human" else _first_human_above(cache, goal.agent)
+        now = self.store.now()
+        escalation_id = conn.execute(insert(escalations), {
+            "company_id": self.company, "task_id": None, "goal_id": goal.id, "from_agent": goal.agent,
+            "step": "human", "to": to, "category": category, "reason": reason, "status": "open",
+            "created_at": now, "note": ""}).inserted_primary_key[0]
+        audit.append(conn, head, ts=now, principal=goal.agent, action="escalation.human", subject=f"goal:{goal.id}",
+                     data={"escalation": escalation_id, "to": to, "category": category, "reason": reason})
+        return escalation_id
+
     def fail_attempt(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int,
                      tried: dict | None = None) -> tuple[Attempt, Escalation | None]:
         """Count ``agent``'s failed attempt on the task (:meth:`~roster.store.runs.RunVerbs.record_failure`:
@@ -147,10 +166,31 @@ class EscalationVerbs(CompanyBase):
             conn.execute(update(escalations).where(escalations.c.company_id == self.company,
                                                    escalations.c.id == escalation_id),
                          {"status": "resolved", "resolved_by": who.handle, "resolved_at": now, "note": note})
-            conn.execute(attempts.delete().where(attempts.c.company_id == self.company,
-                                                 attempts.c.task_id == row.task_id))
+            if row.task_id is not None:
+                conn.execute(attempts.delete().where(attempts.c.company_id == self.company,
+                                                     attempts.c.task_id == row.task_id))
+            subject = f"task:{row.task_id}" if row.task_id is not None else f"goal:{row.goal_id}"
             audit.append(conn, head, ts=now, principal=who.handle, action="escalation.resolve",
-                         subject=f"task:{row.task_id}", data={"escalation": escalation_id, "note": note})
+                         subject=subject, data={"escalation": escalation_id, "note": note})
             audit.save_head(conn, head)
         return Escalation(row.id, row.task_id, row.from_agent, row.step, row.to, row.category, row.reason, "resolved",
-                          row.created_at, who.handle, now, note)
+                          row.created_at, who.handle, now, note, row.goal_id)
+
+
+def _kind(cache: CompanyCache, handle: str) -> str | None:
+    principal = cache.principals.get(handle)
+    return principal.kind if principal is not None else None
+
+
+def _first_human_above(cache: CompanyCache, agent: str) -> str:
+    """The first human up ``agent``'s ``reports_to`` chain, or ``human`` (any human) when there is none."""
+    seen, handle = set(), agent
+    while handle is not None and handle not in seen:
+        seen.add(handle)
+        principal = cache.principals.get(handle)
+        if principal is None:
+            break
+        if principal.kind == "human" and principal.status == "active":
+            return handle
+        handle = principal.reports_to
+    return "human"

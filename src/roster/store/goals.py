@@ -312,9 +312,15 @@ class GoalVerbs(CompanyBase):
             row = self._goal_row_txn(conn, goal_id)
             limit = exhausted_by(GoalBudget.model_validate_json(row.budget), spend)
             if row.state == "active" and limit is not None:
-                self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
+                moved = self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
+                self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="governance",
+                                       reason=f"goal {row.id} exhausted before its check passed: {limit}. "
+                                              + _summary(moved))
             elif row.state == "active" and idle >= row.stall_after:
-                self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
+                moved = self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
+                self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="judgment",
+                                       reason=f"goal {row.id} stalled: {idle} goal runs in a row changed nothing. "
+                                              + _summary(moved))
             audit.save_head(conn, head)
             return goal_from_row(self._goal_row_txn(conn, goal_id))
 
@@ -364,6 +370,17 @@ class GoalVerbs(CompanyBase):
             if GoalCheck.model_validate_json(row.check_spec).kpi == kpi:
                 conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
                              {"due_at": None})
+
+
+def _summary(goal: Goal) -> str:
+    """A goal in one paragraph for the human it is escalated to."""
+    spend = goal.spend
+    last = goal.last_check
+    verdict = "never checked" if last is None else ("its last check passed" if last.get("passed")
+                                                    else "its last check was not met")
+    usd = f"${spend.usd:.4f}" + (f" (+{spend.unpriced_runs} unpriced run(s))" if spend.unpriced_runs else "")
+    return (f"Objective: {goal.objective[:300]}. Check: {goal.check.describe()}; {verdict}. Spent {spend.runs} "
+            f"run(s), {spend.tokens} tokens, {usd}, {spend.seconds:.0f} s.")
 
 
 def _check_time(what: str, text: str) -> None:

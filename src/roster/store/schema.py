@@ -317,7 +317,8 @@ escalations = Table(
     metadata,
     Column("id", Integer, primary_key=True),
     Column("company_id", HANDLE, nullable=False),
-    Column("task_id", Integer, nullable=False),
+    Column("task_id", Integer, nullable=True),  # None: a goal's escalation (0017)
+    Column("goal_id", Integer, nullable=True),  # the goal that was exhausted or stalled (0017)
     Column("from_agent", HANDLE, nullable=False),
     Column("step", String(8), nullable=False),  # peer or human
     Column("to", HANDLE, nullable=False),  # the peer's handle, or 'human'

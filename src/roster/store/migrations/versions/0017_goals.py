@@ -1,5 +1,6 @@
 """goals: an agent's objective with a program-decided check, a budget and its spend, and a state
-(roster.kernel.goals); runs.goal_id attributes a run's spend to the goal it worked toward.
+(roster.kernel.goals); runs.goal_id attributes a run's spend to the goal it worked toward; an
+escalation may be about a goal (escalations.goal_id) instead of a task (task_id becomes nullable).
 
 Revision ID: 0017
 Revises: 0016
@@ -48,9 +49,16 @@ def upgrade() -> None:
     op.create_index(op.f('ix_goals_company_id_agent_state'), 'goals', ['company_id', 'agent', 'state'], unique=False)
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('goal_id', sa.Integer(), nullable=True))
+    with op.batch_alter_table('escalations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('goal_id', sa.Integer(), nullable=True))
+        batch_op.alter_column('task_id', existing_type=sa.Integer(), nullable=True)
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM escalations WHERE task_id IS NULL")
+    with op.batch_alter_table('escalations', schema=None) as batch_op:
+        batch_op.alter_column('task_id', existing_type=sa.Integer(), nullable=False)
+        batch_op.drop_column('goal_id')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_column('goal_id')
     op.drop_index(op.f('ix_goals_company_id_agent_state'), table_name='goals')
