@@ -49,7 +49,7 @@ def client_address(scope: Scope) -> str:
 
 Caller = Annotated[Session, Depends(session)]
 Id = Annotated[int, Path(ge=1, le=MAX_ID)]
-"""A task, approval request or thread id in a path."""
+"""A task, approval request, thread or goal id in a path."""
 
 
 class Attribution:
@@ -127,16 +127,22 @@ class CatchAll:
 
 
 def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Path | None = None,
-               limits: HttpLimits | None = None, auth_limits: AuthLimits | None = None) -> FastAPI:
+               limits: HttpLimits | None = None, auth_limits: AuthLimits | None = None,
+               workdir: pathlib.Path | None = None) -> FastAPI:
     """The REST API over ``store`` under ``/api/v1`` (OpenAPI at ``/api/v1/openapi.json``) and the MCP
     server over streamable HTTP at ``/mcp/``. ``host`` is the interface served on: the MCP transport
     accepts only requests addressed to it (DNS-rebinding protection). ``limits``: body size and JSON
     depth, enforced before parsing and authentication (:mod:`roster.api.limits`; default
-    :class:`HttpLimits`); ``auth_limits``: failed authentications tolerated (:mod:`roster.api.auth`)."""
-    from roster.api import routes_records, routes_tasks, routes_team
+    :class:`HttpLimits`); ``auth_limits``: failed authentications tolerated (:mod:`roster.api.auth`).
+    ``workdir``: the spec's folder, where the command check of a goal set over REST or MCP runs at once
+    (default: the folder holding ``skills_dir``, which ``roster serve`` and ``roster up`` put beside the
+    spec); with neither, only KPI goals are checked at once and command checks wait for the runtime."""
+    from roster.api import routes_goals, routes_records, routes_tasks, routes_team
     from roster.api.mcp_server import create_mcp_server
 
-    mcp_server = create_mcp_server(store, skills_dir=skills_dir)
+    if workdir is None and skills_dir is not None:
+        workdir = skills_dir.parent
+    mcp_server = create_mcp_server(store, skills_dir=skills_dir, workdir=workdir)
     limiter = FailureLimiter(auth_limits)
     mcp_app = BearerGate(mcp_server.streamable_http_app(streamable_http_path="/", host=host), store, limiter)
 
@@ -152,6 +158,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
                   responses=problems.DOCUMENTED)
     app.state.store = store
     app.state.auth_limiter = limiter
+    app.state.workdir = workdir
 
     app.add_middleware(Attribution)
     app.add_middleware(CatchAll)  # inside it, every other error is already a problem
@@ -159,7 +166,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     app.add_exception_handler(RosterError, problems.roster_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(StarletteHTTPException, problems.http_error)
-    for module in (routes_tasks, routes_team, routes_records):
+    for module in (routes_tasks, routes_team, routes_records, routes_goals):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/mcp", mcp_app)
     return app

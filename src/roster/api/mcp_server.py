@@ -40,13 +40,15 @@ from typing import Annotated, Any, Literal
 from mcp.server import MCPServer, ServerRequestContext
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.types import CallToolResult, TextContent
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 from pydantic.fields import FieldInfo
 
 from roster.api import logs, verbs
 from roster.api.auth import SESSION_STATE_KEY, session_from_header
+from roster.api.models import GoalIn, GoalOut
 from roster.defaults import MAX_ID
 from roster.errors import RosterError, UsageError
+from roster.kernel.goals import GOAL_STATES
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import ArtifactOut, CheckOut, MemoryOut, MessageOut, TaskOut
 from roster.store import Session, Store, audit
@@ -54,7 +56,8 @@ from roster.store import Session, Store, audit
 DEFAULT_CLAIM_SECONDS = 300.0
 
 EVERYONE = ("whoami", "my_tasks", "context", "read_artifact", "artifact_versions", "artifact_diff", "remember",
-            "recall", "message", "inbox", "thread", "mark_read", "escalate")
+            "recall", "message", "inbox", "thread", "mark_read", "escalate", "set_goal", "my_goals", "goal",
+            "move_goal")
 MOVERS = ("claim", "transition")
 EVIDENCE = ("save_artifact", "record_check")
 GATED = ("request_approval",)
@@ -62,7 +65,8 @@ CREATORS = ("file_task", "delegate")
 APPROVERS = ("approvals", "decide")
 HOLDERS = ("hold", "release")
 TOOL_GRANTS: dict[str, str] = {
-    **{t: "anyone: reads of what you may read, your own pad, messages your rights.message allow, the ladder"
+    **{t: "anyone: reads of what you may read, your own pad, messages your rights.message allow, the ladder, "
+          "goals (the store: goal.set decides setting and moving one; reading, your own or oversee)"
        for t in EVERYONE},
     **{t: "a transition grant, tier not read-only (the store: read to claim, transition to move)" for t in MOVERS},
     **{t: "write on a workflow, tier bounded-mutator or high-impact-executor (the store: write)" for t in EVIDENCE},
@@ -131,10 +135,15 @@ FENCING = ("fencing_token", int | None, Field(default=None, ge=0, le=MAX_ID,
                                               description="The fencing token of your claim on the task."))
 
 
-def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Path | None = None) -> MCPServer:
+def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Path | None = None,
+                      workdir: Path | None = None) -> MCPServer:
     """An MCP server over ``store``. ``token`` is the identity for transports without HTTP headers
     (stdio, in-memory); over HTTP each request's bearer token is used instead (checked by the app's
-    gate, see :func:`roster.api.app.create_app`)."""
+    gate, see :func:`roster.api.app.create_app`). ``workdir``: the spec's folder, where ``set_goal`` runs a
+    command check at once (default: the folder holding ``skills_dir``; with neither, only KPI goals are
+    checked at once and command checks wait for the runtime)."""
+    if workdir is None and skills_dir is not None:
+        workdir = skills_dir.parent
     logs.configure()
 
     def session_for(request: Any) -> Session:
@@ -402,6 +411,46 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
         with acting() as caller:
             done = verbs.decide(caller, decisions)
             return [dataclasses.asdict(d) for d in done]
+
+    # -- goals ---------------------------------------------------------------------------------------
+
+    def goal_json(goal: Any) -> dict[str, Any]:
+        return GoalOut.of(goal).model_dump()
+
+    @tool(description="Set a goal for an agent (yourself, or an agent that reports to you): an objective, exactly "
+                      "one check (kpi_check such as 'lint_findings<=5', or check: a KPI target, or a command, "
+                      "which only humans set) and a budget (at least one of usd, tokens, runs, seconds). It is "
+                      "checked at once: a check that already passes meets it.")
+    @model_tool(GoalIn)
+    def set_goal(**kwargs: Any) -> dict[str, Any]:
+        with acting() as caller:
+            try:
+                new = model_of(GoalIn, kwargs)
+            except ValidationError as exc:
+                raise UsageError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())) from None
+            return goal_json(verbs.set_goal(caller, new, workdir))
+
+    @tool(description="Goals, newest first: your own and those you set (every goal if you oversee the company), "
+                      "with their check, the evidence of the last one, spend against budget and state.")
+    def my_goals(agent: str | None = Field(default=None, max_length=63),
+                 state: Literal[GOAL_STATES] | None = None,  # type: ignore[valid-type]
+                 limit: int = Field(default=20, ge=1, le=100)) -> list[dict[str, Any]]:
+        with acting() as caller:
+            return [goal_json(g) for g in caller.list_goals(agent=agent, state=state, limit=limit)]
+
+    @tool(description="One goal: its check and the evidence of the last one, its spend against budget, its state.")
+    def goal(goal_id: int = Field(ge=1, le=MAX_ID, description="The goal's id.")) -> dict[str, Any]:
+        with acting() as caller:
+            return goal_json(caller.get_goal(goal_id))
+
+    @tool(description="Pause a goal (its agent is not woken for it), resume a paused or stalled one, or abandon "
+                      "one for good; the note says why.")
+    def move_goal(goal_id: int = Field(ge=1, le=MAX_ID, description="The goal's id."),
+                  move: Literal["pause", "resume", "abandon"] = Field(),
+                  note: str = Field(default="", max_length=4000),
+                  expected_version: int | None = Field(default=None, ge=1, le=MAX_ID)) -> dict[str, Any]:
+        with acting() as caller:
+            return goal_json(caller.move_goal(goal_id, move, note=note, expected_version=expected_version))
 
     # -- resources -----------------------------------------------------------------------------------
 

@@ -9,13 +9,24 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from roster.api.verbs import Decided, Decision
 from roster.defaults import MAX_ID
+from roster.errors import UsageError
 from roster.kernel.audit import AuditEvent
+from roster.kernel.goals import (
+    DEFAULT_EVERY_SECONDS,
+    DEFAULT_STALL_AFTER,
+    GOAL_STATES,
+    MAX_OBJECTIVE_CHARS,
+    GoalBudget,
+    GoalCheck,
+    GoalSpend,
+)
 from roster.runtime.runners import CheckOut, MessageOut, TaskOut
 from roster.store import Message, Task
+from roster.store.goals import Goal
 from roster.store.kpis import KpiReading
 from roster.store.runs import RunRecord
 
@@ -200,3 +211,89 @@ class VerifyOut(BaseModel):
     intact: bool
     first_bad_seq: int | None
     reason: str | None
+
+
+class GoalIn(BaseModel):
+    """A goal to set (``POST /goals``, the MCP tool ``set_goal``): its check is exactly one of ``check``
+    (``{command}`` or ``{kpi, op, target}``, with ``timeout``) or ``kpi_check`` (``lint_findings<=5``), as
+    ``roster goal add`` takes ``--check`` or ``--kpi``. What a goal may be is the kernel's
+    (:mod:`roster.kernel.goals`) and the store's; who may set it is the store's."""
+
+    model_config = ConfigDict(extra="forbid")
+    agent: str = Field(min_length=1, max_length=63, description="The agent the goal belongs to.")
+    objective: str = Field(min_length=1, max_length=MAX_OBJECTIVE_CHARS,
+                           description="What it should achieve, in a sentence.")
+    check: GoalCheck | None = Field(default=None, description="A command that exits 0 when the goal is met (run "
+                                    "in the spec's folder; humans only), or a KPI target: kpi, op and target.")
+    kpi_check: str | None = Field(default=None, max_length=200, examples=["lint_findings<=5"],
+                                  description="A KPI target as text, NAME<=VALUE (or >=, <, >, ==), instead of "
+                                              "check.")
+    budget: GoalBudget = Field(description="At least one of usd, tokens, runs, seconds.")
+    every_seconds: int = Field(default=DEFAULT_EVERY_SECONDS, ge=1, le=MAX_ID,
+                               description="Its cadence: how often the agent may be woken for it (at least 60).")
+    stall_after: int = Field(default=DEFAULT_STALL_AFTER, ge=1, le=MAX_ID,
+                             description="Goal runs in a row that may change nothing before it stalls.")
+    deadline_at: str | None = Field(default=None, max_length=64, description="When it is due, ISO 8601 UTC.")
+
+    @model_validator(mode="after")
+    def _one_check(self) -> GoalIn:
+        if (self.check is None) == (self.kpi_check is None):
+            raise ValueError("give the goal exactly one check: check ({command} or {kpi, op, target}) or "
+                             "kpi_check (e.g. lint_findings<=5)")
+        if self.kpi_check is not None:
+            try:
+                self.goal_check()
+            except UsageError as exc:
+                raise ValueError(exc.message) from None
+        return self
+
+    def goal_check(self) -> GoalCheck:
+        """The check, ``kpi_check`` parsed. Raises :class:`UsageError` (a malformed KPI target)."""
+        return self.check if self.check is not None else GoalCheck.parse_kpi(self.kpi_check or "")
+
+
+class GoalMoveIn(BaseModel):
+    """Why a goal is paused, resumed or abandoned; ``expected_version`` refuses the move (409) if the goal
+    changed since you read it."""
+
+    model_config = ConfigDict(extra="forbid")
+    note: str = Field(default="", max_length=4000)
+    expected_version: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
+class GoalOut(BaseModel):
+    """A goal as REST and MCP show it: the same JSON as ``roster goal show --json`` (``check`` and
+    ``budget`` without the parts not given; ``last_check`` the evidence of the newest check, ``null``
+    before any)."""
+
+    id: int
+    agent: str
+    objective: str
+    state: Literal[GOAL_STATES]  # type: ignore[valid-type]
+    reason: str
+    check: GoalCheck = Field(description="The parts of the check given: command and timeout, or kpi, op, target "
+                                         "and timeout (the GoalCheck schema, without nulls).")
+    budget: GoalBudget = Field(description="The limits given, of usd, tokens, runs and seconds.")
+    spend: GoalSpend
+    every_seconds: int
+    stall_after: int
+    deadline_at: str | None
+    idle_runs: int
+    last_check: JSONObject | None
+    checked_at: str | None
+    created_by: str
+    created_at: str
+    updated_at: str
+    version: int
+
+    @field_serializer("check", "budget")
+    def _given(self, value: BaseModel) -> JSONObject:
+        return value.model_dump(exclude_none=True)
+
+    @classmethod
+    def of(cls, goal: Goal) -> GoalOut:
+        return cls(id=goal.id, agent=goal.agent, objective=goal.objective, state=goal.state, reason=goal.reason,
+                   check=goal.check, budget=goal.budget, spend=goal.spend, every_seconds=goal.every_seconds,
+                   stall_after=goal.stall_after, deadline_at=goal.deadline_at, idle_runs=goal.idle_runs,
+                   last_check=goal.last_check, checked_at=goal.checked_at, created_by=goal.created_by,
+                   created_at=goal.created_at, updated_at=goal.updated_at, version=goal.version)

@@ -25,11 +25,12 @@ class ApiServer:
     ``log_level`` (``warning`` by default: server errors only; ``info`` adds one line per refused
     request) applies to uvicorn, the MCP SDK and Roster's API loggers alike. The body limits come from the
     environment (:meth:`~roster.api.limits.HttpLimits.from_env`: ``ROSTER_MAX_BODY_BYTES``,
-    ``ROSTER_MAX_UPLOAD_BYTES``, ``ROSTER_MAX_JSON_DEPTH``)."""
+    ``ROSTER_MAX_UPLOAD_BYTES``, ``ROSTER_MAX_JSON_DEPTH``). ``workdir``: where goals' command checks run
+    (:func:`create_app`)."""
 
     def __init__(self, store: Store, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-                 skills_dir: Path | None = None, log_level: str = "warning") -> None:
-        app = create_app(store, host=host, skills_dir=skills_dir, limits=HttpLimits.from_env())
+                 skills_dir: Path | None = None, log_level: str = "warning", workdir: Path | None = None) -> None:
+        app = create_app(store, host=host, skills_dir=skills_dir, limits=HttpLimits.from_env(), workdir=workdir)
         # log_config=None: uvicorn leaves its loggers to logs.configure (one line each, no traceback)
         config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                                 log_config=None)

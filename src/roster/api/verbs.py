@@ -11,7 +11,8 @@ contracts and the audit stay in the store.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +21,10 @@ from roster.runtime.runners import MAX_ID, ArtifactOut, CheckOut, MemoryOut, Mes
 from roster.store import ArtifactRecord, MemoryEntry, Message, Session, Task
 from roster.store.approvals import ApprovalRequest
 from roster.store.escalations import Escalation
+
+if TYPE_CHECKING:
+    from roster.api.models import GoalIn
+    from roster.store.goals import Goal
 
 CATEGORIES = ("judgment", "deterministic", "transient", "governance")
 """The failure categories an escalation may name (see the BRIEF's failure taxonomy)."""
@@ -103,6 +108,23 @@ def request_approval(caller: Session, task_id: int, transition: str, writes: dic
     except ApprovalPending as pending:
         return {"status": "pending", **{k: v for k, v in pending.to_dict().items() if k != "error"}}
     return {"status": "done", "state": task.state, "version": task.version}
+
+
+def set_goal(caller: Session, new: GoalIn, workdir: Path | None) -> Goal:
+    """Set the goal ``new`` as the caller, then check it at once, as ``roster goal add`` does (a check that
+    already passes meets it on the spot; one that fails is recorded with its evidence). A command check
+    runs in ``workdir``, the spec's folder; with no ``workdir`` (a server not started from a workspace) only
+    a KPI check is checked at once, and a command check is left to the runtime's goal loop. Returns the
+    goal as recorded. Raises what ``set_goal`` raises (Denied, audited; NotFound; UsageError)."""
+    from roster.runtime.goal_checks import check_goal  # the runtime, only for this verb
+
+    check = new.goal_check()
+    goal = caller.set_goal(new.agent, new.objective, check=check, budget=new.budget,
+                           every_seconds=new.every_seconds, stall_after=new.stall_after, deadline_at=new.deadline_at)
+    if check.command is not None and workdir is None:
+        return goal
+    company = caller.company_for("goal.set", f"principal:{new.agent}")  # the check is recorded by the runtime
+    return check_goal(company, goal, workdir=workdir or Path.cwd())
 
 
 class Decision(BaseModel):
