@@ -68,16 +68,23 @@ class LeaseRenewals:
             thread.join(timeout=5)
 
     @contextmanager
-    def held(self, agent: str, lease: Lease) -> Iterator[None]:
-        """Renew ``lease`` while the block runs. On exit no renewal of it is in progress, or will be."""
+    def held(self, agent: str, lease: Lease) -> Iterator[Callable[[], None]]:
+        """Renew ``lease`` while the block runs. On exit no renewal of it is in progress, or will be. The
+        block is given a function that stops the renewals sooner, with the same promise: called before a
+        transaction that releases the lease, so that no renewal lands after the release (it would be
+        refused, and audited)."""
         self.start()
         with self._changed:
             self._leases[lease.task_id] = (agent, lease, time.monotonic() + self.seconds / 3)
-        try:
-            yield
-        finally:
+
+        def stop() -> None:
             with self._changed:  # waits for a renewal in progress: it holds the condition's lock
                 self._leases.pop(lease.task_id, None)
+
+        try:
+            yield stop
+        finally:
+            stop()
 
     def _loop(self) -> None:
         next_tick = 0.0

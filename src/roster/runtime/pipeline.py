@@ -104,6 +104,8 @@ class RunState:
     ended: bool = False
     blocked: str | None = None
     usage: Usage = field(default_factory=Usage)
+    stop_renewing: Callable[[], None] = lambda: None
+    """Stops the lease's renewals (before the transaction that ends the run releases the lease)."""
 
     def outcome_record(self) -> Outcome:
         return Outcome(self.agent, self.task.id if self.task else None, self.run_id, self.outcome, self.transition,
@@ -168,7 +170,8 @@ class RunPipeline:
         are classified and recorded); raises an outage error only once ``outage_patience`` is spent, with
         nothing of the run's end written (the caller records it later)."""
         assert state.task is not None and state.lease is not None
-        with self.renew(state.agent, state.lease):
+        with self.renew(state.agent, state.lease) as stop_renewing:
+            state.stop_renewing = stop_renewing
             try:
                 self.execute(state)
                 if faults.ARMED: faults.hit("run.mid_run")  # tests only (roster.store.faults)
@@ -235,6 +238,8 @@ class RunPipeline:
 
         ender = (self.company.run_ender(state.run_id, agent=agent, fencing_token=lease.fencing_token, finish=finish)
                  if clean else None)
+        if ender is not None:
+            state.stop_renewing()  # the transition's transaction releases the lease: no renewal may follow it
         try:
             self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
                                     writes=result.writes, rationale=result.rationale,
