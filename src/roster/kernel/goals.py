@@ -112,10 +112,10 @@ class GoalBudget(_Model):
     """Limits on what work toward a goal may spend; any of them, at least one. ``usd`` in US dollars,
     ``tokens`` model tokens in and out, ``runs`` goal runs, ``seconds`` wall-clock seconds of those runs."""
 
-    usd: float | None = Field(default=None, gt=0)
+    usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     tokens: int | None = Field(default=None, gt=0)
     runs: int | None = Field(default=None, gt=0)
-    seconds: float | None = Field(default=None, gt=0)
+    seconds: float | None = Field(default=None, gt=0, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _some_limit(self) -> GoalBudget:

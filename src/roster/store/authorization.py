@@ -84,7 +84,7 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     # goals
     "set_goal": ("goal.set",),
     "move_goal": ("goal.set",),
-    "get_goal": ("oversee",),  # unless the goal is the caller's own or one it set
+    "get_goal": ("goal.set",),  # unless the goal is the caller's own or one it set; then oversee if denied
     "list_goals": ("oversee",),  # without it, the caller's own goals and those it set
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }

@@ -185,6 +185,8 @@ class GoalVerbs(CompanyBase):
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
                 row = self._goal_row_txn(conn, goal_id)
+                if not self._sees_goal(cache, who, row):  # not told it exists, as get_goal
+                    raise NotFound(f"no goal {goal_id} in company '{self.company}'; list goals with 'roster goal list'")
                 self._authorize(cache, who, "goal.set", Resource("principal", row.agent),
                                 why="an agent moves the goals of itself and of the agents that report to it")
                 if expected_version is not None and row.version != expected_version:
@@ -339,7 +341,10 @@ class GoalVerbs(CompanyBase):
             raise NotFound(f"no agent '{agent}' in company '{self.company}' to set a goal for; agents: {agents}")
 
     def _sees_goal(self, cache: CompanyCache, who: Actor | None, row: Any) -> bool:
+        """Whether ``who`` may see goal ``row``: its agent, whoever set it, whoever may set its agent's goals
+        (a manager), and ``oversee``."""
         return (who is None or row.agent == who.handle or row.created_by == who.handle
+                or self._decide(cache, who.handle, "goal.set", Resource("principal", row.agent)).allowed
                 or self._decide(cache, who.handle, "oversee", Resource("company", self.company)).allowed)
 
     def _move_txn(self, conn: Connection, head: audit.ChainHead, row: Any, verb: str, by: str, reason: str) -> Goal:
