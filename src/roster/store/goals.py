@@ -136,7 +136,7 @@ class GoalVerbs(CompanyBase):
                     "company_id": self.company, "id": goal_id, "agent": agent, "objective": objective,
                     "check_spec": check.model_dump_json(exclude_none=True),
                     "budget": budget.model_dump_json(exclude_none=True), "every_seconds": every_seconds,
-                    "stall_after": stall_after, "deadline_at": deadline_at, "state": "active",
+                    "stall_after": stall_after, "deadline_at": deadline_at, "state": "active", "due_at": now,
                     "created_by": who.handle, "created_at": now, "updated_at": now, "version": 1})
                 audit.append(conn, head, ts=now, principal=who.handle, action="goal.set", subject=f"goal:{goal_id}",
                              data={**request, "every_seconds": every_seconds, "stall_after": stall_after,
@@ -212,15 +212,23 @@ class GoalVerbs(CompanyBase):
     def due_goals(self, agents: Iterable[str], *, limit: int = 100) -> list[Goal]:
         """The active goals of ``agents`` that are due (their cadence, or their backoff, has passed), the
         longest due first, at most ``limit``: one query, for the dispatcher's cycle."""
-        wanted = list(agents)
+        wanted = set(agents)
         if not wanted:
             return []
         now = self.store.now()
+        # The due goals of the company, from its (state, due_at) index; the agents are filtered here: an
+        # IN list of every served agent cost one index probe per agent on every cycle.
         query = (select(goals).where(goals.c.company_id == self.company, goals.c.state == "active",
-                                     goals.c.agent.in_(wanted), (goals.c.due_at.is_(None)) | (goals.c.due_at <= now))
-                 .order_by(func.coalesce(goals.c.due_at, goals.c.created_at), goals.c.id).limit(limit))
+                                     goals.c.due_at <= now)  # a range of the index: nothing read when none is due
+                 .order_by(goals.c.due_at, goals.c.id))
         with self.store.read() as conn:
-            return [goal_from_row(r) for r in conn.execute(query)]
+            found = []
+            for row in conn.execute(query):
+                if row.agent in wanted:
+                    found.append(goal_from_row(row))
+                    if len(found) == limit:
+                        break
+            return found
 
     def start_goal_run(self, goal_id: int) -> Goal | None:
         """Take goal ``goal_id``'s due turn for a run: if it is still active and due, its next turn moves a
@@ -230,7 +238,7 @@ class GoalVerbs(CompanyBase):
             row = conn.execute(select(goals).where(goals.c.company_id == self.company,
                                                    goals.c.id == goal_id)).first()
             now = self.store.clock()
-            if row is None or row.state != "active" or (row.due_at is not None and row.due_at > format_ts(now)):
+            if row is None or row.state != "active" or (row.due_at or "") > format_ts(now):
                 return None
             conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id),
                          {"due_at": format_ts(now + timedelta(seconds=row.every_seconds))})
@@ -352,7 +360,7 @@ class GoalVerbs(CompanyBase):
         now = self.store.now()
         conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
                      {"state": state, "reason": reason, "updated_at": now, "version": row.version + 1,
-                      **({"idle_runs": 0, "due_at": None} if verb == "resume" else {})})
+                      **({"idle_runs": 0, "due_at": now} if verb == "resume" else {})})
         action = {"meet": "goal.met", "exhaust": "goal.exhausted", "stall": "goal.stalled"}.get(verb, f"goal.{verb}")
         audit.append(conn, head, ts=now, principal=by, action=action, subject=f"goal:{row.id}",
                      data={"from": row.state, "to": state, "reason": reason})
@@ -374,7 +382,7 @@ class GoalVerbs(CompanyBase):
                 goals.c.company_id == self.company, goals.c.state == "active")).all():
             if GoalCheck.model_validate_json(row.check_spec).kpi == kpi:
                 conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
-                             {"due_at": None})
+                             {"due_at": self.store.now()})
 
 
 def _summary(goal: Goal) -> str:

@@ -301,7 +301,7 @@ goals = Table(
     Column("spent_seconds", Float, nullable=False, server_default="0"),
     Column("unpriced_runs", Integer, nullable=False, server_default="0"),
     Column("idle_runs", Integer, nullable=False, server_default="0"),  # goal runs in a row that changed nothing
-    Column("due_at", TS, nullable=True),  # when its agent may next be woken for it (None: now)
+    Column("due_at", TS, nullable=True),  # when its agent may next be woken for it (set with the goal)
     Column("last_check", Text, nullable=True),  # JSON: the evidence of the last check
     Column("checked_at", TS, nullable=True),
     Column("created_by", HANDLE, nullable=False),
@@ -310,6 +310,7 @@ goals = Table(
     Column("version", Integer, nullable=False),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent", "state"),
+    Index(None, "company_id", "state", "due_at"),  # the dispatcher's query for due goals
 )
 
 escalations = Table(

@@ -47,6 +47,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint('company_id', 'id'),
     )
     op.create_index(op.f('ix_goals_company_id_agent_state'), 'goals', ['company_id', 'agent', 'state'], unique=False)
+    op.create_index(op.f('ix_goals_company_id_state_due_at'), 'goals', ['company_id', 'state', 'due_at'], unique=False)
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('goal_id', sa.Integer(), nullable=True))
     with op.batch_alter_table('escalations', schema=None) as batch_op:
@@ -61,5 +62,6 @@ def downgrade() -> None:
         batch_op.drop_column('goal_id')
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_column('goal_id')
+    op.drop_index(op.f('ix_goals_company_id_state_due_at'), table_name='goals')
     op.drop_index(op.f('ix_goals_company_id_agent_state'), table_name='goals')
     op.drop_table('goals')
