@@ -224,6 +224,7 @@ def verb_calls(store: Store, company: CompanyStore):
                                           budget=GoalBudget(runs=3))),
         ("get_goal", lambda: bob.get_goal(goal.id)),
         ("list_goals", lambda: bob.list_goals()),
+        ("presence", lambda: bob.presence()),
         ("move_goal", lambda: bob.move_goal(goal.id, "pause", note="waiting for the release")),
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),

@@ -178,6 +178,30 @@ class CostsOut(BaseModel):
     portfolios: list[SpendOut]
 
 
+class AgentPresenceOut(BaseModel):
+    """One agent's day: seconds in each state, its working share, and whether it was around the clock."""
+
+    seconds: dict[str, float]
+    utilization: float
+    around_the_clock: bool
+
+
+class PresenceDayOut(BaseModel):
+    """24 hours ending at ``until`` (ISO 8601 UTC): each agent's time, and how many were around the clock."""
+
+    since: str
+    until: str
+    around_the_clock: int
+    agents: dict[str, AgentPresenceOut]
+
+
+class PresenceOut(BaseModel):
+    """The always-on metric, day by day, oldest first (see docs/goals.md)."""
+
+    days: list[PresenceDayOut]
+    states: list[str]
+
+
 class KpiOut(BaseModel):
     """A KPI the spec defines, with its first and latest readings (``null`` before any) and their count."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from roster.api.app import Caller
-from roster.api.models import AuditPage, CostsOut, KpiOut, KpiReadingIn, RunPage, VerifyOut
+from roster.api.models import AuditPage, CostsOut, KpiOut, KpiReadingIn, PresenceOut, RunPage, VerifyOut
 from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.defaults import MAX_ID
 from roster.store.kpis import KpiReading
@@ -27,6 +27,12 @@ def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None
 @router.get("/costs", response_model=CostsOut, tags=["runs"], summary="Spend per agent and per portfolio")
 def costs(caller: Caller, since: str | None = None) -> Any:
     return caller.costs(since=since)
+
+
+@router.get("/presence", response_model=PresenceOut, tags=["runs"],
+            summary="The always-on metric: each agent's time working, blocked, waiting, watching and idle, by day")
+def presence(caller: Caller, days: Annotated[int, Query(ge=1, le=31)] = 1) -> Any:
+    return caller.presence(days=days)
 
 
 @router.get("/kpis", response_model=list[KpiOut], tags=["runs"],

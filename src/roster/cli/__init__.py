@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "demo_cmd": ("demo",),
     "principal_cmd": ("pause", "resume", "principal", "token", "rights"),
     "approval_cmd": ("inbox", "approve", "reject", "approvals"),
-    "runtime_cmd": ("up", "run", "status", "emit", "costs", "escalations"),
+    "runtime_cmd": ("up", "run", "status", "emit", "costs", "presence", "escalations"),
     "brief_cmd": ("context",),
     "serve_cmd": ("serve", "mcp"),
     "task_cmd": ("task",),

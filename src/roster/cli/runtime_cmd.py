@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
     app.command("status")(status)
     app.command("emit")(emit)
     app.command("costs")(costs)
+    app.command("presence")(presence)
     app.add_typer(escalations_app, name="escalations")
 
 
@@ -130,6 +131,31 @@ def costs(ctx: typer.Context, as_json: JSON = False) -> None:
         for b in budgets:
             table.add_row(b["scope"], b["period"], b["summary"], b["level"])
         console.print(table)
+
+
+@reports_errors
+def presence(ctx: typer.Context,
+             days: Annotated[int, typer.Option("--days", min=1, max=31, help="Days to report, one by one.")] = 1,
+             as_json: JSON = False) -> None:
+    """The always-on metric: how many agents were around the clock (working or watching for at least 95%
+    of each day), and each agent's time working, blocked, waiting, watching and idle over the last day
+    (with --days N, the trend: one line per day). Computed from recorded runs, approvals, pauses and goals;
+    you see every agent if you oversee the company, else only yourself."""
+    report = workspace(ctx).session().presence(days=days)
+    if as_json:
+        emit_json(report)
+        return
+    for day in report["days"]:
+        agents = day["agents"]
+        console.print(f"{day['since'][:16].replace('T', ' ')} -> {day['until'][:16].replace('T', ' ')} UTC: "
+                      f"{day['around_the_clock']} of {len(agents)} agent(s) around the clock", highlight=False)
+    last = report["days"][-1]["agents"]
+    table = Table("agent", *report["states"], "utilization", "around the clock", box=None,
+                  title="the last day, in hours", title_justify="left")
+    for agent, row in last.items():
+        table.add_row(agent, *(f"{row['seconds'][s] / 3600:.1f}" for s in report["states"]),
+                      f"{row['utilization']:.0%}", "yes" if row["around_the_clock"] else "no")
+    console.print(table if last else "no agents")
 
 
 @reports_errors
@@ -298,9 +324,12 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
                   "heartbeat_at": d.heartbeat_at} for d in fleet.dispatchers]
     warnings = [f"{b.scope} per {b.period}: {s_.describe()} ({s_.level(b.warn_at)})"
                 for b in spec.budgets for s_ in [company.budget_status(b)] if s_.level(b.warn_at) != "ok"]
+    [today] = session.presence(days=1)["days"]
+    always = {"around_the_clock": today["around_the_clock"], "agents": len(today["agents"]),
+              "utilization": {a: round(row["utilization"], 4) for a, row in today["agents"].items()}}
     if as_json:
         emit_json({"agents": agents, "leases": leases, "runs": runs, "paused": company.paused(),
-                   "budget_warnings": warnings,
+                   "budget_warnings": warnings, "always_on": always,
                    "fleet": {"dispatchers": processes, "in_flight": in_flight,
                              "runs_last_minute": fleet.runs_last_minute, "lost_races": fleet.lost_races}})
         return
@@ -314,6 +343,8 @@ def status(ctx: typer.Context, as_json: JSON = False) -> None:
         table.add_row(a["agent"], a["status"], a["runner"] or "-", str(flying.get(a["agent"], 0)),
                       ", ".join(map(str, a["pending"])) or "-")
     console.print(table)
+    console.print(f"always on: {always['around_the_clock']} of {always['agents']} agent(s) worked or watched for "
+                  "at least 95% of the last 24 hours (roster presence)", highlight=False)
     console.print(f"fleet: {len(processes)} roster up process(es), {len(in_flight)} run(s) in flight, "
                   f"{fleet.runs_last_minute} run(s) ended in the last minute, {fleet.lost_races} lost race(s)",
                   highlight=False)

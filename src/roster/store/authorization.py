@@ -85,7 +85,8 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "set_goal": ("goal.set",),
     "move_goal": ("goal.set",),
     "get_goal": ("goal.set",),  # unless the goal is the caller's own or one it set; then oversee if denied
-    "list_goals": ("oversee",),  # without it, the caller's own goals and those it set
+    "list_goals": ("oversee",),
+    "presence": ("oversee",),  # without it, the caller's own time only  # without it, the caller's own goals and those it set
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""

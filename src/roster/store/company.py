@@ -23,6 +23,7 @@ from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.goals import GoalVerbs
+from roster.store.presence import PresenceVerbs
 from roster.store.handoff import DEFAULT_HOLD_SECONDS, HandoffVerbs
 from roster.store.kpis import KpiVerbs
 from roster.store.leases import MAX_LEASE_SECONDS
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -92,7 +93,7 @@ class Session:
         "thread", "mark_read", "delegate", "delegate_filed", "adopt", "children", "hold", "release_hold",
         "edit_fields", "handoff",
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
-        "set_goal", "get_goal", "list_goals", "move_goal",
+        "set_goal", "get_goal", "list_goals", "move_goal", "presence",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -273,6 +274,10 @@ class Session:
         """:meth:`CompanyStore.set_goal`, as :attr:`principal`."""
         return self._company.set_goal(agent, objective, check=check, budget=budget, every_seconds=every_seconds,
                                       stall_after=stall_after, deadline_at=deadline_at, actor=self.principal)
+
+    def presence(self, *, days: int = 1) -> dict[str, Any]:
+        """:meth:`CompanyStore.presence`, as :attr:`principal`."""
+        return self._company.presence(days=days, actor=self.principal)
 
     def get_goal(self, goal_id: int) -> Goal:
         """:meth:`CompanyStore.get_goal`, as :attr:`principal`."""
