@@ -426,3 +426,59 @@ def test_a_goal_an_agent_set_is_escalated_to_the_first_human_up_the_chain(acme):
     assert (escalation.to, escalation.goal_id) == ("alice", goal.id)  # ann -> lead (an agent) -> alice
     assert "(+1 unpriced run(s))" in escalation.reason
     assert [e.task_id for e in acme.list_escalations(actor="ann")] == [None]  # the agent sees its own
+
+
+def test_two_dispatchers_serving_one_agent_start_one_goal_run_per_turn(databases, tmp_path, clock):
+    """Two ``roster up`` processes (two stores on one database, each with its dispatcher) cycling at the
+    same moments: a goal's turn is taken once, whichever process takes it."""
+    import threading
+
+    from conftest import Recorder
+
+    from roster.runtime.dispatcher import Dispatcher
+
+    url = databases("two")
+    stores = [Store.open(url, clock=clock, artifact_root=tmp_path / f"art{i}") for i in range(2)]
+    stores[0].apply(parse_spec(SPEC.format(company="acme")), applied_by="alice")
+    runners = [Recorder({"memories": [{"text": "progress"}]}) for _ in stores]
+    dispatchers = [Dispatcher(s.company("acme"), workdir=tmp_path, runners={"ann": r}, agents=["ann"],
+                              lease_seconds=30) for s, r in zip(stores, runners, strict=True)]
+    try:
+        goal = stores[0].company("acme").set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=50),
+                                                  every_seconds=60)
+        for _ in range(4):
+            barrier = threading.Barrier(2)
+
+            def cycle(d):  # noqa: ANN001, ANN202
+                barrier.wait()
+                d.cycle()
+
+            threads = [threading.Thread(target=cycle, args=(d,)) for d in dispatchers]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            clock.advance(60)
+        assert sum(len(r.briefs) for r in runners) == 4  # one run per turn, never two
+        assert stores[0].company("acme").get_goal(goal.id, actor="alice").spend.runs == 4
+        assert len(goal_runs(stores[0].company("acme"), goal.id)) == 4
+    finally:
+        for d in dispatchers:
+            d.close()
+        for s in stores:
+            s.close()
+
+
+def test_a_goal_run_whose_process_died_is_charged_to_its_goal_by_the_crash_sweep(acme):
+    """kill -9 mid goal run: the run never records its end, so the sweep that ends it as crashed charges
+    the goal (unpriced: what it spent died with it; idle: it changed nothing)."""
+    goal = acme.set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=2))
+    acme.register_dispatcher("dead", host="here", pid=999_999, agents=None, max_runs=1, lease_seconds=30)
+    acme.start_run("ann", trigger="goal", task_id=None, fencing_token=None, dispatcher_id="dead", goal_id=goal.id)
+    [crashed] = acme.end_crashed_runs(max_attempts=3, me=None, host="here", alive=lambda pid: False)
+    charged = acme.get_goal(goal.id, actor="alice")
+    assert (crashed.agent, charged.spend.runs, charged.spend.unpriced_runs, charged.idle_runs) == ("ann", 1, 1, 1)
+    acme.register_dispatcher("dead2", host="here", pid=999_998, agents=None, max_runs=1, lease_seconds=30)
+    acme.start_run("ann", trigger="goal", task_id=None, fencing_token=None, dispatcher_id="dead2", goal_id=goal.id)
+    acme.end_crashed_runs(max_attempts=3, me=None, host="here", alive=lambda pid: False)
+    assert acme.get_goal(goal.id, actor="alice").state == "exhausted"  # a crash loop cannot outspend the budget

@@ -283,6 +283,10 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                 if reason is None:
                     continue
                 crashed.append(self._end_crashed_txn(conn, head, run, reason, max_attempts, stamp))
+                if run.goal_id is not None:  # its goal pays for it: unpriced (what it spent died with it), idle
+                    seconds = (now - datetime.fromisoformat(run.started_at)).total_seconds()
+                    self.charge_goal_txn(conn, head, run.goal_id, usd=None, tokens=0, seconds=max(seconds, 0.0),
+                                         changed=False)
             for dispatcher_id in dead:  # found dead: not looked at again (each crashed run names why), and
                 # its runtime leases go back at once, as on a clean stop (the leader's jobs need not wait
                 # for them to expire)

@@ -233,16 +233,19 @@ class GoalVerbs(CompanyBase):
     def start_goal_run(self, goal_id: int) -> Goal | None:
         """Take goal ``goal_id``'s due turn for a run: if it is still active and due, its next turn moves a
         cadence ahead (so neither this process nor another starts a second run for it meanwhile, and a
-        run that never records its end does not loop), and the goal is returned; else None."""
+        run that never records its end does not loop), and the goal is returned; else None. The turn is
+        taken by one conditional ``UPDATE``: of two processes taking it at once, one changes the row and
+        the other, re-reading it after the first commits, finds it no longer due."""
         with self.store.write() as conn:
             row = conn.execute(select(goals).where(goals.c.company_id == self.company,
                                                    goals.c.id == goal_id)).first()
             now = self.store.clock()
-            if row is None or row.state != "active" or (row.due_at or "") > format_ts(now):
+            if row is None:
                 return None
-            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id),
-                         {"due_at": format_ts(now + timedelta(seconds=row.every_seconds))})
-            return goal_from_row(row)
+            taken = conn.execute(update(goals).where(
+                goals.c.company_id == self.company, goals.c.id == goal_id, goals.c.state == "active",
+                goals.c.due_at <= format_ts(now)), {"due_at": format_ts(now + timedelta(seconds=row.every_seconds))})
+            return goal_from_row(row) if taken.rowcount == 1 else None
 
     def goal_runs(self, goal_id: int, *, limit: int = 5) -> list[RunRecord]:
         """The newest ``limit`` runs that worked toward goal ``goal_id``, newest first."""
@@ -301,38 +304,46 @@ class GoalVerbs(CompanyBase):
     def record_goal_spend(self, goal_id: int, *, usd: float | None, tokens: int, seconds: float,
                           changed: bool) -> Goal:
         """Add one goal run's spend to goal ``goal_id`` (``usd=None``: the run could not be priced) and
-        whether it changed anything. An active goal whose spend reaches a limit of its budget goes
-        ``exhausted``; one whose last ``stall_after`` runs changed nothing goes ``stalled``. Its next turn
-        is a cadence away, doubled for each run in a row that changed nothing (at most 16 cadences): a
-        goal that is getting nowhere backs off. Raises :class:`NotFound`."""
+        whether it changed anything: :meth:`charge_goal_txn` in a transaction of its own. Raises
+        :class:`NotFound`."""
         with self.store.write() as conn:
             head = self._head_txn(conn)[0]
-            row = self._goal_row_txn(conn, goal_id)
-            spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds)
-            idle = 0 if changed else row.idle_runs + 1
-            clock = self.store.clock()
-            now = format_ts(clock)
-            due = format_ts(clock + timedelta(seconds=row.every_seconds * 2 ** min(idle, 4)))
-            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
-                "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_runs": spend.runs,
-                "spent_seconds": spend.seconds, "unpriced_runs": spend.unpriced_runs, "idle_runs": idle,
-                "updated_at": now, "due_at": due})
-            audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.spend", subject=f"goal:{goal_id}",
-                         data={"usd": usd, "tokens": tokens, "seconds": seconds, "changed": changed})
-            row = self._goal_row_txn(conn, goal_id)
-            limit = exhausted_by(GoalBudget.model_validate_json(row.budget), spend)
-            if row.state == "active" and limit is not None:
-                moved = self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
-                self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="governance",
-                                       reason=f"goal {row.id} exhausted before its check passed: {limit}. "
-                                              + _summary(moved))
-            elif row.state == "active" and idle >= row.stall_after:
-                moved = self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
-                self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="judgment",
-                                       reason=f"goal {row.id} stalled: {idle} goal runs in a row changed nothing. "
-                                              + _summary(moved))
+            goal = self.charge_goal_txn(conn, head, goal_id, usd=usd, tokens=tokens, seconds=seconds, changed=changed)
             audit.save_head(conn, head)
-            return goal_from_row(self._goal_row_txn(conn, goal_id))
+            return goal
+
+    def charge_goal_txn(self, conn: Connection, head: audit.ChainHead, goal_id: int, *, usd: float | None,
+                        tokens: int, seconds: float, changed: bool) -> Goal:
+        """Charge one goal run inside ``conn``'s transaction (the crash sweep charges a crashed one, as
+        unpriced). An active goal whose spend reaches a limit of its budget goes ``exhausted``; one whose
+        last ``stall_after`` runs changed nothing goes ``stalled``; either escalates to a human. Its next
+        turn is a cadence away, doubled for each run in a row that changed nothing (at most 16
+        cadences): a goal that is getting nowhere backs off. Raises :class:`NotFound`."""
+        row = self._goal_row_txn(conn, goal_id)
+        spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds)
+        idle = 0 if changed else row.idle_runs + 1
+        clock = self.store.clock()
+        now = format_ts(clock)
+        due = format_ts(clock + timedelta(seconds=row.every_seconds * 2 ** min(idle, 4)))
+        conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
+            "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_runs": spend.runs,
+            "spent_seconds": spend.seconds, "unpriced_runs": spend.unpriced_runs, "idle_runs": idle,
+            "updated_at": now, "due_at": due})
+        audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.spend", subject=f"goal:{goal_id}",
+                     data={"usd": usd, "tokens": tokens, "seconds": seconds, "changed": changed})
+        row = self._goal_row_txn(conn, goal_id)
+        limit = exhausted_by(GoalBudget.model_validate_json(row.budget), spend)
+        if row.state == "active" and limit is not None:
+            moved = self._move_txn(conn, head, row, "exhaust", SYSTEM, limit)
+            self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="governance",
+                                   reason=f"goal {row.id} exhausted before its check passed: {limit}. "
+                                          + _summary(moved))
+        elif row.state == "active" and idle >= row.stall_after:
+            moved = self._move_txn(conn, head, row, "stall", SYSTEM, f"{idle} goal runs in a row changed nothing")
+            self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="judgment",
+                                   reason=f"goal {row.id} stalled: {idle} goal runs in a row changed nothing. "
+                                          + _summary(moved))
+        return goal_from_row(self._goal_row_txn(conn, goal_id))
 
     # -- helpers --------------------------------------------------------------------------------------
 
