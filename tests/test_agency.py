@@ -173,6 +173,7 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     assert "transitions:build2,merge2,plan3,request_merge2,verify2" in compact
     assert "approval1:task" in compact and "approvedby" in compact
     assert "runsofplanner:3(3succeeded),tokens" in compact and "costpermergedfix:0.0000USD" in compact
+    assert "alwayson:0of5agent(s)workedorwatched" in compact  # a lane minutes old: nobody 95% of a day
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")
     again = cli("demo", "--yes", "--workspace", str(ws))

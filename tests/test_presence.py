@@ -98,7 +98,7 @@ def test_a_trend_day_by_day_and_an_agent_sees_only_itself(acme):
     clock.advance(days=2)
     report = company.presence(actor="alice", days=3)
     assert [d["agents"]["ann"]["around_the_clock"] for d in report["days"]] == [False, True, True]
-    assert [d["around_the_clock"] for d in report["days"]] == [1, 2, 2]  # cron's trigger, and ann's goal once set
+    assert [d["around_the_clock"] for d in report["days"]] == [0, 2, 2]  # cron's trigger since it was added; ann's goal
     own = company.presence(actor="bob")["days"][0]["agents"]
     assert list(own) == ["bob"]
     with pytest.raises(UsageError, match="1 to 31 days"):
@@ -124,12 +124,13 @@ def test_roster_presence_and_status_report_it(cli, db_url, monkeypatch):
     assert cli("apply").exit_code == 0
     shown = cli("presence", "--days", "2")
     assert shown.exit_code == 0, shown.output
-    assert "1 of 3 agent(s) around the clock" in shown.output and "the last day, in hours" in shown.output
+    assert "0 of 3 agent(s) around the clock" in shown.output and "the last day, in hours" in shown.output
     report = json.loads(cli("presence", "--json").stdout)
-    assert report["days"][0]["agents"]["cron"]["around_the_clock"] is True
+    cron = report["days"][-1]["agents"]["cron"]  # its trigger is armed since it was added, seconds ago
+    assert 0 < cron["seconds"]["watching"] < 600 and cron["around_the_clock"] is False
     status = json.loads(cli("status", "--json").stdout)
-    assert (status["always_on"]["around_the_clock"], status["always_on"]["agents"]) == (1, 3)
-    assert "always on: 1 of 3 agent(s)" in cli("status").output
+    assert (status["always_on"]["around_the_clock"], status["always_on"]["agents"]) == (0, 3)
+    assert "always on: 0 of 3 agent(s)" in cli("status").output
 
 
 def test_rest_reports_presence_to_a_human_and_an_agent_its_own(acme):
@@ -138,11 +139,12 @@ def test_rest_reports_presence_to_a_human_and_an_agent_its_own(acme):
     from roster.api import create_app
 
     company, clock = acme
+    clock.advance(days=1)  # a day since cron (and its trigger) was added
     client = TestClient(create_app(company.store))
     human = {"Authorization": f"Bearer {company.issue_token('alice', actor='alice').token}"}
     agent = {"Authorization": f"Bearer {company.issue_token('bob', actor='alice').token}"}
     answered = client.get("/api/v1/presence", params={"days": 2}, headers=human)
     assert answered.status_code == 200, answered.text
-    assert [d["around_the_clock"] for d in answered.json()["days"]] == [1, 1]
+    assert [d["around_the_clock"] for d in answered.json()["days"]] == [0, 1]
     assert list(client.get("/api/v1/presence", headers=agent).json()["days"][0]["agents"]) == ["bob"]
     assert client.get("/api/v1/presence", params={"days": 32}, headers=human).status_code == 422

@@ -418,6 +418,9 @@ def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     lines.append(f"  cost per merged fix: {_usd(spent / merged, unpriced)}" if merged
                  else "  cost per merged fix: no merge yet")
     lines += _kpi_lines(company)
+    [today] = company.presence(actor=None)["days"]
+    lines.append(f"  always on: {today['around_the_clock']} of {len(today['agents'])} agent(s) worked or watched for "
+                 "at least 95% of the last 24 hours (roster presence)")
     if repo is not None:
         lines.append(f"  {rules_line(repo)}")
     lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))

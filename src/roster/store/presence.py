@@ -7,7 +7,8 @@ Where the intervals come from (never sampled, never a model's word):
 - **blocked**: the agent paused or retired (``principal.pause`` / ``.retire`` to ``principal.resume``),
   and the company's kill switch on (``killswitch.pause`` of ``*`` to its ``killswitch.resume``);
 - **waiting**: its approval requests, from asked to decided (pending: to now; expired: to expiry);
-- **watching**: while it has ``triggers`` in the spec (the whole window: the current spec is used), and
+- **watching**: while it has ``triggers`` in the spec (since the agent was added: the current spec is
+  used for the whole window), and
   while one of its goals is active (``goal.set`` or ``goal.resume`` to the goal's pause, stall or close).
 
 Not counted yet: a blocker on one task (the agent may still work others), a portfolio's kill switch
@@ -91,8 +92,8 @@ class PresenceVerbs(CompanyBase):
             found[row.requested_by]["waiting"].append((_ts(row.created_at), _ts(closed) if closed else end))
         for agent in agents:
             spec_agent = cache.spec.agents.get(agent)
-            if spec_agent is not None and spec_agent.triggers:
-                found[agent]["watching"].append((start, end))
+            if spec_agent is not None and spec_agent.triggers:  # armed since the agent was added, at most
+                found[agent]["watching"].append((max(start, _ts(cache.principals[agent].created_at)), end))
         subjects = {f"principal:{a}": a for a in agents}
         opened: dict[str, datetime] = {}
         company_off: list[tuple[datetime, datetime]] = []
