@@ -6,6 +6,7 @@ Run on SQLite and PostgreSQL. Checks run real commands in real processes; KPI ch
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import pytest
@@ -482,3 +483,46 @@ def test_a_goal_run_whose_process_died_is_charged_to_its_goal_by_the_crash_sweep
     acme.start_run("ann", trigger="goal", task_id=None, fencing_token=None, dispatcher_id="dead2", goal_id=goal.id)
     acme.end_crashed_runs(max_attempts=3, me=None, host="here", alive=lambda pid: False)
     assert acme.get_goal(goal.id, actor="alice").state == "exhausted"  # a crash loop cannot outspend the budget
+
+
+GOAL_RUNNER = """
+import json, pathlib, sys
+brief = json.load(sys.stdin)
+assert brief["task"] is None and brief["goal"]["objective"] == "make done.txt"
+pathlib.Path("done.txt").write_text("made by a goal run")
+print(json.dumps({"memories": [{"text": "made done.txt"}], "rationale": "made it"}))
+"""
+
+
+def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tmp_path, db_url):
+    """Real processes end to end: ``roster goal add`` (the check fails: no file yet), then ``roster up
+    --once`` wakes the idle agent for its goal, its command makes the file, and the check run after the
+    goal run meets the goal."""
+    import subprocess
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "goal_runner.py").write_text(GOAL_RUNNER)
+    runner = json.dumps({"kind": "program", "command": f"{sys.executable} goal_runner.py", "timeout": 60})
+    (root / "roster.yaml").write_text(SPEC.format(company="acme").replace(
+        "ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead}",
+        f"ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, runner: {runner}}}"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")} | {"ROSTER_DB": db_url}
+
+    def roster(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "roster", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    assert roster("apply").returncode == 0
+    added = roster("goal", "add", "ann", "make done.txt", "--check", "test -f done.txt", "--budget-runs", "3",
+                   "--json")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["state"] == "active"
+    up = roster("up", "--once", "--no-serve", "--agents", "ann")
+    assert up.returncode == 0, up.stderr
+    shown = roster("goal", "show", "1", "--json")
+    goal = json.loads(shown.stdout)
+    assert (goal["state"], goal["spend"]["runs"], goal["last_check"]["exit_code"]) == ("met", 1, 0)
+    assert (root / "done.txt").read_text() == "made by a goal run"
+    costs = json.loads(roster("costs", "--json").stdout)
+    assert [(g["id"], g["runs"], g["state"]) for g in costs["goals"]] == [(1, 1, "met")]
