@@ -17,8 +17,8 @@ from sqlalchemy import text
 from roster.errors import CorruptArtifact
 from roster.specfile import parse_spec
 from roster.store import Store
-from roster.store.engine import shipped_head
 from roster.store.dialects import fts_table
+from roster.store.engine import shipped_head
 
 GLOBEX = FIX_LINT.replace("company: acme", "company: globex")
 
@@ -238,6 +238,7 @@ def test_a_store_with_the_shared_fts5_index_is_upgraded_to_one_index_per_company
     acme.forget(gone.id, actor="planner")
     theirs = globex.remember(SECRET, actor="planner")
     expected = _scores(acme, "parser release")
+    _downgrade(store, "0015")  # the later migrations undone by Alembic, as they would have been absent
     with store.engine.begin() as conn:  # back to the layout of revision 0014
         for company in ("acme", "globex"):
             conn.execute(text(f'DROP TABLE "{fts_table(company)}"'))
@@ -261,6 +262,20 @@ def test_a_store_with_the_shared_fts5_index_is_upgraded_to_one_index_per_company
         assert [e.id for e in upgraded.company("globex").recall("initech", actor="planner")] == [theirs.id]
     finally:
         upgraded.close()
+
+
+def _downgrade(store: Store, revision: str) -> None:
+    """Run Alembic's downgrades of ``store``'s database to ``revision``."""
+    from alembic import command
+    from alembic.config import Config
+
+    from roster.store.engine import MIGRATIONS
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
 
 
 def test_two_processes_stores_share_a_companys_index_made_by_either(db_url):
