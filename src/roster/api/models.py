@@ -20,6 +20,7 @@ from roster.kernel.goals import (
     DEFAULT_STALL_AFTER,
     GOAL_STATES,
     MAX_OBJECTIVE_CHARS,
+    MIN_EVERY_SECONDS,
     GoalBudget,
     GoalCheck,
     GoalSpend,
@@ -253,7 +254,7 @@ class GoalIn(BaseModel):
                                   description="A KPI target as text, NAME<=VALUE (or >=, <, >, ==), instead of "
                                               "check.")
     budget: GoalBudget = Field(description="At least one of usd, tokens, runs, seconds.")
-    every_seconds: int = Field(default=DEFAULT_EVERY_SECONDS, ge=1, le=MAX_ID,
+    every_seconds: int = Field(default=DEFAULT_EVERY_SECONDS, ge=MIN_EVERY_SECONDS, le=MAX_ID,
                                description="Its cadence: how often the agent may be woken for it (at least 60).")
     stall_after: int = Field(default=DEFAULT_STALL_AFTER, ge=1, le=MAX_ID,
                              description="Goal runs in a row that may change nothing before it stalls.")

@@ -36,6 +36,8 @@ CLOSED_STATES = frozenset({"met", "exhausted", "abandoned"})
 """States a goal never leaves."""
 DEFAULT_EVERY_SECONDS = 900
 """A goal's cadence when none is given: its agent is woken for it at most every 15 minutes."""
+MIN_EVERY_SECONDS = 60
+"""The shortest cadence a goal may have, in seconds: a goal never loops tightly."""
 DEFAULT_STALL_AFTER = 3
 """Goal runs in a row that changed nothing before a goal goes ``stalled``."""
 MAX_OBJECTIVE_CHARS = 2000

@@ -31,6 +31,7 @@ from roster.kernel.goals import (
     DEFAULT_STALL_AFTER,
     GOAL_STATES,
     MAX_OBJECTIVE_CHARS,
+    MIN_EVERY_SECONDS,
     GoalBudget,
     GoalCheck,
     GoalSpend,
@@ -109,8 +110,9 @@ class GoalVerbs(CompanyBase):
             raise UsageError("a goal needs an objective: what the agent should achieve, in a sentence")
         if len(objective) > MAX_OBJECTIVE_CHARS:
             raise UsageError(f"a goal's objective is at most {MAX_OBJECTIVE_CHARS} characters; got {len(objective)}")
-        if every_seconds < 60:
-            raise UsageError(f"a goal's cadence is at least 60 seconds, not {every_seconds}: a goal never loops tightly")
+        if every_seconds < MIN_EVERY_SECONDS:
+            raise UsageError(f"a goal's cadence is at least {MIN_EVERY_SECONDS} seconds, not {every_seconds}: a goal "
+                             "never loops tightly")
         if stall_after < 1:
             raise UsageError(f"stall_after is a number of goal runs, at least 1; not {stall_after}")
         if deadline_at is not None:
@@ -159,7 +161,8 @@ class GoalVerbs(CompanyBase):
     def list_goals(self, *, actor: ActorRef | None, agent: str | None = None, state: str | None = None,
                    limit: int = 100) -> list[Goal]:
         """Goals, newest first, at most ``limit``: of ``agent`` and in ``state`` when given. An agent
-        without ``oversee`` sees its own and those it set. Raises :class:`UsageError` (an unknown state)."""
+        without ``oversee`` sees its own, those it set, and those of the agents that report to it (as
+        :meth:`get_goal`). Raises :class:`UsageError` (an unknown state)."""
         if state is not None and state not in GOAL_STATES:
             raise UsageError(f"no goal state '{state}'; states: {', '.join(GOAL_STATES)}")
         query = select(goals).where(goals.c.company_id == self.company)
@@ -170,7 +173,9 @@ class GoalVerbs(CompanyBase):
         with self._reading(actor, "goal.read", f"company:{self.company}") as (conn, cache, who):
             if who is not None and not self._decide(cache, who.handle, "oversee",
                                                     Resource("company", self.company)).allowed:
-                query = query.where((goals.c.agent == who.handle) | (goals.c.created_by == who.handle))
+                reports = [h for h, p in cache.principals.items() if p.reports_to == who.handle]
+                query = query.where((goals.c.agent == who.handle) | (goals.c.created_by == who.handle)
+                                    | goals.c.agent.in_(reports))
             return [goal_from_row(r) for r in conn.execute(query.order_by(goals.c.id.desc()).limit(limit))]
 
     def move_goal(self, goal_id: int, verb: str, *, actor: ActorRef, note: str = "",
