@@ -47,8 +47,7 @@ def _spend(goal: Goal) -> str:
     budget, spend = goal.budget, goal.spend
     parts = []
     if budget.usd is not None:
-        usd = f"${spend.usd:.4f}" + (f" (+{spend.unpriced_runs} unpriced run(s))" if spend.unpriced_runs else "")
-        parts.append(f"{usd} of ${budget.usd:g}")
+        parts.append(f"{spend.usd_text()} of ${budget.usd:g}")
     if budget.tokens is not None:
         parts.append(f"{spend.tokens} of {budget.tokens} tokens")
     if budget.runs is not None:

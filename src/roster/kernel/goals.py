@@ -137,6 +137,11 @@ class GoalSpend(_Model):
     seconds: float = 0.0
     unpriced_runs: int = 0
 
+    def usd_text(self) -> str:
+        """The USD spent, for a person: ``$0.2500``, with ``(+N unpriced run(s))`` when some could not be
+        priced (their cost is unknown, never counted as 0)."""
+        return f"${self.usd:.4f}" + (f" (+{self.unpriced_runs} unpriced run(s))" if self.unpriced_runs else "")
+
     def plus(self, *, usd: float | None, tokens: int, seconds: float, runs: int = 1) -> GoalSpend:
         """This spend with one more run's (``usd=None``: the run could not be priced)."""
         return GoalSpend(usd=self.usd + (usd or 0.0), tokens=self.tokens + tokens, runs=self.runs + runs,

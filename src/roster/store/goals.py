@@ -173,9 +173,10 @@ class GoalVerbs(CompanyBase):
         with self._reading(actor, "goal.read", f"company:{self.company}") as (conn, cache, who):
             if who is not None and not self._decide(cache, who.handle, "oversee",
                                                     Resource("company", self.company)).allowed:
-                reports = [h for h, p in cache.principals.items() if p.reports_to == who.handle]
+                managed = [h for h, p in cache.principals.items() if p.kind == "agent" and self._decide(
+                    cache, who.handle, "goal.set", Resource("principal", h)).allowed]  # the rule of _sees_goal
                 query = query.where((goals.c.agent == who.handle) | (goals.c.created_by == who.handle)
-                                    | goals.c.agent.in_(reports))
+                                    | goals.c.agent.in_(managed))
             return [goal_from_row(r) for r in conn.execute(query.order_by(goals.c.id.desc()).limit(limit))]
 
     def move_goal(self, goal_id: int, verb: str, *, actor: ActorRef, note: str = "",
@@ -407,9 +408,8 @@ def _summary(goal: Goal) -> str:
     last = goal.last_check
     verdict = "never checked" if last is None else ("its last check passed" if last.get("passed")
                                                     else "its last check was not met")
-    usd = f"${spend.usd:.4f}" + (f" (+{spend.unpriced_runs} unpriced run(s))" if spend.unpriced_runs else "")
     return (f"Objective: {goal.objective[:300]}. Check: {goal.check.describe()}; {verdict}. Spent {spend.runs} "
-            f"run(s), {spend.tokens} tokens, {usd}, {spend.seconds:.0f} s.")
+            f"run(s), {spend.tokens} tokens, {spend.usd_text()}, {spend.seconds:.0f} s.")
 
 
 def _check_time(what: str, text: str) -> None:

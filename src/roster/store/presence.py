@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from roster.errors import UsageError
 from roster.kernel.presence import STATES, always_on, time_in_states
 from roster.kernel.rights import Resource
 from roster.store.company_base import ActorRef, CompanyBase
@@ -49,8 +50,6 @@ class PresenceVerbs(CompanyBase):
         share, "around_the_clock": bool}}}]}``. ``oversee`` (humans) sees every agent; another principal
         only itself. Raises :class:`UsageError` for ``days`` outside 1-31."""
         if not 1 <= days <= 31:
-            from roster.errors import UsageError  # noqa: PLC0415 - the one refusal of this verb
-
             raise UsageError(f"presence is reported for 1 to 31 days, not {days}")
         end = self.store.clock()
         start = end - timedelta(days=days)
