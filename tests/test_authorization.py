@@ -24,6 +24,7 @@ from roster.api.mcp_server import TOOL_SET_OF, create_mcp_server
 from roster.defaults import ACTIONS
 from roster.errors import ApprovalPending, Denied
 from roster.kernel.goals import GoalBudget, GoalCheck
+from roster.kernel.plans import Plan
 from roster.kernel.rights import TOOL_SETS
 from roster.specfile import parse_spec
 from roster.store import Store
@@ -226,6 +227,12 @@ def verb_calls(store: Store, company: CompanyStore):
         ("list_goals", lambda: bob.list_goals()),
         ("presence", lambda: bob.presence()),
         ("move_goal", lambda: bob.move_goal(goal.id, "pause", note="waiting for the release")),
+        ("hold_plan", lambda: bob.hold_plan("builder", note="rewriting it")),
+        ("revise_plan", lambda: bob.revise_plan("builder", Plan(priorities=["fix lint"], no_kpi_goal_because="none yet"),
+                                                reason="a first plan")),
+        ("release_plan", lambda: bob.release_plan("builder", note="done")),
+        ("plan", lambda: bob.plan("builder")),
+        ("plan_history", lambda: bob.plan_history("builder")),
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),
         ("resume", lambda: bob.resume("default/default")),
@@ -497,6 +504,7 @@ EXPLAINED = (
     ("memory.read", "pad:builder"), ("memory.write", f"pad:{TEAM_PAD}"), ("message", "principal:reader"),
     ("kpi.record", "kpi:lint"), ("brief.preview", "principal:builder"), ("profile.read", "principal:builder"),
     ("tool.see", "toolset:movers"), ("oversee", "company"), ("goal.set", "principal:builder"),
+    ("plan.edit", "principal:builder"),
 )
 
 
@@ -520,6 +528,8 @@ def test_rights_explain_covers_every_action_and_names_the_deciding_policy(ws):
     assert seen[("reader", "memory.read")] == (False, [])
     assert seen[("builder", "kpi.record")] == (False, ["kpi:measured-not-reported"])
     assert seen[("builder", "brief.preview")] == (True, ["brief:own"])
+    assert seen[("builder", "plan.edit")] == (True, ["plan:own"])
+    assert seen[("reader", "plan.edit")] == (False, [])
     assert seen[("reader", "tool.see")] == (False, [])
     assert seen[("builder", "admin")] == (False, ["agents-never-admin"])
     assert seen[("builder", "oversee")] == (False, [])

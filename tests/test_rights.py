@@ -814,10 +814,10 @@ def test_what_cedar_evaluates_for_a_decision_does_not_grow_with_the_number_of_ag
         assert rights.policy_text.count("@id(") > agents  # the whole text still holds every agent's grants
         assert rights.decide.cache_info().maxsize >= 2 * len(spec.workflows["ticket"].transitions) * agents
     assert seen[10] == seen[1000]
-    # 20 shared policies (one kill switch; three of goals among them) plus at most a coordinator's 9
+    # 22 shared policies (one kill switch; three of goals and two of plans among them) plus at most a coordinator's 9
     # grants (7, and the tool sets 'movers' and 'creators'); the scope tree, one workflow, one tool, the
     # principal and its 3 groups (agent, its tier, message:default)
-    assert max(p for p, _ in seen[1000][0]) == 29 and max(e for _, e in seen[1000][0]) == 9
+    assert max(p for p, _ in seen[1000][0]) == 31 and max(e for _, e in seen[1000][0]) == 9
     # every agent's grants are linked from templates parsed once per shape of grants (here four, one per
     # tier: each tier sees its own MCP tool sets, and coordinators also create and assign): no Cedar
     # parse per agent

@@ -14,7 +14,7 @@ SPEC_NAME = "roster.yaml"
 
 ACTIONS = ("read", "create", "write", "assign", "transition", "approve", "call_tool", "admin", "claim", "hold",
            "memory.read", "memory.write", "message", "kpi.record", "brief.preview", "profile.read", "tool.see", "oversee",
-           "goal.set")
+           "goal.set", "plan.edit")
 """Every Cedar action an authorization decision is taken for (see :mod:`roster.kernel.rights` for the
 policies and resources of each; ``roster rights explain`` takes any of them)."""
 MEMORY_KINDS = ("belief", "decision", "constraint", "preference", "lesson")

@@ -197,6 +197,39 @@ class ApprovalStale(StaleVersion):
         return {**super().to_dict(), "request_id": self.request_id, "why": self.why}
 
 
+class PlanRefused(RosterError):
+    """A plan version broke the plan contract (see :mod:`roster.kernel.plans`); the current plan stays.
+    ``problems`` are ``(clause, detail)`` pairs; ``clause`` is ``priorities``, ``kpi-goal`` or ``kpi``."""
+
+    code = "plan-refused"
+    exit_code = 5
+
+    def __init__(self, agent: str, problems: list[tuple[str, str]]) -> None:
+        self.agent = agent
+        self.problems = problems
+        said = "; ".join(f"clause '{clause}': {detail}" for clause, detail in problems)
+        super().__init__(f"the plan for '{agent}' is refused, the current one stays: {said}")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "agent": self.agent,
+                "problems": [{"clause": c, "detail": d} for c, d in self.problems]}
+
+
+class PlanHeld(RosterError):
+    """Someone else holds the agent's plan to edit it; wait for its release (or the hold to expire)."""
+
+    code = "plan-held"
+    exit_code = 15
+
+    def __init__(self, agent: str, holder: str, expires_at: str) -> None:
+        self.agent, self.holder, self.expires_at = agent, holder, expires_at
+        super().__init__(f"the plan of '{agent}' is held by '{holder}' until {expires_at}; wait for "
+                         f"`roster mission release {agent}` or for the hold to expire")
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "agent": self.agent, "holder": self.holder, "expires_at": self.expires_at}
+
+
 class PayloadTooLarge(RosterError):
     """A payload (task fields, artifact content, spec file) is larger than its documented limit, in bytes."""
 

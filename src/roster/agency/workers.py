@@ -225,6 +225,10 @@ def hand_to_agent(agent: str, brief: dict[str, Any], worktree_path: Path,
 def plan_offline(brief: dict[str, Any]) -> dict[str, Any]:
     """The planner's script for the offline model (no network, no model): a spec written from the task's
     findings. The runner labels everything it says as scripted."""
+    if brief.get("task") is None:  # a goal run or a reflection: the offline model's own answer
+        from roster.runtime.llm import default_script  # noqa: PLC0415 - pydantic-ai loads only for the planner
+
+        return default_script(brief)
     task = brief.get("task") or {}
     fields = task.get("fields") or {}
     if not any(t["name"] == "plan" and not t["blocked"] for t in brief.get("transitions") or []):

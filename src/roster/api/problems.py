@@ -40,6 +40,8 @@ STATUS: dict[str, int] = {
     "approval-pending": 202,
     "stale-fencing-token": 409,
     "lease-held": 409,
+    "plan-refused": 409,
+    "plan-held": 409,
     "corrupt-artifact": 500,
     "context-over-budget": 422,
     "validation": 422,

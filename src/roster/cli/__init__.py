@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "demo_cmd": ("demo",),
     "principal_cmd": ("pause", "resume", "principal", "token", "rights"),
     "approval_cmd": ("inbox", "approve", "reject", "approvals"),
-    "runtime_cmd": ("up", "run", "status", "emit", "costs", "presence", "escalations"),
+    "runtime_cmd": ("up", "run", "reflect", "status", "emit", "costs", "presence", "escalations"),
     "brief_cmd": ("context",),
     "serve_cmd": ("serve", "mcp"),
     "task_cmd": ("task",),
@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "msg_cmd": ("msg",),
     "kpi_cmd": ("kpi",),
     "goal_cmd": ("goal",),
+    "mission_cmd": ("mission",),
 }
 """Each command module of ``roster.cli`` and the top-level commands it registers, in the order ``roster
 --help`` lists them. A module with a ``register(app)`` function registers its own commands; any other is

@@ -25,6 +25,7 @@ JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 def register(app: typer.Typer) -> None:
     app.command("up")(up)
     app.command("run")(run)
+    app.command("reflect")(reflect)
     app.command("status")(status)
     app.command("emit")(emit)
     app.command("costs")(costs)
@@ -290,6 +291,38 @@ def run(
         chosen = dispatcher.company.get_task(task)
     try:
         outcome = dispatcher.run_once(agent, chosen, trigger="manual (roster run)")
+    finally:
+        dispatcher.close()
+    if as_json:
+        emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
+    else:
+        _print_outcome(outcome)
+
+
+@reports_errors
+def reflect(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Argument(help="The agent to reflect.")],
+    now: Annotated[bool, typer.Option("--now", help="Run one reflection now, whatever its schedule.")] = False,
+    as_json: JSON = False,
+) -> None:
+    """An agent's reflection: its schedule, or with --now one reflection run now (it revises the plan that
+    `roster mission show` prints)."""
+    from roster.kernel.plans import reflection_cron  # noqa: PLC0415 - see the imports
+
+    ws = workspace(ctx)
+    me = ws.session().spec().agents.get(agent)
+    if me is None:
+        raise NotFound(f"no agent '{agent}' in the spec")
+    if not now:
+        cron = reflection_cron(me.mission, me.reflect)
+        when = (f"on cron '{cron}' (UTC)" if cron else
+                "on no schedule (it has no mission, or its spec says reflect: {cron: null})")
+        console.print(f"{agent} reflects {when}; run one now with `roster reflect {agent} --now`", highlight=False)
+        return
+    dispatcher = _dispatcher(ws, DEFAULT_LEASE_SECONDS, DEFAULT_MAX_ATTEMPTS, verbose=not as_json)
+    try:
+        outcome = dispatcher.reflect_once(agent)
     finally:
         dispatcher.close()
     if as_json:

@@ -23,6 +23,8 @@ from roster.errors import (
     CorruptArtifact,
     Denied,
     InvalidFields,
+    PlanHeld,
+    PlanRefused,
     LeaseHeld,
     PayloadTooLarge,
     RosterError,
@@ -55,8 +57,8 @@ class Failure:
         return self.category is FailureCategory.TRANSIENT
 
 
-_TRANSIENT = (StoreBusy, StoreUnavailable, StaleFencingToken, StaleVersion, LeaseHeld)
-_DETERMINISTIC = (ContractViolation, InvalidFields, PayloadTooLarge, ContextOverBudget, CorruptArtifact)
+_TRANSIENT = (StoreBusy, StoreUnavailable, StaleFencingToken, StaleVersion, LeaseHeld, PlanHeld)
+_DETERMINISTIC = (ContractViolation, InvalidFields, PayloadTooLarge, ContextOverBudget, CorruptArtifact, PlanRefused)
 _GOVERNANCE = (Denied, Unauthenticated, ApprovalPending)
 
 

@@ -27,7 +27,8 @@ The model (entity types live in the ``Roster`` namespace):
   (the company: see every principal's runs, approval requests, threads, escalations and goals; without
   it a principal sees its own). No policy but ``humans`` permits ``oversee``: agents are denied by
   default. ``goal.set`` (a principal: set, pause, resume or abandon a goal of that agent; context
-  ``manages``: the agent ``reports_to`` the principal, read from the spec).
+  ``manages``: the agent ``reports_to`` the principal, read from the spec). ``plan.edit`` (a principal:
+  revise, hold or release the plan of that agent's mission; context ``manages`` as for ``goal.set``).
 
 Every request carries every context key (:data:`CONTEXT`), defaulted; the store fills in the facts that
 live in tables (a pad's shares, a request's requester, whether a ``by`` list names the principal), so
@@ -61,6 +62,8 @@ Policies generated, by ``@id``:
   reads its own profile (the MCP resource ``roster://agents/{handle}``; humans any).
 - ``goal:own``: an agent sets goals for itself; ``goal:reports``: and for the agents that report to it
   (``reports_to``), as a manager delegates; the ``tier:read-only`` forbid covers ``goal.set`` too.
+- ``plan:own``: an agent revises its own plan (its reflection runs do); ``plan:reports``: and the plans of
+  the agents that report to it.
 - ``goal:commands-by-humans``: only a human sets a goal whose check is a command (context
   ``runs_command``): the runtime runs that command on its host, so an agent's goals are checked
   against KPIs.
@@ -245,7 +248,7 @@ class Rights:
         if unknown:
             raise TypeError(f"unknown request facts {sorted(unknown)}; the context keys are {sorted(CONTEXT)}")
         context = {**CONTEXT, **facts, "transition": transition}
-        if resource.kind == "principal":  # whether the principal manages it: its reports_to (goal.set)
+        if resource.kind == "principal":  # whether the principal manages it: its reports_to (goal.set, plan.edit)
             person = self.spec.agents.get(resource.name) or self.spec.humans.get(resource.name)
             context["manages"] = person is not None and person.reports_to == principal
         if resource.kind == "workflow" and transition:
@@ -450,6 +453,8 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
         'Roster::ToolSet::"everyone");',
         f'@id("goal:own")\npermit(principal, action == {a}"goal.set", resource) when {{ resource == principal }};',
         f'@id("goal:reports")\npermit(principal, action == {a}"goal.set", resource) when {{ context.manages }};',
+        f'@id("plan:own")\npermit(principal, action == {a}"plan.edit", resource) when {{ resource == principal }};',
+        f'@id("plan:reports")\npermit(principal, action == {a}"plan.edit", resource) when {{ context.manages }};',
         f'@id("goal:commands-by-humans")\nforbid(principal in Roster::Group::"agent", action == {a}"goal.set", '
         'resource) when { context.runs_command };',
     ]

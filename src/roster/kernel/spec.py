@@ -28,6 +28,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from roster.kernel.runner_spec import KNOWN_PROVIDERS, RunnerSpec, did_you_mean, is_known_provider
+from roster.kernel.plans import DEFAULT_REFLECT_CRON
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 """A name: lowercase letter first, then lowercase letters, digits, ``-`` or ``_``; at most 63 characters."""
@@ -221,6 +222,13 @@ class Trigger(_Model):
         return f"when:{when}"
 
 
+class Reflect(_Model):
+    """When the agent reflects on its mission and revises its plan: ``cron`` (UTC; ``null``: never).
+    Without this block an agent with a mission reflects nightly (see :mod:`roster.kernel.plans`)."""
+
+    cron: str | None = DEFAULT_REFLECT_CRON
+
+
 class Agent(_Model):
     display_name: str = ""
     tier: Tier = "read-only"
@@ -228,6 +236,8 @@ class Agent(_Model):
     triggers: list[Trigger] = []
     role: str = ""
     mission: str = ""
+    reflect: Reflect | None = None
+    """The reflection schedule (see :class:`Reflect`); left out, nightly when ``mission`` is set."""
     roles: NameList = []
     runner: Runner | None = None
     tools: NameList = []
@@ -461,6 +471,9 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
                 elif grant == "approve" and wf.transitions[t_name].approval is None:
                     problems.append((("agents", a_name, "rights", grant, i),
                                      f"transition '{ref}' has no approval edge to approve"))
+        if agent.reflect is not None and agent.reflect.cron is not None and not _valid_cron(agent.reflect.cron):
+            problems.append((("agents", a_name, "reflect", "cron"), f"invalid cron expression "
+                             f"'{agent.reflect.cron}'; expected five fields, e.g. '0 2 * * *', or null for never"))
         for i, trigger in enumerate(agent.triggers):
             tp: Path = ("agents", a_name, "triggers", i)
             chosen = [k for k in ("every", "cron", "event", "when") if getattr(trigger, k) is not None]

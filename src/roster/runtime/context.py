@@ -15,7 +15,10 @@ names the largest):
   requires, and the clauses that block it now; ``tools``: the tools granted;
 - for a run without a task instead: ``trigger`` (why it was woken, in words), ``triggers`` (what fired,
   with the events it carries), ``goal`` (for a goal run: the objective, the check and its last result,
-  spend against budget, and what the last goal runs did) and ``workflows`` (what it may file tasks into).
+  spend against budget, and what the last goal runs did), ``reflection`` (for a reflection run: the
+  current plan with humans' edits since the agent's own last version, and the period since its last
+  reflection: runs, goals, KPI movement, new memory, decided approvals, human edits, messages; see
+  :mod:`roster.store.reflection`) and ``workflows`` (what it may file tasks into).
 
 Optional parts, added in this priority order while they fit (lists are cut item by item, keeping the
 most important first):
@@ -92,6 +95,8 @@ class Wakeup:
     reason: str = ""
     goal_id: int | None = None
     """The goal a goal run works toward (see :mod:`roster.store.goals`)."""
+    reflection: bool = False
+    """A reflection run: the brief carries the period to reflect on (see :mod:`roster.store.reflection`)."""
 
 
 class ContextAssembler:
@@ -148,6 +153,8 @@ class ContextAssembler:
             mandatory["triggers"] = list(wakeup.fired)
             if wakeup.goal_id is not None:
                 mandatory["goal"] = company.goal_brief_txn(conn, wakeup.goal_id, run_id=wakeup.run_id)
+            if wakeup.reflection:
+                mandatory["reflection"] = company.reflection_brief_txn(conn, cache, agent, wakeup.run_id)
             mandatory["workflows"] = {name: {"states": wf.states, "initial": wf.initial, "fields": wf.fields}
                                       for name, wf in spec.workflows.items()}
             optional.append(("previous_failure", None))

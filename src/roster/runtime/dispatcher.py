@@ -38,6 +38,7 @@ from pathlib import Path
 from roster.defaults import DEFAULT_MAX_ATTEMPTS
 from roster.errors import LostRace, RosterError, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
+from roster.kernel.plans import reflection_cron
 from roster.kernel.spec import CompanySpec
 from roster.runtime.background import LeaseRenewals, NotifyListener, pid_alive
 from roster.runtime.context import ContextAssembler, Wakeup
@@ -54,7 +55,7 @@ from roster.runtime.pipeline import (
 )
 from roster.runtime.runners import Brief, Runner, make_runner
 from roster.runtime.selection import LeastLoaded, SelectionPolicy
-from roster.runtime.triggers import Fired, Periodic, Triggers
+from roster.runtime.triggers import Fired, Periodic, Reflections, Triggers
 from roster.store import CompanyStore, Task
 from roster.store.costs import BudgetStatus
 from roster.store.fleet import run_token_name
@@ -95,7 +96,7 @@ class _Unrecorded:
 @dataclass
 class _Flight:
     agent: str
-    kind: str  # task, trigger, message, goal
+    kind: str  # task, trigger, message, goal, reflection
 
 
 class Dispatcher:
@@ -135,6 +136,7 @@ class Dispatcher:
         self.stopping = threading.Event()
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
+        self.reflections = Reflections(company)
         self.context = ContextAssembler(company)
         self.periodic = Periodic(company, RUNTIME)
         self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
@@ -270,6 +272,7 @@ class Dispatcher:
                 outcomes += self._wait(self._start_trigger_runs())
                 ran = {o.agent for o in outcomes}
                 outcomes += self._wait(self._start_message_runs(exclude=ran))
+                outcomes += self._wait(self._start_reflection_runs())
                 ran = {o.agent for o in outcomes}
                 outcomes += self._wait(self._start_goal_runs(exclude=ran))
             self._periodic_jobs()
@@ -283,6 +286,7 @@ class Dispatcher:
             if not self._company_paused():
                 self._start_trigger_runs()
                 self._start_message_runs(exclude=set(self.in_flight()))
+                self._start_reflection_runs()
                 self._start_goal_runs(exclude=set(self.in_flight()))
             self._periodic_jobs()
         with self._lock:
@@ -476,6 +480,62 @@ class Dispatcher:
             futures.append(self._start_without_task(agent, f"{len(unread[agent])} unread message(s)", {}, []))
         return futures
 
+    def _start_reflection_runs(self) -> list[Future]:
+        """Reflection: an agent whose reflection slot has come (its mission's ``reflect`` schedule, nightly
+        by default) wakes to revise its plan (:meth:`_run_reflection`), even when its task work fills its
+        ``max_concurrent_runs``: one run more a night, so an agent that is always busy still reflects."""
+        spec = self._current_spec()
+        now = self.company.store.clock()
+        due: dict[str, Fired] = {}
+        for agent in self._served:
+            me = spec.agents.get(agent)
+            cron = reflection_cron(me.mission, me.reflect) if me is not None else None
+            if cron is None:
+                continue
+            fired = self.reflections.due(agent, cron, now)
+            if fired is not None:
+                due[agent] = fired
+        if not due:
+            return []
+        missing = [f"agent:{a}" for a in due if f"agent:{a}" not in self._runtime_leases]
+        if missing:  # as for messages: the agent's runtime lease, so one process wakes it
+            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
+        futures = []
+        for agent in self._may_wake(list(due), spec, beyond_capacity=True):
+            if self.stopping.is_set():
+                break
+            state = RunState(agent, new_run_id(), due[agent].reason, self._take_runner(agent))
+            futures.append(self._submit(_Flight(agent, "reflection"),
+                                        lambda s=state, f=due[agent]: self._run_reflection(s, f)))
+        return futures
+
+    def _run_reflection(self, state: RunState, fired: Fired | None) -> Outcome:
+        """One reflection run (in a worker thread, or in this one for :meth:`reflect_once`): the agent is
+        briefed on its period and its plan, and what it decides is applied (see
+        :meth:`~roster.runtime.pipeline.RunPipeline.run_without_task`). While a human holds the plan, the
+        slot is skipped: the next reflection sees the human's edit."""
+        hold = self.company.plan_hold(state.agent)
+        if hold is not None:
+            if fired is not None:
+                self.reflections.done(state.agent, fired)
+            self._give_back_runner(state.agent, state.runner)
+            reason = f"no reflection: the plan is held by {hold.holder} until {hold.expires_at}"
+            self.log(f"{state.agent}: {reason}")
+            return Outcome(state.agent, None, None, "stopped", blocked=reason)
+        outcome = self._run_without_task(state, {"reflection": True}, [])
+        if fired is not None and outcome.outcome != "stopped":  # a run the kill switch stopped reflects again
+            self.reflections.done(state.agent, fired)
+        return outcome
+
+    def reflect_once(self, agent: str) -> Outcome:
+        """A reflection run of ``agent`` now, in this thread (``roster reflect AGENT --now``), whatever its
+        schedule (which it leaves as it was). Raises :class:`UsageError` (no runner)."""
+        runner = self.runner(agent)
+        if runner is None:
+            raise UsageError(f"agent '{agent}' has no runner configured")
+        self._register()
+        return self._run_reflection(RunState(agent, new_run_id(), "reflection on demand", runner), None)
+
     def _start_goal_runs(self, exclude: set[str]) -> list[Future]:
         """The goal loop: an agent with a due active goal, no task work and no run this cycle wakes for
         its longest-due goal (one goal run per agent at a time). The goal's turn moves a cadence ahead
@@ -528,10 +588,11 @@ class Dispatcher:
             self.log(f"{state.agent} (goal {goal.id}): not recorded: {exc.message}")
         return outcome
 
-    def _may_wake(self, agents: list[str], spec: CompanySpec) -> list[str]:
+    def _may_wake(self, agents: list[str], spec: CompanySpec, *, beyond_capacity: bool = False) -> list[str]:
         """Which of ``agents`` this dispatcher may wake without a task now: it holds the agent's runtime
-        lease (``agent:<handle>``), the agent has room for a run and no run without a task in flight,
-        and the dispatcher has room."""
+        lease (``agent:<handle>``), the agent has room for a run (unless ``beyond_capacity``: a nightly
+        reflection of an agent that is always busy) and no run without a task in flight, and the
+        dispatcher has room."""
         load = self.in_flight()
         with self._lock:
             busy = {f.agent for f in self._flights.values() if f.kind != "task"}
@@ -541,7 +602,7 @@ class Dispatcher:
             if free <= 0:
                 break
             if f"agent:{agent}" in self._runtime_leases and agent not in busy \
-                    and load.get(agent, 0) < self.capacity(agent, spec):
+                    and (beyond_capacity or load.get(agent, 0) < self.capacity(agent, spec)):
                 woken.append(agent)
                 free -= 1
         return woken

@@ -97,8 +97,11 @@ from roster.runtime.runners import (
     Brief,
     CheckOut,
     FailureOut,
+    GoalClose,
+    GoalOut,
     MemoryOut,
     MessageOut,
+    PlanOut,
     RunResult,
     TaskOut,
     Usage,
@@ -187,9 +190,22 @@ class WakeDecision(BaseModel):
     failure: DecisionFailure | None = Field(None, description="Set when you cannot act on what woke you.")
 
 
+class ReflectionDecision(WakeDecision):
+    """What a reflection run decides: the plan's next version, goals to open and to abandon, and what any
+    run without a task may do (lessons as memories, questions to a human as messages)."""
+
+    plan: PlanOut | None = Field(None, description="Your plan's next version, with the reason it changed.")
+    goals: list[GoalOut] = Field(default_factory=list, description="Goals to open now, each checked against a "
+                                 "KPI target, with a budget.")
+    close_goals: list[GoalClose] = Field(default_factory=list, description="Goals to abandon, each with a note.")
+
+
 def _decision_type(brief: dict[str, Any]) -> type[BaseModel]:
-    """The decision's model for this brief: :class:`WakeDecision` for a run without a task, else
-    :class:`Decision` with the offered transition names as the schema's enum, to guide the model."""
+    """The decision's model for this brief: :class:`ReflectionDecision` for a reflection run,
+    :class:`WakeDecision` for another run without a task, else :class:`Decision` with the offered
+    transition names as the schema's enum, to guide the model."""
+    if brief.get("reflection"):
+        return ReflectionDecision
     if brief.get("task") is None:
         return WakeDecision
     names = [t["name"] for t in brief.get("transitions") or []]
@@ -242,9 +258,13 @@ def instructions_for(brief: dict[str, Any], tools: list[tuple[str, str]]) -> str
 
 
 def default_script(brief: dict[str, Any]) -> dict[str, Any]:
-    """The offline model's decision: nothing for a run without a task; else the first offered transition whose blockers the run can lift itself
-    (only a missing ``produces`` artifact, which it attaches), with every written field and produced
-    artifact filled with labelled placeholders; a judgment failure when no transition is open."""
+    """The offline model's decision: for a reflection run, a plan read off the brief
+    (:func:`reflection_script`); nothing for another run without a task; else the first offered
+    transition whose blockers the run can lift itself (only a missing ``produces`` artifact, which it
+    attaches), with every written field and produced artifact filled with labelled placeholders; a
+    judgment failure when no transition is open."""
+    if brief.get("reflection"):
+        return reflection_script(brief)
     if brief.get("task") is None:
         return {"rationale": f"{PLACEHOLDER} woken without a task ({brief.get('trigger') or 'no reason'}); a "
                              "scripted model files, sends and remembers nothing."}
@@ -260,6 +280,39 @@ def default_script(brief: dict[str, Any]) -> dict[str, Any]:
                 "rationale": f"{PLACEHOLDER} took the first open transition, '{option['name']}'."}
     return {"failure": {"category": "judgment",
                         "reason": f"{PLACEHOLDER} no offered transition is open to this run"}}
+
+
+def reflection_script(brief: dict[str, Any]) -> dict[str, Any]:
+    """The offline model's reflection: a plan made of what the brief says, labelled as scripted. Its
+    priorities are the mission, the period's failed runs and the open goals; its goals are the open
+    goals checked against a KPI, else each KPI of the agent with a target (``NAME<=TARGET`` for a KPI
+    whose lower values are better); with none, it says so. A period with failed runs leaves a lesson."""
+    reflection = brief["reflection"]
+    mission = (brief.get("agent") or {}).get("mission") or "the work the spec gives me"
+    runs = reflection.get("runs") or {}
+    failed = (runs.get("by_outcome") or {}).get("failed", 0)
+    priorities = [f"{PLACEHOLDER} {mission}"[:500]]
+    if failed:
+        priorities.append(f"{PLACEHOLDER} find out why {failed} run(s) failed since {reflection.get('since')}")
+    goals = []
+    for goal in reflection.get("goals") or []:
+        if goal.get("state") in ("active", "paused", "stalled") and not str(goal.get("check", "")).startswith("`"):
+            goals.append({"objective": goal["objective"][:500], "kpi": goal["check"].replace(" ", ""),
+                          "goal_id": goal["id"]})
+            priorities.append(f"{PLACEHOLDER} goal {goal['id']}: {goal['objective']}"[:500])
+    if not goals:
+        for kpi in reflection.get("kpis") or []:
+            if kpi.get("target") is not None:
+                op = "<=" if kpi.get("direction") == "down" else ">="
+                goals.append({"objective": f"{PLACEHOLDER} bring {kpi['name']} to its target",
+                              "kpi": f"{kpi['name']}{op}{kpi['target']:g}"})
+    plan = {"priorities": priorities[:20], "goals": goals[:20], "stop_doing": [],
+            "no_kpi_goal_because": "" if goals else f"{PLACEHOLDER} no KPI with a target is linked to this agent",
+            "reason": f"{PLACEHOLDER} reflected on {runs.get('count', 0)} run(s) since {reflection.get('since')}"}
+    memories = [{"kind": "lesson", "text": f"{PLACEHOLDER} {failed} of {runs.get('count', 0)} run(s) failed in "
+                 f"the period since {reflection.get('since')}", "confidence": 0.5}] if failed else []
+    return {"plan": plan, "memories": memories,
+            "rationale": f"{PLACEHOLDER} a plan from the mission, the open goals and the KPIs of the brief."}
 
 
 def _placeholder(schema: dict[str, Any], name: str) -> Any:
@@ -511,7 +564,9 @@ class LLMRunner:
                          writes=dict(decision.writes) if taken else {}, rationale=rationale,
                          artifacts=list(getattr(decision, "artifacts", [])), checks=list(getattr(decision, "checks", [])),
                          tasks=list(decision.tasks), messages=list(decision.messages),
-                         memories=list(decision.memories), failure=failure)
+                         memories=list(decision.memories), failure=failure,
+                         plan=getattr(decision, "plan", None), goals=list(getattr(decision, "goals", [])),
+                         close_goals=list(getattr(decision, "close_goals", [])))
 
     # -- the model ----------------------------------------------------------------------------------
 

@@ -33,11 +33,14 @@ from roster.errors import (
     ApprovalPending,
     Denied,
     MalformedOutput,
+    NotFound,
     RosterError,
     StoreBusy,
     StoreUnavailable,
+    UsageError,
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
+from roster.kernel.goals import GoalBudget, GoalCheck
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import Brief, Runner, RunResult, Usage
 from roster.store import CompanyStore, Task, faults
@@ -205,6 +208,9 @@ class RunPipeline:
         mark read) ends the run and releases the lease in the transition's own transaction."""
         result, task, lease = state.result, state.task, state.lease
         assert result is not None and task is not None and lease is not None
+        if result.reflects:
+            raise MalformedOutput("only a reflection run revises the plan or opens and closes goals; this run is on "
+                                  f"task {task.id}")
         agent = state.agent
         steps: list[tuple[str, Callable[[], None]]] = []
         for new in result.tasks:
@@ -281,24 +287,33 @@ class RunPipeline:
     # -- a run without a task -----------------------------------------------------------------------
 
     def run_without_task(self, state: RunState, context: dict) -> Outcome:
-        """A run woken by a schedule, event, condition, messages or a goal (``context["goal_id"]``): it
-        holds no lease and may only file tasks, send messages and remember."""
+        """A run woken by a schedule, event, condition, messages, a goal (``context["goal_id"]``) or for
+        reflection (``context["reflection"]``): it holds no lease and may only file tasks, send messages
+        and remember; a reflection run also revises its plan and opens and abandons goals (a refused plan
+        fails the run, and nothing else of it is applied)."""
         goal_id = context.get("goal_id")
+        reflection = bool(context.get("reflection"))
         state.run_id = self.company.start_run(state.agent, trigger=state.trigger, task_id=None, fencing_token=None,
-                                              run_id=state.run_id, dispatcher_id=self.dispatcher_id, goal_id=goal_id)
+                                              run_id=state.run_id, dispatcher_id=self.dispatcher_id, goal_id=goal_id,
+                                              reflection=reflection)
         state.started = time.monotonic()
         try:
             fired = tuple(context.get("triggers", []))
-            state.brief = self.context.brief(state.agent, None, Wakeup(state.run_id, fired=fired,
-                                                                       reason=state.trigger, goal_id=goal_id))
+            state.brief = self.context.brief(state.agent, None, Wakeup(state.run_id, fired=fired, reason=state.trigger,
+                                                                       goal_id=goal_id, reflection=reflection))
             self.execute(state)
             result = state.result
             assert result is not None
             if result.transition or result.artifacts or result.checks:
                 raise MalformedOutput("a run woken without a task can only file tasks, send messages and remember "
                                       "(no transition, artifact or check)")
+            if result.reflects and not reflection:
+                raise MalformedOutput("only a reflection run revises the plan or opens and closes goals; this run "
+                                      f"was woken by {state.trigger}")
             if result.failure is not None:
                 raise JudgmentCall(result.failure.category, result.failure.reason)
+            if reflection:
+                self._reflect(state.agent, state.run_id, result)
             for new in result.tasks:
                 self._file_task(state.agent, new, parent=None)
             for _what, step in self._communication(state.agent, None, result, state.run_id):
@@ -344,6 +359,32 @@ class RunPipeline:
                 self.log(f"the store is {outage_word(exc)} ({exc.message}); run {state_id} goes on in {wait:g} s")
                 time.sleep(wait)
                 wait = min(2 * wait, 15.0)
+
+    def _reflect(self, agent: str, run_id: str, result: RunResult) -> None:
+        """Apply what a reflection run decided, as the agent (its rights decide): the plan's new version
+        (refused whole, with the clause, when it breaks the plan contract), then goals opened and abandoned."""
+        if result.plan is not None:
+            self.company.revise_plan(agent, result.plan.content(), actor=agent, reason=result.plan.reason,
+                                     run_id=run_id)
+        for new in result.goals:
+            if new.budget_usd is None and new.budget_tokens is None and new.budget_runs is None:
+                raise MalformedOutput(f"goal '{new.objective[:80]}' needs a budget: budget_usd, budget_tokens or "
+                                      "budget_runs")
+            try:
+                check = GoalCheck.parse_kpi(new.kpi)
+            except UsageError as exc:
+                raise MalformedOutput(f"goal '{new.objective[:80]}': {exc.message}") from None
+            budget = GoalBudget(usd=new.budget_usd, tokens=new.budget_tokens, runs=new.budget_runs)
+            try:
+                self.company.set_goal(new.agent or agent, new.objective, actor=agent, check=check, budget=budget,
+                                      every_seconds=new.every_seconds)
+            except (UsageError, NotFound) as exc:  # the run's output was wrong, not the store
+                raise MalformedOutput(f"goal '{new.objective[:80]}': {exc.message}") from None
+        for close in result.close_goals:
+            try:
+                self.company.move_goal(close.goal_id, "abandon", actor=agent, note=close.note)
+            except (UsageError, NotFound) as exc:
+                raise MalformedOutput(f"closing goal {close.goal_id}: {exc.message}") from None
 
     def _file_task(self, agent: str, new: Any, parent: Task | None) -> None:
         if new.packet is not None and parent is None:

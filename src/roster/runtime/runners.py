@@ -20,6 +20,14 @@ The result shape (every key optional)::
      "memories": [{"kind": "lesson", "text": "...", "confidence": 0.9}],
      "failure": {"category": "judgment", "reason": "cannot tell which fix is right"}}
 
+A reflection run (see :mod:`roster.kernel.plans`) may also return its plan's next version, goals to open
+and goals to abandon::
+
+    {"plan": {"priorities": ["..."], "goals": [{"objective": "...", "kpi": "lint_findings<=5"}],
+              "stop_doing": ["..."], "no_kpi_goal_because": "", "reason": "why it changed"},
+     "goals": [{"objective": "...", "kpi": "lint_findings<=5", "budget_usd": 1.0}],
+     "close_goals": [{"goal_id": 3, "note": "superseded by the new plan"}]}
+
 A filed task with a ``packet`` is a delegation: it becomes a child of the run's task (see
 :mod:`roster.store.delegation`).
 """
@@ -41,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from roster.defaults import MAX_ID
 from roster.errors import MalformedOutput, RunnerCrashed, RunnerExit, RunnerTimeout, UsageError
+from roster.kernel.plans import Plan
 from roster.kernel.runner_spec import DEFAULT_PROGRAM_TIMEOUT, ProgramRunnerSpec
 from roster.runtime.processes import OutputTooLarge, run_in_session
 
@@ -126,6 +135,39 @@ class MemoryOut(BaseModel):
     expires_in: float | None = Field(default=None, gt=0, le=10 * 365 * 86400.0, description="Seconds to keep it.")
 
 
+class PlanOut(Plan):
+    """A reflection run's new version of its agent's plan (:mod:`roster.kernel.plans`), with ``reason``:
+    why it changed. Refused, with the clause, unless it names a goal linked to a KPI or says why not."""
+
+    reason: str = Field(min_length=1, max_length=4000, description="Why the plan changes, for the record.")
+
+    def content(self) -> Plan:
+        """The plan itself, without the reason."""
+        return Plan.model_validate(self.model_dump(exclude={"reason"}))
+
+
+class GoalOut(BaseModel):
+    """A goal a reflection run opens, for its agent (or, with ``agent``, one that reports to it), checked
+    against a KPI target (an agent never sets a command check). Over MCP: ``set_goal``."""
+
+    model_config = ConfigDict(extra="forbid")
+    objective: str = Field(min_length=1, max_length=2000)
+    kpi: str = Field(min_length=1, max_length=200, description="The check: a KPI target, NAME<=VALUE (or >=, <, >, ==).")
+    agent: str | None = Field(default=None, max_length=127, description="Whose goal (default: yours).")
+    budget_usd: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    budget_tokens: int | None = Field(default=None, gt=0)
+    budget_runs: int | None = Field(default=None, gt=0)
+    every_seconds: int = Field(default=900, ge=60, le=30 * 86400, description="Its cadence, in seconds.")
+
+
+class GoalClose(BaseModel):
+    """A goal a reflection run abandons, with why. Over MCP: ``move_goal``."""
+
+    model_config = ConfigDict(extra="forbid")
+    goal_id: int = Field(ge=1, le=MAX_ID)
+    note: str = Field(min_length=1, max_length=2000)
+
+
 class RunResult(BaseModel):
     """What a run produced. A runner's output is validated into this; anything else is malformed.
     Each key has its verb on every interface (the parity table in docs/api.md): ``transition`` (with
@@ -143,6 +185,14 @@ class RunResult(BaseModel):
     messages: list[MessageOut] = []
     memories: list[MemoryOut] = []
     failure: FailureOut | None = None
+    plan: PlanOut | None = None
+    goals: list[GoalOut] = []
+    close_goals: list[GoalClose] = []
+
+    @property
+    def reflects(self) -> bool:
+        """Whether it carries what only a reflection run may: a plan, goals opened or closed."""
+        return self.plan is not None or bool(self.goals or self.close_goals)
 
     @classmethod
     def parse(cls, value: Any) -> RunResult:

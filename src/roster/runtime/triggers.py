@@ -1,4 +1,5 @@
-"""Triggers besides task arrival: schedules (``every``, ``cron``), named events and condition watchers.
+"""Triggers besides task arrival: schedules (``every``, ``cron``), named events and condition watchers;
+and each agent's reflection schedule (:class:`Reflections`).
 
 All are evaluated without any model, each cycle, from state kept in the store (``trigger_state``), so a
 restart neither loses nor repeats a wake-up:
@@ -114,6 +115,42 @@ class Triggers:
                                   timeout=when.timeout).returncode == 0
         except subprocess.TimeoutExpired:
             return False
+
+
+class Reflections:
+    """When each agent's reflection is due: a slot of its cron expression (``reflect:`` in the spec, see
+    :func:`roster.kernel.plans.reflection_cron`) has come since it last reflected. The state is kept in
+    ``trigger_state`` under the agent, key ``reflect:<cron>``; as for a ``cron`` trigger, the first look
+    only sets the baseline. The next slot once read is kept in memory, so an agent whose slot has not
+    come costs no read: a thousand agents with missions cost nothing between nights."""
+
+    def __init__(self, company: CompanyStore) -> None:
+        self.company = company
+        self._next: dict[tuple[str, str], datetime] = {}
+
+    def due(self, agent: str, cron: str, now: datetime) -> Fired | None:
+        """The reflection of ``agent`` if a slot of ``cron`` has come (commit it with :meth:`done`)."""
+        key = f"reflect:{cron}"
+        known = self._next.get((agent, key))
+        if known is not None and now < known:
+            return None
+        state = self.company.trigger_states(agent).get(key)
+        if state is None or state.last_fired_at is None:
+            self.company.save_trigger_state(agent, key, TriggerState(format_ts(now), 0, False))
+            self._next[(agent, key)] = croniter(cron, now).get_next(datetime)
+            return None
+        slot = croniter(cron, datetime.fromisoformat(state.last_fired_at)).get_next(datetime)
+        if slot > now:
+            self._next[(agent, key)] = slot
+            return None
+        return Fired(key, f"reflection: cron '{cron}' slot {format_ts(slot)}", TriggerState(format_ts(now), 0, False))
+
+    def done(self, agent: str, fired: Fired) -> None:
+        """Record that the reflection ``fired`` ran (whatever its outcome): the next is the next slot."""
+        self.company.save_trigger_state(agent, fired.key, fired.next_state)
+        cron = fired.key.partition(":")[2]
+        self._next[(agent, fired.key)] = croniter(cron, datetime.fromisoformat(fired.next_state.last_fired_at
+                                                                                or "")).get_next(datetime)
 
 
 class Periodic:

@@ -87,6 +87,12 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "get_goal": ("goal.set",),  # unless the goal is the caller's own or one it set; then oversee if denied
     "list_goals": ("oversee",),
     "presence": ("oversee",),  # without it, the caller's own time only  # without it, the caller's own goals and those it set
+    # plans
+    "plan": ("profile.read",),
+    "plan_history": ("profile.read",),
+    "revise_plan": ("plan.edit",),
+    "hold_plan": ("plan.edit",),
+    "release_plan": ("plan.edit",),
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""

@@ -23,6 +23,8 @@ from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.goals import GoalVerbs
+from roster.store.plans import DEFAULT_PLAN_HOLD_SECONDS
+from roster.store.reflection import ReflectionVerbs
 from roster.store.presence import PresenceVerbs
 from roster.store.handoff import DEFAULT_HOLD_SECONDS, HandoffVerbs
 from roster.store.kpis import KpiVerbs
@@ -54,7 +56,9 @@ if TYPE_CHECKING:
     from roster.store.artifacts import ArtifactRecord
     from roster.store.company_base import CompanyCache
     from roster.store.escalations import Escalation
+    from roster.kernel.plans import Plan
     from roster.store.goals import Goal
+    from roster.store.plans import PlanHold, PlanVersion
     from roster.store.kpis import KpiReading, KpiSummary
     from roster.store.leases import Lease
     from roster.store.memory import Consolidation, MemoryEntry
@@ -65,7 +69,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -94,6 +98,7 @@ class Session:
         "edit_fields", "handoff",
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
         "set_goal", "get_goal", "list_goals", "move_goal", "presence",
+        "plan", "plan_history", "revise_plan", "hold_plan", "release_plan",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -278,6 +283,26 @@ class Session:
     def presence(self, *, days: int = 1) -> dict[str, Any]:
         """:meth:`CompanyStore.presence`, as :attr:`principal`."""
         return self._company.presence(days=days, actor=self.principal)
+
+    def plan(self, agent: str) -> PlanVersion | None:
+        """:meth:`CompanyStore.plan`, as :attr:`principal`."""
+        return self._company.plan(agent, actor=self.principal)
+
+    def plan_history(self, agent: str, *, limit: int = 100) -> list[PlanVersion]:
+        """:meth:`CompanyStore.plan_history`, as :attr:`principal`."""
+        return self._company.plan_history(agent, limit=limit, actor=self.principal)
+
+    def revise_plan(self, agent: str, plan: Plan, *, reason: str, run_id: str | None = None) -> PlanVersion:
+        """:meth:`CompanyStore.revise_plan`, as :attr:`principal`."""
+        return self._company.revise_plan(agent, plan, reason=reason, run_id=run_id, actor=self.principal)
+
+    def hold_plan(self, agent: str, *, ttl: float = DEFAULT_PLAN_HOLD_SECONDS, note: str = "") -> PlanHold:
+        """:meth:`CompanyStore.hold_plan`, as :attr:`principal`."""
+        return self._company.hold_plan(agent, ttl=ttl, note=note, actor=self.principal)
+
+    def release_plan(self, agent: str, *, note: str = "") -> None:
+        """:meth:`CompanyStore.release_plan`, as :attr:`principal`."""
+        return self._company.release_plan(agent, note=note, actor=self.principal)
 
     def get_goal(self, goal_id: int) -> Goal:
         """:meth:`CompanyStore.get_goal`, as :attr:`principal`."""

@@ -34,7 +34,7 @@ _FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens",
 _FINISH_RUN = Prepared(update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
                        .values({name: bindparam(name) for name in _FINISH_COLUMNS}))
 _START_COLUMNS = ("company_id", "id", "agent", "trigger", "task_id", "fencing_token", "attempt", "started_at", "outcome",
-                  "dispatcher_id", "goal_id")
+                  "dispatcher_id", "goal_id", "reflection")
 _START_RUN = Prepared(insert(runs).values({name: bindparam(name) for name in _START_COLUMNS}))
 _AVAILABLE = (tasks.c.company_id == bindparam("company"), tasks.c.workflow == bindparam("workflow"),
               tasks.c.state == bindparam("state"),
@@ -123,6 +123,8 @@ class RunRecord:
     """The ``roster up`` process that ran it (see :mod:`roster.store.fleet`)."""
     goal_id: int | None = None
     """The goal the run worked toward (its spend is the goal's; see :mod:`roster.store.goals`)."""
+    reflection: bool = False
+    """Whether it was a reflection run (see :mod:`roster.store.plans`)."""
 
 
 @dataclass(frozen=True)
@@ -237,28 +239,31 @@ class RunVerbs(CompanyBase):
 
     def start_run(self, agent: str, *, trigger: str, task_id: int | None, fencing_token: int | None,
                   attempt: int = 1, run_id: str | None = None, dispatcher_id: str | None = None,
-                  goal_id: int | None = None) -> str:
+                  goal_id: int | None = None, reflection: bool = False) -> str:
         """Record that ``agent`` woke up (``run.start``), run by dispatcher ``dispatcher_id`` (see
-        :mod:`roster.store.fleet`), for goal ``goal_id`` if any (its spend is the goal's). Returns the run id."""
+        :mod:`roster.store.fleet`), for goal ``goal_id`` if any (its spend is the goal's), or to reflect
+        (``reflection``). Returns the run id."""
         run_id = run_id or new_run_id()
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             self.start_run_txn(conn, head, agent, run_id, trigger=trigger, task_id=task_id,
                                 fencing_token=fencing_token, attempt=attempt, dispatcher_id=dispatcher_id,
-                                goal_id=goal_id)
+                                goal_id=goal_id, reflection=reflection)
             audit.save_head(conn, head)
         return run_id
 
     def start_run_txn(self, conn: Connection, head: audit.ChainHead, agent: str, run_id: str, *, trigger: str,
                        task_id: int | None, fencing_token: int | None, attempt: int,
-                       dispatcher_id: str | None = None, goal_id: int | None = None) -> None:
+                       dispatcher_id: str | None = None, goal_id: int | None = None,
+                       reflection: bool = False) -> None:
         """Record run ``run_id`` of ``agent`` as started (``running``) and audit ``run.start``."""
         now = self.store.now()
         _START_RUN.rowcount(conn, {"company_id": self.company, "id": run_id, "agent": agent, "trigger": trigger,
                                    "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
                                    "started_at": now, "outcome": "running", "dispatcher_id": dispatcher_id,
-                                   "goal_id": goal_id})
-        data = {"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt}
+                                   "goal_id": goal_id, "reflection": reflection})
+        data = {"trigger": trigger, "task_id": task_id, "fencing_token": fencing_token, "attempt": attempt,
+                **({"reflection": True} if reflection else {})}
         audit.append(conn, head, ts=now, principal=agent, action="run.start", subject=f"run:{run_id}",
                      data={**data, "goal_id": goal_id} if goal_id is not None else data)
 
@@ -392,4 +397,5 @@ def run_record(r: Any) -> RunRecord:
     """A :class:`RunRecord` from a ``runs`` row."""
     return RunRecord(r.id, r.agent, r.trigger, r.task_id, r.fencing_token, r.attempt, r.started_at, r.ended_at,
                      r.outcome, r.transition, r.failure_category, r.failure_code, r.failure_message, r.model,
-                     r.input_tokens, r.output_tokens, r.cost_usd, r.wall_seconds, r.dispatcher_id, r.goal_id)
+                     r.input_tokens, r.output_tokens, r.cost_usd, r.wall_seconds, r.dispatcher_id, r.goal_id,
+                     bool(r.reflection))

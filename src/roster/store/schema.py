@@ -225,6 +225,7 @@ runs = Table(
     Column("wall_seconds", Float, nullable=True),
     Column("dispatcher_id", String(32), nullable=True),  # the roster up process that ran it (dispatchers)
     Column("goal_id", Integer, nullable=True),  # the goal the run worked toward (0017): its spend is the goal's
+    Column("reflection", Boolean, nullable=False, server_default="0"),  # a reflection run (0018)
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
@@ -311,6 +312,32 @@ goals = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent", "state"),
     Index(None, "company_id", "state", "due_at"),  # the dispatcher's query for due goals
+)
+
+plans = Table(
+    "plans",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("agent", HANDLE, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),  # 1, 2, ... per agent
+    Column("plan", Text, nullable=False),  # JSON: roster.kernel.plans.Plan
+    Column("reason", Text, nullable=False, server_default=""),
+    Column("author", HANDLE, nullable=False),  # the agent (a reflection run) or a human (an edit)
+    Column("run_id", String(32), nullable=True),  # the reflection run that wrote it
+    Column("created_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+plan_holds = Table(
+    "plan_holds",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("agent", HANDLE, primary_key=True),
+    Column("holder", HANDLE, nullable=False),
+    Column("note", Text, nullable=False, server_default=""),
+    Column("held_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 
 escalations = Table(
