@@ -178,7 +178,7 @@ def test_granted_tools_follow_tier_and_grants(store, company):
              for h in ("alice", "planner", "qa", "merger", "watcher", "triage")}
     everyone = {"whoami", "my_tasks", "context", "read_artifact", "artifact_versions", "artifact_diff", "remember",
                 "recall", "message", "inbox", "thread", "mark_read", "escalate", "set_goal", "my_goals", "goal",
-                "move_goal"}
+                "move_goal", "my_plan", "revise_plan"}
     assert tools["watcher"] == everyone  # read-only: reads, its own pad, messages, the ladder
     assert tools["planner"] == tools["qa"] == everyone | {"claim", "transition", "save_artifact", "record_check"}
     assert tools["merger"] == tools["qa"] | {"request_approval"}  # the one agent on an approval edge

@@ -11,7 +11,11 @@ The tools offer every verb an agent has (docs/api.md carries the parity table wi
 the ``llm`` runner, REST and the CLI). The inputs of ``save_artifact``, ``record_check``, ``file_task``,
 ``delegate``, ``message`` and ``remember`` are the fields of the runner's result models
 (:class:`~roster.runtime.runners.ArtifactOut`, ``CheckOut``, ``TaskOut``, ``MessageOut``, ``MemoryOut``):
-their signatures are generated from those models (:func:`model_tool`), so the two cannot drift.
+their signatures are generated from those models (:func:`model_tool`), so the two cannot drift. The
+same holds for ``set_goal`` and ``revise_plan``, whose inputs are the REST bodies ``GoalIn`` and
+``PlanIn`` (:mod:`roster.api.models`). ``my_plan`` and ``revise_plan`` read and revise a mission's plan
+(yours by default): the store decides who may (``profile.read``, ``plan.edit``) and refuses a plan that
+breaks the plan contract (``plan-refused``) or that a human holds (``plan-held``).
 
 Which tools a principal sees (:func:`granted_tools`) follows the grants the store's rights checks use,
 least privilege: see :data:`TOOL_GRANTS`. The list only hides: a hidden tool called anyway runs its
@@ -45,7 +49,7 @@ from pydantic.fields import FieldInfo
 
 from roster.api import logs, verbs
 from roster.api.auth import SESSION_STATE_KEY, session_from_header
-from roster.api.models import GoalIn, GoalOut
+from roster.api.models import GoalIn, GoalOut, PlanIn, PlanOut
 from roster.defaults import MAX_ID
 from roster.errors import RosterError, UsageError
 from roster.kernel.goals import GOAL_STATES
@@ -57,7 +61,7 @@ DEFAULT_CLAIM_SECONDS = 300.0
 
 EVERYONE = ("whoami", "my_tasks", "context", "read_artifact", "artifact_versions", "artifact_diff", "remember",
             "recall", "message", "inbox", "thread", "mark_read", "escalate", "set_goal", "my_goals", "goal",
-            "move_goal")
+            "move_goal", "my_plan", "revise_plan")
 MOVERS = ("claim", "transition")
 EVIDENCE = ("save_artifact", "record_check")
 GATED = ("request_approval",)
@@ -66,7 +70,8 @@ APPROVERS = ("approvals", "decide")
 HOLDERS = ("hold", "release")
 TOOL_GRANTS: dict[str, str] = {
     **{t: "anyone: reads of what you may read, your own pad, messages your rights.message allow, the ladder, "
-          "goals (the store: goal.set decides setting and moving one; reading, your own or oversee)"
+          "goals (the store: goal.set decides setting and moving one; reading, your own or oversee), plans (the "
+          "store: profile.read to read one, plan.edit to revise it)"
        for t in EVERYONE},
     **{t: "a transition grant, tier not read-only (the store: read to claim, transition to move)" for t in MOVERS},
     **{t: "write on a workflow, tier bounded-mutator or high-impact-executor (the store: write)" for t in EVIDENCE},
@@ -451,6 +456,40 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
                   expected_version: int | None = Field(default=None, ge=1, le=MAX_ID)) -> dict[str, Any]:
         with acting() as caller:
             return goal_json(caller.move_goal(goal_id, move, note=note, expected_version=expected_version))
+
+    # -- missions: the plan ----------------------------------------------------------------------------
+
+    agent_param = ("agent", str | None, Field(default=None, pattern=r"^[a-z][a-z0-9_-]{0,62}$",
+                                               description="The agent whose plan it is; default: you."))
+
+    @tool(description="Your mission's plan: the current version (priorities, goals linked to KPIs, what you "
+                      "stop doing; null before the first) and the newest versions, each with its author, reason "
+                      "and diff against the one before. Another agent's plan is readable by humans only.")
+    def my_plan(agent: str | None = agent_param[2],
+                history: int = Field(default=5, ge=0, le=100, description="How many versions to list, "
+                                     "newest first (0: none).")) -> dict[str, Any]:
+        with acting() as caller:
+            handle = agent or caller.principal.handle
+            current = caller.plan(handle)
+            versions = verbs.plan_history(caller, handle, history) if history else []
+            return {"agent": handle,
+                    "current": PlanOut.of(current).model_dump() if current is not None else None,
+                    "history": [{**PlanOut.of(v).model_dump(), "diff": diff} for v, diff in versions]}
+
+    @tool(description="Save the next version of a plan (yours by default, or of an agent that reports to you) "
+                      "with the reason it changes. It obeys the plan contract: at least one priority, and at "
+                      "least one goal linked to a KPI (kpi such as 'lint_findings<=5') or no_kpi_goal_because "
+                      "saying why none is; a plan that breaks it is refused (plan-refused, naming the clause) and "
+                      "the current one stays. While a human holds the plan it is refused (plan-held).")
+    @model_tool(PlanIn, agent_param)
+    def revise_plan(**kwargs: Any) -> dict[str, Any]:
+        with acting() as caller:
+            try:
+                new = model_of(PlanIn, kwargs)
+            except ValidationError as exc:
+                raise UsageError("; ".join(e["msg"] for e in exc.errors())) from None
+            handle = kwargs["agent"] or caller.principal.handle
+            return PlanOut.of(caller.revise_plan(handle, new.plan, reason=new.reason)).model_dump()
 
     # -- resources -----------------------------------------------------------------------------------
 

@@ -25,10 +25,12 @@ from roster.kernel.goals import (
     GoalCheck,
     GoalSpend,
 )
+from roster.kernel.plans import MAX_REASON_CHARS, Plan
 from roster.runtime.runners import CheckOut, MessageOut, TaskOut
 from roster.store import Message, Task
 from roster.store.goals import Goal
 from roster.store.kpis import KpiReading
+from roster.store.plans import DEFAULT_PLAN_HOLD_SECONDS, MAX_PLAN_HOLD_SECONDS, PlanHold, PlanVersion
 from roster.store.runs import RunRecord
 
 JSONObject = dict[str, Any]
@@ -322,3 +324,65 @@ class GoalOut(BaseModel):
                    stall_after=goal.stall_after, deadline_at=goal.deadline_at, idle_runs=goal.idle_runs,
                    last_check=goal.last_check, checked_at=goal.checked_at, created_by=goal.created_by,
                    created_at=goal.created_at, updated_at=goal.updated_at, version=goal.version)
+
+
+class PlanIn(BaseModel):
+    """A new version of an agent's plan (``PUT /agents/{handle}/plan``, the MCP tool ``revise_plan``), as
+    ``roster mission edit`` saves one. It obeys the plan contract (:mod:`roster.kernel.plans`) whoever
+    writes it; who may write it is the store's decision (``plan.edit``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    plan: Plan = Field(description="The plan: priorities (at least one), goals (objective and kpi, e.g. "
+                                   "lint_findings<=5; at least one linked to a KPI, or no_kpi_goal_because says "
+                                   "why none is), stop_doing.")
+    reason: str = Field(min_length=1, max_length=MAX_REASON_CHARS,
+                        description="Why the plan changes: the agent's next reflection reads it with the diff.")
+
+
+class PlanOut(BaseModel):
+    """One version of an agent's plan: the same JSON as a version in ``roster mission show --json``."""
+
+    agent: str = Field(description="The agent whose plan it is.")
+    version: int = Field(description="1, 2, ... per agent; a version is never rewritten.")
+    plan: Plan = Field(description="The plan's content.")
+    text: str = Field(description="The plan as Markdown, one item per line (what diffs compare).")
+    reason: str = Field(description="Why this version was written.")
+    author: str = Field(description="Who wrote it: the agent (in a reflection run) or a human.")
+    run_id: str | None = Field(description="The reflection run that wrote it; null when a person did.")
+    created_at: str = Field(description="When it was written, ISO 8601 UTC.")
+
+    @classmethod
+    def of(cls, version: PlanVersion) -> PlanOut:
+        return cls.model_validate(version.to_dict())
+
+
+class PlanVersionOut(PlanOut):
+    """A version in an agent's plan history, with what changed since the version before it."""
+
+    diff: str = Field(description="The unified diff of the plan's Markdown from the version before (from no plan, "
+                                  "for version 1); empty when nothing changed.")
+
+
+class PlanHoldIn(BaseModel):
+    """How long to hold an agent's plan, and why (``POST /agents/{handle}/plan/hold``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    ttl_seconds: float = Field(default=DEFAULT_PLAN_HOLD_SECONDS, gt=0, le=MAX_PLAN_HOLD_SECONDS,
+                               description="How long the hold lasts unless released, in seconds (at most 7 days).")
+    note: str = Field(default="", max_length=4000, description="Why you hold it; kept on the audit trail.")
+
+
+class PlanHoldOut(BaseModel):
+    """A live hold on an agent's plan: nobody else revises it, and its reflection waits, until it is released
+    or expires."""
+
+    agent: str = Field(description="The agent whose plan is held.")
+    holder: str = Field(description="Who holds it.")
+    note: str = Field(description="Why, as the holder said.")
+    held_at: str = Field(description="When it was taken, ISO 8601 UTC.")
+    expires_at: str = Field(description="When it lapses unless released or renewed, ISO 8601 UTC.")
+
+    @classmethod
+    def of(cls, hold: PlanHold) -> PlanHoldOut:
+        return cls(agent=hold.agent, holder=hold.holder, note=hold.note, held_at=hold.held_at,
+                   expires_at=hold.expires_at)

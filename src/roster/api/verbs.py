@@ -1,7 +1,8 @@
 """The verbs REST and MCP share beyond a single store call, each in one place so the two interfaces cannot
 answer differently: saving an artifact, recording a check, filing or delegating a task, messaging,
 remembering (each from the runner's result model: :mod:`roster.runtime.runners`), escalating, asking for
-an approval, and deciding many approval requests at once.
+an approval, deciding many approval requests at once, setting a goal (checked at once) and listing a plan's
+history with its diffs.
 
 Every function takes the caller's :class:`~roster.store.Session` and acts only through its verbs (or,
 for escalation, the company's public ``escalate`` with the caller as the one escalating), so rights,
@@ -25,6 +26,7 @@ from roster.store.escalations import Escalation
 if TYPE_CHECKING:
     from roster.api.models import GoalIn
     from roster.store.goals import Goal
+    from roster.store.plans import PlanVersion
 
 CATEGORIES = ("judgment", "deterministic", "transient", "governance")
 """The failure categories an escalation may name (see the BRIEF's failure taxonomy)."""
@@ -125,6 +127,18 @@ def set_goal(caller: Session, new: GoalIn, workdir: Path | None) -> Goal:
         return goal
     company = caller.company_for("goal.set", f"principal:{new.agent}")  # the check is recorded by the runtime
     return check_goal(company, goal, workdir=workdir or Path.cwd())
+
+
+def plan_history(caller: Session, agent: str, limit: int) -> list[tuple[PlanVersion, str]]:
+    """``agent``'s newest ``limit`` plan versions, newest first, each with its unified diff against the
+    version before it (against no plan for version 1), as ``roster mission show --json`` lists them.
+    Raises what ``plan_history`` raises (NotFound: no such agent; Denied: ``profile.read``, audited as
+    ``plan.read.rejected``)."""
+    from roster.store.plans import version_diff
+
+    versions = caller.plan_history(agent, limit=limit + 1)  # one more, to diff the oldest shown against
+    return [(v, version_diff(versions[i + 1] if i + 1 < len(versions) else None, v))
+            for i, v in enumerate(versions[:limit])]
 
 
 class Decision(BaseModel):
