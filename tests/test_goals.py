@@ -325,7 +325,8 @@ def test_an_active_goal_wakes_its_idle_agent_at_its_cadence_and_is_charged_and_c
     assert (met.state, met.spend.runs, met.reason) == ("met", 2, "the check passed: lint_findings <= 5")
     clock.advance(86400)
     dispatcher.cycle()
-    assert len(runner.briefs) == 2  # a met goal wakes nobody
+    assert [b["trigger"] for b in runner.briefs[2:]] == ["reflection: cron '0 2 * * *' slot 2026-01-01T02:00:00.000000Z"]
+    assert all("goal" not in b for b in runner.briefs[2:])  # a met goal wakes nobody (ann's nightly reflection does)
 
 
 def test_a_goal_runs_only_when_its_agent_has_no_task_work(loop):
@@ -357,6 +358,24 @@ def test_a_budget_spent_mid_run_exhausts_the_goal_and_no_run_follows(loop):
     assert (resolved.status, resolved.goal_id) == ("resolved", goal.id)
 
 
+def test_a_goal_run_is_progress_when_the_kpi_moved_toward_the_target_so_a_moving_lane_does_not_stall(loop):
+    company, dispatcher, runner, clock = loop
+    runner.results = [{}]  # the agent itself does nothing: others move the KPI (a lane's merges)
+    company.record_kpi("lint_findings", 20, actor=None)
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=10), every_seconds=60,
+                            stall_after=2)
+    for value in (18, 15, 12, 9):  # each reading wakes the goal at once; each run finds the KPI closer
+        company.record_kpi("lint_findings", value, actor=None)
+        dispatcher.cycle()
+    moving = company.get_goal(goal.id, actor="alice")
+    assert (moving.state, moving.spend.runs, moving.idle_runs) == ("active", 4, 0)
+    company.record_kpi("lint_findings", 9, actor=None)  # no movement: idle
+    dispatcher.cycle()
+    company.record_kpi("lint_findings", 11, actor=None)  # the wrong way: idle too
+    dispatcher.cycle()
+    assert company.get_goal(goal.id, actor="alice").state == "stalled"
+
+
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     company, dispatcher, runner, clock = loop
     runner.results = [{}]  # a run that files nothing, says nothing, remembers nothing
@@ -376,7 +395,7 @@ def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     assert (escalation.category, escalation.to, escalation.from_agent) == ("judgment", "alice", "ann")
     clock.advance(86400)
     dispatcher.cycle()
-    assert len(runner.briefs) == 3  # a stalled goal waits for a human
+    assert len([b for b in runner.briefs if "goal" in b]) == 3  # a stalled goal waits for a human
 
 
 def test_a_goal_pauses_with_its_agent_and_waits_for_a_human(acme):

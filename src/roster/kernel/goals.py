@@ -103,6 +103,15 @@ class GoalCheck(_Model):
             return f"`{self.command}` exits 0"
         return f"{self.kpi} {self.op} {self.target:g}"
 
+    def closer(self, before: float, after: float) -> bool:
+        """Whether a KPI reading moved from ``before`` to ``after`` toward the check's target: progress."""
+        assert self.op is not None and self.target is not None
+        if self.op in ("<=", "<"):
+            return after < before
+        if self.op in (">=", ">"):
+            return after > before
+        return abs(after - self.target) < abs(before - self.target)
+
     def kpi_met(self, value: float) -> bool:
         """Whether a reading ``value`` of the check's KPI meets its target."""
         assert self.op is not None and self.target is not None

@@ -566,7 +566,10 @@ class Dispatcher:
     def _run_goal(self, state: RunState, goal: Goal) -> Outcome:
         """One goal run (in a worker thread): the run, its spend charged to the goal (which may exhaust or
         stall it), then the goal's check (which may meet it). A KPI check costs nothing, so it is taken
-        first too: a goal its KPI already meets is closed without waking the agent's model."""
+        first too: a goal its KPI already meets is closed without waking the agent's model. The run is
+        progress (it does not count toward a stall) when it filed, sent or remembered something, or when
+        the goal's KPI moved toward its target since the check before."""
+        before = (goal.last_check or {}).get("value")
         if goal.check.kpi is not None:
             try:
                 goal = check_goal(self.company, goal, workdir=self.workdir)
@@ -579,8 +582,11 @@ class Dispatcher:
         try:
             if outcome.run_id is not None and outcome.outcome != "stopped":
                 result = state.result
-                changed = outcome.outcome == "succeeded" and result is not None and bool(
-                    result.tasks or result.messages or result.memories)
+                now = (goal.last_check or {}).get("value")
+                moved = goal.check.kpi is not None and before is not None and now is not None \
+                    and goal.check.closer(before, now)
+                changed = moved or (outcome.outcome == "succeeded" and result is not None and bool(
+                    result.tasks or result.messages or result.memories))
                 goal = self.company.record_goal_run(goal.id, outcome.run_id, changed=changed)
             if goal.state in ("active", "paused", "stalled"):
                 check_goal(self.company, goal, workdir=self.workdir)
