@@ -172,7 +172,17 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     # the report: transitions, approvals, runs and cost per agent, cost per merged fix
     assert "transitions:build2,merge2,plan3,request_merge2,verify2" in compact
     assert "approval1:task" in compact and "approvedby" in compact
-    assert "runsofplanner:3(3succeeded),tokens" in compact and "costpermergedfix:0.0000USD" in compact
+    # three specs, two goal runs (woken by the KPI's readings: idle, then progress), one reflection
+    assert "runsofplanner:6(6succeeded),tokens" in compact and "costpermergedfix:0.0000USD" in compact
+    # the lane's goal, set once the scout filed: met by the KPI's reading, never the agent's word
+    assert "goal1forplanner:everysafefixmerged:lintfindingsonmainatmost1(checklint_findings<=1" in compact
+    assert "plannerontherepository:stopped(goal1met:thecheckpassed:lint_findings<=1)" in compact
+    assert "goal1ofplanner(everysafefixmerged" in compact and "):met,thecheckpassed" in compact
+    assert "spent2of10goalrun(s),$0.0000of$1" in compact
+    # one reflection of the planner: its first plan, as a diff, under the plan contract (a KPI-linked goal)
+    assert "plannerreflectedonitsmission:succeeded" in compact
+    assert "planofplanner:version1byplanner(reflectionrun" in compact and "---noplan+++planv1(planner)" in compact
+    assert "+##Goals+-[offlinescriptedmodel]bringlint_findingstoitstarget(KPIlint_findings<=0)" in compact
     assert "alwayson:0of5agent(s)workedorwatched" in compact  # a lane minutes old: nobody 95% of a day
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")

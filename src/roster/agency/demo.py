@@ -38,6 +38,10 @@ from roster.store import CompanyStore
 STDLIB_MODULES = ("colorsys", "fnmatch", "shlex", "textwrap", "graphlib", "sched", "bisect", "tabnanny")
 """Standard-library modules the default scratch repository is made of."""
 MAX_CYCLES = 400
+GOAL_AGENT = "planner"
+"""Whom the demo gives the lane's goal and whose plan it reflects on: the agent that turns findings into specs."""
+GOAL_BUDGET_RUNS = 10
+GOAL_BUDGET_USD = 1.0
 
 
 BUILDER_COMMAND = "__PYTHON__ -m roster.agency.workers builder"
@@ -310,7 +314,11 @@ def run_lane(company: CompanyStore, workspace: Path, *, operator: str, approve: 
 
     previous = signal.signal(signal.SIGINT, stop)
     try:
-        return _cycle(company, dispatcher, workspace / "repo", operator, approve, say, max_cycles)
+        result = _cycle(company, dispatcher, workspace / "repo", operator, approve, say, max_cycles)
+        if not result["stopped"] and company.plan(GOAL_AGENT, actor=None) is None:
+            reflected = dispatcher.reflect_once(GOAL_AGENT)  # its first plan, from what the lane did
+            say(_line(reflected).replace("on the repository", "reflected on its mission"))
+        return result
     finally:
         dispatcher.close()  # record the stop: its runtime leases (the leader's jobs) go back for the next run
         signal.signal(signal.SIGINT, previous)
@@ -326,6 +334,7 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
         if dispatcher.stopping.is_set():
             return {"waiting": [], "stopped": True}
         outcomes = dispatcher.cycle()
+        set_lane_goal(company, operator, say)
         runs += len(outcomes)
         for outcome in outcomes:
             say(_line(outcome))
@@ -351,6 +360,36 @@ def _cycle(company: CompanyStore, dispatcher: Dispatcher, repo: Path, operator: 
     # A task rejected (a human may reject at any time, between runs too) keeps no worktree.
     remove_stale_worktrees(repo, live=_open_task_ids(company))
     return {"waiting": waiting, "stopped": False}
+
+
+def set_lane_goal(company: CompanyStore, operator: str, say: Callable[[str], None]) -> None:
+    """Give the planner the lane's goal once the scout has filed its findings and the KPI has its first
+    reading: ``lint_findings`` on main at most the findings ruff cannot fix safely (the floor
+    ``roster demo --plan`` expects), with a budget of :data:`GOAL_BUDGET_RUNS` goal runs and
+    :data:`GOAL_BUDGET_USD` USD, checked against the KPI (a program's reading, never the agent's word).
+    Set once per workspace, as ``operator``; a repository with no safe fix gets no goal."""
+    if company.list_goals(actor=None, agent=GOAL_AGENT, limit=1):
+        return
+    latest = company.kpi_summaries(actor=None)["lint_findings"].latest
+    found = _task_ids(company)
+    if latest is None or not found:
+        return
+    safe = 0
+    for task_id in found:
+        records = {r.kind: r for r in company.list_artifacts(task_id, actor=None)}
+        if "ruff-json" in records:
+            content = company.artifact(task_id, records["ruff-json"].name, actor=None)[1]
+            safe += _safe_fixes({"artifacts": [{"kind": "ruff-json", "content": content.decode()}]})
+    if not safe:
+        return
+    from roster.kernel.goals import GoalBudget, GoalCheck  # noqa: PLC0415 - only a lane with findings needs them
+
+    target = max(0, int(latest.value) - safe)
+    goal = company.set_goal(GOAL_AGENT, f"every safe fix merged: lint findings on main at most {target}", actor=operator,
+                            check=GoalCheck.parse_kpi(f"lint_findings<={target}"),
+                            budget=GoalBudget(runs=GOAL_BUDGET_RUNS, usd=GOAL_BUDGET_USD), every_seconds=3600)
+    say(f"  goal {goal.id} for {GOAL_AGENT}: {goal.objective} (check {goal.check.describe()}; budget "
+        f"{GOAL_BUDGET_RUNS} goal runs, {GOAL_BUDGET_USD:g} USD)")
 
 
 def _open_task_ids(company: CompanyStore) -> list[int]:
@@ -385,6 +424,8 @@ def _line(outcome: Outcome) -> str:
     where = f"task {outcome.task_id}" if outcome.task_id is not None else "the repository"
     what = f" -> {outcome.transition}" if outcome.transition else ""
     why = f" ({outcome.failure.category.value}: {outcome.failure.message})" if outcome.failure else ""
+    if outcome.blocked and not outcome.failure:  # a stop without a failure: a budget, a goal met before its run
+        why = f" ({outcome.blocked})"
     return f"  {outcome.agent:>8} on {where}: {outcome.outcome}{what}{why}"
 
 
@@ -418,6 +459,7 @@ def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     lines.append(f"  cost per merged fix: {_usd(spent / merged, unpriced)}" if merged
                  else "  cost per merged fix: no merge yet")
     lines += _kpi_lines(company)
+    lines += _goal_lines(company) + _plan_lines(company)
     [today] = company.presence(actor=None)["days"]
     lines.append(f"  always on: {today['around_the_clock']} of {len(today['agents'])} agent(s) worked or watched for "
                  "at least 95% of the last 24 hours (roster presence)")
@@ -432,6 +474,35 @@ def _usd(cost: float | None, unpriced_runs: int) -> str:
     if unpriced_runs:
         return f"cost unknown ({unpriced_runs} run(s) could not be priced)"
     return f"{cost or 0.0:.4f} USD"
+
+
+def _goal_lines(company: CompanyStore) -> list[str]:
+    """Each goal of the lane: its objective and check, its state and why, its spend against budget."""
+    lines = []
+    for goal in reversed(company.list_goals(actor=None)):
+        spend, budget = goal.spend, goal.budget
+        limits = ", ".join(part for part in (
+            f"{spend.runs} of {budget.runs} goal run(s)" if budget.runs is not None else "",
+            f"{spend.usd_text()} of ${budget.usd:g}" if budget.usd is not None else "") if part)
+        lines.append(f"  goal {goal.id} of {goal.agent} ({goal.objective}; check {goal.check.describe()}): {goal.state}"
+                     + (f", {goal.reason}" if goal.reason else "") + f"; spent {limits}")
+    return lines
+
+
+def _plan_lines(company: CompanyStore) -> list[str]:
+    """The reflecting agent's plan: its newest version, who wrote it and why, and its diff against the one
+    before (the whole plan, added, for a first version)."""
+    from roster.store.plans import version_diff  # noqa: PLC0415 - the report's only use
+
+    versions = company.plan_history(GOAL_AGENT, actor=None, limit=2)
+    if not versions:
+        return [f"  plan of {GOAL_AGENT}: none yet (it reflects at the end of a finished lane)"]
+    new = versions[0]
+    lines = [f"  plan of {GOAL_AGENT}: version {new.version} by {new.author}"
+             + (f" (reflection run {new.run_id})" if new.run_id else "") + f": {new.reason}"]
+    diff = version_diff(versions[1] if len(versions) > 1 else None, new)
+    lines += [f"    {line}" for line in diff.splitlines()]
+    return lines
 
 
 def _kpi_lines(company: CompanyStore) -> list[str]:

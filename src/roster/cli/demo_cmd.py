@@ -140,7 +140,7 @@ def _run(lane: ModuleType, ws: Workspace, where: Path, operator: str, yes: bool)
         console.print("Batch merge: verified fixes go onto one review branch, merged into main with one approval.",
                       highlight=False)
     result = lane.run_lane(company, where, operator=operator, approve=yes,
-                           say=lambda line: console.print(line, highlight=False))
+                           say=lambda line: console.print(line, highlight=False, markup=False))
     if result["stopped"]:
         console.print(f"\nStopped. Continue with: roster demo --workspace {where}", highlight=False)
     if result["waiting"]:
@@ -148,7 +148,7 @@ def _run(lane: ModuleType, ws: Workspace, where: Path, operator: str, yes: bool)
         for request in result["waiting"]:
             console.print(f"  roster --spec {spec_path} approve {request.id}", highlight=False)
         console.print(f"then continue with: roster demo --workspace {where}  (or add --yes)", highlight=False)
-    for line in lane.report(company, where / "repo"):
-        console.print(line, highlight=False)
+    for line in lane.report(company, where / "repo"):  # text from the store, never console markup
+        console.print(line, highlight=False, markup=False)
     console.print(f"\nThe workspace is {where}. Inspect it with: roster --spec {spec_path} status | task show ID | "
                   "kpi history lint_findings | audit log", highlight=False)
