@@ -121,6 +121,7 @@ def test_a_plan_is_written_only_by_its_agent_its_manager_or_a_human_and_read_by_
     with pytest.raises(Denied, match="profile.read"):
         acme.plan("ann", actor="bob")
     assert acme.plan("ann", actor="ann").author == "alice"
+    assert acme.plan("ann", actor="lead").author == "alice"  # ann's manager reads what it may revise
     rejected = [(e.action, e.principal, e.subject) for e in acme.audit_log(action="plan.*")
                 if e.action.endswith(".rejected")]
     assert rejected == [("plan.revise.rejected", "bob", "principal:ann"), ("plan.hold.rejected", "bob", "principal:ann"),

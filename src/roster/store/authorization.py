@@ -88,8 +88,8 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "list_goals": ("oversee",),
     "presence": ("oversee",),  # without it, the caller's own time only  # without it, the caller's own goals and those it set
     # plans
-    "plan": ("profile.read",),
-    "plan_history": ("profile.read",),
+    "plan": ("plan.edit",),  # then profile.read (the agent itself) when plan.edit (humans, a manager) was denied
+    "plan_history": ("plan.edit",),  # the same
     "revise_plan": ("plan.edit",),
     "hold_plan": ("plan.edit",),
     "release_plan": ("plan.edit",),

@@ -11,7 +11,8 @@ a reflection run, or a human) and the run that wrote it, and audits:
 
 Who may: the Cedar action ``plan.edit`` on ``principal:<agent>`` decides revising, holding and releasing
 (humans; the agent itself, which is how its reflection runs write; the agent it reports to). Reading a
-plan is ``profile.read`` on the agent (the agent itself, humans), like its mission.
+plan is ``profile.read`` on the agent (the agent itself, humans), like its mission, or ``plan.edit``
+(its manager reads what it may revise).
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ class PlanVerbs(CompanyBase):
     """Plans (mixed into ``CompanyStore``)."""
 
     def plan(self, agent: str, *, actor: ActorRef | None) -> PlanVersion | None:
-        """The current version of ``agent``'s plan, or ``None`` before the first. Decides ``profile.read``
-        on the agent. Raises :class:`NotFound` (no such agent), :class:`Denied` (audited)."""
+        """The current version of ``agent``'s plan, or ``None`` before the first. Decides ``plan.edit`` on
+        the agent, then ``profile.read`` if that was denied. Raises :class:`NotFound` (no such agent), :class:`Denied` (audited)."""
         with self._plan_reading(agent, actor) as conn:
             return self.current_plan_txn(conn, agent)
 
@@ -266,11 +267,12 @@ class PlanVerbs(CompanyBase):
 
     @contextmanager
     def _plan_reading(self, agent: str, actor: ActorRef | None) -> Iterator[Connection]:
-        """A read transaction in which ``actor`` may read ``agent``'s plan (``profile.read``); a denial is
-        audited as ``plan.read.rejected``."""
+        """A read transaction in which ``actor`` may read ``agent``'s plan: ``profile.read`` (the agent,
+        humans), or else ``plan.edit`` (its manager, who may revise it and so reads what it revises); a
+        denial is audited as ``plan.read.rejected``."""
         with self._reading(actor, "plan.read", f"principal:{agent}") as (conn, cache, who):
             self._plan_agent(cache, agent)
-            if who is not None:
+            if who is not None and not self._decide(cache, who.handle, "plan.edit", Resource("principal", agent)).allowed:
                 self._authorize(cache, who, "profile.read", Resource("principal", agent),
-                                why="an agent reads its own plan; humans read any")
+                                why="an agent reads its own plan and those of its reports; humans read any")
             yield conn
