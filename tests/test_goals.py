@@ -26,7 +26,7 @@ humans:
   alice: {{}}
 agents:
   lead: {{mission: keep main clean, tier: coordinator, reports_to: alice}}
-  ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead}}
+  ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {{create: ["*"]}}}}
   bob: {{mission: fix lint, tier: bounded-mutator}}
   ro: {{mission: watch, reports_to: lead}}
 kpis:
@@ -376,6 +376,23 @@ def test_a_goal_run_is_progress_when_the_kpi_moved_toward_the_target_so_a_moving
     assert company.get_goal(goal.id, actor="alice").state == "stalled"
 
 
+def test_a_task_a_goal_run_filed_wakes_the_goal_at_once_when_it_finishes(loop):
+    company, dispatcher, runner, clock = loop
+    runner.results = [{"tasks": [{"workflow": "fix", "title": "fix the long lines", "key": "goal-1:e501"}]},
+                      {"transition": "finish"}, {}]
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=10), every_seconds=3600)
+    dispatcher.cycle()  # the goal run files a task (linked to the goal); ann then works it and finishes it
+    [filed] = company.list_tasks(actor="alice")
+    with company.store.read() as conn:
+        from roster.store.schema import goal_tasks
+        assert conn.execute(select(goal_tasks.c.goal_id).where(goal_tasks.c.task_id == filed.id)).scalar() == goal.id
+    dispatcher.cycle()
+    assert company.get_task(filed.id, actor="alice").state == "done"
+    goal_briefs = [b for b in runner.briefs if "goal" in b]
+    dispatcher.cycle()  # the child finished: the goal is due now, not in an hour
+    assert len([b for b in runner.briefs if "goal" in b]) == len(goal_briefs) + 1
+
+
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     company, dispatcher, runner, clock = loop
     runner.results = [{}]  # a run that files nothing, says nothing, remembers nothing
@@ -524,8 +541,9 @@ def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tm
     (root / "goal_runner.py").write_text(GOAL_RUNNER)
     runner = json.dumps({"kind": "program", "command": f"{sys.executable} goal_runner.py", "timeout": 60})
     (root / "roster.yaml").write_text(SPEC.format(company="acme").replace(
-        "ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead}",
-        f"ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, runner: {runner}}}"))
+        'ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {create: ["*"]}}',
+        f'ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {{create: ["*"]}}, '
+        f'runner: {runner}}}'))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")} | {"ROSTER_DB": db_url}
 
     def roster(*args: str) -> subprocess.CompletedProcess:

@@ -315,7 +315,7 @@ class RunPipeline:
             if reflection:
                 self._reflect(state.agent, state.run_id, result)
             for new in result.tasks:
-                self._file_task(state.agent, new, parent=None)
+                self._file_task(state.agent, new, parent=None, goal_id=goal_id)
             for _what, step in self._communication(state.agent, None, result, state.run_id):
                 step()
         except Exception as exc:  # noqa: BLE001 - every failure is classified and recorded
@@ -386,7 +386,7 @@ class RunPipeline:
             except (UsageError, NotFound) as exc:
                 raise MalformedOutput(f"closing goal {close.goal_id}: {exc.message}") from None
 
-    def _file_task(self, agent: str, new: Any, parent: Task | None) -> None:
+    def _file_task(self, agent: str, new: Any, parent: Task | None, goal_id: int | None = None) -> None:
         if new.packet is not None and parent is None:
             raise MalformedOutput(f"task '{new.title}' carries a delegation packet, but this run has no task "
                                   "to delegate from; file it without a packet, or delegate from a task run")
@@ -401,6 +401,8 @@ class RunPipeline:
         for artifact in new.artifacts if created else []:
             self.company.record_artifact(task.id, artifact.kind, artifact.content.encode(), actor=agent,
                                          name=artifact.name, reason=artifact.reason)
+        if goal_id is not None:  # filed toward a goal: its finishing makes the goal due at once
+            self.company.link_goal_task(goal_id, task.id)
 
     def _communication(self, agent: str, task: Task | None, result: RunResult,
                        run_id: str) -> list[tuple[str, Callable[[], None]]]:

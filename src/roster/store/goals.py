@@ -42,6 +42,7 @@ from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.goal_links import link_goal_task_txn
 from roster.store.runs import RunRecord, run_record
 from roster.store.schema import goals, runs
 from roster.store.store import format_ts
@@ -391,6 +392,12 @@ class GoalVerbs(CompanyBase):
         for row in rows:
             self._move_txn(conn, head, row, "pause", by, reason)
         return len(rows)
+
+    def link_goal_task(self, goal_id: int, task_id: int) -> None:
+        """Record that goal ``goal_id``'s run filed (or delegated) task ``task_id``: once the task reaches a
+        terminal state, the goal is due at once (see :mod:`roster.store.goal_links`)."""
+        with self.store.write() as conn:
+            link_goal_task_txn(conn, self.company, goal_id, task_id)
 
     def wake_goals_txn(self, conn: Connection, kpi: str) -> None:
         """Make the active goals checked against ``kpi`` due now, inside the transaction that recorded a

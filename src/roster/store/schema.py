@@ -328,6 +328,15 @@ plans = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 
+goal_tasks = Table(
+    "goal_tasks",
+    metadata,
+    Column("company_id", HANDLE, primary_key=True),
+    Column("task_id", Integer, primary_key=True, autoincrement=False),  # a task filed by a goal run (0018)
+    Column("goal_id", Integer, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
 plan_holds = Table(
     "plan_holds",
     metadata,

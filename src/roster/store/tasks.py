@@ -38,6 +38,7 @@ from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, recorded_handle
+from roster.store.goal_links import wake_goal_of_task_txn
 from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
 from roster.store.schema import artifacts, check_results, tasks
@@ -323,6 +324,8 @@ class TaskVerbs(CompanyBase):
             data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data=data)
+        if transition.to in machine.terminal:  # a task filed toward a goal finished: the goal looks again now
+            wake_goal_of_task_txn(conn, self.company, task_id, now)
         stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
                            by=who.handle, cause=f"transition '{name}'", now=now)
         return dataclasses.replace(task, state=transition.to, fields=new_fields, version=expected_version + 1,

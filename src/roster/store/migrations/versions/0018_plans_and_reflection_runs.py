@@ -1,5 +1,6 @@
 """plans: the versioned plan of an agent's mission (roster.kernel.plans), written by reflection runs and
-by humans; plan_holds: a human's hold on a plan while editing it; runs.reflection marks reflection runs.
+by humans; plan_holds: a human's hold on a plan while editing it; runs.reflection marks reflection runs;
+goal_tasks: the tasks a goal run filed toward its goal (one finishing makes the goal due).
 
 Revision ID: 0018
 Revises: 0017
@@ -40,6 +41,14 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['company_id'], ['companies.id']),
         sa.PrimaryKeyConstraint('company_id', 'agent'),
     )
+    op.create_table(
+        'goal_tasks',
+        sa.Column('company_id', sa.String(length=63), nullable=False),
+        sa.Column('task_id', sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column('goal_id', sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(['company_id'], ['companies.id']),
+        sa.PrimaryKeyConstraint('company_id', 'task_id'),
+    )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reflection', sa.Boolean(), server_default='0', nullable=False))
 
@@ -47,5 +56,6 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.drop_column('reflection')
+    op.drop_table('goal_tasks')
     op.drop_table('plan_holds')
     op.drop_table('plans')
