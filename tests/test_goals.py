@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from datetime import timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -391,6 +392,27 @@ def test_a_task_a_goal_run_filed_wakes_the_goal_at_once_when_it_finishes(loop):
     goal_briefs = [b for b in runner.briefs if "goal" in b]
     dispatcher.cycle()  # the child finished: the goal is due now, not in an hour
     assert len([b for b in runner.briefs if "goal" in b]) == len(goal_briefs) + 1
+
+
+def test_a_goal_whose_deadline_passes_before_its_check_is_exhausted_and_escalated_on_time(loop):
+    company, dispatcher, runner, clock = loop
+    deadline = (clock() + timedelta(minutes=90)).isoformat()
+    goal = company.set_goal("ann", "x", actor="alice", check=KPI, budget=GoalBudget(runs=10), every_seconds=3600,
+                            deadline_at=deadline)
+    dispatcher.cycle()
+    clock.advance(minutes=60)
+    dispatcher.cycle()
+    assert company.get_goal(goal.id, actor="alice").spend.runs == 2
+    clock.advance(minutes=30)  # the deadline: its turn comes then, not at the next cadence
+    dispatcher.cycle()
+    missed = company.get_goal(goal.id, actor="alice")
+    assert (missed.state, missed.spend.runs) == ("exhausted", 2)  # checked once more, then closed: no third run
+    assert missed.reason == f"the deadline {deadline} passed before the check did"
+    [escalation] = company.list_escalations(actor="alice")
+    assert (escalation.category, escalation.to, escalation.goal_id) == ("governance", "alice", goal.id)
+    assert "missed its deadline" in escalation.reason
+    with pytest.raises(UsageError, match="has passed already"):
+        company.set_goal("ann", "late", actor="alice", check=KPI, budget=RUNS5, deadline_at=deadline)
 
 
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):

@@ -13,7 +13,8 @@ seconds; its **spend** counts what was attributed to it so far. Its **state** is
 
 - ``active``: the agent works toward it (the runtime wakes the agent for it when it has no task work);
 - ``met``: the check passed (closed, with the evidence);
-- ``exhausted``: a budget limit was reached before the check passed (closed; escalated);
+- ``exhausted``: a budget limit was reached, or the deadline passed, before the check passed (closed;
+  escalated);
 - ``stalled``: ``stall_after`` goal runs in a row changed nothing (a judgment failure; escalated);
 - ``paused``: held by a human, or because its agent was paused or retired;
 - ``abandoned``: given up by whoever may set it (closed).

@@ -552,9 +552,15 @@ class Dispatcher:
         if missing:  # as for messages: the agent's runtime lease, so one process wakes it
             self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
         futures = []
+        now = self.company.store.clock()
         for agent in self._may_wake(list(due), spec):
             if self.stopping.is_set():
                 break
+            if due[agent].deadline_passed(now):  # checked once more (it may pass at the deadline), then closed
+                checked = check_goal(self.company, due[agent], workdir=self.workdir)
+                if self.company.miss_deadline(checked.id).state == "exhausted":
+                    self.log(f"{agent}: goal {checked.id} missed its deadline {checked.deadline_at}; escalated")
+                continue
             goal = self.company.start_goal_run(due[agent].id)
             if goal is None:  # met, moved or taken since the query
                 continue

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, insert, select, update
@@ -83,6 +83,10 @@ class Goal:
         """The limit of the budget the spend has reached, as a sentence, or None."""
         return exhausted_by(self.budget, self.spend)
 
+    def deadline_passed(self, now: datetime) -> bool:
+        """Whether the goal has a deadline and ``now`` (timezone-aware) is at or past it."""
+        return self.deadline_at is not None and now >= _utc(self.deadline_at)
+
 
 def goal_from_row(row: Any) -> Goal:
     spend = GoalSpend(usd=row.spent_usd, tokens=row.spent_tokens, runs=row.spent_runs, seconds=row.spent_seconds,
@@ -118,6 +122,8 @@ class GoalVerbs(CompanyBase):
             raise UsageError(f"stall_after is a number of goal runs, at least 1; not {stall_after}")
         if deadline_at is not None:
             _check_time("deadline", deadline_at)
+            if _utc(deadline_at) <= self.store.clock():
+                raise UsageError(f"the deadline {deadline_at} has passed already; give one in the future")
         request = {"agent": agent, "objective": objective, "check": check.model_dump(exclude_none=True),
                    "budget": budget.model_dump(exclude_none=True)}
         try:
@@ -251,7 +257,8 @@ class GoalVerbs(CompanyBase):
                 return None
             taken = conn.execute(update(goals).where(
                 goals.c.company_id == self.company, goals.c.id == goal_id, goals.c.state == "active",
-                goals.c.due_at <= format_ts(now)), {"due_at": format_ts(now + timedelta(seconds=row.every_seconds))})
+                goals.c.due_at <= format_ts(now)),
+                {"due_at": _next_turn(now + timedelta(seconds=row.every_seconds), row.deadline_at)})
             return goal_from_row(row) if taken.rowcount == 1 else None
 
     def goal_runs(self, goal_id: int, *, limit: int = 5) -> list[RunRecord]:
@@ -331,7 +338,7 @@ class GoalVerbs(CompanyBase):
         idle = 0 if changed else row.idle_runs + 1
         clock = self.store.clock()
         now = format_ts(clock)
-        due = format_ts(clock + timedelta(seconds=row.every_seconds * 2 ** min(idle, 4)))
+        due = _next_turn(clock + timedelta(seconds=row.every_seconds * 2 ** min(idle, 4)), row.deadline_at)
         conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
             "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_runs": spend.runs,
             "spent_seconds": spend.seconds, "unpriced_runs": spend.unpriced_runs, "idle_runs": idle,
@@ -393,6 +400,22 @@ class GoalVerbs(CompanyBase):
             self._move_txn(conn, head, row, "pause", by, reason)
         return len(rows)
 
+    def miss_deadline(self, goal_id: int) -> Goal:
+        """Close active goal ``goal_id`` whose deadline has passed before its check did: ``exhausted``
+        (time was its budget too), escalated to a human with a summary, as a governance failure. The
+        caller checks the goal first (a check that passes at the deadline meets it). A goal that is not
+        active, or whose deadline has not come, is returned as it is. Raises :class:`NotFound`."""
+        with self.store.write() as conn:
+            head = self._head_txn(conn)[0]
+            row = self._goal_row_txn(conn, goal_id)
+            if row.state == "active" and goal_from_row(row).deadline_passed(self.store.clock()):
+                moved = self._move_txn(conn, head, row, "exhaust", SYSTEM,
+                                       f"the deadline {row.deadline_at} passed before the check did")
+                self.escalate_goal_txn(conn, head, self.current_txn(conn), row, category="governance",
+                                       reason=f"goal {row.id} missed its deadline {row.deadline_at}. " + _summary(moved))
+            audit.save_head(conn, head)
+            return goal_from_row(self._goal_row_txn(conn, goal_id))
+
     def link_goal_task(self, goal_id: int, task_id: int) -> None:
         """Record that goal ``goal_id``'s run filed (or delegated) task ``task_id``: once the task reaches a
         terminal state, the goal is due at once (see :mod:`roster.store.goal_links`)."""
@@ -417,6 +440,19 @@ def _summary(goal: Goal) -> str:
                                                     else "its last check was not met")
     return (f"Objective: {goal.objective[:300]}. Check: {goal.check.describe()}; {verdict}. Spent {spend.runs} "
             f"run(s), {spend.tokens} tokens, {spend.usd_text()}, {spend.seconds:.0f} s.")
+
+
+def _utc(text: str) -> datetime:
+    """An ISO 8601 time as a timezone-aware datetime (one without a zone is UTC)."""
+    at = datetime.fromisoformat(text)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _next_turn(at: datetime, deadline_at: str | None) -> str:
+    """A goal's next turn: ``at``, or its deadline if that comes first (so the deadline is seen on time)."""
+    if deadline_at is not None and _utc(deadline_at) < at:
+        return format_ts(_utc(deadline_at))
+    return format_ts(at)
 
 
 def _check_time(what: str, text: str) -> None:
