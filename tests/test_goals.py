@@ -84,6 +84,25 @@ def test_an_agent_sets_goals_for_itself_and_its_reports_only(acme):
     assert len(acme.list_goals(actor="alice")) == 2
 
 
+def test_an_agent_sets_a_goal_only_within_what_is_left_of_the_agents_own_budget(databases, tmp_path, clock):
+    spec = SPEC.format(company="acme") + "budgets:\n  - {scope: 'agent:ann', usd: 10, period: month}\n"
+    store = Store.open(databases("budgeted"), clock=clock, artifact_root=tmp_path / "art")
+    store.apply(parse_spec(spec), applied_by="alice")
+    acme = store.company("acme")
+    try:
+        run = acme.start_run("ann", trigger="test", task_id=None, fencing_token=None)
+        acme.finish_run(run, outcome="succeeded", cost_usd=7.5)
+        with pytest.raises(UsageError, match="'ann' has 2.5 USD left of its monthly budget"):
+            acme.set_goal("ann", "too dear", actor="ann", check=KPI, budget=GoalBudget(usd=5))
+        with pytest.raises(UsageError, match="'usd' budget of at most that"):
+            acme.set_goal("ann", "no money limit", actor="lead", check=KPI, budget=GoalBudget(runs=5))
+        assert acme.set_goal("ann", "within it", actor="ann", check=KPI, budget=GoalBudget(usd=2)).state == "active"
+        assert acme.set_goal("ann", "a human's", actor="alice", check=KPI, budget=GoalBudget(usd=50)).budget.usd == 50
+        assert acme.set_goal("bob", "no budget of bob's", actor="bob", check=KPI, budget=RUNS5).state == "active"
+    finally:
+        store.close()
+
+
 def test_an_agent_sees_its_own_goals_and_those_it_set_a_human_sees_all(acme):
     mine = acme.set_goal("ann", "mine", actor="alice", check=TRUE, budget=RUNS5)
     set_by_lead = acme.set_goal("ann", "from lead", actor="lead", check=KPI, budget=RUNS5)

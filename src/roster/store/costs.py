@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import case, func, select
+from sqlalchemy import Connection, case, func, select
 
 from roster.kernel.rights import Resource
 from roster.kernel.spec import Budget, CompanySpec
@@ -93,6 +93,11 @@ class CostVerbs(CompanyBase):
 
     def budget_status(self, budget: Budget) -> BudgetStatus:
         """The spend in ``budget``'s scope since the start of its current period."""
+        with self.store.read() as conn:
+            return self.budget_status_txn(conn, budget, self.spec())
+
+    def budget_status_txn(self, conn: Connection, budget: Budget, spec: CompanySpec) -> BudgetStatus:
+        """:meth:`budget_status` inside ``conn``'s transaction, with the company's current ``spec``."""
         since = format_ts(period_start(self.store.clock(), budget.period))
         query = select(func.coalesce(func.sum(runs.c.cost_usd), 0.0), func.count() - func.count(runs.c.cost_usd),
                        func.coalesce(func.sum(runs.c.input_tokens + runs.c.output_tokens), 0)).where(
@@ -101,13 +106,11 @@ class CostVerbs(CompanyBase):
         if kind == "agent":
             query = query.where(runs.c.agent == name)
         elif kind == "portfolio":
-            spec = self.spec()
             workflows = [w for w, wf in spec.workflows.items() if wf.portfolio == name]
             query = query.select_from(runs.join(tasks, (tasks.c.company_id == runs.c.company_id)
                                                 & (tasks.c.id == runs.c.task_id))).where(
                 tasks.c.workflow.in_(workflows))
-        with self.store.read() as conn:
-            spent, unpriced, tokens = conn.execute(query).one()
+        spent, unpriced, tokens = conn.execute(query).one()
         return BudgetStatus(budget.scope, budget.period, budget.usd, round(float(spent or 0.0), 6), since,
                             unpriced_runs=int(unpriced or 0), limit_tokens=budget.tokens, spent_tokens=int(tokens or 0))
 

@@ -138,6 +138,8 @@ class GoalVerbs(CompanyBase):
                 if check.kpi is not None and cache.spec is not None and check.kpi not in cache.spec.kpis:
                     known = ", ".join(sorted(cache.spec.kpis)) or "none"
                     raise UsageError(f"no KPI '{check.kpi}' in the spec to check against; KPIs: {known}")
+                if who.kind == "agent":
+                    self._within_agent_budget_txn(conn, cache, agent, budget)
                 goal_id = (conn.scalar(select(func.max(goals.c.id)).where(goals.c.company_id == self.company))
                            or 0) + 1
                 now = self.store.now()
@@ -372,6 +374,24 @@ class GoalVerbs(CompanyBase):
         if principal is None or principal.kind != "agent":
             agents = ", ".join(sorted(h for h, p in cache.principals.items() if p.kind == "agent")) or "none"
             raise NotFound(f"no agent '{agent}' in company '{self.company}' to set a goal for; agents: {agents}")
+
+    def _within_agent_budget_txn(self, conn: Connection, cache: CompanyCache, agent: str, budget: GoalBudget) -> None:
+        """An agent sets a goal within the budget: for each budget of the goal's agent (``agent:<handle>`` in
+        the spec), the goal's budget in that unit is given and at most what is left of it this period.
+        Raises :class:`UsageError` saying how much is left (a human sets any goal)."""
+        assert cache.spec is not None
+        for limit in cache.spec.budgets:
+            if limit.scope != f"agent:{agent}":
+                continue
+            status = self.budget_status_txn(conn, limit, cache.spec)
+            if limit.usd is not None:
+                left, asked, unit, flag = max(0.0, limit.usd - status.spent_usd), budget.usd, "USD", "usd"
+            else:
+                left, asked, unit, flag = float(max(0, (limit.tokens or 0) - status.spent_tokens)), budget.tokens, \
+                    "tokens", "tokens"
+            if asked is None or asked > left:
+                raise UsageError(f"'{agent}' has {left:g} {unit} left of its {limit.period}ly budget; an agent sets a "
+                                 f"goal for it with a '{flag}' budget of at most that (a human may set any)")
 
     def _sees_goal(self, cache: CompanyCache, who: Actor | None, row: Any) -> bool:
         """Whether ``who`` may see goal ``row``: its agent, whoever set it, whoever may set its agent's goals
