@@ -434,6 +434,17 @@ def test_a_goal_whose_deadline_passes_before_its_check_is_exhausted_and_escalate
         company.set_goal("ann", "late", actor="alice", check=KPI, budget=RUNS5, deadline_at=deadline)
 
 
+def test_a_kpi_reading_that_meets_a_goal_meets_it_at_once_even_while_its_agent_is_busy(acme):
+    goal = acme.set_goal("ann", "x", actor="alice", check=KPI, budget=RUNS5)
+    acme.create_task(workflow="fix", title="busy work", actor="alice")  # ann always has task work
+    acme.record_kpi("lint_findings", 9, actor=None)
+    assert acme.get_goal(goal.id, actor="alice").state == "active"
+    acme.record_kpi("lint_findings", 4, actor=None)
+    met = acme.get_goal(goal.id, actor="alice")
+    assert (met.state, met.last_check["value"], met.spend.runs) == ("met", 4.0, 0)  # no run was needed
+    assert [e.action for e in acme.audit_log(action="goal.*")][-2:] == ["goal.check", "goal.met"]
+
+
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     company, dispatcher, runner, clock = loop
     runner.results = [{}]  # a run that files nothing, says nothing, remembers nothing

@@ -305,17 +305,20 @@ class GoalVerbs(CompanyBase):
         check_json("goal check evidence", kept)
         with self.store.write() as conn:
             head = self._head_txn(conn)[0]
-            row = self._goal_row_txn(conn, goal_id)
-            now = self.store.now()
-            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id),
-                         {"last_check": json.dumps(kept, sort_keys=True), "checked_at": now})
-            audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.check", subject=f"goal:{goal_id}",
-                         data={"passed": passed})
-            if passed and row.state not in CLOSED_STATES:
-                self._move_txn(conn, head, self._goal_row_txn(conn, goal_id), "meet", SYSTEM,
-                               "the check passed: " + GoalCheck.model_validate_json(row.check_spec).describe())
+            self._record_check_txn(conn, head, self._goal_row_txn(conn, goal_id), kept)
             audit.save_head(conn, head)
             return goal_from_row(self._goal_row_txn(conn, goal_id))
+
+    def _record_check_txn(self, conn: Connection, head: audit.ChainHead, row: Any, kept: dict[str, Any]) -> None:
+        """Record the evidence ``kept`` (with ``passed``) of a check of goal ``row``; a pass meets it."""
+        now = self.store.now()
+        conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
+                     {"last_check": json.dumps(kept, sort_keys=True), "checked_at": now})
+        audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.check", subject=f"goal:{row.id}",
+                     data={"passed": kept["passed"]})
+        if kept["passed"] and row.state not in CLOSED_STATES:
+            self._move_txn(conn, head, self._goal_row_txn(conn, row.id), "meet", SYSTEM,
+                           "the check passed: " + GoalCheck.model_validate_json(row.check_spec).describe())
 
     def record_goal_spend(self, goal_id: int, *, usd: float | None, tokens: int, seconds: float,
                           changed: bool) -> Goal:
@@ -442,14 +445,25 @@ class GoalVerbs(CompanyBase):
         with self.store.write() as conn:
             link_goal_task_txn(conn, self.company, goal_id, task_id)
 
-    def wake_goals_txn(self, conn: Connection, kpi: str) -> None:
-        """Make the active goals checked against ``kpi`` due now, inside the transaction that recorded a
-        reading of it: something they depend on changed."""
-        for row in conn.execute(select(goals.c.id, goals.c.check_spec).where(
-                goals.c.company_id == self.company, goals.c.state == "active")).all():
-            if GoalCheck.model_validate_json(row.check_spec).kpi == kpi:
+    def wake_goals_txn(self, conn: Connection, head: audit.ChainHead, kpi: str, value: float,
+                       measured_at: str) -> None:
+        """Inside the transaction that recorded a reading ``value`` of ``kpi``: each open goal checked
+        against it that the reading meets is met now (its check recorded with the reading as evidence),
+        whether or not its agent is busy; each other active one is due now, so its agent looks again.
+        Only goals whose stored check names ``kpi`` are read (a text match, then parsed)."""
+        for row in conn.execute(select(goals).where(
+                goals.c.company_id == self.company, goals.c.state.in_(("active", "paused", "stalled")),
+                goals.c.check_spec.contains(f'"kpi":"{kpi}"', autoescape=True))).all():
+            check = GoalCheck.model_validate_json(row.check_spec)
+            if check.kpi != kpi:
+                continue
+            if check.kpi_met(value):
+                self._record_check_txn(conn, head, row, {"kind": "kpi", "kpi": kpi, "op": check.op,
+                                                         "target": check.target, "value": value,
+                                                         "measured_at": measured_at, "passed": True})
+            elif row.state == "active":
                 conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
-                             {"due_at": self.store.now()})
+                             {"due_at": measured_at})
 
 
 def _summary(goal: Goal) -> str:

@@ -125,7 +125,7 @@ class KpiVerbs(CompanyBase):
                     "recorded_by": recorder, "source": source}).inserted_primary_key[0]
                 audit.append(conn, head, ts=now, principal=recorder, action="kpi.reading", subject=f"kpi:{name}",
                              data={"value": float(value), "source": source})
-                self.wake_goals_txn(conn, name)  # goals checked against it are due now
+                self.wake_goals_txn(conn, head, name, float(value), now)  # met by it, or due now
                 audit.save_head(conn, head)
         except (Denied, NotFound) as exc:
             if actor is not None:
