@@ -615,3 +615,80 @@ def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tm
     assert (root / "done.txt").read_text() == "made by a goal run"
     costs = json.loads(roster("costs", "--json").stdout)
     assert [(g["id"], g["runs"], g["state"]) for g in costs["goals"]] == [(1, 1, "met")]
+
+
+SLOW_GOAL_RUNNER = """
+import json, os, pathlib, sys, time
+json.load(sys.stdin)
+pathlib.Path("runner.pid").write_text(str(os.getpid()))
+time.sleep(60)
+print(json.dumps({"rationale": "too late"}))
+"""
+
+
+def test_a_roster_up_killed_mid_goal_run_has_the_run_crashed_and_charged_to_the_goal(tmp_path, db_url):
+    """Real processes: ``roster up`` starts a slow goal run and is killed with SIGKILL mid-run; the next
+    ``roster up`` sweeps the dead process's run as crashed and charges it to the goal (unpriced: what it
+    spent died with it), so a crash loop cannot run a goal past its budget; the goal's turn is not
+    retaken at once, and the audit chain stays intact."""
+    import signal
+    import subprocess
+    import time
+
+    from roster.store.schema import runs
+
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "slow_runner.py").write_text(SLOW_GOAL_RUNNER)
+    runner = json.dumps({"kind": "program", "command": f"{sys.executable} slow_runner.py", "timeout": 120})
+    (root / "roster.yaml").write_text(SPEC.format(company="acme").replace(
+        'ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {create: ["*"]}}',
+        f'ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, reflect: {{cron: null}}, '
+        f'runner: {runner}}}'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")} | {"ROSTER_DB": db_url}
+
+    def roster(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "roster", *args], cwd=root, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    assert roster("apply").returncode == 0
+    assert roster("goal", "add", "ann", "make done.txt", "--check", "test -f done.txt", "--budget-runs", "3",
+                  "--json").returncode == 0
+    up = subprocess.Popen([sys.executable, "-m", "roster", "up", "--no-serve", "--agents", "ann", "--poll", "0.2",
+                           "--lease-seconds", "3"], cwd=root, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    pid_file = root / "runner.pid"
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() and time.monotonic() < deadline:
+            assert up.poll() is None, up.stderr.read() if up.stderr else ""
+            time.sleep(0.1)
+        assert pid_file.exists(), "the goal run never started"
+        up.send_signal(signal.SIGKILL)
+        assert up.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if pid_file.exists():  # the runner's own session outlived roster up: end it too
+            try:
+                os.killpg(int(pid_file.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    store = Store.open(db_url)
+    try:
+        acme = store.company("acme")
+        with store.read() as conn:
+            [(outcome,)] = conn.execute(select(runs.c.outcome).where(runs.c.company_id == "acme",
+                                                                      runs.c.goal_id == 1)).all()
+        assert outcome == "running"  # the dead process never recorded its end
+        again = roster("up", "--once", "--no-serve", "--agents", "ann", "--lease-seconds", "3")
+        assert again.returncode == 0, again.stderr
+        with store.read() as conn:
+            rows = conn.execute(select(runs.c.outcome, runs.c.failure_code).where(
+                runs.c.company_id == "acme", runs.c.goal_id == 1)).all()
+        assert [tuple(r) for r in rows] == [("crashed", "crashed")]  # swept, and no second run this turn
+        goal = acme.get_goal(1, actor="alice")
+        assert (goal.state, goal.spend.runs, goal.spend.unpriced_runs, goal.idle_runs) == ("active", 1, 1, 1)
+        assert acme.verify_audit()[1] is None
+    finally:
+        store.close()
