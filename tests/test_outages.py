@@ -168,3 +168,43 @@ def test_postgresql_connections_killed_under_runs_in_flight_do_not_lose_or_doubl
             assert company.leases() == [] and company.verify_audit()[1] is None
         finally:
             store.close()
+
+
+class SlowQuiet(Slow):
+    """A slow runner woken without a task: it answers with nothing to apply."""
+
+    def run(self, brief):  # noqa: ANN001, ANN201
+        super().run(brief)
+        return RunResult()
+
+
+def test_a_run_without_a_task_whose_end_meets_a_locked_store_is_recorded_at_the_next_cycle(tmp_path):
+    """Found in issue 16's work: a run without a task (a trigger, message, goal or reflection run) whose
+    end met an unavailable store was only logged, so its row stayed ``running`` under a live dispatcher
+    (the crash sweep ends only dead dispatchers' runs). It now waits out the outage like a task run, and
+    past its patience is recorded as failed at the next cycle, with what the runner reported it spent."""
+    store = _store(tmp_path)
+    company = store.company("acme")
+    runner = SlowQuiet(0.5)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"planner": runner}, lease_seconds=30)
+    dispatcher.pipeline.outage_patience = 0.6
+    result: list = []
+    woken = threading.Thread(target=lambda: result.append(
+        dispatcher.run_once("planner", None, trigger="a schedule", context={})))
+    woken.start()
+    wait_for(lambda: runner.started.is_set(), 10, "the run to start")
+    with lock_held(tmp_path / "out.db") as holder:
+        woken.join(timeout=30)  # its end gave up waiting: nothing of it written
+        holder.release()
+    [outcome] = result
+    assert (outcome.outcome, outcome.failure.code) == ("failed", "store-busy")
+    [run] = company.list_runs()
+    assert run.outcome == "running"  # not yet: the store was locked
+    dispatcher.cycle()  # the next cycle records it
+    [run] = company.list_runs()
+    assert (run.outcome, run.failure_category, run.failure_code, run.task_id) == (
+        "failed", "transient", "store-busy", None)
+    assert run.wall_seconds is not None and run.wall_seconds >= 0.5
+    dispatcher.close()
+    assert company.verify_audit()[1] is None
+    store.close()

@@ -53,7 +53,7 @@ from roster.runtime.pipeline import (
     RunState,
     outage_word,
 )
-from roster.runtime.runners import Brief, Runner, make_runner
+from roster.runtime.runners import Brief, Runner, Usage, make_runner
 from roster.runtime.selection import LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Reflections, Triggers
 from roster.store import CompanyStore, Task
@@ -86,11 +86,13 @@ class _Unrecorded:
     """A run whose end the store refused while unavailable: enough to record it later (wall time in s)."""
 
     agent: str
-    task_id: int
+    task_id: int | None  # None: a run without a task (a trigger, message, reflection or goal run)
     run_id: str
-    fencing_token: int
+    fencing_token: int | None
     failure: Failure
     wall_seconds: float
+    usage: Usage = Usage()
+    """What the runner reported it spent (a model's tokens and USD): kept, never recorded as 0."""
 
 
 @dataclass
@@ -667,7 +669,7 @@ class Dispatcher:
             with self._lock:
                 self._unrecorded.append(_Unrecorded(state.agent, state.task.id, state.run_id,
                                                     state.lease.fencing_token, failure,
-                                                    time.monotonic() - state.started))
+                                                    time.monotonic() - state.started, state.usage))
             outcome = Outcome(state.agent, state.task.id, state.run_id, "failed", failure=failure)
         except Exception as exc:  # noqa: BLE001 - a bug in the runtime must not take the worker down
             self.log(f"{state.agent} on task {state.task.id}: the runtime failed: {exc!r}\n{traceback.format_exc()}")
@@ -685,7 +687,16 @@ class Dispatcher:
             outcome = self.pipeline.run_without_task(state, context)
             if fired and outcome.outcome != "stopped":  # a run the kill switch stopped leaves its triggers
                 self.triggers.commit(state.agent, fired)
-        except Exception as exc:  # noqa: BLE001 - an outage or a bug: logged, the triggers fire again
+        except OUTAGES as exc:  # its end is recorded once the store is back; the triggers fire again
+            failure = state.failure or classify(exc)
+            if state.begun and not state.ended:
+                with self._lock:
+                    self._unrecorded.append(_Unrecorded(state.agent, None, state.run_id, None, failure,
+                                                        time.monotonic() - state.started, state.usage))
+            self.log(f"{state.agent} ({state.trigger}): the store is {outage_word(exc)}; the run's end is recorded "
+                     "once it is back")
+            return Outcome(state.agent, None, state.run_id, "failed", failure=failure)
+        except Exception as exc:  # noqa: BLE001 - a bug: logged, the triggers fire again
             self.log(f"{state.agent} ({state.trigger}): the run could not be recorded: {exc!r}")
             return Outcome(state.agent, None, state.run_id, "failed", failure=classify(exc))
         finally:
@@ -794,13 +805,20 @@ class Dispatcher:
                 if not self._unrecorded:
                     return
                 run = self._unrecorded[0]
-            finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6)}
-            self.company.fail_attempt(run.task_id, run.agent, run.failure, max_attempts=self.max_attempts)
-            self.company.end_run(run.run_id, agent=run.agent, task_id=run.task_id, fencing_token=run.fencing_token,
-                                 finish=finish)
+            usage = run.usage
+            finish = {"outcome": "failed", "failure": run.failure, "wall_seconds": round(run.wall_seconds, 6),
+                      "model": usage.model, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+                      "cost_usd": usage.cost_usd}
+            if run.task_id is None:  # no task, no lease, no attempt: only the run's own row
+                self.company.finish_run(run.run_id, **finish)
+            else:
+                self.company.fail_attempt(run.task_id, run.agent, run.failure, max_attempts=self.max_attempts)
+                self.company.end_run(run.run_id, agent=run.agent, task_id=run.task_id,
+                                     fencing_token=run.fencing_token, finish=finish)
             with self._lock:
                 self._unrecorded.pop(0)
-            self.log(f"{run.agent} on task {run.task_id}: run {run.run_id} recorded as failed "
+            where = f"task {run.task_id}" if run.task_id is not None else "no task"
+            self.log(f"{run.agent} on {where}: run {run.run_id} recorded as failed "
                      f"({run.failure.category.value}: {run.failure.message})")
 
     # -- budgets ------------------------------------------------------------------------------------

@@ -107,6 +107,8 @@ class RunState:
     ended: bool = False
     blocked: str | None = None
     usage: Usage = field(default_factory=Usage)
+    begun: bool = False
+    """Whether the run's row was written (``run.start``): an outage after it leaves a row to finish."""
     stop_renewing: Callable[[], None] = lambda: None
     """Stops the lease's renewals (before the transaction that ends the run releases the lease)."""
 
@@ -296,6 +298,7 @@ class RunPipeline:
         state.run_id = self.company.start_run(state.agent, trigger=state.trigger, task_id=None, fencing_token=None,
                                               run_id=state.run_id, dispatcher_id=self.dispatcher_id, goal_id=goal_id,
                                               reflection=reflection)
+        state.begun = True
         state.started = time.monotonic()
         try:
             fired = tuple(context.get("triggers", []))
@@ -324,8 +327,8 @@ class RunPipeline:
             self._failed(state, exc)
             self.log(f"{state.agent} ({state.trigger}): {state.failure.category.value} failure: "
                      f"{state.failure.message}")
-        self._mark_read(state)
-        self.company.finish_run(state.run_id, **state.finish())
+        self._patiently(lambda: self._mark_read(state), state.run_id)
+        self._patiently(lambda: self.company.finish_run(state.run_id, **state.finish()), state.run_id)
         state.ended = True
         return state.outcome_record()
 
