@@ -408,6 +408,12 @@ def test_a_task_a_goal_run_filed_wakes_the_goal_at_once_when_it_finishes(loop):
         assert conn.execute(select(goal_tasks.c.goal_id).where(goal_tasks.c.task_id == filed.id)).scalar() == goal.id
     dispatcher.cycle()
     assert company.get_task(filed.id, actor="alice").state == "done"
+    # the task run's spend is the goal's too, though it is no goal run
+    [task_run] = [r for r in company.list_runs(actor="alice") if r.task_id == filed.id]
+    charged = company.get_goal(goal.id, actor="alice")
+    assert charged.spend.runs == 1 and charged.spend.seconds >= task_run.wall_seconds > 0
+    [linked] = [e for e in company.audit_log(action="goal.spend") if e.data.get("task_run")]
+    assert linked.data["task_run"] == task_run.id
     goal_briefs = [b for b in runner.briefs if "goal" in b]
     dispatcher.cycle()  # the child finished: the goal is due now, not in an hour
     assert len([b for b in runner.briefs if "goal" in b]) == len(goal_briefs) + 1

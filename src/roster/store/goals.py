@@ -332,13 +332,24 @@ class GoalVerbs(CompanyBase):
             return goal
 
     def charge_goal_txn(self, conn: Connection, head: audit.ChainHead, goal_id: int, *, usd: float | None,
-                        tokens: int, seconds: float, changed: bool) -> Goal:
+                        tokens: int, seconds: float, changed: bool, task_run: str | None = None) -> Goal:
         """Charge one goal run inside ``conn``'s transaction (the crash sweep charges a crashed one, as
         unpriced). An active goal whose spend reaches a limit of its budget goes ``exhausted``; one whose
         last ``stall_after`` runs changed nothing goes ``stalled``; either escalates to a human. Its next
         turn is a cadence away, doubled for each run in a row that changed nothing (at most 16
-        cadences): a goal that is getting nowhere backs off. Raises :class:`NotFound`."""
+        cadences): a goal that is getting nowhere backs off. With ``task_run`` (the id of a run on a task
+        filed toward the goal) only the spend is charged: no goal run is counted, and its turn and count
+        of idle runs stay as they were. Raises :class:`NotFound`."""
         row = self._goal_row_txn(conn, goal_id)
+        if task_run is not None:  # a run on a task filed toward the goal: its spend, not a goal run
+            spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds, runs=0)
+            conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == goal_id), {
+                "spent_usd": spend.usd, "spent_tokens": spend.tokens, "spent_seconds": spend.seconds,
+                "unpriced_runs": spend.unpriced_runs, "updated_at": self.store.now()})
+            audit.append(conn, head, ts=self.store.now(), principal=SYSTEM, action="goal.spend",
+                         subject=f"goal:{goal_id}", data={"usd": usd, "tokens": tokens, "seconds": seconds,
+                                                          "task_run": task_run})
+            return self._closed_by_spend_txn(conn, head, goal_id, spend, idle=0)
         spend = goal_from_row(row).spend.plus(usd=usd, tokens=tokens, seconds=seconds)
         idle = 0 if changed else row.idle_runs + 1
         clock = self.store.clock()
@@ -350,6 +361,12 @@ class GoalVerbs(CompanyBase):
             "updated_at": now, "due_at": due})
         audit.append(conn, head, ts=now, principal=SYSTEM, action="goal.spend", subject=f"goal:{goal_id}",
                      data={"usd": usd, "tokens": tokens, "seconds": seconds, "changed": changed})
+        return self._closed_by_spend_txn(conn, head, goal_id, spend, idle=idle)
+
+    def _closed_by_spend_txn(self, conn: Connection, head: audit.ChainHead, goal_id: int, spend: GoalSpend, *,
+                             idle: int) -> Goal:
+        """After a charge: exhaust an active goal whose ``spend`` reached a limit of its budget, or stall one
+        with ``idle`` runs in a row that changed nothing; either escalates. Returns the goal as it is."""
         row = self._goal_row_txn(conn, goal_id)
         limit = exhausted_by(GoalBudget.model_validate_json(row.budget), spend)
         if row.state == "active" and limit is not None:

@@ -21,6 +21,7 @@ from roster.kernel.failures import Failure, backoff_seconds
 from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.goal_links import linked_goal_of_run_txn
 from roster.store.prepared import Prepared
 from roster.store.schema import approval_requests, attempts, runs, tasks
 from roster.store.store import format_ts
@@ -298,6 +299,10 @@ class RunVerbs(CompanyBase):
         _FINISH_RUN.rowcount(conn, {**values, "company": self.company, "run_id": run_id})
         audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
                      data={k: v for k, v in values.items() if k != "ended_at"})
+        goal_id = linked_goal_of_run_txn(conn, self.company, run_id)
+        if goal_id is not None:  # a run on a task filed toward a goal: what it spent is the goal's too
+            self.charge_goal_txn(conn, head, goal_id, usd=cost_usd, tokens=input_tokens + output_tokens,
+                                 seconds=wall_seconds or 0.0, changed=True, task_run=run_id)
 
     def abandon_running(self, *, reason: str) -> int:
         """Mark runs still ``running`` as ``abandoned`` (after a crash: their leases simply expire)."""
