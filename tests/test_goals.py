@@ -588,20 +588,19 @@ print(json.dumps({"memories": [{"text": "made done.txt"}], "rationale": "made it
 """
 
 
-def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tmp_path, db_url):
-    """Real processes end to end: ``roster goal add`` (the check fails: no file yet), then ``roster up
-    --once`` wakes the idle agent for its goal, its command makes the file, and the check run after the
-    goal run meets the goal."""
+def _workspace_with_runner(tmp_path, db_url: str, script: str, *, timeout: float):  # noqa: ANN202
+    """A workspace (the spec applied on ``db_url``) where ann's runner runs ``script`` (at most ``timeout``
+    seconds): its folder, the environment of its processes, and ``roster(*args)`` to run the CLI there."""
     import subprocess
 
     root = tmp_path / "ws"
     root.mkdir()
-    (root / "goal_runner.py").write_text(GOAL_RUNNER)
-    runner = json.dumps({"kind": "program", "command": f"{sys.executable} goal_runner.py", "timeout": 60})
+    (root / "runner.py").write_text(script)
+    runner = json.dumps({"kind": "program", "command": f"{sys.executable} runner.py", "timeout": timeout})
     (root / "roster.yaml").write_text(SPEC.format(company="acme").replace(
         'ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {create: ["*"]}}',
         f'ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {{create: ["*"]}}, '
-        f'runner: {runner}}}'))
+        f'reflect: {{cron: null}}, runner: {runner}}}'))
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")} | {"ROSTER_DB": db_url}
 
     def roster(*args: str) -> subprocess.CompletedProcess:
@@ -609,6 +608,14 @@ def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tm
                               text=True, timeout=120, check=False)
 
     assert roster("apply").returncode == 0
+    return root, env, roster
+
+
+def test_roster_up_runs_a_goal_set_on_the_command_line_until_its_check_passes(tmp_path, db_url):
+    """Real processes end to end: ``roster goal add`` (the check fails: no file yet), then ``roster up
+    --once`` wakes the idle agent for its goal, its command makes the file, and the check run after the
+    goal run meets the goal."""
+    root, _env, roster = _workspace_with_runner(tmp_path, db_url, GOAL_RUNNER, timeout=60)
     added = roster("goal", "add", "ann", "make done.txt", "--check", "test -f done.txt", "--budget-runs", "3",
                    "--json")
     assert added.returncode == 0, added.stderr
@@ -643,21 +650,7 @@ def test_a_roster_up_killed_mid_goal_run_has_the_run_crashed_and_charged_to_the_
 
     from roster.store.schema import runs
 
-    root = tmp_path / "ws"
-    root.mkdir()
-    (root / "slow_runner.py").write_text(SLOW_GOAL_RUNNER)
-    runner = json.dumps({"kind": "program", "command": f"{sys.executable} slow_runner.py", "timeout": 120})
-    (root / "roster.yaml").write_text(SPEC.format(company="acme").replace(
-        'ann: {mission: fix lint, tier: bounded-mutator, reports_to: lead, rights: {create: ["*"]}}',
-        f'ann: {{mission: fix lint, tier: bounded-mutator, reports_to: lead, reflect: {{cron: null}}, '
-        f'runner: {runner}}}'))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")} | {"ROSTER_DB": db_url}
-
-    def roster(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "roster", *args], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=120, check=False)
-
-    assert roster("apply").returncode == 0
+    root, env, roster = _workspace_with_runner(tmp_path, db_url, SLOW_GOAL_RUNNER, timeout=120)
     assert roster("goal", "add", "ann", "make done.txt", "--check", "test -f done.txt", "--budget-runs", "3",
                   "--json").returncode == 0
     up = subprocess.Popen([sys.executable, "-m", "roster", "up", "--no-serve", "--agents", "ann", "--poll", "0.2",

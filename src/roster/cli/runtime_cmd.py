@@ -200,7 +200,10 @@ def _dispatcher(ws: Workspace, lease_seconds: float, max_attempts: int, verbose:
                       agents=only)
 
 
-def _print_outcome(outcome: Outcome) -> None:
+def _print_outcome(outcome: Outcome, as_json: bool = False) -> None:
+    if as_json:
+        emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
+        return
     what = f"-> {outcome.transition}" if outcome.transition else ""
     why = f": {outcome.failure.category.value}: {outcome.failure.message}" if outcome.failure else ""
     where = f"task {outcome.task_id}" if outcome.task_id is not None else "no task"
@@ -293,10 +296,7 @@ def run(
         outcome = dispatcher.run_once(agent, chosen, trigger="manual (roster run)")
     finally:
         dispatcher.close()
-    if as_json:
-        emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
-    else:
-        _print_outcome(outcome)
+    _print_outcome(outcome, as_json)
 
 
 @reports_errors
@@ -325,10 +325,7 @@ def reflect(
         outcome = dispatcher.reflect_once(agent)
     finally:
         dispatcher.close()
-    if as_json:
-        emit_json({**asdict(outcome), "failure": asdict(outcome.failure) if outcome.failure else None})
-    else:
-        _print_outcome(outcome)
+    _print_outcome(outcome, as_json)
 
 
 @reports_errors

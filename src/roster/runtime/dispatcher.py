@@ -472,9 +472,7 @@ class Dispatcher:
         """The message trigger: an agent with unread messages (and no run yet this cycle) wakes to read them."""
         unread = self.company.unread_messages(self._served)
         wanted = [a for a in unread if a not in exclude]
-        missing = [f"agent:{a}" for a in wanted if f"agent:{a}" not in self._runtime_leases]
-        if missing:  # the agent's runtime lease, taken when it has mail: one process wakes it
-            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
+        self._take_agent_leases(wanted)  # taken when it has mail: one process wakes it
         futures = []
         for agent in self._may_wake(wanted, self._current_spec()):
             if self.stopping.is_set():
@@ -499,9 +497,7 @@ class Dispatcher:
                 due[agent] = fired
         if not due:
             return []
-        missing = [f"agent:{a}" for a in due if f"agent:{a}" not in self._runtime_leases]
-        if missing:  # as for messages: the agent's runtime lease, so one process wakes it
-            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
+        self._take_agent_leases(due)  # as for messages: one process wakes it
         futures = []
         for agent in self._may_wake(list(due), spec, beyond_capacity=True):
             if self.stopping.is_set():
@@ -550,9 +546,7 @@ class Dispatcher:
             due.setdefault(goal.agent, goal)
         if not due:
             return []
-        missing = [f"agent:{a}" for a in due if f"agent:{a}" not in self._runtime_leases]
-        if missing:  # as for messages: the agent's runtime lease, so one process wakes it
-            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
+        self._take_agent_leases(due)  # as for messages: one process wakes it
         futures = []
         now = self.company.store.clock()
         for agent in self._may_wake(list(due), spec):
@@ -601,6 +595,13 @@ class Dispatcher:
         except OUTAGES as exc:  # the goal's turn already moved on: it is charged and checked next time
             self.log(f"{state.agent} (goal {goal.id}): not recorded: {exc.message}")
         return outcome
+
+    def _take_agent_leases(self, agents: Iterable[str]) -> None:
+        """Take the runtime lease (``agent:<handle>``) of each of ``agents`` this dispatcher does not hold yet,
+        before waking them without a task: the one process that holds it wakes the agent."""
+        missing = [f"agent:{a}" for a in agents if f"agent:{a}" not in self._runtime_leases]
+        if missing:
+            self._runtime_leases |= self.company.acquire_runtime_leases(self.id, missing, ttl=self.lease_seconds)
 
     def _may_wake(self, agents: list[str], spec: CompanySpec, *, beyond_capacity: bool = False) -> list[str]:
         """Which of ``agents`` this dispatcher may wake without a task now: it holds the agent's runtime

@@ -157,6 +157,13 @@ class CompanyBase:
             raise Denied(handle, "act", "", f"the principal is {principal.status}", ("inactive-principal",))
         return cache.actors[handle]
 
+    def _known_agent(self, cache: CompanyCache, agent: str) -> None:
+        """Raise :class:`NotFound` (listing the company's agents) unless ``agent`` is an agent here."""
+        principal = cache.principals.get(agent)
+        if principal is None or principal.kind != "agent":
+            agents = ", ".join(sorted(h for h, p in cache.principals.items() if p.kind == "agent")) or "none"
+            raise NotFound(f"no agent '{agent}' in company '{self.company}'; agents: {agents}")
+
     def _decide(self, cache: CompanyCache, handle: str, action: str, resource: Resource, transition: str = "",
                 *, state: str | None = None, **facts: bool) -> Decision:
         """THE authorization decision: every store verb's check, :meth:`authorize` and :meth:`decide`

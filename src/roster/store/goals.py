@@ -130,7 +130,7 @@ class GoalVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                self._goal_agent(cache, agent)
+                self._known_agent(cache, agent)
                 self._authorize(cache, who, "goal.set", Resource("principal", agent),
                                 runs_command=check.command is not None,
                                 why="an agent sets goals for itself and for the agents that report to it, checked "
@@ -388,12 +388,6 @@ class GoalVerbs(CompanyBase):
         if row is None:
             raise NotFound(f"no goal {goal_id} in company '{self.company}'; list goals with 'roster goal list'")
         return row
-
-    def _goal_agent(self, cache: CompanyCache, agent: str) -> None:
-        principal = cache.principals.get(agent)
-        if principal is None or principal.kind != "agent":
-            agents = ", ".join(sorted(h for h, p in cache.principals.items() if p.kind == "agent")) or "none"
-            raise NotFound(f"no agent '{agent}' in company '{self.company}' to set a goal for; agents: {agents}")
 
     def _within_agent_budget_txn(self, conn: Connection, cache: CompanyCache, agent: str, budget: GoalBudget) -> None:
         """An agent sets a goal within the budget: for each budget of the goal's agent (``agent:<handle>`` in

@@ -119,7 +119,7 @@ class PlanVerbs(CompanyBase):
             with self.store.write() as conn:
                 head, cache = self._head_txn(conn)
                 who = self._actor(cache, actor)
-                self._plan_agent(cache, agent)
+                self._known_agent(cache, agent)
                 self._authorize(cache, who, "plan.edit", Resource("principal", agent),
                                 why="an agent revises its own plan (its reflection runs) and those of the agents "
                                     "that report to it")
@@ -247,15 +247,9 @@ class PlanVerbs(CompanyBase):
                            "diff_lines": len(version_diff(current, saved).splitlines())})
         return saved
 
-    def _plan_agent(self, cache: CompanyCache, agent: str) -> None:
-        principal = cache.principals.get(agent)
-        if principal is None or principal.kind != "agent":
-            agents = ", ".join(sorted(h for h, p in cache.principals.items() if p.kind == "agent")) or "none"
-            raise NotFound(f"no agent '{agent}' in company '{self.company}'; agents: {agents}")
-
     def _plan_editor_txn(self, cache: CompanyCache, agent: str, actor: ActorRef) -> Actor:
         who = self._actor(cache, actor)
-        self._plan_agent(cache, agent)
+        self._known_agent(cache, agent)
         self._authorize(cache, who, "plan.edit", Resource("principal", agent),
                         why="humans and the agent's manager hold and edit its plan")
         return who
@@ -271,7 +265,7 @@ class PlanVerbs(CompanyBase):
         humans), or else ``plan.edit`` (its manager, who may revise it and so reads what it revises); a
         denial is audited as ``plan.read.rejected``."""
         with self._reading(actor, "plan.read", f"principal:{agent}") as (conn, cache, who):
-            self._plan_agent(cache, agent)
+            self._known_agent(cache, agent)
             if who is not None and not self._decide(cache, who.handle, "plan.edit", Resource("principal", agent)).allowed:
                 self._authorize(cache, who, "profile.read", Resource("principal", agent),
                                 why="an agent reads its own plan and those of its reports; humans read any")
