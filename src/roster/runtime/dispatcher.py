@@ -139,6 +139,7 @@ class Dispatcher:
         self._spec: CompanySpec | None = None
         self.triggers = Triggers(company, workdir=workdir)
         self.reflections = Reflections(company)
+        self._schedules_of: tuple[CompanySpec, list[str], list[tuple[str, str]]] | None = None
         self.context = ContextAssembler(company)
         self.periodic = Periodic(company, RUNTIME)
         self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
@@ -485,16 +486,7 @@ class Dispatcher:
         by default) wakes to revise its plan (:meth:`_run_reflection`), even when its task work fills its
         ``max_concurrent_runs``: one run more a night, so an agent that is always busy still reflects."""
         spec = self._current_spec()
-        now = self.company.store.clock()
-        due: dict[str, Fired] = {}
-        for agent in self._served:
-            me = spec.agents.get(agent)
-            cron = reflection_cron(me.mission, me.reflect) if me is not None else None
-            if cron is None:
-                continue
-            fired = self.reflections.due(agent, cron, now)
-            if fired is not None:
-                due[agent] = fired
+        due = self.reflections.due_many(self._schedules(spec), self.company.store.clock())
         if not due:
             return []
         self._take_agent_leases(due)  # as for messages: one process wakes it
@@ -524,6 +516,19 @@ class Dispatcher:
         if fired is not None and outcome.outcome != "stopped":  # a run the kill switch stopped reflects again
             self.reflections.done(state.agent, fired)
         return outcome
+
+    def _schedules(self, spec: CompanySpec) -> list[tuple[str, str]]:
+        """``(agent, cron)`` of each served agent that reflects, kept while the spec and the served agents
+        are the same (a cycle over thousands of agents asks every time)."""
+        if self._schedules_of is None or self._schedules_of[0] is not spec or self._schedules_of[1] != self._served:
+            pairs = []
+            for agent in self._served:
+                me = spec.agents.get(agent)
+                cron = reflection_cron(me.mission, me.reflect) if me is not None else None
+                if cron is not None:
+                    pairs.append((agent, cron))
+            self._schedules_of = (spec, list(self._served), pairs)
+        return self._schedules_of[2]
 
     def reflect_once(self, agent: str) -> Outcome:
         """A reflection run of ``agent`` now, in this thread (``roster reflect AGENT --now``), whatever its

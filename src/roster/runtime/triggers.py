@@ -127,6 +127,24 @@ class Reflections:
     def __init__(self, company: CompanyStore) -> None:
         self.company = company
         self._next: dict[tuple[str, str], datetime] = {}
+        self._asked: list[tuple[str, str]] = []
+        self._earliest: datetime | None = None
+        """The soonest next slot of the agents last asked about, once all are known: before it, none is due."""
+
+    def due_many(self, schedules: list[tuple[str, str]], now: datetime) -> dict[str, Fired]:
+        """The reflections due now among ``schedules`` (``(agent, cron)`` pairs), by agent. Before the
+        soonest slot of the same schedules, answered without looking at any one of them."""
+        if self._earliest is not None and now < self._earliest and schedules == self._asked:
+            return {}
+        due = {}
+        for agent, cron in schedules:
+            fired = self.due(agent, cron, now)
+            if fired is not None:
+                due[agent] = fired
+        known = [self._next.get((agent, f"reflect:{cron}")) for agent, cron in schedules]
+        self._asked = schedules
+        self._earliest = min(known) if known and not due and all(k is not None for k in known) else None  # type: ignore[type-var]
+        return due
 
     def due(self, agent: str, cron: str, now: datetime) -> Fired | None:
         """The reflection of ``agent`` if a slot of ``cron`` has come (commit it with :meth:`done`)."""
@@ -148,6 +166,7 @@ class Reflections:
     def done(self, agent: str, fired: Fired) -> None:
         """Record that the reflection ``fired`` ran (whatever its outcome): the next is the next slot."""
         self.company.save_trigger_state(agent, fired.key, fired.next_state)
+        self._earliest = None
         cron = fired.key.partition(":")[2]
         self._next[(agent, fired.key)] = croniter(cron, datetime.fromisoformat(fired.next_state.last_fired_at
                                                                                 or "")).get_next(datetime)
