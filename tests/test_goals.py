@@ -451,6 +451,27 @@ def test_a_kpi_reading_that_meets_a_goal_meets_it_at_once_even_while_its_agent_i
     assert [e.action for e in acme.audit_log(action="goal.*")][-2:] == ["goal.check", "goal.met"]
 
 
+def test_a_busy_agents_command_goal_is_checked_on_its_cadence_without_a_run(loop, tmp_path):
+    company, dispatcher, runner, clock = loop
+    runner.results = [{}]  # ann works its task and never finishes it: it always has task work
+    company.create_task(workflow="fix", title="endless", actor="alice")
+    goal = company.set_goal("ann", "the release exists", actor="alice", check=GoalCheck(command="test -f done.txt"),
+                            budget=RUNS5, every_seconds=60)
+    outcomes = dispatcher.cycle()
+    assert sorted(o.outcome for o in outcomes) == ["checked", "succeeded"]  # a task run, and the goal's check
+    checked = company.get_goal(goal.id, actor="alice")
+    assert (checked.state, checked.last_check["exit_code"], checked.spend.runs) == ("active", 1, 0)
+    (tmp_path / "done.txt").write_text("released")  # others' work meets it
+    dispatcher.cycle()
+    assert company.get_goal(goal.id, actor="alice").state == "active"  # not before its cadence
+    clock.advance(60)
+    dispatcher.cycle()
+    met = company.get_goal(goal.id, actor="alice")
+    assert (met.state, met.spend.runs) == ("met", 0)
+    assert not [b for b in runner.briefs if "goal" in b]  # ann was never taken off its task work
+    assert dispatcher.runs_started == len(runner.briefs)  # checks are not runs
+
+
 def test_goal_runs_that_change_nothing_back_off_then_stall(loop):
     company, dispatcher, runner, clock = loop
     runner.results = [{}]  # a run that files nothing, says nothing, remembers nothing

@@ -98,7 +98,7 @@ class _Unrecorded:
 @dataclass
 class _Flight:
     agent: str
-    kind: str  # task, trigger, message, goal, reflection
+    kind: str  # task, trigger, message, goal, reflection, check (a goal's check without a run)
 
 
 class Dispatcher:
@@ -545,14 +545,17 @@ class Dispatcher:
         when the run is taken (:meth:`~roster.store.goals.GoalVerbs.start_goal_run`), and after the run
         by its backoff; so a goal never loops tightly, even if its run fails or is never recorded."""
         spec = self._current_spec()
-        idle = [a for a in self._served if a in spec.agents and a not in exclude and a not in self._with_work]
+        served = [a for a in self._served if a in spec.agents]
         due: dict[str, Goal] = {}
-        for goal in self.company.due_goals(idle):
-            due.setdefault(goal.agent, goal)
-        if not due:
-            return []
-        self._take_agent_leases(due)  # as for messages: one process wakes it
         futures = []
+        for goal in self.company.due_goals(served):
+            if goal.agent not in self._with_work and goal.agent not in exclude:
+                due.setdefault(goal.agent, goal)
+            elif goal.agent in self._with_work and goal.check.command is not None:  # busy: the check keeps its cadence
+                futures += self._start_goal_check(goal)
+        if not due:
+            return futures
+        self._take_agent_leases(due)  # as for messages: one process wakes it
         now = self.company.store.clock()
         for agent in self._may_wake(list(due), spec):
             if self.stopping.is_set():
@@ -569,6 +572,24 @@ class Dispatcher:
             state = RunState(agent, new_run_id(), f"goal {goal.id}: {goal.objective[:120]}", runner)
             futures.append(self._submit(_Flight(agent, "goal"), lambda s=state, g=goal: self._run_goal(s, g)))
         return futures
+
+    def _start_goal_check(self, goal: Goal) -> list[Future]:
+        """The goal's turn without a run, for an agent busy with task work: its command check runs (in a
+        worker thread, counted against ``max_runs``: it is a process) on the goal's cadence, so a goal met
+        by others' work, or by the agent's task work, is closed on time. Returns its future, or none when
+        the turn was taken elsewhere."""
+        if self.max_runs - sum(self.in_flight().values()) <= 0:
+            return []  # no room: the turn stays due for the next cycle
+        taken = self.company.start_goal_run(goal.id)
+        if taken is None:
+            return []
+
+        def check() -> Outcome:
+            checked = check_goal(self.company, taken, workdir=self.workdir)
+            return Outcome(goal.agent, None, None, "checked",
+                           blocked=f"goal {goal.id} met: {checked.reason}" if checked.state == "met" else None)
+
+        return [self._submit(_Flight(f"goal-check:{goal.id}", "check"), check, run=False)]
 
     def _run_goal(self, state: RunState, goal: Goal) -> Outcome:
         """One goal run (in a worker thread): the run, its spend charged to the goal (which may exhaust or
@@ -633,13 +654,16 @@ class Dispatcher:
         kind = "trigger" if fired else "message"
         return self._submit(_Flight(agent, kind), lambda: self._run_without_task(state, context, fired))
 
-    def _submit(self, flight: _Flight, work: Callable[[], Outcome]) -> Future:
+    def _submit(self, flight: _Flight, work: Callable[[], Outcome], *, run: bool = True) -> Future:
+        """Hand ``work`` to a worker thread, counted in flight under ``flight.agent``; a ``run`` (not a
+        goal's check) also counts in ``runs_started`` and for the selection policy."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.max_runs, thread_name_prefix="roster-run")
         with self._lock:
             self._load[flight.agent] += 1
-            self.runs_started += 1
-            self.selection.started(flight.agent)
+            if run:
+                self.runs_started += 1
+                self.selection.started(flight.agent)
             future = self._pool.submit(work)
             self._flights[future] = flight
         future.add_done_callback(self._landed)
@@ -650,6 +674,8 @@ class Dispatcher:
             flight = self._flights.pop(future, None)
             if flight is not None:
                 self._load[flight.agent] -= 1
+                if flight.kind == "check" and not self._load[flight.agent]:
+                    del self._load[flight.agent]  # one key per goal checked: not kept
             if not future.cancelled() and future.exception() is None:
                 self._finished.append(future.result())
         self.wake.set()  # room for another run

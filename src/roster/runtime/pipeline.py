@@ -68,7 +68,8 @@ class JudgmentCall(RosterError):
 class Outcome:
     """What one run did: ``outcome`` is succeeded, failed, waiting (an approval request), stopped (by the
     kill switch while it ran, or a budget before it) or skipped (the task was no longer offered: a lost
-    race, which costs nothing)."""
+    race, which costs nothing); or checked: no run, a goal's check on its cadence while its agent was
+    busy (``blocked`` says when it met the goal)."""
 
     agent: str
     task_id: int | None
