@@ -215,6 +215,19 @@ def test_an_agent_with_a_mission_reflects_nightly_on_its_period_and_writes_its_p
     assert [m["text"] for m in second["memory"]] == ["E501 fixes need the line length setting"]
 
 
+def test_a_reflection_consolidates_its_agents_memory_and_the_next_one_sees_what_went(reflecting):
+    company, dispatcher, runner, clock = reflecting
+    for confidence in (0.5, 0.9):  # the same lesson twice: consolidation keeps the surer one
+        company.remember("wrap long URLs", actor="ann", kind="lesson", confidence=confidence)
+    runner.results = [{"plan": GOOD_OUT}]
+    assert dispatcher.reflect_once("ann").outcome == "succeeded"
+    assert [(e.text, e.confidence) for e in company.list_memory(actor="ann")] == [("wrap long URLs", 0.9)]
+    clock.advance(hours=1)
+    assert dispatcher.reflect_once("ann").outcome == "succeeded"
+    [merged] = runner.briefs[-1]["reflection"]["memory_removed"]
+    assert (merged["action"], merged["by"]) == ("memory.merge", "runtime")
+
+
 def test_agents_without_a_mission_or_with_reflection_off_never_reflect(acme, tmp_path, clock):
     runner = Recorder({"plan": GOOD_OUT})
     dispatcher = Dispatcher(acme, workdir=tmp_path, runners={"quiet": runner, "still": runner},

@@ -153,6 +153,7 @@ def _reflection(reflection: dict[str, Any] | None) -> list[str]:
     for key, title in (("runs", "Your runs in the period"), ("goals", "Your goals"),
                        ("kpis", "Your KPIs (the reading at the period's start and the latest)"),
                        ("memory", "New entries in your memory pad"),
+                       ("memory_removed", "Entries of your memory pad merged, expired or forgotten"),
                        ("approvals", "Your approval requests decided in the period"),
                        ("edits", "Humans' edits of your work in the period"),
                        ("messages", "Messages you received in the period")):

@@ -515,6 +515,14 @@ class Dispatcher:
         outcome = self._run_without_task(state, {"reflection": True}, [])
         if fired is not None and outcome.outcome != "stopped":  # a run the kill switch stopped reflects again
             self.reflections.done(state.agent, fired)
+        if outcome.outcome == "succeeded":  # as it rethinks its plan, its memory is organized: lessons merged
+            try:
+                done = self.company.consolidate_memory(actor=None, pads=[state.agent])
+                if done.merged or done.expired:
+                    self.log(f"{state.agent}: memory consolidated after reflection: {len(done.merged)} group(s) "
+                             f"merged, {len(done.expired)} expired entr(ies) dropped")
+            except OUTAGES as exc:
+                self.log(f"{state.agent}: memory not consolidated after reflection: {exc.message}")
         return outcome
 
     def _schedules(self, spec: CompanySpec) -> list[tuple[str, str]]:

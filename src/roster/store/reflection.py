@@ -9,7 +9,7 @@ first. :meth:`ReflectionVerbs.reflection_brief_txn` reads, in the brief's one re
   the newest :data:`RUNS_SHOWN` with their outcome, failure and cost;
 - its goals: state, spend against budget, the last check;
 - the movement of its KPIs (its own and its workflows'): the reading at the period's start and the latest;
-- its memory pad's new entries;
+- its memory pad's new entries, and those merged, expired or forgotten (``memory_removed``);
 - its approval requests decided in the period (approved, rejected, with the note);
 - human edits of its work: holds, field edits and hand-offs on the tasks it ran in the period;
 - the messages it received in the period.
@@ -56,8 +56,8 @@ class ReflectionVerbs(PlanVerbs):
 
     def reflection_brief_txn(self, conn: Connection, cache: CompanyCache, agent: str, run_id: str) -> dict[str, Any]:
         """The reflection part of the brief of run ``run_id`` of ``agent`` (see the module docstring), as a
-        JSON-ready dict: ``since``, ``plan``, ``runs``, ``goals``, ``kpis``, ``memory``, ``approvals``,
-        ``edits``, ``messages``. A trusted read: the runtime briefs the agent on its own record."""
+        JSON-ready dict: ``since``, ``plan``, ``runs``, ``goals``, ``kpis``, ``memory``, ``memory_removed``,
+        ``approvals``, ``edits``, ``messages``. A trusted read: the runtime briefs the agent on its own record."""
         since = self.reflection_since_txn(conn, agent, run_id)
         period = (runs.c.company_id == self.company, runs.c.agent == agent, runs.c.started_at >= since,
                   runs.c.id != run_id)
@@ -83,6 +83,7 @@ class ReflectionVerbs(PlanVerbs):
                            memory_entries.c.company_id == self.company, memory_entries.c.pad == agent,
                            memory_entries.c.created_at >= since)
                            .order_by(memory_entries.c.id.desc()).limit(ITEMS_SHOWN))],
+            "memory_removed": self._memory_removed_txn(conn, agent, since),
             "approvals": [{"request_id": a.id, "task_id": a.task_id, "transition": a.transition, "tool": a.tool,
                            "status": a.status, "decided_by": a.decided_by, "note": a.note}
                           for a in conn.execute(select(approval_requests).where(
@@ -95,6 +96,17 @@ class ReflectionVerbs(PlanVerbs):
                              messages.c.company_id == self.company, messages.c.recipient == agent,
                              messages.c.created_at >= since).order_by(messages.c.id.desc()).limit(ITEMS_SHOWN))],
         }
+
+    def _memory_removed_txn(self, conn: Connection, agent: str, since: str) -> list[dict[str, Any]]:
+        """Entries of the agent's pad merged, expired or forgotten in the period (its pad's audit events)."""
+        removed = []
+        for event in audit.latest_on(conn, self.company, f"memory:{agent}", ITEMS_SHOWN):
+            if event.ts < since:
+                break
+            if event.action in ("memory.merge", "memory.expire", "memory.forget"):
+                removed.append({"action": event.action, "by": event.principal, "at": event.ts,
+                                "data": json.loads(json.dumps(event.data, default=str))})
+        return removed
 
     def _goals_txn(self, conn: Connection, agent: str, since: str) -> list[dict[str, Any]]:
         """The agent's goals that are open, or were closed in the period."""
