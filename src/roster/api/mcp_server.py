@@ -464,7 +464,8 @@ def create_mcp_server(store: Store, *, token: str | None = None, skills_dir: Pat
 
     @tool(description="Your mission's plan: the current version (priorities, goals linked to KPIs, what you "
                       "stop doing; null before the first) and the newest versions, each with its author, reason "
-                      "and diff against the one before. Another agent's plan is readable by humans only.")
+                      "and diff against the one before. Another agent's plan is readable by humans and by the agent "
+                      "it reports to.")
     def my_plan(agent: str | None = agent_param[2],
                 history: int = Field(default=5, ge=0, le=100, description="How many versions to list, "
                                      "newest first (0: none).")) -> dict[str, Any]:
