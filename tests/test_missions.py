@@ -436,3 +436,22 @@ def test_roster_reflect_now_mission_show_and_a_humans_hold_edit_release(mission_
     assert "-1. " in text and "+1. E501 first" in text and "F401 matters too" in text
     missing = cli("mission", "edit", "ann", "--file", str(cli.workspace / "nope.yaml"), "--reason", "x")
     assert missing.exit_code == 2
+
+
+def test_a_reflection_is_budgeted_like_any_run(databases, tmp_path, clock):
+    spec = SPEC + "budgets:\n  - {scope: 'agent:ann', usd: 1, period: month}\n"
+    store = Store.open(databases("missions_budget"), clock=clock, artifact_root=tmp_path / "art")
+    store.apply(parse_spec(spec), applied_by="alice")
+    company = store.company("acme")
+    runner = Recorder({"plan": GOOD_OUT})
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"ann": runner}, agents=["ann"])
+    try:
+        run = company.start_run("ann", trigger="earlier work", task_id=None, fencing_token=None)
+        company.finish_run(run, outcome="succeeded", cost_usd=1.0)
+        outcome = dispatcher.reflect_once("ann")
+        assert outcome.outcome == "stopped" and "hard stop, budget agent:ann per month" in outcome.blocked
+        assert runner.briefs == [] and company.plan("ann", actor="alice") is None  # no model call, no plan
+        assert company.get_principal("ann").status == "paused"
+    finally:
+        dispatcher.close()
+        store.close()
