@@ -434,6 +434,7 @@ def test_roster_reflect_now_mission_show_and_a_humans_hold_edit_release(mission_
     text = cli("mission", "show", "ann").stdout
     assert text.index("1. E501 first") < text.index("history, newest first")  # the current plan, then the history
     assert "-1. " in text and "+1. E501 first" in text and "F401 matters too" in text
+    assert "[offlinescriptedmodel]reflectedon" in "".join(text.split())  # store text, never console markup
     missing = cli("mission", "edit", "ann", "--file", str(cli.workspace / "nope.yaml"), "--reason", "x")
     assert missing.exit_code == 2
 

@@ -48,22 +48,22 @@ def show(ctx: typer.Context, agent: AGENT,
                    "versions": [{**v.to_dict(), "diff": version_diff(versions[i + 1] if i + 1 < len(versions) else None,
                                                                      v)} for i, v in enumerate(versions)]})
         return
-    console.print(f"mission of {agent}: {mission or '(none)'}", highlight=False)
+    console.print(f"mission of {agent}: {mission or '(none)'}", highlight=False, markup=False)
     console.print(f"reflects: {f'on cron {cron!r} (UTC)' if cron else 'never'}", highlight=False)
     if not versions:
         console.print(f"no plan yet: its first reflection writes one (`roster reflect {agent} --now`)",
                       highlight=False)
         return
-    console.print(f"\nplan {_label(versions[0])}\n", highlight=False)
+    console.print(f"\nplan {_label(versions[0])}\n", highlight=False, markup=False)
     console.print(versions[0].text, highlight=False, markup=False)
     if history:
         console.print("history, newest first:", highlight=False)
     for i, v in enumerate(versions if history else []):
         older = versions[i + 1] if i + 1 < len(versions) else None
         if older is None and v.version > 1:
-            console.print(f"  {_label(v)}", highlight=False)
+            console.print(f"  {_label(v)}", highlight=False, markup=False)
             continue
-        console.print(f"  {_label(v)}", highlight=False)
+        console.print(f"  {_label(v)}", highlight=False, markup=False)
         console.print(version_diff(older, v) or "(no change)", highlight=False, markup=False)
 
 
@@ -103,7 +103,7 @@ def edit(ctx: typer.Context, agent: AGENT,
     if as_json:
         emit_json(saved.to_dict())
         return
-    console.print(f"plan {_label(saved)}", highlight=False)
+    console.print(f"plan {_label(saved)}", highlight=False, markup=False)
 
 
 @app.command("release")
