@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -112,6 +112,13 @@ class GoalCheck(_Model):
         if self.op in (">=", ">"):
             return after > before
         return abs(after - self.target) < abs(before - self.target)
+
+    def kpi_evidence(self, value: float | None, measured_at: str | None) -> tuple[bool, dict[str, Any]]:
+        """Whether a reading ``value`` (``None``: no reading yet) at ``measured_at`` meets the check, and the
+        evidence kept of it: ``kind``, ``kpi``, ``op``, ``target``, ``value``, ``measured_at``."""
+        evidence = {"kind": "kpi", "kpi": self.kpi, "op": self.op, "target": self.target, "value": value,
+                    "measured_at": measured_at}
+        return (value is not None and self.kpi_met(value)), evidence
 
     def kpi_met(self, value: float) -> bool:
         """Whether a reading ``value`` of the check's KPI meets its target."""

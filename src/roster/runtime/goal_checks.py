@@ -39,9 +39,7 @@ def evaluate(check: GoalCheck, *, company: CompanyStore, workdir: Path) -> tuple
     assert check.kpi is not None
     readings = company.kpi_readings(check.kpi, limit=1, actor=None)
     latest = readings[-1] if readings else None
-    evidence = {"kind": "kpi", "kpi": check.kpi, "op": check.op, "target": check.target,
-                "value": latest.value if latest else None, "measured_at": latest.measured_at if latest else None}
-    return (latest is not None and check.kpi_met(latest.value)), evidence
+    return check.kpi_evidence(latest.value if latest else None, latest.measured_at if latest else None)
 
 
 def check_goal(company: CompanyStore, goal: Goal, *, workdir: Path) -> Goal:

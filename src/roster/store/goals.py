@@ -468,10 +468,9 @@ class GoalVerbs(CompanyBase):
             check = GoalCheck.model_validate_json(row.check_spec)
             if check.kpi != kpi:
                 continue
-            if check.kpi_met(value):
-                self._record_check_txn(conn, head, row, {"kind": "kpi", "kpi": kpi, "op": check.op,
-                                                         "target": check.target, "value": value,
-                                                         "measured_at": measured_at, "passed": True})
+            passed, evidence = check.kpi_evidence(value, measured_at)
+            if passed:
+                self._record_check_txn(conn, head, row, {**evidence, "passed": True})
             elif row.state == "active":
                 conn.execute(update(goals).where(goals.c.company_id == self.company, goals.c.id == row.id),
                              {"due_at": measured_at})

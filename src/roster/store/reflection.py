@@ -20,7 +20,6 @@ optional parts further when needed).
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -105,7 +104,7 @@ class ReflectionVerbs(PlanVerbs):
                 break
             if event.action in ("memory.merge", "memory.expire", "memory.forget"):
                 removed.append({"action": event.action, "by": event.principal, "at": event.ts,
-                                "data": json.loads(json.dumps(event.data, default=str))})
+                                "data": dict(event.data)})
         return removed
 
     def _goals_txn(self, conn: Connection, agent: str, since: str) -> list[dict[str, Any]]:
@@ -160,5 +159,5 @@ class ReflectionVerbs(PlanVerbs):
                     break
                 if event.action in EDIT_ACTIONS and event.principal in humans:
                     edits.append({"task_id": task_id, "by": event.principal, "action": event.action, "at": event.ts,
-                                  "data": json.loads(json.dumps(event.data, default=str))})
+                                  "data": dict(event.data)})
         return sorted(edits, key=lambda e: e["at"], reverse=True)[:ITEMS_SHOWN]
