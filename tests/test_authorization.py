@@ -197,6 +197,7 @@ def verb_calls(store: Store, company: CompanyStore):
         ("audit_log", lambda: bob.audit_log(limit=5)),
         ("verify_audit", lambda: bob.verify_audit()),
         ("costs", lambda: bob.costs()),
+        ("fitness", lambda: bob.fitness()),
         ("add_principal", lambda: bob.add_principal("carol", kind="human")),
         ("set_status", lambda: bob.set_status("carol", "paused")),
         ("issue_token", lease("token", lambda: bob.issue_token("builder"))),

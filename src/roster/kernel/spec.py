@@ -347,6 +347,33 @@ class MemoryPolicy(_Model):
     """How often ``roster up`` consolidates every pad (merge duplicates, drop expired); ``null``: never."""
 
 
+class ReviewVolume(_Model):
+    """When an approval edge is flagged in ``roster approvals stats`` (see docs/fitness.md)."""
+
+    min_requests: int = Field(default=20, ge=1)
+    """Decided requests an edge needs in the window before it is judged at all."""
+    over_reviewed_at: float = Field(default=0.98, gt=0, le=1)
+    """Approved share of decided requests at or above which the edge is over-reviewed."""
+    weak_upstream_at: float = Field(default=0.25, gt=0, le=1)
+    """Rejected share of decided requests at or above which the edge's upstream contract is weak."""
+
+
+class FitnessPolicy(_Model):
+    """How fitness is judged and used (see docs/fitness.md)."""
+
+    settle: Duration = "1d"
+    """How long a transition must stick (not reworked, rejected, reverted or followed by a failed check)
+    before it counts as a success; corrections later than this are not counted."""
+    min_outcomes: int = Field(default=10, ge=1)
+    """Settled outcomes a figure needs; below it the answer is "not enough evidence", never a rate."""
+    selection: Literal["least-loaded", "fitness-weighted"] = "least-loaded"
+    """Which agent of a pool gets a task: the least loaded, or one drawn by reputation."""
+    exploration: float = Field(default=0.1, ge=0, le=1)
+    """With ``fitness-weighted``: the share of a pool's tasks that go to the agents with the least
+    evidence, so new agents gather it."""
+    review: ReviewVolume = ReviewVolume()
+
+
 class CompanySpec(_Model):
     """One company: the root of a ``roster.yaml``."""
 
@@ -364,6 +391,7 @@ class CompanySpec(_Model):
     tokens; they extend and override genai-prices' bundled table."""
     limits: Limits = Limits()
     memory: MemoryPolicy = MemoryPolicy()
+    fitness: FitnessPolicy = FitnessPolicy()
 
     def roles(self) -> set[str]:
         return {r for p in (*self.agents.values(), *self.humans.values()) for r in p.roles}

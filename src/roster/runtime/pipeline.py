@@ -107,6 +107,8 @@ class RunState:
     applied: int = 0
     ended: bool = False
     blocked: str | None = None
+    approval_id: int | None = None
+    """The approval request the run's transition opened (outcome ``waiting``)."""
     usage: Usage = field(default_factory=Usage)
     begun: bool = False
     """Whether the run's row was written (``run.start``): an outage after it leaves a row to finish."""
@@ -122,7 +124,8 @@ class RunState:
         usage = self.usage
         return {"outcome": self.outcome, "transition": self.transition, "failure": self.failure,
                 "model": usage.model, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
-                "cost_usd": usage.cost_usd, "wall_seconds": round(time.monotonic() - self.started, 6)}
+                "cost_usd": usage.cost_usd, "wall_seconds": round(time.monotonic() - self.started, 6),
+                "approval_id": self.approval_id}
 
 
 class RunPipeline:
@@ -253,8 +256,9 @@ class RunPipeline:
             self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
                                     writes=result.writes, rationale=result.rationale,
                                     fencing_token=lease.fencing_token, then=ender)
-        except ApprovalPending:
+        except ApprovalPending as pending:
             state.transition, state.outcome = result.transition, "waiting"
+            state.approval_id = pending.request_id
             return
         state.transition, state.outcome = result.transition, "succeeded"
         state.ended = ender is not None  # only once the transition's transaction has committed

@@ -49,6 +49,7 @@ from roster.kernel.rights import Resource
 from roster.kernel.spec import Approval, duration_seconds
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
+from roster.store.corrections import record_rejection_txn
 from roster.store.prepared import Prepared
 from roster.store.schema import approval_requests, tasks
 from roster.store.store import format_ts
@@ -445,6 +446,11 @@ class ApprovalVerbs(CompanyBase):
                 request, who = self._decide_txn(conn, cache, request_id, actor)
                 now = self.store.now()
                 self._set_status_txn(conn, request_id, "rejected", who.handle, note, now)
+                if request.kind == "transition" and request.task_id is not None:
+                    assert cache.spec is not None
+                    record_rejection_txn(conn, self.company, cache.spec, request_id=request_id,
+                                         workflow=request.workflow or "", task_id=request.task_id, by=who.handle,
+                                         note=note, now=now)
                 audit.append(conn, head, ts=now, principal=who.handle, action="approval.reject",
                              subject=f"approval:{request_id}", data={"edge": request.edge, "note": note,
                                                                       "task_id": request.task_id})

@@ -23,6 +23,7 @@ from roster.errors import NotFound, PayloadTooLarge, RosterError, UsageError
 from roster.kernel.names import check_artifact
 from roster.store import audit
 from roster.store.company_base import ActorRef
+from roster.store.corrections import record_artifact_revert_txn
 from roster.store.schema import artifacts
 from roster.store.tasks import Task, TaskVerbs, task_from_row
 
@@ -93,6 +94,10 @@ class ArtifactVerbs(TaskVerbs):
                    "version": latest.version + 1 if latest else 1, "parent_id": latest.id if latest else None,
                    "run_id": run_id}
             artifact_id = write.conn.execute(insert(artifacts), row).inserted_primary_key[0]
+            if latest is not None and write.actor.kind == "human" and write.task.lease_holder == write.actor.handle:
+                record_artifact_revert_txn(write.conn, self.company, write.cache.spec, workflow=write.task.workflow,
+                                           task_id=task_id, run_id=latest.run_id, name=name,
+                                           by=write.actor.handle, now=write.now)
             task_version = self.bump_txn(write)
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
                          action="artifact.record", subject=f"task:{task_id}",

@@ -50,6 +50,7 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "audit_log": ("read",),
     "verify_audit": ("read",),
     "costs": ("read",),
+    "fitness": ("read",),
     # administration
     "add_principal": ("admin",),
     "set_status": ("admin",),

@@ -21,6 +21,7 @@ from roster.store.company_base import Principal
 from roster.store.costs import CostVerbs
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
+from roster.store.fitness import DEFAULT_WINDOW, FitnessVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.goals import GoalVerbs
 from roster.store.plans import DEFAULT_PLAN_HOLD_SECONDS
@@ -69,7 +70,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -98,7 +99,7 @@ class Session:
         "edit_fields", "handoff",
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
         "set_goal", "get_goal", "list_goals", "move_goal", "presence",
-        "plan", "plan_history", "revise_plan", "hold_plan", "release_plan",
+        "plan", "plan_history", "revise_plan", "hold_plan", "release_plan", "fitness",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -283,6 +284,10 @@ class Session:
     def presence(self, *, days: int = 1) -> dict[str, Any]:
         """:meth:`CompanyStore.presence`, as :attr:`principal`."""
         return self._company.presence(days=days, actor=self.principal)
+
+    def fitness(self, *, window_seconds: int = DEFAULT_WINDOW, agent: str | None = None) -> dict[str, Any]:
+        """:meth:`CompanyStore.fitness`, as :attr:`principal`."""
+        return self._company.fitness(window_seconds=window_seconds, agent=agent, actor=self.principal)
 
     def plan(self, agent: str) -> PlanVersion | None:
         """:meth:`CompanyStore.plan`, as :attr:`principal`."""

@@ -26,6 +26,7 @@ from roster.kernel.rights import Resource
 from roster.store import audit
 from roster.store.artifacts import MAX_DIFF_LINES, ArtifactRecord, artifact_record, unified_diff
 from roster.store.company_base import ActorRef, CompanyCache
+from roster.store.corrections import record_revert_txn
 from roster.store.delegation import DelegationVerbs
 from roster.store.dialects import Dialect
 from roster.store.leases import Lease
@@ -140,6 +141,10 @@ class HandoffVerbs(DelegationVerbs):
                 write.conn.execute(
                     tasks.update().where(tasks.c.company_id == self.company, tasks.c.id == task_id),
                     {"fields": dump_json(new_fields), "version": version, "updated_at": write.now})
+                if write.actor.kind == "human":  # a human's edit under a hold reverts what an agent wrote
+                    assert write.cache.spec is not None
+                    record_revert_txn(write.conn, self.company, write.cache.spec, workflow=task.workflow,
+                                      task_id=task_id, fields=sorted(writes), by=write.actor.handle, now=write.now)
                 audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle,
                              action="task.edit", subject=f"task:{task_id}",
                              data={"writes": writes, "note": note, "version": version})

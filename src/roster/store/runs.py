@@ -31,7 +31,7 @@ _ATTEMPTS_OF = Prepared(select(attempts).where(attempts.c.company_id == bindpara
                                                attempts.c.task_id == bindparam("task_id"))
                         .order_by(attempts.c.agent))
 _FINISH_COLUMNS = ("ended_at", "outcome", "transition", "model", "input_tokens", "output_tokens", "cost_usd",
-                   "wall_seconds", "failure_category", "failure_code", "failure_message")
+                   "wall_seconds", "failure_category", "failure_code", "failure_message", "approval_id")
 _FINISH_RUN = Prepared(update(runs).where(runs.c.company_id == bindparam("company"), runs.c.id == bindparam("run_id"))
                        .values({name: bindparam(name) for name in _FINISH_COLUMNS}))
 _START_COLUMNS = ("company_id", "id", "agent", "trigger", "task_id", "fencing_token", "attempt", "started_at", "outcome",
@@ -270,20 +270,23 @@ class RunVerbs(CompanyBase):
 
     def finish_run(self, run_id: str, *, outcome: str, transition: str | None = None,
                    failure: Failure | None = None, model: str | None = None, input_tokens: int = 0,
-                   output_tokens: int = 0, cost_usd: float | None = 0.0, wall_seconds: float | None = None) -> None:
+                   output_tokens: int = 0, cost_usd: float | None = 0.0, wall_seconds: float | None = None,
+                   approval_id: int | None = None) -> None:
         """Record how a run ended (``run.finish``): outcome, failure, model usage (tokens, USD: ``None`` when the
-        run could not be priced, kept as unknown), wall time (s)."""
+        run could not be priced, kept as unknown), wall time (s), and the approval request its transition
+        opened (``approval_id``, outcome ``waiting``)."""
         with self.store.write() as conn:
             head, _ = self._head_txn(conn)
             self.finish_run_txn(conn, head, run_id, outcome=outcome, transition=transition, failure=failure,
                                  model=model, input_tokens=input_tokens, output_tokens=output_tokens,
-                                 cost_usd=cost_usd, wall_seconds=wall_seconds)
+                                 cost_usd=cost_usd, wall_seconds=wall_seconds, approval_id=approval_id)
             audit.save_head(conn, head)
 
     def finish_run_txn(self, conn: Connection, head: audit.ChainHead, run_id: str, *, outcome: str,
                         transition: str | None = None, failure: Failure | None = None, model: str | None = None,
                         input_tokens: int = 0, output_tokens: int = 0, cost_usd: float | None = 0.0,
-                        wall_seconds: float | None = None, agent: str | None = None) -> None:
+                        wall_seconds: float | None = None, agent: str | None = None,
+                        approval_id: int | None = None) -> None:
         """The ``run.finish`` bookkeeping in ``conn``'s transaction (``agent``: the run's, when the caller
         knows it; otherwise it is read)."""
         now = self.store.now()
@@ -295,10 +298,11 @@ class RunVerbs(CompanyBase):
                   "wall_seconds": wall_seconds,
                   "failure_category": failure.category.value if failure else None,
                   "failure_code": failure.code if failure else None,
-                  "failure_message": failure.message if failure else None}
+                  "failure_message": failure.message if failure else None, "approval_id": approval_id}
         _FINISH_RUN.rowcount(conn, {**values, "company": self.company, "run_id": run_id})
         audit.append(conn, head, ts=now, principal=agent or "system", action="run.finish", subject=f"run:{run_id}",
-                     data={k: v for k, v in values.items() if k != "ended_at"})
+                     data={k: v for k, v in values.items()
+                           if k != "ended_at" and (k != "approval_id" or v is not None)})
         goal_id = linked_goal_of_run_txn(conn, self.company, run_id)
         if goal_id is not None:  # a run on a task filed toward a goal: what it spent is the goal's too
             self.charge_goal_txn(conn, head, goal_id, usd=cost_usd, tokens=input_tokens + output_tokens,

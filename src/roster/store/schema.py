@@ -226,10 +226,37 @@ runs = Table(
     Column("dispatcher_id", String(32), nullable=True),  # the roster up process that ran it (dispatchers)
     Column("goal_id", Integer, nullable=True),  # the goal the run worked toward (0017): its spend is the goal's
     Column("reflection", Boolean, nullable=False, server_default="0"),  # a reflection run (0018)
+    # Fitness (0019): the approval request a run's transition opened (outcome 'waiting'), and when its
+    # transition was first corrected within the settle window (see corrections): NULL, it stuck so far.
+    Column("approval_id", Integer, nullable=True),
+    Column("corrected_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
     Index(None, "company_id", "outcome", "agent"),  # runs in flight: per agent at claim, the sweep, status
+    Index(None, "company_id", "started_at"),  # a window of runs: fitness, costs since, the reflection's period
+)
+
+corrections = Table(
+    "corrections",
+    metadata,
+    # One row per event that corrected an agent's transition within the settle window (0019): the task
+    # came back to the state the transition left (rework), its approval request was rejected (rejected), a
+    # human edited under a hold what it wrote (reverted), or a check failed on its result (check_failed).
+    # Derived from audited actions in their own transactions; the correction burden of fitness counts them.
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("agent", HANDLE, nullable=False),
+    Column("workflow", HANDLE, nullable=False),
+    Column("task_id", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("by", HANDLE, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    Index(None, "company_id", "at"),
+    Index(None, "company_id", "run_id"),
 )
 
 dispatchers = Table(

@@ -38,6 +38,7 @@ from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, recorded_handle
+from roster.store.corrections import record_failed_check_txn, record_return_txn
 from roster.store.goal_links import wake_goal_of_task_txn
 from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
@@ -324,6 +325,9 @@ class TaskVerbs(CompanyBase):
             data.update(approved_by=approver.handle, approval_request=request_id)
         audit.append(conn, head, ts=now, principal=who.handle, action="task.transition", subject=f"task:{task_id}",
                      data=data)
+        assert cache.spec is not None
+        record_return_txn(conn, self.company, cache.spec, workflow=task.workflow, task_id=task_id, left=task.state,
+                          entered=transition.to, by=who.handle, transition=name, now=now)
         if transition.to in machine.terminal:  # a task filed toward a goal finished: the goal looks again now
             wake_goal_of_task_txn(conn, self.company, task_id, now)
         stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
@@ -484,6 +488,11 @@ class TaskVerbs(CompanyBase):
                 "company_id": self.company, "task_id": task_id, "name": name, "passed": passed, "detail": detail,
                 "recorded_by": write.actor.handle, "created_at": write.now})
             version = self.bump_txn(write)
+            if not passed:
+                assert write.cache.spec is not None
+                record_failed_check_txn(write.conn, self.company, write.cache.spec, workflow=write.task.workflow,
+                                        task_id=task_id, state=write.task.state, check=name,
+                                        by=write.actor.handle, now=write.now)
             audit.append(write.conn, write.head, ts=write.now, principal=write.actor.handle, action="check.record",
                          subject=f"task:{task_id}",
                          data={"name": name, "passed": passed, "detail": detail, "version": version})
