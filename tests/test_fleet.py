@@ -178,8 +178,8 @@ def test_the_selection_policy_is_a_hook_that_picks_the_agent_of_a_pool(pool_stor
     class Favourite(LeastLoaded):
         name = "favourite"
 
-        def choose(self, task, agents, load):  # noqa: ANN001, ANN201
-            return "p3" if "p3" in agents else super().choose(task, agents, load)
+        def choose(self, task, agents, load, offered=()):  # noqa: ANN001, ANN201
+            return "p3" if "p3" in agents else super().choose(task, agents, load, offered)
 
     pool_store.apply(parse_spec(POOL.replace("p3: {roles: [planner],", "p3: {max_concurrent_runs: 5, roles: [planner],")),
                      applied_by="alice")

@@ -54,7 +54,7 @@ from roster.runtime.pipeline import (
     outage_word,
 )
 from roster.runtime.runners import Brief, Runner, Usage, make_runner
-from roster.runtime.selection import LeastLoaded, SelectionPolicy
+from roster.runtime.selection import FromSpec, LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Reflections, Triggers
 from roster.store import CompanyStore, Task
 from roster.store.costs import BudgetStatus
@@ -105,7 +105,7 @@ class Dispatcher:
     """Runs a company's agents (see the module docstring). ``runners`` overrides the spec's runner per
     agent (tests, embedding); ``max_runs`` bounds runs in flight (default :func:`default_max_runs`);
     ``agents`` limits this dispatcher to some agents, by handle or ``role:<role>``; ``selection`` is the
-    pool's :class:`SelectionPolicy`."""
+    pool's :class:`SelectionPolicy` (default: the one the spec's ``fitness.selection`` names)."""
 
     def __init__(self, company: CompanyStore, *, workdir: Path, lease_seconds: float = DEFAULT_LEASE_SECONDS,
                  max_attempts: int = DEFAULT_MAX_ATTEMPTS, runners: dict[str, Runner] | None = None,
@@ -123,7 +123,7 @@ class Dispatcher:
         if self.max_runs < 1:
             raise UsageError(f"--max-runs must be at least 1, not {self.max_runs}")
         self.only = sorted(set(agents)) if agents is not None else None
-        self.selection: SelectionPolicy = selection or LeastLoaded()
+        self.selection: SelectionPolicy = selection or FromSpec(company)
         self._injected: dict[str, Runner] = dict(runners or {})
         self._made: dict[str, Runner | None] = {}
         self._idle: dict[str, list[Runner]] = {}
@@ -402,7 +402,9 @@ class Dispatcher:
             eligible = [a for a in agents if room.get(a, 0) > 0]
             if not eligible:
                 continue
-            agent = self.selection.choose(task, eligible, load)
+            agent = self.selection.choose(task, eligible, load, offered=agents)
+            if agent is None:  # the policy leaves it for a busy agent (fitness-weighted shares)
+                continue
             chosen.append((task, agent))
             room[agent] -= 1
             load[agent] += 1

@@ -42,7 +42,10 @@ def settle_cutoff(spec: CompanySpec, now: str) -> str:
 
 
 def _latest_run(conn: Connection, company: str, task_id: int, transitions: list[str], cutoff: str,
-                not_by: str | None = None) -> object | None:
+                not_by: str | None = None, once: str | None = None) -> object | None:
+    """The latest run on the task that made (or asked for) one of ``transitions`` and ended since
+    ``cutoff``; not ``not_by``'s; with ``once``, not one already corrected by that kind (a transition is
+    undone once: this keeps two runs ending in the same microsecond apart)."""
     if not transitions:
         return None
     query = (select(runs.c.id, runs.c.agent).where(
@@ -51,6 +54,9 @@ def _latest_run(conn: Connection, company: str, task_id: int, transitions: list[
         .order_by(runs.c.ended_at.desc()).limit(1))
     if not_by is not None:
         query = query.where(runs.c.agent != not_by)
+    if once is not None:
+        query = query.where(runs.c.id.not_in(select(corrections.c.run_id).where(
+            corrections.c.company_id == company, corrections.c.task_id == task_id, corrections.c.kind == once)))
     return conn.execute(query).first()
 
 
@@ -75,7 +81,7 @@ def record_return_txn(conn: Connection, company: str, spec: CompanySpec, *, work
     if steps.get(entered, _FAR) >= steps.get(left, _FAR):
         return
     leaving = [n for n, t in flow.transitions.items() if entered in t.from_]
-    run = _latest_run(conn, company, task_id, leaving, settle_cutoff(spec, now))
+    run = _latest_run(conn, company, task_id, leaving, settle_cutoff(spec, now), once="rework")
     if run is not None:
         _record(conn, company, run, workflow=workflow, task_id=task_id, kind="rework", by=by,
                 detail=f"'{transition}' by {by} moved the task back from '{left}' to '{entered}'", now=now)

@@ -49,23 +49,39 @@ class EscalationVerbs(CompanyBase):
     """Escalations (mixed into ``CompanyStore``)."""
 
     def find_peer(self, task_id: int, *, exclude: str) -> str | None:
-        """Another active agent whose role fits: it may take (rights and the contract's ``by``) one of
-        the transitions that ``exclude`` could take from the task's current state, and it is not blocked
-        on the task itself. ``None`` if there is none."""
+        """The fittest other active agent whose role fits: it may take (rights and the contract's ``by``)
+        one of the transitions that ``exclude`` could take from the task's current state, and it is not
+        blocked on the task itself; among those, the best reputation on the task's workflow (30 days,
+        :meth:`reputations_txn`), then the handle. ``None`` if there is none."""
+        found = self._fittest_peer(task_id, exclude=exclude)
+        return found[0] if found else None
+
+    def _fittest_peer(self, task_id: int, *, exclude: str) -> tuple[str, str] | None:
+        """:meth:`find_peer` and why it was picked, for the escalation's reason."""
         task = self.get_task(task_id)
         with self.store.read() as conn:
             cache = self.current_txn(conn)
             blocked = set(conn.scalars(select(attempts.c.agent).where(
                 attempts.c.company_id == self.company, attempts.c.task_id == task_id,
                 attempts.c.blocked_reason.is_not(None))))
-        wanted = self._transitions_from(cache, exclude, task.workflow, task.state)
-        for handle in sorted(cache.principals):
-            principal = cache.principals[handle]
-            if handle == exclude or handle in blocked or principal.kind != "agent" or principal.status != "active":
-                continue
-            if wanted & self._transitions_from(cache, handle, task.workflow, task.state):
-                return handle
-        return None
+            wanted = self._transitions_from(cache, exclude, task.workflow, task.state)
+            eligible = [handle for handle in sorted(cache.principals)
+                        if handle != exclude and handle not in blocked and cache.principals[handle].kind == "agent"
+                        and cache.principals[handle].status == "active"
+                        and wanted & self._transitions_from(cache, handle, task.workflow, task.state)]
+            if not eligible:
+                return None
+            assert cache.spec is not None
+            known = self.reputations_txn(conn, cache.spec, workflow=task.workflow, agents=eligible)
+        scored = [(known.get((h, task.workflow), {}).get("score", 0.0), h) for h in eligible]
+        score, peer = min(scored, key=lambda s: (-s[0], s[1]))
+        if len(eligible) == 1:
+            return peer, "the only eligible peer"
+        rep = known.get((peer, task.workflow))
+        if not score or rep is None:
+            return peer, f"no eligible peer has a record on {task.workflow} yet: the first of {len(eligible)}"
+        return peer, (f"the fittest of {len(eligible)} eligible peers on {task.workflow}: {rep['successes']} of "
+                      f"{rep['outcomes']} settled outcome(s) stuck (reputation {score:.2f})")
 
     def _transitions_from(self, cache, agent: str, workflow: str, state: str) -> set[str]:  # noqa: ANN001
         wf = cache.spec.workflows.get(workflow)
@@ -80,9 +96,9 @@ class EscalationVerbs(CompanyBase):
     def escalate(self, task_id: int, *, from_agent: str, category: str, reason: str) -> Escalation:
         """Take the next step up the ladder for ``from_agent``'s failure on the task: a peer if one fits
         (never for governance failures), else a human. Recorded and audited."""
-        peer = None if category == "governance" else self.find_peer(task_id, exclude=from_agent)
-        step, to = ("peer", peer) if peer else ("human", "human")
-        why = reason if step == "peer" else (
+        found = None if category == "governance" else self._fittest_peer(task_id, exclude=from_agent)
+        step, to = ("peer", found[0]) if found else ("human", "human")
+        why = f"{reason} (routed to {to}: {found[1]})" if found else (
             f"governance failure, straight to a human: {reason}" if category == "governance"
             else f"no peer can take it: {reason}")
         with self.store.write() as conn:

@@ -27,6 +27,9 @@ from roster.store.store import format_ts
 DEFAULT_WINDOW = 7 * 86400
 """Seconds of the default window (7 days); ``roster fitness --window 30d`` widens it."""
 
+REPUTATION_WINDOW = 30 * 86400
+"""Seconds of history reputation reads (30 days): routing and the ladder look further back than a report."""
+
 _NOBODYS = frozenset({"running", "stopped", "checked"})
 """Run outcomes that are nobody's outcome: not ended, stopped by a kill switch, budget or hold, or a
 goal's check without a run."""
@@ -76,9 +79,34 @@ class FitnessVerbs(CompanyBase):
         return {"since": since, "until": until, "window_seconds": window_seconds, "settle": spec.fitness.settle,
                 "min_outcomes": least, "agents": agents, "models": models}
 
+    def reputations_txn(self, conn: Connection, spec: CompanySpec, *, workflow: str | None = None,
+                        agents: list[str] | None = None,
+                        window_seconds: int = REPUTATION_WINDOW) -> dict[tuple[str, str], dict[str, Any]]:
+        """Reputation per (agent, workflow) over the last ``window_seconds`` (default 30 days), trusted,
+        inside ``conn``'s transaction: ``{"outcomes", "successes", "score", "success_rate",
+        "usd_per_success", "enough"}``. ``score`` (0..1) is the Wilson lower bound of the success rate
+        (:func:`roster.kernel.fitness.lower_bound`), so little evidence ranks low; ``success_rate`` and
+        ``usd_per_success`` are ``None`` below ``fitness.min_outcomes`` (or when unknown). ``workflow``
+        and ``agents`` narrow the read (the escalation ladder asks about a few peers on one workflow)."""
+        now = self.store.clock()
+        since = format_ts(now - timedelta(seconds=window_seconds))
+        settled_before = format_ts(now - timedelta(seconds=duration_seconds(spec.fitness.settle)))
+        tallies = _Tallies()
+        self._tally_runs_txn(conn, spec, tallies, since, settled_before, agents, workflow=workflow)
+        least = spec.fitness.min_outcomes
+        found = {}
+        for key, tally in tallies.workflows.items():
+            fig = figures(tally, min_outcomes=least)
+            found[key] = {"outcomes": fig["evidence"], "successes": fig["successes"], "score": fig["reputation"],
+                          "success_rate": fig["success_rate"], "usd_per_success": fig["usd_per_success"],
+                          "enough": fig["enough"]}
+        return found
+
     def _tally_runs_txn(self, conn: Connection, spec: CompanySpec, tallies: _Tallies, since: str,
-                        settled_before: str, agent: str | None) -> dict[tuple[str, str], list[str]]:
-        """One pass over the window's ended runs; returns when each (agent, workflow) succeeded."""
+                        settled_before: str, agent: str | list[str] | None, *,
+                        workflow: str | None = None) -> dict[tuple[str, str], list[str]]:
+        """One pass over the window's ended runs (of ``agent``, one or several, and on ``workflow``, if
+        given); returns when each (agent, workflow) succeeded."""
         query = (select(runs.c.agent, tasks.c.workflow, runs.c.model, runs.c.outcome, runs.c.failure_code,
                         runs.c.transition, runs.c.corrected_at, runs.c.ended_at, approval_requests.c.status,
                         runs.c.cost_usd, runs.c.input_tokens + runs.c.output_tokens, runs.c.wall_seconds,
@@ -88,8 +116,12 @@ class FitnessVerbs(CompanyBase):
                               .outerjoin(approval_requests, and_(approval_requests.c.company_id == runs.c.company_id,
                                                                  approval_requests.c.id == runs.c.approval_id)))
                  .where(runs.c.company_id == self.company, runs.c.started_at >= since, runs.c.outcome != "running"))
-        if agent is not None:
+        if isinstance(agent, str):
             query = query.where(runs.c.agent == agent)
+        elif agent is not None:
+            query = query.where(runs.c.agent.in_(agent))
+        if workflow is not None:
+            query = query.where(tasks.c.workflow == workflow)
         succeeded_at: dict[tuple[str, str], list[str]] = defaultdict(list)
         runner_kinds = {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
         for (who, workflow, model, outcome, code, transition, corrected, ended, status, cost, tokens, seconds,
