@@ -252,3 +252,50 @@ def test_fitness_is_refused_to_an_agent_without_company_read(lane):
     with pytest.raises(Denied):
         lane.fitness(actor="b1")
     assert lane.fitness(actor="alice")["agents"] == []
+
+
+# -- the command line ----------------------------------------------------------------------------------
+
+
+def test_roster_fitness_reports_compares_and_refuses_a_bad_window(cli, db_url, monkeypatch, tmp_path):
+    """Work done two hours ago (a store opened on a clock set back) has settled by the time the CLI reads
+    it with the real clock."""
+    from datetime import UTC, datetime, timedelta
+
+    from conftest import ManualClock
+
+    from roster.store import Store
+
+    (cli.workspace / "roster.yaml").write_text(LANE)
+    monkeypatch.setenv("ROSTER_DB", db_url)
+    assert cli("apply").exit_code == 0
+    store = Store.open(db_url, clock=ManualClock(datetime.now(UTC) - timedelta(hours=2)),
+                       artifact_root=tmp_path / "art")
+    company = store.company("acme")
+    qa_once.reworked = set()  # type: ignore[attr-defined]
+    for i in range(6):
+        company.create_task(workflow="fix", title=f"fix {i}", actor="alice")
+    runners = {"b1": Scripted(build("good"), Usage(model="acme:big", cost_usd=0.02)),
+               "b2": Scripted(build("bad"), Usage(model="acme:small", cost_usd=0.005)), "qa": Scripted(qa_once)}
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners=runners, agents=["b1", "b2", "qa"])
+    drain(dispatcher)
+    dispatcher.close()
+    store.close()
+
+    report = js(cli("fitness", "--json"))
+    agents = {a["agent"]: a for a in report["agents"]}
+    assert set(agents) == {"b1", "b2", "qa"} and agents["b2"]["burden"]["rework"] >= 1
+    assert agents["b1"]["success_rate"] == 1.0 and agents["b1"]["usd_per_success"] == pytest.approx(0.02)
+    text = ok(cli("fitness", "b2"))
+    assert "b2 on fix" in text and "build:" in text and "stuck" in text and "rework" in text
+    side = js(cli("fitness", "--compare", "b1", "b2", "--json"))["compare"]
+    assert [s["name"] for s in side] == ["b1", "b2"] and side[0]["success_rate"] > side[1]["success_rate"]
+    models = js(cli("fitness", "--compare", "acme:big", "acme:small", "--json"))["compare"]
+    assert [m["kind"] for m in models] == ["model", "model"]
+    assert "USD/success" in ok(cli("fitness", "--compare", "b1", "b2"))
+    bad = cli("fitness", "--window", "a week")
+    assert bad.exit_code == 2 and "is not a duration" in bad.output
+    unknown = cli("fitness", "--compare", "b1", "nobody")
+    assert unknown.exit_code == 2 and "has no runs in the window" in unknown.output
+    missing = cli("fitness", "ghost")
+    assert missing.exit_code != 0 and "ghost" in missing.output

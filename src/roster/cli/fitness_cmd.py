@@ -1,0 +1,124 @@
+"""``roster fitness``: each agent's fitness from the record, and two agents or models side by side."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from roster.cli.context import console, emit_json, reports_errors, workspace
+from roster.errors import NotFound, UsageError
+
+JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+_WINDOW = re.compile(r"^[1-9][0-9]*[dhm]$")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("fitness")(fitness)
+
+
+def window_seconds(text: str) -> int:
+    """Seconds in a window such as ``7d``, ``30d`` or ``12h``; a :class:`UsageError` saying what is
+    accepted otherwise."""
+    if not _WINDOW.match(text):
+        raise UsageError(f"--window {text!r} is not a duration: use a whole number and d, h or m, e.g. 7d or 30d")
+    return int(text[:-1]) * {"d": 86400, "h": 3600, "m": 60}[text[-1]]
+
+
+@reports_errors
+def fitness(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Argument(help="One agent: its workflows, transitions and KPIs.")] = None,
+    window: Annotated[str, typer.Option("--window", help="How far back: 7d, 30d, 12h.")] = "7d",
+    compare: Annotated[tuple[str, str] | None, typer.Option(
+        "--compare", help="Two agents, or two models or runners, side by side: success, cost per success, "
+                          "correction burden, latency.")] = None,
+    as_json: JSON = False,
+) -> None:
+    """Fitness per agent, from the record, never self-reported: success rate (transitions that stuck
+    through the settle window), cost per successful outcome in USD and tokens, correction burden by kind,
+    latency p50/p95 and KPI movement after its successes (attribution, not causation). Each figure
+    carries its evidence (settled outcomes); below the spec's fitness.min_outcomes it says "not enough
+    evidence". Definitions: docs/fitness.md."""
+    session = workspace(ctx).session()
+    report = session.fitness(window_seconds=window_seconds(window), agent=agent if compare is None else None)
+    if compare is not None:
+        sides = [_side(report, name) for name in compare]
+        if as_json:
+            emit_json({"since": report["since"], "until": report["until"], "compare": sides})
+        else:
+            _print_compare(sides, window)
+        return
+    if agent is not None and not report["agents"]:
+        if agent not in session.spec().agents:
+            raise NotFound(f"no agent '{agent}' in the spec; `roster fitness` lists those with runs")
+    if as_json:
+        emit_json(report)
+        return
+    console.print(f"fitness since {report['since']} ({window}); a transition counts once it stuck for "
+                  f"{report['settle']}; figures need {report['min_outcomes']} settled outcome(s)", highlight=False)
+    if not report["agents"]:
+        console.print("no runs in the window")
+        return
+    table = Table("agent", "evidence", "success", "USD/success", "tokens/success", "burden", "p50 s", "p95 s",
+                  "reputation", box=None)
+    for a in report["agents"]:
+        table.add_row(a["agent"], *_cells(a))
+    console.print(table)
+    if agent is not None:
+        for a in report["agents"]:
+            _print_agent(a)
+    if report["models"]:
+        table = Table("model or runner", "evidence", "success", "USD/success", "tokens/success", "burden", "p50 s",
+                      "p95 s", "reputation", box=None, title="per model or runner", title_justify="left")
+        for m in report["models"]:
+            table.add_row(m["model"], *_cells(m))
+        console.print(table)
+
+
+def _side(report: dict[str, Any], name: str) -> dict[str, Any]:
+    for a in report["agents"]:
+        if a["agent"] == name:
+            return {"name": name, "kind": "agent", **{k: v for k, v in a.items() if k != "workflows"}}
+    for m in report["models"]:
+        if m["model"] == name:
+            return {"name": name, "kind": "model", **m}
+    known = [a["agent"] for a in report["agents"]] + [m["model"] for m in report["models"]]
+    raise UsageError(f"--compare: {name!r} has no runs in the window; agents and models with runs: "
+                     f"{', '.join(known) or 'none'}")
+
+
+def _cells(fig: dict[str, Any]) -> list[str]:
+    burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fig["burden"].items() if n) or "-"
+    if fig["enough"]:
+        success = f"{fig['success_rate']:.0%} ({fig['successes']}/{fig['evidence']})"
+        usd = (f"{fig['usd_per_success']:.4f}" if fig["usd_per_success"] is not None
+               else "unknown" if fig["unpriced_runs"] else "-")
+        tokens = f"{fig['tokens_per_success']:g}" if fig["tokens_per_success"] is not None else "-"
+    else:
+        success, usd, tokens = f"not enough evidence ({fig['evidence']})", "-", "-"
+    seconds = [f"{fig[k]:g}" if fig[k] is not None else "-" for k in ("p50_seconds", "p95_seconds")]
+    return [str(fig["evidence"]), success, usd, tokens, burden, *seconds, f"{fig['reputation']:.2f}"]
+
+
+def _print_agent(a: dict[str, Any]) -> None:
+    for w in a["workflows"]:
+        console.print(f"\n{a['agent']} on {w['workflow']}: " + " · ".join(_cells(w)[1:2] + [
+            f"{t['transition']}: {t['successes']} of {t['outcomes']} stuck (reputation {t['reputation']:.2f})"
+            for t in w["transitions"]]), highlight=False)
+        for kpi, moved in w["kpis"].items():
+            console.print(f"  {kpi} after its successes (attribution, not causation): {moved['toward']} toward "
+                          f"the target, {moved['away']} away, {moved['unchanged']} unchanged, "
+                          f"{moved['unmeasured']} without a reading after", highlight=False)
+
+
+def _print_compare(sides: list[dict[str, Any]], window: str) -> None:
+    table = Table("", *(f"{s['name']} ({s['kind']})" for s in sides), box=None,
+                  title=f"side by side, last {window}", title_justify="left")
+    rows = ("evidence", "success", "USD/success", "tokens/success", "burden", "p50 s", "p95 s", "reputation")
+    cells = [_cells(s) for s in sides]
+    for i, label in enumerate(rows):
+        table.add_row(label, *(c[i] for c in cells))
+    console.print(table)
