@@ -95,3 +95,33 @@ def test_the_spec_names_the_policy_a_running_dispatcher_uses(opened, tmp_path, s
     dispatcher.cycle()
     dispatcher.close()
     assert dispatcher.selection.name == selection
+
+
+def test_the_brief_shows_peers_fittest_first_and_the_model_reads_them(opened, clock, tmp_path):
+    """A task brief lists who else may act on the workflow with their reputation, and the LLM runner's
+    actual request to the model carries that section."""
+    from pydantic_ai.models.function import FunctionModel
+    from test_llm_brief import Model, instructions_of
+
+    from roster.runtime.llm import LLMRunner
+
+    company = opened(WITH_B3)
+    gather_evidence(company, clock, tmp_path)
+    company.create_task(workflow="fix", title="for b3", actor="alice")
+    model = Model(lambda instructions, messages, info: {"transition": "build", "writes": {"branch": "b3-x"}})
+    runner = LLMRunner({"kind": "llm", "model": "offline"}, company=company,
+                       authorize_tool=lambda t, a: company.record_tool_call(t, actor="b3", arguments=a),
+                       model=FunctionModel(model, model_name="scripted-test-model"))
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b3": runner}, agents=["b3"])
+    dispatcher.cycle()
+    dispatcher.close()
+    assert model.requests
+    shown = instructions_of(model.requests[0])
+    assert "## Peers on this workflow" in shown
+    section = shown.split("## Peers on this workflow")[1].split("## ")[0]
+    lines = [line for line in section.splitlines() if line.startswith("- ")]
+    # QA's 32 transitions all stuck; b1's 16 builds all stuck; every one of b2's was sent back
+    assert [line.split(":")[0] for line in lines] == ["- qa", "- b1", "- b2", "- merger"]  # merger: no record
+    assert "(32 of 32 settled outcome(s) stuck); may take 'rework', 'verify'" in lines[0]
+    assert lines[1].startswith("- b1: reputation 0.8") and "may take 'build'" in lines[1]
+    assert lines[2].startswith("- b2: reputation 0.00 (0 of 16")

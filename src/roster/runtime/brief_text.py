@@ -20,6 +20,8 @@ Your previous attempt  ``previous_failure``
 Changed since you      ``handoff``: field changes, notes, artifact diffs, who changed what
 last saw it
 Delegated tasks        ``children``
+Peers on this          ``peers``: who else may act on the workflow, fittest first, with
+workflow               their reputation (for delegating or asking)
 Your unread messages   ``messages``
 From your memory       ``memory``
 Recent events          ``events``
@@ -42,7 +44,7 @@ from typing import Any
 
 SECTIONS = ("Who you are", "Why you are running", "Reflect on your mission", "The task", "What you may do next", "Rejected approvals",
             "Your previous attempt", "Changed since you last saw this task", "Delegated tasks",
-            "Your unread messages", "From your memory", "Recent events on this task", "Other work waiting",
+            "Peers on this workflow", "Your unread messages", "From your memory", "Recent events on this task", "Other work waiting",
             "Workflows", "Tools", "What to answer", "Left out of this brief")
 """The section headings, in the order they appear (a section without content is omitted)."""
 
@@ -61,6 +63,7 @@ def render(brief: dict[str, Any], tools: Sequence[tuple[str, str]], *, output_to
         ("Your previous attempt", _previous(brief.get("previous_failure"))),
         ("Changed since you last saw this task", _handoff(brief.get("handoff"))),
         ("Delegated tasks", _children(brief.get("children"))),
+        ("Peers on this workflow", _peers(brief.get("peers"))),
         ("Your unread messages", _messages(brief.get("messages"))),
         ("From your memory", _memory(brief.get("memory"))),
         ("Recent events on this task", _events(brief.get("events"))),
@@ -266,6 +269,19 @@ def _children(children: Any) -> list[str]:
                      f"{state}, in state '{child.get('state')}'. Desired output: {child.get('desired_output') or '-'}")
         if child.get("result"):
             lines += ["  Its result (data):", *_data(child["result"])]
+    return lines
+
+
+def _peers(peers: Any) -> list[str]:
+    if not peers:
+        return []
+    lines = ["Who else may act on this workflow, fittest first (reputation: the lower bound of the share of "
+             "their transitions that stuck, 0 to 1; from the record, not self-reported):"]
+    for p in peers:
+        record = (f"{p.get('successes')} of {p.get('outcomes')} settled outcome(s) stuck"
+                  if p.get("outcomes") else "no record yet")
+        lines.append(f"- {p.get('agent')}: reputation {p.get('reputation', 0):.2f} ({record}); may take "
+                     f"{names(p.get('transitions'))}")
     return lines
 
 

@@ -30,6 +30,8 @@ most important first):
 3. ``handoff``: what others changed since this agent last saw the task (fields, artifact diffs, notes);
    if it does not fit whole, its artifact diffs are dropped first;
 4. ``children``: delegated child tasks, open ones and the results of finished ones;
+4a. ``peers``: the other agents the spec lets act on the task's workflow, fittest first, with their
+   reputation on it (who to delegate to or ask; from the runtime's board, :mod:`roster.runtime.reputation`);
 5. ``messages``: the agent's unread messages, oldest first (whatever task they are about, so an agent
    that always has work still reads its mail; the run's result can answer them);
 6. ``memory``: the most relevant entries of the agent's pad and its portfolio's team pad (full-text
@@ -53,6 +55,7 @@ from typing import Any
 from roster.errors import ContextOverBudget
 from roster.kernel.contracts import Evidence
 from roster.runtime.runners import Brief
+from roster.runtime.reputation import Reputations
 from roster.store import CompanyStore, Task, audit
 from roster.store.memory import TEAM_PREFIX
 from roster.store.runs import Attempt
@@ -102,8 +105,10 @@ class Wakeup:
 class ContextAssembler:
     """Builds briefs for one company's agents from the store (see the module docstring)."""
 
-    def __init__(self, company: CompanyStore) -> None:
+    def __init__(self, company: CompanyStore, *, reputations: Reputations | None = None) -> None:
         self.company = company
+        self.reputations = reputations
+        """Where a task brief's ``peers`` come from (the dispatcher's board); ``None``: no peers part."""
 
     def brief(self, agent: str, task: Task | None, wakeup: Wakeup,
               previous: list[Attempt] | None = None) -> Brief:
@@ -146,6 +151,8 @@ class ContextAssembler:
             optional.append(("previous_failure", _previous_failure(previous)))
             optional.append(("handoff", company.handoff_txn(conn, cache, task, agent)))
             optional.append(("children", company.children_txn(conn, cache, task.id, children)))
+            if self.reputations is not None:  # who to delegate to or ask, fittest first
+                optional.append(("peers", self.reputations.peers(spec, cache.actors, task.workflow, agent)))
         else:
             mandatory["task"] = None
             mandatory["transitions"] = []

@@ -54,6 +54,7 @@ from roster.runtime.pipeline import (
     outage_word,
 )
 from roster.runtime.runners import Brief, Runner, Usage, make_runner
+from roster.runtime.reputation import Reputations
 from roster.runtime.selection import FromSpec, LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Reflections, Triggers
 from roster.store import CompanyStore, Task
@@ -123,7 +124,9 @@ class Dispatcher:
         if self.max_runs < 1:
             raise UsageError(f"--max-runs must be at least 1, not {self.max_runs}")
         self.only = sorted(set(agents)) if agents is not None else None
-        self.selection: SelectionPolicy = selection or FromSpec(company)
+        self.reputations = Reputations(company)
+        """Reputations on the record, read at most once a minute: the selection policy's and the briefs'."""
+        self.selection: SelectionPolicy = selection or FromSpec(self.reputations)
         self._injected: dict[str, Runner] = dict(runners or {})
         self._made: dict[str, Runner | None] = {}
         self._idle: dict[str, list[Runner]] = {}
@@ -140,7 +143,7 @@ class Dispatcher:
         self.triggers = Triggers(company, workdir=workdir)
         self.reflections = Reflections(company)
         self._schedules_of: tuple[CompanySpec, list[str], list[tuple[str, str]]] | None = None
-        self.context = ContextAssembler(company)
+        self.context = ContextAssembler(company, reputations=self.reputations)
         self.periodic = Periodic(company, RUNTIME)
         self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
         self.id = new_run_id()
@@ -268,6 +271,7 @@ class Dispatcher:
     def cycle(self) -> list[Outcome]:
         """One pass: start every run there is room for (tasks first, then triggers, then unread messages),
         and wait for them. Returns what each did (a lost race is ``skipped``)."""
+        self.reputations.refresh()  # between cycles, never inside a claim's transaction
         with self.company.store.pinned():  # one connection for the cycle's transactions
             outcomes, futures = self._start_task_runs()
             outcomes += self._wait(futures)
@@ -284,6 +288,7 @@ class Dispatcher:
     def step(self) -> list[Outcome]:
         """One pass without waiting (``roster up``): start what there is room for; returns the outcomes of
         runs that ended since the last step, and of claims lost now."""
+        self.reputations.refresh()
         with self.company.store.pinned():
             outcomes, _ = self._start_task_runs()
             if not self._company_paused():

@@ -15,12 +15,11 @@ Any other policy implements :class:`SelectionPolicy` and is passed as ``Dispatch
 
 from __future__ import annotations
 
-import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
-from roster.store.company import CompanyStore
+from roster.runtime.reputation import Reputations
 from roster.store.runs import Candidate
 
 
@@ -69,38 +68,21 @@ class FitnessWeighted:
     - If the furthest-below agent is busy, the task waits for it (``None``) while every agent with room
       is already above its share: weaker agents lose volume rather than take the fitter one's share.
 
-    Reputations are read (one read transaction) at most every ``refresh_seconds``.
+    Reputations come from a :class:`~roster.runtime.reputation.Reputations` board (read at most once a
+    minute).
     """
 
     name = "fitness-weighted"
 
-    def __init__(self, company: CompanyStore, *, refresh_seconds: float = 60.0) -> None:
-        self.company, self.refresh_seconds = company, refresh_seconds
-        self._read_at = float("-inf")
-        self._reputations: dict[tuple[str, str], dict[str, Any]] = {}
-        self._exploration = 0.1
-        self.selection = "least-loaded"
-        """What the spec's ``fitness.selection`` said at the last refresh."""
+    def __init__(self, board: Reputations) -> None:
+        self.board = board
         self.handed: dict[str, Counter[str]] = defaultdict(Counter)
         """Per workflow: the (decayed) tasks handed to each agent."""
         self.least_loaded = LeastLoaded()
 
-    def refresh(self, *, force: bool = False) -> None:
-        """Read reputations and the fitness settings again, if ``refresh_seconds`` passed (or ``force``)."""
-        now = time.monotonic()
-        if not force and now - self._read_at < self.refresh_seconds:
-            return
-        with self.company.store.read() as conn:
-            spec = self.company.current_txn(conn).spec
-            assert spec is not None
-            self.selection, self._exploration = spec.fitness.selection, spec.fitness.exploration
-            if self.selection == self.name or force:  # reputations cost a read of 30 days of runs
-                self._reputations = self.company.reputations_txn(conn, spec)
-        self._read_at = now
-
     def shares(self, workflow: str, offered: Sequence[str]) -> dict[str, float]:
         """Each offered agent's target share (0..1, summing to 1) of the pool's tasks on ``workflow``."""
-        reps = {a: self._reputations.get((a, workflow), {}) for a in offered}
+        reps = {a: self.board.of(a, workflow) for a in offered}
         established = [a for a in offered if reps[a].get("enough")]
         new = [a for a in offered if a not in established]
         if not established:
@@ -113,7 +95,7 @@ class FitnessWeighted:
             weights = {a: w * min(2.0, max(0.5, median / costs[a])) for a, w in weights.items()}  # type: ignore[operator]
         floor = max(weights.values()) / 20 or 1.0
         weights = {a: max(w, floor) for a, w in weights.items()}
-        explore = self._exploration if new else 0.0
+        explore = self.board.exploration if new else 0.0
         total = sum(weights.values())
         found = {a: (1 - explore) * w / total for a, w in weights.items()}
         found.update({a: explore / len(new) for a in new})
@@ -121,7 +103,7 @@ class FitnessWeighted:
 
     def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int],
                offered: Sequence[str] = ()) -> str | None:
-        self.refresh()
+        self.board.refresh()
         pool = sorted(set(offered) | set(agents))
         if len(pool) == 1:
             return agents[0]
@@ -146,27 +128,24 @@ class FitnessWeighted:
 
 
 class FromSpec:
-    """The default policy: the one the spec's ``fitness.selection`` names, looked up at each refresh of
-    the reputations (so ``roster apply`` switches a running ``roster up``)."""
+    """The default policy: the one the spec's ``fitness.selection`` names, as of the board's last read
+    (so ``roster apply`` switches a running ``roster up`` within a minute)."""
 
-    def __init__(self, company: CompanyStore, *, refresh_seconds: float = 60.0) -> None:
+    def __init__(self, board: Reputations) -> None:
+        self.board = board
         self.least_loaded = LeastLoaded()
-        self.fitness_weighted = FitnessWeighted(company, refresh_seconds=refresh_seconds)
-        self._selection = "least-loaded"
-        self._company = company
+        self.fitness_weighted = FitnessWeighted(board)
 
     @property
     def name(self) -> str:
-        return self._selection
+        return self.board.selection
 
     def choose(self, task: Candidate, agents: list[str], load: Mapping[str, int],
                offered: Sequence[str] = ()) -> str | None:
-        policy = self.fitness_weighted
-        policy.refresh()
-        self._selection = policy.selection
-        if self._selection == "least-loaded" or len(agents) == len(set(offered) | set(agents)) == 1:
-            return self.least_loaded.choose(task, agents, load, offered)
-        return policy.choose(task, agents, load, offered)
+        self.board.refresh()
+        if self.board.selection == FitnessWeighted.name:
+            return self.fitness_weighted.choose(task, agents, load, offered)
+        return self.least_loaded.choose(task, agents, load, offered)
 
     def started(self, agent: str) -> None:
         self.least_loaded.started(agent)
