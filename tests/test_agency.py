@@ -184,6 +184,10 @@ def test_roster_demo_lane_runs_the_lane_on_a_copy_and_a_rerun_continues(cli, tmp
     assert "planofplanner:version1byplanner(reflectionrun" in compact and "---noplan+++planv1(planner)" in compact
     assert "+##Goals+-[offlinescriptedmodel]bringlint_findingstoitstarget(KPIlint_findings<=0)" in compact
     assert "alwayson:0of5agent(s)workedorwatched" in compact  # a lane minutes old: nobody 95% of a day
+    # each lane agent's fitness: a lane minutes old has not settled (1d), so it says so and counts
+    for agent in ("planner", "builder", "qa", "merger"):
+        assert f"fitnessof{agent}:" in compact
+    assert "outcome(s)notcorrectedsofar(" in compact and "stillinsidethe1dsettlewindow,sonotyetevidence)" in compact
     assert (repo / "a.py").read_text() == "import os\n"  # the user's tree is untouched
     assert "Merge roster/task-" not in git(repo, "log", "--oneline")
     again = cli("demo", "--yes", "--workspace", str(ws))

@@ -292,7 +292,7 @@ def test_roster_fitness_reports_compares_and_refuses_a_bad_window(cli, db_url, m
     assert [s["name"] for s in side] == ["b1", "b2"] and side[0]["success_rate"] > side[1]["success_rate"]
     models = js(cli("fitness", "--compare", "acme:big", "acme:small", "--json"))["compare"]
     assert [m["kind"] for m in models] == ["model", "model"]
-    assert "USD/success" in ok(cli("fitness", "--compare", "b1", "b2"))
+    assert "USD/succ." in ok(cli("fitness", "--compare", "b1", "b2"))
     bad = cli("fitness", "--window", "a week")
     assert bad.exit_code == 2 and "is not a duration" in bad.output
     unknown = cli("fitness", "--compare", "b1", "nobody")

@@ -31,6 +31,7 @@ from typing import Any
 from roster.agency.lint import git, project_rules
 from roster.agency.worktrees import remove_stale_worktrees
 from roster.defaults import SPEC_NAME
+from roster.kernel.fitness import describe
 from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
@@ -459,6 +460,7 @@ def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     lines.append(f"  cost per merged fix: {_usd(spent / merged, unpriced)}" if merged
                  else "  cost per merged fix: no merge yet")
     lines += _kpi_lines(company)
+    lines += _fitness_lines(company)
     lines += _goal_lines(company) + _plan_lines(company)
     [today] = company.presence(actor=None)["days"]
     lines.append(f"  always on: {today['around_the_clock']} of {len(today['agents'])} agent(s) worked or watched for "
@@ -466,6 +468,26 @@ def report(company: CompanyStore, repo: Path | None = None) -> list[str]:
     if repo is not None:
         lines.append(f"  {rules_line(repo)}")
     lines.append(f"  audit verify: {count} events, " + ("intact" if broken is None else f"BROKEN at seq {broken[0]}"))
+    return lines
+
+
+def _fitness_lines(company: CompanyStore) -> list[str]:
+    """Each lane agent's fitness (roster fitness): the settled figures once there are enough, and meanwhile
+    what has stuck so far, with the burden; the lane is minutes old, so most of it has not settled."""
+    report = company.fitness(actor=None)
+    lines = []
+    for a in report["agents"]:
+        if a["evidence"] + a["unsettled"] == 0:
+            continue  # runs without a task only (the scout): no outcome to judge
+        if a["enough"]:
+            figure = describe(a)
+        else:
+            held = a["successes"] + a["unsettled"]
+            figure = (f"{held} of {a['evidence'] + a['unsettled']} outcome(s) not corrected so far "
+                      f"({a['unsettled']} still inside the {report['settle']} settle window, so not yet evidence)")
+        burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in a["burden"].items() if n)
+        lines.append(f"  fitness of {a['agent']}: {figure}" + (f"; burden: {burden}" if burden and not a["enough"]
+                                                                 else ""))
     return lines
 
 

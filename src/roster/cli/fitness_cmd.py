@@ -62,17 +62,18 @@ def fitness(
     if not report["agents"]:
         console.print("no runs in the window")
         return
-    table = Table("agent", "evidence", "success", "USD/success", "tokens/success", "burden", "p50 s", "p95 s",
-                  "reputation", box=None)
+    table = Table("agent", *_COLUMNS, box=None)
     for a in report["agents"]:
         table.add_row(a["agent"], *_cells(a))
     console.print(table)
+    if any(not a["enough"] for a in report["agents"]):
+        console.print(f"-: not enough evidence (fewer than {report['min_outcomes']} settled outcomes; "
+                      "fitness.min_outcomes)", highlight=False)
     if agent is not None:
         for a in report["agents"]:
             _print_agent(a)
     if report["models"]:
-        table = Table("model or runner", "evidence", "success", "USD/success", "tokens/success", "burden", "p50 s",
-                      "p95 s", "reputation", box=None, title="per model or runner", title_justify="left")
+        table = Table("model or runner", *_COLUMNS, box=None, title="per model or runner", title_justify="left")
         for m in report["models"]:
             table.add_row(m["model"], *_cells(m))
         console.print(table)
@@ -90,22 +91,28 @@ def _side(report: dict[str, Any], name: str) -> dict[str, Any]:
                      f"{', '.join(known) or 'none'}")
 
 
+_COLUMNS = ("settled", "success", "USD/succ.", "tok/succ.", "burden", "p50/p95 s", "rep.")
+
+
 def _cells(fig: dict[str, Any]) -> list[str]:
+    """A grain's row: settled outcomes (and unsettled ones in brackets), success rate, costs per success,
+    burden by kind, latency, reputation; ``-`` where there is not enough evidence."""
     burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fig["burden"].items() if n) or "-"
     if fig["enough"]:
-        success = f"{fig['success_rate']:.0%} ({fig['successes']}/{fig['evidence']})"
+        success = f"{fig['success_rate']:.0%}"
         usd = (f"{fig['usd_per_success']:.4f}" if fig["usd_per_success"] is not None
                else "unknown" if fig["unpriced_runs"] else "-")
         tokens = f"{fig['tokens_per_success']:g}" if fig["tokens_per_success"] is not None else "-"
     else:
-        success, usd, tokens = f"not enough evidence ({fig['evidence']})", "-", "-"
-    seconds = [f"{fig[k]:g}" if fig[k] is not None else "-" for k in ("p50_seconds", "p95_seconds")]
-    return [str(fig["evidence"]), success, usd, tokens, burden, *seconds, f"{fig['reputation']:.2f}"]
+        success, usd, tokens = "-", "-", "-"
+    settled = f"{fig['evidence']}" + (f" (+{fig['unsettled']})" if fig["unsettled"] else "")
+    seconds = "/".join(f"{fig[k]:.2f}" if fig[k] is not None else "-" for k in ("p50_seconds", "p95_seconds"))
+    return [settled, success, usd, tokens, burden, seconds, f"{fig['reputation']:.2f}"]
 
 
 def _print_agent(a: dict[str, Any]) -> None:
     for w in a["workflows"]:
-        console.print(f"\n{a['agent']} on {w['workflow']}: " + " · ".join(_cells(w)[1:2] + [
+        console.print(f"\n{a['agent']} on {w['workflow']}: " + " · ".join([f"success {_cells(w)[1]}"] + [
             f"{t['transition']}: {t['successes']} of {t['outcomes']} stuck (reputation {t['reputation']:.2f})"
             for t in w["transitions"]]), highlight=False)
         for kpi, moved in w["kpis"].items():
@@ -117,8 +124,7 @@ def _print_agent(a: dict[str, Any]) -> None:
 def _print_compare(sides: list[dict[str, Any]], window: str) -> None:
     table = Table("", *(f"{s['name']} ({s['kind']})" for s in sides), box=None,
                   title=f"side by side, last {window}", title_justify="left")
-    rows = ("evidence", "success", "USD/success", "tokens/success", "burden", "p50 s", "p95 s", "reputation")
     cells = [_cells(s) for s in sides]
-    for i, label in enumerate(rows):
+    for i, label in enumerate(_COLUMNS):
         table.add_row(label, *(c[i] for c in cells))
     console.print(table)
