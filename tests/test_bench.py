@@ -17,3 +17,18 @@ def test_transitions_benchmark_writes_and_verifies_one_event_per_transition(tmp_
         # one spec.apply, five task.create, twenty task.transition: all chained and verified
         assert result["audit_events_verified"] == 26
         assert result["p99_ms"] >= result["p50_ms"] > 0
+
+
+def test_fitness_benchmark_counts_what_it_seeded(tmp_path):
+    import fitness
+
+    result = fitness.measure(f"sqlite:///{tmp_path / 'fitness.db'}", n_runs=2000, n_tasks=400, repeat=1, cli=False,
+                             workdir=tmp_path)
+    # measure() already raised unless each report counted exactly the seeded runs, outcomes, successes, burden
+    week, month = result["totals"]["fitness 7d"], result["totals"]["fitness 30d"]
+    assert 0 < week["runs"] < month["runs"] <= 2000
+    assert month["runs"] >= 2000 - 10  # every run but the few still running
+    assert 0 < month["successes"] < month["task_outcomes"] < month["runs"]
+    assert month["burden"]["rejected"] > 0 and month["burden"]["escalations"] == 300
+    assert set(result["figures"]) == {"fitness 7d", "costs 7d", "fitness 30d", "costs 30d"}
+    assert result["figures"]["fitness 30d"]["x_costs"] > 0
