@@ -684,10 +684,14 @@ def test_approval_stats_count_each_edge(acme, clock):
     pending(lambda: acme.record_tool_call("deploy", actor="shipper", arguments={"env": "staging"}))
 
     zero = {"approved": 0, "rejected": 0, "expired": 0, "stale": 0, "pending": 0}
+    few = "decided in 30 days: too few to judge (20 needed)"  # the verdicts: tests/test_review_volume.py
     assert acme.approval_stats() == [
-        {**zero, "edge": "hotfix.apply", "requested": 2, "expired": 1, "pending": 1},
-        {**zero, "edge": "release.ship", "requested": 4, "approved": 1, "rejected": 1, "stale": 1, "pending": 1},
-        {**zero, "edge": "tool:deploy", "requested": 2, "approved": 1, "pending": 1},
+        {**zero, "edge": "hotfix.apply", "requested": 2, "expired": 1, "pending": 1, "decided": 0,
+         "approval_rate": None, "verdict": "too-few", "summary": f"0 {few}"},
+        {**zero, "edge": "release.ship", "requested": 4, "approved": 1, "rejected": 1, "stale": 1, "pending": 1,
+         "decided": 2, "approval_rate": 0.5, "verdict": "too-few", "summary": f"2 {few}"},
+        {**zero, "edge": "tool:deploy", "requested": 2, "approved": 1, "pending": 1, "decided": 1,
+         "approval_rate": 1.0, "verdict": "too-few", "summary": f"1 {few}"},
     ]
 
 

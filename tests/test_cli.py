@@ -711,9 +711,11 @@ def test_approvals_stats_json_counts_each_edge(verified):
     assert shown(verified)["state"] == "merged"
     assert js(verified("approvals", "stats", "--json")) == [
         {"edge": "fix-lint.merge", "requested": 2, "approved": 1, "rejected": 1, "expired": 0, "stale": 0,
-         "pending": 0}]
+         "pending": 0, "decided": 2, "approval_rate": 0.5, "verdict": "too-few",
+         "summary": "2 decided in 30 days: too few to judge (20 needed)"}]
     table = flat(ok(verified("approvals", "stats")))
     assert "2 1 1 0 0 0 50%" in table  # requested, approved, rejected, expired, stale, pending, approval rate
+    assert "fix-lint.merge too-few 2 decided in 30 days: too few to judge (20 needed)" in table
     assert js(as_(verified, "qa", "approvals", "stats", "--json"))[0]["requested"] == 2
 
 

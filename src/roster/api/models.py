@@ -26,6 +26,7 @@ from roster.kernel.goals import (
     GoalSpend,
 )
 from roster.kernel.plans import MAX_REASON_CHARS, Plan
+from roster.kernel.review import VERDICTS
 from roster.runtime.runners import CheckOut, MessageOut, TaskOut
 from roster.store import Message, Task
 from roster.store.goals import Goal
@@ -179,6 +180,25 @@ class SpendOut(BaseModel):
 class CostsOut(BaseModel):
     agents: list[SpendOut]
     portfolios: list[SpendOut]
+
+
+class ApprovalEdgeStatsOut(BaseModel):
+    """Review volume of one approval edge over the requests made in the window (see docs/fitness.md):
+    counts, ``decided`` (approved + rejected), ``approval_rate`` (approved / decided, ``null`` when nothing
+    was decided), the verdict and a sentence saying why."""
+
+    edge: str = Field(description="workflow.transition, or tool:NAME")
+    requested: int
+    approved: int = Field(description="approved, including a tool approval since used")
+    rejected: int
+    expired: int
+    stale: int
+    pending: int
+    decided: int
+    approval_rate: float | None
+    verdict: Literal[VERDICTS] = Field(  # type: ignore[valid-type]
+        description="over-reviewed, weak-upstream, ok, or too-few below fitness.review.min_requests decided")
+    summary: str
 
 
 class AgentPresenceOut(BaseModel):

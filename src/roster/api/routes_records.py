@@ -5,14 +5,36 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import TypeAdapter, ValidationError
 
 from roster.api.app import Caller
-from roster.api.models import AuditPage, CostsOut, KpiOut, KpiReadingIn, PresenceOut, RunPage, VerifyOut
+from roster.api.models import (
+    ApprovalEdgeStatsOut,
+    AuditPage,
+    CostsOut,
+    KpiOut,
+    KpiReadingIn,
+    PresenceOut,
+    RunPage,
+    VerifyOut,
+)
 from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.defaults import MAX_ID
+from roster.errors import UsageError
+from roster.kernel.spec import Duration, duration_seconds
 from roster.store.kpis import KpiReading
 
 router = APIRouter()
+_DURATION = TypeAdapter(Duration)
+
+
+def window_seconds(text: str) -> int:
+    """Seconds in a ``window`` query parameter such as ``30d``, ``7d`` or ``12h`` (the spec's durations);
+    a :class:`UsageError` (400) saying what is accepted otherwise."""
+    try:
+        return duration_seconds(_DURATION.validate_python(text))
+    except ValidationError:
+        raise UsageError(f"window {text!r} is not a duration: use a whole number and d, h or m, e.g. 30d") from None
 
 
 @router.get("/runs", response_model=RunPage, tags=["runs"],
@@ -27,6 +49,14 @@ def runs(caller: Caller, agent: str | None = None, task_id: Annotated[int | None
 @router.get("/costs", response_model=CostsOut, tags=["runs"], summary="Spend per agent and per portfolio")
 def costs(caller: Caller, since: str | None = None) -> Any:
     return caller.costs(since=since)
+
+
+@router.get("/approvals/stats", response_model=list[ApprovalEdgeStatsOut], tags=["approvals"],
+            summary="Review volume per approval edge over a window, with a verdict: over-reviewed, weak-upstream, "
+                    "ok or too-few")
+def approval_stats(caller: Caller, window: Annotated[str, Query(max_length=16, description=(
+        "How far back requests count: a whole number and d, h or m (30d, 7d, 12h)"))] = "30d") -> Any:
+    return caller.approval_stats(window_seconds=window_seconds(window))
 
 
 @router.get("/presence", response_model=PresenceOut, tags=["runs"],

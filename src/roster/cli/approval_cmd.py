@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from roster.cli.context import console, emit_json, err_console, reports_errors, workspace
+from roster.cli.fitness_cmd import window_seconds
 from roster.errors import RosterError
 
 if TYPE_CHECKING:
@@ -186,18 +187,32 @@ def approvals_show(ctx: typer.Context, request_id: int, as_json: JSON = False) -
 
 @approvals_app.command("stats")
 @reports_errors
-def approvals_stats(ctx: typer.Context, as_json: JSON = False) -> None:
-    """Requests per approval edge and how they were decided: an edge that is nearly always approved may
-    not be worth a human's time."""
-    stats = workspace(ctx).session().approval_stats()  # any principal of the company may see counts
+def approvals_stats(
+    ctx: typer.Context,
+    window: Annotated[str, typer.Option("--window", help="How far back requests count: 30d, 7d, 12h.")] = "30d",
+    as_json: JSON = False,
+) -> None:
+    """Review volume per approval edge: the requests made in the window, how they were decided, and a
+    verdict. An edge nearly always approved is over-reviewed (is it worth a human's time?); one that keeps
+    rejecting has a weak upstream (the contract before it lets problems through); below the spec's
+    fitness.review.min_requests decided requests it is too few to judge."""
+    seconds = window_seconds(window)  # a UsageError naming the accepted form, before the store is opened
+    stats = workspace(ctx).session().approval_stats(window_seconds=seconds)  # any principal may see counts
     if as_json:
         emit_json(stats)
         return
-    table = Table("edge", "requested", "approved", "rejected", "expired", "stale", "pending", "approval rate",
-                  box=None)
+    if not stats:
+        console.print(f"no approval requests in the last {window}", highlight=False)
+        return
+    counts = Table("edge", "requested", "approved", "rejected", "expired", "stale", "pending", "approval rate",
+                   box=None, title=f"approval requests made in the last {window}", title_justify="left")
+    verdicts = Table("edge", "verdict", "summary", box=None, title="verdicts (thresholds: the spec's fitness.review)",
+                     title_justify="left")
     for entry in stats:
-        decided = entry["approved"] + entry["rejected"]
-        rate = f"{entry['approved'] / decided:.0%}" if decided else "-"
-        table.add_row(entry["edge"], *(str(entry[k]) for k in ("requested", "approved", "rejected", "expired",
-                                                               "stale", "pending")), rate)
-    console.print(table if stats else "no approval requests yet")
+        rate = entry["approval_rate"]
+        counts.add_row(entry["edge"], *(str(entry[k]) for k in ("requested", "approved", "rejected", "expired",
+                                                                "stale", "pending")),
+                       "-" if rate is None else f"{rate:.0%}")
+        verdicts.add_row(entry["edge"], entry["verdict"], entry["summary"])
+    console.print(counts)
+    console.print(verdicts)

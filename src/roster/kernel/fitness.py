@@ -26,10 +26,10 @@ BURDEN_KINDS = ("rework", "rejected", "reverted", "check_failed", "escalations",
 approvals, human reverts under a hold, failed checks after it), escalations it raised, and its runs that
 failed on a contract, crashed, or timed out."""
 
-CONTRACT_CODES = frozenset({"contract-violation", "invalid-fields", "plan-refused"})
-"""Failure codes of a run whose result the contract refused (a contract rejection)."""
-CRASHED_CODES = frozenset({"crashed", "runner-crashed"})
-TIMEOUT_CODES = frozenset({"runner-timeout"})
+FAILURE_BURDEN = {"contract-violation": "contract_rejections", "invalid-fields": "contract_rejections",
+                  "plan-refused": "contract_rejections", "crashed": "crashed", "runner-crashed": "crashed",
+                  "runner-timeout": "timed_out"}
+"""The burden kind of a run's failure code: the contract refused its result, it crashed, it timed out."""
 
 Z95 = 1.959963984540054
 """The normal quantile of a two-sided 95% interval: the confidence of reputation's lower bound."""
@@ -54,13 +54,13 @@ class Tally:
     """Per linked KPI: how it moved from the reading before to the reading after each success,
     ``{"toward", "away", "unchanged", "unmeasured"}`` (toward or away from the KPI's direction)."""
 
-    def add_run(self, *, cost_usd: float | None, tokens: int) -> None:
-        self.runs += 1
-        self.tokens += tokens
-        if cost_usd is None:
-            self.unpriced_runs += 1
-        else:
-            self.cost_usd += cost_usd
+    def merge(self, other: Tally) -> None:
+        """Add ``other``'s counts to this one (a coarser grain gathering finer ones)."""
+        for name in ("runs", "outcomes", "successes", "unsettled", "failed", "cost_usd", "unpriced_runs", "tokens"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for kind, n in other.burden.items():
+            self.burden[kind] += n
+        self.latencies.extend(other.latencies)
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, bindparam, func, insert, select, update
@@ -45,6 +45,7 @@ from roster.errors import (
     UsageError,
 )
 from roster.kernel.contracts import Actor
+from roster.kernel.review import review_verdict
 from roster.kernel.rights import Resource
 from roster.kernel.spec import Approval, duration_seconds
 from roster.store import audit
@@ -58,6 +59,19 @@ if TYPE_CHECKING:
     from roster.store.tasks import Task
 
 _REFUSALS = (ContractViolation, StaleVersion, NotFound, UsageError, Denied)
+
+REVIEW_WINDOW_SECONDS = 30 * 86400
+"""The default window of :meth:`ApprovalVerbs.approval_stats`: 30 days, in seconds."""
+
+
+def _window_start(now: datetime, window_seconds: int) -> str:
+    """The stored timestamp ``window_seconds`` before ``now``; ``""`` (before every timestamp) for a window
+    reaching past the calendar's start."""
+    try:
+        return format_ts(now - timedelta(seconds=window_seconds))
+    except OverflowError:
+        return ""
+
 
 REJECTIONS_SHOWN = 5
 """How many of a requester's rejected requests on one task :meth:`ApprovalVerbs.rejections_txn` returns
@@ -342,15 +356,27 @@ class ApprovalVerbs(CompanyBase):
                 query = query.where(approval_requests.c.requested_by == requested_by)
             return [_request(r) for r in conn.execute(query.order_by(approval_requests.c.id))]
 
-    def approval_stats(self) -> list[dict[str, Any]]:
-        """Volume per approval edge: ``{"edge", "requested", "approved", "rejected", "expired", "stale",
-        "pending"}``, for the over-review report (many approvals, almost no rejections: is the edge needed?)."""
+    def approval_stats(self, *, window_seconds: int = REVIEW_WINDOW_SECONDS) -> list[dict[str, Any]]:
+        """Review volume per approval edge, over the requests made in the last ``window_seconds`` (seconds,
+        by the store's clock; default 30 days), one entry per edge with at least one such request, sorted
+        by edge (``workflow.transition`` or ``tool:NAME``): ``{"edge", "requested", "approved", "rejected",
+        "expired", "stale", "pending", "decided", "approval_rate", "verdict", "summary"}``. The counts are
+        whole numbers (a used tool approval counts as approved); ``decided`` is approved plus rejected;
+        ``approval_rate`` is approved / decided (``None`` when nothing was decided); ``verdict`` is
+        ``over-reviewed``, ``weak-upstream``, ``ok`` or ``too-few`` and ``summary`` a sentence saying why
+        (:func:`roster.kernel.review.review_verdict`, thresholds from the spec's ``fitness.review``). Raises
+        :class:`UsageError` for a window shorter than one second."""
+        if window_seconds < 1:
+            raise UsageError(f"a review window is at least one second, not {window_seconds}")
         self.expire_requests()
         with self.store.read() as conn:
+            settings = self.current_txn(conn).spec.fitness.review
+            since = _window_start(self.store.clock(), window_seconds)
             rows = conn.execute(select(approval_requests.c.kind, approval_requests.c.workflow,
                                        approval_requests.c.transition, approval_requests.c.tool,
                                        approval_requests.c.status, func.count())
-                                .where(approval_requests.c.company_id == self.company)
+                                .where(approval_requests.c.company_id == self.company,
+                                       approval_requests.c.created_at >= since)
                                 .group_by(approval_requests.c.kind, approval_requests.c.workflow,
                                           approval_requests.c.transition, approval_requests.c.tool,
                                           approval_requests.c.status))
@@ -361,9 +387,14 @@ class ApprovalVerbs(CompanyBase):
                                                 "expired": 0, "stale": 0, "pending": 0, "used": 0})
                 entry["requested"] += count
                 entry[status] = entry.get(status, 0) + count
-            for entry in stats.values():
-                entry["approved"] += entry.pop("used")  # a used tool approval was approved first
-            return [stats[k] for k in sorted(stats)]
+        for entry in stats.values():
+            entry["approved"] += entry.pop("used")  # a used tool approval was approved first
+            decided = entry["approved"] + entry["rejected"]
+            entry["decided"] = decided
+            entry["approval_rate"] = entry["approved"] / decided if decided else None
+            entry["verdict"], entry["summary"] = review_verdict(
+                entry["approved"], entry["rejected"], window_days=window_seconds / 86400, settings=settings)
+        return [stats[k] for k in sorted(stats)]
 
     # -- deciding -----------------------------------------------------------------------------------
 

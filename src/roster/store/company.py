@@ -480,10 +480,11 @@ class Session:
         rights and the contracts' ``by`` decide which, in the work query)."""
         return self._company.pending_work(self.principal.handle, limit=limit)
 
-    def approval_stats(self) -> list[dict[str, Any]]:
-        """:meth:`CompanyStore.approval_stats`: request counts per approval edge, company-wide. Open to every
-        principal of the company, as ``roster approval stats`` always was: counts, no request's content."""
-        return self._company.approval_stats()
+    def approval_stats(self, *, window_seconds: int = 30 * 86400) -> list[dict[str, Any]]:
+        """:meth:`CompanyStore.approval_stats`: review volume per approval edge over the last
+        ``window_seconds`` (default 30 days), company-wide, with each edge's verdict. Open to every principal
+        of the company, as ``roster approval stats`` always was: counts, no request's content."""
+        return self._company.approval_stats(window_seconds=window_seconds)
 
     def policy_text(self) -> str:
         """:meth:`CompanyStore.policy_text`: the Cedar policies in force. Open to every principal of the

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
-from roster.kernel.fitness import CONTRACT_CODES, CRASHED_CODES, TIMEOUT_CODES, Tally, figures, lower_bound
+from roster.kernel.fitness import FAILURE_BURDEN, Tally, figures, lower_bound
 from roster.kernel.rights import Resource
 from roster.kernel.spec import CompanySpec, duration_seconds
 from roster.store.company_base import ActorRef, CompanyBase
@@ -29,6 +29,9 @@ DEFAULT_WINDOW = 7 * 86400
 
 REPUTATION_WINDOW = 30 * 86400
 """Seconds of history reputation reads (30 days): routing and the ladder look further back than a report."""
+
+SHADOW = "shadow"
+"""The outcome of a shadow run (:mod:`roster.kernel.stages`): what it proposed was recorded, never applied."""
 
 _NOBODYS = frozenset({"running", "stopped", "checked"})
 """Run outcomes that are nobody's outcome: not ended, stopped by a kill switch, budget or hold, or a
@@ -110,7 +113,7 @@ class FitnessVerbs(CompanyBase):
         query = (select(runs.c.agent, tasks.c.workflow, runs.c.model, runs.c.outcome, runs.c.failure_code,
                         runs.c.transition, runs.c.corrected_at, runs.c.ended_at, approval_requests.c.status,
                         runs.c.cost_usd, runs.c.input_tokens + runs.c.output_tokens, runs.c.wall_seconds,
-                        runs.c.task_id)
+                        runs.c.task_id, runs.c.agreed)
                  .select_from(runs.outerjoin(tasks, and_(tasks.c.company_id == runs.c.company_id,
                                                          tasks.c.id == runs.c.task_id))
                               .outerjoin(approval_requests, and_(approval_requests.c.company_id == runs.c.company_id,
@@ -124,34 +127,42 @@ class FitnessVerbs(CompanyBase):
             query = query.where(tasks.c.workflow == workflow)
         succeeded_at: dict[tuple[str, str], list[str]] = defaultdict(list)
         runner_kinds = {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
+        fine: dict[tuple[str, str | None, str], Tally] = defaultdict(Tally)  # merged into the grains at the end
         for (who, workflow, model, outcome, code, transition, corrected, ended, status, cost, tokens, seconds,
-             task_id) in conn.execute(query):
-            grains = tallies.grains(who, workflow, model or runner_kinds.get(who, "unknown"))
-            for tally in grains:
-                tally.add_run(cost_usd=cost, tokens=int(tokens or 0))
-            burden = ("contract_rejections" if code in CONTRACT_CODES else "crashed" if code in CRASHED_CODES
-                      else "timed_out" if code in TIMEOUT_CODES else None)
-            if burden is not None:
-                for tally in grains:
-                    tally.burden[burden] += 1
+             task_id, agreed) in conn.execute(query):
+            tally = fine[(who, workflow, model or runner_kinds.get(who, "unknown"))]
+            tally.runs += 1
+            tally.tokens += tokens or 0
+            if cost is None:
+                tally.unpriced_runs += 1
+            else:
+                tally.cost_usd += cost
+            if code is not None and code in FAILURE_BURDEN:
+                tally.burden[FAILURE_BURDEN[code]] += 1
             if task_id is None or outcome in _NOBODYS or workflow is None:
                 continue
-            verdict = _verdict(outcome, transition, corrected, ended, status, settled_before)
-            for tally in grains:
-                if seconds is not None:
-                    tally.latencies.append(seconds)
-                if verdict == "unsettled":
-                    tally.unsettled += 1
-                    continue
-                tally.outcomes += 1
-                tally.successes += verdict == "success"
-                tally.failed += outcome != "succeeded" and outcome != "waiting"
-            if transition is not None and verdict != "unsettled":
+            if seconds is not None:
+                tally.latencies.append(seconds)
+            if outcome == SHADOW:  # a shadow run: it succeeded if it agreed with what happened
+                verdict = "unsettled" if agreed is None else "success" if agreed else "miss"
+            else:
+                verdict = _verdict(outcome, transition, corrected, ended, status, settled_before)
+            if verdict == "unsettled":
+                tally.unsettled += 1
+                continue
+            tally.outcomes += 1
+            if verdict == "success":
+                tally.successes += 1
+                succeeded_at[(who, workflow)].append(ended)
+            elif outcome != "succeeded" and outcome != "waiting" and outcome != SHADOW:
+                tally.failed += 1
+            if transition is not None:
                 counts = tallies.transitions[(who, workflow, transition)]
                 counts[0] += 1
                 counts[1] += verdict == "success"
-            if verdict == "success":
-                succeeded_at[(who, workflow)].append(ended)
+        for (who, workflow, model), tally in fine.items():
+            for grain in tallies.grains(who, workflow, model):
+                grain.merge(tally)
         return succeeded_at
 
     def _tally_corrections_txn(self, conn: Connection, spec: CompanySpec, tallies: _Tallies, since: str,
