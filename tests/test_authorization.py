@@ -198,6 +198,7 @@ def verb_calls(store: Store, company: CompanyStore):
         ("verify_audit", lambda: bob.verify_audit()),
         ("costs", lambda: bob.costs()),
         ("fitness", lambda: bob.fitness()),
+        ("set_stage", lambda: bob.set_stage("builder", "assist", reason="test")),
         ("add_principal", lambda: bob.add_principal("carol", kind="human")),
         ("set_status", lambda: bob.set_status("carol", "paused")),
         ("issue_token", lease("token", lambda: bob.issue_token("builder"))),

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import TypeAdapter, ValidationError
 
 from roster.api.app import Caller
 from roster.api.models import (
@@ -20,21 +19,10 @@ from roster.api.models import (
 )
 from roster.api.pages import MAX_PAGE, cursor_id, page
 from roster.defaults import MAX_ID
-from roster.errors import UsageError
-from roster.kernel.spec import Duration, duration_seconds
+from roster.kernel.spec import window_seconds
 from roster.store.kpis import KpiReading
 
 router = APIRouter()
-_DURATION = TypeAdapter(Duration)
-
-
-def window_seconds(text: str) -> int:
-    """Seconds in a ``window`` query parameter such as ``30d``, ``7d`` or ``12h`` (the spec's durations);
-    a :class:`UsageError` (400) saying what is accepted otherwise."""
-    try:
-        return duration_seconds(_DURATION.validate_python(text))
-    except ValidationError:
-        raise UsageError(f"window {text!r} is not a duration: use a whole number and d, h or m, e.g. 30d") from None
 
 
 @router.get("/runs", response_model=RunPage, tags=["runs"],
@@ -56,7 +44,7 @@ def costs(caller: Caller, since: str | None = None) -> Any:
                     "ok or too-few")
 def approval_stats(caller: Caller, window: Annotated[str, Query(max_length=16, description=(
         "How far back requests count: a whole number and d, h or m (30d, 7d, 12h)"))] = "30d") -> Any:
-    return caller.approval_stats(window_seconds=window_seconds(window))
+    return caller.approval_stats(window_seconds=window_seconds(window, name="window"))
 
 
 @router.get("/presence", response_model=PresenceOut, tags=["runs"],

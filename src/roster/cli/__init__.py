@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "kpi_cmd": ("kpi",),
     "goal_cmd": ("goal",),
     "mission_cmd": ("mission",),
-    "fitness_cmd": ("fitness",),
+    "fitness_cmd": ("fitness", "stage"),
 }
 """Each command module of ``roster.cli`` and the top-level commands it registers, in the order ``roster
 --help`` lists them. A module with a ``register(app)`` function registers its own commands; any other is

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from roster.cli.context import console, emit_json, err_console, reports_errors, workspace
-from roster.cli.fitness_cmd import window_seconds
+from roster.kernel.spec import window_seconds
 from roster.errors import RosterError
 
 if TYPE_CHECKING:

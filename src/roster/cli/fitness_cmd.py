@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 import typer
@@ -10,21 +9,14 @@ from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import NotFound, UsageError
+from roster.kernel.spec import window_seconds
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-_WINDOW = re.compile(r"^[1-9][0-9]*[dhm]$")
 
 
 def register(app: typer.Typer) -> None:
     app.command("fitness")(fitness)
-
-
-def window_seconds(text: str) -> int:
-    """Seconds in a window such as ``7d``, ``30d`` or ``12h``; a :class:`UsageError` saying what is
-    accepted otherwise."""
-    if not _WINDOW.match(text):
-        raise UsageError(f"--window {text!r} is not a duration: use a whole number and d, h or m, e.g. 7d or 30d")
-    return int(text[:-1]) * {"d": 86400, "h": 3600, "m": 60}[text[-1]]
+    app.command("stage")(stage)
 
 
 @reports_errors
@@ -128,3 +120,40 @@ def _print_compare(sides: list[dict[str, Any]], window: str) -> None:
     for i, label in enumerate(_COLUMNS):
         table.add_row(label, *(c[i] for c in cells))
     console.print(table)
+
+
+@reports_errors
+def stage(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Argument(help="One agent (default: every agent).")] = None,
+    workflow: Annotated[str | None, typer.Argument(help="One workflow (with --set: default every workflow).")] = None,
+    set_to: Annotated[str | None, typer.Option("--set", help="shadow, assist, bounded or autonomous.")] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why (required with --set; audited).")] = "",
+    as_json: JSON = False,
+) -> None:
+    """Autonomy stages: each agent's per workflow (shadow: runs beside the owner, never applied; assist:
+    every transition approved by a human; bounded: approvals at the spec's edges; autonomous: relaxable
+    edges skipped while over-reviewed), where each comes from (spec, human, criteria) and why. With --set
+    (humans with admin), move one; it sticks until new evidence crosses a criterion."""
+    session = workspace(ctx).session()
+    if set_to is not None:
+        if agent is None:
+            raise UsageError("--set needs the agent: roster stage AGENT [WORKFLOW] --set STAGE --reason WHY")
+        if not reason.strip():
+            raise UsageError("--set needs --reason: why the stage changes, for the agent's record")
+        moved = session.set_stage(agent, set_to, workflow=workflow, reason=reason)
+        if as_json:
+            emit_json(moved)
+        else:
+            console.print(f"{agent} is now {moved['stage']} on {workflow or 'every workflow'} ({reason})",
+                          highlight=False)
+        return
+    found = [s for s in session.stages(agent=agent) if workflow is None or s["workflow"] == workflow]
+    if as_json:
+        emit_json(found)
+        return
+    table = Table("agent", "workflow", "stage", "from", "since", "why", box=None)
+    for s in found:
+        source = s["source"] if s["source"] != "human" else f"{s['set_by']}"
+        table.add_row(s["agent"], s["workflow"], s["stage"], source, (s["set_at"] or "-")[:16], s["reason"] or "-")
+    console.print(table if found else "no agent may act on a workflow")

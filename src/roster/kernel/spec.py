@@ -21,6 +21,7 @@ A spec, in YAML (see ``src/roster/templates/roster.yaml`` for a commented one)::
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from jsonschema import Draft202012Validator
@@ -28,6 +29,7 @@ from jsonschema.exceptions import SchemaError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from roster.kernel.runner_spec import KNOWN_PROVIDERS, RunnerSpec, did_you_mean, is_known_provider
+from roster.errors import UsageError
 from roster.kernel.plans import DEFAULT_REFLECT_CRON
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
@@ -89,6 +91,19 @@ Duration = Annotated[str, StringConstraints(pattern=r"^[1-9][0-9]*[dhm]$")]
 def duration_seconds(text: str) -> int:
     """Seconds in a :data:`Duration` such as ``7d``, ``12h`` or ``45m``."""
     return int(text[:-1]) * {"d": 86400, "h": 3600, "m": 60}[text[-1]]
+
+
+_WINDOW = re.compile(r"^[1-9][0-9]{0,5}[dhm]$")
+
+
+def window_seconds(text: str, *, name: str = "--window") -> int:
+    """Seconds in a report's window given by a person (``--window 30d``, ``?window=7d``): a
+    :data:`Duration` of at most 6 digits. Raises :class:`UsageError` naming ``name`` and saying what is
+    accepted otherwise."""
+    if not _WINDOW.match(text):
+        raise UsageError(f"{name} {text!r} is not a duration: use a whole number and d, h or m, e.g. 30d "
+                         "(at most 6 digits)")
+    return duration_seconds(text)
 
 
 class Approval(_Model):
@@ -248,6 +263,9 @@ class Agent(_Model):
     max_concurrent_runs: int = Field(default=1, ge=1, le=1000)
     """Runs of this agent in flight at once (default 1: an agent works one task at a time). A higher
     value lets one agent take several tasks of its queue in parallel, each with its own lease."""
+    stage: Stage | dict[Name, Stage] = "bounded"
+    """Its autonomy stage (:mod:`roster.kernel.stages`) on every workflow, or per workflow (others:
+    ``bounded``). A stage a human or the criteria set later (``roster stage``) takes precedence."""
 
 
 class Human(_Model):
@@ -347,6 +365,30 @@ class MemoryPolicy(_Model):
     """How often ``roster up`` consolidates every pad (merge duplicates, drop expired); ``null``: never."""
 
 
+Stage = Literal["shadow", "assist", "bounded", "autonomous"]
+"""An autonomy stage, lowest first (see :mod:`roster.kernel.stages`)."""
+
+Metric = Literal["outcomes", "success_rate", "approval_rate", "days_without_rejection", "cost_vs_pool_median",
+                 "burden_per_outcome", "p95_seconds"]
+"""What a stage criterion may name (:data:`roster.kernel.stages.METRICS`)."""
+
+
+class Criterion(_Model):
+    """One bound on one fitness metric of an (agent, workflow): exactly one of ``at_least``, ``below``
+    or ``above``."""
+
+    metric: Metric
+    at_least: float | None = None
+    below: float | None = None
+    above: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Criterion:
+        if sum(b is not None for b in (self.at_least, self.below, self.above)) != 1:
+            raise ValueError("give exactly one of at_least, below or above")
+        return self
+
+
 class ReviewVolume(_Model):
     """When an approval edge is flagged in ``roster approvals stats`` (see docs/fitness.md)."""
 
@@ -372,6 +414,21 @@ class FitnessPolicy(_Model):
     """With ``fitness-weighted``: the share of a pool's tasks that go to the agents with the least
     evidence, so new agents gather it."""
     review: ReviewVolume = ReviewVolume()
+    promote: list[Criterion] = Field(default_factory=lambda: [
+        Criterion(metric="outcomes", at_least=20), Criterion(metric="success_rate", at_least=0.9),
+        Criterion(metric="approval_rate", at_least=0.95), Criterion(metric="days_without_rejection", at_least=7)])
+    """Expansion criteria, all of which must hold (over ``window``) for a promotion request with the
+    evidence to go to the human inbox; ``[]``: never."""
+    demote: list[Criterion] = Field(default_factory=lambda: [
+        Criterion(metric="success_rate", below=0.7), Criterion(metric="cost_vs_pool_median", above=2)])
+    """Breach criteria, any of which (with ``min_outcomes`` of evidence) demotes the agent one stage,
+    audited and reversible by a human; ``[]``: never."""
+    window: Duration = "30d"
+    """The history the criteria judge."""
+    evaluate_every: Duration | None = "1h"
+    """How often ``roster up`` judges every (agent, workflow) against the criteria; ``null``: never."""
+    retire_after: int = Field(default=2, ge=1)
+    """Breaches while already in ``shadow`` before a retirement proposal goes to the human inbox."""
 
 
 class CompanySpec(_Model):
@@ -533,6 +590,11 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
             if kpi not in spec.kpis:
                 problems.append((("agents", a_name, "kpis", i),
                                  f"KPI '{kpi}' is referenced but not defined; expected one of {_listing(spec.kpis)}"))
+        if isinstance(agent.stage, dict):
+            for workflow in agent.stage:
+                if workflow not in spec.workflows:
+                    problems.append((("agents", a_name, "stage", workflow),
+                                     f"unknown workflow '{workflow}'; expected one of {_listing(spec.workflows)}"))
 
     for tool_name, tool in spec.tools.items():
         if tool.approval is not None:

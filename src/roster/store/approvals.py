@@ -48,6 +48,7 @@ from roster.kernel.contracts import Actor
 from roster.kernel.review import review_verdict
 from roster.kernel.rights import Resource
 from roster.kernel.spec import Approval, duration_seconds
+from roster.kernel.stages import ASSIST_APPROVAL
 from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache
 from roster.store.corrections import record_rejection_txn
@@ -252,6 +253,8 @@ class ApprovalVerbs(CompanyBase):
             workflow = cache.spec.workflows.get(request.workflow or "")
             transition = workflow.transitions.get(request.transition or "") if workflow else None
             edge = transition.approval if transition else None
+            if edge is None and transition is not None and request.evidence.get("stage") == "assist":
+                edge = ASSIST_APPROVAL  # an assist-stage agent's move: the edge is its stage's, not the spec's
         else:
             tool = cache.spec.tools.get(request.tool or "")
             edge = tool.approval if tool else None
@@ -361,7 +364,8 @@ class ApprovalVerbs(CompanyBase):
         by the store's clock; default 30 days), one entry per edge with at least one such request, sorted
         by edge (``workflow.transition`` or ``tool:NAME``): ``{"edge", "requested", "approved", "rejected",
         "expired", "stale", "pending", "decided", "approval_rate", "verdict", "summary"}``. The counts are
-        whole numbers (a used tool approval counts as approved); ``decided`` is approved plus rejected;
+        whole numbers (a used tool approval counts as approved; requests of assist-stage agents on
+        transitions the spec does not put an approval on are not review volume); ``decided`` is approved plus rejected;
         ``approval_rate`` is approved / decided (``None`` when nothing was decided); ``verdict`` is
         ``over-reviewed``, ``weak-upstream``, ``ok`` or ``too-few`` and ``summary`` a sentence saying why
         (:func:`roster.kernel.review.review_verdict`, thresholds from the spec's ``fitness.review``). Raises
@@ -370,7 +374,8 @@ class ApprovalVerbs(CompanyBase):
             raise UsageError(f"a review window is at least one second, not {window_seconds}")
         self.expire_requests()
         with self.store.read() as conn:
-            settings = self.current_txn(conn).spec.fitness.review
+            spec = self.current_txn(conn).spec
+            settings = spec.fitness.review
             since = _window_start(self.store.clock(), window_seconds)
             rows = conn.execute(select(approval_requests.c.kind, approval_requests.c.workflow,
                                        approval_requests.c.transition, approval_requests.c.tool,
@@ -382,6 +387,10 @@ class ApprovalVerbs(CompanyBase):
                                           approval_requests.c.status))
             stats: dict[str, dict[str, Any]] = {}
             for kind, workflow, transition, tool, status, count in rows:
+                flow = spec.workflows.get(workflow or "")
+                if kind == "transition" and (flow is None or transition not in flow.transitions
+                                             or flow.transitions[transition].approval is None):
+                    continue  # an assist-stage agent's move (or a removed edge): not an approval edge of the spec
                 edge = f"{workflow}.{transition}" if kind == "transition" else f"tool:{tool}"
                 entry = stats.setdefault(edge, {"edge": edge, "requested": 0, "approved": 0, "rejected": 0,
                                                 "expired": 0, "stale": 0, "pending": 0, "used": 0})

@@ -51,6 +51,7 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "verify_audit": ("read",),
     "costs": ("read",),
     "fitness": ("read",),
+    "set_stage": ("admin",),
     # administration
     "add_principal": ("admin",),
     "set_status": ("admin",),
@@ -106,6 +107,8 @@ OWN_ROWS: dict[str, str] = {
     "emit_event": "an event any active principal may emit (agents' event triggers decide what it wakes)",
     "kpi_readings": "readings of the company's KPIs, open to every active principal of it",
     "kpi_summaries": "the same, summarised",
+    "stages": "each agent's autonomy stage per workflow, open to every active principal of the company (as "
+              "the spec that sets most of them is)",
 }
 """Public verbs taking an ``actor`` that take no Cedar decision of their own, and why: each acts on its
 caller's own rows, or on the company's directory that every active principal of it may see. The caller

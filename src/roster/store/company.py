@@ -22,6 +22,7 @@ from roster.store.costs import CostVerbs
 from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fitness import DEFAULT_WINDOW, FitnessVerbs
+from roster.store.stages import StageVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.goals import GoalVerbs
 from roster.store.plans import DEFAULT_PLAN_HOLD_SECONDS
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(StageVerbs, FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -100,6 +101,7 @@ class Session:
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
         "set_goal", "get_goal", "list_goals", "move_goal", "presence",
         "plan", "plan_history", "revise_plan", "hold_plan", "release_plan", "fitness",
+        "stages", "set_stage",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -288,6 +290,14 @@ class Session:
     def fitness(self, *, window_seconds: int = DEFAULT_WINDOW, agent: str | None = None) -> dict[str, Any]:
         """:meth:`CompanyStore.fitness`, as :attr:`principal`."""
         return self._company.fitness(window_seconds=window_seconds, agent=agent, actor=self.principal)
+
+    def stages(self, *, agent: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`CompanyStore.stages`, as :attr:`principal`."""
+        return self._company.stages(agent=agent, actor=self.principal)
+
+    def set_stage(self, agent: str, stage: str, *, workflow: str | None = None, reason: str) -> dict[str, Any]:
+        """:meth:`CompanyStore.set_stage`, as :attr:`principal`."""
+        return self._company.set_stage(agent, stage, workflow=workflow, reason=reason, actor=self.principal)
 
     def plan(self, agent: str) -> PlanVersion | None:
         """:meth:`CompanyStore.plan`, as :attr:`principal`."""

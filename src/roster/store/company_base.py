@@ -19,8 +19,9 @@ from roster.errors import Denied, NotFound, RosterError, UsageError
 from roster.kernel.contracts import Actor, WorkflowMachine
 from roster.kernel.rights import TEAM_PAD_PREFIX, Decision, PrincipalFacts, Resource, Rights
 from roster.kernel.spec import CompanySpec
+from roster.kernel.stages import ALL_WORKFLOWS, DEFAULT_STAGE
 from roster.store import audit
-from roster.store.schema import approval_requests, memory_shares, paused_scopes, principals, tasks
+from roster.store.schema import approval_requests, memory_shares, paused_scopes, principals, stages, tasks
 from roster.store.store import Store, load_spec_txn
 
 
@@ -67,6 +68,21 @@ class CompanyCache:
     rights: Rights | None = None
     actionable: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
     """Per agent, the states of each workflow it may take a transition from (memo of this revision)."""
+    stages: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Autonomy stages set after the spec, by (agent, workflow or '*') (the ``stages`` table)."""
+
+    def stage_of(self, agent: str, workflow: str) -> str:
+        """``agent``'s autonomy stage on ``workflow``: set after the spec for that workflow, else for every
+        workflow, else the spec's (per workflow, or for all), else ``bounded``. Humans have none."""
+        found = self.stages.get((agent, workflow)) or self.stages.get((agent, ALL_WORKFLOWS))
+        if found is not None:
+            return found
+        spec_agent = self.spec.agents.get(agent) if self.spec is not None else None
+        if spec_agent is None:
+            return DEFAULT_STAGE
+        if isinstance(spec_agent.stage, dict):
+            return spec_agent.stage.get(workflow, DEFAULT_STAGE)
+        return spec_agent.stage
 
 
 def principal_from_row(row: Any) -> Principal:
@@ -93,6 +109,8 @@ class CompanyBase:
                 principal = principal_from_row(row)
                 cache.principals[principal.handle] = principal
                 cache.actors[principal.handle] = Actor(principal.handle, principal.kind, frozenset(principal.roles))
+            cache.stages = {(r.agent, r.workflow): r.stage for r in conn.execute(
+                select(stages.c.agent, stages.c.workflow, stages.c.stage).where(stages.c.company_id == self.company))}
             paused = conn.scalars(select(paused_scopes.c.scope).where(paused_scopes.c.company_id == self.company))
             cache.rights = Rights(spec, [PrincipalFacts(p.handle, p.kind, p.status, frozenset(p.roles))
                                          for p in cache.principals.values()], list(paused))

@@ -27,6 +27,7 @@ from roster.store import audit
 from roster.store.company_base import ActorRef, CompanyBase
 from roster.store.prepared import Prepared
 from roster.store.schema import tasks
+from roster.store.stages import refuse_shadow
 from roster.store.store import format_ts
 from roster.store.tasks import SELECT_TASK, Task, task_from_row
 
@@ -99,7 +100,9 @@ class LeaseVerbs(CompanyBase):
         else off the task, so only who may change it may take one. An agent needs a transition out of
         ``state`` whose ``by`` names it (``claim:named``) and that its rights allow (its transition grant
         permits ``claim`` too, and the tiers' forbids on transitions apply); a human is allowed by
-        ``humans``. Raises :class:`Denied`."""
+        ``humans``. An agent in stage ``shadow`` on the workflow may not (:func:`refuse_shadow`). Raises
+        :class:`Denied`."""
+        refuse_shadow(cache, who, "claim", workflow)
         self._authorize(cache, who, "claim", Resource("workflow", workflow), state=state,
                         why=f"it may take no transition out of that state ('{state}'), and a lease would keep "
                             "everyone who can off the task; claim tasks you will move (roster task options ID "

@@ -230,6 +230,8 @@ class RunVerbs(CompanyBase):
             for wf_name, wf in cache.spec.workflows.items():
                 if not self._decide(cache, agent, "read", Resource("workflow", wf_name)).allowed:
                     continue
+                if cache.stage_of(agent, wf_name) == "shadow":  # it runs beside the owner, never on its own
+                    continue
                 for t_name, t in wf.transitions.items():
                     if t.offered and cache.actors[agent].matches(t.by) and self._decide(
                             cache, agent, "transition", Resource("workflow", wf_name), t_name).allowed:

@@ -230,11 +230,33 @@ runs = Table(
     # transition was first corrected within the settle window (see corrections): NULL, it stuck so far.
     Column("approval_id", Integer, nullable=True),
     Column("corrected_at", TS, nullable=True),
+    # A shadow run (0020): what it proposed (JSON: transition, writes; never applied) and whether that
+    # matched what happened on the task (NULL: not compared yet).
+    Column("proposal", Text, nullable=True),
+    Column("agreed", Boolean, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "agent"),
     Index(None, "company_id", "task_id"),
     Index(None, "company_id", "outcome", "agent"),  # runs in flight: per agent at claim, the sweep, status
     Index(None, "company_id", "started_at"),  # a window of runs: fitness, costs since, the reflection's period
+)
+
+stages = Table(
+    "stages",
+    metadata,
+    # An agent's autonomy stage on a workflow ('*': every workflow) set after the spec (0020): by a human
+    # (roster stage --set; it sticks until new evidence crosses a criterion) or by the criteria ('system').
+    # Without a row the spec's `stage` holds. Changing one moves the company's rights revision.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("agent", HANDLE, primary_key=True),
+    Column("workflow", HANDLE, primary_key=True),
+    Column("stage", String(16), nullable=False),
+    Column("set_by", HANDLE, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("evidence", Text, nullable=False, server_default="{}"),
+    Column("set_at", TS, nullable=False),
+    Column("breaches", Integer, nullable=False, server_default="0"),  # breaches while in shadow: retirement
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
 )
 
 corrections = Table(

@@ -33,12 +33,15 @@ from roster.errors import (
 )
 from roster.kernel.audit import AuditEvent
 from roster.kernel.contracts import Actor, Evidence, TaskSnapshot, Violation, apply_writes
+from roster.kernel.spec import Approval
+from roster.kernel.stages import ASSIST_APPROVAL
 from roster.kernel.rights import Resource
 from roster.kernel.values import check_json
 from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, recorded_handle
 from roster.store.corrections import record_failed_check_txn, record_return_txn
+from roster.store.stages import refuse_shadow
 from roster.store.goal_links import wake_goal_of_task_txn
 from roster.store.kpis import latest_reading_txn
 from roster.store.prepared import Prepared
@@ -299,6 +302,7 @@ class TaskVerbs(CompanyBase):
             self._check_lease(task, who, fencing_token)
         machine = self._machine(cache, task.workflow)
         transition = machine.transition(name)
+        refuse_shadow(cache, who, "transition", task.workflow)
         evidence = self.evidence_txn(conn, cache, task) if machine.needs_evidence(name) else Evidence()
         if approver is not None:
             evidence = dataclasses.replace(evidence, approvals={name: (approver,)})
@@ -310,6 +314,9 @@ class TaskVerbs(CompanyBase):
             self._authorize(cache, who, "transition", Resource("workflow", task.workflow), name)
             return self._request_transition_txn(conn, head, cache, who, task, name, writes, rationale)
         self._authorize(cache, who, "transition", Resource("workflow", task.workflow), name)
+        if approver is None and who.kind == "agent" and cache.stage_of(who.handle, task.workflow) == "assist":
+            return self._request_transition_txn(conn, head, cache, who, task, name, writes, rationale,
+                                                edge=ASSIST_APPROVAL)
         now = self.store.now()
         updated = _UPDATE_TASK.rowcount(conn, {
             "company": self.company, "task_id": task_id, "expected_version": expected_version,
@@ -347,10 +354,15 @@ class TaskVerbs(CompanyBase):
             raise LeaseHeld(task.id, task.lease_holder, task.lease_expires_at or "")
 
     def _request_transition_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, who: Actor,
-                                task: Task, name: str, writes: dict[str, Any], rationale: str) -> OpenedRequest:
+                                task: Task, name: str, writes: dict[str, Any], rationale: str,
+                                edge: Approval | None = None) -> OpenedRequest:
+        """Open (or find) the approval request of a transition on an approval edge, or of any transition
+        of an agent in stage ``assist`` (``edge``: :data:`ASSIST_APPROVAL`)."""
         assert cache.spec is not None
         workflow = cache.spec.workflows[task.workflow]
         transition = workflow.transitions[name]
+        edge = edge or transition.approval
+        assert edge is not None
         after = apply_writes(task.fields, writes)
         diff = {k: {"from": task.fields.get(k), "to": after.get(k)}
                 for k in sorted(set(task.fields) | set(after)) if task.fields.get(k) != after.get(k)}
@@ -365,11 +377,13 @@ class TaskVerbs(CompanyBase):
                     "fields_diff": diff, "satisfied_clauses": satisfied,
                     "kpis": list(workflow.kpis) or (list(requester.kpis) if requester else []),
                     "rationale": rationale}
+        if transition.approval is None:  # an assist-stage agent's move: every one is approved by a human
+            evidence["stage"] = "assist"
         evidence.update(self._approval_evidence_txn(conn, task, evidence["kpis"]))
         request_id, created = self.open_request_txn(
-            conn, head, who, transition.approval, kind="transition", payload=writes, evidence=evidence,
+            conn, head, who, edge, kind="transition", payload=writes, evidence=evidence,
             rationale=rationale, task_id=task.id, workflow=task.workflow, transition=name, task_version=task.version)
-        return OpenedRequest(request_id, tuple(transition.approval.by), created)
+        return OpenedRequest(request_id, tuple(edge.by), created)
 
     def _approval_evidence_txn(self, conn: Connection, task: Task, kpis: list[str]) -> dict[str, Any]:
         """What an approver sees besides the change itself: the latest result of each check on the task

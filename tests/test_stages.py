@@ -1,0 +1,115 @@
+"""Autonomy stages (issue 17, item 3), on SQLite and PostgreSQL: the spec's ``stage`` and a human's
+``roster stage --set`` decide what an agent's transitions may do on a workflow. A shadow agent can
+neither claim nor move a task (the store refuses, audited, and nothing is applied); an assist agent's
+every transition waits for a human's approval and then runs; criteria naming unknown metrics or
+workflows are refused with file and line."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import js, ok
+from sqlalchemy import select
+from test_fitness import LANE, Scripted, build, drain, rows
+
+from roster.errors import ApprovalPending, Denied, UsageError
+from roster.runtime.dispatcher import Dispatcher
+from roster.store.schema import audit_events, runs
+
+STAGED = LANE.replace("  b2: {roles: [builder], tier: bounded-mutator}",
+                      "  b2: {roles: [builder], tier: bounded-mutator, stage: {fix: shadow}}")
+
+
+def test_a_shadow_agent_may_neither_claim_nor_move_and_is_never_offered_a_task(opened, tmp_path):
+    company = opened(STAGED)
+    task = company.create_task(workflow="fix", title="one", actor="alice")[0]
+    with pytest.raises(Denied, match="stage 'shadow'"):
+        company.claim(task.id, actor="b2", run_id="r1")
+    with pytest.raises(Denied, match="never applied"):
+        company.transition(task.id, "build", actor="b2", expected_version=task.version, writes={"branch": "x"})
+    assert company.get_task(task.id).state == "todo"
+    actions = [r[0] for r in rows(company, select(audit_events.c.action).where(
+        audit_events.c.company_id == "acme", audit_events.c.principal == "b2"))]
+    assert actions == ["lease.claim.rejected", "task.transition.rejected"]
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b2": Scripted(build("x"))}, agents=["b2"])
+    assert dispatcher.cycle() == []
+    dispatcher.close()
+    assert rows(company, select(runs.c.id).where(runs.c.company_id == "acme")) == []
+    assert company.stages(agent="b2") == [{"agent": "b2", "workflow": "fix", "stage": "shadow", "source": "spec",
+                                           "set_by": None, "set_at": None, "reason": "", "evidence": {}}]
+
+
+def test_an_assist_agent_waits_for_a_human_on_every_transition(opened, tmp_path):
+    company = opened(LANE)
+    shown = company.set_stage("b1", "assist", workflow="fix", reason="new model, watch it", actor="alice")
+    assert (shown["stage"], shown["source"], shown["set_by"]) == ("assist", "human", "alice")
+    task = company.create_task(workflow="fix", title="one", actor="alice")[0]
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b1": Scripted(build("good"))}, agents=["b1"])
+    [outcome] = dispatcher.cycle()
+    dispatcher.close()
+    assert outcome.outcome == "waiting" and company.get_task(task.id).state == "todo"
+    [request] = company.inbox(actor="alice")
+    assert request.evidence["stage"] == "assist" and request.transition == "build"
+    company.approve_request(request.id, actor="alice")
+    moved = company.get_task(task.id)
+    assert moved.state == "built" and moved.fields["branch"] == f"good-{task.id}"
+    [event] = company.audit_log(action="task.transition")
+    assert event.principal == "b1" and event.data["approved_by"] == "alice"
+    assert company.approval_stats() == []  # an assist agent's approvals are not review volume of a spec edge
+    # back to bounded: the next move needs nobody
+    company.set_stage("b1", "bounded", reason="it held up", actor="alice")
+    other = company.create_task(workflow="fix", title="two", actor="alice")[0]
+    company.transition(other.id, "build", actor="b1", expected_version=other.version, writes={"branch": "b"})
+    assert company.get_task(other.id).state == "built"
+
+
+def test_setting_a_stage_is_for_admins_is_audited_and_says_what_is_wrong(opened):
+    company = opened(LANE)
+    with pytest.raises(Denied):
+        company.set_stage("b1", "autonomous", reason="I am great", actor="b1")
+    with pytest.raises(UsageError, match="unknown stage 'trusted'; expected one of shadow, assist, bounded"):
+        company.set_stage("b1", "trusted", reason="x", actor="alice")
+    with pytest.raises(UsageError, match="needs a reason"):
+        company.set_stage("b1", "assist", reason=" ", actor="alice")
+    company.set_stage("b1", "shadow", reason="trial", actor="alice")  # every workflow
+    [event] = company.audit_log(action="stage.set")
+    assert (event.principal, event.subject, event.data["from"], event.data["to"], event.data["workflow"]) == (
+        "alice", "principal:b1", "bounded", "shadow", "*")
+    task = company.create_task(workflow="fix", title="one", actor="alice")[0]
+    with pytest.raises(Denied):
+        company.transition(task.id, "build", actor="b1", expected_version=task.version, writes={"branch": "x"})
+    company.set_stage("b1", "bounded", workflow="fix", reason="fix is fine", actor="alice")  # per workflow wins
+    company.transition(task.id, "build", actor="b1", expected_version=task.version, writes={"branch": "x"})
+    rejected = company.audit_log(action="stage.set.rejected")
+    assert [e.principal for e in rejected] == ["b1"]  # the denial; malformed input is refused before it
+
+
+def test_roster_stage_shows_and_sets(cli, db_url, monkeypatch):
+    (cli.workspace / "roster.yaml").write_text(STAGED)
+    monkeypatch.setenv("ROSTER_DB", db_url)
+    assert cli("apply").exit_code == 0
+    listed = js(cli("stage", "--json"))
+    assert {(s["agent"], s["workflow"], s["stage"]) for s in listed} >= {("b2", "fix", "shadow"), ("b1", "fix", "bounded")}
+    assert "shadow" in ok(cli("stage", "b2"))
+    moved = js(cli("stage", "b2", "fix", "--set", "assist", "--reason", "agreed 19 of 20", "--json"))
+    assert (moved["stage"], moved["source"]) == ("assist", "human")
+    bad = cli("stage", "b2", "fix", "--set", "boss", "--reason", "x")
+    assert bad.exit_code == 2 and "unknown stage 'boss'" in bad.output
+    missing = cli("stage", "b2", "fix", "--set", "bounded")
+    assert missing.exit_code == 2 and "--reason" in missing.output
+
+
+def test_criteria_with_an_unknown_metric_or_workflow_are_refused_with_file_and_line(cli):
+    spec = cli.workspace / "roster.yaml"
+    spec.write_text(LANE.replace("fitness: {settle: 1h, min_outcomes: 3}",
+                                 "fitness:\n  promote:\n    - {metric: succes_rate, at_least: 0.9}\n"))
+    result = cli("validate")
+    assert result.exit_code == 3
+    assert "roster.yaml:26: fitness.promote[0].metric" in result.output and "succes_rate" in result.output
+    spec.write_text(LANE.replace("  b1: {roles: [builder], tier: bounded-mutator}",
+                                 "  b1: {roles: [builder], tier: bounded-mutator, stage: {fixes: shadow}}"))
+    result = cli("validate")
+    assert result.exit_code == 3 and "roster.yaml:16: agents.b1.stage.fixes: unknown workflow 'fixes'" in result.output
+    spec.write_text(LANE.replace("fitness: {settle: 1h, min_outcomes: 3}",
+                                 "fitness:\n  demote: [{metric: success_rate, below: 0.7, above: 0.9}]\n"))
+    result = cli("validate")
+    assert result.exit_code == 3 and "give exactly one of at_least, below or above" in result.output
