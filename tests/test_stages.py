@@ -113,3 +113,81 @@ def test_criteria_with_an_unknown_metric_or_workflow_are_refused_with_file_and_l
                                  "fitness:\n  demote: [{metric: success_rate, below: 0.7, above: 0.9}]\n"))
     result = cli("validate")
     assert result.exit_code == 3 and "give exactly one of at_least, below or above" in result.output
+
+
+# -- shadow runs -------------------------------------------------------------------------------------
+
+
+class Slow(Scripted):
+    """A Scripted runner that takes ``seconds`` first."""
+
+    def __init__(self, decide, seconds: float) -> None:  # noqa: ANN001
+        super().__init__(decide)
+        self.seconds = seconds
+
+    def run(self, brief):  # noqa: ANN001, ANN201
+        import time
+
+        time.sleep(self.seconds)
+        return super().run(brief)
+
+
+def shadow_proposal(task: dict) -> dict:
+    """What b2 (in shadow) would do: the owner's move on even tasks, a different branch on odd ones."""
+    return {"transition": "build", "writes": {"branch": f"{'good' if task['id'] % 2 == 0 else 'other'}-{task['id']}"}}
+
+
+@pytest.mark.parametrize("slow", ["owner", "shadow"])
+def test_a_shadow_runs_beside_the_owner_is_compared_and_never_applied(opened, tmp_path, slow):
+    """b2 is in shadow on fix: it runs on each task b1 takes, sees what b1's brief showed, and proposes a
+    move the contract would take. Nothing of it is applied or audited as a transition; its proposals are
+    compared with b1's actual moves (whichever of the two ends first) and its fitness is that agreement."""
+    company = opened(STAGED)
+    ids = [company.create_task(workflow="fix", title=f"fix {i}", actor="alice")[0].id for i in range(4)]
+    owner = Slow(build("good"), 0.4) if slow == "owner" else Scripted(build("good"))
+    shadow = Slow(shadow_proposal, 0.4) if slow == "shadow" else Scripted(shadow_proposal)
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b1": owner, "b2": shadow}, agents=["b1", "b2"])
+    drain(dispatcher)
+    dispatcher.close()
+    assert sorted(owner.seen) == ids and sorted(shadow.seen) == ids
+    for task_id in ids:
+        task = company.get_task(task_id)
+        assert task.state == "built" and task.fields["branch"] == f"good-{task_id}"  # b1's move, never b2's
+    moved_by = {e.principal for e in company.audit_log(action="task.transition")}
+    assert moved_by == {"b1"}
+    assert not [e for e in company.audit_log(principal="b2") if e.action.startswith(("task.", "artifact.", "check."))]
+    found = rows(company, select(runs.c.task_id, runs.c.trigger, runs.c.outcome, runs.c.proposal, runs.c.agreed)
+                 .where(runs.c.company_id == "acme", runs.c.agent == "b2"))
+    assert len(found) == 4 and {r.outcome for r in found} == {"shadow"}
+    owner_runs = {r.task_id: r.id for r in rows(company, select(runs.c.task_id, runs.c.id).where(
+        runs.c.company_id == "acme", runs.c.agent == "b1"))}
+    for r in found:
+        import json
+
+        proposal = json.loads(r.proposal)
+        assert r.trigger == f"shadow of run {owner_runs[r.task_id]}"
+        assert proposal["valid"] is True and proposal["state"] == "todo"  # the contract would have taken it
+        assert bool(r.agreed) == (r.task_id % 2 == 0), (slow, r)
+    b2 = next(a for a in company.fitness()["agents"] if a["agent"] == "b2")
+    assert (b2["evidence"], b2["successes"], b2["unsettled"]) == (4, 2, 0)
+    assert company.verify_audit()[1] is None
+
+
+def test_a_shadow_stage_set_while_running_starts_shadowing_and_a_human_promotes_it(opened, tmp_path):
+    company = opened(LANE)
+    company.set_stage("b2", "shadow", workflow="fix", reason="trial of a new model", actor="alice")
+    company.create_task(workflow="fix", title="one", actor="alice")
+    shadow = Scripted(build("good"))
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b1": Scripted(build("good")), "b2": shadow},
+                            agents=["b1", "b2"])
+    drain(dispatcher)
+    assert len(shadow.seen) == 1
+    company.set_stage("b2", "assist", workflow="fix", reason="agreed on its trial", actor="alice")
+    second = company.create_task(workflow="fix", title="two", actor="alice")[0]
+    dispatcher.cycle()
+    dispatcher.close()
+    # no longer a shadow: b2 is offered work of its own again (an assist move waits for a human)
+    touched = {r.agent for r in rows(company, select(runs.c.agent).where(runs.c.company_id == "acme",
+                                                                         runs.c.task_id == second.id))}
+    assert touched and "b2" not in {r.agent for r in rows(company, select(runs.c.agent).where(
+        runs.c.company_id == "acme", runs.c.task_id == second.id, runs.c.outcome == "shadow"))}

@@ -22,6 +22,9 @@ DEFAULT_STAGE = "bounded"
 ALL_WORKFLOWS = "*"
 """The workflow key of a stage that holds on every workflow (``stage: shadow`` in the spec)."""
 
+SHADOW_TRIGGER = "shadow of run"
+"""How a shadow run's trigger begins (``shadow of run <owner's run id>``)."""
+
 ASSIST_APPROVAL = Approval(by=["human"], expires_in="7d")
 """The approval edge every transition of an ``assist`` agent gets: any human decides, within 7 days."""
 

@@ -40,6 +40,7 @@ from roster.errors import LostRace, RosterError, UsageError
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.plans import reflection_cron
 from roster.kernel.spec import CompanySpec
+from roster.kernel.stages import SHADOW_TRIGGER
 from roster.runtime.background import LeaseRenewals, NotifyListener, pid_alive
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.goal_checks import check_goal
@@ -99,7 +100,10 @@ class _Unrecorded:
 @dataclass
 class _Flight:
     agent: str
-    kind: str  # task, trigger, message, goal, reflection, check (a goal's check without a run)
+    kind: str  # task, trigger, message, goal, reflection, check (a goal's check without a run), shadow
+    run_id: str | None = None
+    task: Task | None = None
+    """A task run's claimed task, as its brief showed it (what its shadows are shown)."""
 
 
 class Dispatcher:
@@ -385,7 +389,46 @@ class Dispatcher:
                 outcomes.append(outcome)
             if future is not None:
                 futures.append(future)
+                futures += self._start_shadows(future)
         return outcomes, futures
+
+    def _start_shadows(self, owner: Future) -> list[Future]:
+        """Start a shadow run beside the task run behind ``owner`` for each agent this dispatcher serves
+        that is in stage ``shadow`` on the task's workflow and could act on it otherwise, if it has room
+        (its ``max_concurrent_runs`` and the dispatcher's ``max_runs``). Shadows see the task as the
+        owner's brief did."""
+        with self._lock:
+            flight = self._flights.get(owner)
+        if flight is None or flight.task is None or flight.run_id is None or self._company_paused():
+            return []
+        seen, owner_run = flight.task, flight.run_id
+        shadows = [a for a in self.company.shadows_for(seen.workflow, seen.state)
+                   if a in self._served and self.runner(a) is not None]
+        if not shadows:
+            return []
+        spec = self._current_spec()
+        load = self.in_flight()
+        futures = []
+        for agent in shadows:
+            if sum(load.values()) >= self.max_runs or load.get(agent, 0) >= self.capacity(agent, spec):
+                continue
+            if self.enforce_budgets(agent, seen.workflow):
+                continue
+            runner = self._take_runner(agent)
+            state = RunState(agent, new_run_id(), f"{SHADOW_TRIGGER} {owner_run}", runner)
+
+            def work(state: RunState = state, runner: Runner = runner) -> Outcome:
+                try:
+                    return self.pipeline.run_shadow(state, seen, owner_run)
+                except Exception as exc:  # noqa: BLE001 - a shadow must not take the worker down
+                    self.log(f"{state.agent} shadowing task {seen.id}: the runtime failed: {exc!r}")
+                    return Outcome(state.agent, seen.id, state.run_id, "failed", failure=classify(exc))
+                finally:
+                    self._give_back_runner(state.agent, runner)
+
+            futures.append(self._submit(_Flight(agent, "shadow"), work))
+            load[agent] = load.get(agent, 0) + 1
+        return futures
 
     def _assign(self, offers: dict[str, list[Candidate]], room: dict[str, int], load: Mapping[str, int],
                 free: int) -> list[tuple[Candidate, str]]:
@@ -429,7 +472,7 @@ class Dispatcher:
         if isinstance(claimed, Outcome):
             self._give_back_runner(agent, runner)
             return claimed, None
-        return None, self._submit(_Flight(agent, "task"), lambda: self._run_task(claimed))
+        return None, self._submit(_Flight(agent, "task", claimed.run_id, claimed.task), lambda: self._run_task(claimed))
 
     def _claim(self, agent: str, task: Candidate | Task, runner: Runner, *, trigger: str,
                queue: tuple[int, ...]) -> RunState | Outcome:

@@ -41,6 +41,7 @@ from roster.errors import (
 )
 from roster.kernel.failures import Failure, FailureCategory, classify
 from roster.kernel.goals import GoalBudget, GoalCheck
+from roster.kernel.stages import SHADOW_TRIGGER
 from roster.runtime.context import ContextAssembler, Wakeup
 from roster.runtime.runners import Brief, Runner, RunResult, Usage
 from roster.store import CompanyStore, Task, faults
@@ -290,6 +291,45 @@ class RunPipeline:
         self.company.end_run(state.run_id, agent=state.agent, task_id=state.task.id,
                              fencing_token=state.lease.fencing_token, finish=state.finish())
         state.ended = True
+
+    # -- a shadow run ---------------------------------------------------------------------------------
+
+    def run_shadow(self, state: RunState, task: Task, owner_run: str) -> Outcome:
+        """Run ``state.agent`` (in stage ``shadow`` on the task's workflow) beside run ``owner_run`` on
+        ``task``, as the owner saw it: no lease, its brief built read-only, and its result only recorded
+        and compared (:meth:`~roster.store.shadows.ShadowVerbs.record_shadow`), never applied."""
+        state.task = task
+        state.run_id = self.company.start_run(state.agent, trigger=f"{SHADOW_TRIGGER} {owner_run}", task_id=task.id,
+                                              fencing_token=None, run_id=state.run_id,
+                                              dispatcher_id=self.dispatcher_id)
+        state.begun = True
+        failure = None
+        try:
+            state.brief = self.context.brief(state.agent, task, Wakeup(state.run_id, None, 1, (),
+                                                                       reason=f"shadow of run {owner_run}"))
+            self.execute(state)
+        except Exception as exc:  # noqa: BLE001 - a shadow's failure is recorded as a miss, like any run's
+            if isinstance(exc, OUTAGES):
+                raise
+            failure = classify(exc)
+        result = state.result if failure is None else None
+        usage = state.usage
+        agreed: list[bool | None] = [None]
+
+        def record() -> None:
+            agreed[0] = self.company.record_shadow(
+                state.run_id, agent=state.agent, seen=task, transition=result.transition if result else None,
+                writes=dict(result.writes) if result else {}, failure=failure, model=usage.model,
+                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_usd=usage.cost_usd,
+                wall_seconds=round(time.monotonic() - state.started, 6))
+
+        self._patiently(record, state.run_id)
+        state.ended, state.outcome, state.failure = True, "shadow", failure
+        state.transition = result.transition if result else None
+        self.log(f"{state.agent} shadowed run {owner_run} on task {task.id}: proposed "
+                 f"{state.transition or 'nothing'}"
+                 + ("" if agreed[0] is None else f", {'agreed' if agreed[0] else 'differed'}"))
+        return state.outcome_record()
 
     # -- a run without a task -----------------------------------------------------------------------
 

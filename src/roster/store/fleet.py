@@ -31,6 +31,7 @@ from roster.store.prepared import Prepared
 from roster.store.runs import HELD_BACK_FOR, Attempt, Candidate, RunRecord, RunVerbs, run_record
 from roster.store.schema import api_tokens, audit_events, dispatchers, runs, runtime_leases
 from roster.store.store import format_ts
+from roster.store.shadows import is_shadow_trigger
 from roster.store.tasks import SELECT_TASK, Task
 
 _STEP_EVENT = Prepared(
@@ -346,7 +347,7 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
                                               api_tokens.c.name == run_token_name(run.id),
                                               api_tokens.c.revoked_at.is_(None)), {"revoked_at": stamp})
         audit.touch(head, "principals", run.agent)  # the run's token revoked: run.crash records it
-        if run.task_id is None:
+        if run.task_id is None or is_shadow_trigger(run.trigger):  # a shadow holds no lease and owes no attempt
             return CrashedRun(run.id, run.agent, None, reason)
         task = SELECT_TASK.first(conn, {"company": self.company, "task_id": run.task_id})
         if task is not None and task.lease_run == run.id:

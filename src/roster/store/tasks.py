@@ -41,6 +41,7 @@ from roster.store import audit
 from roster.store.approvals import OpenedRequest, stale_requests_txn
 from roster.store.company_base import ActorRef, CompanyBase, CompanyCache, recorded_handle
 from roster.store.corrections import record_failed_check_txn, record_return_txn
+from roster.store.shadows import compare_shadows_txn
 from roster.store.stages import refuse_shadow
 from roster.store.goal_links import wake_goal_of_task_txn
 from roster.store.kpis import latest_reading_txn
@@ -335,6 +336,7 @@ class TaskVerbs(CompanyBase):
         assert cache.spec is not None
         record_return_txn(conn, self.company, cache.spec, workflow=task.workflow, task_id=task_id, left=task.state,
                           entered=transition.to, by=who.handle, transition=name, now=now)
+        compare_shadows_txn(conn, self.company, task_id=task_id, left=task.state, transition=name, writes=writes)
         if transition.to in machine.terminal:  # a task filed toward a goal finished: the goal looks again now
             wake_goal_of_task_txn(conn, self.company, task_id, now)
         stale_requests_txn(conn, head, cache, company=self.company, task_id=task_id, workflow=task.workflow,
