@@ -191,3 +191,81 @@ def test_a_shadow_stage_set_while_running_starts_shadowing_and_a_human_promotes_
                                                                          runs.c.task_id == second.id))}
     assert touched and "b2" not in {r.agent for r in rows(company, select(runs.c.agent).where(
         runs.c.company_id == "acme", runs.c.task_id == second.id, runs.c.outcome == "shadow"))}
+
+
+# -- selection pressure: the criteria ----------------------------------------------------------------
+
+PRESSURE = LANE.replace("fitness: {settle: 1h, min_outcomes: 3}", """fitness:
+  settle: 1m
+  min_outcomes: 5
+  retire_after: 2
+  promote: [{metric: outcomes, at_least: 5}, {metric: success_rate, at_least: 0.9}]
+  demote: [{metric: success_rate, below: 0.7}]""")
+
+
+def qa_strict(task: dict) -> dict:
+    return {"transition": "rework" if task["fields"].get("branch", "").startswith("bad") else "verify"}
+
+
+def work(company, clock, tmp_path, builders: dict, tasks: int = 8) -> None:  # noqa: ANN001
+    """``tasks`` new tasks through the builders and a strict QA, then past the settle window."""
+    for i in range(tasks):
+        company.create_task(workflow="fix", title=f"work {i}", actor="alice")
+    runners = {**builders, "qa": Scripted(qa_strict)}
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners=runners, agents=list(runners))
+    drain(dispatcher, cycles=200)
+    dispatcher.close()
+    clock.advance(600)
+
+
+def test_a_breach_demotes_a_human_reverses_it_and_only_new_evidence_demotes_again(opened, clock, tmp_path):
+    company = opened(PRESSURE)
+    work(company, clock, tmp_path, {"b1": Scripted(build("good")), "b2": Scripted(build("bad"))})
+    done = {(d["agent"], d["move"]) for d in company.judge_stages()}
+    assert ("b2", "demote") in done and ("b1", "promote") in done and ("qa", "promote") in done
+    [stage] = company.stages(agent="b2")
+    assert (stage["stage"], stage["source"]) == ("assist", "criteria")
+    assert "breached success_rate < 0.7" in stage["reason"] and stage["evidence"]["metrics"]["success_rate"] == 0.0
+    [demoted] = company.audit_log(action="stage.demote")
+    assert (demoted.principal, demoted.data["from"], demoted.data["to"]) == ("system", "bounded", "assist")
+    told = {(e.category, e.from_agent): e for e in company.list_escalations() if e.task_id is None}
+    demotion = told[("demotion", "b2")]
+    assert "roster stage b2 fix --set bounded" in demotion.reason and demotion.to == "human"
+    assert "b1 meets the expansion criteria on fix for autonomous" in told[("promotion", "b1")].reason
+    assert "days_without_rejection 0.01" in told[("promotion", "b1")].reason  # its record began 10 minutes ago
+    assert company.judge_stages() == []  # nothing new: no second demotion, the promotion already proposed
+
+    company.set_stage("b2", "bounded", workflow="fix", reason="the failures were the old spec's", actor="alice")
+    assert company.judge_stages() == []  # the human's call sticks: no evidence since it
+    assert company.stages(agent="b2")[0]["stage"] == "bounded"
+    work(company, clock, tmp_path, {"b2": Scripted(build("bad"))}, tasks=6)  # new evidence, as bad as before
+    assert ("b2", "demote") in {(d["agent"], d["move"]) for d in company.judge_stages()}
+    assert company.stages(agent="b2")[0]["stage"] == "assist"
+
+
+def test_an_agent_unfit_in_shadow_gets_a_retirement_proposal(opened, clock, tmp_path):
+    company = opened(PRESSURE.replace("  b2: {roles: [builder], tier: bounded-mutator}",
+                                      "  b2: {roles: [builder], tier: bounded-mutator, stage: shadow}"))
+    differ = Scripted(lambda task: {"transition": "build", "writes": {"branch": f"elsewhere-{task['id']}"}})
+    work(company, clock, tmp_path, {"b1": Scripted(build("good")), "b2": differ}, tasks=6)
+    assert [d["move"] for d in company.judge_stages() if d["agent"] == "b2"] == ["breach"]
+    work(company, clock, tmp_path, {"b1": Scripted(build("good")), "b2": differ}, tasks=6)
+    assert [d["move"] for d in company.judge_stages() if d["agent"] == "b2"] == ["retire"]
+    [retire] = [e for e in company.list_escalations() if e.category == "retirement"]
+    assert retire.from_agent == "b2" and "2 breach(es) in shadow" in retire.reason
+    assert "roster principal status b2 retired" in retire.reason
+    assert company.stages(agent="b2")[0]["stage"] == "shadow"
+
+
+def test_roster_up_judges_the_criteria_on_its_schedule(opened, clock, tmp_path):
+    company = opened(PRESSURE)
+    work(company, clock, tmp_path, {"b1": Scripted(build("good")), "b2": Scripted(build("bad"))})
+    # the lane's dispatchers judged at their first cycle (no evidence yet): the next judgement is an hour on
+    assert company.audit_log(action="stage.demote") == []
+    dispatcher = Dispatcher(company, workdir=tmp_path, runners={"b1": Scripted(build("good"))}, agents=["b1"])
+    dispatcher.cycle()
+    assert company.audit_log(action="stage.demote") == []
+    clock.advance(3600)
+    dispatcher.cycle()  # the leader's periodic jobs: the criteria are due
+    dispatcher.close()
+    assert [e.data["to"] for e in company.audit_log(action="stage.demote")] == ["assist"]

@@ -68,6 +68,8 @@ from roster.store.runs import Candidate, new_run_id
 RUNTIME = "runtime"
 """Who the runtime's own housekeeping is recorded as (in trigger_state and the audit)."""
 CONSOLIDATION = "memory:consolidate"
+STAGE_CRITERIA = "fitness:stages"
+"""The periodic job that judges every (agent, workflow) against the stage criteria."""
 MAX_BUSY_WAIT = 60.0
 """Seconds :meth:`Dispatcher.run_forever` waits at most between cycles while the store stays unavailable."""
 LEADER = "leader"
@@ -869,6 +871,7 @@ class Dispatcher:
         self._consolidate_memory_if_due(spec)
         self.kpis.follow(spec)
         self.kpis.measure_due(spec)
+        self._judge_stages_if_due(spec)
 
     def _heartbeat(self) -> None:
         with self._lock:
@@ -964,6 +967,21 @@ class Dispatcher:
         else:
             self.company.note_budget_warning(status.scope, status.period, why, unit=status.unit)
         self.log(f"warning: {why}")
+
+    def _judge_stages_if_due(self, spec: CompanySpec) -> None:
+        """Judge every (agent, workflow) against the stage criteria each ``fitness.evaluate_every``:
+        demotions, retirement and promotion proposals (see :mod:`roster.store.stage_criteria`)."""
+        every = spec.fitness.evaluate_every
+        if every is None:
+            return
+        now = self.company.store.clock()
+        if not self.periodic.due(STAGE_CRITERIA, every, now):
+            return
+        done = self.company.judge_stages()
+        self.periodic.ran(STAGE_CRITERIA, every, now)
+        for move in done:
+            self.log(f"stages: {move['agent']} on {move['workflow']}: {move['move']} ({'; '.join(move['why'])}), "
+                     f"now {move['stage']}")
 
     def _consolidate_memory_if_due(self, spec: CompanySpec) -> None:
         """Consolidate every memory pad each ``memory.consolidate_every`` (state kept in trigger_state)."""

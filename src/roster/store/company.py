@@ -23,6 +23,7 @@ from roster.store.engine import DEFAULT_LOCK_TIMEOUT
 from roster.store.escalations import EscalationVerbs
 from roster.store.fitness import DEFAULT_WINDOW, FitnessVerbs
 from roster.store.shadows import ShadowVerbs
+from roster.store.stage_criteria import StageCriteriaVerbs
 from roster.store.stages import StageVerbs
 from roster.store.fleet import FleetVerbs
 from roster.store.goals import GoalVerbs
@@ -72,7 +73,7 @@ if TYPE_CHECKING:
     from roster.store.triggers import Event
 
 
-class CompanyStore(ShadowVerbs, StageVerbs, FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(StageCriteriaVerbs, ShadowVerbs, StageVerbs, FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 

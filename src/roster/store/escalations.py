@@ -130,6 +130,29 @@ class EscalationVerbs(CompanyBase):
                      data={"escalation": escalation_id, "to": to, "category": category, "reason": reason})
         return escalation_id
 
+    def escalate_agent_txn(self, conn: Connection, head: audit.ChainHead, cache: CompanyCache, agent: str, *,
+                           category: str, reason: str) -> int | None:
+        """Put a matter about ``agent`` itself (a promotion, demotion or retirement proposal of its autonomy
+        stage) before a human, inside ``conn``'s transaction: the first human up its ``reports_to`` chain,
+        else any human. Not again while an open escalation of ``category`` from it says the same
+        ``reason``'s first sentence. Returns the escalation's id, or ``None`` if one is already open."""
+        first = reason.split(":", 1)[0]
+        for row in conn.execute(select(escalations.c.reason).where(
+                escalations.c.company_id == self.company, escalations.c.from_agent == agent,
+                escalations.c.category == category, escalations.c.status == "open", escalations.c.task_id.is_(None),
+                escalations.c.goal_id.is_(None))):
+            if row.reason.split(":", 1)[0] == first:
+                return None
+        to = _first_human_above(cache, agent)
+        now = self.store.now()
+        escalation_id = conn.execute(insert(escalations), {
+            "company_id": self.company, "task_id": None, "goal_id": None, "from_agent": agent, "step": "human",
+            "to": to, "category": category, "reason": reason, "status": "open", "created_at": now,
+            "note": ""}).inserted_primary_key[0]
+        audit.append(conn, head, ts=now, principal="system", action="escalation.human", subject=f"principal:{agent}",
+                     data={"escalation": escalation_id, "to": to, "category": category, "reason": reason})
+        return escalation_id
+
     def fail_attempt(self, task_id: int, agent: str, failure: Failure, *, max_attempts: int,
                      tried: dict | None = None) -> tuple[Attempt, Escalation | None]:
         """Count ``agent``'s failed attempt on the task (:meth:`~roster.store.runs.RunVerbs.record_failure`:

@@ -91,19 +91,23 @@ class FitnessVerbs(CompanyBase):
         (:func:`roster.kernel.fitness.lower_bound`), so little evidence ranks low; ``success_rate`` and
         ``usd_per_success`` are ``None`` below ``fitness.min_outcomes`` (or when unknown). ``workflow``
         and ``agents`` narrow the read (the escalation ladder asks about a few peers on one workflow)."""
-        now = self.store.clock()
-        since = format_ts(now - timedelta(seconds=window_seconds))
-        settled_before = format_ts(now - timedelta(seconds=duration_seconds(spec.fitness.settle)))
+        since = format_ts(self.store.clock() - timedelta(seconds=window_seconds))
+        return {key: {"outcomes": fig["evidence"], "successes": fig["successes"], "score": fig["reputation"],
+                      "success_rate": fig["success_rate"], "usd_per_success": fig["usd_per_success"],
+                      "enough": fig["enough"]}
+                for key, fig in self.figures_since_txn(conn, spec, since, agents=agents, workflow=workflow).items()}
+
+    def figures_since_txn(self, conn: Connection, spec: CompanySpec, since: str, *, agents: list[str] | None = None,
+                          workflow: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+        """The figures (:func:`roster.kernel.fitness.figures`, burden included) of each (agent, workflow)
+        over the runs started since ``since`` (ISO 8601 UTC), trusted, inside ``conn``'s transaction;
+        ``agents`` and ``workflow`` narrow the read."""
+        settled_before = format_ts(self.store.clock() - timedelta(seconds=duration_seconds(spec.fitness.settle)))
         tallies = _Tallies()
         self._tally_runs_txn(conn, spec, tallies, since, settled_before, agents, workflow=workflow)
+        self._tally_corrections_txn(conn, spec, tallies, since, agents, workflow=workflow)
         least = spec.fitness.min_outcomes
-        found = {}
-        for key, tally in tallies.workflows.items():
-            fig = figures(tally, min_outcomes=least)
-            found[key] = {"outcomes": fig["evidence"], "successes": fig["successes"], "score": fig["reputation"],
-                          "success_rate": fig["success_rate"], "usd_per_success": fig["usd_per_success"],
-                          "enough": fig["enough"]}
-        return found
+        return {key: figures(tally, min_outcomes=least) for key, tally in tallies.workflows.items()}
 
     def _tally_runs_txn(self, conn: Connection, spec: CompanySpec, tallies: _Tallies, since: str,
                         settled_before: str, agent: str | list[str] | None, *,
@@ -166,14 +170,18 @@ class FitnessVerbs(CompanyBase):
         return succeeded_at
 
     def _tally_corrections_txn(self, conn: Connection, spec: CompanySpec, tallies: _Tallies, since: str,
-                               agent: str | None) -> None:
+                               agent: str | list[str] | None, *, workflow: str | None = None) -> None:
         query = (select(corrections.c.agent, corrections.c.workflow, runs.c.model, corrections.c.kind, func.count())
                  .select_from(corrections.join(runs, and_(runs.c.company_id == corrections.c.company_id,
                                                           runs.c.id == corrections.c.run_id)))
                  .where(corrections.c.company_id == self.company, corrections.c.at >= since)
                  .group_by(corrections.c.agent, corrections.c.workflow, runs.c.model, corrections.c.kind))
-        if agent is not None:
+        if isinstance(agent, str):
             query = query.where(corrections.c.agent == agent)
+        elif agent is not None:
+            query = query.where(corrections.c.agent.in_(agent))
+        if workflow is not None:
+            query = query.where(corrections.c.workflow == workflow)
         runner_kinds = {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
         for who, workflow, model, kind, count in conn.execute(query):
             for tally in tallies.grains(who, workflow, model or runner_kinds.get(who, "unknown")):
