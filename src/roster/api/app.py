@@ -137,7 +137,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     ``workdir``: the spec's folder, where the command check of a goal set over REST or MCP runs at once
     (default: the folder holding ``skills_dir``, which ``roster serve`` and ``roster up`` put beside the
     spec); with neither, only KPI goals are checked at once and command checks wait for the runtime."""
-    from roster.api import routes_goals, routes_plans, routes_records, routes_tasks, routes_team
+    from roster.api import routes_fitness, routes_goals, routes_plans, routes_records, routes_tasks, routes_team
     from roster.api.mcp_server import create_mcp_server
 
     if workdir is None and skills_dir is not None:
@@ -166,7 +166,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     app.add_exception_handler(RosterError, problems.roster_error)
     app.add_exception_handler(RequestValidationError, problems.validation_error)
     app.add_exception_handler(StarletteHTTPException, problems.http_error)
-    for module in (routes_tasks, routes_team, routes_records, routes_goals, routes_plans):
+    for module in (routes_tasks, routes_team, routes_records, routes_goals, routes_plans, routes_fitness):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/mcp", mcp_app)
     return app

@@ -406,3 +406,89 @@ class PlanHoldOut(BaseModel):
     def of(cls, hold: PlanHold) -> PlanHoldOut:
         return cls(agent=hold.agent, holder=hold.holder, note=hold.note, held_at=hold.held_at,
                    expires_at=hold.expires_at)
+
+
+class FiguresOut(BaseModel):
+    """The fitness figures of one grain (definitions: docs/fitness.md). Rates are 0..1; USD and tokens per
+    successful outcome; seconds of wall time. ``success_rate``, ``usd_per_success`` and
+    ``tokens_per_success`` are ``null`` below ``min_outcomes`` settled outcomes (``reason`` says so) or
+    when unknown (a run that could not be priced)."""
+
+    evidence: int = Field(description="settled outcomes behind the figures")
+    enough: bool
+    runs: int
+    successes: int
+    failed: int
+    unsettled: int
+    success_rate: float | None
+    usd_per_success: float | None
+    tokens_per_success: float | None
+    reputation: float = Field(description="Wilson lower bound (95%) of the success rate")
+    cost_usd: float | None
+    priced_cost_usd: float
+    unpriced_runs: int
+    tokens: int
+    burden: dict[str, int] = Field(description="rework, rejected, reverted, check_failed, escalations, "
+                                               "contract_rejections, crashed, timed_out")
+    p50_seconds: float | None
+    p95_seconds: float | None
+    kpis: dict[str, dict[str, int]] = Field(description="per linked KPI, how it moved after each success "
+                                                        "(toward, away, unchanged, unmeasured): attribution, "
+                                                        "not causation")
+    reason: str | None = None
+
+
+class TransitionFitnessOut(BaseModel):
+    transition: str
+    outcomes: int
+    successes: int
+    reputation: float
+
+
+class WorkflowFitnessOut(FiguresOut):
+    workflow: str
+    transitions: list[TransitionFitnessOut]
+
+
+class AgentFitnessOut(FiguresOut):
+    agent: str
+    workflows: list[WorkflowFitnessOut]
+
+
+class ModelFitnessOut(FiguresOut):
+    model: str = Field(description="the run's model, else its agent's runner kind")
+
+
+class FitnessOut(BaseModel):
+    """Fitness from the record over ``[since, until)`` (ISO 8601 UTC): per agent (with its workflows and
+    transitions) and per model or runner."""
+
+    since: str
+    until: str
+    window_seconds: int
+    settle: str
+    min_outcomes: int
+    agents: list[AgentFitnessOut]
+    models: list[ModelFitnessOut]
+
+
+class StageOut(BaseModel):
+    """An agent's autonomy stage on a workflow and where it comes from."""
+
+    agent: str
+    workflow: str
+    stage: Literal["shadow", "assist", "bounded", "autonomous"]
+    source: Literal["spec", "human", "criteria"]
+    set_by: str | None
+    set_at: str | None
+    reason: str
+    evidence: dict[str, Any]
+
+
+class StageIn(BaseModel):
+    """Set an agent's stage (humans with admin): on one workflow, or on every workflow without one."""
+
+    model_config = ConfigDict(extra="forbid")
+    stage: Literal["shadow", "assist", "bounded", "autonomous"]
+    workflow: str | None = Field(default=None, max_length=63)
+    reason: str = Field(min_length=1, max_length=2000)

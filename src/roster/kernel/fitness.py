@@ -86,8 +86,9 @@ def lower_bound(successes: int, outcomes: int) -> float:
 def figures(tally: Tally, *, min_outcomes: int) -> dict[str, Any]:
     """The figures of one grain, as JSON: ``evidence`` (settled outcomes) and ``enough``; when enough,
     ``success_rate`` (0..1), ``usd_per_success`` (``None``: unknown, some run could not be priced, or no
-    success), ``tokens_per_success``; else those are ``None`` and ``reason`` says why. Always: the raw
-    counts, the ``burden`` by kind, latency ``p50_seconds`` and ``p95_seconds``, and ``kpis``."""
+    success), ``tokens_per_success`` and ``reason`` ``None``; else those are ``None`` and ``reason`` says
+    why. Always: the raw counts, the ``burden`` by kind, latency ``p50_seconds`` and ``p95_seconds``, and
+    ``kpis``."""
     enough = tally.outcomes >= min_outcomes
     latencies = sorted(tally.latencies)
     out: dict[str, Any] = {
@@ -98,6 +99,7 @@ def figures(tally: Tally, *, min_outcomes: int) -> dict[str, Any]:
         "priced_cost_usd": round(tally.cost_usd, 6), "unpriced_runs": tally.unpriced_runs, "tokens": tally.tokens,
         "burden": dict(tally.burden), "p50_seconds": _round(percentile(latencies, 50)),
         "p95_seconds": _round(percentile(latencies, 95)), "kpis": {k: dict(v) for k, v in sorted(tally.kpis.items())},
+        "reason": None,
     }
     if not enough:
         out["reason"] = (f"not enough evidence: {tally.outcomes} settled outcome(s), {min_outcomes} needed "
