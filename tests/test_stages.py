@@ -269,3 +269,59 @@ def test_roster_up_judges_the_criteria_on_its_schedule(opened, clock, tmp_path):
     dispatcher.cycle()  # the leader's periodic jobs: the criteria are due
     dispatcher.close()
     assert [e.data["to"] for e in company.audit_log(action="stage.demote")] == ["assist"]
+
+
+# -- relaxable approval edges ------------------------------------------------------------------------
+
+RELAXABLE = LANE.replace("merge:  {from: verified, to: merged, by: [merger], approval: {by: [human]}}",
+                         "merge:  {from: verified, to: merged, by: [merger], approval: {by: [human], relaxable: true}}"
+                         ).replace("fitness: {settle: 1h, min_outcomes: 3}",
+                                   "fitness: {settle: 1h, min_outcomes: 3, review: {min_requests: 3}}")
+
+
+def verified(company, n: int) -> list[int]:  # noqa: ANN001
+    ids = []
+    for i in range(n):
+        task = company.create_task(workflow="fix", title=f"t{i}", actor="alice")[0]
+        company.transition(task.id, "build", actor="b1", expected_version=task.version, writes={"branch": "x"})
+        company.transition(task.id, "verify", actor="qa", expected_version=task.version + 1)
+        ids.append(task.id)
+    return ids
+
+
+def merge(company, task_id: int) -> None:  # noqa: ANN001
+    company.transition(task_id, "merge", actor="merger", expected_version=company.get_task(task_id).version)
+
+
+def test_an_autonomous_agent_skips_a_relaxable_edge_only_while_it_is_over_reviewed(opened):
+    company = opened(RELAXABLE)
+    ids = verified(company, 6)
+    company.set_stage("merger", "autonomous", workflow="fix", reason="trusted", actor="alice")
+    for task_id in ids[:3]:  # not over-reviewed yet (too few decided): each merge asks a human
+        with pytest.raises(ApprovalPending):
+            merge(company, task_id)
+    for request in company.inbox(actor="alice"):
+        company.approve_request(request.id, actor="alice")
+    assert company.approval_stats()[0]["verdict"] == "over-reviewed"
+    merge(company, ids[3])  # 3 of 3 approved: the edge is skipped, and the move says why
+    assert company.get_task(ids[3]).state == "merged"
+    last = company.audit_log(action="task.transition")[-1]
+    assert last.principal == "merger" and "approved_by" not in last.data
+    assert last.data["relaxed"] == ("approval edge skipped: an autonomous agent, and 3 of 3 approved in 30 days: "
+                                    "over-reviewed, is this edge needed?")
+    company.set_stage("merger", "bounded", workflow="fix", reason="back to reviews", actor="alice")
+    with pytest.raises(ApprovalPending):  # bounded: the edge holds, over-reviewed or not
+        merge(company, ids[4])
+
+
+def test_an_edge_that_is_not_relaxable_is_never_skipped(opened):
+    company = opened(RELAXABLE.replace(", relaxable: true", ""))
+    ids = verified(company, 4)
+    company.set_stage("merger", "autonomous", workflow="fix", reason="trusted", actor="alice")
+    for task_id in ids[:3]:
+        with pytest.raises(ApprovalPending):
+            merge(company, task_id)
+    for request in company.inbox(actor="alice"):
+        company.approve_request(request.id, actor="alice")
+    with pytest.raises(ApprovalPending):
+        merge(company, ids[3])

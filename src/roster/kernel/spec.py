@@ -111,6 +111,9 @@ class Approval(_Model):
     """Who may approve: a principal handle, a role, or ``human``. Nobody approves their own request."""
     expires_in: Duration = "7d"
     """How long a request waits for a decision before it expires."""
+    relaxable: bool = False
+    """Whether an agent in stage ``autonomous`` may skip this edge while review volume shows it
+    over-reviewed (docs/fitness.md); the move is audited with that evidence."""
 
 
 class Transition(_Model):

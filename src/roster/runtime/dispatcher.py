@@ -745,6 +745,11 @@ class Dispatcher:
         if not futures:
             return []
         wait(futures)
+        while True:  # and for their done-callbacks (_landed): the next cycle's load must not count them
+            with self._lock:
+                if not any(f in self._flights for f in futures):
+                    break
+            time.sleep(0.001)
         outcomes = [f.result() for f in futures]
         with self._lock:
             self._finished = [o for o in self._finished if o not in outcomes]

@@ -405,6 +405,18 @@ class ApprovalVerbs(CompanyBase):
                 entry["approved"], entry["rejected"], window_days=window_seconds / 86400, settings=settings)
         return [stats[k] for k in sorted(stats)]
 
+    def edge_review_txn(self, conn: Connection, spec: Any, workflow: str, transition: str) -> tuple[str, str]:
+        """The review-volume verdict and summary of approval edge ``workflow.transition`` over the last
+        :data:`REVIEW_WINDOW_SECONDS`, inside ``conn``'s transaction (a relaxable edge is skipped for an
+        autonomous agent while it is ``over-reviewed``)."""
+        since = _window_start(self.store.clock(), REVIEW_WINDOW_SECONDS)
+        counts = dict(conn.execute(select(approval_requests.c.status, func.count()).where(
+            approval_requests.c.company_id == self.company, approval_requests.c.kind == "transition",
+            approval_requests.c.workflow == workflow, approval_requests.c.transition == transition,
+            approval_requests.c.created_at >= since).group_by(approval_requests.c.status)).all())
+        return review_verdict(int(counts.get("approved", 0)), int(counts.get("rejected", 0)),
+                              window_days=REVIEW_WINDOW_SECONDS / 86400, settings=spec.fitness.review)
+
     # -- deciding -----------------------------------------------------------------------------------
 
     def _decide_txn(self, conn: Connection, cache: CompanyCache, request_id: int, actor: ActorRef) -> tuple[
