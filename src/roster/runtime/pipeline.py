@@ -243,16 +243,17 @@ class RunPipeline:
             return
         # The version the brief showed, unless this run's own evidence (artifacts, checks) moved it since.
         version = self.company.get_task(task.id).version if result.artifacts or result.checks else task.version
-        clean = not state.previous and not (state.brief and state.brief.data.get("messages"))
+        shown = [m["id"] for m in (state.brief.data.get("messages") or [])] if state.brief and state.delivered else []
 
         def finish() -> dict:
             state.transition, state.outcome = result.transition, "succeeded"
             return state.finish()
 
-        ender = (self.company.run_ender(state.run_id, agent=agent, fencing_token=lease.fencing_token, finish=finish)
-                 if clean else None)
-        if ender is not None:
-            state.stop_renewing()  # the transition's transaction releases the lease: no renewal may follow it
+        # The move, the run's end, the lease's release, the earlier attempts' clearing and the messages it
+        # was shown marked read commit together: a kill after the move can leave no run 'running'.
+        ender = self.company.run_ender(state.run_id, agent=agent, fencing_token=lease.fencing_token, finish=finish,
+                                       clear_attempts=bool(state.previous), read=shown)
+        state.stop_renewing()  # the transition's transaction releases the lease: no renewal may follow it
         try:
             self.company.transition(task.id, result.transition, actor=agent, expected_version=version,
                                     writes=result.writes, rationale=result.rationale,
@@ -262,7 +263,7 @@ class RunPipeline:
             state.approval_id = pending.request_id
             return
         state.transition, state.outcome = result.transition, "succeeded"
-        state.ended = ender is not None  # only once the transition's transaction has committed
+        state.ended = True  # only once the transition's transaction has committed
 
     def record(self, state: RunState) -> None:
         """After a run that did not end in its transition's transaction: mark the messages it was shown

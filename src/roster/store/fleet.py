@@ -192,15 +192,22 @@ class FleetVerbs(LeaseVerbs, RunVerbs):
             audit.save_head(conn, head)
         return released
 
-    def run_ender(self, run_id: str, *, agent: str, fencing_token: int,
-                  finish: Callable[[], dict]) -> Callable[[Connection, audit.ChainHead, CompanyCache, Task], None]:
-        """What a clean run passes as its transition's ``then``: in the transition's transaction, release
-        the lease, end the run with ``finish()`` and record what the agent saw of the moved task."""
+    def run_ender(self, run_id: str, *, agent: str, fencing_token: int, finish: Callable[[], dict],
+                  clear_attempts: bool = False,
+                  read: list[int] | None = None) -> Callable[[Connection, audit.ChainHead, CompanyCache, Task], None]:
+        """What a run passes as its transition's ``then``: in the transition's transaction, release the
+        lease, end the run with ``finish()``, record what the agent saw of the moved task, forget the
+        agent's earlier failed attempts on it (``clear_attempts``) and mark the messages it was shown
+        (``read``) read. A kill after the move leaves nothing of the run to sweep."""
 
         def end(conn: Connection, head: audit.ChainHead, cache: CompanyCache, moved: Task) -> None:
             self.release_txn(conn, head, self._actor(cache, agent), moved.id, fencing_token, row=moved)
             self.finish_run_txn(conn, head, run_id, agent=agent, **finish())
             self.record_view_txn(conn, head, moved.id, agent, task=moved)
+            if clear_attempts:
+                self.clear_attempts_txn(conn, moved.id, agent)
+            if read:
+                self.mark_read_txn(conn, read, agent)
 
         return end
 

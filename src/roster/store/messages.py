@@ -180,7 +180,11 @@ class MessageVerbs(CompanyBase):
             return 0
         handle = self._handle(actor)
         with self.store.write() as conn:
-            return conn.execute(update(messages).where(
-                messages.c.company_id == self.company, messages.c.id.in_(message_ids),
-                messages.c.recipient == handle, or_(messages.c.read_at.is_(None))),
-                {"read_at": self.store.now()}).rowcount
+            return self.mark_read_txn(conn, message_ids, handle)
+
+    def mark_read_txn(self, conn: Connection, message_ids: list[int], recipient: str) -> int:
+        """:meth:`mark_read` for ``recipient`` inside ``conn``'s transaction (a run's end in its transition's)."""
+        return conn.execute(update(messages).where(
+            messages.c.company_id == self.company, messages.c.id.in_(message_ids),
+            messages.c.recipient == recipient, or_(messages.c.read_at.is_(None))),
+            {"read_at": self.store.now()}).rowcount

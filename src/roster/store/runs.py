@@ -370,8 +370,12 @@ class RunVerbs(CompanyBase):
     def clear_attempts(self, task_id: int, agent: str) -> None:
         """Forget ``agent``'s failed attempts on the task (after it succeeded there), so no backoff remains."""
         with self.store.write() as conn:
-            conn.execute(delete(attempts).where(attempts.c.company_id == self.company, attempts.c.task_id == task_id,
-                                                attempts.c.agent == agent))
+            self.clear_attempts_txn(conn, task_id, agent)
+
+    def clear_attempts_txn(self, conn: Connection, task_id: int, agent: str) -> None:
+        """:meth:`clear_attempts` inside ``conn``'s transaction (a run's end in its transition's)."""
+        conn.execute(delete(attempts).where(attempts.c.company_id == self.company, attempts.c.task_id == task_id,
+                                            attempts.c.agent == agent))
 
     def attempts_of(self, task_id: int) -> list[Attempt]:
         """The failed-attempt records of every agent on the task, by agent."""
