@@ -123,14 +123,9 @@ class FitnessVerbs(CompanyBase):
                               .outerjoin(approval_requests, and_(approval_requests.c.company_id == runs.c.company_id,
                                                                  approval_requests.c.id == runs.c.approval_id)))
                  .where(runs.c.company_id == self.company, runs.c.started_at >= since, runs.c.outcome != "running"))
-        if isinstance(agent, str):
-            query = query.where(runs.c.agent == agent)
-        elif agent is not None:
-            query = query.where(runs.c.agent.in_(agent))
-        if workflow is not None:
-            query = query.where(tasks.c.workflow == workflow)
+        query = _narrow(query, runs.c.agent, agent, tasks.c.workflow, workflow)
         succeeded_at: dict[tuple[str, str], list[str]] = defaultdict(list)
-        runner_kinds = {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
+        runner_kinds = _runner_kinds(spec)
         fine: dict[tuple[str, str | None, str], Tally] = defaultdict(Tally)  # merged into the grains at the end
         for (who, workflow, model, outcome, code, transition, corrected, ended, status, cost, tokens, seconds,
              task_id, agreed) in conn.execute(query):
@@ -176,13 +171,8 @@ class FitnessVerbs(CompanyBase):
                                                           runs.c.id == corrections.c.run_id)))
                  .where(corrections.c.company_id == self.company, corrections.c.at >= since)
                  .group_by(corrections.c.agent, corrections.c.workflow, runs.c.model, corrections.c.kind))
-        if isinstance(agent, str):
-            query = query.where(corrections.c.agent == agent)
-        elif agent is not None:
-            query = query.where(corrections.c.agent.in_(agent))
-        if workflow is not None:
-            query = query.where(corrections.c.workflow == workflow)
-        runner_kinds = {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
+        query = _narrow(query, corrections.c.agent, agent, corrections.c.workflow, workflow)
+        runner_kinds = _runner_kinds(spec)
         for who, workflow, model, kind, count in conn.execute(query):
             for tally in tallies.grains(who, workflow, model or runner_kinds.get(who, "unknown")):
                 tally.burden[kind] += int(count)
@@ -248,6 +238,21 @@ class _Tallies:
         if model is not None:
             found.append(self.models[model])
         return found
+
+
+def _narrow(query: Any, agent_column: Any, agent: str | list[str] | None, workflow_column: Any,
+            workflow: str | None) -> Any:
+    """``query`` kept to one agent or several, and to one workflow, when given."""
+    if isinstance(agent, str):
+        query = query.where(agent_column == agent)
+    elif agent is not None:
+        query = query.where(agent_column.in_(agent))
+    return query if workflow is None else query.where(workflow_column == workflow)
+
+
+def _runner_kinds(spec: CompanySpec) -> dict[str, str]:
+    """Each agent's runner kind: the model-or-runner grain of runs that name no model."""
+    return {name: (a.runner.kind if a.runner else "none") for name, a in spec.agents.items()}
 
 
 def _verdict(outcome: str, transition: str | None, corrected: str | None, ended: str | None, status: str | None,
