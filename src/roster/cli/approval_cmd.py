@@ -12,7 +12,6 @@ from rich.table import Table
 from rich.text import Text
 
 from roster.cli.context import console, emit_json, err_console, reports_errors, workspace
-from roster.kernel.spec import window_seconds
 from roster.errors import RosterError
 
 if TYPE_CHECKING:
@@ -196,6 +195,8 @@ def approvals_stats(
     verdict. An edge nearly always approved is over-reviewed (is it worth a human's time?); one that keeps
     rejecting has a weak upstream (the contract before it lets problems through); below the spec's
     fitness.review.min_requests decided requests it is too few to judge."""
+    from roster.kernel.spec import window_seconds  # here: `roster --help` loads no kernel
+
     seconds = window_seconds(window)  # a UsageError naming the accepted form, before the store is opened
     stats = workspace(ctx).session().approval_stats(window_seconds=seconds)  # any principal may see counts
     if as_json:

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import NotFound, UsageError
-from roster.kernel.spec import window_seconds
 
 JSON = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 
@@ -34,6 +33,8 @@ def fitness(
     latency p50/p95 and KPI movement after its successes (attribution, not causation). Each figure
     carries its evidence (settled outcomes); below the spec's fitness.min_outcomes it says "not enough
     evidence". Definitions: docs/fitness.md."""
+    from roster.kernel.spec import window_seconds  # here: `roster --help` loads no kernel
+
     session = workspace(ctx).session()
     report = session.fitness(window_seconds=window_seconds(window), agent=agent if compare is None else None)
     if compare is not None:
