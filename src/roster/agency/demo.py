@@ -31,7 +31,7 @@ from typing import Any
 from roster.agency.lint import git, project_rules
 from roster.agency.worktrees import remove_stale_worktrees
 from roster.defaults import SPEC_NAME
-from roster.kernel.fitness import describe
+from roster.kernel.fitness import burden_text, describe
 from roster.errors import RosterError, UsageError
 from roster.runtime.dispatcher import Dispatcher, Outcome
 from roster.store import CompanyStore
@@ -485,7 +485,7 @@ def _fitness_lines(company: CompanyStore) -> list[str]:
             held = a["successes"] + a["unsettled"]
             figure = (f"{held} of {a['evidence'] + a['unsettled']} outcome(s) not corrected so far "
                       f"({a['unsettled']} still inside the {report['settle']} settle window, so not yet evidence)")
-        burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in a["burden"].items() if n)
+        burden = burden_text(a["burden"])
         lines.append(f"  fitness of {a['agent']}: {figure}" + (f"; burden: {burden}" if burden and not a["enough"]
                                                                  else ""))
     return lines

@@ -90,7 +90,9 @@ _COLUMNS = ("settled", "success", "USD/succ.", "tok/succ.", "burden", "p50/p95 s
 def _cells(fig: dict[str, Any]) -> list[str]:
     """A grain's row: settled outcomes (and unsettled ones in brackets), success rate, costs per success,
     burden by kind, latency, reputation; ``-`` where there is not enough evidence."""
-    burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fig["burden"].items() if n) or "-"
+    from roster.kernel.fitness import burden_text  # here: `roster --help` loads no kernel
+
+    burden = burden_text(fig["burden"]) or "-"
     if fig["enough"]:
         success = f"{fig['success_rate']:.0%}"
         usd = (f"{fig['usd_per_success']:.4f}" if fig["usd_per_success"] is not None

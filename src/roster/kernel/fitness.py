@@ -117,10 +117,21 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def burden_text(burden: dict[str, int]) -> str:
+    """The non-zero burden kinds in words: ``1 rework, 2 check failed``; empty when there is none."""
+    return ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in burden.items() if n)
+
+
+def median(values: list[float]) -> float | None:
+    """The upper median of ``values`` (the pool's cost per success); ``None`` when empty."""
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
 def describe(fig: dict[str, Any]) -> str:
     """One line for humans: ``success 92% (23 of 25 settled), $0.0120 per success, burden: 1 rework`` or
     ``not enough evidence: ...``."""
-    burden = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fig["burden"].items() if n) or "no corrections"
+    burden = burden_text(fig["burden"]) or "no corrections"
     if not fig["enough"]:
         return f"{fig['reason']}; burden: {burden}"
     usd = fig["usd_per_success"]

@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
+from roster.kernel.fitness import median
 from roster.runtime.reputation import Reputations
 from roster.store.runs import Candidate
 
@@ -78,7 +79,6 @@ class FitnessWeighted:
         self.board = board
         self.handed: dict[str, Counter[str]] = defaultdict(Counter)
         """Per workflow: the (decayed) tasks handed to each agent."""
-        self.least_loaded = LeastLoaded()
 
     def shares(self, workflow: str, offered: Sequence[str]) -> dict[str, float]:
         """Each offered agent's target share (0..1, summing to 1) of the pool's tasks on ``workflow``."""
@@ -90,9 +90,8 @@ class FitnessWeighted:
         weights = {a: float(reps[a]["score"]) for a in established}
         costs = {a: reps[a].get("usd_per_success") for a in established}
         if all(c for c in costs.values()):
-            ordered = sorted(costs.values())
-            median = ordered[len(ordered) // 2]
-            weights = {a: w * min(2.0, max(0.5, median / costs[a])) for a, w in weights.items()}  # type: ignore[operator]
+            pool = median(list(costs.values()))  # type: ignore[arg-type]
+            weights = {a: w * min(2.0, max(0.5, pool / costs[a])) for a, w in weights.items()}  # type: ignore[operator]
         floor = max(weights.values()) / 20 or 1.0
         weights = {a: max(w, floor) for a, w in weights.items()}
         explore = self.board.exploration if new else 0.0
@@ -124,7 +123,7 @@ class FitnessWeighted:
         return pick
 
     def started(self, agent: str) -> None:
-        self.least_loaded.started(agent)
+        """Nothing to count: shares are kept per task handed out (:attr:`handed`)."""
 
 
 class FromSpec:

@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, select
 
+from roster.kernel.fitness import median
 from roster.kernel.spec import duration_seconds
 from roster.kernel.stages import STAGES, judge, step
 from roster.store import audit
@@ -159,5 +160,5 @@ def _pool_medians(judged: dict[tuple[str, str], dict[str, Any]]) -> dict[str, fl
     for (_agent, workflow), fig in judged.items():
         if fig["enough"] and fig.get("usd_per_success"):
             costs.setdefault(workflow, []).append(fig["usd_per_success"])
-    return {w: sorted(c)[len(c) // 2] for w, c in costs.items()}
+    return {w: median(c) for w, c in costs.items()}
 
