@@ -299,3 +299,29 @@ def test_roster_fitness_reports_compares_and_refuses_a_bad_window(cli, db_url, m
     assert unknown.exit_code == 2 and "has no runs in the window" in unknown.output
     missing = cli("fitness", "ghost")
     assert missing.exit_code != 0 and "ghost" in missing.output
+
+
+def test_kpi_movement_after_successes_and_latency_are_reported(lane, clock, tmp_path):
+    """Each success between two readings of the workflow's KPI counts the way the KPI moved (defects go
+    down: toward the target); latency is the runs' wall time, p50 and p95."""
+    import time
+
+    lane.record_kpi("defects", 10, actor="alice")
+    clock.advance(60)
+    for i in range(3):
+        lane.create_task(workflow="fix", title=f"fix {i}", actor="alice")
+
+    def slow_build(task: dict) -> dict:
+        time.sleep(0.05)
+        return build("good")(task)
+
+    dispatcher = Dispatcher(lane, workdir=tmp_path, runners={"b1": Scripted(slow_build)}, agents=["b1"])
+    drain(dispatcher)
+    dispatcher.close()
+    clock.advance(60)
+    lane.record_kpi("defects", 8, actor="alice")
+    clock.advance(2 * 3600)
+    b1 = by_agent(lane.fitness(), "b1")
+    assert b1["kpis"] == {"defects": {"toward": 3, "away": 0, "unchanged": 0, "unmeasured": 0}}
+    assert b1["workflows"][0]["kpis"] == b1["kpis"]
+    assert b1["p95_seconds"] >= b1["p50_seconds"] >= 0.05
