@@ -94,6 +94,24 @@ api_tokens = Table(
     ForeignKeyConstraint(["company_id", "principal"], ["principals.company_id", "principals.handle"]),
 )
 
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    # A human's browser session on the dashboard (kind 'session', its secret in an HttpOnly cookie) or a
+    # one-time sign-in link printed by `roster dashboard` (kind 'link', spent at first use: used_at) (0021).
+    Column("company_id", HANDLE, primary_key=True),
+    Column("id", String(16), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("principal", HANDLE, nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_by", HANDLE, nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("used_at", TS, nullable=True),
+    Column("revoked_at", TS, nullable=True),
+    ForeignKeyConstraint(["company_id", "principal"], ["principals.company_id", "principals.handle"]),
+)
+
 paused_scopes = Table(
     "paused_scopes",
     metadata,
