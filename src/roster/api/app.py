@@ -1,4 +1,6 @@
-"""The ASGI app: ``create_app(store)`` serves the REST API under ``/api/v1`` and the MCP server at ``/mcp``.
+"""The ASGI app: ``create_app(store)`` serves the REST API under ``/api/v1`` (Swagger UI at ``/api/v1/docs``,
+its files from the ``fastapi-swagger`` package), the MCP server at ``/mcp`` and the dashboard at ``/``
+(:mod:`roster.web`).
 
 Every route depends on :func:`session`: the ``Authorization: Bearer <token>`` header is resolved to one
 principal's :class:`~roster.store.Session`, whose verbs act as that principal in its own company. Ids in
@@ -54,7 +56,7 @@ Id = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 class Attribution:
     """Pure ASGI middleware: everything a request writes is audited with ``via: api`` (``via: mcp`` under
-    /mcp). The context variable is set in the request's task, so the worker threads of sync endpoints
+    /mcp, ``via: dashboard`` for the dashboard's pages and forms). The context variable is set in the request's task, so the worker threads of sync endpoints
     inherit it."""
 
     def __init__(self, app: ASGIApp) -> None:
@@ -64,7 +66,8 @@ class Attribution:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        token = audit.VIA.set("mcp" if scope["path"].startswith("/mcp") else "api")
+        path = scope["path"]
+        token = audit.VIA.set("mcp" if path.startswith("/mcp") else "api" if path.startswith(API_PREFIX) else "dashboard")
         try:
             await self.app(scope, receive, send)
         finally:
@@ -138,7 +141,10 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     (default: the folder holding ``skills_dir``, which ``roster serve`` and ``roster up`` put beside the
     spec); with neither, only KPI goals are checked at once and command checks wait for the runtime."""
     from roster.api import routes_fitness, routes_goals, routes_plans, routes_records, routes_tasks, routes_team
+    from fastapi_swagger import patch_fastapi  # Swagger UI's files from the package, never a CDN
+
     from roster.api.mcp_server import create_mcp_server
+    from roster.web import mount as mount_dashboard
 
     if workdir is None and skills_dir is not None:
         workdir = skills_dir.parent
@@ -152,7 +158,7 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
             yield
 
     app = FastAPI(title="Roster", lifespan=lifespan, version=__version__, openapi_url=f"{API_PREFIX}/openapi.json",
-                  docs_url=f"{API_PREFIX}/docs", redoc_url=None,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None,
                   description="The workplace where AI agents and humans do real work together: every request "
                               "acts as the principal of its bearer token, under the same rules as the CLI.",
                   responses=problems.DOCUMENTED)
@@ -169,4 +175,8 @@ def create_app(store: Store, *, host: str = "127.0.0.1", skills_dir: pathlib.Pat
     for module in (routes_tasks, routes_team, routes_records, routes_goals, routes_plans, routes_fitness):
         app.include_router(module.router, prefix=API_PREFIX)
     app.mount("/mcp", mcp_app)
+    patch_fastapi(app, docs_url=f"{API_PREFIX}/docs", redirect_from_root_to_docs=False,
+                  swagger_js_url="/static/swagger/swagger-ui-bundle.js", swagger_css_url="/static/swagger/swagger-ui.css",
+                  swagger_favicon_url="/static/swagger/favicon-32x32.png")
+    mount_dashboard(app, store)
     return app

@@ -1,0 +1,84 @@
+"""What the dashboard reads at population scale, each an indexed query bounded by a page: a workflow's
+tasks per state and a page of one state's column (``ix_tasks_work_order``), runs per hour
+(``runs.started_at``), and what every agent is doing right now.
+
+Each function takes the :class:`~roster.store.company.CompanyStore` an interface obtained through
+``Session.company_for`` (``read`` on the workflow, or ``oversee`` on the company): the decision is taken
+there, not here.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+
+from roster.store.schema import approval_requests, escalations, runs, tasks
+from roster.store.store import format_ts
+from roster.store.tasks import Task, task_from_row
+
+if TYPE_CHECKING:
+    from roster.store.company import CompanyStore
+
+MAX_COLUMN = 100
+"""Most tasks one column shows at once; the rest are a page further."""
+
+
+def state_counts(company: CompanyStore, workflow: str, *, owner: str | None = None) -> dict[str, int]:
+    """Tasks of ``workflow`` per state (states with none left out), optionally of one owner."""
+    query = (select(tasks.c.state, func.count()).where(tasks.c.company_id == company.company,
+                                                        tasks.c.workflow == workflow).group_by(tasks.c.state))
+    if owner:
+        query = query.where(tasks.c.owner == owner)
+    with company.store.read() as conn:
+        return {state: n for state, n in conn.execute(query)}
+
+
+def column(company: CompanyStore, workflow: str, state: str, *, owner: str | None = None, title: str = "",
+           offset: int = 0, limit: int = 25) -> list[Task]:
+    """One page of a state's tasks, in work order (priority, then id), filtered by owner and by a title
+    substring (case-insensitive). ``limit`` is capped at :data:`MAX_COLUMN`."""
+    query = select(tasks).where(tasks.c.company_id == company.company, tasks.c.workflow == workflow,
+                                tasks.c.state == state)
+    if owner:
+        query = query.where(tasks.c.owner == owner)
+    if title:
+        query = query.where(func.lower(tasks.c.title).contains(title.lower(), autoescape=True))
+    query = query.order_by(tasks.c.priority.desc(), tasks.c.id).offset(max(offset, 0)).limit(min(limit, MAX_COLUMN))
+    with company.store.read() as conn:
+        return [task_from_row(r) for r in conn.execute(query)]
+
+
+def runs_per_hour(company: CompanyStore, *, hours: int = 24) -> list[tuple[str, int]]:
+    """Runs started in each of the last ``hours`` hours (UTC), oldest first, as ``("YYYY-MM-DDTHH", n)``;
+    hours without runs count 0."""
+    now = company.store.clock()
+    since = format_ts(now - timedelta(hours=hours))
+    hour = func.substr(runs.c.started_at, 1, 13)
+    with company.store.read() as conn:
+        found = dict(conn.execute(select(hour, func.count()).where(
+            runs.c.company_id == company.company, runs.c.started_at >= since).group_by(hour)).all())
+    slots = [format_ts(now - timedelta(hours=h))[:13] for h in range(hours - 1, -1, -1)]
+    return [(slot, found.get(slot, 0)) for slot in slots]
+
+
+def agents_now(company: CompanyStore) -> dict[str, dict[str, int]]:
+    """What each agent is doing right now, by the record: ``{agent: {"running": runs in flight,
+    "waiting": its approval requests pending, "escalated": its escalations open}}`` (agents with none of
+    these left out)."""
+    now: dict[str, dict[str, int]] = {}
+    with company.store.read() as conn:
+        for key, query in (
+            ("running", select(runs.c.agent, func.count()).where(
+                runs.c.company_id == company.company, runs.c.outcome == "running").group_by(runs.c.agent)),
+            ("waiting", select(approval_requests.c.requested_by, func.count()).where(
+                approval_requests.c.company_id == company.company, approval_requests.c.status == "pending")
+                .group_by(approval_requests.c.requested_by)),
+            ("escalated", select(escalations.c.from_agent, func.count()).where(
+                escalations.c.company_id == company.company, escalations.c.status == "open")
+                .group_by(escalations.c.from_agent)),
+        ):
+            for agent, n in conn.execute(query):
+                now.setdefault(agent, {"running": 0, "waiting": 0, "escalated": 0})[key] = n
+    return now

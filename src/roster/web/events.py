@@ -1,0 +1,93 @@
+"""Live updates: server-sent events at ``/events``, fed by the store's own commits.
+
+The store calls :meth:`EventHub.committed` after every commit that moved a company's audit chain (the
+same hook that takes audit checkpoints), in the writing thread; the hub only notes the new head and wakes
+the streams of that company. Each stream then reads the new events through its human's session (so it
+sends only what that human may read) and sends one SSE event per kind that changed: ``task`` (a task was
+created, moved, held, edited, released or claimed), ``run`` (a run started or ended), ``approval``,
+``escalation``, ``team`` (pauses, resumes, principals), ``message``. The pages re-fetch their parts when
+their kinds arrive (htmx ``hx-trigger="sse:task"``); nothing is polled while nothing happens.
+
+A commit in another process (a ``roster up`` beside ``roster serve`` on the same database) reaches a
+stream through a light check of the company's chain head every :data:`OTHER_PROCESSES` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from starlette.concurrency import run_in_threadpool
+
+from roster.errors import RosterError
+
+if TYPE_CHECKING:
+    from roster.store import Session, Store
+
+OTHER_PROCESSES = 5.0
+"""Seconds between checks of the chain head for commits made by other processes."""
+KINDS = {"task": "task", "lease": "task", "run": "run", "approval": "approval", "escalation": "escalation",
+         "principal": "team", "scope": "team", "message": "message", "goal": "task", "check": "task",
+         "artifact": "task"}
+"""Audit action prefix -> the kind of change a page listens to."""
+
+
+def kind_of(action: str) -> str | None:
+    """The kind of change an audit action is (``task.transition`` -> ``task``), or ``None``."""
+    return KINDS.get(action.split(".", 1)[0])
+
+
+class EventHub:
+    """The companies' latest chain heads, and the streams waiting on them. Attach with :meth:`attach`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._heads: dict[str, int] = {}
+        self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+
+    def attach(self, store: Store) -> None:
+        """Hear every commit of ``store``."""
+        store.after_commit_hooks.append(self.committed)
+
+    def committed(self, _store: Store, saved: dict[str, tuple[int, str]]) -> None:
+        """After a commit (in the writing thread): note each company's new head, wake its streams."""
+        with self._lock:
+            woken = []
+            for company, (seq, _hash) in saved.items():
+                self._heads[company] = max(seq, self._heads.get(company, 0))
+                woken.extend(self._waiters.get(company, ()))
+        for loop, event in woken:
+            loop.call_soon_threadsafe(event.set)
+
+    async def stream(self, session: Session, start: int) -> AsyncIterator[dict[str, str]]:
+        """SSE events for ``session``'s company after audit seq ``start``, until the client goes."""
+        company = session.principal.company
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        with self._lock:
+            self._waiters.setdefault(company, set()).add((loop, event))
+        seen = start
+        try:
+            yield {"event": "hello", "data": str(seen)}
+            while True:
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=OTHER_PROCESSES)
+                except TimeoutError:
+                    pass
+                event.clear()
+                await asyncio.sleep(0.2)  # a burst of commits becomes one refresh
+                try:
+                    events = await run_in_threadpool(session.audit_log, after_seq=seen, limit=500)
+                except RosterError:
+                    continue  # a store outage: the next wake-up tries again
+                if not events:
+                    yield {"comment": "keep-alive"}
+                    continue
+                seen = events[-1].seq
+                for kind in sorted({k for e in events if (k := kind_of(e.action))}):
+                    yield {"event": kind, "data": str(seen)}
+        finally:
+            with self._lock:
+                self._waiters.get(company, set()).discard((loop, event))
