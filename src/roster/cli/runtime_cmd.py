@@ -229,13 +229,14 @@ def up(
     agents: Annotated[str | None, typer.Option(
         "--agents", help="Run only these agents: handles or role:<role>, comma-separated (the rest are left "
                          "to other roster up processes).")] = None,
-    no_serve: Annotated[bool, typer.Option("--no-serve", help="Do not serve the REST API alongside.")] = False,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Do not serve the dashboard and the REST API "
+                                                              "alongside.")] = False,
     host: HOST = DEFAULT_HOST,
     port: PORT = DEFAULT_PORT,
 ) -> None:
     """Run the company's agents, many runs at once (--max-runs; each agent up to its max_concurrent_runs),
-    each task to one agent, woken as work arrives; and (unless --no-serve or --once) the REST API is
-    served alongside. Several roster up processes may share a company (PostgreSQL, or SQLite on one
+    each task to one agent, woken as work arrives; and (unless --no-serve or --once) the dashboard and the
+    REST API are served alongside. Several roster up processes may share a company (PostgreSQL, or SQLite on one
     host). SIGINT/SIGTERM stop it cleanly: the runs in flight finish and release their leases."""
     ws = workspace(ctx)
     dispatcher = _dispatcher(ws, lease_seconds, max_attempts, max_task_cost=max_task_cost, max_runs=max_runs,
@@ -247,8 +248,8 @@ def up(
         api = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
         url = api.start()
         dispatcher.mcp_url = f"{url}/mcp/"
-        console.print(f"roster up: REST API at {url}/api/v1, MCP at {url}/mcp/ (bearer tokens; docs/api.md)",
-                      highlight=False)
+        console.print(f"roster up: dashboard at {url}/ (sign in: roster dashboard), REST API at {url}/api/v1, "
+                      f"MCP at {url}/mcp/ (bearer tokens; docs/api.md)", highlight=False)
 
     def stop(signum: int, _frame: object) -> None:
         err_console.print(f"roster up: {signal.Signals(signum).name}, stopping after the runs in flight")

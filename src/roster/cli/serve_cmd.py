@@ -1,5 +1,6 @@
-"""``roster serve`` (the REST API and the MCP server over HTTP) and ``roster mcp`` (the MCP server over
-stdio, for an agent CLI that starts it as a subprocess)."""
+"""``roster serve`` (the dashboard, the REST API and the MCP server over HTTP), ``roster dashboard`` (a
+one-time sign-in link to the dashboard) and ``roster mcp`` (the MCP server over stdio, for an agent CLI
+that starts it as a subprocess)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from roster.cli.context import console, reports_errors, workspace
+from roster.cli.context import console, emit_json, reports_errors, workspace
 from roster.errors import Unauthenticated
 
 DEFAULT_HOST = "127.0.0.1"
@@ -21,6 +22,7 @@ PORT = Annotated[int, typer.Option("--port", min=0, max=65535, help="TCP port of
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve)
+    app.command("dashboard")(dashboard)
     app.command("mcp")(mcp)
 
 
@@ -30,15 +32,40 @@ def serve(
     host: HOST = DEFAULT_HOST,
     port: PORT = DEFAULT_PORT,
 ) -> None:
-    """Serve the REST API (/api/v1) and the MCP server (/mcp/) without running agents. Every request
-    authenticates with a bearer token (`roster token issue`). Stop with Ctrl-C."""
+    """Serve the dashboard (/), the REST API (/api/v1) and the MCP server (/mcp/) without running agents.
+    Humans sign in to the dashboard with `roster dashboard`; API requests authenticate with a bearer token
+    (`roster token issue`). Stop with Ctrl-C."""
     from roster.api.server import ApiServer  # the web stack only for the command that serves
 
     ws = workspace(ctx)
     server = ApiServer(ws.store(), host=host, port=port, skills_dir=ws.spec_path.parent / "skills")
-    console.print(f"roster serve: REST at http://{host}:{port}/api/v1, MCP at http://{host}:{port}/mcp/",
-                  highlight=False)
+    console.print(f"roster serve: dashboard at http://{host}:{port}/ (sign in: roster dashboard), "
+                  f"REST at http://{host}:{port}/api/v1, MCP at http://{host}:{port}/mcp/", highlight=False)
     server.run()
+
+
+@reports_errors
+def dashboard(
+    ctx: typer.Context,
+    url: Annotated[str | None, typer.Option("--url", help="Where the dashboard is served (default: "
+                                            f"http://{DEFAULT_HOST}:{DEFAULT_PORT}, as roster serve and roster up).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the link as JSON.")] = False,
+) -> None:
+    """Print a one-time link that signs you in to the dashboard (`roster serve` or `roster up` serves it).
+    It works once, within 15 minutes, for the human whose token this command runs with; agents cannot
+    sign in."""
+    from roster.store.dashboard_sessions import open_link  # the store only when the command runs
+
+    ws = workspace(ctx)
+    link, expires = open_link(ws.store(), ws.session())
+    base = (url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
+    address = f"{base}/sign-in?link={link}"
+    if as_json:
+        emit_json({"url": address, "expires_at": expires})
+        return
+    console.print(f"Open this link to sign in to the dashboard (once, until {expires[:19].replace('T', ' ')} UTC):",
+                  highlight=False)
+    console.print(address, highlight=False, soft_wrap=True)
 
 
 @reports_errors

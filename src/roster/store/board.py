@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 
 from roster.store.schema import approval_requests, escalations, runs, tasks
 from roster.store.store import format_ts
@@ -25,12 +25,10 @@ MAX_COLUMN = 100
 """Most tasks one column shows at once; the rest are a page further."""
 
 
-def state_counts(company: CompanyStore, workflow: str, *, owner: str | None = None) -> dict[str, int]:
-    """Tasks of ``workflow`` per state (states with none left out), optionally of one owner."""
-    query = (select(tasks.c.state, func.count()).where(tasks.c.company_id == company.company,
-                                                        tasks.c.workflow == workflow).group_by(tasks.c.state))
-    if owner:
-        query = query.where(tasks.c.owner == owner)
+def state_counts(company: CompanyStore, workflow: str, *, owner: str | None = None, title: str = "") -> dict[str, int]:
+    """Tasks of ``workflow`` per state (states with none left out), filtered as :func:`column` filters."""
+    query = _filtered(select(tasks.c.state, func.count()).where(
+        tasks.c.company_id == company.company, tasks.c.workflow == workflow).group_by(tasks.c.state), owner, title)
     with company.store.read() as conn:
         return {state: n for state, n in conn.execute(query)}
 
@@ -39,15 +37,19 @@ def column(company: CompanyStore, workflow: str, state: str, *, owner: str | Non
            offset: int = 0, limit: int = 25) -> list[Task]:
     """One page of a state's tasks, in work order (priority, then id), filtered by owner and by a title
     substring (case-insensitive). ``limit`` is capped at :data:`MAX_COLUMN`."""
-    query = select(tasks).where(tasks.c.company_id == company.company, tasks.c.workflow == workflow,
-                                tasks.c.state == state)
+    query = _filtered(select(tasks).where(tasks.c.company_id == company.company, tasks.c.workflow == workflow,
+                                          tasks.c.state == state), owner, title)
+    query = query.order_by(tasks.c.priority.desc(), tasks.c.id).offset(max(offset, 0)).limit(min(limit, MAX_COLUMN))
+    with company.store.read() as conn:
+        return [task_from_row(r) for r in conn.execute(query)]
+
+
+def _filtered(query: Select, owner: str | None, title: str) -> Select:
     if owner:
         query = query.where(tasks.c.owner == owner)
     if title:
         query = query.where(func.lower(tasks.c.title).contains(title.lower(), autoescape=True))
-    query = query.order_by(tasks.c.priority.desc(), tasks.c.id).offset(max(offset, 0)).limit(min(limit, MAX_COLUMN))
-    with company.store.read() as conn:
-        return [task_from_row(r) for r in conn.execute(query)]
+    return query
 
 
 def runs_per_hour(company: CompanyStore, *, hours: int = 24) -> list[tuple[str, int]]:

@@ -168,7 +168,7 @@ def _new(store: Store, company: str, handle: str, kind: str, lifetime: timedelta
 def _open_session(store: Store, session: Session, *, via: str) -> str:
     who = session.principal
     session_id, secret = _new(store, who.company, who.handle, "session", SESSION_LIFETIME, created_by=who.handle,
-                              audit_action="dashboard.sign_in", data={"via": via})
+                              audit_action="dashboard.sign_in", data={"with": via})
     return f"{SESSION_PREFIX}.{who.company}.{session_id}.{secret}"
 
 

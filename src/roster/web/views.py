@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
-from roster.errors import RosterError
+from roster.errors import NotFound, RosterError
 from roster.store import board
 from roster.web import charts
 from roster.web.render import fragment, page, refused
@@ -186,10 +186,11 @@ def board_column(request: Request, who: Looking, workflow: str, state: str, owne
 
 
 def _board(who: Viewer, workflow: str, owner: str, q: str) -> dict[str, Any]:
+    if workflow not in who.session.spec().workflows:
+        raise NotFound(f"no workflow '{workflow}'; the boards page lists the ones you may read")
     company = who.session.company_for("read", f"workflow:{workflow}")  # Denied (403) if not readable
-    spec = who.session.spec()
-    wf = spec.workflows[workflow]
-    counts = board.state_counts(company, workflow, owner=owner or None)
+    wf = who.session.spec().workflows[workflow]  # readable, so it exists
+    counts = board.state_counts(company, workflow, owner=owner or None, title=q)
     columns = [{"state": s, "count": counts.get(s, 0),
                 "tasks": board.column(company, workflow, s, owner=owner or None, title=q, limit=25) if counts.get(s) else []}
                for s in wf.states]

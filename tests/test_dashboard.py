@@ -1,0 +1,345 @@
+"""The dashboard over the real app and a real database (SQLite and PostgreSQL): signing in with a token
+or a one-time link, the session cookie's flags, form tokens (CSRF) on every post, each page, and the
+forms that act (approve, reject, bulk, resolve, reply, hold/edit/release, pause/resume, kill switch,
+verify). Every assertion is on what reached the outside: the HTTP status, the rows and the audit chain.
+The browser's side is tests/test_dashboard_browser.py."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from conftest import GOOD_SPEC, js
+from dashboard_support import form_token, sign_in
+from fastapi.testclient import TestClient
+from test_api import to_verified
+
+from roster.api import create_app
+from roster.errors import ApprovalPending
+from roster.store import audit as store_audit
+
+HANDLES = ("alice", "bob", "planner", "builder", "qa", "merger")
+PAGES = ("/", "/inbox", "/org", "/boards", "/boards/fix-lint", "/boards/fix-lint/found", "/agents",
+         "/agents/builder", "/audit", "/costs", "/parts/overview", "/parts/boards/fix-lint")
+
+
+@pytest.fixture
+def tokens(company) -> dict[str, str]:
+    return {h: company.issue_token(h, actor="alice", name=f"{h} web").token for h in HANDLES}
+
+
+@pytest.fixture
+def web(store, company):
+    with TestClient(create_app(store)) as client:
+        yield client
+
+
+def new_task(company, title: str = "fix E501") -> int:
+    return company.create_task(workflow="fix-lint", title=title, actor="alice", fields={"rule": "E501"})[0].id
+
+
+def record_view(store, company, task_id: int, principal: str) -> None:
+    with store.write() as conn:
+        head = store_audit.read_head(conn, company.company)
+        company.record_view_txn(conn, head, task_id, principal)
+        store_audit.save_head(conn, head)
+
+
+# -- signing in ----------------------------------------------------------------------------------------
+
+
+def test_pages_need_a_session_and_a_token_opens_one_in_a_strict_httponly_cookie(web, company, tokens):
+    for path in PAGES:
+        response = web.get(path, follow_redirects=False)
+        assert response.status_code == 303 and response.headers["location"].startswith("/sign-in"), path
+    assert web.get("/parts/overview", headers={"HX-Request": "true"}, follow_redirects=False).status_code == 401
+    nonce = form_token(web.get("/sign-in").text)
+    signed = web.post("/sign-in", data={"csrf": nonce, "token": tokens["alice"], "next": "/org"},
+                      follow_redirects=False)
+    assert (signed.status_code, signed.headers["location"]) == (303, "/org")
+    cookie = signed.headers["set-cookie"]
+    assert cookie.startswith("roster_session=rds.acme.")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict") and "Path=/" in cookie
+    for path in PAGES:
+        page = web.get(path)
+        assert page.status_code == 200, (path, page.text[:300])
+    assert "alice" in web.get("/").text
+    [event] = company.audit_log(action="dashboard.sign_in")
+    assert (event.principal, event.data["with"], event.data["via"]) == ("alice", "token", "dashboard")
+    # the session row holds only a hash of the cookie's secret
+    secret = cookie.split(";")[0].split(".")[-1]
+    with company.store.read() as conn:
+        stored = [r.secret_sha256 for r in conn.exec_driver_sql("SELECT secret_sha256 FROM dashboard_sessions")]
+    assert stored and all(secret not in s for s in stored)
+
+
+def test_agents_bad_tokens_and_forged_sign_in_forms_are_refused(web, company, tokens):
+    nonce = form_token(web.get("/sign-in").text)
+    agent = web.post("/sign-in", data={"csrf": nonce, "token": tokens["builder"]}, follow_redirects=False)
+    assert agent.status_code == 401 and "agents cannot sign in" in agent.text
+    assert "set-cookie" not in agent.headers or "roster_session=" not in agent.headers["set-cookie"]
+    nonce = form_token(agent.text)
+    bad = web.post("/sign-in", data={"csrf": nonce, "token": "rst.acme.000000000000.nope"}, follow_redirects=False)
+    assert bad.status_code == 401 and "token refused" in bad.text
+    rejected = company.audit_log(action="auth.rejected")
+    assert any(e.principal == "builder" and "agents cannot sign in" in e.data["reason"] for e in rejected)
+    # a sign-in form from elsewhere carries no nonce of this browser's
+    web.cookies.clear()
+    forged = web.post("/sign-in", data={"csrf": "x" * 32, "token": tokens["alice"]}, follow_redirects=False)
+    assert forged.status_code == 403
+    assert company.audit_log(action="dashboard.sign_in") == []
+    # a redirect after signing in stays on this site
+    nonce = form_token(web.get("/sign-in").text)
+    signed = web.post("/sign-in", data={"csrf": nonce, "token": tokens["alice"], "next": "//evil.example/x"},
+                      follow_redirects=False)
+    assert signed.headers["location"] == "/"
+
+
+def test_a_one_time_link_from_roster_dashboard_signs_in_once(cli, monkeypatch):
+    from conftest import ok
+
+    ok(cli("init"))
+    link = js(cli("dashboard", "--url", "http://127.0.0.1:9999", "--json"))
+    assert link["url"].startswith("http://127.0.0.1:9999/sign-in?link=rdl.")
+    from roster.cli.context import operator_handle
+    from roster.store import Store
+
+    store = Store.open(f"sqlite:///{cli.workspace / '.roster' / 'roster.db'}")
+    try:
+        with TestClient(create_app(store)) as web:
+            path = link["url"].removeprefix("http://127.0.0.1:9999")
+            page = web.get(path)
+            assert page.status_code == 200 and "Sign in with this link" in page.text
+            code = re.search(r'name="link" value="([^"]+)"', page.text).group(1)
+            used = web.post("/sign-in", data={"csrf": form_token(page.text), "link": code}, follow_redirects=False)
+            assert used.status_code == 303 and "roster_session=" in used.headers["set-cookie"]
+            assert operator_handle() in web.get("/").text
+            web.cookies.clear()
+            again = web.get(path)
+            second = web.post("/sign-in", data={"csrf": form_token(again.text), "link": code}, follow_redirects=False)
+            assert second.status_code == 401 and "already used" in second.text
+    finally:
+        store.close()
+
+
+def test_a_link_expires_and_signing_out_or_pausing_the_human_ends_the_session(store, company, tokens, web):
+    from roster.store import dashboard_sessions
+
+    link, _ = dashboard_sessions.open_link(store, store.session(tokens["bob"]))
+    store.clock.now += dashboard_sessions.LINK_LIFETIME  # StepClock: move past the link's lifetime
+    page = web.get(f"/sign-in?link={link}")
+    late = web.post("/sign-in", data={"csrf": form_token(page.text), "link": link}, follow_redirects=False)
+    assert late.status_code == 401 and "expired" in late.text
+
+    csrf = sign_in(web, tokens["bob"])
+    out = web.post("/sign-out", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    assert web.get("/", follow_redirects=False).status_code == 303
+    [event] = company.audit_log(action="dashboard.sign_out")
+    assert event.principal == "bob"
+
+    sign_in(web, tokens["bob"])
+    assert web.get("/", follow_redirects=False).status_code == 200
+    company.set_status("bob", "paused", actor="alice", reason="on leave")
+    assert web.get("/", follow_redirects=False).status_code == 303
+
+
+# -- form tokens -------------------------------------------------------------------------------------------
+
+
+def test_a_post_without_this_sessions_form_token_is_refused_and_changes_nothing(web, store, company, tokens):
+    task = new_task(company)
+    csrf_alice = sign_in(web, tokens["alice"])
+    seq = company.audit_log(newest_first=True, limit=1)[0].seq
+    for data in ({"note": "x"}, {"note": "x", "csrf": ""}, {"note": "x", "csrf": "0" * 64}):
+        refused = web.post(f"/tasks/{task}/hold", data=data, follow_redirects=False)
+        assert refused.status_code == 403 and "security token" in refused.text
+    # another session's token (bob's) does not open alice's forms
+    csrf_bob = sign_in(TestClient(web.app), tokens["bob"])  # a second browser (the app is already started)
+    assert csrf_bob != csrf_alice
+    assert web.post(f"/tasks/{task}/hold", data={"csrf": csrf_bob}, follow_redirects=False).status_code == 403
+    # a post from another site is refused even with the token
+    cross = web.post(f"/tasks/{task}/hold", data={"csrf": csrf_alice}, headers={"Origin": "http://evil.example"},
+                     follow_redirects=False)
+    assert cross.status_code == 403
+    assert company.get_task(task).lease_holder is None
+    assert [e.action for e in company.audit_log(after_seq=seq)] == ["dashboard.sign_in"]  # bob's sign-in only
+    # with it, the same post works
+    assert web.post(f"/tasks/{task}/hold", data={"csrf": csrf_alice}, follow_redirects=False).status_code == 303
+    assert company.get_task(task).lease_holder == "alice"
+
+
+# -- acting ------------------------------------------------------------------------------------------------
+
+
+def test_approve_from_the_inbox_runs_the_transition_as_the_agent_with_the_human_recorded(web, company, tokens):
+    task = new_task(company)
+    version = to_verified(company, task)
+    with pytest.raises(ApprovalPending):
+        company.transition(task, "merge", actor="merger", expected_version=version, rationale="lint is clean")
+    [pending] = company.inbox(actor="alice")
+    csrf = sign_in(web, tokens["alice"])
+    inbox = web.get("/inbox").text
+    assert f"Request {pending.id}" in inbox and "lint is clean" in inbox and "merge" in inbox
+    approved = web.post(f"/approvals/{pending.id}/approve", data={"csrf": csrf, "note": "ship it"},
+                        follow_redirects=False)
+    assert approved.status_code == 303
+    assert company.get_task(task).state == "merged"
+    [move] = company.audit_log(task_id=task, action="task.transition")[-1:]
+    assert (move.principal, move.data["approved_by"]) == ("merger", "alice")
+    [decision] = company.audit_log(action="approval.approve")
+    assert (decision.principal, decision.data["via"]) == ("alice", "dashboard")
+    # deciding it again is refused with the store's reason, and nothing moves
+    again = web.post(f"/approvals/{pending.id}/approve", data={"csrf": csrf}, follow_redirects=False)
+    assert again.status_code == 400 and "approved" in again.text
+
+
+def test_reject_needs_a_note_bulk_decides_each_and_escalations_and_replies_land(web, company, tokens):
+    requests = []
+    for title in ("a", "b", "c"):
+        task = new_task(company, title)
+        version = to_verified(company, task)
+        with pytest.raises(ApprovalPending):
+            company.transition(task, "merge", actor="merger", expected_version=version)
+        requests.append(company.inbox(actor="alice")[-1].id)
+    csrf = sign_in(web, tokens["alice"])
+    assert web.post(f"/approvals/{requests[0]}/reject", data={"csrf": csrf}, follow_redirects=False).status_code == 400
+    rejected = web.post(f"/approvals/{requests[0]}/reject", data={"csrf": csrf, "note": "tests are missing"},
+                        follow_redirects=False)
+    assert rejected.status_code == 303
+    assert company.get_request(requests[0], actor="alice").status == "rejected"
+    bulk = web.post("/approvals/bulk", data={"csrf": csrf, "decision": "approve", "ids": [requests[1], requests[2], 999],
+                                             "note": "batch"})
+    assert bulk.status_code == 200
+    assert [company.get_request(r, actor="alice").status for r in requests[1:]] == ["approved", "approved"]
+    assert "refused" in bulk.text and "999" in bulk.text
+
+    task = new_task(company, "stuck")
+    escalation = company.escalate(task, from_agent="builder", category="judgment", reason="which rule?")
+    assert "which rule?" in web.get("/inbox").text
+    assert web.post(f"/escalations/{escalation.id}/resolve", data={"csrf": csrf}, follow_redirects=False).status_code == 400
+    done = web.post(f"/escalations/{escalation.id}/resolve", data={"csrf": csrf, "note": "use E501"},
+                    follow_redirects=False)
+    assert done.status_code == 303
+    assert company.list_escalations(status="open") == []
+    reply = web.post("/messages", data={"csrf": csrf, "recipient": "builder", "body": "use E501", "task_id": task},
+                     follow_redirects=False)
+    assert reply.status_code == 303
+    [message] = company.message_inbox(actor="builder")
+    assert (message.sender, message.body, message.task_id) == ("alice", "use E501", task)
+
+
+def test_hold_edit_and_release_reach_the_agents_next_brief_with_the_diff_and_the_note(web, store, company, tokens):
+    from roster.runtime.context import ContextAssembler, Wakeup
+
+    task = new_task(company)
+    record_view(store, company, task, "planner")  # the planner saw it as it was
+    csrf = sign_in(web, tokens["alice"])
+    assert "Hold this task" in web.get(f"/tasks/{task}").text
+    assert web.post(f"/tasks/{task}/hold", data={"csrf": csrf, "note": "checking"}, follow_redirects=False).status_code == 303
+    page = web.get(f"/tasks/{task}").text
+    assert "Save fields" in page and "Release" in page
+    version = company.get_task(task).version
+    bad = web.post(f"/tasks/{task}/edit", data={"csrf": csrf, "version": version, "fields": "{not json"},
+                   follow_redirects=False)
+    assert bad.status_code == 400 and "not valid JSON" in bad.text
+    invalid = web.post(f"/tasks/{task}/edit", data={"csrf": csrf, "version": version,
+                                                    "fields": json.dumps({"rule": "E401", "count": -1})},
+                       follow_redirects=False)
+    assert invalid.status_code == 422  # the workflow's schema: count >= 0
+    edited = web.post(f"/tasks/{task}/edit", data={"csrf": csrf, "version": version, "note": "wrong rule",
+                                                   "fields": json.dumps({"rule": "E401"})}, follow_redirects=False)
+    assert edited.status_code == 303
+    assert web.post(f"/tasks/{task}/release", data={"csrf": csrf, "note": "it was E401, not E501"},
+                    follow_redirects=False).status_code == 303
+    moved = company.get_task(task)
+    assert (moved.fields, moved.lease_holder) == ({"rule": "E401"}, None)
+    brief = ContextAssembler(company).brief("planner", moved, Wakeup("preview", None)).data
+    handoff = brief["handoff"]
+    assert handoff["fields"] == {"rule": {"before": "E501", "after": "E401"}}
+    assert any(n["note"] == "it was E401, not E501" and n["by"] == "alice" for n in handoff["notes"])
+
+
+def test_pausing_an_agent_from_the_org_chart_releases_its_leases_and_the_kill_switch_pauses_all(web, company,
+                                                                                                 tokens):
+    task = new_task(company)
+    company.claim(task, actor="planner", run_id="run-1")
+    assert company.get_task(task).lease_holder == "planner"
+    csrf = sign_in(web, tokens["alice"])
+    org = web.get("/org").text
+    assert "Pause planner" in org and "reports to" in org
+    assert web.post("/principals/planner/pause", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert company.get_principal("planner").status == "paused"
+    assert company.get_task(task).lease_holder is None
+    assert "Resume planner" in web.get("/org").text
+    assert web.post("/principals/planner/resume", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    assert company.get_principal("planner").status == "active"
+    assert web.post("/scopes/pause", data={"csrf": csrf, "scope": "*", "reason": "incident"},
+                    follow_redirects=False).status_code == 303
+    assert "*" in company.paused() or "company" in company.paused()
+    assert "kill switch is on" in web.get("/org").text
+    assert web.post("/scopes/resume", data={"csrf": csrf, "scope": "*"}, follow_redirects=False).status_code == 303
+    assert company.paused() == []
+
+
+def test_the_task_page_shows_fields_history_artifacts_with_diffs_checks_runs_and_blocking_clauses(web, company,
+                                                                                                   tokens):
+    task = new_task(company)
+    company.transition(task, "plan", actor="planner", expected_version=1, writes={"spec": GOOD_SPEC})
+    company.record_artifact(task, "patch", b"import os, sys\n", actor="builder")
+    company.record_artifact(task, "patch", b"import os\nimport sys\n", actor="builder")
+    company.record_check(task, "lint_clean", passed=False, actor="qa")
+    sign_in(web, tokens["alice"])
+    page = web.get(f"/tasks/{task}").text
+    assert GOOD_SPEC in page  # the typed field
+    assert "patch v2" in page and "+import sys" in page  # the artifact's diff to v1
+    assert "lint_clean" in page and "failed" in page
+    assert "task.transition" in page  # the timeline
+    assert "<code>build</code>" in page and "patch" in page  # build, from here, blocked by its missing artifact
+    assert web.get("/tasks/999").status_code == 404
+
+
+def test_the_audit_page_filters_verifies_the_chain_and_exports_json_lines(web, company, tokens):
+    task = new_task(company)
+    csrf = sign_in(web, tokens["alice"])
+    filtered = web.get("/audit", params={"action": "task.create"}).text
+    assert "task.create" in filtered and "dashboard.sign_in" not in filtered
+    verified = web.post("/audit/verify", data={"csrf": csrf})
+    assert verified.status_code == 200 and "the chain is intact" in verified.text
+    export = web.get("/audit/export", params={"task": str(task)})
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in export.text.splitlines()]
+    assert lines and all(e["subject"] == f"task:{task}" for e in lines) and all(len(e["hash"]) == 64 for e in lines)
+
+
+def test_the_board_counts_every_state_and_pages_a_long_column(web, company, tokens):
+    for i in range(60):
+        new_task(company, f"task {i:02d}")
+    company.create_task(workflow="fix-lint", title="owned one", actor="alice", fields={"rule": "E501"},
+                        owner="builder")
+    sign_in(web, tokens["alice"])
+    board = web.get("/boards/fix-lint").text
+    assert re.search(r'found <span class="count">61</span>', board)
+    assert "All 61 in found" in board
+    first = web.get("/boards/fix-lint/found").text
+    assert first.count('<li><a href="/tasks/') == 50 and "Next" in first
+    second = web.get("/boards/fix-lint/found", params={"offset": 50}).text
+    assert second.count('<li><a href="/tasks/') == 11 and "Previous" in second
+    only = web.get("/boards/fix-lint", params={"owner": "builder"}).text
+    assert re.search(r'found <span class="count">1</span>', only) and "owned one" in only
+    titled = web.get("/boards/fix-lint", params={"q": "TASK 0"}).text
+    assert "task 05" in titled and "task 15" not in titled
+    assert re.search(r'found <span class="count">10</span>', titled)  # task 00 .. task 09
+    assert web.get("/boards/nope").status_code in (403, 404)
+
+
+def test_swagger_ui_is_served_from_the_package_not_a_cdn(web):
+    docs = web.get("/api/v1/docs")
+    assert docs.status_code == 200
+    urls = re.findall(r'(?:src|href)="([^"]+)"', docs.text) + re.findall(r"url: '([^']+)'", docs.text)
+    assert urls and all(u.startswith(("http://testserver/", "/")) for u in urls), urls
+    for asset in ("/static/swagger/swagger-ui-bundle.js", "/static/swagger/swagger-ui.css"):
+        assert web.get(asset).status_code == 200 and len(web.get(asset).content) > 10_000
+    for asset in ("/static/vendor/htmx-2.min.js", "/static/vendor/ext/hx-sse-2.min.js", "/static/roster.css"):
+        assert web.get(asset).status_code == 200
