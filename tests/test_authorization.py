@@ -238,6 +238,8 @@ def verb_calls(store: Store, company: CompanyStore):
         ("record_kpi", lambda: bob.record_kpi("lint", 3.0)),
         ("pause", lambda: bob.pause("default/default")),
         ("resume", lambda: bob.resume("default/default")),
+        ("webhook_deliveries", lambda: bob.webhook_deliveries()),
+        ("replay_webhooks", lambda: bob.replay_webhooks(failed=True)),
     ]
 
 

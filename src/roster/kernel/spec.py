@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from roster.kernel.runner_spec import KNOWN_PROVIDERS, RunnerSpec, did_you_mean, is_known_provider
 from roster.errors import UsageError
 from roster.kernel.plans import DEFAULT_REFLECT_CRON
+from roster.kernel.webhooks import EVENTS
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 """A name: lowercase letter first, then lowercase letters, digits, ``-`` or ``_``; at most 63 characters."""
@@ -41,6 +43,26 @@ ANY_HUMAN = "human"
 ANY_AGENT = "agent"
 """In ``by``: any active agent principal of the company."""
 KEYWORDS = frozenset({ANY_HUMAN, ANY_AGENT})
+
+
+def _known_event(name: str) -> str:
+    if name not in EVENTS:
+        raise ValueError(f"unknown webhook event '{name}'{did_you_mean(name, list(EVENTS))}; expected one of "
+                         f"{', '.join(EVENTS)}")
+    return name
+
+
+def _env_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+        raise ValueError(f"'secret_env' names an environment variable (letters, digits and '_', not starting with a "
+                         f"digit), not {name!r}")
+    return name
+
+
+def _no_secret(_value: Any) -> Any:
+    raise ValueError("a webhook's secret never goes in the spec file: put it in an environment variable and name "
+                     "that variable with 'secret_env' (e.g. secret_env: ROSTER_WEBHOOK_OPS_SECRET; 'roster webhooks "
+                     "secret' makes one)")
 
 
 def _one_or_many(value: Any) -> Any:
@@ -434,6 +456,26 @@ class FitnessPolicy(_Model):
     """Breaches while already in ``shadow`` before a retirement proposal goes to the human inbox."""
 
 
+class Webhook(_Model):
+    """A webhook: where to POST the events a human should hear about (see docs/webhooks.md). Deliveries are
+    signed with the secret in the environment variable ``secret_env`` (Standard Webhooks: ``whsec_`` and
+    base64); a secret is never written in the spec."""
+
+    url: str
+    events: list[Annotated[str, AfterValidator(_known_event)]] = Field(min_length=1)
+    secret_env: Annotated[str, AfterValidator(_env_name)]
+    format: Literal["roster", "slack"] = "roster"
+    secret: Annotated[Any, AfterValidator(_no_secret)] = Field(default=None, exclude=True)
+    """Never accepted: named only to refuse a secret written in the spec, on its own line."""
+
+    @model_validator(mode="after")
+    def _http_url(self) -> Webhook:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"a webhook's url is an http:// or https:// URL with a host, not {self.url!r}")
+        return self
+
+
 class CompanySpec(_Model):
     """One company: the root of a ``roster.yaml``."""
 
@@ -452,6 +494,9 @@ class CompanySpec(_Model):
     limits: Limits = Limits()
     memory: MemoryPolicy = MemoryPolicy()
     fitness: FitnessPolicy = FitnessPolicy()
+    webhooks: dict[Name, Webhook] = {}
+    """Per hook name: where the events humans should hear about are sent (approvals requested, escalations,
+    budgets, holds, goals), signed; see docs/webhooks.md."""
 
     def roles(self) -> set[str]:
         return {r for p in (*self.agents.values(), *self.humans.values()) for r in p.roles}

@@ -95,6 +95,9 @@ VERB_DECISIONS: dict[str, tuple[str, ...]] = {
     "revise_plan": ("plan.edit",),
     "hold_plan": ("plan.edit",),
     "release_plan": ("plan.edit",),
+    # webhooks
+    "webhook_deliveries": ("read",),
+    "replay_webhooks": ("admin",),
     "authorize": (),  # decides the action it is given (the test asks it for each of ACTIONS)
 }
 """Per public verb taking an ``actor``, the Cedar actions (:data:`roster.defaults.ACTIONS`) it decides."""

@@ -44,6 +44,7 @@ from roster.store.principals import (
 )
 from roster.store.store import Store
 from roster.store.triggers import TriggerVerbs
+from roster.store.webhooks import WebhookVerbs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping
@@ -71,9 +72,10 @@ if TYPE_CHECKING:
     from roster.store.runs import RunRecord
     from roster.store.tasks import Task, TransitionOption
     from roster.store.triggers import Event
+    from roster.store.webhooks import WebhookDelivery
 
 
-class CompanyStore(StageCriteriaVerbs, ShadowVerbs, StageVerbs, FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
+class CompanyStore(WebhookVerbs, StageCriteriaVerbs, ShadowVerbs, StageVerbs, FitnessVerbs, ReflectionVerbs, PresenceVerbs, GoalVerbs, KpiVerbs, HandoffVerbs, MemoryVerbs, MessageVerbs, ApprovalVerbs, FleetVerbs, EscalationVerbs,
                    TriggerVerbs, CostVerbs, PrincipalVerbs):
     """All verbs on one company's rows. Obtain with :meth:`Store.company`."""
 
@@ -103,7 +105,7 @@ class Session:
         "list_runs", "costs", "record_kpi", "kpi_readings", "kpi_summaries", "authorize",
         "set_goal", "get_goal", "list_goals", "move_goal", "presence",
         "plan", "plan_history", "revise_plan", "hold_plan", "release_plan", "fitness",
-        "stages", "set_stage",
+        "stages", "set_stage", "webhook_deliveries", "replay_webhooks",
     )
 
     def __init__(self, company: CompanyStore, principal: Principal) -> None:
@@ -472,6 +474,15 @@ class Session:
     def authorize(self, action: str, resource: str, *, transition: str = "") -> Decision:
         """:meth:`CompanyStore.authorize`, as :attr:`principal`."""
         return self._company.authorize(action, resource, transition=transition, actor=self.principal)
+
+    def webhook_deliveries(self, *, hook: str | None = None, status: str | None = None,
+                           limit: int = 50) -> list[WebhookDelivery]:
+        """:meth:`CompanyStore.webhook_deliveries`, as :attr:`principal`."""
+        return self._company.webhook_deliveries(hook=hook, status=status, limit=limit, actor=self.principal)
+
+    def replay_webhooks(self, delivery_ids: list[int] | None = None, *, failed: bool = False) -> list[int]:
+        """:meth:`CompanyStore.replay_webhooks`, as :attr:`principal`."""
+        return self._company.replay_webhooks(delivery_ids, failed=failed, actor=self.principal)
 
     # -- what interfaces need of the company beyond the verbs, as the principal ----------------------
 

@@ -580,3 +580,39 @@ kpi_readings = Table(
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "kpi", "id"),
 )
+
+webhook_cursors = Table(
+    "webhook_cursors",
+    metadata,
+    # How far along the company's audit chain each webhook of the spec has been followed: events after
+    # ``seq`` are still to be enqueued for it (0022). Moved in the transaction that enqueues them.
+    Column("company_id", HANDLE, primary_key=True),
+    Column("hook", HANDLE, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("updated_at", TS, nullable=False),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    # One audit event (``seq``) to one webhook: its body as sent (``payload``, JSON text, signed byte for
+    # byte), and how its delivery went: ``pending`` (due at ``next_attempt_at``), ``delivered`` or ``failed``;
+    # the last answer's HTTP status and the last error (0022).
+    Column("id", Integer, primary_key=True),
+    Column("company_id", HANDLE, nullable=False),
+    Column("hook", HANDLE, nullable=False),
+    Column("event", String(63), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", TS, nullable=False),
+    Column("last_status", Integer, nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Column("created_at", TS, nullable=False),
+    Column("delivered_at", TS, nullable=True),
+    ForeignKeyConstraint(["company_id"], ["companies.id"]),
+    UniqueConstraint("company_id", "hook", "seq"),  # an event is enqueued once per hook, whoever follows
+    Index(None, "company_id", "status", "next_attempt_at"),  # the worker's query: pending and due
+)
