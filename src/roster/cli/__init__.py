@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "goal_cmd": ("goal",),
     "mission_cmd": ("mission",),
     "fitness_cmd": ("fitness", "stage"),
+    "webhooks_cmd": ("webhooks",),
 }
 """Each command module of ``roster.cli`` and the top-level commands it registers, in the order ``roster
 --help`` lists them. A module with a ``register(app)`` function registers its own commands; any other is

@@ -58,6 +58,7 @@ from roster.runtime.runners import Brief, Runner, Usage, make_runner
 from roster.runtime.reputation import Reputations
 from roster.runtime.selection import FromSpec, LeastLoaded, SelectionPolicy
 from roster.runtime.triggers import Fired, Periodic, Reflections, Triggers
+from roster.runtime.webhooks import WebhookWorker
 from roster.store import CompanyStore, Task
 from roster.store.costs import BudgetStatus
 from roster.store.fleet import run_token_name
@@ -152,6 +153,7 @@ class Dispatcher:
         self.context = ContextAssembler(company, reputations=self.reputations)
         self.periodic = Periodic(company, RUNTIME)
         self.kpis = KpiMeter(company, workdir=workdir, schedule=self.periodic, log=self.log)
+        self.webhooks = WebhookWorker(company, log=self.log, leader_seconds=lease_seconds)
         self.id = new_run_id()
         """This dispatcher's id in the ``dispatchers`` table (see :mod:`roster.store.fleet`)."""
         self.host, self.pid = socket.gethostname(), os.getpid()
@@ -349,6 +351,7 @@ class Dispatcher:
         if self._listener is not None:
             self._listener.stop()
         self._renewals.stop()
+        self.webhooks.stop()
         self._forget_listener()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
@@ -877,6 +880,7 @@ class Dispatcher:
         self.kpis.follow(spec)
         self.kpis.measure_due(spec)
         self._judge_stages_if_due(spec)
+        self.webhooks.tick(bool(spec.webhooks))  # delivered by its own thread, never in this cycle
 
     def _heartbeat(self) -> None:
         with self._lock:
