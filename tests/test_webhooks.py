@@ -23,6 +23,8 @@ from roster.kernel.goals import GoalBudget, GoalCheck
 from roster.kernel.webhooks import EVENT_OF_ACTION, EVENTS, MAX_ATTEMPTS, new_secret, retry_delay
 from roster.runtime.dispatcher import Dispatcher
 from roster.runtime.webhooks import WebhookWorker
+from roster.store import faults
+from roster.store.faults import InjectedFault
 from roster.store import Store
 
 SECRET = new_secret()
@@ -352,6 +354,20 @@ def test_each_event_is_enqueued_once_however_often_the_record_is_followed(opened
     assert other.enqueue_webhooks() == 2
     assert company.enqueue_webhooks() == 0
     assert len(company.webhook_deliveries(actor="alice")) == 4
+
+
+@pytest.mark.parametrize("point", ["store.before_commit", "store.after_commit"])
+def test_a_crash_while_enqueueing_neither_loses_nor_repeats_an_event(opened, receiver, point):
+    """Killed before the commit: nothing was enqueued and the cursor did not move, so the next round
+    enqueues the event; killed after it: the next round finds nothing new. One delivery either way."""
+    company = opened(spec_with_hooks(receiver.url))
+    request_approval(company)
+    with faults.armed(point), pytest.raises(InjectedFault):
+        company.enqueue_webhooks()
+    again = opened()  # the next process
+    worker(again).run_once()
+    assert sorted(d.hook for d in again.webhook_deliveries(actor="alice")) == ["chat", "ops"]
+    assert sorted(r["path"] for r in receiver.requests) == ["/chat", "/ops"]
 
 
 def test_a_hook_added_later_sends_only_what_happened_after_it_was_added(opened, receiver):
