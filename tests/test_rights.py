@@ -826,3 +826,35 @@ def test_what_cedar_evaluates_for_a_decision_does_not_grow_with_the_number_of_ag
     assert rights._templates.cache_info().misses == 4
     own = rights.policies_for("a0003")
     assert "a0001" not in own and '"agent:a0003:' in own and own.startswith(rights.policies_for("lead"))
+
+
+def test_a_human_with_scopes_reads_and_acts_only_inside_them_and_never_administers(tmp_path):
+    from dashboard_support import TWO_PORTFOLIOS
+
+    store = Store.open(f"sqlite:///{tmp_path / 'scopes.db'}", clock=StepClock())
+    try:
+        store.apply(parse_spec(TWO_PORTFOLIOS), applied_by="alice")
+        company = store.company("acme")
+        for action, resource, carol in (("read", "workflow:site", True), ("hold", "workflow:site", True),
+                                        ("transition", "workflow:site", True), ("read", "workflow:fix-lint", False),
+                                        ("approve", "workflow:fix-lint", False), ("admin", "company", False),
+                                        ("oversee", "company", False), ("read", "company", False)):
+            assert company.explain("carol", action, resource).allowed is carol, (action, resource)
+            assert company.explain("alice", action, resource).allowed  # no scopes: the whole company
+        [policy] = [p for p in company.policy_text().split("\n\n") if "human:carol:scopes" in p]
+        assert 'resource in Roster::Scope::"eng/web"' in policy
+        task = company.create_task(workflow="fix-lint", title="core", actor="alice", fields={"rule": "E501"})[0]
+        with pytest.raises(Denied):
+            company.get_task(task.id, actor="carol")
+        assert company.list_tasks(actor="carol") == []
+        with pytest.raises(Denied):
+            company.pause("eng/core", actor="carol")
+    finally:
+        store.close()
+
+
+def test_a_humans_unknown_scope_is_refused_with_its_line():
+    text = FIX_LINT + "  carol: {scopes: [nowhere]}\n"
+    with pytest.raises(SpecError) as refused:
+        parse_spec(text)
+    assert "roster.yaml:25: humans.carol.scopes[0]: unknown scope 'nowhere'" in str(refused.value)

@@ -37,6 +37,8 @@ the rules themselves are all in the policy text.
 Policies generated, by ``@id``:
 
 - ``humans``: humans may do anything in their company (they still obey contracts' ``by`` lists).
+- ``human:<h>:scopes``: a human whose ``scopes`` narrow the company may do nothing on a workflow or scope
+  outside them (so no ``admin``, no ``oversee``, no company-wide ``read``).
 - ``agent:<h>:read:<scope>``, ``agent:<h>:write:<scope>`` (also ``hold``), ``agent:<h>:create:<scope>``,
   ``agent:<h>:assign:<scope>``, ``agent:<h>:transition:<workflow>.<t>`` (also ``claim`` from ``t``'s
   states), ``agent:<h>:approve:<workflow>.<t>``, ``agent:<h>:tool:<tool>``, ``agent:<h>:message:<name>``
@@ -415,6 +417,20 @@ def team_memory_policies(spec: CompanySpec) -> list[str]:
     return lines
 
 
+def human_scope_policies(spec: CompanySpec) -> list[str]:
+    """``human:<handle>:scopes`` for each human whose ``scopes`` narrow the company: nothing on a workflow
+    or scope outside them (so no ``admin``, ``oversee`` or company-wide ``read``, which are asked of the
+    company's scope). Other resources (principals, pads, KPIs, tools) are as for every human."""
+    lines = []
+    for handle, human in sorted(spec.humans.items()):
+        if human.scopes is None or COMPANY_SCOPE in human.scopes:
+            continue
+        inside = " || ".join(f"resource in {_scope_uid(s)}" for s in sorted(set(human.scopes))) or "false"
+        lines.append(f'@id("human:{handle}:scopes")\nforbid(principal == Roster::Principal::"{handle}", action, '
+                     f'resource) when {{ (resource is Roster::Workflow || resource is Roster::Scope) && !({inside}) }};')
+    return lines
+
+
 def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None = None) -> list[str]:
     """Every policy but the agents' grants: ``humans``, the forbids of the tiers, ``agents-never-admin``,
     ``inactive-principal``, the rules of claims, approvals, pads, KPI readings, brief previews and tool
@@ -460,6 +476,7 @@ def shared_policies(paused_scopes: Iterable[str] = (), spec: CompanySpec | None 
     ]
     if spec is not None:
         lines.extend(team_memory_policies(spec))
+        lines.extend(human_scope_policies(spec))
     for scope in sorted(set(paused_scopes)):
         lines.append(f'@id("kill-switch:{scope}")\nforbid(principal in Roster::Group::"agent", action, '
                      f'resource in {_scope_uid(scope)});')
@@ -532,7 +549,7 @@ def agent_policies(spec: CompanySpec, handle: str) -> list[str]:
 def compile_policies(spec: CompanySpec, paused_scopes: Iterable[str] = ()) -> str:
     """The whole Cedar policy text for ``spec`` (see the module docstring for what each policy means): the
     shared policies, then every agent's grants, by handle."""
-    lines = shared_policies(paused_scopes)
+    lines = shared_policies(paused_scopes, spec)
     for handle in sorted(spec.agents):
         lines.extend(agent_policies(spec, handle))
     return _policy_text(lines)

@@ -298,6 +298,11 @@ class Human(_Model):
     email: str = ""
     roles: NameList = []
     reports_to: Name | None = None
+    scopes: list[str] | None = None
+    """Where this human works: workspaces, ``workspace/portfolio`` or ``workspace/portfolio/workflow``.
+    Left out, or ``['*']``: the whole company. A human with narrower scopes reads and acts on the workflows
+    inside them only, and may neither administer the company nor oversee every agent (policy
+    ``human:<handle>:scopes`` in :mod:`roster.kernel.rights`)."""
 
 
 class Tool(_Model):
@@ -586,6 +591,12 @@ def reference_problems(spec: CompanySpec) -> list[tuple[Path, str]]:
 
     scopes = {"*"} | set(spec.workspaces) | structure | {
         f"{wf.portfolio}/{name}" for name, wf in spec.workflows.items()}
+    for h_name, human in spec.humans.items():
+        for i, scope in enumerate(human.scopes or []):
+            if scope not in scopes:
+                problems.append((("humans", h_name, "scopes", i),
+                                 f"unknown scope '{scope}'; expected '*', a workspace, workspace/portfolio or "
+                                 f"workspace/portfolio/workflow ({_listing(scopes - {'*'})})"))
     for a_name, agent in spec.agents.items():
         for grant in ("read", "write", "create", "assign"):
             for i, scope in enumerate(getattr(agent.rights, grant) or []):
