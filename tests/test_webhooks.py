@@ -381,6 +381,21 @@ def test_a_hook_added_later_sends_only_what_happened_after_it_was_added(opened, 
     assert [b["type"] for b in receiver.bodies()] == ["task.held"]
 
 
+def test_a_hook_removed_and_added_again_is_not_sent_what_happened_meanwhile(opened, receiver):
+    company = opened(spec_with_hooks(receiver.url))
+    first = company.create_task(workflow="fix-lint", title="x", actor="alice", fields={"rule": "E1"})[0]
+    company.hold(first.id, actor="alice", note="with the hook")
+    worker(company).run_once()
+    company = opened(FIX_LINT)  # the hooks removed
+    second = company.create_task(workflow="fix-lint", title="y", actor="alice", fields={"rule": "E2"})[0]
+    company.hold(second.id, actor="alice", note="without it")
+    company = opened(spec_with_hooks(receiver.url))  # and back
+    third = company.create_task(workflow="fix-lint", title="z", actor="alice", fields={"rule": "E3"})[0]
+    company.hold(third.id, actor="alice", note="with it again")
+    worker(company).run_once()
+    assert [b["data"]["subject"] for b in receiver.bodies()] == [f"task:{first.id}", f"task:{third.id}"]
+
+
 def test_a_delivery_pending_when_the_worker_stops_is_delivered_after_a_restart(opened, receiver, clock):
     company = opened(spec_with_hooks(receiver.url, chat_events="[goal.met]"))
     receiver.statuses = [503]

@@ -92,7 +92,9 @@ class WebhookWorker:
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=self.timeout * 2 + 1)
+            thread.join(timeout=self.timeout + 1)
+            if thread.is_alive():
+                return  # an attempt still in flight (its timeout bounds it); the daemon thread ends after it
         with self._lock:
             if self._client is not None:
                 self._client.close()
@@ -138,9 +140,19 @@ class WebhookWorker:
                     by_hook.setdefault(delivery.hook, []).append(delivery)
                 with ThreadPoolExecutor(SENDERS, thread_name_prefix="roster-webhook") as pool:
                     groups = [sorted(group, key=lambda d: d.seq) for group in by_hook.values()]
-                    for sent in pool.map(lambda group: [self._attempt(d, spec) for d in group], groups):
+                    for sent in pool.map(lambda group: self._attempt_each(group, spec), groups):
                         done += sent
             return done
+
+    def _attempt_each(self, group: list[WebhookDelivery], spec: CompanySpec) -> list[WebhookDelivery]:
+        """One hook's deliveries, one after the other; on stop the rest stay claimed (due again once their
+        claim lapses, for the next worker)."""
+        done = []
+        for delivery in group:
+            if self._stopped.is_set():
+                break
+            done.append(self._attempt(delivery, spec))
+        return done
 
     def _attempt(self, delivery: WebhookDelivery, spec: CompanySpec) -> WebhookDelivery:
         hook = spec.webhooks.get(delivery.hook)

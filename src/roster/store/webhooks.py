@@ -79,6 +79,9 @@ def _hooks_of(spec_json: str) -> set[str]:
 class WebhookVerbs(CompanyBase):
     """Follow the record into webhook deliveries, and keep their log (mixed into ``CompanyStore``)."""
 
+    _webhook_floors_at: int | None = None
+    """The spec revision for which the cursors were last held to where each hook was (re)added."""
+
     # -- the runtime's (trusted: no actor) -------------------------------------------------------------
 
     def webhook_backlog(self, spec: CompanySpec) -> bool:
@@ -101,8 +104,10 @@ class WebhookVerbs(CompanyBase):
         after its cursor (at most ``limit`` audit events per call), and move the cursors, in one
         transaction. Returns how many deliveries were enqueued. Cursors of hooks gone from the spec are
         dropped (a hook added again starts afresh)."""
-        spec = self.spec()
         with self.store.write() as conn:
+            cache = self.current_txn(conn)
+            spec, revision = cache.spec, cache.revision[0]
+            assert spec is not None
             if not spec.webhooks:
                 conn.execute(delete(webhook_cursors).where(webhook_cursors.c.company_id == self.company))
                 return 0
@@ -118,6 +123,9 @@ class WebhookVerbs(CompanyBase):
                 cursors[hook] = self._first_seq_txn(conn, hook)
                 conn.execute(insert(webhook_cursors), {"company_id": self.company, "hook": hook,
                                                        "seq": cursors[hook], "updated_at": now})
+            if self._webhook_floors_at != revision:  # a hook removed and added again starts afresh too
+                for hook in sorted(set(spec.webhooks) & set(cursors)):
+                    cursors[hook] = max(cursors[hook], self._first_seq_txn(conn, hook))
             mine = {hook: cursors[hook] for hook in spec.webhooks}
             lowest = min(mine.values())
             head = int(conn.scalar(select(func.coalesce(func.max(audit_events.c.seq), 0)).where(
@@ -147,10 +155,10 @@ class WebhookVerbs(CompanyBase):
             if deliveries:
                 conn.execute(insert(webhook_deliveries), deliveries)
             for hook, after in mine.items():
-                if upto > after:
-                    conn.execute(update(webhook_cursors).where(webhook_cursors.c.company_id == self.company,
-                                                               webhook_cursors.c.hook == hook),
-                                 {"seq": upto, "updated_at": now})
+                conn.execute(update(webhook_cursors).where(webhook_cursors.c.company_id == self.company,
+                                                           webhook_cursors.c.hook == hook),
+                             {"seq": max(upto, after), "updated_at": now})
+        self._webhook_floors_at = revision  # once committed
         return len(deliveries)
 
     def _first_seq_txn(self, conn: Connection, hook: str) -> int:
