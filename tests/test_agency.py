@@ -403,3 +403,44 @@ def test_an_agent_cli_that_fails_is_a_transient_failure_with_its_stderr(tmp_path
     assert (tmp_path / "ws" / ".roster" / "prompts" / "task-1.md").read_text().startswith("You are the builder")
     missing = hand_to_agent("/nonexistent/agent-cli -p", brief, tree, left)
     assert missing["failure"]["category"] == "deterministic" and "cannot start" in missing["failure"]["reason"]
+
+
+def test_roster_demo_serve_keeps_the_dashboard_up_with_a_one_time_link(tmp_path):
+    import re
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    repo = make_repo(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
+    argv = [sys.executable, "-m", "roster", "demo", str(repo), "--yes", "--workspace", str(tmp_path / "ws"),
+            "--serve", "--port", str(port)]
+    out = tmp_path / "demo.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        try:
+            deadline = time.monotonic() + 240
+            while "Ctrl-C stops it" not in out.read_text() and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            text = "".join(out.read_text().split())
+            assert f"Thedashboardisathttp://127.0.0.1:{port}/" in text, out.read_text()
+            link = re.search(r"(http://127\.0\.0\.1:\d+/sign-in\?link=rdl\.agency\.[0-9a-f]+\.[A-Za-z0-9_-]+)",
+                             out.read_text())  # printed on a line of its own
+            assert link, out.read_text()
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}") as web:
+                page = web.get(link.group(1).removeprefix(f"http://127.0.0.1:{port}"))
+                assert page.status_code == 200 and "Sign in with this link" in page.text
+                nonce = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+                code = re.search(r'name="link" value="([^"]+)"', page.text).group(1)
+                signed = web.post("/sign-in", data={"csrf": nonce, "link": code})
+                assert signed.status_code == 303, re.findall(r"role=\"alert\">(.*?)<", signed.text)
+                board = web.get("/boards")
+                assert board.status_code == 200 and "/boards/" in board.text  # the lane's workflows
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0, out.read_text()

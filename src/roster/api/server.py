@@ -64,6 +64,16 @@ class ApiServer:
                              " (is the port taken? choose another with --port, or --no-serve)")
         return self.url
 
+    def wait(self) -> None:
+        """Block until the server started by :meth:`start` stops; Ctrl-C (``KeyboardInterrupt``) stops it."""
+        try:
+            while self._thread is not None and self._thread.is_alive():
+                self._thread.join(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
     def stop(self, timeout: float = 10.0) -> None:
         self.server.should_exit = True
         if self._thread is not None:

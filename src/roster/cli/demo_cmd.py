@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from roster.cli.context import console, operator_handle, reports_errors
+from roster.cli.serve_cmd import DEFAULT_HOST, DEFAULT_PORT, PORT
 from roster.errors import UsageError
 
 if TYPE_CHECKING:
@@ -38,12 +39,15 @@ def demo(
     batch_merge: Annotated[bool, typer.Option("--batch-merge", help="Put every verified fix on one review branch, "
                                               "merged into main with one approval, instead of one approval and "
                                               "one merge per fix.")] = False,
+    serve: Annotated[bool, typer.Option("--serve", help="After the lane, keep the dashboard up on the workspace "
+                                        "and print its URL and a one-time sign-in link (Ctrl-C stops it).")] = False,
+    port: PORT = DEFAULT_PORT,
 ) -> None:
     """The main job: the agency lane works a real git repository, from scout to merge, and reports."""
     if plan:
         plan_demo(path, workspace_dir)
     else:
-        lane_demo(path, workspace_dir, yes, batch_merge)
+        lane_demo(path, workspace_dir, yes, batch_merge, serve_port=port if serve else None)
 
 
 @reports_errors
@@ -62,12 +66,14 @@ def plan_demo(repo_path: Path | None, workspace_dir: Path | None) -> None:
 
 
 @reports_errors
-def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool, batch_merge: bool = False) -> None:
+def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool, batch_merge: bool = False,
+              serve_port: int | None = None) -> None:
     """The agency lane on a copy of ``repo_path`` (or a scratch repository), in ``workspace_dir``.
 
     Bad input (see :func:`roster.agency.demo.find_source` and :func:`~roster.agency.demo.check_workspace`) is
     refused before anything is written; a failure while the workspace is being made removes what this run
-    created (the temporary folder too), so only a workspace whose lane started is left to continue."""
+    created (the temporary folder too), so only a workspace whose lane started is left to continue. With
+    ``serve_port``, the dashboard stays up on the workspace afterwards (:func:`_serve_dashboard`)."""
     from roster.agency import demo as lane  # loads ruff/git helpers only for the lane
     from roster.agency.lint import ruff_command
     from roster.cli.context import Settings, Workspace
@@ -101,8 +107,26 @@ def lane_demo(repo_path: Path | None, workspace_dir: Path | None, yes: bool, bat
                     ws.close()  # the store's files go with the half-made workspace
                     raise
         _run(lane, ws, where, operator, yes)
+        if serve_port is not None:
+            _serve_dashboard(ws, serve_port)
     finally:
         ws.close()
+
+
+def _serve_dashboard(ws: Workspace, port: int) -> None:
+    """Serve the dashboard (and the REST API) on the lane's store at 127.0.0.1:``port`` until Ctrl-C, with a
+    one-time sign-in link for the local human."""
+    from roster.api.server import ApiServer  # the web stack only when it is served
+    from roster.store.dashboard_sessions import open_link
+
+    server = ApiServer(ws.store(), host=DEFAULT_HOST, port=port, skills_dir=ws.spec_path.parent / "skills")
+    url = server.start()
+    link, expires = open_link(ws.store(), ws.session())
+    console.print(f"\nThe dashboard is at {url}/ ; sign in once, until {expires[:19].replace('T', ' ')} UTC, with:",
+                  highlight=False)
+    console.print(f"{url}/sign-in?link={link}", highlight=False, soft_wrap=True)
+    console.print("Ctrl-C stops it.", highlight=False)
+    server.wait()
 
 
 def _make_workspace(lane: ModuleType, ws: Workspace, repo_path: Path | None, where: Path, operator: str,

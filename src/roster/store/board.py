@@ -1,6 +1,6 @@
 """What the dashboard reads at population scale, each an indexed query bounded by a page: a workflow's
-tasks per state and a page of one state's column (``ix_tasks_work_order``), runs per hour
-(``runs.started_at``), and what every agent is doing right now.
+tasks per state and a page of one state's column (``ix_tasks_work_order``), runs per hour and
+spend per day (``runs.started_at``), and what every agent is doing right now.
 
 Each function takes the :class:`~roster.store.company.CompanyStore` an interface obtained through
 ``Session.company_for`` (``read`` on the workflow, or ``oversee`` on the company): the decision is taken
@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, case, func, select
 
 from roster.store.schema import approval_requests, escalations, runs, tasks
 from roster.store.store import format_ts
@@ -63,6 +63,19 @@ def runs_per_hour(company: CompanyStore, *, hours: int = 24) -> list[tuple[str, 
             runs.c.company_id == company.company, runs.c.started_at >= since).group_by(hour)).all())
     slots = [format_ts(now - timedelta(hours=h))[:13] for h in range(hours - 1, -1, -1)]
     return [(slot, found.get(slot, 0)) for slot in slots]
+
+
+def spend_per_day(company: CompanyStore, *, since: str) -> list[dict[str, object]]:
+    """Runs started on each UTC day since ``since``, oldest first: ``{"day": "YYYY-MM-DD", "runs",
+    "successes", "cost_usd" (priced runs only), "unpriced_runs"}``."""
+    day = func.substr(runs.c.started_at, 1, 10)
+    succeeded = func.sum(case((runs.c.outcome == "succeeded", 1), else_=0))
+    query = (select(day, func.count(), succeeded, func.coalesce(func.sum(runs.c.cost_usd), 0.0),
+                    func.count() - func.count(runs.c.cost_usd))
+             .where(runs.c.company_id == company.company, runs.c.started_at >= since).group_by(day).order_by(day))
+    with company.store.read() as conn:
+        return [{"day": d, "runs": n, "successes": int(s or 0), "cost_usd": float(c), "unpriced_runs": u}
+                for d, n, s, c, u in conn.execute(query)]
 
 
 def agents_now(company: CompanyStore) -> dict[str, dict[str, int]]:

@@ -51,3 +51,14 @@ def spend_per_agent(rows: Sequence[dict[str, Any]], *, top: int = 20) -> Markup:
     chart.x_labels = [r["name"] for r in priced]
     chart.add("USD", [round(r["priced_cost_usd"], 4) for r in priced])
     return _svg(chart)
+
+
+def spend_per_day(days: Sequence[dict[str, Any]]) -> Markup:
+    """A bar chart of the known spend (USD) of each day's runs."""
+    if not days:
+        return Markup("")
+    chart = pygal.Bar(title="Spend per day (USD, priced runs)", height=220, width=720, x_label_rotation=30,
+                      **_COMMON)
+    chart.x_labels = [d["day"][5:] for d in days]
+    chart.add("USD", [round(d["cost_usd"], 4) for d in days])
+    return _svg(chart)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
@@ -16,6 +17,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from roster.errors import NotFound, RosterError
 from roster.store import board
+from roster.store.store import format_ts
 from roster.web import charts
 from roster.web.render import fragment, page, refused
 from roster.web.signin import Looking, Viewer
@@ -82,6 +84,7 @@ def _overview(who: Viewer) -> dict[str, Any]:
                 counts["watching"] += 1
             else:
                 counts["idle"] += 1
+        [today] = session.presence(days=1)["days"]  # the always-on metric over the last 24 hours
         hourly = board.runs_per_hour(company)
         budgets = []
         for b in spec.budgets:
@@ -89,7 +92,8 @@ def _overview(who: Viewer) -> dict[str, Any]:
             budgets.append({"scope": b.scope, "period": b.period, "text": status.describe(),
                             "level": status.level(b.warn_at)})
         figures.update(counts=counts, hourly=hourly, hourly_chart=charts.runs_per_hour(hourly), budgets=budgets,
-                       paused_scopes=paused_scopes, agents_total=len(agents))
+                       paused_scopes=paused_scopes, agents_total=len(agents),
+                       always_on={"agents": today["around_the_clock"], "of": len(today["agents"])})
     kpis = []
     for name, summary in session.kpi_summaries().items():
         readings = list(reversed(session.kpi_readings(name, limit=30)))
@@ -307,13 +311,10 @@ def audit_export(request: Request, who: Looking, principal: str = "", action: st
 @router.get("/costs", response_class=HTMLResponse)
 def costs(request: Request, who: Looking, days: int = Query(30, ge=1, le=366)) -> Response:
     def build() -> Response:
-        from datetime import timedelta
-
-        from roster.store.store import format_ts
-
-        company_clock = who.session.company_for("read", "company").store.clock()
-        since = format_ts(company_clock - timedelta(days=days))
+        company = who.session.company_for("read", "company")  # costs are company-wide: Denied (403) otherwise
+        since = format_ts(company.store.clock() - timedelta(days=days))
         spent = who.session.costs(since=since)
-        chart = charts.spend_per_agent(spent.get("agents", []))
-        return page(request, "costs.html", who, title="Costs", spent=spent, days=days, since=since, chart=chart)
+        daily = board.spend_per_day(company, since=since)
+        return page(request, "costs.html", who, title="Costs", spent=spent, days=days, since=since, daily=daily,
+                    chart=charts.spend_per_agent(spent.get("agents", [])), daily_chart=charts.spend_per_day(daily))
     return _guarded(request, who, build)
