@@ -343,3 +343,27 @@ def test_swagger_ui_is_served_from_the_package_not_a_cdn(web):
         assert web.get(asset).status_code == 200 and len(web.get(asset).content) > 10_000
     for asset in ("/static/vendor/htmx-2.min.js", "/static/vendor/ext/hx-sse-2.min.js", "/static/roster.css"):
         assert web.get(asset).status_code == 200
+
+
+def test_a_human_of_one_portfolio_sees_only_it_and_no_company_wide_page(store, tokens):
+    from dashboard_support import TWO_PORTFOLIOS
+
+    from roster.specfile import parse_spec
+
+    store.apply(parse_spec(TWO_PORTFOLIOS), applied_by="alice")
+    company = store.company("acme")
+    company.create_task(workflow="fix-lint", title="core secret", actor="alice", fields={"rule": "E501"})
+    web_task = company.create_task(workflow="site", title="web page", actor="alice")[0].id
+    carol = company.issue_token("carol", actor="alice").token
+    with TestClient(create_app(store)) as web:
+        sign_in(web, carol)
+        overview = web.get("/").text
+        assert 'href="/costs"' not in overview and 'href="/audit"' not in overview  # not in her bar
+        for path in ("/", "/inbox", "/org", "/boards", "/boards/site", f"/tasks/{web_task}", "/agents",
+                     "/agents/builder", "/parts/overview"):
+            page = web.get(path)
+            assert page.status_code == 200 and "core secret" not in page.text, path
+        for path in ("/boards/fix-lint", "/boards/fix-lint/found", "/tasks/1", "/audit", "/costs", "/audit/export"):
+            page = web.get(path)
+            assert page.status_code in (403, 404) and "core secret" not in page.text, path
+        assert "fix-lint" not in web.get("/boards").text

@@ -326,3 +326,23 @@ def test_a_board_updates_live_while_roster_up_moves_a_task(fleet, backend, brows
         except subprocess.TimeoutExpired:
             proc.kill()
     assert "Traceback" not in err.read_text(), err.read_text()
+
+
+def test_an_approval_request_arrives_in_an_open_inbox_without_a_reload(served, browse):
+    base, company = served()
+    task = company.create_task(workflow="fix-lint", title="fix E501", actor="alice", fields={"rule": "E501"})[0].id
+    version = to_verified(company, task)
+    b = browse(base)
+    b.sign_in(token(company, "alice"))
+    b.page.goto("/inbox")
+    assert "Nothing waits for your approval." in b.page.inner_text("main")
+    b.page.evaluate("window.notReloaded = true")
+    b.page.wait_for_function("document.body.getAttribute('sse-connect') === '/events'")
+    time.sleep(0.5)  # the stream is open before the request arrives
+    with pytest.raises(ApprovalPending):
+        company.transition(task, "merge", actor="merger", expected_version=version, rationale="lint is clean")
+    [request] = company.inbox(actor="alice")
+    # within 3 s: pushed by the commit's hook, not found by the 5 s check for other processes' commits
+    b.page.wait_for_selector(f"#approval-{request.id}", timeout=3_000)
+    assert b.page.evaluate("window.notReloaded === true")
+    assert "lint is clean" in b.page.inner_text(f"#approval-{request.id}")

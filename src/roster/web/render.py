@@ -24,13 +24,16 @@ templates.env.filters["short_ts"] = lambda ts: (ts or "")[:19].replace("T", " ")
 NAV = (("/", "Overview"), ("/inbox", "Inbox"), ("/org", "Org chart"), ("/boards", "Boards"),
        ("/agents", "Agents"), ("/costs", "Costs"), ("/audit", "Audit"))
 """The navigation bar, in order: the inbox is second, never hidden."""
+COMPANY_WIDE = {"/costs", "/audit"}
+"""Pages that read the whole company: left out of the bar for a human whose ``scopes`` narrow it."""
 
 
 def page(request: Request, template: str, who: Viewer | None, *, status_code: int = 200,
          **context: Any) -> HTMLResponse:
     """``template`` rendered with ``context``, the navigation and the viewer's form token."""
+    nav = NAV if who is None or who.company_wide else tuple(n for n in NAV if n[0] not in COMPANY_WIDE)
     return templates.TemplateResponse(request, template, {
-        "who": who, "nav": NAV, "path": request.url.path, "csrf": who.form_token if who else "", **context},
+        "who": who, "nav": nav, "path": request.url.path, "csrf": who.form_token if who else "", **context},
         status_code=status_code)
 
 

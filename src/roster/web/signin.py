@@ -54,6 +54,12 @@ class Viewer:
     def handle(self) -> str:
         return self.session.principal.handle
 
+    @property
+    def company_wide(self) -> bool:
+        """Whether this human may read the whole company (costs, the audit log, fitness): not one whose
+        ``scopes`` narrow it."""
+        return self.session.explain("read", "company").allowed
+
 
 async def viewer(request: Request) -> Viewer:
     """The signed-in human of a request. Raises :class:`SignInNeeded`."""

@@ -254,11 +254,12 @@ def agent_page(request: Request, who: Looking, handle: str) -> Response:
             memory = session.list_memory(pads=[handle], limit=30)
         except RosterError as exc:
             memory = str(exc)
-        fitness = session.fitness(agent=handle)
+        company_wide = who.company_wide
+        fitness = session.fitness(agent=handle)["agents"] if company_wide else []  # needs read on the company
         return page(request, "agent.html", who, title=f"Agent {handle}", principal=principal, agent=agent,
                     runs=session.list_runs(agent=handle, limit=20), goals=session.list_goals(agent=handle, limit=20),
-                    memory=memory, fitness=next((a for a in fitness["agents"] if a["agent"] == handle), None),
-                    stages=session.stages(agent=handle), plan=_plan(session, handle))
+                    memory=memory, fitness=next((a for a in fitness if a["agent"] == handle), None),
+                    stages=session.stages(agent=handle) if company_wide else [], plan=_plan(session, handle))
     return _guarded(request, who, build)
 
 
