@@ -367,3 +367,51 @@ def test_a_human_of_one_portfolio_sees_only_it_and_no_company_wide_page(store, t
             page = web.get(path)
             assert page.status_code in (403, 404) and "core secret" not in page.text, path
         assert "fix-lint" not in web.get("/boards").text
+
+
+def test_a_human_makes_a_transition_from_the_task_page_under_the_contract(web, company, tokens):
+    task = new_task(company)
+    csrf = sign_in(web, tokens["alice"])
+    page = web.get(f"/tasks/{task}").text
+    assert "Make reject" in page and "Make plan" not in page  # plan is the planner's
+    refused = web.post(f"/tasks/{task}/move", data={"csrf": csrf, "transition": "plan", "version": 1},
+                       follow_redirects=False)
+    assert refused.status_code in (403, 409) and company.get_task(task).state == "found"
+    stale = web.post(f"/tasks/{task}/move", data={"csrf": csrf, "transition": "reject", "version": 7},
+                     follow_redirects=False)
+    assert stale.status_code == 409 and company.get_task(task).state == "found"
+    made = web.post(f"/tasks/{task}/move", data={"csrf": csrf, "transition": "reject", "version": 1,
+                                                 "rationale": "not a real finding"}, follow_redirects=False)
+    assert made.status_code == 303 and company.get_task(task).state == "rejected"
+    [event] = company.audit_log(task_id=task, action="task.transition")
+    assert (event.principal, event.data["via"]) == ("alice", "dashboard")
+
+
+def test_the_org_chart_nests_agents_under_whom_they_report_to(web, company, tokens):
+    from html.parser import HTMLParser
+
+    class Managers(HTMLParser):
+        """Each principal's item and the item it is nested in."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.stack: list[str | None] = []
+            self.parent: dict[str, str | None] = {}
+
+        def handle_starttag(self, tag, attrs):  # noqa: ANN001
+            if tag == "li":
+                found = dict(attrs).get("id", "") or ""
+                handle = found.removeprefix("principal-") if found.startswith("principal-") else None
+                if handle:
+                    self.parent[handle] = next((h for h in reversed(self.stack) if h), None)
+                self.stack.append(handle)
+
+        def handle_endtag(self, tag):  # noqa: ANN001
+            if tag == "li" and self.stack:
+                self.stack.pop()
+
+    sign_in(web, tokens["alice"])
+    parsed = Managers()
+    parsed.feed(web.get("/org").text)
+    assert parsed.parent == {"alice": None, "bob": None, "planner": "alice", "builder": "alice", "qa": "alice",
+                             "merger": "alice"}

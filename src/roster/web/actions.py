@@ -79,6 +79,13 @@ def reply(request: Request, who: Acting, recipient: Annotated[str, Form(max_leng
 # -- tasks: the human side of the hand-off ------------------------------------------------------------------
 
 
+@router.post("/tasks/{task_id}/move")
+def move(request: Request, who: Acting, task_id: int, transition: Annotated[str, Form(max_length=63)],
+         version: Annotated[int, Form()], rationale: Note = "") -> Response:
+    return _done(request, who, lambda: who.session.transition(task_id, transition, expected_version=version,
+                                                              rationale=rationale), f"/tasks/{task_id}")
+
+
 @router.post("/tasks/{task_id}/hold")
 def hold(request: Request, who: Acting, task_id: int, note: Note = "") -> Response:
     return _done(request, who, lambda: who.session.hold(task_id, note=note), f"/tasks/{task_id}")

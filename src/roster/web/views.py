@@ -140,13 +140,14 @@ def org(request: Request, who: Looking) -> Response:
                 portfolios.append({"name": pf_name, "scope": scope, "workflows": workflows,
                                    "paused": scope in paused_scopes})
             tree.append({"name": ws_name, "portfolios": portfolios})
-        rows = []
+        rows: dict[str | None, list[dict[str, Any]]] = {}
         for handle, p in sorted(people.items()):
             agent = spec.agents.get(handle)
-            rows.append({"p": p, "tier": agent.tier if agent else "human", "role": agent.role if agent else "",
-                         "reports_to": p.reports_to})
+            boss = p.reports_to if p.reports_to in people and p.reports_to != handle else None
+            rows.setdefault(boss, []).append({"p": p, "tier": agent.tier if agent else "human",
+                                              "role": agent.role if agent else ""})
         return page(request, "org.html", who, title="Org chart", company=spec.company,
-                    display_name=spec.display_name or spec.company, tree=tree, rows=rows,
+                    display_name=spec.display_name or spec.company, tree=tree, reports=rows,
                     company_paused="*" in paused_scopes or "company" in paused_scopes)
     return _guarded(request, who, build)
 
