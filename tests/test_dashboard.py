@@ -415,3 +415,18 @@ def test_the_org_chart_nests_agents_under_whom_they_report_to(web, company, toke
     parsed.feed(web.get("/org").text)
     assert parsed.parent == {"alice": None, "bob": None, "planner": "alice", "builder": "alice", "qa": "alice",
                              "merger": "alice"}
+
+
+def test_the_task_page_links_the_brief_each_agent_would_read_and_the_inbox_shows_the_patch(web, company, tokens):
+    task = new_task(company)
+    sign_in(web, tokens["alice"])
+    page = web.get(f"/tasks/{task}").text
+    assert f'href="/tasks/{task}/brief/planner"' in page
+    brief = web.get(f"/tasks/{task}/brief/planner")
+    assert brief.status_code == 200 and "fix E501" in brief.text and "tokens" in brief.text
+    assert web.get(f"/tasks/{task}/brief/nobody").status_code == 404
+    version = to_verified(company, task)
+    with pytest.raises(ApprovalPending):
+        company.transition(task, "merge", actor="merger", expected_version=version)
+    inbox = web.get("/inbox").text
+    assert "+import sys" in inbox and "lint_clean</strong> passed" in inbox  # the patch and the checks, readable

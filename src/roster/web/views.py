@@ -223,10 +223,30 @@ def task_page(request: Request, who: Looking, task_id: int) -> Response:
         checks = [e for e in history if e.action == "check.record"]
         runs = session.list_runs(task_id=task_id, limit=20)
         held = task.lease_holder == who.handle and (task.lease_run or "").startswith("hold:")
-        return page(request, "task.html", who, title=f"Task {task_id}", task=task, history=history,
+        agents = sorted({a for o in session.options(task_id) for a in o.by if a in spec.agents} | (
+            {task.owner} if task.owner in spec.agents else set()))
+        return page(request, "task.html", who, title=f"Task {task_id}", task=task, history=history, agents=agents,
                     artifacts=artifacts, diffs=diffs, checks=checks, options=session.options(task_id), runs=runs,
                     held=held, fields_schema=spec.workflows[task.workflow].fields,
                     fields_json=json.dumps(task.fields, indent=2, sort_keys=True))
+    return _guarded(request, who, build)
+
+
+@router.get("/tasks/{task_id}/brief/{agent}", response_class=HTMLResponse)
+def brief_page(request: Request, who: Looking, task_id: int, agent: str) -> Response:
+    def build() -> Response:
+        from roster.runtime.brief_text import render
+        from roster.runtime.llm import OUTPUT_TOOL
+        from roster.runtime.context import ContextAssembler, Wakeup
+
+        session = who.session
+        task = session.get_task(task_id)  # the viewer must be able to read the task
+        if agent not in session.spec().agents:
+            raise NotFound(f"no agent '{agent}' in this company")
+        company = session.company_for("brief.preview", f"principal:{agent}")
+        brief = ContextAssembler(company).brief(agent, task, Wakeup("preview", task.fencing_token or None)).data
+        return page(request, "brief.html", who, title=f"Brief of {agent} for task {task_id}", task=task,
+                    agent=agent, text=render(brief, (), output_tool=OUTPUT_TOOL), report=brief["context"])
     return _guarded(request, who, build)
 
 
