@@ -430,3 +430,51 @@ def test_the_task_page_links_the_brief_each_agent_would_read_and_the_inbox_shows
         company.transition(task, "merge", actor="merger", expected_version=version)
     inbox = web.get("/inbox").text
     assert "+import sys" in inbox and "lint_clean</strong> passed" in inbox  # the patch and the checks, readable
+
+
+def test_the_event_stream_sends_the_kinds_that_changed_and_ends_when_the_session_does(store, company, tokens):
+    import threading
+
+    import httpx
+
+    from roster.api.server import ApiServer
+
+    server = ApiServer(store, host="127.0.0.1", port=0)
+    base = server.start()
+    try:
+        with httpx.Client(base_url=base, timeout=20) as web, httpx.Client(base_url=base, timeout=20) as other:
+            sign_in(web, tokens["alice"])
+            csrf = sign_in(other, tokens["alice"])  # the same human in another browser
+            seen: list[str] = []
+            with web.stream("GET", "/events") as events:
+                assert events.status_code == 200
+                assert events.headers["content-type"].startswith("text/event-stream")
+                lines = events.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: hello"
+                threading.Timer(0.3, lambda: new_task(company)).start()  # a commit in this process
+                seen.append(next(line for line in lines if line.startswith("event:")))
+                assert seen == ["event: task"]
+                # this browser's session ends: signed out from the dashboard's own form
+                web.post("/sign-out", data={"csrf": form_token(web.get("/").text)})
+                threading.Timer(0.3, lambda: new_task(company, "again")).start()
+                kinds = [line for line in lines if line.startswith("event:")]
+            assert "event: signed-out" in kinds and kinds[-1] == "event: signed-out"  # then it ended
+            assert other.get("/", follow_redirects=False).status_code == 200 and csrf  # the other one lives on
+            assert web.get("/events", follow_redirects=False).status_code in (303, 401)
+    finally:
+        server.stop(timeout=2)
+
+
+def test_field_edits_that_are_too_deep_or_hold_a_nul_are_refused_and_nothing_changes(web, company, tokens):
+    task = new_task(company)
+    csrf = sign_in(web, tokens["alice"])
+    web.post(f"/tasks/{task}/hold", data={"csrf": csrf})
+    version = company.get_task(task).version
+    for fields in ('{"rule": ' + "[" * 5000 + "]" * 5000 + "}", '{"rule": "E\\u0000"}'):
+        refused = web.post(f"/tasks/{task}/edit", data={"csrf": csrf, "version": version, "fields": fields},
+                           follow_redirects=False)
+        assert refused.status_code == 400 and "cannot be stored" in refused.text
+    too_big = web.post(f"/tasks/{task}/edit", data={"csrf": csrf, "version": version, "fields": "x" * 3_000_000},
+                       follow_redirects=False)
+    assert too_big.status_code == 413
+    assert company.get_task(task).fields == {"rule": "E501"}

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from roster.api.verbs import Decision, decide
 from roster.errors import RosterError, UsageError
+from roster.kernel.values import scan_json
 from roster.web.render import page, refused
 from roster.web.signin import Acting, Viewer
 
@@ -95,6 +96,9 @@ def hold(request: Request, who: Acting, task_id: int, note: Note = "") -> Respon
 def edit(request: Request, who: Acting, task_id: int, fields: Annotated[str, Form(max_length=200_000)],
          version: Annotated[int, Form()], note: Note = "") -> Response:
     def act() -> None:
+        wrong = scan_json(fields.encode())  # too deep, or a NUL escape: refused before parsing
+        if wrong:
+            raise UsageError(f"the fields cannot be stored: {wrong}")
         try:
             wanted = json.loads(fields)
         except ValueError as exc:

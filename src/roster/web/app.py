@@ -10,7 +10,8 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from roster.api import logs
-from roster.store import Store
+from roster.errors import RosterError
+from roster.store import Store, dashboard_sessions
 from roster.web import actions, assets, signin, views
 from roster.web.events import EventHub
 from roster.web.render import page
@@ -31,7 +32,16 @@ def mount(app: FastAPI, store: Store) -> None:
     @app.get("/events", include_in_schema=False)
     async def events(request: Request, who: Looking) -> Response:
         last = await run_in_threadpool(who.session.audit_log, newest_first=True, limit=1)
-        return EventSourceResponse(hub.stream(who.session, last[0].seq if last else 0), ping=15)
+        cookie = request.cookies.get(signin.COOKIE)
+
+        async def signed_in() -> bool:
+            try:
+                await run_in_threadpool(dashboard_sessions.session_for, store, cookie)
+            except RosterError:
+                return False
+            return True
+
+        return EventSourceResponse(hub.stream(who.session, last[0].seq if last else 0, signed_in), ping=15)
 
     @app.exception_handler(SignInNeeded)
     async def sign_in_needed(request: Request, exc: SignInNeeded) -> Response:

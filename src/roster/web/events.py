@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from starlette.concurrency import run_in_threadpool
@@ -61,14 +61,18 @@ class EventHub:
         for loop, event in woken:
             loop.call_soon_threadsafe(event.set)
 
-    async def stream(self, session: Session, start: int) -> AsyncIterator[dict[str, str]]:
-        """SSE events for ``session``'s company after audit seq ``start``, until the client goes."""
+    async def stream(self, session: Session, start: int,
+                     signed_in: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, str]]:
+        """SSE events for ``session``'s company after audit seq ``start``, until the client goes or
+        ``signed_in()`` (asked at least every :data:`OTHER_PROCESSES` seconds) says the session ended
+        (signed out, expired, the human paused): then a last ``signed-out`` event, and the stream ends."""
         company = session.principal.company
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
         with self._lock:
             self._waiters.setdefault(company, set()).add((loop, event))
         seen = start
+        checked = loop.time()
         try:
             yield {"event": "hello", "data": str(seen)}
             while True:
@@ -77,6 +81,11 @@ class EventHub:
                 except TimeoutError:
                     pass
                 event.clear()
+                if loop.time() - checked >= OTHER_PROCESSES:
+                    checked = loop.time()
+                    if not await signed_in():
+                        yield {"event": "signed-out", "data": "sign in again"}
+                        return
                 await asyncio.sleep(0.2)  # a burst of commits becomes one refresh
                 try:
                     events = await run_in_threadpool(session.audit_log, after_seq=seen, limit=500)
