@@ -32,3 +32,22 @@ def test_fitness_benchmark_counts_what_it_seeded(tmp_path):
     assert month["burden"]["rejected"] > 0 and month["burden"]["escalations"] == 300
     assert set(result["figures"]) == {"fitness 7d", "costs 7d", "fitness 30d", "costs 30d"}
     assert result["figures"]["fitness 30d"]["x_costs"] > 0
+
+
+def test_dashboard_benchmark_times_every_page_it_checked(tmp_path):
+    import dashboard
+
+    result = dashboard.measure(f"sqlite:///{tmp_path / 'dashboard.db'}", n_agents=50, n_tasks=500, n_runs=500,
+                               repeat=1, deep_offset=100)
+    # measure() already raised unless each page answered 200 with what was seeded (carol: 403 where refused)
+    assert (result["agents"], result["tasks"]) == (50, 501)
+    assert result["audit_events"] > result["tasks"]
+    figures = result["figures"]
+    lead = {name for name in figures if name.startswith("lead ")}
+    assert len(lead) == 18 and {"lead /inbox", "lead /costs", "lead /audit?before=<deep>"} <= lead
+    assert any(name.startswith("lead /boards/fix/") and "offset=" in name for name in lead)
+    assert {f"carol {name}" for name in dashboard.SCOPED} <= set(figures)
+    assert figures["carol /boards/fix (refused)"]["status"] == 403
+    assert figures[dashboard.REFERENCE]["x_ref"] == 1.0
+    assert figures[dashboard.VERIFY]["median_ms"] > 0
+    assert all(f["median_ms"] > 0 and f["max_ms"] >= f["median_ms"] for f in figures.values())

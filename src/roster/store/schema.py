@@ -217,6 +217,7 @@ approval_requests = Table(
     Column("decided_at", TS, nullable=True),
     ForeignKeyConstraint(["company_id"], ["companies.id"]),
     Index(None, "company_id", "status"),
+    Index(None, "company_id", "task_id"),  # a task's earlier requests: the inbox's earlier rejections (0023)
 )
 
 runs = Table(
@@ -257,6 +258,7 @@ runs = Table(
     Index(None, "company_id", "task_id"),
     Index(None, "company_id", "outcome", "agent"),  # runs in flight: per agent at claim, the sweep, status
     Index(None, "company_id", "started_at"),  # a window of runs: fitness, costs since, the reflection's period
+    Index(None, "company_id", "ended_at"),  # runs overlapping a window: running (NULL) or ended in it (0023)
 )
 
 stages = Table(
@@ -480,8 +482,9 @@ audit_events = Table(
     Column("state", Text, nullable=True),
     # A task's latest events, newest first, without sorting its whole history.
     Index(None, "company_id", "subject", "seq"),
-    Index(None, "company_id", "principal"),
-    Index(None, "company_id", "action"),
+    # One principal's or action's newest events in seq order, without walking the chain (0023).
+    Index(None, "company_id", "principal", "seq"),
+    Index(None, "company_id", "action", "seq"),
 )
 
 audit_checkpoints = Table(
