@@ -10,7 +10,7 @@ import json
 import re
 
 import pytest
-from conftest import GOOD_SPEC, js
+from conftest import FIX_LINT, GOOD_SPEC, js
 from dashboard_support import form_token, sign_in
 from fastapi.testclient import TestClient
 from test_api import to_verified
@@ -20,8 +20,11 @@ from roster.errors import ApprovalPending
 from roster.store import audit as store_audit
 
 HANDLES = ("alice", "bob", "planner", "builder", "qa", "merger")
+FIX_LINT_HOOKED = FIX_LINT + """webhooks:
+  ops: {url: "http://127.0.0.1:9/hook", events: [task.held], secret_env: OPS_SECRET}
+"""
 PAGES = ("/", "/inbox", "/org", "/boards", "/boards/fix-lint", "/boards/fix-lint/found", "/agents",
-         "/agents/builder", "/audit", "/costs", "/parts/overview", "/parts/boards/fix-lint")
+         "/agents/builder", "/audit", "/costs", "/webhooks", "/parts/overview", "/parts/boards/fix-lint")
 
 
 @pytest.fixture
@@ -478,3 +481,26 @@ def test_field_edits_that_are_too_deep_or_hold_a_nul_are_refused_and_nothing_cha
                        follow_redirects=False)
     assert too_big.status_code == 413
     assert company.get_task(task).fields == {"rule": "E501"}
+
+
+def test_the_webhooks_page_shows_the_delivery_log_and_sends_a_failed_delivery_again(store, tokens):
+    from roster.specfile import parse_spec
+
+    store.apply(parse_spec(FIX_LINT_HOOKED), applied_by="alice")
+    company = store.company("acme")
+    task = new_task(company)
+    company.hold(task, actor="alice", note="mine now")  # a task.held event for the hook
+    assert company.enqueue_webhooks() == 1
+    [delivery] = company.webhook_deliveries(actor="alice")
+    company.record_webhook_attempt(delivery.id, outcome="failed", http_status=410, error="gone")
+    with TestClient(create_app(store)) as web:
+        csrf = sign_in(web, tokens["alice"])
+        page = web.get("/webhooks").text
+        assert "ops" in page and "task.held" in page and "failed" in page and "$OPS_SECRET" in page
+        assert web.post("/webhooks/replay", data={"csrf": csrf}, follow_redirects=False).status_code == 400
+        again = web.post("/webhooks/replay", data={"csrf": csrf, "ids": [delivery.id]}, follow_redirects=False)
+        assert again.status_code == 303
+    [replayed] = company.webhook_deliveries(actor="alice")
+    assert replayed.status == "pending"
+    [event] = company.audit_log(action="webhook.replay")
+    assert (event.principal, event.data["via"]) == ("alice", "dashboard")

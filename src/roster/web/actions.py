@@ -142,6 +142,19 @@ def resume_scope(request: Request, who: Acting, scope: Annotated[str, Form(max_l
     return _done(request, who, lambda: who.session.resume(scope), "/org")
 
 
+# -- webhooks -------------------------------------------------------------------------------------------------
+
+
+@router.post("/webhooks/replay")
+def replay(request: Request, who: Acting, ids: Annotated[list[int], Form()] = [],  # noqa: B006 - FastAPI's form list
+           failed: Annotated[bool, Form()] = False) -> Response:
+    def act() -> None:
+        if not ids and not failed:
+            raise UsageError("tick the deliveries to send again, or replay every failed one")
+        who.session.replay_webhooks(ids[:500] or None, failed=failed)
+    return _done(request, who, act, "/webhooks")
+
+
 # -- audit ---------------------------------------------------------------------------------------------------
 
 

@@ -22,9 +22,9 @@ templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, sort
 templates.env.filters["short_ts"] = lambda ts: (ts or "")[:19].replace("T", " ")
 
 NAV = (("/", "Overview"), ("/inbox", "Inbox"), ("/org", "Org chart"), ("/boards", "Boards"),
-       ("/agents", "Agents"), ("/costs", "Costs"), ("/audit", "Audit"))
+       ("/agents", "Agents"), ("/costs", "Costs"), ("/audit", "Audit"), ("/webhooks", "Webhooks"))
 """The navigation bar, in order: the inbox is second, never hidden."""
-COMPANY_WIDE = {"/costs", "/audit"}
+COMPANY_WIDE = {"/costs", "/audit", "/webhooks"}
 """Pages that read the whole company: left out of the bar for a human whose ``scopes`` narrow it."""
 
 

@@ -327,6 +327,19 @@ def audit_export(request: Request, who: Looking, principal: str = "", action: st
     return _guarded(request, who, build)
 
 
+# -- webhooks ------------------------------------------------------------------------------------------
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+def webhooks(request: Request, who: Looking, hook: str = "", status: str = "") -> Response:
+    def build() -> Response:
+        spec = who.session.spec()
+        rows = who.session.webhook_deliveries(hook=hook or None, status=status or None, limit=PAGE)
+        return page(request, "webhooks.html", who, title="Webhooks", hooks=spec.webhooks, rows=rows, hook=hook,
+                    status=status)
+    return _guarded(request, who, build)
+
+
 # -- costs -----------------------------------------------------------------------------------------------
 
 
