@@ -38,8 +38,8 @@ OFFLINE = ["--no-sandbox", "--disable-background-networking", "--disable-compone
            "--disable-default-apps", "--disable-domain-reliability", "--no-first-run", "--no-pings",
            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 """Chromium's flags that keep it off the network: no background fetches, and no name but 127.0.0.1 resolves."""
-PAGES = ("/", "/inbox", "/org", "/boards", "/boards/fix-lint", "/tasks/1", "/agents", "/agents/planner", "/audit",
-         "/costs", "/api/v1/docs")
+PAGES = ("/", "/inbox", "/org", "/boards", "/boards/fix-lint", "/boards/fix-lint/found", "/tasks/1",
+         "/tasks/1/brief/planner", "/agents", "/agents/planner", "/audit", "/costs", "/webhooks", "/api/v1/docs")
 SERIOUS = ("serious", "critical")
 
 
