@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 
 import pytest
 from conftest import FIX_LINT, GOOD_SPEC, js
@@ -504,3 +505,33 @@ def test_the_webhooks_page_shows_the_delivery_log_and_sends_a_failed_delivery_ag
     assert replayed.status == "pending"
     [event] = company.audit_log(action="webhook.replay")
     assert (event.principal, event.data["via"]) == ("alice", "dashboard")
+
+
+def test_another_processs_commit_reaches_an_open_stream(store, company, tokens, databases, db_backend):
+    """A second Store on the same database stands for another process: its commits never run this store's
+    hooks. On PostgreSQL they are heard through LISTEN at once; on SQLite by the 5 s read of the chain."""
+    import threading
+
+    import httpx
+
+    from roster.api.server import ApiServer
+    from roster.store import Store
+
+    other = Store.open(databases("roster"))
+    server = ApiServer(store, host="127.0.0.1", port=0)
+    base = server.start()
+    try:
+        with httpx.Client(base_url=base, timeout=20) as web:
+            sign_in(web, tokens["alice"])
+            with web.stream("GET", "/events") as events:
+                lines = events.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: hello"
+                time.sleep(0.5)  # listening
+                began = time.monotonic()
+                threading.Timer(0.2, lambda: new_task(other.company("acme"), "from elsewhere")).start()
+                assert next(line for line in lines if line.startswith("event:")) == "event: task"
+                waited = time.monotonic() - began
+        assert waited < (2.0 if db_backend == "postgresql" else 8.0), waited
+    finally:
+        server.stop(timeout=2)
+        other.close()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 from roster.errors import RosterError
 from roster.runtime.pipeline import OUTAGES
-from roster.store import CompanyStore
+from roster.store import CompanyStore, Store
 from roster.store.dialects import WAKE_CHANNEL
 from roster.store.leases import Lease
 
@@ -120,11 +120,13 @@ class LeaseRenewals:
 
 class NotifyListener:
     """PostgreSQL only: a thread on a connection of its own that ``LISTEN``s on
-    :data:`~roster.store.dialects.WAKE_CHANNEL` and sets ``wake`` when another process commits work for this
-    company. It reconnects with backoff after any error (a server restart), so it never dies."""
+    :data:`~roster.store.dialects.WAKE_CHANNEL` and calls ``heard(company_id)`` when a process commits work
+    for a company (and ``heard(None)`` once listening: anything committed before). It reconnects with
+    backoff after any error (a server restart), so it never dies. Used by the dispatcher (wake up) and the
+    dashboard (live updates)."""
 
-    def __init__(self, company: CompanyStore, wake: threading.Event, log: Callable[[str], None]) -> None:
-        self.company, self.wake, self.log = company, wake, log
+    def __init__(self, store: Store, heard: Callable[[str | None], None], log: Callable[[str], None]) -> None:
+        self.store, self.heard, self.log = store, heard, log
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="roster-listen")
 
@@ -139,17 +141,16 @@ class NotifyListener:
         backoff = 0.5
         while not self._stopped.is_set():
             try:
-                raw = self.company.store.engine.raw_connection()
+                raw = self.store.engine.raw_connection()
                 try:
                     conn = raw.driver_connection
                     conn.autocommit = True
                     conn.execute(f"LISTEN {WAKE_CHANNEL}")
                     backoff = 0.5
-                    self.wake.set()  # anything committed while not listening
+                    self.heard(None)  # anything committed while not listening
                     while not self._stopped.is_set():
                         for note in conn.notifies(timeout=1.0):
-                            if note.payload == self.company.company:
-                                self.wake.set()
+                            self.heard(note.payload)
                 finally:
                     raw.invalidate()  # never back to the pool: it is LISTENing
             except Exception as exc:  # noqa: BLE001 - a server restart: listen again when it is back

@@ -892,10 +892,14 @@ class Dispatcher:
         if company == self.company.company:
             self.wake.set()
 
+    def _heard(self, company: str | None) -> None:
+        if company is None or company == self.company.company:
+            self.wake.set()
+
     def _listen(self) -> None:
         """On PostgreSQL, wake on other processes' commits (``LISTEN``); elsewhere polling stays the way."""
         if self.company.store.dialect.listens and self._listener is None:
-            self._listener = NotifyListener(self.company, self.wake, self.log)
+            self._listener = NotifyListener(self.company.store, self._heard, self.log)
             self._listener.start()
 
     def _record_unrecorded(self) -> None:

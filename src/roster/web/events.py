@@ -8,13 +8,16 @@ created, moved, held, edited, released or claimed), ``run`` (a run started or en
 ``escalation``, ``team`` (pauses, resumes, principals), ``message``. The pages re-fetch their parts when
 their kinds arrive (htmx ``hx-trigger="sse:task"``); nothing is polled while nothing happens.
 
-A commit in another process (a ``roster up`` beside ``roster serve`` on the same database) reaches a
-stream through a light check of the company's chain head every :data:`OTHER_PROCESSES` seconds.
+A commit in another process (a ``roster up`` beside ``roster serve`` on the same database): on
+PostgreSQL, a commit that made work is heard at once through ``LISTEN`` (the runtime's
+:class:`~roster.runtime.background.NotifyListener`, running while any stream is open); any other reaches
+a stream by a light read of the chain after its last event, every :data:`OTHER_PROCESSES` seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -26,6 +29,7 @@ from roster.errors import RosterError
 if TYPE_CHECKING:
     from roster.store import Session, Store
 
+LOG = logging.getLogger("roster.api")
 OTHER_PROCESSES = 5.0
 """Seconds between checks of the chain head for commits made by other processes."""
 KINDS = {"task": "task", "lease": "task", "run": "run", "approval": "approval", "escalation": "escalation",
@@ -44,22 +48,46 @@ class EventHub:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._heads: dict[str, int] = {}
         self._waiters: dict[str, set[tuple[asyncio.AbstractEventLoop, asyncio.Event]]] = {}
+        self._store: Store | None = None
+        self._listener = None  # a NotifyListener while any stream is open, on PostgreSQL
 
     def attach(self, store: Store) -> None:
-        """Hear every commit of ``store``."""
+        """Hear every commit of ``store`` (and, on PostgreSQL while streams are open, other processes')."""
+        self._store = store
         store.after_commit_hooks.append(self.committed)
 
     def committed(self, _store: Store, saved: dict[str, tuple[int, str]]) -> None:
-        """After a commit (in the writing thread): note each company's new head, wake its streams."""
+        """After a commit (in the writing thread): wake the streams of each company whose chain moved."""
+        for company in saved:
+            self.heard(company)
+
+    def heard(self, company: str | None) -> None:
+        """Wake the streams of ``company`` (``None``: every stream)."""
         with self._lock:
-            woken = []
-            for company, (seq, _hash) in saved.items():
-                self._heads[company] = max(seq, self._heads.get(company, 0))
-                woken.extend(self._waiters.get(company, ()))
+            woken = [w for c, ws in self._waiters.items() if company is None or c == company for w in ws]
         for loop, event in woken:
             loop.call_soon_threadsafe(event.set)
+
+    def _opened(self, company: str, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            self._waiters.setdefault(company, set()).add(waiter)
+            listen = self._listener is None and self._store is not None and self._store.dialect.listens
+            if listen:
+                from roster.runtime.background import NotifyListener  # PostgreSQL only, and only while watched
+
+                self._listener = NotifyListener(self._store, self.heard, lambda line: LOG.warning("%s", line))
+        if listen:
+            self._listener.start()
+
+    def _closed(self, company: str, waiter: tuple[asyncio.AbstractEventLoop, asyncio.Event]) -> None:
+        with self._lock:
+            self._waiters.get(company, set()).discard(waiter)
+            if any(self._waiters.values()):
+                return
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            threading.Thread(target=listener.stop, daemon=True).start()  # never block the event loop
 
     async def stream(self, session: Session, start: int,
                      signed_in: Callable[[], Awaitable[bool]]) -> AsyncIterator[dict[str, str]]:
@@ -69,8 +97,7 @@ class EventHub:
         company = session.principal.company
         loop = asyncio.get_running_loop()
         event = asyncio.Event()
-        with self._lock:
-            self._waiters.setdefault(company, set()).add((loop, event))
+        self._opened(company, (loop, event))
         seen = start
         checked = loop.time()
         try:
@@ -98,5 +125,4 @@ class EventHub:
                 for kind in sorted({k for e in events if (k := kind_of(e.action))}):
                     yield {"event": kind, "data": str(seen)}
         finally:
-            with self._lock:
-                self._waiters.get(company, set()).discard((loop, event))
+            self._closed(company, (loop, event))
