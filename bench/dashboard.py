@@ -28,8 +28,12 @@ shared machine are noise; the ratios are measured in the same run). The verify-c
 /audit/verify``, a walk of the whole chain) is timed separately: it is not a page and scales with the
 chain by design.
 
+The store's clock runs at the real pace but from 20:00 UTC on the last day of the current month (an
+offset fixed at start), so the whole 30-day record falls in this month and the overview's month budgets
+sum a whole month of runs, their worst case; ``--real-clock`` keeps the real date.
+
 Usage: python bench/dashboard.py [--agents N] [--tasks N] [--runs N] [--backend sqlite|postgresql|both]
-                                 [--repeat N] [--profile PATH]
+                                 [--repeat N] [--deep N] [--real-clock] [--profile PATH]
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ import sys
 import tempfile
 import time
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +59,7 @@ from roster.store import Store
 from roster.store import audit as store_audit
 from roster.store.schema import (approval_requests, audit_events, escalations, kpi_readings, memory_entries,
                                  messages, runs, tasks)
-from roster.store.store import format_ts
+from roster.store.store import format_ts, utc_now
 
 COMPANY = "bench"
 DAY = 86400
@@ -396,13 +400,22 @@ def _signed_in(app: Any, token: str, *, lifespan: bool) -> Any:
     return client
 
 
+def month_end_clock() -> Any:
+    """The real clock moved to 20:00 UTC on the last day of the current month (see the module's docstring)."""
+    now = utc_now()
+    first_of_next = (now.replace(day=28) + timedelta(days=4)).replace(day=1)
+    target = datetime.combine((first_of_next - timedelta(days=1)).date(), datetime.min.time(), now.tzinfo)
+    offset = target + timedelta(hours=20) - now
+    return lambda: utc_now() + offset
+
+
 def measure(url: str, *, n_agents: int, n_tasks: int, n_runs: int, repeat: int, deep_offset: int = 20_000,
-            profile: Path | None = None) -> dict[str, Any]:
+            profile: Path | None = None, real_clock: bool = False) -> dict[str, Any]:
     """Seed a store at ``url``, then time every page through the app; the figures as JSON."""
     from roster.api import create_app
 
     artifacts = tempfile.TemporaryDirectory()
-    store = Store.open(url, artifact_root=Path(artifacts.name))
+    store = Store.open(url, artifact_root=Path(artifacts.name), clock=utc_now if real_clock else month_end_clock())
     clients = []
     try:
         store.apply(parse_spec(spec_text(n_agents)), applied_by="lead")
@@ -461,7 +474,8 @@ def measure(url: str, *, n_agents: int, n_tasks: int, n_runs: int, repeat: int, 
         figures[VERIFY] = {"median_ms": round(_median(verify_wall) * 1000, 1),
                            "max_ms": round(max(verify_wall) * 1000, 1), "x_ref": round(_median(verify_wall) / ref, 1),
                            "status": 200}
-        return {"backend": store.dialect.name, "server_version": _server_version(store), "agents": len(seeded["agents"]),
+        return {"backend": store.dialect.name, "server_version": _server_version(store), "clock": format_ts(store.clock()),
+                "agents": len(seeded["agents"]),
                 "tasks": len(seeded["tasks"]) + 1, "runs": seeded["runs"] + 3, "running": seeded["running"],
                 "approval_requests": len(seeded["approvals"]), "pending": seeded["pending"] + 1,
                 "escalations_open": seeded["escalations_open"], "messages": seeded["messages"],
@@ -576,7 +590,7 @@ def print_result(result: dict[str, Any]) -> None:
           f"({r['running']} running), {r['approval_requests']:,} approval requests ({r['pending']} pending), "
           f"{r['escalations_open']} open escalations, {r['messages']:,} messages, {r['memory_entries']:,} memory "
           f"entries, {r['kpi_readings']} KPI readings, {r['audit_events']:,} audit events "
-          f"(seeded in {r['seed_seconds']} s)", flush=True)
+          f"(seeded in {r['seed_seconds']} s; the store's clock at {r['clock']})", flush=True)
     print(f"  {'page (median of rounds)':<52} {'median ms':>10} {'max ms':>9} {'x ref':>7}")
     for name, f in r["figures"].items():
         flag = "  > 1 s" if f["median_ms"] > 1000 and name != VERIFY else ""
@@ -592,11 +606,13 @@ def main() -> None:
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--deep", type=int, default=20_000, help="the deep page's offset (column) and depth (audit)")
+    parser.add_argument("--real-clock", action="store_true", help="keep the real date (default: the month's end)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="write a pyinstrument profile of each page here (pip install pyinstrument)")
     args = parser.parse_args()
     sizes = {"n_agents": args.agents, "n_tasks": args.tasks, "n_runs": args.runs or args.tasks,
-             "repeat": args.repeat, "deep_offset": args.deep, "profile": args.profile}
+             "repeat": args.repeat, "deep_offset": args.deep, "profile": args.profile,
+             "real_clock": args.real_clock}
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.backend in ("sqlite", "both"):
