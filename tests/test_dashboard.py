@@ -535,3 +535,24 @@ def test_another_processs_commit_reaches_an_open_stream(store, company, tokens, 
     finally:
         server.stop(timeout=2)
         other.close()
+
+
+def test_the_audit_page_pages_back_by_sequence_and_the_export_streams_every_event(web, company, tokens,
+                                                                                  monkeypatch):
+    from roster.web import views
+
+    monkeypatch.setattr(views, "EXPORT_PAGE", 7)  # the export crosses many pages
+    for i in range(60):
+        new_task(company, f"t{i}")
+    sign_in(web, tokens["alice"])
+    first = web.get("/audit").text
+    seqs = [int(s) for s in re.findall(r"<tr><td>(\d+)</td>", first)]
+    assert len(seqs) == 50 and seqs == sorted(seqs, reverse=True)
+    older = re.search(r'href="/audit\?before=(\d+)', first)
+    assert older and int(older.group(1)) == seqs[-1]
+    second = [int(s) for s in re.findall(r"<tr><td>(\d+)</td>", web.get(f"/audit?before={seqs[-1]}").text)]
+    assert second and max(second) == seqs[-1] - 1
+    export = web.get("/audit/export")
+    lines = [json.loads(line) for line in export.text.splitlines()]
+    total = len(company.audit_log())
+    assert [e["seq"] for e in lines] == list(range(1, total + 1))  # every event once, in order, over pages

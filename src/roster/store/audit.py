@@ -259,11 +259,14 @@ def forget(conn: Connection) -> None:
 def iter_events(conn: Connection, company: str, *, principal: str | None = None, subject: str | None = None,
                 action: str | None = None, since: str | None = None, until: str | None = None,
                 after_seq: int = 0, limit: int | None = None, not_principal: str | None = None,
-                newest_first: bool = False) -> Iterator[AuditEvent]:
+                newest_first: bool = False, before_seq: int | None = None) -> Iterator[AuditEvent]:
     """Events of ``company`` in ``seq`` order (``newest_first``: reversed, so ``limit`` keeps the latest),
     filtered. ``action`` ending in ``*`` matches a prefix; ``since``/``until`` are ISO 8601 UTC strings
-    (inclusive/exclusive); ``not_principal`` leaves out one principal's events."""
+    (inclusive/exclusive); ``after_seq``/``before_seq`` bound the sequence numbers (exclusive: the pages of
+    a long chain, read by its primary key); ``not_principal`` leaves out one principal's events."""
     query = select(audit_events).where(audit_events.c.company_id == company, audit_events.c.seq > after_seq)
+    if before_seq is not None:
+        query = query.where(audit_events.c.seq < before_seq)
     if principal is not None:
         query = query.where(audit_events.c.principal == principal)
     if not_principal is not None:

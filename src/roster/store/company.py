@@ -176,11 +176,11 @@ class Session:
     def audit_log(self, *, principal: str | None = None, task_id: int | None = None,
                   action: str | None = None, since: str | None = None, until: str | None = None,
                   after_seq: int = 0, limit: int | None = None,
-                  newest_first: bool = False) -> list[AuditEvent]:
+                  newest_first: bool = False, before_seq: int | None = None) -> list[AuditEvent]:
         """:meth:`CompanyStore.audit_log`, as :attr:`principal`."""
         return self._company.audit_log(principal=principal, task_id=task_id, action=action, since=since,
                                        until=until, after_seq=after_seq, limit=limit,
-                                       newest_first=newest_first, actor=self.principal)
+                                       newest_first=newest_first, before_seq=before_seq, actor=self.principal)
 
     def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
         """:meth:`CompanyStore.verify_audit`, as :attr:`principal`."""

@@ -527,7 +527,7 @@ class TaskVerbs(CompanyBase):
     def audit_log(self, *, principal: str | None = None, task_id: int | None = None, action: str | None = None,
                   since: str | None = None, until: str | None = None, after_seq: int = 0,
                   limit: int | None = None, actor: ActorRef | None = None,
-                  newest_first: bool = False) -> list[AuditEvent]:
+                  newest_first: bool = False, before_seq: int | None = None) -> list[AuditEvent]:
         """Audit events of this company, filtered (see :func:`roster.store.audit.iter_events`).
         With ``actor``, it needs ``read`` on the whole company (humans have it; agents by grant of ``*``)."""
         subject = f"task:{task_id}" if task_id is not None else None
@@ -536,7 +536,7 @@ class TaskVerbs(CompanyBase):
                 self._authorize(cache, who, "read", Resource("company", self.company))
             return list(audit.iter_events(conn, self.company, principal=principal, subject=subject, action=action,
                                           since=since, until=until, after_seq=after_seq, limit=limit,
-                                          newest_first=newest_first))
+                                          newest_first=newest_first, before_seq=before_seq))
 
     def verify_audit(self, *, actor: ActorRef | None = None) -> tuple[int, tuple[int, str] | None]:
         """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from roster.errors import NotFound, RosterError
 from roster.store import board
@@ -110,11 +111,13 @@ def _overview(who: Viewer) -> dict[str, Any]:
 def inbox(request: Request, who: Looking) -> Response:
     def build() -> Response:
         session = who.session
-        approvals = []
-        for request_ in session.inbox():
-            earlier = [r for r in session.list_requests(status="rejected")
-                       if r.task_id is not None and r.task_id == request_.task_id][:5]
-            approvals.append({"request": request_, "earlier": earlier})
+        pending = session.inbox()
+        rejected: dict[int, list[Any]] = {}
+        if pending:  # one read of the rejected requests for every pending one
+            for r in session.list_requests(status="rejected"):
+                if r.task_id is not None:
+                    rejected.setdefault(r.task_id, []).append(r)
+        approvals = [{"request": r, "earlier": rejected.get(r.task_id, [])[-5:]} for r in pending]
         return page(request, "inbox.html", who, title="Inbox", approvals=approvals,
                     escalations=session.list_escalations(status="open"),
                     messages=session.message_inbox(limit=30))
@@ -307,24 +310,34 @@ def audit_page(request: Request, who: Looking, principal: str = "", action: str 
 
 def _audit_events(who: Viewer, principal: str, action: str, task: str, before: int) -> list[Any]:
     task_id = int(task) if task.isdigit() else None
-    events = who.session.audit_log(principal=principal or None, action=action or None, task_id=task_id,
-                                   newest_first=True, limit=PAGE + 1 if not before else None)
-    if before:
-        events = [e for e in events if e.seq < before][:PAGE + 1]
-    return events
+    return who.session.audit_log(principal=principal or None, action=action or None, task_id=task_id,
+                                 newest_first=True, limit=PAGE + 1, before_seq=before or None)
+
+
+EXPORT_PAGE = 1000
+"""Events read per query while an export streams."""
 
 
 @router.get("/audit/export")
 def audit_export(request: Request, who: Looking, principal: str = "", action: str = "", task: str = "") -> Response:
-    def build() -> Response:
-        task_id = int(task) if task.isdigit() else None
-        events = who.session.audit_log(principal=principal or None, action=action or None, task_id=task_id)
-        lines = "".join(json.dumps({"seq": e.seq, "ts": e.ts, "principal": e.principal, "action": e.action,
-                                    "subject": e.subject, "data": e.data, "prev_hash": e.prev_hash,
-                                    "hash": e.hash}, sort_keys=True) + "\n" for e in events)
-        return Response(lines, media_type="application/x-ndjson",
-                        headers={"Content-Disposition": 'attachment; filename="roster-audit.jsonl"'})
-    return _guarded(request, who, build)
+    task_id = int(task) if task.isdigit() else None
+    query = {"principal": principal or None, "action": action or None, "task_id": task_id}
+    try:
+        first = who.session.audit_log(**query, limit=EXPORT_PAGE)  # refused here (403), before streaming
+    except RosterError as exc:
+        return refused(request, who, exc)
+
+    def lines() -> Iterator[str]:
+        page_ = first
+        while page_:
+            for e in page_:
+                yield json.dumps({"seq": e.seq, "ts": e.ts, "principal": e.principal, "action": e.action,
+                                  "subject": e.subject, "data": e.data, "prev_hash": e.prev_hash,
+                                  "hash": e.hash}, sort_keys=True) + "\n"
+            page_ = who.session.audit_log(**query, after_seq=page_[-1].seq, limit=EXPORT_PAGE)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson",
+                             headers={"Content-Disposition": 'attachment; filename="roster-audit.jsonl"'})
 
 
 # -- webhooks ------------------------------------------------------------------------------------------
