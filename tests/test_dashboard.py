@@ -402,7 +402,7 @@ def test_the_org_chart_nests_agents_under_whom_they_report_to(web, company, toke
             self.stack: list[str | None] = []
             self.parent: dict[str, str | None] = {}
 
-        def handle_starttag(self, tag, attrs):  # noqa: ANN001
+        def handle_starttag(self, tag, attrs):
             if tag == "li":
                 found = dict(attrs).get("id", "") or ""
                 handle = found.removeprefix("principal-") if found.startswith("principal-") else None
@@ -410,7 +410,7 @@ def test_the_org_chart_nests_agents_under_whom_they_report_to(web, company, toke
                     self.parent[handle] = next((h for h in reversed(self.stack) if h), None)
                 self.stack.append(handle)
 
-        def handle_endtag(self, tag):  # noqa: ANN001
+        def handle_endtag(self, tag):
             if tag == "li" and self.stack:
                 self.stack.pop()
 

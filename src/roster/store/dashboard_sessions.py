@@ -172,7 +172,7 @@ def _open_session(store: Store, session: Session, *, via: str) -> str:
     return f"{SESSION_PREFIX}.{who.company}.{session_id}.{secret}"
 
 
-def _why_not(conn, row, secret: str, now: str, what: str, *, spent_ok: bool = False) -> str:  # noqa: ANN001
+def _why_not(conn, row, secret: str, now: str, what: str, *, spent_ok: bool = False) -> str:
     # One hash and one constant-time comparison whether or not the row exists.
     matches = hmac.compare_digest(row.secret_sha256 if row is not None else _NO_SECRET, hash_secret(secret))
     if row is None or not matches:

@@ -24,7 +24,7 @@ router = APIRouter(include_in_schema=False)
 Note = Annotated[str, Form(max_length=4000)]
 
 
-def _done(request: Request, who: Viewer, act, back: str) -> Response:  # noqa: ANN001 - act() -> None
+def _done(request: Request, who: Viewer, act, back: str) -> Response:
     try:
         act()
     except RosterError as exc:

@@ -74,7 +74,8 @@ class EventHub:
             self._waiters.setdefault(company, set()).add(waiter)
             listen = self._listener is None and self._store is not None and self._store.dialect.listens
             if listen:
-                from roster.runtime.background import NotifyListener  # PostgreSQL only, and only while watched
+                # PostgreSQL only, and only while a stream is open
+                from roster.runtime.background import NotifyListener
 
                 self._listener = NotifyListener(self._store, self.heard, lambda line: LOG.warning("%s", line))
         if listen:

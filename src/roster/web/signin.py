@@ -97,7 +97,7 @@ def _safe_next(target: str | None) -> str:
 
 
 @router.get("/sign-in", response_class=HTMLResponse, include_in_schema=False)
-def sign_in_form(request: Request, link: str = "", next: str = "/", reason: str = "") -> Response:  # noqa: A002
+def sign_in_form(request: Request, link: str = "", next: str = "/", reason: str = "") -> Response:
     nonce = secrets.token_urlsafe(24)
     response = page(request, "sign_in.html", None, link=link, next=_safe_next(next), nonce=nonce, reason=reason,
                     title="Sign in")
@@ -107,7 +107,7 @@ def sign_in_form(request: Request, link: str = "", next: str = "/", reason: str 
 
 @router.post("/sign-in", include_in_schema=False)
 def sign_in(request: Request, csrf: Annotated[str, Form()] = "", token: Annotated[str, Form()] = "",
-            link: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:  # noqa: A002
+            link: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/") -> Response:
     store = request.app.state.store
     expected = request.cookies.get(SIGN_IN_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf):

@@ -28,7 +28,7 @@ PAGE = 50
 """Rows per page of the lists (audit, runs)."""
 
 
-def _guarded(request: Request, who: Viewer, build) -> Response:  # noqa: ANN001 - build() -> Response
+def _guarded(request: Request, who: Viewer, build) -> Response:
     try:
         return build()
     except RosterError as exc:
@@ -239,8 +239,8 @@ def task_page(request: Request, who: Looking, task_id: int) -> Response:
 def brief_page(request: Request, who: Looking, task_id: int, agent: str) -> Response:
     def build() -> Response:
         from roster.runtime.brief_text import render
-        from roster.runtime.llm import OUTPUT_TOOL
         from roster.runtime.context import ContextAssembler, Wakeup
+        from roster.runtime.llm import OUTPUT_TOOL
 
         session = who.session
         task = session.get_task(task_id)  # the viewer must be able to read the task
@@ -287,7 +287,7 @@ def agent_page(request: Request, who: Looking, handle: str) -> Response:
     return _guarded(request, who, build)
 
 
-def _plan(session, handle: str) -> Any:  # noqa: ANN001
+def _plan(session, handle: str) -> Any:
     try:
         return session.plan(handle)
     except RosterError:
