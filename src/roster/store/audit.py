@@ -15,7 +15,7 @@ hashes are part of the event's hash. :func:`verify_state` recomputes them from t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,8 +299,14 @@ def latest_on(conn: Connection, company: str, subject: str, limit: int) -> list[
     return [_event(row) for row in _LATEST_ON.all(conn, {"company": company, "subject": subject, "limit": limit})]
 
 
-def verify(conn: Connection, company: str) -> tuple[int, tuple[int, str] | None]:
-    """Walk the whole chain of ``company``. Returns ``(events checked, first break or None)``."""
+PROGRESS_EVERY = 1000
+"""How often :func:`verify` reports progress, in events."""
+
+
+def verify(conn: Connection, company: str,
+           progress: Callable[[int], None] | None = None) -> tuple[int, tuple[int, str] | None]:
+    """Walk the whole chain of ``company``. Returns ``(events checked, first break or None)``. ``progress``
+    is told the events checked so far, every :data:`PROGRESS_EVERY` events."""
     head = conn.execute(select(companies.c.audit_seq, companies.c.audit_head)
                         .where(companies.c.id == company)).first()
     counted = 0
@@ -309,6 +315,8 @@ def verify(conn: Connection, company: str) -> tuple[int, tuple[int, str] | None]
         nonlocal counted
         for event in iter_events(conn, company):
             counted += 1
+            if progress is not None and counted % PROGRESS_EVERY == 0:
+                progress(counted)
             yield event
 
     broken = first_break(counting(), head=(head.audit_seq, head.audit_head) if head else None)

@@ -182,9 +182,9 @@ class Session:
                                        until=until, after_seq=after_seq, limit=limit,
                                        newest_first=newest_first, before_seq=before_seq, actor=self.principal)
 
-    def verify_audit(self) -> tuple[int, tuple[int, str] | None]:
+    def verify_audit(self, *, progress: Callable[[int], None] | None = None) -> tuple[int, tuple[int, str] | None]:
         """:meth:`CompanyStore.verify_audit`, as :attr:`principal`."""
-        return self._company.verify_audit(actor=self.principal)
+        return self._company.verify_audit(actor=self.principal, progress=progress)
 
     def list_principals(self) -> list[Principal]:
         """:meth:`CompanyStore.list_principals`, as :attr:`principal`."""

@@ -538,12 +538,14 @@ class TaskVerbs(CompanyBase):
                                           since=since, until=until, after_seq=after_seq, limit=limit,
                                           newest_first=newest_first, before_seq=before_seq))
 
-    def verify_audit(self, *, actor: ActorRef | None = None) -> tuple[int, tuple[int, str] | None]:
-        """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``."""
+    def verify_audit(self, *, actor: ActorRef | None = None,
+                     progress: Callable[[int], None] | None = None) -> tuple[int, tuple[int, str] | None]:
+        """Walk the chain. Returns ``(events checked, (first bad seq, reason) or None)``; ``progress`` is
+        told the events checked so far, every 1,000."""
         with self._reading(actor, "audit.verify", f"company:{self.company}") as (conn, cache, who):
             if who is not None:
                 self._authorize(cache, who, "read", Resource("company", self.company))
-            return audit.verify(conn, self.company)
+            return audit.verify(conn, self.company, progress)
 
 
 @dataclass

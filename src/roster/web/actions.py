@@ -160,12 +160,6 @@ def replay(request: Request, who: Acting, ids: Annotated[list[int], Form()] = []
 
 @router.post("/audit/verify")
 def verify(request: Request, who: Acting) -> Response:
-    def act() -> Response:
-        count, broken = who.session.verify_audit()
-        result = (f"{count} events verified: the chain is intact" if broken is None
-                  else f"the chain breaks at event {broken[0]}: {broken[1]}")
-        return page(request, "verified.html", who, title="Audit chain", result=result, intact=broken is None)
-    try:
-        return act()
-    except RosterError as exc:
-        return refused(request, who, exc)
+    def act() -> None:
+        request.app.state.verifications.start(who.session)
+    return _done(request, who, act, "/audit/verify")

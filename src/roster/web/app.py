@@ -15,6 +15,7 @@ from roster.store import Store, dashboard_sessions
 from roster.web import actions, assets, signin, views
 from roster.web.events import EventHub
 from roster.web.render import page
+from roster.web.verifications import Verifications
 from roster.web.signin import FormRefused, Looking, SignInNeeded
 
 
@@ -23,6 +24,7 @@ def mount(app: FastAPI, store: Store) -> None:
     hub = EventHub()
     hub.attach(store)
     app.state.event_hub = hub
+    app.state.verifications = Verifications()
     app.mount("/static/vendor", StaticFiles(directory=assets.vendor_dir()), name="vendor")
     app.mount("/static", StaticFiles(directory=assets.OWN), name="static")
     app.include_router(signin.router)

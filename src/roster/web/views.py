@@ -314,6 +314,15 @@ def _audit_events(who: Viewer, principal: str, action: str, task: str, before: i
                                  newest_first=True, limit=PAGE + 1, before_seq=before or None)
 
 
+@router.get("/audit/verify", response_class=HTMLResponse)
+def verification(request: Request, who: Looking) -> Response:
+    def build() -> Response:
+        who.session.audit_log(limit=1)  # may this human read the audit log at all (403 otherwise)
+        job = request.app.state.verifications.latest(who.session.principal.company)
+        return page(request, "verified.html", who, title="Audit chain", job=job)
+    return _guarded(request, who, build)
+
+
 EXPORT_PAGE = 1000
 """Events read per query while an export streams."""
 
