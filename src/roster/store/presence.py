@@ -22,7 +22,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, union_all
 
 from roster.errors import UsageError
 from roster.kernel.presence import STATES, always_on, time_in_states
@@ -78,9 +78,13 @@ class PresenceVerbs(CompanyBase):
         if not agents:
             return found
         since, until = format_ts(start), format_ts(end)
-        for row in conn.execute(select(runs.c.agent, runs.c.started_at, runs.c.ended_at).where(
-                runs.c.company_id == self.company, runs.c.agent.in_(agents), runs.c.started_at < until,
-                (runs.c.ended_at.is_(None)) | (runs.c.ended_at > since))):
+        # The runs overlapping the window: those still running and those that ended after it began, each a
+        # range of the index runs (company_id, ended_at) (0023); a bound on started_at alone read every run.
+        columns = (runs.c.agent, runs.c.started_at, runs.c.ended_at)
+        mine = (runs.c.company_id == self.company, runs.c.agent.in_(agents))
+        overlapping = union_all(select(*columns).where(*mine, runs.c.ended_at.is_(None)),
+                                select(*columns).where(*mine, runs.c.ended_at > since, runs.c.started_at < until))
+        for row in conn.execute(overlapping):
             found[row.agent]["working"].append((_ts(row.started_at), _ts(row.ended_at) if row.ended_at else end))
         for row in conn.execute(select(approval_requests.c.requested_by, approval_requests.c.created_at,
                                        approval_requests.c.decided_at, approval_requests.c.expires_at,
