@@ -378,6 +378,9 @@ def test_a_human_of_one_portfolio_sees_only_it_and_no_company_wide_page(store, t
             page = web.get(path)
             assert page.status_code in (403, 404) and "core secret" not in page.text, path
         assert "fix-lint" not in web.get("/boards").text
+        org = web.get("/org").text  # her portfolio only, and no buttons she may not press
+        assert "eng/web" in org and "eng/core" not in org and "fix-lint" not in org
+        assert "Kill switch" not in org and "Pause planner" not in org
 
 
 def test_a_human_makes_a_transition_from_the_task_page_under_the_contract(web, company, tokens):

@@ -345,8 +345,9 @@ class ApprovalVerbs(CompanyBase):
             return [r for r in map(_request, rows) if self._may_decide(cache, who, r)]
 
     def list_requests(self, *, actor: ActorRef | None = None, status: str | None = None,
-                      requested_by: str | None = None) -> list[ApprovalRequest]:
-        """Requests, newest last. An agent sees only its own requests; humans see all."""
+                      requested_by: str | None = None, task_ids: list[int] | None = None) -> list[ApprovalRequest]:
+        """Requests, newest last, optionally only those on ``task_ids`` (an index range per task). An agent
+        sees only its own requests; humans see all."""
         self.expire_requests()
         query = select(approval_requests).where(approval_requests.c.company_id == self.company)
         with self._reading(actor, "approval.list", f"company:{self.company}") as (conn, cache, who):
@@ -357,6 +358,8 @@ class ApprovalVerbs(CompanyBase):
                 query = query.where(approval_requests.c.status == status)
             if requested_by is not None:
                 query = query.where(approval_requests.c.requested_by == requested_by)
+            if task_ids is not None:
+                query = query.where(approval_requests.c.task_id.in_(sorted(set(task_ids))))
             return [_request(r) for r in conn.execute(query.order_by(approval_requests.c.id))]
 
     def approval_stats(self, *, window_seconds: int = REVIEW_WINDOW_SECONDS) -> list[dict[str, Any]]:

@@ -264,9 +264,10 @@ class Session:
         return self._company.get_request(request_id, actor=self.principal)
 
     def list_requests(self, *, status: str | None = None,
-                      requested_by: str | None = None) -> list[ApprovalRequest]:
+                      requested_by: str | None = None, task_ids: list[int] | None = None) -> list[ApprovalRequest]:
         """:meth:`CompanyStore.list_requests`, as :attr:`principal`."""
-        return self._company.list_requests(status=status, requested_by=requested_by, actor=self.principal)
+        return self._company.list_requests(status=status, requested_by=requested_by, task_ids=task_ids,
+                                           actor=self.principal)
 
     def emit_event(self, name: str, *, data: Any = None) -> Event:
         """:meth:`CompanyStore.emit_event`, as :attr:`principal`."""

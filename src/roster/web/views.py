@@ -113,10 +113,10 @@ def inbox(request: Request, who: Looking) -> Response:
         session = who.session
         pending = session.inbox()
         rejected: dict[int, list[Any]] = {}
-        if pending:  # one read of the rejected requests for every pending one
-            for r in session.list_requests(status="rejected"):
-                if r.task_id is not None:
-                    rejected.setdefault(r.task_id, []).append(r)
+        tasks = sorted({r.task_id for r in pending if r.task_id is not None})
+        if tasks:  # one read, of the rejected requests on the pending ones' tasks only
+            for r in session.list_requests(status="rejected", task_ids=tasks):
+                rejected.setdefault(r.task_id, []).append(r)
         approvals = [{"request": r, "earlier": rejected.get(r.task_id, [])[-5:]} for r in pending]
         return page(request, "inbox.html", who, title="Inbox", approvals=approvals,
                     escalations=session.list_escalations(status="open"),
@@ -134,15 +134,19 @@ def org(request: Request, who: Looking) -> Response:
         spec = session.spec()
         people = {p.handle: p for p in session.list_principals()}
         paused_scopes = session.company_for("oversee", "company").paused() if _oversees(who) else []
+        readable = set(_readable_workflows(who))
+        company_wide = who.company_wide
         tree = []
         for ws_name, ws in spec.workspaces.items():
             portfolios = []
             for pf_name in ws.portfolios:
                 scope = f"{ws_name}/{pf_name}"
-                workflows = [w for w, wf in spec.workflows.items() if wf.portfolio == scope]
-                portfolios.append({"name": pf_name, "scope": scope, "workflows": workflows,
-                                   "paused": scope in paused_scopes})
-            tree.append({"name": ws_name, "portfolios": portfolios})
+                workflows = [w for w, wf in spec.workflows.items() if wf.portfolio == scope and w in readable]
+                if workflows or company_wide:  # a scoped human sees only the portfolios they work in
+                    portfolios.append({"name": pf_name, "scope": scope, "workflows": workflows,
+                                       "paused": scope in paused_scopes})
+            if portfolios:
+                tree.append({"name": ws_name, "portfolios": portfolios})
         rows: dict[str | None, list[dict[str, Any]]] = {}
         for handle, p in sorted(people.items()):
             agent = spec.agents.get(handle)
@@ -151,6 +155,7 @@ def org(request: Request, who: Looking) -> Response:
                                               "role": agent.role if agent else ""})
         return page(request, "org.html", who, title="Org chart", company=spec.company,
                     display_name=spec.display_name or spec.company, tree=tree, reports=rows,
+                    admin=session.explain("admin", "company").allowed,
                     company_paused="*" in paused_scopes or "company" in paused_scopes)
     return _guarded(request, who, build)
 
