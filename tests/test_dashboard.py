@@ -566,3 +566,35 @@ def test_the_audit_page_pages_back_by_sequence_and_the_export_streams_every_even
     lines = [json.loads(line) for line in export.text.splitlines()]
     total = len(company.audit_log())
     assert [e["seq"] for e in lines] == list(range(1, total + 1))  # every event once, in order, over pages
+
+
+def test_verify_runs_in_a_child_process_and_shows_where_a_tampered_chain_breaks(web, store, company, tokens):
+    from sqlalchemy import update
+
+    from roster.store.schema import audit_events
+
+    new_task(company)
+    csrf = sign_in(web, tokens["alice"])
+    with store.write() as conn:  # rewrite history behind the chain's back
+        conn.execute(update(audit_events).where(audit_events.c.company_id == "acme", audit_events.c.seq == 2)
+                     .values(principal="mallory"))
+    assert web.post("/audit/verify", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    for _ in range(400):
+        page = web.get("/audit/verify").text
+        if "Verifying the chain" not in page:
+            break
+        time.sleep(0.05)
+    assert "the chain breaks at event 2" in page
+
+
+def test_a_portfolio_scoped_human_cannot_start_a_verification(store, tokens):
+    from dashboard_support import TWO_PORTFOLIOS
+
+    from roster.specfile import parse_spec
+
+    store.apply(parse_spec(TWO_PORTFOLIOS), applied_by="alice")
+    carol = store.company("acme").issue_token("carol", actor="alice").token
+    with TestClient(create_app(store)) as web:
+        csrf = sign_in(web, carol)
+        assert web.post("/audit/verify", data={"csrf": csrf}, follow_redirects=False).status_code == 403
+        assert web.get("/audit/verify").status_code == 403

@@ -24,7 +24,7 @@ def mount(app: FastAPI, store: Store) -> None:
     hub = EventHub()
     hub.attach(store)
     app.state.event_hub = hub
-    app.state.verifications = Verifications()
+    app.state.verifications = Verifications(store)
     app.mount("/static/vendor", StaticFiles(directory=assets.vendor_dir()), name="vendor")
     app.mount("/static", StaticFiles(directory=assets.OWN), name="static")
     app.include_router(signin.router)
