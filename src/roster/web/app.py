@@ -15,8 +15,8 @@ from roster.store import Store, dashboard_sessions
 from roster.web import actions, assets, signin, views
 from roster.web.events import EventHub
 from roster.web.render import page
-from roster.web.verifications import Verifications
 from roster.web.signin import FormRefused, Looking, SignInNeeded
+from roster.web.verifications import Verifications
 
 
 def mount(app: FastAPI, store: Store) -> None:
