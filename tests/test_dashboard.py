@@ -598,3 +598,45 @@ def test_a_portfolio_scoped_human_cannot_start_a_verification(store, tokens):
         csrf = sign_in(web, carol)
         assert web.post("/audit/verify", data={"csrf": csrf}, follow_redirects=False).status_code == 403
         assert web.get("/audit/verify").status_code == 403
+
+
+def test_verify_from_a_real_roster_serve_process_walks_the_chain_in_a_child_process(cli):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import httpx
+    from conftest import ok
+
+    ok(cli("init"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROSTER_")}
+    proc = subprocess.Popen([sys.executable, "-m", "roster", "serve", "--port", str(port)], cwd=cli.workspace,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        link = js(cli("dashboard", "--url", base, "--json"))["url"]
+        with httpx.Client(base_url=base, timeout=20) as web:
+            for _ in range(100):
+                try:
+                    page = web.get(link.removeprefix(base))
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            code = re.search(r'name="link" value="([^"]+)"', page.text).group(1)
+            assert web.post("/sign-in", data={"csrf": form_token(page.text), "link": code}).status_code == 303
+            csrf = form_token(web.get("/audit").text)
+            assert web.post("/audit/verify", data={"csrf": csrf}).status_code == 303
+            for _ in range(300):
+                result = web.get("/audit/verify").text
+                if "Verifying the chain" not in result:
+                    break
+                time.sleep(0.1)
+            assert "events verified: the chain is intact" in result, result[-800:]
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=20)[0]
+    assert out.count("roster serve: dashboard at") == 1, out  # the spawned child ran the walk, not the CLI
