@@ -43,16 +43,15 @@ import argparse
 import json
 import random
 import re
-import secrets
 import statistics
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pg import pg_schema  # bench/pg.py, beside this script
 from sqlalchemy import func, insert, select, text
 
 from roster.specfile import parse_spec
@@ -72,8 +71,6 @@ from roster.store.store import format_ts, utc_now
 
 COMPANY = "bench"
 DAY = 86400
-PG_DSN = "host=127.0.0.1 port=5432 user=root dbname=test"
-PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}&application_name={schema}"
 
 WORKFLOWS = {
     # name: (portfolio, states with their share of the workflow's tasks, transitions, share of all tasks)
@@ -591,26 +588,6 @@ def _server_version(store: Store) -> str:
         return conn.execute(text("SELECT sqlite_version()")).scalar_one()
 
 
-@contextmanager
-def pg_schema():
-    """A throwaway schema on the local PostgreSQL server, as a URL; ``None`` when it is unreachable."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any reason the server cannot be reached
-        print(f"PostgreSQL skipped: {PG_DSN} unreachable ({type(exc).__name__}: {exc})".strip(), flush=True)
-        yield None
-        return
-    schema = f"bench_dashboard_{secrets.token_hex(4)}"
-    with admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield PG_URL.format(schema=schema)
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def print_result(result: dict[str, Any]) -> None:
     r = result
     print(f"\n{r['backend']} {r['server_version']}: {r['agents']:,} agents, {r['tasks']:,} tasks, {r['runs']:,} runs "
@@ -646,7 +623,7 @@ def main() -> None:
             results.append(measure(f"sqlite:///{Path(tmp) / 'dashboard.db'}", **sizes))
             print_result(results[-1])
         if args.backend in ("postgresql", "both"):
-            with pg_schema() as url:
+            with pg_schema("bench_dashboard") as url:
                 if url is not None:
                     results.append(measure(url, **sizes))
                     print_result(results[-1])

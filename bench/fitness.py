@@ -28,18 +28,17 @@ import json
 import os
 import random
 import resource
-import secrets
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from pg import pg_schema  # bench/pg.py, beside this script
 from sqlalchemy import insert, text
 
 from roster.specfile import parse_spec
@@ -49,8 +48,6 @@ from roster.store.store import format_ts
 
 COMPANY = "bench"
 DAY = 86400
-PG_DSN = "host=127.0.0.1 port=5432 user=root dbname=test"
-PG_URL = "postgresql+psycopg://root@127.0.0.1:5432/test?options=-csearch_path%3D{schema}&application_name={schema}"
 
 POOLS = {"builder": 16, "qa": 8, "merger": 4, "triager": 12}
 """Agents per role: 40 in all, in four pools."""
@@ -406,26 +403,6 @@ def _cpu() -> float:
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
-@contextmanager
-def pg_schema():
-    """A throwaway schema on the local PostgreSQL server, as a URL; ``None`` when it is unreachable."""
-    try:
-        import psycopg
-
-        admin = psycopg.connect(PG_DSN, autocommit=True, connect_timeout=3)
-    except Exception as exc:  # noqa: BLE001 - any reason the server cannot be reached
-        print(f"PostgreSQL skipped: {PG_DSN} unreachable ({type(exc).__name__}: {exc})".strip(), flush=True)
-        yield None
-        return
-    schema = f"bench_fitness_{secrets.token_hex(4)}"
-    with admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-        try:
-            yield PG_URL.format(schema=schema)
-        finally:
-            admin.execute(f"DROP SCHEMA {schema} CASCADE")
-
-
 def print_result(result: dict[str, Any]) -> None:
     t = result["totals"]
     print(f"\n{result['backend']} {result['server_version']}: {result['runs']:,} runs, {result['tasks']:,} tasks, "
@@ -459,7 +436,7 @@ def main() -> None:
                                    repeat=args.repeat, cli=args.cli, workdir=Path(tmp) / "sqlite"))
             print_result(results[-1])
         if args.backend in ("postgresql", "both"):
-            with pg_schema() as url:
+            with pg_schema("bench_fitness") as url:
                 if url is not None:
                     results.append(measure(url, n_runs=args.runs, n_tasks=n_tasks, repeat=args.repeat,
                                            cli=args.cli, workdir=Path(tmp) / "postgresql"))
