@@ -186,6 +186,7 @@ def test_approve_from_the_inbox_runs_the_transition_as_the_agent_with_the_human_
     csrf = sign_in(web, tokens["alice"])
     inbox = web.get("/inbox").text
     assert f"Request {pending.id}" in inbox and "lint is clean" in inbox and "merge" in inbox
+    assert "Reply to merger" in inbox  # the message form to the requesting agent
     approved = web.post(f"/approvals/{pending.id}/approve", data={"csrf": csrf, "note": "ship it"},
                         follow_redirects=False)
     assert approved.status_code == 303
