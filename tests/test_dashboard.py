@@ -641,3 +641,12 @@ def test_verify_from_a_real_roster_serve_process_walks_the_chain_in_a_child_proc
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
     assert out.count("roster serve: dashboard at") == 1, out  # the spawned child ran the walk, not the CLI
+
+
+def test_an_agents_page_shows_its_fitness_over_the_window_it_names(web, company, tokens):
+    from roster.store import fitness as store_fitness
+
+    sign_in(web, tokens["alice"])
+    page = web.get("/agents/planner").text
+    days = store_fitness.DEFAULT_WINDOW // 86400
+    assert f"Fitness (last {days} days)" in page  # the heading is the window the figures were read over
