@@ -650,3 +650,29 @@ def test_an_agents_page_shows_its_fitness_over_the_window_it_names(web, company,
     page = web.get("/agents/planner").text
     days = store_fitness.DEFAULT_WINDOW // 86400
     assert f"Fitness (last {days} days)" in page  # the heading is the window the figures were read over
+
+
+def test_the_overview_and_costs_show_runs_per_hour_budgets_kpis_and_spend_per_day(store, tokens):
+    from roster.specfile import parse_spec
+
+    store.apply(parse_spec(FIX_LINT + """budgets:
+  - {scope: company, usd: 1, period: month, warn_at: 0.5}
+kpis:
+  lint_findings: {direction: down}
+"""), applied_by="alice")
+    company = store.company("acme")
+    for cost in (0.25, 0.5):
+        run = company.start_run("planner", trigger="manual", task_id=None, fencing_token=None)
+        company.finish_run(run, outcome="succeeded", cost_usd=cost, input_tokens=100, output_tokens=10)
+    for value in (30, 25, 21):
+        company.record_kpi("lint_findings", value, actor="alice")
+    with TestClient(create_app(store)) as web:
+        sign_in(web, tokens["alice"])
+        overview = web.get("/").text
+        assert "Runs in the last 24 hours: 2" in overview and "<svg" in overview  # the runs-per-hour chart
+        assert re.search(r"<td>company</td><td>month</td><td>[^<]*0\.75[^<]*</td><td class=\"level-warn\">", overview)
+        assert "<strong>lint_findings</strong>: 21" in overview and "3 reading(s) shown" in overview
+        costs = web.get("/costs").text
+        day = company.store.now()[:10]
+        assert re.search(rf"<td>{day}</td><td>2</td><td>2</td><td>0\.7500</td><td>0\.3750</td>", costs)
+        assert "Spend per day (USD, priced runs)" in costs and "<td>planner</td><td>2</td>" in costs
